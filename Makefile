@@ -1,0 +1,51 @@
+# The two commands a new user needs: `make demo` and `make test`. Each sets itself up
+# (virtual environment + install) on a fresh machine. `make help` lists the rest.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+export SR_PIPELINE_DATA ?= $(CURDIR)/data
+
+.PHONY: help install demo test ui lpips-weights bench clean-data
+
+help:
+	@echo "make demo           install, make the bundled demo data and materialise every asset"
+	@echo "make test           install and run the test suite"
+	@echo "make ui             open the Dagster UI (dagster dev) on http://127.0.0.1:3000"
+	@echo "make lpips-weights  make LPIPS's AlexNet weights available offline"
+	@echo "make bench          run the benchmarks that need no external data"
+	@echo "make clean-data     delete everything under data/ (uploads, store, models, Dagster history)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+lpips-weights: install
+	$(BIN)/sr-pipeline lpips-weights
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	-$(BIN)/sr-pipeline lpips-weights
+	$(BIN)/sr-pipeline demo
+
+test: install
+	-$(BIN)/sr-pipeline lpips-weights
+	$(BIN)/pytest -q
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_degrade.py
+
+clean-data:
+	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +

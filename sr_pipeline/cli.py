@@ -1,0 +1,93 @@
+"""The ``sr-pipeline`` command line: one sub-command per core function.
+
+Each handler lives beside the code it drives and is imported only when its command runs, so
+``sr-pipeline --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+
+def _handler(target: str):
+    """``"module:function"`` -> a callable resolved at call time."""
+
+    def call(args: argparse.Namespace) -> int:
+        module_name, func_name = target.split(":")
+        return getattr(importlib.import_module(module_name), func_name)(args)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sr-pipeline",
+        description="Learn a plant's camera degradation and restore its images with a single-step "
+        "diffusion upsampler. Every command works on the data root (default ./data, or "
+        "$SR_PIPELINE_DATA, or --data).",
+    )
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: $SR_PIPELINE_DATA or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write the bundled demo camera uploads into the landing folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated cameras (default 0)")
+    p.add_argument("--force", action="store_true", help="write again even if the demo uploads are already there")
+    p.set_defaults(func=_handler("sr_pipeline.demo_data:run_cli"))
+
+    p = sub.add_parser("ingest", help="ingest a folder of images from disk through the same path as camera uploads")
+    p.add_argument("src_dir", type=Path, help="folder of images (for calibration pairs: pairs/<name>/{hr,lr} or HR/ + LR/)")
+    p.add_argument("--camera", required=True, help="camera id from the camera registry (configs/cameras.yaml)")
+    p.add_argument("--batch", default=None, help="batch key (default: <camera>-<UTC time>-<short hash>)")
+    p.add_argument("--cameras", type=Path, default=None, help="camera registry file (default configs/cameras.yaml)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=_handler("sr_pipeline.ingest:run_cli"))
+
+    train = sub.add_parser("train", help="train a model")
+    train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
+    p = train_sub.add_parser("teacher", help="train the multi-step ResShift teacher")
+    p.add_argument("--config", type=Path, required=True, help="training profile (configs/cpu-demo.yaml, configs/gpu.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    p.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: <data>/models/teacher/<version>)")
+    p.add_argument("--run-dir", type=Path, default=None, help="resumable state folder (default: <data>/runs/teacher/<profile>)")
+    p.set_defaults(func=_handler("sr_pipeline.sr.train_teacher:run_cli"))
+
+    p = sub.add_parser("upscale", help="upscale images with a student (1 step) or a teacher (--steps T)")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the promoted student)")
+    p.add_argument("--steps", type=int, default=1, help="sampler steps: 1 for a student, T for a teacher")
+    p.add_argument("--seed", type=int, default=0, help="start-noise seed (outputs are deterministic per seed)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=_handler("sr_pipeline.sr.infer:run_cli"))
+
+    p = sub.add_parser("models", help="list every checkpoint and which student is promoted")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=_handler("sr_pipeline.models_registry:run_cli"))
+
+    p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_handler("sr_pipeline.sr.lpips_weights:run_cli"))
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.data is not None:
+        import os
+
+        os.environ["SR_PIPELINE_DATA"] = str(args.data.resolve())
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
