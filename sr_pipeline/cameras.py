@@ -1,0 +1,103 @@
+"""The camera registry: which cameras upload images, what each one is for and its scale factor.
+
+Loaded from ``configs/cameras.yaml`` (or ``$SR_PIPELINE_CAMERAS``) and validated with pydantic, so
+a typo in the file fails with a message that names the field, not with a KeyError at ingest time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import Enum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parent.parent / "configs" / "cameras.yaml"
+
+# Camera ids become folder names and part of Dagster partition keys: keep them plain.
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class CameraRegistryError(ValueError):
+    """The registry file is missing, unreadable or invalid."""
+
+
+class UnknownCameraError(KeyError):
+    """A camera id that the registry does not list."""
+
+    def __init__(self, camera_id: str, known: list[str]):
+        self.camera_id = camera_id
+        self.known = known
+        super().__init__(camera_id)
+
+    def __str__(self) -> str:
+        known = ", ".join(self.known) or "(none)"
+        return f"unknown camera {self.camera_id!r}; the registry lists: {known}"
+
+
+class CameraRole(str, Enum):
+    hr_reference = "hr_reference"
+    field_lr = "field_lr"
+
+
+class Camera(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: CameraRole
+    scale: int = Field(default=4, ge=1, le=16)
+    description: str = ""
+
+
+class CameraRegistry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cameras: dict[str, Camera]
+
+    @field_validator("cameras")
+    @classmethod
+    def _check_ids(cls, cameras: dict[str, Camera]) -> dict[str, Camera]:
+        if not cameras:
+            raise ValueError("the registry lists no cameras")
+        for camera_id in cameras:
+            if not CAMERA_ID_RE.match(camera_id):
+                raise ValueError(
+                    f"camera id {camera_id!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+                )
+        return cameras
+
+    def get(self, camera_id: str) -> Camera:
+        try:
+            return self.cameras[camera_id]
+        except KeyError:
+            raise UnknownCameraError(camera_id, sorted(self.cameras)) from None
+
+    def __contains__(self, camera_id: object) -> bool:
+        return camera_id in self.cameras
+
+    def ids(self, role: CameraRole | str | None = None) -> list[str]:
+        """Camera ids, sorted; only those with ``role`` when given."""
+        role = CameraRole(role) if role is not None else None
+        return sorted(cid for cid, cam in self.cameras.items() if role is None or cam.role == role)
+
+
+def default_cameras_file() -> Path:
+    return Path(os.environ.get("SR_PIPELINE_CAMERAS", DEFAULT_CAMERAS_FILE)).resolve()
+
+
+def load_registry(path: str | Path | None = None) -> CameraRegistry:
+    """Read and validate a registry file (default: :func:`default_cameras_file`)."""
+    path = Path(path) if path is not None else default_cameras_file()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CameraRegistryError(f"camera registry {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CameraRegistryError(f"cannot read camera registry {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CameraRegistryError(f"camera registry {path} must be a mapping with a 'cameras' key")
+    try:
+        return CameraRegistry.model_validate(raw)
+    except ValidationError as exc:
+        raise CameraRegistryError(f"invalid camera registry {path}:\n{exc}") from None

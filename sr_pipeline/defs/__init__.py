@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, sensors, jobs and resources that wire the core to storage."""

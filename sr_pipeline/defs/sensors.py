@@ -1,0 +1,90 @@
+"""``camera_upload_sensor``: claims stable camera uploads into batches and requests their ingestion.
+The cursor (JSON) holds the first-seen size and mtime of each waiting file and the batches already
+requested; Dagster stores it together with the run requests and the partition additions, so a tick
+either happens completely or not at all. ``run_key`` is the batch key, which makes each batch's run
+unique forever.
+"""
+
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from sr_pipeline.defs.ingest import ingest_job
+from sr_pipeline.defs.partitions import upload_batches
+from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.uploads import poll_landing, stable_seconds_from_env
+
+INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
+DEFAULT_INTERVAL_SECONDS = 30
+
+
+def _interval_from_env() -> int:
+    return int(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS))
+
+
+def build_camera_upload_sensor(
+    name: str = "camera_upload_sensor",
+    *,
+    minimum_interval_seconds: int | None = None,
+    stable_seconds: float | None = None,
+    clock: Callable[[], float] = time.time,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+) -> SensorDefinition:
+    """The upload sensor; ``stable_seconds`` defaults to ``$SR_PIPELINE_STABLE_SECONDS`` (10) read
+    at each tick, ``minimum_interval_seconds`` to ``$SR_PIPELINE_SENSOR_INTERVAL`` (30)."""
+
+    @sensor(
+        name=name,
+        job=ingest_job,
+        minimum_interval_seconds=minimum_interval_seconds or _interval_from_env(),
+        default_status=default_status,
+        description=(
+            "Claims camera uploads in <data>/landing/<camera>/ once their size and mtime are stable, "
+            "one upload batch per camera per tick, adds the batch partition and requests its ingestion."
+        ),
+    )
+    def _camera_upload_sensor(context: SensorEvaluationContext, storage: PlantStorage) -> SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {}
+        wait = stable_seconds if stable_seconds is not None else stable_seconds_from_env()
+        result = poll_landing(storage.layout(), storage.registry(), state, now=clock(), stable_seconds=wait)
+        cursor = json.dumps(result.state, sort_keys=True)
+        if result.unknown_folders:
+            context.log.warning(f"landing folders of unregistered cameras (left untouched): {result.unknown_folders}")
+        if not result.batches:
+            return SensorResult(
+                skip_reason=SkipReason(f"no stable uploads ({result.waiting} file(s) waiting to be stable for {wait:g} s)"),
+                cursor=cursor,
+            )
+        for batch in result.batches:
+            what = "recovered unrequested batch" if batch.recovered else f"claimed {len(batch.files)} file(s)"
+            context.log.info(f"{batch.batch_key}: {what}")
+        keys = [b.batch_key for b in result.batches]
+        return SensorResult(
+            run_requests=[
+                RunRequest(
+                    run_key=b.batch_key,
+                    partition_key=b.batch_key,
+                    tags={"sr_pipeline/camera": b.camera, "sr_pipeline/files": str(len(b.files))},
+                )
+                for b in result.batches
+            ],
+            dynamic_partitions_requests=[upload_batches.build_add_request(keys)],
+            cursor=cursor,
+        )
+
+    return _camera_upload_sensor
+
+
+camera_upload_sensor = build_camera_upload_sensor()

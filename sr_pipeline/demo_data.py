@@ -1,0 +1,277 @@
+"""The bundled demo data: camera uploads made from scikit-image's bundled public-domain photos.
+
+``make_demo_data`` writes into the landing folder exactly what real cameras would upload:
+
+- ``landing/ref_cam/``: HR reference crops (PNG) from the high-resolution reference camera;
+- ``landing/field_cam/``: unpaired field images (JPEG) from a simulated old inspection camera
+  (:func:`field_camera_jpeg`, a fixed degradation the models are never told);
+- ``landing/field_cam/pairs/<name>/{hr,lr}/``: a small paired calibration set, the HR crop and the
+  same field camera's image of it, for evaluation only.
+
+The three roles come from disjoint tiles of the photos (a tile is used by one role only), so
+nothing in the calibration set or the field images was ever an HR reference. Everything is
+deterministic for a seed. A manifest ``landing/.demo-data.json`` records what was written (hidden,
+so the upload sensor ignores it) and makes a second call a no-op unless ``force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from sr_pipeline.layout import DataLayout
+from sr_pipeline.store import atomic_write_bytes
+
+REF_CAMERA = "ref_cam"
+FIELD_CAMERA = "field_cam"
+MANIFEST_NAME = ".demo-data.json"
+TILE = 160
+MAX_TILES_PER_PHOTO = 9  # keeps the big, smooth photos (retina, Hubble) from dominating
+N_REFERENCES = 20
+N_FIELD = 36
+N_PAIRS = 8
+
+# skimage.data loaders used, each bundled with scikit-image 0.26 (nothing is downloaded), and
+# the licence its docstring states (see data/README.md).
+PHOTOS: dict[str, str] = {
+    "astronaut": "public domain (NASA)",
+    "brick": "CC0 (CC0Textures)",
+    "camera": "CC0 (Lav Varshney)",
+    "cell": "CC0",
+    "chelsea": "CC0 (Stefan van der Walt)",
+    "coffee": "CC0 (Rachel Michetti)",
+    "coins": "no known copyright restrictions (Brooklyn Museum)",
+    "grass": "CC0 (DeviantArt, linolafett)",
+    "gravel": "CC0 (CC0Textures)",
+    "hubble_deep_field": "public domain (NASA)",
+    "immunohistochemistry": "no known copyright restrictions (CMMI)",
+    "retina": "CC0 (Mikael Häggström, Wikimedia Commons)",
+    "rocket": "public domain (SpaceX)",
+}
+
+
+@dataclass(frozen=True)
+class FieldCameraModel:
+    """The simulated field camera. Fixed: the models never see these numbers."""
+
+    scale: int = 4
+    blur_sigmas: tuple[float, float] = (1.6, 0.7)  # HR pixels, along the major and minor axis
+    blur_angle_deg: float = 25.0
+    read_noise: float = 2.0  # 8-bit levels
+    shot_noise: float = 0.06  # variance per level of signal
+    colour_gain: tuple[float, float, float] = (1.06, 1.0, 0.9)  # a warm cast
+    colour_offset: float = 4.0  # lifted blacks
+    jpeg_quality: int = 70
+
+
+FIELD_CAMERA_MODEL = FieldCameraModel()
+
+
+def anisotropic_gaussian_kernel(sigmas: tuple[float, float], angle_deg: float) -> np.ndarray:
+    radius = int(np.ceil(3 * max(sigmas)))
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float64)
+    theta = np.deg2rad(angle_deg)
+    u = np.cos(theta) * x + np.sin(theta) * y
+    v = -np.sin(theta) * x + np.cos(theta) * y
+    kernel = np.exp(-0.5 * ((u / sigmas[0]) ** 2 + (v / sigmas[1]) ** 2))
+    return kernel / kernel.sum()
+
+
+def _seed_for(seed: int, name: str) -> np.random.Generator:
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCameraModel = FIELD_CAMERA_MODEL) -> bytes:
+    """What the simulated field camera uploads for an HxWx3 uint8 scene: JPEG bytes at 1/scale.
+
+    Blur (anisotropic Gaussian) -> area downsampling -> colour cast -> signal-dependent noise ->
+    8-bit quantisation -> JPEG. ``seed`` and ``name`` fix the noise. H and W must be multiples of
+    the scale.
+    """
+    s = model.scale
+    h, w = hr.shape[:2]
+    if h % s or w % s:
+        raise ValueError(f"scene size {w}x{h} is not a multiple of the scale {s}")
+    x = hr.astype(np.float64)
+    kernel = anisotropic_gaussian_kernel(model.blur_sigmas, model.blur_angle_deg)
+    x = np.stack([ndimage.convolve(x[..., c], kernel, mode="reflect") for c in range(3)], axis=-1)
+    x = x.reshape(h // s, s, w // s, s, 3).mean(axis=(1, 3))
+    x = x * np.asarray(model.colour_gain) + model.colour_offset
+    rng = _seed_for(seed, name)
+    sigma = np.sqrt(model.read_noise**2 + model.shot_noise * np.clip(x, 0, None))
+    x = x + rng.normal(size=x.shape) * sigma
+    lr = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(lr, "RGB").save(buf, format="JPEG", quality=model.jpeg_quality)
+    return buf.getvalue()
+
+
+def field_camera_degrade(hr: np.ndarray, seed: int, name: str = "", model: FieldCameraModel = FIELD_CAMERA_MODEL) -> np.ndarray:
+    """:func:`field_camera_jpeg` decoded: the field image as HxWx3 uint8 (for evaluation)."""
+    with Image.open(io.BytesIO(field_camera_jpeg(hr, seed, name, model))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# ---------------------------------------------------------------- tiles and roles
+
+
+@dataclass(frozen=True)
+class Tile:
+    photo: str
+    row: int
+    col: int
+    top: int
+    left: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.photo}_r{self.row}c{self.col}"
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photo as HxWx3 uint8 (grey photos repeated over 3 channels)."""
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3]).astype(np.uint8)
+
+
+def photo_tiles(name: str, image: np.ndarray) -> list[Tile]:
+    """Non-overlapping TILE x TILE tiles on a centred grid, without near-empty ones (retina's and
+    the Hubble field's black surroundings); at most MAX_TILES_PER_PHOTO, the most textured."""
+    h, w = image.shape[:2]
+    rows, cols = h // TILE, w // TILE
+    top0, left0 = (h - rows * TILE) // 2, (w - cols * TILE) // 2
+    tiles = []
+    for r in range(rows):
+        for c in range(cols):
+            top, left = top0 + r * TILE, left0 + c * TILE
+            patch = image[top : top + TILE, left : left + TILE].astype(np.float64)
+            if patch.std() >= 12.0 and 20.0 <= patch.mean() <= 235.0:
+                tiles.append((patch.std(), Tile(name, r, c, top, left)))
+    tiles.sort(key=lambda st: -st[0])
+    return sorted((t for _, t in tiles[:MAX_TILES_PER_PHOTO]), key=lambda t: (t.row, t.col))
+
+
+def assign_roles(tiles_by_photo: dict[str, list[Tile]], seed: int) -> dict[str, list[Tile]]:
+    """Disjoint tiles for each role, spread over the photos (round-robin over shuffled photos)."""
+    rng = np.random.default_rng(seed)
+    queues = {p: [ts[i] for i in rng.permutation(len(ts))] for p, ts in sorted(tiles_by_photo.items())}
+    order: list[Tile] = []
+    while any(queues.values()):
+        photos = [p for p in sorted(queues) if queues[p]]
+        for i in rng.permutation(len(photos)):
+            order.append(queues[photos[i]].pop())
+    need = N_PAIRS + N_REFERENCES + N_FIELD
+    if len(order) < need:
+        raise RuntimeError(f"only {len(order)} usable tiles, the demo needs {need}")
+    roles: dict[str, list[Tile]] = {"calibration": order[:N_PAIRS], "reference": [], "field": []}
+    # interleave the rest so both training roles see every photo
+    for tile in order[N_PAIRS:need]:
+        want_field = len(roles["field"]) * N_REFERENCES <= len(roles["reference"]) * N_FIELD
+        key = "field" if (want_field and len(roles["field"]) < N_FIELD) or len(roles["reference"]) >= N_REFERENCES else "reference"
+        roles[key].append(tile)
+    return roles
+
+
+def _crop(image: np.ndarray, tile: Tile, size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    dy, dx = (int(v) for v in rng.integers(0, TILE - size + 1, size=2))
+    top, left = tile.top + dy, tile.left + dx
+    return image[top : top + size, left : left + size], [top, left, size, size]
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass
+class DemoData:
+    landing: Path
+    seed: int
+    skipped: bool = False
+    files: list[dict] = field(default_factory=list)
+    """One entry per written file: path (relative to landing), role, photo, box [top, left, h, w]."""
+
+    def count(self, role: str) -> int:
+        return sum(1 for f in self.files if f["role"] == role)
+
+
+def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> DemoData:
+    """Write the demo uploads into ``layout.landing`` (see the module doc)."""
+    manifest_path = layout.landing / MANIFEST_NAME
+    if manifest_path.exists() and not force:
+        previous = json.loads(manifest_path.read_text())
+        return DemoData(layout.landing, previous.get("seed", seed), skipped=True, files=previous.get("files", []))
+    if manifest_path.exists():  # force: remove what the previous call wrote and is still waiting
+        for entry in json.loads(manifest_path.read_text()).get("files", []):
+            try:
+                os.unlink(layout.landing / entry["path"])
+            except FileNotFoundError:
+                pass
+
+    photos = {name: load_photo(name) for name in PHOTOS}
+    roles = assign_roles({name: photo_tiles(name, img) for name, img in photos.items()}, seed)
+    rng = np.random.default_rng([seed, 1])
+    out = DemoData(layout.landing, seed)
+
+    def write(rel: str, data: bytes, role: str, tile: Tile, box: list[int]) -> None:
+        atomic_write_bytes(layout.landing / rel, data, durable=False)
+        out.files.append({"path": rel, "role": role, "photo": tile.photo, "box": box})
+
+    for tile in roles["reference"]:
+        size = int(rng.choice([128, 144, 160]))
+        crop, box = _crop(photos[tile.photo], tile, size, rng)
+        write(f"{REF_CAMERA}/{tile.name}.png", _png(crop), "hr_reference", tile, box)
+    for tile in roles["field"]:
+        size = int(rng.choice([144, 160]))
+        crop, box = _crop(photos[tile.photo], tile, size, rng)
+        write(f"{FIELD_CAMERA}/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), "field_lr", tile, box)
+    for tile in roles["calibration"]:
+        size = int(rng.choice([128, 144, 160]))
+        crop, box = _crop(photos[tile.photo], tile, size, rng)
+        base = f"{FIELD_CAMERA}/pairs/{tile.name}"
+        write(f"{base}/hr/{tile.name}.png", _png(crop), "calib_hr", tile, box)
+        write(f"{base}/lr/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), "calib_lr", tile, box)
+
+    manifest = {
+        "seed": seed,
+        "field_camera_model": asdict(FIELD_CAMERA_MODEL),
+        "photo_licences": {name: PHOTOS[name] for name in sorted({f["photo"] for f in out.files})},
+        "files": out.files,
+    }
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    return out
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline demo-data [--seed N] [--force]``."""
+    data = getattr(args, "data", None)
+    layout = DataLayout(Path(data).resolve()) if data is not None else DataLayout.default()
+    result = make_demo_data(layout, seed=getattr(args, "seed", 0), force=getattr(args, "force", False))
+    if result.skipped:
+        print(f"demo uploads already written to {result.landing} (seed {result.seed}); use --force to write them again")
+        return 0
+    print(
+        f"wrote demo camera uploads to {result.landing} (seed {result.seed}): "
+        f"{result.count('hr_reference')} HR references in {REF_CAMERA}/, "
+        f"{result.count('field_lr')} field images in {FIELD_CAMERA}/, "
+        f"{result.count('calib_hr')} calibration pairs in {FIELD_CAMERA}/pairs/"
+    )
+    return 0

@@ -1,0 +1,488 @@
+"""Ingest one upload batch: decode, normalise, store, catalogue; quarantine what is bad.
+
+A batch is the folder ``incoming/<batch>/<camera>/...`` (filled by the sensor, or by
+:func:`ingest_folder` for back-fills). Every file in it ends in exactly one place: a catalog row
+``accepted`` or ``duplicate`` (the file's pixels are in the image store), or the quarantine folder
+``quarantine/<batch>/<safe name>`` with ``<safe name>.json`` saying why (its catalog row is
+``quarantined``). The batch catalog is written once, after every file has its outcome, and only
+then are the incoming files deleted. A run that dies midway leaves the unprocessed and the stored
+files in incoming and the quarantined ones (with their JSON) in quarantine; the retry rebuilds the
+quarantined rows from the JSON files and processes the rest, so the accounting
+``files in = accepted + duplicates + quarantined`` holds whatever happened before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from sr_pipeline import store
+from sr_pipeline.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
+from sr_pipeline.images import DecodeLimits, ImageRejected, decode_file
+from sr_pipeline.layout import DataLayout
+from sr_pipeline.uploads import (
+    FILE,
+    SPECIAL,
+    SYMLINK,
+    BatchBusyError,
+    Upload,
+    batch_lock,
+    check_batch_key,
+    safe_component,
+    safe_relative_path,
+    scan_tree,
+    unique_batch_key,
+)
+
+# Reason codes decided here (the decoding ones live in sr_pipeline.images).
+SYMLINK_REASON = "symlink"
+SPECIAL_FILE = "special_file"
+UNKNOWN_CAMERA = "unknown_camera"
+UNKNOWN_ROLE = "unknown"
+
+
+@dataclass
+class FileOutcome:
+    camera: str
+    source_name: str
+    role: str
+    pair_name: str | None
+    outcome: str
+    reason: str | None
+    image_id: str | None
+    stored_path: str
+    message: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    batch: str
+    catalog_path: Path
+    files: list[FileOutcome] = field(default_factory=list)
+    already_ingested: bool = False
+    """The batch catalog existed before this call; the summary is read back from it."""
+    left_in_incoming: list[str] = field(default_factory=list)
+    """Files found in the batch folder that its catalog does not record (left untouched)."""
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for f in self.files if f.outcome == outcome)
+
+    @property
+    def accepted(self) -> int:
+        return self.count(store.ACCEPTED)
+
+    @property
+    def duplicate(self) -> int:
+        return self.count(store.DUPLICATE)
+
+    @property
+    def quarantined(self) -> int:
+        return self.count(store.QUARANTINED)
+
+    @property
+    def files_in(self) -> int:
+        return len(self.files)
+
+    def to_dict(self) -> dict:
+        return {
+            "batch": self.batch,
+            "catalog": str(self.catalog_path),
+            "already_ingested": self.already_ingested,
+            "files_in": self.files_in,
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "quarantined": self.quarantined,
+            "left_in_incoming": self.left_in_incoming,
+            "files": [asdict(f) for f in self.files],
+        }
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def classify(camera: Camera | None, relpath: str) -> tuple[str, str | None]:
+    """``(role, pair_name)`` of an upload from its camera and its path within the camera folder.
+
+    Only field cameras carry calibration pairs: ``pairs/<name>/{hr,lr}/<file>`` gives pair
+    ``<name>``; ``<dir>/HR/<file>`` + ``<dir>/LR/<file>`` gives pair ``<dir>/<file stem>``.
+    """
+    if camera is None:
+        return UNKNOWN_ROLE, None
+    if camera.role != CameraRole.field_lr:
+        return camera.role.value, None
+    parts = PurePosixPath(relpath).parts
+    dirs = [p.lower() for p in parts[:-1]]
+    for i, d in enumerate(dirs):
+        if d == "pairs" and i + 2 < len(dirs) and dirs[i + 2] in ("hr", "lr"):
+            return f"calib_{dirs[i + 2]}", "/".join([*parts[:i], parts[i + 1]])
+    for j, d in enumerate(dirs):
+        if d in ("hr", "lr"):
+            return f"calib_{d}", "/".join([*parts[:j], *parts[j + 1 : -1], PurePosixPath(parts[-1]).stem])
+    return camera.role.value, None
+
+
+def quarantine_name(camera: str, relpath: str) -> str:
+    """A flat, safe file name for a quarantined upload, unique per (camera, path).
+
+    The short hash of the exact original path keeps apart names that sanitise alike
+    (``a/b.png`` and ``a__b.png``); it is deterministic, so a retry reuses the name.
+    """
+    digest = hashlib.sha256(f"{camera}/{relpath}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    flat = "__".join([safe_component(camera or "_"), *safe_relative_path(relpath).parts])
+    stem, dot, ext = flat.rpartition(".")
+    if not dot or not stem or len(ext) > 10:
+        stem, ext = flat, ""
+    return f"{stem[:160]}-{digest}" + (f".{ext}" if ext else "")
+
+
+# ---------------------------------------------------------------- one batch
+
+
+@dataclass(frozen=True)
+class _Item:
+    camera: str
+    relpath: str  # within the camera folder
+    path: Path
+    kind: str
+
+
+def _is_our_temp(name: str) -> bool:
+    # atomic_write and claim_files write ".<name>.<random>.tmp"; claims never make hidden names
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _walk(folder: Path, camera: str, prefix: PurePosixPath | None, items: list[_Item]) -> None:
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if _is_our_temp(entry.name):
+            continue
+        rel = prefix / entry.name if prefix is not None else PurePosixPath(entry.name)
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            _walk(Path(entry.path), camera, rel, items)
+            continue
+        kind = FILE if stat.S_ISREG(st.st_mode) else SYMLINK if stat.S_ISLNK(st.st_mode) else SPECIAL
+        items.append(_Item(camera, rel.as_posix(), Path(entry.path), kind))
+
+
+def _batch_items(batch_dir: Path) -> list[_Item]:
+    """Every entry of ``incoming/<batch>/<camera>/...``, sorted, without following links.
+
+    Anything directly in the batch folder (a file, or a link instead of a camera folder) gets
+    camera ``""``, so it is quarantined as ``unknown_camera`` or ``symlink``.
+    """
+    items: list[_Item] = []
+    if not batch_dir.is_dir():
+        return items
+    for entry in sorted(os.scandir(batch_dir), key=lambda e: e.name):
+        if _is_our_temp(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _walk(Path(entry.path), entry.name, None, items)
+        else:
+            kind = SYMLINK if entry.is_symlink() else FILE if entry.is_file(follow_symlinks=False) else SPECIAL
+            items.append(_Item("", entry.name, Path(entry.path), kind))
+    return items
+
+
+class _BatchRun:
+    """State of one ingest_batch call."""
+
+    def __init__(self, layout: DataLayout, registry: CameraRegistry, batch: str, limits: DecodeLimits, now: datetime, durable: bool):
+        self.layout, self.registry, self.batch, self.limits, self.now, self.durable = layout, registry, batch, limits, now, durable
+        self.batch_dir = layout.incoming / batch
+        self.quarantine_dir = layout.quarantine / batch
+        self.known = store.accepted_ids(layout, exclude_batch=batch)
+
+    def row(self, item: _Item, **values) -> dict:
+        camera = self.registry.cameras.get(item.camera)
+        role, pair_name = classify(camera, item.relpath)
+        base = dict(
+            image_id=None, batch=self.batch, camera=item.camera, role=role, pair_name=pair_name,
+            source_name=item.relpath, width=None, height=None, orig_format=None, orig_mode=None,
+            bytes=None, received_at=self.now, stored_path=None, outcome=None, reason=None, notes=None,
+        )  # fmt: skip
+        base.update(values)
+        return base
+
+    def quarantine(self, item: _Item, reason: str, message: str, size: int | None) -> dict:
+        name = quarantine_name(item.camera, item.relpath)
+        dest = self.quarantine_dir / name
+        record = {
+            "reason": reason,
+            "message": message,
+            "camera": item.camera,
+            "batch": self.batch,
+            "relative_path": item.relpath,
+            "incoming_path": item.path.relative_to(self.batch_dir).as_posix(),
+            "file": name,
+            "bytes": size,
+            "quarantined_at": self.now.isoformat(),
+        }
+        if item.kind == SYMLINK:
+            record["link_target"] = os.readlink(item.path)  # recorded, never followed
+        # The JSON goes first: a crash between the two steps leaves the file in incoming (it is
+        # processed again); never a quarantined file without its reason.
+        store.atomic_write_bytes(self.quarantine_dir / f"{name}.json", json.dumps(record, indent=2).encode(), durable=self.durable)
+        os.rename(item.path, dest)
+        stored = store.relative_to_root(self.layout, dest)
+        return self.row(item, outcome=store.QUARANTINED, reason=reason, bytes=size, stored_path=stored, notes=message)
+
+    def process(self, item: _Item) -> dict:
+        """Quarantine a bad file, or decode and store a good one (accepted until de-duplicated)."""
+        try:
+            st = os.lstat(item.path)
+        except FileNotFoundError:
+            raise RuntimeError(f"{item.path} vanished while batch {self.batch} was being ingested") from None
+        if stat.S_ISLNK(st.st_mode):
+            return self.quarantine(item, SYMLINK_REASON, "symbolic links are not followed", st.st_size)
+        if not stat.S_ISREG(st.st_mode):
+            return self.quarantine(item, SPECIAL_FILE, "not a regular file (FIFO, socket or device)", None)
+        if item.camera not in self.registry:
+            known = ", ".join(self.registry.ids())
+            message = f"folder {item.camera or '(none)'!r} is not a registered camera ({known})"
+            return self.quarantine(item, UNKNOWN_CAMERA, message, st.st_size)
+        try:
+            decoded = decode_file(item.path, self.limits)
+        except ImageRejected as rejected:
+            return self.quarantine(item, rejected.reason, rejected.message, st.st_size)
+        image_id = store.image_id_for(decoded.array())
+        if image_id in self.known:
+            outcome, path = store.DUPLICATE, store.image_path(self.layout, image_id)
+        else:
+            _, path, _ = store.put_image(
+                self.layout, decoded.image, image_id, png_bytes=decoded.canonical_png, durable=self.durable, sync_dir=False
+            )
+            outcome = store.ACCEPTED
+        return self.row(
+            item, image_id=image_id, width=decoded.width, height=decoded.height, orig_format=decoded.orig_format,
+            orig_mode=decoded.orig_mode, bytes=st.st_size, stored_path=store.relative_to_root(self.layout, path),
+            outcome=outcome, reason=store.DUPLICATE if outcome == store.DUPLICATE else None,
+            notes=",".join(decoded.notes) or None,
+        )  # fmt: skip
+
+    def earlier_quarantine_rows(self, pending: set[str]) -> list[dict]:
+        """Rows of files an earlier, failed attempt already quarantined (from their JSON)."""
+        rows = []
+        if not self.quarantine_dir.is_dir():
+            return rows
+        for json_path in sorted(self.quarantine_dir.glob("*.json")):
+            if json_path.name.startswith("."):
+                continue
+            record = json.loads(json_path.read_text())
+            if record.get("incoming_path") in pending:  # still in incoming: it is processed again now
+                continue
+            item = _Item(record["camera"], record["relative_path"], self.quarantine_dir / record["file"], FILE)
+            rows.append(
+                self.row(
+                    item, outcome=store.QUARANTINED, reason=record["reason"], bytes=record.get("bytes"),
+                    stored_path=store.relative_to_root(self.layout, self.quarantine_dir / record["file"]),
+                    notes=record.get("message"), received_at=datetime.fromisoformat(record["quarantined_at"]),
+                )
+            )  # fmt: skip
+        return rows
+
+
+def _deduplicate(rows: list[dict]) -> None:
+    """Within a batch the first accepted copy (in path order) wins; later ones become duplicates."""
+    first: set[str] = set()
+    for row in sorted(rows, key=lambda r: (r["camera"], r["source_name"])):
+        if row["outcome"] != store.ACCEPTED:
+            continue
+        if row["image_id"] in first:
+            row["outcome"], row["reason"] = store.DUPLICATE, store.DUPLICATE
+        first.add(row["image_id"])
+
+
+def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) -> list[str]:
+    """Delete the incoming files that the catalog now records; return anything left over."""
+    recorded = {(r["camera"], r["source_name"]) for r in rows if r["outcome"] in (store.ACCEPTED, store.DUPLICATE)}
+    for item in items:
+        if (item.camera, item.relpath) in recorded:
+            try:
+                os.unlink(item.path)
+            except FileNotFoundError:
+                pass
+    leftovers = [f"{u.camera}/{u.relpath}" for u in (_batch_items(batch_dir) if batch_dir.is_dir() else [])]
+    if not leftovers and batch_dir.is_dir():
+        shutil.rmtree(batch_dir)  # only empty folders and our own temp files remain
+    return leftovers
+
+
+def _summary(layout: DataLayout, batch: str, rows: list[dict], already: bool) -> IngestSummary:
+    files = [
+        FileOutcome(
+            camera=r["camera"], source_name=r["source_name"], role=r["role"], pair_name=r["pair_name"],
+            outcome=r["outcome"], reason=r["reason"], image_id=r["image_id"], stored_path=r["stored_path"],
+            message=r["notes"] if r["outcome"] == store.QUARANTINED else None,
+        )
+        for r in sorted(rows, key=lambda r: (r["camera"], r["source_name"]))
+    ]  # fmt: skip
+    return IngestSummary(batch=batch, catalog_path=store.batch_catalog_path(layout, batch), files=files, already_ingested=already)
+
+
+def _clean(value):
+    """pandas NA/NaT -> None, numpy scalars -> Python, so FileOutcome and JSON stay plain."""
+    if value is None or (not isinstance(value, (str, bytes)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def ingest_batch(
+    layout: DataLayout,
+    registry: CameraRegistry,
+    batch_key: str,
+    *,
+    limits: DecodeLimits = DecodeLimits(),
+    workers: int | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    durable: bool = True,
+) -> IngestSummary:
+    """Ingest ``incoming/<batch_key>/``; idempotent (a catalogued batch returns its summary)."""
+    check_batch_key(batch_key)
+    with batch_lock(layout, batch_key):
+        return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=durable)
+
+
+def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durable) -> IngestSummary:
+    catalog_path = store.batch_catalog_path(layout, batch_key)
+    batch_dir = layout.incoming / batch_key
+    if catalog_path.exists():
+        df = store.read_batch_catalog(layout, batch_key)
+        rows = [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict("records")]
+        summary = _summary(layout, batch_key, rows, already=True)
+        summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, _batch_items(batch_dir))
+        return summary
+
+    items = _batch_items(batch_dir)
+    run = _BatchRun(layout, registry, batch_key, limits, clock(), durable)
+    if not items and not run.quarantine_dir.is_dir():
+        raise FileNotFoundError(f"batch {batch_key!r} has no claimed files in {batch_dir} and no catalog")
+
+    pending = {item.path.relative_to(batch_dir).as_posix() for item in items}
+    rows = run.earlier_quarantine_rows(pending)
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+            rows.extend(pool.map(run.process, items))
+    else:
+        rows.extend(run.process(item) for item in items)
+    _deduplicate(rows)
+    if durable:  # the stored images' folder entries reach the disk before the catalog names them
+        for folder in sorted({(layout.root / r["stored_path"]).parent for r in rows if r["outcome"] == store.ACCEPTED}):
+            store.fsync_dir(folder)
+    store.write_batch_catalog(layout, batch_key, rows)
+    summary = _summary(layout, batch_key, rows, already=False)
+    summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, items)
+    return summary
+
+
+# ---------------------------------------------------------------- back-fill from disk
+
+
+def claim_files(layout: DataLayout, batch_key: str, camera: str, uploads: list[Upload], *, move: bool = False) -> list[str]:
+    """Put files found under a source folder into ``incoming/<batch>/<camera>/<safe path>``.
+
+    Copies (default) go through a hidden temp file and a rename, so a crash never leaves a partial
+    file that looks claimed; a file already claimed by an earlier attempt is kept. Symlinks are
+    re-created as links (never followed) so ingestion quarantines them; special files are skipped
+    when copying. Returns the claimed paths relative to the batch folder.
+    """
+    batch_dir = layout.incoming / check_batch_key(batch_key)
+    claimed = []
+    for upload in uploads:
+        dest = batch_dir / camera / safe_relative_path(upload.relpath)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dest):
+            claimed.append(dest.relative_to(batch_dir).as_posix())
+            continue
+        if move:
+            os.rename(upload.path, dest)
+        elif upload.kind == SYMLINK:
+            os.symlink(os.readlink(upload.path), dest)
+        elif upload.kind == FILE:
+            tmp = dest.with_name(f".{dest.name}.claim.tmp")
+            shutil.copy2(upload.path, tmp, follow_symlinks=False)
+            os.replace(tmp, dest)
+        else:
+            continue
+        claimed.append(dest.relative_to(batch_dir).as_posix())
+    return claimed
+
+
+def ingest_folder(
+    layout: DataLayout,
+    registry: CameraRegistry,
+    src_dir: str | Path,
+    camera: str,
+    batch_key: str | None = None,
+    *,
+    move: bool = False,
+    limits: DecodeLimits = DecodeLimits(),
+    workers: int | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> IngestSummary:
+    """Back-fill a folder from disk through the same path as camera uploads.
+
+    Hidden and temporary names are skipped, as in the landing folder. With an explicit
+    ``batch_key`` whose catalog exists, raises ``FileExistsError``.
+    """
+    registry.get(camera)
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise NotADirectoryError(f"source folder {src} does not exist or is not a folder")
+    uploads = scan_tree(src, camera)
+    if batch_key is None:
+        batch_key = unique_batch_key(layout, camera, [u.relpath for u in uploads], clock())
+    check_batch_key(batch_key)
+    if store.batch_catalog_path(layout, batch_key).exists():
+        raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
+    with batch_lock(layout, batch_key):
+        claim_files(layout, batch_key, camera, uploads, move=move)
+        if not (layout.incoming / batch_key).is_dir() and not (layout.quarantine / batch_key).is_dir():
+            # nothing to ingest: no catalog is written for an empty folder
+            return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
+        return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)
+
+
+def _print_human(summary: IngestSummary) -> None:
+    print(
+        f"batch {summary.batch}: {summary.files_in} files: {summary.accepted} accepted, "
+        f"{summary.duplicate} duplicate, {summary.quarantined} quarantined"
+    )
+    for f in summary.files:
+        if f.outcome == store.QUARANTINED:
+            print(f"  quarantined {f.camera}/{f.source_name}: {f.reason} ({f.message})")
+    print(f"catalog: {summary.catalog_path}")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline ingest SRC_DIR --camera ID [--batch KEY] [--cameras FILE] [--json]``
+    (and ``--move``, if the parser defines it: move the files instead of copying them)."""
+    data = getattr(args, "data", None)
+    layout = DataLayout(Path(data).resolve()) if data is not None else DataLayout.default()
+    try:
+        registry = load_registry(getattr(args, "cameras", None))
+        summary = ingest_folder(
+            layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False)
+        )
+    except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
+        print(f"sr-pipeline ingest: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        _print_human(summary)
+    return 0

@@ -1,0 +1,96 @@
+"""Shared fixtures: a data layout in tmp_path, a two-camera registry, small image factories."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr_pipeline.cameras import CameraRegistry
+from sr_pipeline.layout import DataLayout
+
+REGISTRY_YAML = """\
+cameras:
+  ref_cam:
+    role: hr_reference
+    description: test reference camera
+  field_cam:
+    role: field_lr
+    scale: 4
+"""
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> DataLayout:
+    return DataLayout(tmp_path / "data")
+
+
+@pytest.fixture
+def cameras_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cameras.yaml"
+    path.write_text(REGISTRY_YAML)
+    return path
+
+
+@pytest.fixture
+def registry() -> CameraRegistry:
+    return CameraRegistry.model_validate(
+        {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}}
+    )
+
+
+def pixels(width: int = 48, height: int = 40, seed: int = 0) -> np.ndarray:
+    """A smooth, seeded RGB image with some noise (compresses like a photo, differs per seed)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    phase = rng.uniform(0, 6, size=3)
+    base = np.stack([np.sin(x / (5 + c) + phase[c]) * 60 + np.cos(y / (7 + c)) * 50 + 128 for c in range(3)], -1)
+    base += rng.normal(0, 6, base.shape)
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_image():
+    """``make_image(width, height, seed, fmt, **save_kwargs) -> bytes`` of an RGB image."""
+
+    def factory(width: int = 48, height: int = 40, seed: int = 0, fmt: str = "PNG", **kwargs) -> bytes:
+        return encode(pixels(width, height, seed), fmt, **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+def put_incoming(layout: DataLayout):
+    """``put_incoming(batch, "camera/rel/path.png", data) -> Path``: a file claimed into a batch."""
+
+    def put(batch: str, rel: str, data: bytes) -> Path:
+        path = layout.incoming / batch / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    return put
+
+
+@pytest.fixture
+def put_landing(layout: DataLayout):
+    """``put_landing("camera/rel/path.png", data) -> Path``: a camera upload waiting in landing."""
+
+    def put(rel: str, data: bytes) -> Path:
+        path = layout.landing / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    return put
