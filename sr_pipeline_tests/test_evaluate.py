@@ -1,0 +1,161 @@
+"""Pair discovery, the split rule, and the files an evaluation writes (tiny synthetic pairs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from sr_pipeline.sr import evaluate as ev
+from sr_pipeline.sr.lpips_weights import Unavailable
+
+
+def write_pairs(root: Path, numbers: list[int], size: int = 32) -> Path:
+    (root / "HR").mkdir(parents=True)
+    (root / "LR").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for n in numbers:
+        base = (np.sin(xx / (2 + n % 5)) + np.cos(yy / 3)) * 60 + 128
+        hr = np.clip(base[..., None] + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(hr).save(root / "HR" / f"Cam_{n:03d}_LR4.png")
+        lr = Image.fromarray(hr).resize((size // 4, size // 4), Image.Resampling.BICUBIC)
+        suffix = ".PNG" if n == 2 else ".png"  # extension case may differ between the folders
+        lr.save(root / "LR" / f"Cam_{n:03d}_LR4{suffix}", format="PNG")
+    return root
+
+
+def nearest(lr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1)
+
+
+class FakeLPIPS:
+    available = True
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray) -> float:
+        return float(np.abs(sr.astype(float) - hr).mean() / 255)
+
+
+def test_first_number_and_split(tmp_path: Path) -> None:
+    assert ev.first_number("Canon_004_LR4.png") == 4 and ev.first_number("Nikon_051_LR4") == 51
+    assert ev.first_number("nothing.png") is None
+    root = write_pairs(tmp_path / "p", [1, 2, 3, 4, 10])
+    (root / "HR" / "Cam_099_LR4.png").write_bytes((root / "HR" / "Cam_001_LR4.png").read_bytes())  # no LR
+    (root / "LR" / "notes.txt").write_text("not an image")
+
+    every = ev.find_pairs(root)
+    assert [p.name for p in every] == [f"Cam_{n:03d}_LR4.png" for n in (1, 2, 3, 4, 10)]
+    assert every[1].lr_path.name == "Cam_002_LR4.PNG" and every[1].hr_path.parent.name == "HR"
+    assert [ev.first_number(p.name) for p in ev.find_pairs(root, "even")] == [2, 4, 10]
+    assert [ev.first_number(p.name) for p in ev.find_pairs(root, "odd")] == [1, 3]
+
+
+def test_find_pairs_errors(tmp_path: Path) -> None:
+    with pytest.raises(ev.EvaluationError, match="HR/ and LR/"):
+        ev.find_pairs(tmp_path)
+    (tmp_path / "HR").mkdir()
+    (tmp_path / "LR").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "HR" / "a_1.png")
+    Image.new("RGB", (2, 2)).save(tmp_path / "LR" / "b_1.png")
+    with pytest.raises(ev.EvaluationError, match="no file name is in both"):
+        ev.find_pairs(tmp_path)
+    Image.new("RGB", (2, 2)).save(tmp_path / "LR" / "a_1.png")
+    with pytest.raises(ev.EvaluationError, match="even first number"):
+        ev.find_pairs(tmp_path, "even")
+    with pytest.raises(ev.EvaluationError, match="split must be"):
+        ev.find_pairs(tmp_path, "third")
+    Image.new("RGB", (8, 8)).save(tmp_path / "HR" / "plain.png")
+    Image.new("RGB", (2, 2)).save(tmp_path / "LR" / "plain.png")
+    with pytest.raises(ev.EvaluationError, match="needs a number"):
+        ev.find_pairs(tmp_path, "odd")
+
+
+def test_evaluation_writes_summary_parquet_and_html(tmp_path: Path) -> None:
+    pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1, 2, 3, 4]))
+    out = tmp_path / "out"
+    summary = ev.evaluate_pairs(pairs, {"nearest": nearest}, 4, out, lpips=FakeLPIPS(), split="all")
+
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert list(summary["methods"]) == ["bicubic", "nearest"]
+    assert summary["pairs"] == 4 and summary["split"] == "all" and summary["scale"] == 4
+    assert summary["lpips"] == {"available": True, "reason": None}
+    for stats in summary["methods"].values():
+        assert set(stats) == {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
+        assert set(stats["median"]) == {"psnr_y", "ssim_y", "lpips"} and stats["n"] == 4
+        assert 0 < stats["ssim_y"] <= 1 and stats["psnr_y"] > 10 and stats["ms_per_image"] > 0
+        assert stats["lpips"] > 0 and stats["mp_per_s"] > 0
+
+    df = pd.read_parquet(out / "metrics.parquet")
+    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "ms"]
+    assert len(df) == 8 and set(df["method"]) == {"bicubic", "nearest"}
+    bic = df[df["method"] == "bicubic"]
+    assert summary["methods"]["bicubic"]["psnr_y"] == pytest.approx(bic["psnr_y"].mean())
+    assert summary["methods"]["bicubic"]["median"]["ssim_y"] == pytest.approx(bic["ssim_y"].median())
+
+    page = (out / "index.html").read_text()
+    assert "<table id='summary'>" in page and "<table id='per-image'>" in page
+    assert "nearest" in page and "Cam_004_LR4.png" in page
+    assert page.count("data:image/png;base64,") == 3 * 4  # best/median/worst x (LR, bicubic, nearest, HR)
+    assert "http://" not in page and "https://" not in page
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_lpips_unavailable_is_reported_not_faked(tmp_path: Path) -> None:
+    pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1, 2]))
+    summary = ev.evaluate_pairs(pairs, {}, 4, tmp_path / "o1", lpips=Unavailable("no weights here"))
+    assert summary["lpips"] == {"available": False, "reason": "no weights here"}
+    assert summary["methods"]["bicubic"]["lpips"] is None and summary["methods"]["bicubic"]["median"]["lpips"] is None
+    assert pd.read_parquet(tmp_path / "o1" / "metrics.parquet")["lpips"].isna().all()
+    assert "LPIPS unavailable: no weights here" in (tmp_path / "o1" / "index.html").read_text()
+
+    summary = ev.evaluate_pairs(pairs, {}, 4, tmp_path / "o2", lpips=None)
+    assert summary["lpips"]["available"] is False and "not computed" in summary["lpips"]["reason"]
+
+
+def test_bad_method_outputs_are_clear_errors(tmp_path: Path) -> None:
+    pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1]))
+    with pytest.raises(ev.EvaluationError, match=r"'x2'.*shape \(16, 16, 3\).*\(32, 32, 3\)"):
+        ev.evaluate_pairs(pairs, {"x2": lambda lr: np.repeat(np.repeat(lr, 2, 0), 2, 1)}, 4, tmp_path / "o")
+    with pytest.raises(ev.EvaluationError, match="uint8"):
+        ev.evaluate_pairs(pairs, {"f": lambda lr: nearest(lr).astype(np.float32)}, 4, tmp_path / "o")
+    with pytest.raises(ev.EvaluationError, match="always evaluated"):
+        ev.evaluate_pairs(pairs, {"bicubic": nearest}, 4, tmp_path / "o")
+    with pytest.raises(ev.EvaluationError, match="not x2"):
+        ev.evaluate_pairs(pairs, {}, 2, tmp_path / "o")
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_identical_output_gives_null_not_infinity_in_json(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path / "p", [1])
+    hr = ev.load_rgb(root / "HR" / "Cam_001_LR4.png")
+    summary = ev.evaluate_pairs(ev.find_pairs(root), {"oracle": lambda lr: hr.copy()}, 4, tmp_path / "o")
+    assert summary["methods"]["oracle"]["psnr_y"] is None and summary["methods"]["oracle"]["ssim_y"] == 1.0
+    assert math.isinf(pd.read_parquet(tmp_path / "o" / "metrics.parquet").query("method == 'oracle'")["psnr_y"][1])
+
+
+def test_run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)  # restored after the test
+    torch.hub.set_dir(str(tmp_path / "empty-hub"))  # no AlexNet weights: LPIPS must say unavailable
+    root = write_pairs(tmp_path / "p", [1, 2, 3])
+    args = argparse.Namespace(pairs=root, split="odd", out=tmp_path / "out", json=True, scale=4)
+    assert ev.run_cli(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pairs"] == 2 and printed["split"] == "odd" and printed["lpips"]["available"] is False
+    assert "lpips-weights" in printed["lpips"]["reason"]
+
+    args.methods = {"nearest": nearest}
+    args.json = False
+    assert ev.run_cli(args) == 0
+    text = capsys.readouterr().out
+    assert "nearest" in text and "bicubic" in text and "LPIPS unavailable" in text
+
+    assert ev.run_cli(argparse.Namespace(pairs=tmp_path / "missing", split="all", out=tmp_path / "o",
+                                         json=False, scale=4)) == 2
+    assert "HR/ and LR/" in capsys.readouterr().err
