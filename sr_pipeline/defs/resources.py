@@ -1,7 +1,9 @@
-"""Resources: where the plant's data lives and which cameras upload to it."""
+"""Resources: where the plant's data lives, which cameras upload to it, and how training is launched."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -28,3 +30,42 @@ class PlantStorage(ConfigurableResource):
 
     def registry(self) -> CameraRegistry:
         return load_registry(self.cameras_file)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TrainingSettings(ConfigurableResource):
+    """How training processes are launched: the profile, and how many processes (one per GPU)."""
+
+    profile: str = Field(
+        default_factory=lambda: os.environ.get("SR_PIPELINE_PROFILE", str(REPO_ROOT / "configs" / "cpu-demo.yaml")),
+        description="training profile YAML (configs/cpu-demo.yaml, configs/gpu.yaml); env SR_PIPELINE_PROFILE",
+    )
+    num_processes: int = Field(
+        default_factory=lambda: int(os.environ.get("SR_PIPELINE_TRAIN_PROCESSES", "1")),
+        description="processes for `accelerate launch` (one per GPU); env SR_PIPELINE_TRAIN_PROCESSES",
+    )
+    use_accelerate: bool = Field(True, description="launch through `accelerate launch` (else plain python)")
+
+    def profile_path(self) -> Path:
+        path = Path(self.profile)
+        if not path.is_absolute():
+            path = REPO_ROOT / path
+        if not path.is_file():
+            raise FileNotFoundError(f"training profile {path} does not exist")
+        return path
+
+    def command(self, kind: str, args: list[str]) -> list[str]:
+        """The training process's command line (``python -m sr_pipeline.train_entry KIND ...``)."""
+        entry = ["-m", "sr_pipeline.train_entry", kind, *args]
+        if not self.use_accelerate:
+            return [sys.executable, *entry]
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
+                  "--num_processes", str(self.num_processes), "--dynamo_backend", "no"]
+        if self.num_processes > 1:
+            launch.append("--multi_gpu")
+        return [*launch, *entry]
+
+    def env(self, data_root: Path) -> dict[str, str]:
+        return {"SR_PIPELINE_DATA": str(data_root), "PYTHONUNBUFFERED": "1"}

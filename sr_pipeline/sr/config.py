@@ -1,0 +1,182 @@
+"""Training profiles: one validated object per profile (``configs/*.yaml``), saved with every model.
+
+A profile holds every knob of the teacher's and the co-learning stage's training, the networks'
+sizes, the diffusion schedule and the synthetic degradation. Nothing else in the code base holds
+a training constant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sr_pipeline.sr.degrade import DegradationConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetConfig(_Strict):
+    """The LR-resolution UNet of the teacher and the student (``SRUNet``)."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = Field(1, ge=1)
+    attention_levels: tuple[bool, ...] = (False, False, False)
+    norm_num_groups: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "NetConfig":
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError("attention_levels needs one flag per entry of block_out_channels")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError("every block_out_channels entry must be divisible by norm_num_groups")
+        return self
+
+
+class DiffusionConfig(_Strict):
+    num_steps: int = Field(15, ge=1, le=1000)
+    kappa: float = Field(2.0, gt=0)
+    power: float = Field(0.3, gt=0)
+
+
+class OptimConfig(_Strict):
+    """One training stage's loop: optimiser, schedule, EMA, checkpointing and data."""
+
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    patch_size: int = Field(64, ge=8, description="HR crop side in pixels; a multiple of scale * 2^(levels-1)")
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    save_every: int = Field(200, ge=1, description="write resumable state every N steps")
+    log_every: int = Field(25, ge=1)
+    seed: int = Field(0, ge=0)
+    mixed_precision: Literal["auto", "no", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU, fp32 on the CPU"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class DownsamplerConfig(_Strict):
+    """The learnable downsampler G (``LearnedDownsampler``): residual blocks at LR resolution."""
+
+    channels: int = Field(32, ge=1)
+    num_blocks: int = Field(4, ge=0)
+    norm_num_groups: int = Field(8, ge=1)
+    kappa: float = Field(1.0, ge=0, description="kappa_d: y_T = down(x) + kappa_d * 0.99 * eps'")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DownsamplerConfig":
+        if self.channels % self.norm_num_groups:
+            raise ValueError("downsampler.channels must be divisible by norm_num_groups")
+        return self
+
+
+class DiscriminatorConfig(_Strict):
+    """A spectral-normalised patch discriminator (``PatchDiscriminator``)."""
+
+    base_channels: int = Field(32, ge=1)
+    num_downsamples: int = Field(3, ge=1)
+    max_channels: int = Field(128, ge=1)
+
+
+class LossWeights(_Strict):
+    """The generator-side loss terms of method.md section 4; 0 switches a term off (and skips it)."""
+
+    rec: float = Field(1.0, ge=0, description="L1(x_hat, x)")
+    lpips: float = Field(0.1, ge=0, description="LPIPS(x_hat, x); used only when the AlexNet weights are present")
+    distill: float = Field(1.0, ge=0, description="MSE(x_hat, teacher's sample from the same noise)")
+    adv_hr: float = Field(0.01, ge=0, description="adversarial loss of x_hat against D_HR (0: no D_HR)")
+    adv_lr: float = Field(0.05, ge=0, description="adversarial loss of y_hat against D_LR (0: no D_LR)")
+    struct: float = Field(1.0, ge=0, description="L1(lowpass(y_hat), lowpass(down(x)))")
+    cyc_lr: float = Field(1.0, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
+    inverse: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=0 of the teacher's x0, x_T)")
+    consistency: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=T of U at t=0 of x, x)")
+
+
+class ColearnConfig(_Strict):
+    """The co-learning stage: student U, downsampler G, D_HR, D_LR, teacher distillation."""
+
+    train: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=20)
+    downsampler_lr: float = Field(1e-4, gt=0)
+    discriminator_lr: float = Field(1e-4, gt=0)
+    discriminator_betas: tuple[float, float] = (0.5, 0.999)
+    gan_loss: Literal["hinge", "nonsaturating"] = "hinge"
+    teacher_steps: int | None = Field(
+        None, ge=1, description="teacher sampler steps for distillation (None: all T; fewer: evenly spaced)"
+    )
+    weights: LossWeights = LossWeights()
+    rec_grad_to_downsampler: bool = Field(
+        False, description="let the HR-side losses (rec, LPIPS, distill, adv_hr) reach G through U; off, "
+        "U sees y_hat detached, so G cannot learn to hide information for U"
+    )
+    struct_sigma: float = Field(1.0, ge=0, description="Gaussian sigma (LR pixels) of L_struct's lowpass")
+    use_downsampler: bool = Field(True, description="false: fixed degradation, no G, D_LR, L_struct or L_cyc_LR")
+    fixed_degradation: Literal["bicubic", "synthetic"] = Field(
+        "bicubic", description="the LR when use_downsampler is false: down(x), or the profile's degradation"
+    )
+    downsampler: DownsamplerConfig = DownsamplerConfig()
+    d_hr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=3)
+    d_lr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=2)
+
+
+class ProfileError(ValueError):
+    """A profile file that is missing, unreadable or invalid; the message says which and why."""
+
+
+class Profile(_Strict):
+    name: str
+    scale: int = Field(4, ge=2, le=8)
+    net: NetConfig = NetConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    degradation: DegradationConfig = DegradationConfig()
+    teacher: OptimConfig = OptimConfig()
+    colearn: ColearnConfig = ColearnConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Profile":
+        multiple = self.scale * 2 ** (len(self.net.block_out_channels) - 1)
+        if self.teacher.patch_size % multiple:
+            raise ValueError(f"teacher.patch_size must be a multiple of {multiple} (scale x 2^(levels-1))")
+        if self.degradation.scale != self.scale:
+            raise ValueError("degradation.scale must equal the profile's scale")
+        return self
+
+    @model_validator(mode="after")
+    def _check_colearn(self) -> "Profile":
+        multiple = self.scale * 2 ** (len(self.net.block_out_channels) - 1)
+        if self.colearn.train.patch_size % multiple:
+            raise ValueError(f"colearn.train.patch_size must be a multiple of {multiple} (scale x 2^(levels-1))")
+        steps = self.colearn.teacher_steps
+        if steps is not None and steps > self.diffusion.num_steps:
+            raise ValueError(f"colearn.teacher_steps ({steps}) exceeds diffusion.num_steps ({self.diffusion.num_steps})")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Profile":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ProfileError(f"profile {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ProfileError(f"profile {path} must hold a mapping")
+        raw.setdefault("name", path.stem)
+        # The degradation's scale follows the profile's unless set explicitly.
+        if "scale" in raw:
+            raw.setdefault("degradation", {}).setdefault("scale", raw["scale"])
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ProfileError(f"profile {path} is invalid:\n{exc}") from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")

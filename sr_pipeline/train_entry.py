@@ -1,0 +1,88 @@
+"""Entry point of the training processes that the Dagster training assets launch.
+
+``python -m sr_pipeline.train_entry teacher --config F --out DIR --run-dir DIR`` (usually under
+``accelerate launch``). Under Dagster Pipes, progress goes to the run log and the result is
+reported as the asset's materialisation; without Pipes it prints, so the same command can be run
+by hand. Only the main process talks to Pipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _pipes_session():
+    if "DAGSTER_PIPES_CONTEXT" in os.environ and _is_main_process():
+        from dagster_pipes import open_dagster_pipes
+
+        return open_dagster_pipes()
+    return contextlib.nullcontext(None)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sr_pipeline.train_entry")
+    p.add_argument("kind", choices=["teacher", "colearn"])
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="data root holding the catalog")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (teacher)")
+    p.add_argument("--run-dir", type=Path, required=True, help="resumable state folder")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher folder (colearn)")
+    p.add_argument("--downsampler-out", type=Path, default=None, help="downsampler folder (colearn)")
+    return p.parse_args(argv)
+
+
+def _teacher(args: argparse.Namespace, pipes) -> None:
+    from sr_pipeline.sr.config import Profile
+    from sr_pipeline.sr.plots import curves_png, png_markdown
+    from sr_pipeline.sr.train_teacher import load_hr_references, train_teacher
+    from sr_pipeline.sr.training import format_progress
+
+    profile = Profile.from_yaml(args.config)
+    images, ids = load_hr_references(args.data)
+    report = (lambda row: pipes.log.info(format_progress(row))) if pipes else None
+    result = train_teacher(profile, images, args.run_dir, args.out, args.data / "models",
+                           resume=args.resume, report=report, image_ids=ids)
+    if result is None or pipes is None:
+        return
+    curve = png_markdown(curves_png(result.history, ["loss"], "teacher loss (MSE on x0)"), "loss curve")
+    last_rate = result.history[-1]["samples_per_s"] if result.history else 0.0
+    pipes.report_asset_materialization(
+        metadata={
+            "path": {"raw_value": str(result.model_dir), "type": "path"},
+            "version": result.version,
+            "steps": result.steps,
+            "wall_time_s": {"raw_value": round(result.wall_time_s, 1), "type": "float"},
+            "device": result.device,
+            "final_loss": {"raw_value": result.final_loss, "type": "float"},
+            "samples_per_s": {"raw_value": round(last_rate, 2), "type": "float"},
+            "num_images": len(images),
+            "profile": {"raw_value": profile.to_dict(), "type": "json"},
+            "loss_curve": {"raw_value": curve, "type": "md"},
+        },
+        data_version=result.version,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    with _pipes_session() as pipes:
+        if args.kind == "teacher":
+            _teacher(args, pipes)
+        else:
+            from sr_pipeline.sr.train_colearn import run_pipes_entry
+
+            run_pipes_entry(args, pipes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

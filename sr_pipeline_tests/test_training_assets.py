@@ -1,0 +1,104 @@
+"""The training assets: Pipes-launched teacher training in the gpu pool, and a light code location."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import DagsterInstance, materialize
+
+from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
+from sr_pipeline.defs.training import GPU_K8S_TAGS, teacher_checkpoint, training_job
+from sr_pipeline.ingest import ingest_folder
+from conftest import encode, pixels
+
+TINY_PROFILE = """
+name: tiny
+scale: 4
+net: {block_out_channels: [8, 16], attention_levels: [false, false], norm_num_groups: 4}
+diffusion: {num_steps: 4, kappa: 1.0}
+teacher: {steps: 4, batch_size: 2, patch_size: 32, save_every: 2, log_every: 2, num_workers: 0}
+"""
+
+
+@pytest.fixture
+def tiny_profile(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_PROFILE)
+    return path
+
+
+@pytest.fixture
+def ingested(layout, registry, tmp_path):
+    src = tmp_path / "uploads"
+    src.mkdir()
+    for i in range(3):
+        (src / f"ref{i}.png").write_bytes(encode(pixels(64, 56, seed=i)))
+    ingest_folder(layout, registry, src, "ref_cam", batch_key="ref_cam-20260101T000000-abc")
+    return layout
+
+
+def test_teacher_asset_trains_through_pipes(ingested, cameras_file, tiny_profile):
+    storage = PlantStorage(data_root=str(ingested.root), cameras_file=str(cameras_file))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [raw_plant_images, teacher_checkpoint],
+            selection=[teacher_checkpoint],
+            resources={"storage": storage, "training": TrainingSettings(profile=str(tiny_profile)),
+                       "pipes_subprocess_client": dg.PipesSubprocessClient()},
+            instance=instance,
+        )
+        assert result.success
+        path = Path(result.output_for_node("teacher_checkpoint"))
+        [mat] = result.asset_materializations_for_node("teacher_checkpoint")
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert path.parent == ingested.models / "teacher" and (path / "training.json").is_file()
+    md = mat.metadata
+    assert md["steps"].value == 4 and md["num_images"].value == 3
+    assert md["version"].value == path.name
+    assert md["device"].value.startswith("cpu")
+    assert md["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
+    assert md["profile"].value["name"] == "tiny"
+    assert mat.tags["dagster/data_version"] == path.name
+    assert any("step 4/4" in m and "samples/s" in m for m in logs)  # progress streamed to the run log
+
+
+def test_teacher_asset_fails_clearly_without_references(layout, cameras_file, tiny_profile):
+    storage = PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([raw_plant_images, teacher_checkpoint], selection=[teacher_checkpoint],
+                             resources={"storage": storage, "training": TrainingSettings(profile=str(tiny_profile)),
+                                        "pipes_subprocess_client": dg.PipesSubprocessClient()},
+                             instance=instance, raise_on_error=False)
+    assert not result.success
+    assert any("no HR reference images" in str(e.event_specific_data) for e in result.all_events if e.is_failure)
+
+
+def test_training_assets_are_in_the_gpu_pool_with_the_k8s_gpu_request():
+    spec = teacher_checkpoint.specs_by_key[dg.AssetKey("teacher_checkpoint")]
+    assert teacher_checkpoint.op.pool == "gpu"
+    limits = GPU_K8S_TAGS["dagster-k8s/config"]["container_config"]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": "1"}
+    assert json.loads(teacher_checkpoint.op.tags["dagster-k8s/config"]) == GPU_K8S_TAGS["dagster-k8s/config"]
+    assert spec.group_name == "training"
+    assert training_job.executor_def.name == "multiprocess"
+
+
+def test_training_command_uses_accelerate_launch(tiny_profile):
+    one = TrainingSettings(profile=str(tiny_profile)).command("teacher", ["--x"])
+    assert one[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" not in one
+    assert one[-5:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.train_entry", "teacher", "--x"][-5:]
+    four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("teacher", [])
+    assert "--multi_gpu" in four and four[four.index("--num_processes") + 1] == "4"
+    with pytest.raises(FileNotFoundError):
+        TrainingSettings(profile="/nonexistent.yaml").profile_path()
+
+
+def test_code_location_loads_without_torch():
+    code = ("import sys, dagster as dg; import sr_pipeline.definitions as d; "
+            "dg.Definitions.validate_loadable(d.defs); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
