@@ -8,19 +8,28 @@ from __future__ import annotations
 import dagster as dg
 
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
+from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, RetrainSettings, TrainingSettings
+from sr_pipeline.defs.retraining import retraining_sensor
 from sr_pipeline.defs.sensors import camera_upload_sensor
-from sr_pipeline.defs.training import teacher_checkpoint, training_job
+from sr_pipeline.defs.training import (
+    co_trained_student_and_downsampler,
+    learned_degradation_lr_sets,
+    student_retraining_job,
+    teacher_checkpoint,
+    training_job,
+)
 
 
 def build_definitions(storage: PlantStorage | None = None, training: TrainingSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_plant_images, teacher_checkpoint],
-        jobs=[ingest_job, training_job],
-        sensors=[camera_upload_sensor],
+        assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets],
+        jobs=[ingest_job, training_job, student_retraining_job],
+        sensors=[camera_upload_sensor, retraining_sensor],
         resources={
             "storage": storage or PlantStorage(),
             "training": training or TrainingSettings(),
+            "lr_sets": LRSetSettings(),
+            "retrain": RetrainSettings(),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
     )

@@ -32,7 +32,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("kind", choices=["teacher", "colearn"])
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="data root holding the catalog")
-    p.add_argument("--out", type=Path, required=True, help="model folder to write (teacher)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (the teacher, or the student for colearn)")
     p.add_argument("--run-dir", type=Path, required=True, help="resumable state folder")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder (colearn)")

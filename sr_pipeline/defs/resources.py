@@ -69,3 +69,22 @@ class TrainingSettings(ConfigurableResource):
 
     def env(self, data_root: Path) -> dict[str, str]:
         return {"SR_PIPELINE_DATA": str(data_root), "PYTHONUNBUFFERED": "1"}
+
+
+class LRSetSettings(ConfigurableResource):
+    """How many learned LR variants each HR reference gets, and their base noise seed."""
+
+    variants_per_image: int = Field(4, ge=1, description="K: LR variants per HR reference")
+    seed: int = Field(0, ge=0, description="noise seed of the first variant")
+
+
+class RetrainSettings(ConfigurableResource):
+    """Thresholds of new catalogued images that trigger automatic retraining."""
+
+    student_threshold: int = Field(
+        default_factory=lambda: int(os.environ.get("SR_PIPELINE_RETRAIN_STUDENT", "20")), ge=1,
+        description="new field LR + HR images since the student that retrain it; env SR_PIPELINE_RETRAIN_STUDENT")
+    teacher_threshold: int = Field(
+        default_factory=lambda: int(os.environ.get("SR_PIPELINE_RETRAIN_TEACHER", "100")), ge=1,
+        description="new HR references since the teacher that retrain it (and the student); "
+        "env SR_PIPELINE_RETRAIN_TEACHER")

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from sr_pipeline.defs.ingest import raw_plant_images
-from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
+from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
 from sr_pipeline.versions import fingerprint, new_version
 
 # Asks Kubernetes (k8s_job_executor / dagster-k8s run launcher) for one GPU for the step's pod.
@@ -62,10 +62,110 @@ def teacher_checkpoint(
     return dg.Output(str(out_dir), metadata=dict(reported.metadata or {}), data_version=dg.DataVersion(version))
 
 
+@dg.multi_asset(
+    outs={
+        "co_trained_student": dg.AssetOut(
+            group_name="training", kinds={"pytorch"},
+            description="The single-step student (EMA weights) distilled from the teacher and co-trained with "
+            "the learned downsampler against two discriminators. Its value is the checkpoint folder's path."),
+        "learned_downsampler": dg.AssetOut(
+            group_name="training", kinds={"pytorch"},
+            description="The learnable downsampler G: how the plant's field cameras degrade a scene. "
+            "Its value is the checkpoint folder's path."),
+    },
+    ins={"teacher_checkpoint": dg.AssetIn()},
+    deps=[raw_plant_images],
+    pool="gpu",
+    op_tags=GPU_K8S_TAGS,
+)
+def co_trained_student_and_downsampler(
+    context: dg.AssetExecutionContext,
+    teacher_checkpoint: str,
+    storage: PlantStorage,
+    training: TrainingSettings,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+):
+    from sr_pipeline.store import list_images
+
+    layout = storage.layout()
+    hr = list_images(layout, role="hr_reference")
+    field = list_images(layout, role="field_lr")
+    if hr.empty or field.empty:
+        raise dg.Failure("co-learning needs HR references and unpaired field LR images in the catalog")
+    profile = training.profile_path()
+    version = new_version()
+    student_dir = layout.models / "student" / version
+    downsampler_dir = layout.models / "downsampler" / version
+    run_dir = _run_dir(storage, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint])
+    context.log.info(f"co-learning {version} from teacher {teacher_checkpoint}: {len(hr)} HR references, "
+                     f"{len(field)} field LR images, profile {profile}")
+    command = training.command(
+        "colearn", ["--config", str(profile), "--data", str(layout.root), "--teacher", teacher_checkpoint,
+                    "--out", str(student_dir), "--downsampler-out", str(downsampler_dir),
+                    "--run-dir", str(run_dir), "--resume"])
+    invocation = pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
+    reported = {r.asset_key.to_user_string(): r for r in invocation.get_results()}
+    if not (downsampler_dir / "training.json").is_file():
+        raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
+                         "them with `sr-pipeline train colearn`); the asset graph needs one")
+    for name, path in (("co_trained_student", student_dir), ("learned_downsampler", downsampler_dir)):
+        metadata = dict(reported[name].metadata or {}) if name in reported else {}
+        metadata["teacher"] = dg.MetadataValue.path(teacher_checkpoint)
+        yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
+
+
+@dg.asset(
+    group_name="degradation",
+    deps=[raw_plant_images],
+    kinds={"pytorch"},
+    description="For each HR reference, K LR variants from the learned downsampler (different noise): "
+    "stored and catalogued like uploads, with their diversity and realism against the field LR pool next "
+    "to bicubic LR.",
+)
+def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
+                                storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
+    from sr_pipeline.learned_lr import make_lr_sets
+    from sr_pipeline.sr.plots import png_markdown
+
+    result = make_lr_sets(storage.layout(), Path(learned_downsampler), k=lr_sets.variants_per_image,
+                          seed=lr_sets.seed)
+    s = result.summary
+    learned, bicubic = s["realism_distance_learned"], s["realism_distance_bicubic"]
+    table = ["| statistic | learned LR distance | bicubic LR distance |", "|---|---|---|"]
+    table += [f"| {k} | {learned[k]:.4f} | {bicubic[k]:.4f} |" for k in learned]
+    context.log.info(f"{result.rows} learned LR images; realism distance learned {learned['total']:.4f} "
+                     f"vs bicubic {bicubic['total']:.4f}")
+    return dg.MaterializeResult(
+        metadata={
+            "catalog": dg.MetadataValue.path(str(result.catalog_path)),
+            "images": result.rows,
+            "downsampler": dg.MetadataValue.path(learned_downsampler),
+            "diversity_l1": float(s["diversity_l1"]),
+            "realism_distance_learned": float(learned["total"]),
+            "realism_distance_bicubic": float(bicubic["total"]),
+            "learned_closer_than_bicubic": bool(s["learned_closer_than_bicubic"]),
+            "realism": dg.MetadataValue.md("\n".join(table)),
+            "statistics": dg.MetadataValue.json(s["mean_stats"]),
+            "preview": dg.MetadataValue.md(png_markdown(result.preview_png, "HR | bicubic LR | learned LR variants")),
+        },
+        data_version=dg.DataVersion(s["downsampler_version"]),
+    )
+
+
+_TRAINING_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 1})
+
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training"),
-    description="Trains the models. Steps run one at a time (the gpu pool also limits them across runs); "
-    "on Kubernetes swap the executor for dagster_k8s.k8s_job_executor (docs/kubernetes.md).",
-    executor_def=dg.multiprocess_executor.configured({"max_concurrent": 1}),
+    selection=dg.AssetSelection.groups("training", "degradation"),
+    description="Trains the teacher, then co-trains the student and the downsampler, then makes the learned "
+    "LR sets. Steps run one at a time (the gpu pool also limits them across runs); on Kubernetes swap the "
+    "executor for dagster_k8s.k8s_job_executor (docs/kubernetes.md).",
+    executor_def=_TRAINING_EXECUTOR,
+)
+
+student_retraining_job = dg.define_asset_job(
+    "student_retraining_job",
+    selection=dg.AssetSelection.assets("co_trained_student", "learned_downsampler", "learned_degradation_lr_sets"),
+    description="Retrains the student and the downsampler on the current data with the current teacher.",
+    executor_def=_TRAINING_EXECUTOR,
 )
