@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write again even if the demo uploads are already there")
     p.set_defaults(func=_handler("sr_pipeline.demo_data:run_cli"))
 
+    p = sub.add_parser("demo", help="the main job on the bundled data: demo uploads, ingestion, training, ...")
+    p.set_defaults(func=_handler("sr_pipeline.demo:run_cli"))
+
     p = sub.add_parser("ingest", help="ingest a folder of images from disk through the same path as camera uploads")
     p.add_argument("src_dir", type=Path, help="folder of images (for calibration pairs: pairs/<name>/{hr,lr} or HR/ + LR/)")
     p.add_argument("--camera", required=True, help="camera id from the camera registry (configs/cameras.yaml)")
@@ -59,11 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the promoted student)")
     p.add_argument("--steps", type=int, default=1, help="sampler steps: 1 for a student, T for a teacher")
-    p.add_argument("--seed", type=int, default=0, help="start-noise seed (outputs are deterministic per seed)")
+    p.add_argument("--noise-scale", type=float, default=0.0,
+                   help="start noise: 0 starts at the mean (fidelity first, default); 1 samples eps ~ N(0, I)")
+    p.add_argument("--seed", type=int, default=0, help="start-noise seed, used when --noise-scale > 0")
+    p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")
+    p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
+    p.add_argument("--batch", type=int, default=4, help="tiles per network call")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.sr.infer:run_cli"))
+
+    p = sub.add_parser("evaluate", help="score bicubic and models on HR/LR pairs (PSNR-Y, SSIM-Y, LPIPS, time)")
+    p.add_argument("--pairs", type=Path, required=True, help="folder with HR/ and LR/ matched by file name")
+    p.add_argument("--split", choices=["all", "even", "odd"], default="all",
+                   help="keep files whose first number is even or odd (the RealSR real-world protocol)")
+    p.add_argument("--model", type=Path, action="append", default=[], help="student folder (repeatable)")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher folder, run with --steps")
+    p.add_argument("--steps", type=int, default=None, help="teacher sampler steps (default: its T)")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--out", type=Path, required=True, help="where metrics.parquet, summary.json, index.html go")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_handler("sr_pipeline.sr.evaluate_models:run_cli"))
 
     p = sub.add_parser("models", help="list every checkpoint and which student is promoted")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -1,0 +1,94 @@
+"""Every checkpoint under ``<data>/models/<kind>/<version>/`` and which student is promoted.
+
+Promotions are an append-only JSON log (``models/promotions.json``); until one is recorded the
+newest student counts as promoted. ``sr-pipeline models`` prints this registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sr_pipeline.layout import DataLayout
+
+PROMOTIONS_FILE = "promotions.json"
+
+
+def list_models(layout: DataLayout | None = None, kind: str | None = None) -> list[dict]:
+    """One dict per model folder (newest last): kind, version, path, created and recorded metrics."""
+    layout = layout or DataLayout.default()
+    rows = []
+    if not layout.models.is_dir():
+        return rows
+    for info_file in sorted(layout.models.glob("*/*/training.json")):
+        try:
+            info = json.loads(info_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if kind and info.get("kind") != kind:
+            continue
+        rows.append({
+            "kind": info.get("kind", info_file.parent.parent.name),
+            "version": info.get("version", info_file.parent.name),
+            "path": str(info_file.parent),
+            "created": info.get("created"),
+            "profile": (info.get("profile") or {}).get("name"),
+            "steps": info.get("steps"),
+            "final_loss": info.get("final_loss"),
+            "metrics": info.get("metrics", {}),
+        })
+    rows.sort(key=lambda r: (r["created"] or "", r["version"]))
+    return rows
+
+
+def promotions(layout: DataLayout | None = None) -> list[dict]:
+    layout = layout or DataLayout.default()
+    path = layout.models / PROMOTIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_promotion(layout: DataLayout, version: str, path: str, reason: str) -> dict:
+    """Append a promotion (atomically); the newest entry is the promoted student."""
+    entries = promotions(layout)
+    entry = {"version": version, "path": path, "reason": reason,
+             "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entries.append(entry)
+    layout.models.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=layout.models, prefix=".promotions.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(entries, f, indent=2)
+    os.replace(tmp, layout.models / PROMOTIONS_FILE)
+    return entry
+
+
+def promoted_student_dir(layout: DataLayout | None = None) -> Path | None:
+    """The promoted student's folder; the newest student while none has been promoted."""
+    layout = layout or DataLayout.default()
+    entries = promotions(layout)
+    if entries and Path(entries[-1]["path"]).is_dir():
+        return Path(entries[-1]["path"])
+    students = list_models(layout, kind="student")
+    return Path(students[-1]["path"]) if students else None
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    layout = DataLayout.default()
+    rows = list_models(layout)
+    promoted = promoted_student_dir(layout)
+    for r in rows:
+        r["promoted"] = promoted is not None and Path(r["path"]) == promoted
+    if args.json:
+        print(json.dumps({"models": rows, "promotions": promotions(layout)}, indent=2))
+        return 0
+    if not rows:
+        print(f"no models under {layout.models}")
+        return 0
+    print(f"{'kind':<12} {'version':<32} {'profile':<10} {'steps':>6}  {'created':<25} promoted")
+    for r in rows:
+        print(f"{r['kind']:<12} {r['version']:<32} {str(r['profile']):<10} {str(r['steps']):>6}  "
+              f"{str(r['created']):<25} {'*' if r['promoted'] else ''}")
+    return 0
