@@ -62,11 +62,13 @@ def test_start_noise_is_seeded_and_consistent_across_tiles(teacher_dir):
 
 def test_small_images_and_bad_settings(teacher_dir):
     model = load_sr_model(teacher_dir)
-    assert Upscaler(model, steps=1, tiles=TileSettings(tile=16))(lr_image(5, 7)).shape == (20, 28, 3)
+    assert Upscaler(model, steps=1, tiles=TileSettings(tile=16, overlap=4))(lr_image(5, 7)).shape == (20, 28, 3)
     with pytest.raises(ValueError, match="steps"):
         Upscaler(model, steps=5)
     with pytest.raises(ValueError, match="multiple"):
-        Upscaler(model, tiles=TileSettings(tile=15))
+        Upscaler(model, tiles=TileSettings(tile=15, overlap=4))
+    with pytest.raises(ValueError, match="overlap"):
+        Upscaler(model, tiles=TileSettings(tile=16, overlap=16))
 
 
 def test_upscale_cli_with_the_teacher(teacher_dir, tmp_path, capsys):
