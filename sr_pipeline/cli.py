@@ -57,18 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None, help="resumable state folder (default: <data>/runs/teacher/<profile>)")
     p.set_defaults(func=_handler("sr_pipeline.sr.train_teacher:run_cli"))
 
+    p = train_sub.add_parser("colearn", help="co-train the single-step student and the learnable downsampler")
+    p.add_argument("--config", type=Path, required=True, help="training profile with a colearn section")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher folder (default: the newest teacher)")
+    p.add_argument("--run-dir", type=Path, default=None, help="resumable state folder (default: <data>/runs/colearn/<profile>)")
+    p.add_argument("--out", type=Path, default=None, help="student folder (default: <data>/models/student/<version>)")
+    p.add_argument("--downsampler-out", type=Path, default=None,
+                   help="downsampler folder (default: <data>/models/downsampler/<version>)")
+    p.set_defaults(func=_handler("sr_pipeline.sr.train_colearn:run_cli"))
+
     p = sub.add_parser("upscale", help="upscale images with a student (1 step) or a teacher (--steps T)")
-    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (PNG, named <stem>_x<scale>.png)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the promoted student)")
-    p.add_argument("--steps", type=int, default=1, help="sampler steps: 1 for a student, T for a teacher")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps: a student runs 1; a teacher runs its T unless set (1..T)")
     p.add_argument("--noise-scale", type=float, default=0.0,
                    help="start noise: 0 starts at the mean (fidelity first, default); 1 samples eps ~ N(0, I)")
     p.add_argument("--seed", type=int, default=0, help="start-noise seed, used when --noise-scale > 0")
     p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")
     p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
-    p.add_argument("--batch", type=int, default=4, help="tiles per network call")
+    p.add_argument("--batch", type=int, default=4, help="tiles per network call (lowered to fit --memory-budget)")
+    p.add_argument("--memory-budget", type=float, default=4.0,
+                   help="peak memory budget per image in GiB (default 4; 0: no limit)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays off on large jobs)")
+    p.add_argument("--drop-alpha", action="store_true",
+                   help="drop an alpha channel instead of carrying it through (bicubic-upscaled)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.sr.infer:run_cli"))

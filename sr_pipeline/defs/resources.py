@@ -61,8 +61,9 @@ class TrainingSettings(ConfigurableResource):
         entry = ["-m", "sr_pipeline.train_entry", kind, *args]
         if not self.use_accelerate:
             return [sys.executable, *entry]
+        # The training code sets its own precision per device (Accelerator(mixed_precision=...) wins).
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
-                  "--num_processes", str(self.num_processes), "--dynamo_backend", "no"]
+                  "--num_processes", str(self.num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
         if self.num_processes > 1:
             launch.append("--multi_gpu")
         return [*launch, *entry]

@@ -93,9 +93,10 @@ class LossWeights(_Strict):
     lpips: float = Field(0.1, ge=0, description="LPIPS(x_hat, x); used only when the AlexNet weights are present")
     distill: float = Field(1.0, ge=0, description="MSE(x_hat, teacher's sample from the same noise)")
     adv_hr: float = Field(0.01, ge=0, description="adversarial loss of x_hat against D_HR (0: no D_HR)")
-    adv_lr: float = Field(0.05, ge=0, description="adversarial loss of y_hat against D_LR (0: no D_LR)")
+    adv_lr: float = Field(0.2, ge=0, description="adversarial loss of y_hat against D_LR (0: no D_LR)")
     struct: float = Field(1.0, ge=0, description="L1(lowpass(y_hat), lowpass(down(x)))")
-    cyc_lr: float = Field(1.0, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
+    # Kept low: while U is still blurry the cycle pays G to sharpen, away from the field camera.
+    cyc_lr: float = Field(0.1, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
     inverse: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=0 of the teacher's x0, x_T)")
     consistency: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=T of U at t=0 of x, x)")
 
@@ -112,6 +113,10 @@ class ColearnConfig(_Strict):
         None, ge=1, description="teacher sampler steps for distillation (None: all T; fewer: evenly spaced)"
     )
     weights: LossWeights = LossWeights()
+    start_noise_scale: float = Field(
+        0.0, ge=0, description="scale of the start noise eps of student and teacher: 0 distils the path that "
+        "is served (inference starts at the prior's mean for fidelity); 1 is SinSR's eps ~ N(0, I)"
+    )
     rec_grad_to_downsampler: bool = Field(
         False, description="let the HR-side losses (rec, LPIPS, distill, adv_hr) reach G through U; off, "
         "U sees y_hat detached, so G cannot learn to hide information for U"
@@ -128,6 +133,33 @@ class ColearnConfig(_Strict):
 
 class ProfileError(ValueError):
     """A profile file that is missing, unreadable or invalid; the message says which and why."""
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_profile_mapping(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The profile's mapping; ``base: OTHER.yaml`` (relative to the file) is loaded first and overridden
+    key by key, so an ablation profile states only what it changes."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"profile {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"profile {path} must hold a mapping")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ProfileError(f"profile {path} has a circular base: {base_path}")
+    return _deep_merge(_read_profile_mapping(base_path, (*seen, path.resolve())), raw)
 
 
 class Profile(_Strict):
@@ -161,14 +193,7 @@ class Profile(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Profile":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ProfileError(f"profile {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ProfileError(f"profile {path} must hold a mapping")
+        raw = _read_profile_mapping(path)
         raw.setdefault("name", path.stem)
         # The degradation's scale follows the profile's unless set explicitly.
         if "scale" in raw:

@@ -275,6 +275,11 @@ class LPIPSMetric:
         self._net = net
         self._device = device
 
+    @property
+    def net(self) -> Any:
+        """The ``lpips.LPIPS`` module itself, for use as a differentiable training loss."""
+        return self._net
+
     def __call__(self, sr: np.ndarray, hr: np.ndarray) -> float:
         import torch
 

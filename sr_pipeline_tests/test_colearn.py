@@ -1,0 +1,277 @@
+"""Co-learning: each update touches exactly the nets it should, the teacher never changes, loss
+switches skip their work, a tiny run writes both model folders, resumes, and stops on a NaN."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from sr_pipeline.sr import train_colearn as tc
+from sr_pipeline.sr.checkpoints import load_sr_model
+from sr_pipeline.sr.config import (
+    ColearnConfig,
+    DiffusionConfig,
+    DiscriminatorConfig,
+    DownsamplerConfig,
+    LossWeights,
+    NetConfig,
+    OptimConfig,
+    Profile,
+)
+from sr_pipeline.sr.diffusion import ResShiftSchedule
+from sr_pipeline.sr.downsampler import load_downsampler
+from sr_pipeline.sr.imageops import downsample
+from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.training import TrainingDiverged, save_model_dir
+
+TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
+ALL_ON = dict(rec=1.0, lpips=0.0, distill=1.0, adv_hr=0.1, adv_lr=0.1, struct=1.0, cyc_lr=1.0,
+              inverse=0.1, consistency=0.1)
+
+
+def tiny_profile(weights=None, train=None, **colearn) -> Profile:
+    opts = dict(steps=4, batch_size=2, patch_size=32, lr=1e-3, warmup_steps=1, save_every=2, log_every=1,
+                ema_decay=0.9)
+    opts.update(train or {})
+    cfg = dict(train=OptimConfig(**opts), weights=LossWeights(**{**ALL_ON, **(weights or {})}), teacher_steps=2,
+               downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4),
+               d_hr=DiscriminatorConfig(base_channels=8, num_downsamples=2),
+               d_lr=DiscriminatorConfig(base_channels=8, num_downsamples=1))
+    cfg.update(colearn)
+    return Profile(name="tiny", net=TINY_NET, diffusion=DiffusionConfig(num_steps=4, kappa=1.0),
+                   colearn=ColearnConfig(**cfg))
+
+
+def photos(n=3, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        f = rng.uniform(2, 6, 3)
+        img = np.stack([np.sin(f[c] * np.pi * (xx + yy * c)) for c in range(3)], -1)
+        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
+    return out
+
+
+def field_lr(n=3, size=16, seed=5):
+    rng = np.random.default_rng(seed)
+    return [np.clip(p.astype(float)[::3, ::3][:size, :size] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+            for p in photos(n, 48, seed)]
+
+
+def make_teacher(tmp_path):
+    torch.manual_seed(0)
+    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
+                 num_train_timesteps=4)
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.02)  # not the identity, so sampling matters
+    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
+
+    def save(tmp):
+        net.save_pretrained(tmp)
+        schedule.save_config(tmp)
+
+    return save_model_dir(tmp_path / "models" / "teacher" / "t1", save, {"kind": "teacher", "version": "t1"})
+
+
+def learner_for(tmp_path, profile):
+    teacher = load_sr_model(make_teacher(tmp_path))
+    return tc.CoLearner(profile, teacher.net, teacher.schedule, Accelerator(cpu=True))
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(model, snap):
+    state = model.state_dict()
+    return set(state) == set(snap) and all(torch.equal(state[k], snap[k]) for k in snap)
+
+
+def test_discriminator_step_leaves_student_downsampler_and_teacher_unchanged(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile())
+    x, y_r = batch()
+    gen = learner.generate(x)
+    before = {n: snapshot(m) for n, m in [("student", learner.student), ("g", learner.downsampler),
+                                          ("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
+    row = learner.discriminator_step(x, y_r, gen, 1)
+    assert {"loss_d_hr", "loss_d_lr", "acc_d_hr", "acc_d_lr"} <= set(row)
+    assert same(learner.student, before["student"]) and same(learner.downsampler, before["g"])
+    assert same(learner.teacher, before["teacher"])
+    assert not same(learner.d_hr, before["d_hr"]) and not same(learner.d_lr, before["d_lr"])
+
+
+def test_generator_step_leaves_discriminators_and_teacher_unchanged(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile())
+    x, y_r = batch()
+    gen = learner.generate(x)
+    learner.discriminator_step(x, y_r, gen, 1)
+    before = {n: snapshot(m) for n, m in [("student", learner.student), ("g", learner.downsampler),
+                                          ("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
+    row = learner.generator_step(x, y_r, gen, 1)
+    assert {f"loss_{k}" for k, w in ALL_ON.items() if w > 0} <= set(row)
+    assert same(learner.d_hr, before["d_hr"]) and same(learner.d_lr, before["d_lr"])
+    assert same(learner.teacher, before["teacher"])
+    assert not same(learner.student, before["student"]) and not same(learner.downsampler, before["g"])
+    assert all(p.requires_grad for p in learner.d_hr.parameters())  # the toggle is undone
+
+
+def test_teacher_never_changes_over_iterations(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile())
+    teacher = snapshot(learner.teacher)
+    for i in range(3):
+        x, y_r = batch(i)
+        learner.iteration(x, y_r, None, i + 1)
+    assert same(learner.teacher, teacher)
+    assert not any(p.requires_grad for p in learner.teacher.parameters())
+    student_params = {id(p) for g in learner.opt_gen.param_groups for p in g["params"]}
+    assert not student_params & {id(p) for p in learner.teacher.parameters()}
+
+
+def test_rec_gradient_reaches_the_downsampler_only_when_switched_on(tmp_path):
+    only_rec = {k: 0.0 for k in ALL_ON} | {"rec": 1.0}
+    for switch in (False, True):
+        learner = learner_for(tmp_path / str(switch), tiny_profile(only_rec, rec_grad_to_downsampler=switch))
+        x, _ = batch()
+        gen = learner.generate(x)
+        g = snapshot(learner.downsampler)
+        learner.generator_step(x, None, gen, 1)
+        assert same(learner.downsampler, g) is not switch
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_zero_weights_skip_the_networks_their_terms_need(tmp_path):
+    on = learner_for(tmp_path / "on", tiny_profile())
+    off = learner_for(tmp_path / "off", tiny_profile({"distill": 0.0, "inverse": 0.0, "cyc_lr": 0.0,
+                                                      "consistency": 0.0, "adv_hr": 0.0}))
+    assert off.d_hr is None and on.d_hr is not None
+    x, y_r = batch()
+    counts = {}
+    for name, learner in (("on", on), ("off", off)):
+        t_calls, s_calls, g_calls = (_count_calls(learner.teacher), _count_calls(learner.student),
+                                     _count_calls(learner.downsampler))
+        row = learner.iteration(x, y_r, None, 1)
+        counts[name] = (len(t_calls), len(s_calls), len(g_calls), row)
+    # teacher: 2 sampler steps; student: x_hat + cyc + inverse + 2 for consistency; G: y_hat + cyc
+    assert counts["on"][:3] == (2, 5, 2)
+    assert counts["off"][:3] == (0, 1, 1)
+    assert "loss_distill" not in counts["off"][3] and "loss_cyc_lr" not in counts["off"][3]
+    assert "teacher" not in off.timer.totals and on.timer.totals["teacher"] > 0
+
+
+def _weights_hash(folder):
+    return hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+
+
+def test_tiny_run_writes_student_and_downsampler_folders(tmp_path):
+    teacher_dir = make_teacher(tmp_path)
+    teacher_hash = _weights_hash(teacher_dir)
+    result = tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", tmp_path / "models",
+                              image_ids=["a", "b", "c"])
+    assert result is not None and result.steps == 4
+    assert _weights_hash(teacher_dir) == teacher_hash
+    assert result.student_dir.parent == tmp_path / "models" / "student"
+    assert result.downsampler_dir.parent == tmp_path / "models" / "downsampler"
+    student = load_sr_model(result.student_dir)
+    assert student.kind == "student" and student.schedule.num_steps == 4
+    g = load_downsampler(result.downsampler_dir)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert g(x).shape == (1, 3, 8, 8) and not torch.equal(g(x), downsample(x, 4))
+    for folder, kind in ((result.student_dir, "student"), (result.downsampler_dir, "downsampler")):
+        info = json.loads((folder / "training.json").read_text())
+        assert info["kind"] == kind and info["teacher"]["version"] == "t1" and info["steps"] == 4
+        assert len(info["history"]) == 4 and info["image_ids"] == ["a", "b", "c"]
+        assert {f"loss_{k}" for k, w in ALL_ON.items() if w > 0} | {"acc_d_hr", "acc_d_lr"} <= set(info["history"][-1])
+        assert {"teacher", "student", "downsampler", "discriminators", "generator_update"} <= set(info["time_breakdown"])
+        assert info["lpips"] == "weight 0" and info["teacher_steps"] == 2
+    assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_final_step(tmp_path):
+    teacher_dir = make_teacher(tmp_path)
+    profile, run = tiny_profile(), tmp_path / "run"
+    args = (profile, teacher_dir, photos(), field_lr(), run, tmp_path / "models")
+    assert tc.train_colearn(*args, stop_after=3) is None
+    assert (run / "state.pt").exists()
+    with pytest.raises(FileExistsError):
+        tc.train_colearn(*args)
+    result = tc.train_colearn(*args, resume=True)
+    assert result is not None and result.steps == 4
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4]
+
+
+def test_nan_guard_names_the_step(tmp_path, monkeypatch):
+    teacher_dir = make_teacher(tmp_path)
+    monkeypatch.setattr(tc, "mse", lambda a, b: torch.tensor(float("nan")))
+    with pytest.raises(TrainingDiverged, match=r"distill.*step 1"):
+        tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", tmp_path / "models")
+
+
+def test_fixed_degradation_ablation_needs_no_field_images_and_saves_only_the_student(tmp_path):
+    teacher_dir = make_teacher(tmp_path)
+    for fixed in ("bicubic", "synthetic"):
+        profile = tiny_profile(train={"steps": 1}, use_downsampler=False, fixed_degradation=fixed)
+        result = tc.train_colearn(profile, teacher_dir, photos(), [], tmp_path / f"run-{fixed}", tmp_path / "models")
+        assert result is not None and result.downsampler_dir is None
+        info = json.loads((result.student_dir / "training.json").read_text())
+        assert all(info["loss_weights"][k] == 0 for k in ("adv_lr", "struct", "cyc_lr"))
+        assert "acc_d_lr" not in info["history"][-1] and "acc_d_hr" in info["history"][-1]
+
+
+def test_missing_field_images_are_an_error_when_the_downsampler_needs_them(tmp_path):
+    with pytest.raises(ValueError, match="field LR"):
+        tc.train_colearn(tiny_profile(), make_teacher(tmp_path), photos(), [], tmp_path / "run", tmp_path / "models")
+
+
+def test_newest_teacher_is_the_latest_created(tmp_path):
+    models = tmp_path / "models"
+    assert tc.newest_teacher(models) is None
+    first = make_teacher(tmp_path)
+    assert tc.newest_teacher(models) == first
+
+
+def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import yaml
+    from PIL import Image
+
+    from sr_pipeline.layout import DataLayout
+    from sr_pipeline.store import put_image, relative_to_root, write_batch_catalog
+
+    layout = DataLayout(tmp_path / "data")
+    monkeypatch.setenv("SR_PIPELINE_DATA", str(layout.root))
+    rows = []
+    for role, imgs in (("hr_reference", photos()), ("field_lr", field_lr())):
+        for img in imgs:
+            image_id, path, _ = put_image(layout, Image.fromarray(img))
+            rows.append({"image_id": image_id, "batch": "b1", "camera": role, "role": role,
+                         "stored_path": relative_to_root(layout, path), "outcome": "accepted"})
+    write_batch_catalog(layout, "b1", rows)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}).to_dict()))
+    args = argparse.Namespace(config=config, resume=False, teacher=None)
+    assert tc.run_cli(args) == 2 and "no teacher" in capsys.readouterr().err
+    make_teacher(layout.root)  # -> <data>/models/teacher/t1
+    assert tc.run_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "student saved to" in out and "downsampler saved to" in out and "teacher" in out
+    (student,) = (layout.models / "student").iterdir()
+    (g,) = (layout.models / "downsampler").iterdir()
+    info = json.loads((student / "training.json").read_text())
+    assert info["image_ids"] == [r["image_id"] for r in rows[:3]]
+    assert info["field_image_ids"] == [r["image_id"] for r in rows[3:]]
+    assert info["teacher"]["version"] == "t1" and json.loads((g / "training.json").read_text())["kind"] == "downsampler"
