@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sr_pipeline.defs.evaluation import GateSettings, evaluation_job, evaluation_report, promotion_gate
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, RetrainSettings, TrainingSettings
 from sr_pipeline.defs.retraining import retraining_sensor
+from sr_pipeline.defs.schedules import calibration_pairs_sensor, weekly_evaluation_schedule
 from sr_pipeline.defs.sensors import camera_upload_sensor
 from sr_pipeline.defs.training import (
     co_trained_student_and_downsampler,
@@ -22,14 +24,18 @@ from sr_pipeline.defs.training import (
 
 def build_definitions(storage: PlantStorage | None = None, training: TrainingSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets],
-        jobs=[ingest_job, training_job, student_retraining_job],
-        sensors=[camera_upload_sensor, retraining_sensor],
+        assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
+                evaluation_report],
+        asset_checks=[promotion_gate],
+        jobs=[ingest_job, training_job, student_retraining_job, evaluation_job],
+        schedules=[weekly_evaluation_schedule],
+        sensors=[camera_upload_sensor, retraining_sensor, calibration_pairs_sensor],
         resources={
             "storage": storage or PlantStorage(),
             "training": training or TrainingSettings(),
             "lr_sets": LRSetSettings(),
             "retrain": RetrainSettings(),
+            "gate": GateSettings(),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
     )

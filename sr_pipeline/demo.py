@@ -37,10 +37,10 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
     from sr_pipeline.demo_data import make_demo_data
     from sr_pipeline.uploads import poll_landing
 
-    print("1/3 writing the demo camera uploads", flush=True)
+    print("1/4 writing the demo camera uploads", flush=True)
     make_demo_data(layout)
     storage = defs.resources["storage"]
-    print("2/3 ingesting the upload batches", flush=True)
+    print("2/4 ingesting the upload batches", flush=True)
     polled = poll_landing(layout, storage.registry(), {}, now=time.time(), stable_seconds=0)
     keys = [b.batch_key for b in polled.batches]
     if keys:
@@ -49,8 +49,15 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
         _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key)
     if not keys:
         print("  nothing new in the landing folder (the demo uploads were ingested before)")
-    print("3/3 training and downstream assets (this is the long part)", flush=True)
+    print("3/4 training, the promotion gate and the learned LR sets (this is the long part)", flush=True)
     _run(defs.resolve_job_def("training_job"), instance)
+    print("4/4 the evaluation report", flush=True)
+    _run(defs.resolve_job_def("evaluation_job"), instance)
+
+
+def _latest_report(layout: DataLayout) -> str:
+    reports = sorted(layout.reports.glob("*/index.html"), key=lambda p: p.stat().st_mtime)
+    return str(reports[-1]) if reports else "(none written)"
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -62,7 +69,8 @@ def run_cli(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         run_demo(layout, instance)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Where to look:\n"
-          f"  models:        {layout.models} (sr-pipeline models)\n"
+          f"  report:        {_latest_report(layout)}\n"
+          f"  models:        {layout.models} (sr-pipeline models: which student the gate promoted)\n"
           f"  image catalog: {layout.catalog}\n"
           f"  quarantine:    {layout.quarantine}\n"
           f"  Dagster UI:    make ui, then http://127.0.0.1:3000 (runs, lineage, metadata)", flush=True)

@@ -1,7 +1,8 @@
 """Every checkpoint under ``<data>/models/<kind>/<version>/`` and which student is promoted.
 
-Promotions are an append-only JSON log (``models/promotions.json``); until one is recorded the
-newest student counts as promoted. ``sr-pipeline models`` prints this registry.
+Promotions are an append-only JSON log (``models/promotions.json``) written by the promotion gate
+(or by ``sr-pipeline promote`` for a rollback); the newest entry is the promoted student. A student
+the gate rejected is never served by default. ``sr-pipeline models`` prints this registry.
 """
 
 from __future__ import annotations
@@ -66,13 +67,12 @@ def record_promotion(layout: DataLayout, version: str, path: str, reason: str) -
 
 
 def promoted_student_dir(layout: DataLayout | None = None) -> Path | None:
-    """The promoted student's folder; the newest student while none has been promoted."""
+    """The promoted student's folder, or None while no student has passed the gate."""
     layout = layout or DataLayout.default()
     entries = promotions(layout)
     if entries and Path(entries[-1]["path"]).is_dir():
         return Path(entries[-1]["path"])
-    students = list_models(layout, kind="student")
-    return Path(students[-1]["path"]) if students else None
+    return None
 
 
 def run_cli(args: argparse.Namespace) -> int:

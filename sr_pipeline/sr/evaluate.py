@@ -169,13 +169,30 @@ def _stats(rows: list[dict[str, Any]], lpips_on: bool) -> dict[str, Any]:
     return out
 
 
-def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
-                   lpips: Any = None, split: str | None = None) -> dict[str, Any]:
-    """Score bicubic and every method on ``pairs``; write parquet, summary.json and index.html.
+@dataclass
+class Scores:
+    """Everything one scoring pass measured, before anything is written.
 
-    ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
-    reason is reported) or None (not computed). Each method is warmed up once on the first pair and
-    then timed per image (wall clock around the call, which returns a host array). Returns the summary.
+    ``rows``: one dict per (method, image) with psnr_y, ssim_y, lpips (NaN when not computed), ms and
+    pixels; ``refs``: image -> (LR crop enlarged by pixel repetition, HR crop); ``crops``: image ->
+    method -> SR crop (the same box); ``methods``: method names in order, bicubic first.
+    """
+
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    refs: dict[str, tuple[np.ndarray, np.ndarray]]
+    crops: dict[str, dict[str, np.ndarray]]
+    methods: list[str]
+
+
+OutputHook = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def score_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, lpips: Any = None,
+                split: str | None = None, on_output: OutputHook | None = None) -> Scores:
+    """Score bicubic and every method on ``pairs`` in memory (see :func:`evaluate_pairs`).
+
+    ``on_output(method, image, lr, sr, hr)`` is called for every output, outside the timed region.
     """
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
@@ -205,6 +222,8 @@ def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, ou
             sr = fn(lr)
             ms = (time.perf_counter() - t0) * 1e3
             sr = _check_output(sr, hr.shape, name, pair.name)
+            if on_output is not None:
+                on_output(name, pair.name, lr, sr, hr)
             rows.append({
                 "method": name, "image": pair.name, "psnr_y": psnr_y(sr, hr, scale),
                 "ssim_y": ssim_y(sr, hr, scale), "lpips": metric(sr, hr) if metric is not None else math.nan,
@@ -221,12 +240,25 @@ def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, ou
         "protocol": f"PSNR/SSIM on Y (BT.601), {scale} px border cropped, SSIM Gaussian 11x11 sigma 1.5; "
                     "LPIPS v0.1 AlexNet on RGB in [-1, 1]; bicubic = PIL BICUBIC",
     }
+    return Scores(summary=summary, rows=rows, refs=refs, crops=crops, methods=list(all_methods))
+
+
+def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
+                   lpips: Any = None, split: str | None = None) -> dict[str, Any]:
+    """Score bicubic and every method on ``pairs``; write parquet, summary.json and index.html.
+
+    ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
+    reason is reported) or None (not computed). Each method is warmed up once on the first pair and
+    then timed per image (wall clock around the call, which returns a host array). Returns the summary.
+    """
+    scores = score_pairs(pairs, methods, scale, lpips=lpips, split=split)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_parquet(rows, out_dir / "metrics.parquet")
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode())
-    _atomic_write(out_dir / "index.html", render_html(summary, rows, refs, crops, list(all_methods)).encode())
-    return summary
+    write_metrics_parquet(scores.rows, out_dir / "metrics.parquet")
+    write_json(out_dir / "summary.json", scores.summary)
+    atomic_write(out_dir / "index.html",
+                 render_html(scores.summary, scores.rows, scores.refs, scores.crops, scores.methods).encode())
+    return scores.summary
 
 
 def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: int = 4,
@@ -242,7 +274,8 @@ def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: i
 
 # --- files ----------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -254,24 +287,32 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Strict JSON (no NaN or infinity: :func:`_stats` turns those into null), written atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, allow_nan=False).encode())
+
+
+def write_metrics_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    """One row per (method, image): method, image, psnr_y, ssim_y, lpips, ms."""
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=["method", "image", "psnr_y", "ssim_y", "lpips", "ms"])
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 # --- HTML report ----------------------------------------------------------------------------------
 
-def _png_data_uri(img: np.ndarray) -> str:
+def png_data_uri(img: np.ndarray) -> str:
+    """An inline ``data:`` URI of an RGB array as PNG (reports carry no external files)."""
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _fmt(x: Any, digits: int) -> str:
+def fmt(x: Any, digits: int) -> str:
+    """A metric for HTML: fixed digits, an en dash for missing, infinity as the sign."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "&ndash;"
     if isinstance(x, float) and math.isinf(x):
@@ -296,17 +337,7 @@ def render_html(summary: dict[str, Any], rows: list[dict[str, Any]], refs: dict[
              f"{esc(summary['protocol'])}.</p>"]
     if not lp["available"]:
         parts.append(f"<p class='note'>LPIPS unavailable: {esc(str(lp['reason']))}</p>")
-    parts.append("<h2>Summary</h2><table id='summary'><tr><th>method</th><th>n</th><th>PSNR-Y mean</th>"
-                 "<th>PSNR-Y median</th><th>SSIM-Y mean</th><th>SSIM-Y median</th><th>LPIPS mean</th>"
-                 "<th>LPIPS median</th><th>ms / image</th><th>MP/s</th></tr>")
-    for m in methods:
-        s = summary["methods"][m]
-        parts.append(f"<tr><td>{esc(m)}</td><td>{s['n']}</td><td>{_fmt(s['psnr_y'], 2)}</td>"
-                     f"<td>{_fmt(s['median']['psnr_y'], 2)}</td><td>{_fmt(s['ssim_y'], 4)}</td>"
-                     f"<td>{_fmt(s['median']['ssim_y'], 4)}</td><td>{_fmt(s['lpips'], 4)}</td>"
-                     f"<td>{_fmt(s['median']['lpips'], 4)}</td><td>{_fmt(s['ms_per_image'], 1)}</td>"
-                     f"<td>{_fmt(s['mp_per_s'], 2)}</td></tr>")
-    parts.append("</table>")
+    parts.append("<h2>Summary</h2>" + summary_table_html(summary, methods))
 
     focus = next((m for m in methods if m != "bicubic"), "bicubic")
     ranked = sorted((r for r in rows if r["method"] == focus), key=lambda r: r["psnr_y"], reverse=True)
@@ -315,24 +346,51 @@ def render_html(summary: dict[str, Any], rows: list[dict[str, Any]], refs: dict[
     for label, r in picks:
         lr_crop, hr_crop = refs[r["image"]]
         shown = [("LR", lr_crop)] + [(m, crops[r["image"]][m]) for m in dict.fromkeys(["bicubic", focus])]
-        parts.append(f"<h3>{label}: {esc(r['image'])} (PSNR-Y {_fmt(r['psnr_y'], 2)} dB)</h3><div>")
+        parts.append(f"<h3>{label}: {esc(r['image'])} (PSNR-Y {fmt(r['psnr_y'], 2)} dB)</h3><div>")
         for caption, img in shown + [("HR", hr_crop)]:
-            parts.append(f"<figure><img alt='{esc(caption)}' src='{_png_data_uri(img)}'>"
+            parts.append(f"<figure><img alt='{esc(caption)}' src='{png_data_uri(img)}'>"
                          f"<figcaption>{esc(caption)}</figcaption></figure>")
         parts.append("</div>")
 
-    parts.append("<h2>Per image</h2><table id='per-image'><tr><th>image</th>")
-    parts += [f"<th>{esc(m)} PSNR-Y</th><th>{esc(m)} SSIM-Y</th><th>{esc(m)} LPIPS</th>" for m in methods]
+    parts.append("<h2>Per image</h2>" + per_image_table_html(rows, methods))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def summary_table_html(summary: dict[str, Any], methods: list[str], labels: dict[str, str] | None = None) -> str:
+    """``<table id='summary'>``: per method n, PSNR-Y, SSIM-Y, LPIPS (means and medians), ms/image, MP/s."""
+    esc, labels = html.escape, labels or {}
+    parts = ["<table id='summary'><tr><th>method</th><th>n</th><th>PSNR-Y mean</th>"
+             "<th>PSNR-Y median</th><th>SSIM-Y mean</th><th>SSIM-Y median</th><th>LPIPS mean</th>"
+             "<th>LPIPS median</th><th>ms / image</th><th>MP/s</th></tr>"]
+    for m in methods:
+        s = summary["methods"][m]
+        parts.append(f"<tr><td>{esc(labels.get(m, m))}</td><td>{s['n']}</td><td>{fmt(s['psnr_y'], 2)}</td>"
+                     f"<td>{fmt(s['median']['psnr_y'], 2)}</td><td>{fmt(s['ssim_y'], 4)}</td>"
+                     f"<td>{fmt(s['median']['ssim_y'], 4)}</td><td>{fmt(s['lpips'], 4)}</td>"
+                     f"<td>{fmt(s['median']['lpips'], 4)}</td><td>{fmt(s['ms_per_image'], 1)}</td>"
+                     f"<td>{fmt(s['mp_per_s'], 2)}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def per_image_table_html(rows: list[dict[str, Any]], methods: list[str], labels: dict[str, str] | None = None) -> str:
+    """``<table id='per-image'>``: one row per image, PSNR-Y / SSIM-Y / LPIPS of every method."""
+    esc, labels = html.escape, labels or {}
+    parts = ["<table id='per-image'><tr><th>image</th>"]
+    for m in methods:
+        name = esc(labels.get(m, m))
+        parts.append(f"<th>{name} PSNR-Y</th><th>{name} SSIM-Y</th><th>{name} LPIPS</th>")
     parts.append("</tr>")
     by_key = {(r["image"], r["method"]): r for r in rows}
     for image in dict.fromkeys(r["image"] for r in rows):
         parts.append(f"<tr><td>{esc(image)}</td>")
         for m in methods:
             r = by_key[(image, m)]
-            parts.append(f"<td>{_fmt(r['psnr_y'], 2)}</td><td>{_fmt(r['ssim_y'], 4)}</td>"
-                         f"<td>{_fmt(r['lpips'], 4)}</td>")
+            parts.append(f"<td>{fmt(r['psnr_y'], 2)}</td><td>{fmt(r['ssim_y'], 4)}</td>"
+                         f"<td>{fmt(r['lpips'], 4)}</td>")
         parts.append("</tr>")
-    parts.append("</table></body></html>")
+    parts.append("</table>")
     return "\n".join(parts)
 
 

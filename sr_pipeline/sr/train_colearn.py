@@ -53,6 +53,7 @@ from sr_pipeline.sr.training import (
     new_version,
     save_model_dir,
     seed_everything,
+    share_cpu_with_workers,
     warmup_lambda,
 )
 
@@ -382,6 +383,8 @@ def train_colearn(
         raise ValueError(f"the teacher upscales x{teacher.net.config.scale}, the profile x{profile.scale}")
     use_cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision_for(opt.mixed_precision, use_cpu))
+    if use_cpu:
+        share_cpu_with_workers(opt.num_workers)
     seed_everything(opt.seed)
     lpips, lpips_status = load_lpips_loss(cfg.weights.lpips, accelerator.device)
     learner = CoLearner(profile, teacher.net, teacher.schedule, accelerator, lpips)
@@ -432,7 +435,8 @@ def train_colearn(
     wall = time.perf_counter() - t_start
     if not accelerator.is_main_process:
         return None
-    version = new_version()
+    # A folder chosen by the caller (the Dagster asset, --out) names the version, as for the teacher.
+    version = Path(student_out).name if student_out else new_version()
     student_dir = Path(student_out) if student_out else Path(models_root) / "student" / version
     g_dir = None
     if learner.downsampler is not None:

@@ -1,0 +1,164 @@
+"""The ``evaluation_report`` asset and the promotion gate: blocking checks on ``co_trained_student``.
+
+The gate is a ``multi_asset_check`` with three blocking specs (valid outputs, not worse than
+bicubic, not worse than the promoted student). It runs right after the student is trained, before
+any asset downstream of ``co_trained_student`` in the same run; when one check fails, those assets
+(the report included) are skipped in that run. A failed gate's reasons are in the checks' metadata,
+and the next ``evaluation_job`` run (weekly schedule, new calibration pairs, or by hand) reports
+them to management: that job selects the report alone, so it always runs. A student that passes is
+recorded as promoted (``sr-pipeline models`` lists promotions; ``sr-pipeline promote VERSION`` rolls
+back). Torch is imported only inside the functions, by :mod:`sr_pipeline.evaluation`.
+"""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sr_pipeline.defs.resources import PlantStorage
+
+STUDENT = dg.AssetKey("co_trained_student")
+
+
+def _env_float(name: str, default: str) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _env_bool(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() not in ("0", "false", "no", "off", "")
+
+
+class GateSettings(dg.ConfigurableResource):
+    """Tolerances of the promotion gate and the device the evaluation runs (and is timed) on."""
+
+    psnr_tolerance_db: float = Field(
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_PSNR_TOLERANCE_DB", "0.05"), ge=0,
+        description="how far (dB) the candidate's mean PSNR-Y may fall below the promoted student's; "
+        "env SR_PIPELINE_GATE_PSNR_TOLERANCE_DB")
+    lpips_tolerance: float = Field(
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_LPIPS_TOLERANCE", "0.005"), ge=0,
+        description="how far the candidate's mean LPIPS may rise above the promoted student's; "
+        "env SR_PIPELINE_GATE_LPIPS_TOLERANCE")
+    require_lpips: bool = Field(
+        default_factory=lambda: _env_bool("SR_PIPELINE_GATE_REQUIRE_LPIPS", "1"),
+        description="fail the bicubic check when LPIPS cannot be measured (run `sr-pipeline lpips-weights`); "
+        "env SR_PIPELINE_GATE_REQUIRE_LPIPS")
+    device: str = Field(
+        default_factory=lambda: os.environ.get("SR_PIPELINE_EVAL_DEVICE", "auto"),
+        description="auto (CUDA when present), cpu or cuda[:N]; env SR_PIPELINE_EVAL_DEVICE")
+
+    def thresholds(self):
+        from sr_pipeline.evaluation import GateThresholds
+
+        return GateThresholds(self.psnr_tolerance_db, self.lpips_tolerance, self.require_lpips)
+
+
+GATE_CHECKS = [
+    dg.AssetCheckSpec("valid_outputs", asset=STUDENT, blocking=True,
+                      description="No NaN or infinity from the network and no blank image on the calibration pairs."),
+    dg.AssetCheckSpec("not_worse_than_bicubic", asset=STUDENT, blocking=True,
+                      description="Mean PSNR-Y not below and mean LPIPS not above plain (bicubic) enlargement "
+                      "on the calibration pairs."),
+    dg.AssetCheckSpec("not_worse_than_promoted", asset=STUDENT, blocking=True,
+                      description="Not worse than the promoted student beyond the GateSettings tolerances."),
+]
+
+
+def _check_metadata(values: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+            for k, v in values.items() if v is not None}
+
+
+@dg.multi_asset_check(
+    specs=GATE_CHECKS,
+    ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
+    pool="gpu",
+    description="The promotion gate: scores the candidate, the promoted student and bicubic on the calibration "
+    "pairs; a candidate that passes all three checks is recorded as promoted.",
+)
+def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: str, storage: PlantStorage,
+                   gate: GateSettings):
+    from sr_pipeline.evaluation import evaluate_gate, model_version, reference_student
+
+    layout = storage.layout()
+    candidate = Path(co_trained_student)
+    ref = reference_student(layout, model_version(candidate))
+    decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
+                             device=gate.device)
+    context.log.info(decision.plain())
+    for c in decision.criteria:
+        yield dg.AssetCheckResult(
+            asset_key=STUDENT, check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.ERROR,
+            description=c.message,
+            metadata={**_check_metadata(c.values), "gate_action": decision.action, "candidate": decision.candidate,
+                      "compared_with": decision.reference or "none"},
+        )
+
+
+def _report_metadata(outcome) -> dict:
+    from sr_pipeline.sr.plots import png_markdown
+    from sr_pipeline.sr.report import gains
+
+    s = outcome.summary
+    g = gains(s)
+    md = {
+        "report": dg.MetadataValue.path(str(outcome.report_path)),
+        "summary": dg.MetadataValue.md("\n".join(f"- {line}" for line in outcome.headline)),
+        "metrics": dg.MetadataValue.md(outcome.table_md),
+        "crops": dg.MetadataValue.md(png_markdown(outcome.crops_png, "LR | bicubic | teacher | student | HR (median image)")),
+        "trend": dg.MetadataValue.md(png_markdown(outcome.trend_png, "trend across reports")),
+        "gate": dg.MetadataValue.md("\n".join(
+            ["| check | result | detail |", "|---|---|---|"]
+            + [f"| {c['name']} | {'pass' if c['passed'] else 'FAIL'} | {c['message']} |" for c in s["gate"]["criteria"]])),
+        "gate_action": s["gate"]["action"],
+        "promoted": s["gate"]["action"] in ("promoted", "already_promoted"),
+        "calibration_pairs": int(s["pairs"]),
+        "device": s["device"],
+        "candidate": dg.MetadataValue.path(s["models"]["candidate"]["path"]),
+        "teacher": dg.MetadataValue.path(s["models"]["teacher"]["path"]),
+    }
+    numbers = {"psnr_gain_db": g["psnr_gain_db"], "lpips": g["lpips"], "lpips_bicubic": g["lpips_bicubic"],
+               "student_ms_per_image": s["methods"]["candidate"]["ms_per_image"],
+               "student_mp_per_s": s["methods"]["candidate"]["mp_per_s"],
+               "teacher_ms_per_image": s["methods"]["teacher"]["ms_per_image"]}
+    if (s.get("realism") or {}).get("available"):
+        numbers |= {"lr_realism_learned_psnr": s["realism"]["learned_psnr"],
+                    "lr_realism_bicubic_psnr": s["realism"]["bicubic_psnr"]}
+    md |= {k: float(v) for k, v in numbers.items() if v is not None}
+    return md
+
+
+@dg.asset(
+    group_name="evaluation",
+    pool="gpu",
+    kinds={"pytorch", "html"},
+    description="The weekly evaluation report (data/reports/<date>/index.html): bicubic, the teacher, the new and the "
+    "promoted student on the calibration pairs, the downsampler's LR realism, the gate decision, trends and "
+    "crops. Its value is the report's path.",
+)
+def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str, co_trained_student: str,
+                      learned_downsampler: str, storage: PlantStorage, gate: GateSettings) -> dg.Output[str]:
+    from sr_pipeline.evaluation import model_version, plant_today, reference_student, run_evaluation
+    from sr_pipeline.sr.evaluate import EvaluationError
+
+    layout = storage.layout()
+    candidate = Path(co_trained_student)
+    ref = reference_student(layout, model_version(candidate))
+    try:
+        outcome = run_evaluation(layout, Path(teacher_checkpoint), candidate, Path(ref["path"]) if ref else None,
+                                 Path(learned_downsampler), plant_today(), gate.thresholds(), device=gate.device)
+    except EvaluationError as exc:
+        raise dg.Failure(str(exc)) from exc
+    for line in outcome.headline:
+        context.log.info(line.replace("**", ""))
+    return dg.Output(str(outcome.report_path), metadata=_report_metadata(outcome))
+
+
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets(evaluation_report),
+    description="Re-evaluates the current models on the calibration pairs and writes the dated report "
+    "(weekly schedule; new calibration pairs).",
+)

@@ -1,0 +1,367 @@
+"""The weekly evaluation report: one standalone HTML page for management first, engineers second.
+
+It opens with a plain-language summary (how much better than plain enlargement, in dB and in
+LPIPS; this week against the last reports; whether the new model was promoted and why), then the
+tables (per method, the learned downsampler's LR realism, the promotion gate), a trend plot across
+past reports, side-by-side crops for the best, median and worst images, and the per-image table.
+Everything is inline (base64 PNGs, no scripts, no external files), so the page can be mailed.
+
+The input is the ``summary`` dict that :mod:`sr_pipeline.evaluation` writes as ``summary.json``
+plus the in-memory :class:`~sr_pipeline.sr.evaluate.Scores`; past reports are read back from their
+``summary.json`` files. No Dagster import here.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sr_pipeline.sr.evaluate import Scores, atomic_write, fmt, per_image_table_html, png_data_uri, summary_table_html
+
+SUMMARY_FILE = "summary.json"
+_CROP_COLUMNS = ("bicubic", "teacher", "candidate", "promoted")
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}.sub{color:#555;margin-top:0}section{margin:1.5em 0}
+#headline{background:#f3f7fb;border-left:5px solid #3a78b5;padding:.6em 1.2em}
+#headline.fail{border-left-color:#b5473a;background:#fbf4f3}#headline li{margin:.35em 0}
+table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}td.pass{color:#1b6e2d}td.detail,th.detail{text-align:left}td.fail{color:#a32a1d;font-weight:600}
+figure{display:inline-block;margin:4px;text-align:center}figure img{width:150px;height:150px;
+image-rendering:pixelated}img.plot{max-width:100%}.note{color:#555}"""
+
+
+# --- history --------------------------------------------------------------------------------------
+
+def load_history(reports_dir: Path, exclude: Path | None = None) -> list[dict[str, Any]]:
+    """Past reports' summaries (``<reports>/<date>[-n]/summary.json``), oldest first.
+
+    Unreadable or foreign files are skipped; temp folders (names starting with ``.``) are ignored.
+    """
+    reports_dir = Path(reports_dir)
+    found = []
+    if not reports_dir.is_dir():
+        return found
+    for path in reports_dir.glob(f"*/{SUMMARY_FILE}"):
+        if path.parent.name.startswith(".") or (exclude is not None and path.parent == Path(exclude)):
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(summary, dict) and summary.get("report_date") and "methods" in summary:
+            found.append(summary)
+    found.sort(key=lambda s: (str(s["report_date"]), str(s.get("created", ""))))
+    return found
+
+
+# --- numbers the summary is written from ------------------------------------------------------------
+
+def _metric(summary: dict[str, Any], method: str | None, key: str) -> float | None:
+    if method is None:
+        return None
+    value = summary.get("methods", {}).get(method, {}).get(key)
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def gains(summary: dict[str, Any], method: str | None = None) -> dict[str, float | None]:
+    """PSNR-Y gain (dB) and LPIPS drop of ``method`` (default: the served model) over bicubic."""
+    method = method or summary.get("served")
+    psnr, base_psnr = _metric(summary, method, "psnr_y"), _metric(summary, "bicubic", "psnr_y")
+    lp, base_lp = _metric(summary, method, "lpips"), _metric(summary, "bicubic", "lpips")
+    return {
+        "psnr_gain_db": None if psnr is None or base_psnr is None else psnr - base_psnr,
+        "lpips": lp,
+        "lpips_bicubic": base_lp,
+        "lpips_drop": None if lp is None or base_lp is None else base_lp - lp,
+        "lpips_drop_pct": None if lp is None or not base_lp else 100.0 * (base_lp - lp) / base_lp,
+    }
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def _model_name(summary: dict[str, Any], role: str) -> str:
+    info = summary.get("models", {}).get(role) or {}
+    return f"{summary.get('labels', {}).get(role, role)} {info.get('version', '')}".strip()
+
+
+def headline(summary: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
+    """The plain-language summary, one short paragraph per topic (markdown: only ``**bold**``)."""
+    lines = []
+    served = summary.get("served")
+    shown = served or "candidate"  # with no model in use, describe the rejected candidate
+    who = f"the model now in use ({_model_name(summary, served)})" if served else \
+        f"the {_model_name(summary, 'candidate')} (not in use)"
+    g = gains(summary, shown)
+    n = summary.get("pairs", 0)
+    if g["psnr_gain_db"] is None:
+        lines.append(f"**Image quality.** No model could be compared with plain enlargement on the {n} "
+                     "calibration pairs.")
+    else:
+        gain = g["psnr_gain_db"]
+        if abs(gain) < 0.005:
+            how = "images as close to the true high-resolution image as"
+        else:
+            how = f"images {abs(gain):.2f} dB {'closer to' if gain > 0 else 'further from'} the true image than"
+        text = (f"**Image quality.** On {n} calibration pairs from the plant's field cameras, {who} makes "
+                f"{how} plain enlargement (PSNR-Y {_metric(summary, shown, 'psnr_y'):.2f} dB against "
+                f"{_metric(summary, 'bicubic', 'psnr_y'):.2f} dB; higher is better)")
+        if g["lpips"] is not None and g["lpips_bicubic"] is not None:
+            word = "lower" if g["lpips_drop"] >= 0 else "higher"
+            text += (f", and their perceptual difference from it (LPIPS, lower is better) is {g['lpips']:.3f} "
+                     f"against {g['lpips_bicubic']:.3f}, {abs(g['lpips_drop_pct']):.0f}% {word}.")
+        else:
+            text += f". LPIPS was not measured: {summary.get('lpips', {}).get('reason')}."
+        lines.append(text)
+
+    previous = [h for h in history if gains(h)["psnr_gain_db"] is not None]
+    if not history:
+        lines.append("**Trend.** This is the first report; later reports will be compared with it.")
+    elif not previous or g["psnr_gain_db"] is None:
+        lines.append(f"**Trend.** {len(history)} earlier report(s), none with a comparable model.")
+    else:
+        last = previous[-1]
+        lg = gains(last)
+        delta = g["psnr_gain_db"] - lg["psnr_gain_db"]
+        trend = (f"{delta:.2f} dB better than" if delta >= 0.005 else f"{-delta:.2f} dB worse than"
+                 if delta <= -0.005 else "the same as")
+        text = (f"**Trend.** Last report ({last['report_date']}, {last.get('pairs')} pairs): "
+                f"{_signed(lg['psnr_gain_db'])} dB over plain enlargement; this report: "
+                f"{_signed(g['psnr_gain_db'])} dB, {trend} last time")
+        if lg["lpips_drop_pct"] is not None and g["lpips_drop_pct"] is not None:
+            text += (f"; LPIPS {abs(g['lpips_drop_pct']):.0f}% {'lower' if g['lpips_drop_pct'] >= 0 else 'higher'} "
+                     f"than plain enlargement (last time {abs(lg['lpips_drop_pct']):.0f}% "
+                     f"{'lower' if lg['lpips_drop_pct'] >= 0 else 'higher'})")
+        text += "."
+        if last.get("pairs") != summary.get("pairs"):
+            text += " The calibration set changed in between, so part of the difference is the images."
+        best = max(previous, key=lambda h: gains(h)["psnr_gain_db"])
+        if len(previous) > 1:
+            text += (f" Best of {len(previous)} earlier reports: {_signed(gains(best)['psnr_gain_db'])} dB "
+                     f"({best['report_date']}).")
+        lines.append(text)
+
+    gate = summary.get("gate") or {}
+    lines.append("**Promotion.** " + gate.get("plain", "The promotion gate did not run."))
+
+    speed = []
+    for role in ("candidate", "teacher"):
+        s = summary.get("methods", {}).get(role)
+        if s and s.get("mp_per_s"):
+            speed.append(f"{summary.get('labels', {}).get(role, role)}: {s['ms_per_image']:.0f} ms per image "
+                         f"({s['mp_per_s']:.2f} megapixels of output per second)")
+    if speed:
+        lines.append(f"**Speed** on {summary.get('device', 'this machine')}: " + "; ".join(speed) + ".")
+
+    realism = summary.get("realism") or {}
+    if realism.get("available"):
+        diff = realism["learned_psnr"] - realism["bicubic_psnr"]
+        how = "more closely than" if diff >= 0.005 else "less closely than" if diff <= -0.005 else "as closely as"
+        lines.append(
+            f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
+            f"{how} plain shrinking: PSNR {realism['learned_psnr']:.2f} dB "
+            f"against {realism['bicubic_psnr']:.2f} dB on {realism['pairs']} pairs (higher is closer).")
+    return lines
+
+
+def _md_to_html(text: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+
+
+# --- pictures -------------------------------------------------------------------------------------
+
+def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
+    """PSNR-Y gain over bicubic and LPIPS, per report (past ones plus the current), as a PNG: the new
+    student, the teacher, the promoted student where it stayed in use, and bicubic's LPIPS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [*history, current]
+    labels = [str(r["report_date"]) for r in reports]
+    x = list(range(len(reports)))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    series = [("new student", lambda r: "candidate"), ("teacher", lambda r: "teacher"),
+              ("promoted student (in use)", lambda r: "promoted" if r.get("served") == "promoted" else None)]
+    for name, pick in series:
+        pts = [(i, gains(r, pick(r))) for i, r in zip(x, reports) if pick(r)]
+        psnr = [(i, g["psnr_gain_db"]) for i, g in pts if g["psnr_gain_db"] is not None]
+        lp = [(i, g["lpips"]) for i, g in pts if g["lpips"] is not None]
+        if psnr:
+            ax1.plot(*zip(*psnr), marker="o", label=name)
+        if lp:
+            ax2.plot(*zip(*lp), marker="o", label=name)
+    base = [(i, _metric(r, "bicubic", "lpips")) for i, r in zip(x, reports)]
+    base = [(i, v) for i, v in base if v is not None]
+    if base:
+        ax2.plot(*zip(*base), marker="o", linestyle="--", color="grey", label="plain enlargement")
+    ax1.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax1.set_title("PSNR-Y gain over plain enlargement (dB, higher is better)", fontsize=9)
+    ax2.set_title("LPIPS (lower is better)", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def ranked_images(summary: dict[str, Any], scores: Scores) -> list[tuple[str, dict[str, Any]]]:
+    """(label, row) for the best, median and worst image of the candidate by PSNR-Y gain over bicubic."""
+    focus = next((m for m in ("candidate", "promoted", "teacher") if m in scores.methods),
+                 next((m for m in scores.methods if m != "bicubic"), "bicubic"))
+    bicubic = {r["image"]: r["psnr_y"] for r in scores.rows if r["method"] == "bicubic"}
+    ranked = sorted((r for r in scores.rows if r["method"] == focus),
+                    key=lambda r: r["psnr_y"] - bicubic[r["image"]], reverse=True)
+    picks = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
+    return [(label, {**row, "gain": row["psnr_y"] - bicubic[row["image"]]}) for label, row in picks]
+
+
+def crop_columns(summary: dict[str, Any], scores: Scores, image: str) -> list[tuple[str, np.ndarray]]:
+    """LR | bicubic | teacher | student(s) | HR crops of one image, with their captions."""
+    lr, hr = scores.refs[image]
+    labels = summary.get("labels", {})
+    cols = [("LR (field camera)", lr)]
+    cols += [(labels.get(m, m), scores.crops[image][m]) for m in _CROP_COLUMNS if m in scores.crops[image]]
+    return cols + [("HR (reference)", hr)]
+
+
+def comparison_strip_png(columns: list[tuple[str, np.ndarray]], size: int = 112) -> bytes:
+    """One PNG of the crops side by side with their captions (for Dagster metadata)."""
+    caption_h = 14
+    strip = Image.new("RGB", (len(columns) * (size + 4) + 4, size + caption_h + 8), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, (caption, img) in enumerate(columns):
+        x = 4 + i * (size + 4)
+        strip.paste(Image.fromarray(img).resize((size, size), Image.Resampling.NEAREST), (x, 4))
+        draw.text((x, size + 6), caption[:20], fill="black")
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def markdown_table(summary: dict[str, Any], methods: list[str]) -> str:
+    """The per-method table as markdown (for the Dagster UI)."""
+    labels = summary.get("labels", {})
+    out = ["| method | PSNR-Y (dB) | SSIM-Y | LPIPS | ms / image | MP/s |", "|---|---|---|---|---|---|"]
+    for m in methods:
+        s = summary["methods"][m]
+
+        def txt(v: Any, d: int) -> str:
+            return "-" if v is None else f"{v:.{d}f}"
+
+        out.append(f"| {labels.get(m, m)} | {txt(s['psnr_y'], 2)} | {txt(s['ssim_y'], 4)} | {txt(s['lpips'], 4)} "
+                   f"| {txt(s['ms_per_image'], 1)} | {txt(s['mp_per_s'], 2)} |")
+    return "\n".join(out)
+
+
+def _realism_html(realism: dict[str, Any] | None) -> str:
+    if not realism:
+        return "<p class='note'>No learned downsampler was evaluated.</p>"
+    if not realism.get("available"):
+        return f"<p class='note'>LR realism not measured: {html.escape(str(realism.get('reason')))}</p>"
+    rows = "".join(f"<tr><td>{html.escape(r['image'])}</td><td>{fmt(r['learned_psnr'], 2)}</td>"
+                   f"<td>{fmt(r['bicubic_psnr'], 2)}</td></tr>" for r in realism["per_image"])
+    return ("<table id='realism'><tr><th>LR made from the HR image by</th><th>PSNR against the real LR (dB)</th></tr>"
+            f"<tr><td>learned downsampler G(HR)</td><td>{fmt(realism['learned_psnr'], 2)}</td></tr>"
+            f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], 2)}</td></tr></table>"
+            "<details><summary>per pair</summary><table id='realism-per-image'><tr><th>pair</th>"
+            f"<th>G(HR)</th><th>down(HR)</th></tr>{rows}</table></details>")
+
+
+def _gate_html(gate: dict[str, Any] | None) -> str:
+    if not gate:
+        return "<p class='note'>The promotion gate did not run.</p>"
+    esc = html.escape
+    rows = "".join(f"<tr><td>{esc(c['name'].replace('_', ' '))}</td>"
+                   f"<td class='{'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'FAIL'}</td>"
+                   f"<td class='detail'>{esc(c['message'])}</td></tr>" for c in gate["criteria"])
+    t = gate.get("thresholds", {})
+    return (f"<table id='gate'><tr><th>criterion</th><th>result</th><th class='detail'>detail</th></tr>{rows}</table>"
+            f"<p class='note'>Tolerances against the promoted student: {t.get('psnr_tolerance_db')} dB PSNR-Y, "
+            f"{t.get('lpips_tolerance')} LPIPS. Roll back with <code>sr-pipeline promote VERSION</code>.</p>")
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[str, Any]],
+                  lines: list[str] | None = None) -> str:
+    """The standalone HTML page (see the module docstring)."""
+    esc = html.escape
+    lines = headline(summary, history) if lines is None else lines
+    gate = summary.get("gate") or {}
+    labels = summary.get("labels", {})
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Image restoration report "
+             f"{esc(str(summary.get('report_date')))}</title><style>{_STYLE}</style></head><body>",
+             f"<h1>Image restoration report, {esc(str(summary.get('report_date')))}</h1>",
+             f"<p class='sub'>{summary.get('pairs')} calibration pairs, x{summary.get('scale')}, on "
+             f"{esc(str(summary.get('device')))}. Generated {esc(str(summary.get('created')))}.</p>",
+             f"<section id='headline' class='{'pass' if gate.get('passed', True) else 'fail'}'>"
+             "<h2>Summary</h2><ul>" + "".join(f"<li>{_md_to_html(t)}</li>" for t in lines) + "</ul></section>"]
+
+    parts.append("<section><h2>Quality and speed per method</h2>"
+                 + summary_table_html(summary, scores.methods, labels)
+                 + f"<p class='note'>{esc(summary.get('protocol', ''))}. Times include tiling and the copy back to "
+                 "the host, after one warm-up image.</p>")
+    if not summary.get("lpips", {}).get("available", False):
+        parts.append(f"<p class='note'>LPIPS unavailable: {esc(str(summary['lpips'].get('reason')))}</p>")
+    parts.append("</section>")
+    parts.append("<section><h2>Promotion gate</h2>" + _gate_html(gate) + "</section>")
+    parts.append("<section><h2>Realism of the learned camera model (LR)</h2>"
+                 + _realism_html(summary.get("realism")) + "</section>")
+
+    parts.append("<section><h2>Trend across reports</h2>"
+                 f"<img class='plot' id='trend' alt='trend across reports' src='data:image/png;base64,"
+                 f"{_b64(trend_png(history, summary))}'></section>")
+
+    parts.append("<section><h2>Side by side: best, median and worst image</h2>"
+                 "<p class='note'>Ranked by the new student's PSNR-Y gain over plain enlargement; the most "
+                 "detailed square of each image, enlarged without smoothing.</p>")
+    for label, row in ranked_images(summary, scores):
+        parts.append(f"<h3>{label}: {esc(row['image'])} ({_signed(row['gain'])} dB over bicubic)</h3><div class='crops'>")
+        for caption, img in crop_columns(summary, scores, row["image"]):
+            parts.append(f"<figure><img alt='{esc(caption)}' src='{png_data_uri(img)}'>"
+                         f"<figcaption>{esc(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    parts.append("</section>")
+
+    models = summary.get("models", {})
+    rows = "".join(f"<tr><td>{esc(role)}</td><td>{esc(str(m.get('version')))}</td><td>{esc(str(m.get('steps', '')))}</td>"
+                   f"<td class='detail'>{esc(str(m.get('path')))}</td></tr>"
+                   for role, m in models.items() if m)
+    parts.append("<section><h2>For engineers</h2><h3>Models</h3><table id='models'><tr><th>role</th><th>version</th>"
+                 f"<th>steps</th><th class='detail'>folder</th></tr>{rows}</table><h3>Per image</h3>"
+                 + per_image_table_html(scores.rows, scores.methods, labels) + "</section></body></html>")
+    return "\n".join(parts)
+
+
+def _b64(png: bytes) -> str:
+    import base64
+
+    return base64.b64encode(png).decode("ascii")
+
+
+def write_report(path: Path, summary: dict[str, Any], scores: Scores, history: list[dict[str, Any]],
+                 lines: list[str] | None = None) -> Path:
+    """Render the page and write it atomically to ``path``."""
+    path = Path(path)
+    atomic_write(path, render_report(summary, scores, history, lines).encode("utf-8"))
+    return path

@@ -1,0 +1,166 @@
+"""The management report: history, the plain-language summary, the trend plot and the standalone page."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr_pipeline.sr import report
+from sr_pipeline.sr.evaluate import Pair, score_pairs
+
+
+class FakeLPIPS:
+    available = True
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray) -> float:
+        return float(np.abs(sr.astype(float) - hr).mean() / 255)
+
+
+def nearest(lr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1)
+
+
+def oracle_for(hrs: dict[bytes, np.ndarray]):
+    """Returns the true HR image plus a little noise: a model that is clearly better than bicubic."""
+    rng = np.random.default_rng(0)
+
+    def up(lr: np.ndarray) -> np.ndarray:
+        hr = hrs[lr.tobytes()]
+        return np.clip(hr + rng.normal(0, 3, hr.shape), 0, 255).astype(np.uint8)
+
+    return up
+
+
+def make_scores(tmp_path: Path, n: int = 4):
+    pairs, hrs = [], {}
+    yy, xx = np.mgrid[0:48, 0:48]
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        base = (np.sin(xx / (2 + i)) + np.cos(yy / 3)) * 60 + 128
+        hr = np.clip(base[..., None] + rng.normal(0, 12, (48, 48, 3)), 0, 255).astype(np.uint8)
+        lr = np.asarray(Image.fromarray(hr).resize((12, 12), Image.Resampling.BICUBIC))
+        hrs[lr.tobytes()] = hr
+        for side, img in (("HR", hr), ("LR", lr)):
+            (tmp_path / side).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / side / f"img{i}.png")
+        pairs.append(Pair(f"img{i}.png", tmp_path / "HR" / f"img{i}.png", tmp_path / "LR" / f"img{i}.png"))
+    methods = {"teacher": oracle_for(hrs), "candidate": oracle_for(hrs), "promoted": nearest}
+    return score_pairs(pairs, methods, 4, lpips=FakeLPIPS())
+
+
+def make_summary(scores, day: str, served: str | None = "candidate", promoted: bool = True, **extra) -> dict:
+    gate = {"passed": promoted, "action": "promoted" if promoted else "rejected",
+            "criteria": [{"name": "valid_outputs", "passed": True, "message": "all fine", "values": {}},
+                         {"name": "not_worse_than_bicubic", "passed": promoted, "message": "PSNR-Y ok", "values": {}}],
+            "thresholds": {"psnr_tolerance_db": 0.05, "lpips_tolerance": 0.005},
+            "plain": "The new student s9 was promoted." if promoted else "The new student s9 was not promoted: worse."}
+    return {**scores.summary, "report_date": day, "created": f"{day}T06:00:00+00:00", "device": "cpu (1 thread)",
+            "labels": {"bicubic": "plain enlargement (bicubic)", "teacher": "teacher (15 steps)",
+                       "candidate": "new student", "promoted": "promoted student"},
+            "models": {"candidate": {"version": "s9", "path": "/m/s9", "steps": 1}},
+            "realism": {"available": True, "pairs": 4, "learned_psnr": 31.0, "bicubic_psnr": 30.0,
+                        "per_image": [{"image": "img0.png", "learned_psnr": 31.0, "bicubic_psnr": 30.0}]},
+            "gate": gate, "served": served, **extra}
+
+
+def test_history_is_sorted_and_skips_temp_foreign_and_broken_files(tmp_path):
+    reports = tmp_path / "reports"
+    for name, body in [("2026-03-09", {"report_date": "2026-03-09", "methods": {}}),
+                       ("2026-03-02", {"report_date": "2026-03-02", "methods": {}}),
+                       ("2026-03-02-2", {"report_date": "2026-03-02", "created": "z", "methods": {}}),
+                       (".2026-03-16.tmp", {"report_date": "2026-03-16", "methods": {}}),
+                       ("notes", {"something": "else"})]:
+        (reports / name).mkdir(parents=True)
+        (reports / name / "summary.json").write_text(json.dumps(body))
+    (reports / "broken").mkdir()
+    (reports / "broken" / "summary.json").write_text("{not json")
+    dates = [(h["report_date"], h.get("created")) for h in report.load_history(reports)]
+    assert dates == [("2026-03-02", None), ("2026-03-02", "z"), ("2026-03-09", None)]
+    assert len(report.load_history(reports, exclude=reports / "2026-03-09")) == 2
+    assert report.load_history(tmp_path / "missing") == []
+
+
+def test_headline_in_plain_language(tmp_path):
+    scores = make_scores(tmp_path)
+    now = make_summary(scores, "2026-03-09")
+    g = report.gains(now)
+    assert g["psnr_gain_db"] == pytest.approx(now["methods"]["candidate"]["psnr_y"] - now["methods"]["bicubic"]["psnr_y"])
+    assert g["psnr_gain_db"] > 1 and g["lpips_drop"] > 0
+
+    first = report.headline(now, [])
+    assert first[0].startswith("**Image quality.** On 4 calibration pairs")
+    assert f"{g['psnr_gain_db']:.2f} dB closer to the true image than" in first[0]
+    assert f"{g['lpips_drop_pct']:.0f}% lower" in first[0]
+    assert "first report" in first[1]
+    assert first[2] == "**Promotion.** The new student s9 was promoted."
+    assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
+    assert "more closely than plain shrinking: PSNR 31.00 dB against 30.00 dB" in first[4]
+
+    last = dict(now, report_date="2026-03-02", pairs=3)
+    last["methods"] = {**now["methods"], "candidate": {**now["methods"]["candidate"],
+                                                        "psnr_y": now["methods"]["candidate"]["psnr_y"] - 0.5}}
+    trend = report.headline(now, [last])[1]
+    assert trend.startswith("**Trend.** Last report (2026-03-02, 3 pairs)")
+    assert "0.50 dB better than last time" in trend and "calibration set changed" in trend
+
+    rejected = make_summary(scores, "2026-03-09", served="promoted", promoted=False)
+    lines = report.headline(rejected, [])
+    assert "(promoted student" in lines[0] and "further from" in lines[0]  # nearest is worse than bicubic
+    assert "not promoted" in lines[2]
+
+    no_lpips = dict(now, lpips={"available": False, "reason": "no weights"})
+    no_lpips["methods"] = {m: {**s, "lpips": None} for m, s in now["methods"].items()}
+    assert "LPIPS was not measured: no weights." in report.headline(no_lpips, [])[0]
+
+
+def test_trend_plot_and_comparison_strip_are_real_pictures(tmp_path):
+    scores = make_scores(tmp_path)
+    history = [make_summary(scores, f"2026-02-{d:02d}") for d in (16, 23)]
+    png = report.trend_png(history, make_summary(scores, "2026-03-02"))
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert img.shape == (320, 900) and img.std() > 10  # lines and labels, not an empty canvas
+
+    summary = make_summary(scores, "2026-03-02")
+    cols = report.crop_columns(summary, scores, "img0.png")
+    assert [c for c, _ in cols] == ["LR (field camera)", "plain enlargement (bicubic)", "teacher (15 steps)",
+                                    "new student", "promoted student", "HR (reference)"]
+    strip = Image.open(io.BytesIO(report.comparison_strip_png(cols, size=64)))
+    assert strip.size == (6 * 68 + 4, 64 + 22)
+
+
+def test_best_median_worst_are_ranked_by_gain_over_bicubic(tmp_path):
+    scores = make_scores(tmp_path, n=5)
+    picks = report.ranked_images(make_summary(scores, "2026-03-02"), scores)
+    assert [label for label, _ in picks] == ["best", "median", "worst"]
+    gains = [row["gain"] for _, row in picks]
+    assert gains == sorted(gains, reverse=True)
+    bicubic = {r["image"]: r["psnr_y"] for r in scores.rows if r["method"] == "bicubic"}
+    cand = sorted(r["psnr_y"] - bicubic[r["image"]] for r in scores.rows if r["method"] == "candidate")
+    assert gains[0] == pytest.approx(cand[-1]) and gains[-1] == pytest.approx(cand[0])
+
+
+def test_the_page_is_standalone_and_opens_with_the_summary(tmp_path):
+    scores = make_scores(tmp_path / "pairs")
+    summary = make_summary(scores, "2026-03-09")
+    history = [make_summary(scores, "2026-03-02")]
+    (tmp_path / "out").mkdir()
+    path = report.write_report(tmp_path / "out" / "index.html", summary, scores, history)
+    page = path.read_text()
+    assert not [p for p in path.parent.iterdir() if p.name != "index.html"]  # atomic: no temp file left
+    assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
+    order = [page.index(f"id='{i}'") for i in ("headline", "summary", "gate", "realism", "trend", "models", "per-image")]
+    assert order == sorted(order)
+    headline = page[page.index("id='headline'"):page.index("</section>")]
+    assert "<b>Image quality.</b>" in headline and "<b>Trend.</b> Last report (2026-03-02" in headline
+    # 3 images (best, median, worst) x (LR, bicubic, teacher, candidate, promoted, HR) + the trend plot
+    assert page.count("src='data:image/png;base64,") == 3 * 6 + 1
+    assert re.search(r"<td class='pass'>pass</td><td class='detail'>all fine</td>", page)
+    assert "learned downsampler G(HR)</td><td>31.00</td>" in page
+    assert "<table id='per-image'>" in page and "img3.png" in page
+    md = report.markdown_table(summary, scores.methods)
+    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | ms / image | MP/s |"
+    assert "| plain enlargement (bicubic) |" in md and len(md.splitlines()) == 2 + 4

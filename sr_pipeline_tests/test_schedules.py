@@ -1,0 +1,130 @@
+"""The weekly re-evaluation (Monday 06:00, plant time zone) and the new-calibration-pairs sensor."""
+
+import subprocess
+import sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import numpy as np
+import pytest
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+
+from conftest import encode, pixels
+from sr_pipeline.defs.evaluation import GateSettings, evaluation_job, evaluation_report, promotion_gate
+from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.schedules import (
+    REPORT_INPUTS,
+    WEEKLY_CRON,
+    build_weekly_evaluation_schedule,
+    calibration_pairs_sensor,
+)
+from sr_pipeline.ingest import ingest_folder
+
+
+def add_pairs(layout, registry, tmp_path, names, batch):
+    src = tmp_path / batch
+    for i, name in enumerate(names):
+        hr = pixels(64, 64, seed=i)
+        lr = np.asarray(hr[::4, ::4])
+        for side, img in (("hr", hr), ("lr", lr)):
+            (src / "pairs" / name / side).mkdir(parents=True)
+            (src / "pairs" / name / side / "x.png").write_bytes(encode(img))
+    ingest_folder(layout, registry, src, "field_cam", batch_key=batch)
+
+
+def trained(instance):
+    for key in REPORT_INPUTS:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+
+def test_weekly_schedule_runs_monday_0600_in_the_plant_time_zone(monkeypatch):
+    monkeypatch.delenv("SR_PIPELINE_PLANT_TZ", raising=False)
+    utc = build_weekly_evaluation_schedule()
+    assert WEEKLY_CRON == "0 6 * * 1" and utc.cron_schedule == "0 6 * * 1"
+    assert utc.execution_timezone == "UTC" and utc.job_name == "evaluation_job"
+    monkeypatch.setenv("SR_PIPELINE_PLANT_TZ", "America/Chicago")
+    assert build_weekly_evaluation_schedule().execution_timezone == "America/Chicago"
+    assert build_weekly_evaluation_schedule("Asia/Tokyo").execution_timezone == "Asia/Tokyo"
+    monkeypatch.setenv("SR_PIPELINE_PLANT_TZ", "Nowhere/Atlantis")
+    with pytest.raises(ValueError, match="SR_PIPELINE_PLANT_TZ"):
+        build_weekly_evaluation_schedule()
+
+
+def test_weekly_schedule_waits_for_a_trained_student():
+    schedule = build_weekly_evaluation_schedule("Europe/Berlin")
+    monday = datetime(2026, 3, 2, 6, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    with dg.instance_for_test() as instance:  # a schedule context needs an instance with a ref
+        skipped = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
+        assert isinstance(skipped, dg.SkipReason) and "co_trained_student" in skipped.skip_message
+        trained(instance)
+        request = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
+    assert isinstance(request, dg.RunRequest) and request.run_key == "weekly-2026-03-02"
+    assert request.tags["sr_pipeline/trigger"] == "weekly"
+
+
+def test_sensor_fires_on_new_calibration_pairs_only(layout, registry, tmp_path, cameras_file):
+    resources = {"storage": PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))}
+    with DagsterInstance.ephemeral() as instance:
+        def tick(cursor=None):
+            return calibration_pairs_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+        none = tick()
+        assert isinstance(none, dg.SkipReason) and "0 calibration pairs" in none.skip_message
+        add_pairs(layout, registry, tmp_path, ["a", "b", "c"], "calib-1")
+        untrained = tick()
+        assert isinstance(untrained, dg.SkipReason) and "nothing to evaluate yet" in untrained.skip_message
+
+        trained(instance)
+        first = tick()
+        assert isinstance(first, dg.SensorResult) and first.cursor == "3"
+        [req] = first.run_requests
+        assert req.run_key == "calibration-pairs-3" and req.job_name is None  # the sensor's one job
+        assert calibration_pairs_sensor.job_name == "evaluation_job"
+
+        same = tick(cursor="3")
+        assert isinstance(same, dg.SkipReason) and "3 already evaluated" in same.skip_message
+        add_pairs(layout, registry, tmp_path, ["d"], "calib-2")
+        more = tick(cursor="3")
+        assert more.cursor == "4" and more.run_requests[0].run_key == "calibration-pairs-4"
+        assert more.run_requests[0].tags["sr_pipeline/trigger"] == "1 new calibration pairs"
+
+        # A report that already covered the pairs (e.g. the weekly one) counts as evaluated.
+        instance.report_runless_asset_event(dg.AssetMaterialization("evaluation_report",
+                                                                    metadata={"calibration_pairs": 4}))
+        assert isinstance(tick(cursor="3"), dg.SkipReason)
+
+
+def test_definitions_with_the_evaluation_layer_load_without_torch():
+    code = (
+        "import sys, dagster as dg\n"
+        "from sr_pipeline.definitions import defs\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        "job = defs.resolve_job_def('evaluation_job')\n"
+        "assert defs.resolve_schedule_def('weekly_evaluation_schedule')\n"
+        "assert defs.resolve_sensor_def('calibration_pairs_sensor')\n"
+        "print(sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['evaluation_report'] False"
+
+
+def test_gate_checks_are_blocking_and_on_the_student():
+    specs = {s.name: s for s in promotion_gate.check_specs}
+    assert set(specs) == {"valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted"}
+    assert all(s.blocking and s.asset_key == dg.AssetKey("co_trained_student") for s in specs.values())
+    spec = evaluation_report.specs_by_key[dg.AssetKey("evaluation_report")]
+    assert spec.group_name == "evaluation"
+    assert {d.asset_key.to_user_string() for d in spec.deps} == {"teacher_checkpoint", "co_trained_student",
+                                                                 "learned_downsampler"}
+    assert evaluation_job.name == "evaluation_job"
+
+
+def test_gate_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("SR_PIPELINE_GATE_PSNR_TOLERANCE_DB", "0.2")
+    monkeypatch.setenv("SR_PIPELINE_GATE_LPIPS_TOLERANCE", "0.01")
+    monkeypatch.setenv("SR_PIPELINE_GATE_REQUIRE_LPIPS", "false")
+    t = GateSettings().thresholds()
+    assert (t.psnr_tolerance_db, t.lpips_tolerance, t.require_lpips) == (0.2, 0.01, False)
+    assert GateSettings(psnr_tolerance_db=0.0).thresholds().psnr_tolerance_db == 0.0
