@@ -12,12 +12,17 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import dagster as dg
 
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.layout import DataLayout
 
+
+# Dagster's notices about preview/beta APIs (Pipes internals, Output.data_version) are not for demo users.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress, without Dagster's DEBUG events
 
