@@ -40,12 +40,13 @@ def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs) -> None:
 def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
     from sr_pipeline.definitions import defs
     from sr_pipeline.demo_data import make_demo_data
+    from sr_pipeline.models_registry import promoted_student_dir
     from sr_pipeline.uploads import poll_landing
 
-    print("1/4 writing the demo camera uploads", flush=True)
+    print("1/5 writing the demo camera uploads", flush=True)
     make_demo_data(layout)
     storage = defs.resources["storage"]
-    print("2/4 ingesting the upload batches", flush=True)
+    print("2/5 ingesting the upload batches", flush=True)
     polled = poll_landing(layout, storage.registry(), {}, now=time.time(), stable_seconds=0)
     keys = [b.batch_key for b in polled.batches]
     if keys:
@@ -54,10 +55,19 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
         _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key)
     if not keys:
         print("  nothing new in the landing folder (the demo uploads were ingested before)")
-    print("3/4 training, the promotion gate and the learned LR sets (this is the long part)", flush=True)
+    print("3/5 training, the promotion gate and the learned LR sets (this is the long part)", flush=True)
     _run(defs.resolve_job_def("training_job"), instance)
-    print("4/4 the evaluation report", flush=True)
+    print("4/5 the evaluation report", flush=True)
     _run(defs.resolve_job_def("evaluation_job"), instance)
+    print("5/5 the upscaled archive of the field camera batches", flush=True)
+    if promoted_student_dir(layout) is None:
+        print("  skipped: the promotion gate did not promote the student (see the report)")
+        return
+    registry = storage.registry()
+    field_batches = [b.batch_key for b in polled.batches if b.camera in registry.ids("field_lr")]
+    for key in field_batches:
+        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key,
+             asset_selection=[dg.AssetKey("upscaled_archive")])
 
 
 def _latest_report(layout: DataLayout) -> str:
@@ -76,6 +86,7 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Where to look:\n"
           f"  report:        {_latest_report(layout)}\n"
           f"  models:        {layout.models} (sr-pipeline models: which student the gate promoted)\n"
+          f"  archive:       {layout.archive} (upscaled field images, a manifest per batch)\n"
           f"  image catalog: {layout.catalog}\n"
           f"  quarantine:    {layout.quarantine}\n"
           f"  Dagster UI:    make ui, then http://127.0.0.1:3000 (runs, lineage, metadata)", flush=True)

@@ -1,4 +1,10 @@
-"""The ``raw_plant_images`` asset (one partition per upload batch) and the job the sensor runs."""
+"""The ``raw_plant_images`` asset (one partition per upload batch) and the job the sensor runs.
+
+``ingest_job`` also selects the ``archive`` group (``upscaled_archive``, defs/archive.py, which
+depends on this module): the camera-upload sensor runs the whole job for a field batch once a
+student is promoted and narrows the run to ``raw_plant_images`` otherwise. Selecting by group keeps
+this module free of that import and a Definitions without the archive valid.
+"""
 
 import base64
 import hashlib
@@ -6,6 +12,7 @@ import io
 
 from dagster import (
     AssetExecutionContext,
+    AssetSelection,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -106,5 +113,9 @@ def raw_plant_images(context: AssetExecutionContext, storage: PlantStorage) -> M
     return MaterializeResult(metadata=metadata, data_version=_data_version(summary))
 
 
-# Partitioned by upload_batches, inferred from the asset (passing partitions_def is deprecated in 1.13).
-ingest_job = define_asset_job("ingest_job", selection=[raw_plant_images])
+# Partitioned by upload_batches, inferred from the assets (passing partitions_def is deprecated in 1.13).
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=AssetSelection.assets(raw_plant_images) | AssetSelection.groups("archive"),
+    description="Ingests one upload batch and, when the run selects it, upscales its field LR images into the archive.",
+)

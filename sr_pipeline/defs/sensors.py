@@ -3,6 +3,10 @@ The cursor (JSON) holds the first-seen size and mtime of each waiting file and t
 requested; Dagster stores it together with the run requests and the partition additions, so a tick
 either happens completely or not at all. ``run_key`` is the batch key, which makes each batch's run
 unique forever.
+
+Once a student is promoted (``promoted_student_dir``), the run of a field camera's batch also
+materialises ``upscaled_archive`` for that batch; otherwise the run selects ``raw_plant_images``
+alone. The tag ``sr_pipeline/archive`` says which.
 """
 
 
@@ -21,9 +25,11 @@ from dagster import (
     sensor,
 )
 
-from sr_pipeline.defs.ingest import ingest_job
+from sr_pipeline.cameras import CameraRegistry, CameraRole, UnknownCameraError
+from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.models_registry import promoted_student_dir
 from sr_pipeline.uploads import poll_landing, stable_seconds_from_env
 
 INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
@@ -32,6 +38,13 @@ DEFAULT_INTERVAL_SECONDS = 30
 
 def _interval_from_env() -> int:
     return int(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS))
+
+
+def _archives(registry: CameraRegistry, camera: str) -> bool:
+    try:
+        return registry.get(camera).role == CameraRole.field_lr
+    except UnknownCameraError:
+        return False
 
 
 def build_camera_upload_sensor(
@@ -52,13 +65,15 @@ def build_camera_upload_sensor(
         default_status=default_status,
         description=(
             "Claims camera uploads in <data>/landing/<camera>/ once their size and mtime are stable, "
-            "one upload batch per camera per tick, adds the batch partition and requests its ingestion."
+            "one upload batch per camera per tick, adds the batch partition and requests its ingestion "
+            "(and, once a student is promoted, the batch's upscaled archive)."
         ),
     )
     def _camera_upload_sensor(context: SensorEvaluationContext, storage: PlantStorage) -> SensorResult:
         state = json.loads(context.cursor) if context.cursor else {}
         wait = stable_seconds if stable_seconds is not None else stable_seconds_from_env()
-        result = poll_landing(storage.layout(), storage.registry(), state, now=clock(), stable_seconds=wait)
+        layout, registry = storage.layout(), storage.registry()
+        result = poll_landing(layout, registry, state, now=clock(), stable_seconds=wait)
         cursor = json.dumps(result.state, sort_keys=True)
         if result.unknown_folders:
             context.log.warning(f"landing folders of unregistered cameras (left untouched): {result.unknown_folders}")
@@ -71,15 +86,20 @@ def build_camera_upload_sensor(
             what = "recovered unrequested batch" if batch.recovered else f"claimed {len(batch.files)} file(s)"
             context.log.info(f"{batch.batch_key}: {what}")
         keys = [b.batch_key for b in result.batches]
+        have_student = promoted_student_dir(layout) is not None
+        requests = []
+        for b in result.batches:
+            archive = have_student and _archives(registry, b.camera)
+            requests.append(RunRequest(
+                run_key=b.batch_key,
+                partition_key=b.batch_key,
+                # None runs the whole job: ingestion, then the batch's archive.
+                asset_selection=None if archive else [raw_plant_images.key],
+                tags={"sr_pipeline/camera": b.camera, "sr_pipeline/files": str(len(b.files)),
+                      "sr_pipeline/archive": str(archive).lower()},
+            ))
         return SensorResult(
-            run_requests=[
-                RunRequest(
-                    run_key=b.batch_key,
-                    partition_key=b.batch_key,
-                    tags={"sr_pipeline/camera": b.camera, "sr_pipeline/files": str(len(b.files))},
-                )
-                for b in result.batches
-            ],
+            run_requests=requests,
             dynamic_partitions_requests=[upload_batches.build_add_request(keys)],
             cursor=cursor,
         )

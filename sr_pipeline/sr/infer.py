@@ -1,7 +1,14 @@
 """Upscaling with a student (1 network evaluation) or a teacher (its T-step deterministic sampler).
 
-Images are processed in overlapping LR tiles, batched, and blended with feathered weights, so any
-image size runs in memory bounded by the tile size.
+Images are processed in overlapping LR tiles, batched, and blended with feathered weights. Tiles
+are taken one tile row at a time: a float accumulator holds only the HR rows of the current tile
+row, and rows that no later tile touches are normalised and handed on (to a uint8/uint16 array,
+or straight into a streaming PNG). Peak memory is therefore the input image plus a band of
+``tile * scale`` HR rows plus one batch of tiles, whatever the image height; ``Upscaler.plan``
+estimates it and lowers the batch (or refuses) to stay within a budget (4 GiB by default).
+
+The blending weights are outer products of 1-D feathers on a full grid of tile positions, so their
+sum is the outer product of two 1-D sums: no HR-sized weight map is needed.
 
 The sampler starts from x_T = up(y) + kappa sqrt(eta_T) * noise_scale * eps. The default
 noise_scale 0 starts at the prior's mean: fidelity first, as inspection needs (on the demo's
@@ -9,24 +16,41 @@ calibration pairs the 15-step teacher gained 2.3 dB PSNR-Y over eps ~ N(0, I), w
 for hallucinated texture). With noise_scale > 0, eps is drawn per fixed HR block from the seed and
 the block's position, so overlapping tiles see the same noise and the result is deterministic for a
 seed whatever the tiling.
+
+On a GPU the network runs under bf16 autocast in channels-last layout, optionally compiled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
+from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, SourceImage
 from sr_pipeline.sr.imageops import upsample
 
 NOISE_BLOCK = 64  # HR pixels per side of one independently seeded noise block
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
+
+# Memory model constants (bytes), calibrated against measured peak RSS on the CPU with margin
+# (sr_pipeline_tests/test_infer_memory.py checks estimate >= measured).
+_IO_COPIES = 12  # HR-tile-sized float tensors alive around one network call (up(y), noise, x_t, ...)
+_NET_WORKING = 6  # activation tensors per UNet level besides its skips (resnet temporaries, concats)
+_BAND_COPIES = 3  # accumulator, normalised rows, the caller's conversion temporaries
+_OVERHEAD = 32 * 2**20  # allocator slack
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,23 @@ class TileSettings:
     tile: int = 128  # LR pixels per tile side
     overlap: int = 16  # LR pixels shared by neighbouring tiles
     batch: int = 4
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Estimated peak bytes of one image, by part, for the batch chosen within the budget."""
+
+    batch: int
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        mib = {k: f"{v / 2**20:.0f}" for k, v in self.parts.items()}
+        parts = ", ".join(f"{k} {v}" for k, v in mib.items())
+        return f"~{self.total / 2**20:.0f} MiB (batch {self.batch}; {parts} MiB)"
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -54,6 +95,13 @@ def _feather(n: int, overlap: int) -> np.ndarray:
     return w
 
 
+def _weight_sum(length: int, starts: list[int], feather: np.ndarray) -> np.ndarray:
+    total = np.zeros(length, dtype=np.float32)
+    for s in starts:
+        total[s:s + len(feather)] += feather
+    return total
+
+
 def block_noise(seed: int, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
     """Standard normal noise for the HR window [y0:y0+h, x0:x0+w], stitched from seeded blocks."""
     out = torch.empty(3, h, w)
@@ -68,11 +116,57 @@ def block_noise(seed: int, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
     return out
 
 
+def _max_value(dtype: np.dtype) -> int:
+    if dtype == np.uint8:
+        return 255
+    if dtype == np.uint16:
+        return 65535
+    raise ValueError(f"expected uint8 or uint16 pixels, got {dtype}")
+
+
+def _as_hwc(lr: np.ndarray) -> np.ndarray:
+    if lr.ndim == 2:
+        lr = lr[:, :, None]
+    if lr.ndim != 3 or lr.shape[2] not in (1, 3):
+        raise ValueError(f"expected an HxWx3 (or grey HxW / HxWx1) image, got shape {lr.shape}")
+    _max_value(lr.dtype)
+    return lr
+
+
+def quantise(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float rows in [-1, 1] -> uint8/uint16, rounded and clipped (modifies ``rows``)."""
+    half = _max_value(np.dtype(dtype)) / 2.0
+    rows *= half
+    rows += half
+    np.rint(rows, out=rows)
+    np.clip(rows, 0, 2 * half, out=rows)
+    return rows.astype(dtype)
+
+
+def to_grey(rows: np.ndarray) -> np.ndarray:
+    """(n, W, 3) float -> (n, W, 1) luma."""
+    return (rows @ LUMA)[:, :, None]
+
+
+def upscale_alpha_rows(alpha: np.ndarray, scale: int, r0: int, r1: int) -> np.ndarray:
+    """HR rows [r0, r1) of the bicubic-upscaled alpha (HxW uint8/uint16), as float in [0, 1].
+
+    Taken from a slab of LR rows with a margin wider than the bicubic kernel, so every band
+    equals the same rows of the whole image upscaled at once.
+    """
+    m = _max_value(alpha.dtype)
+    lo, hi = max(0, r0 // scale - 3), min(alpha.shape[0], (r1 - 1) // scale + 4)
+    slab = torch.from_numpy(np.ascontiguousarray(alpha[lo:hi])).float().div_(m)[None, None]
+    up = F.interpolate(slab, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0]
+    return up[r0 - lo * scale:r1 - lo * scale].clamp_(0, 1).numpy()
+
+
 class Upscaler:
-    """A loaded checkpoint plus how to run it; ``__call__`` maps uint8 LR HxWx3 to uint8 HR."""
+    """A loaded checkpoint plus how to run it; ``__call__`` maps LR HxWx3 uint8/uint16 to HR."""
 
     def __init__(self, model: LoadedModel, steps: int = 1, seed: int = 0, tiles: TileSettings = TileSettings(),
-                 device: str = "cpu", noise_scale: float = 0.0):
+                 device: str = "cpu", noise_scale: float = 0.0, *, compile: bool = False,
+                 memory_budget: int | None = DEFAULT_MEMORY_BUDGET):
         if model.schedule is None:
             raise ValueError(f"{model.path} has no diffusion schedule")
         if not 1 <= steps <= model.schedule.num_steps:
@@ -81,71 +175,290 @@ class Upscaler:
             raise ValueError("noise_scale must be >= 0")
         self.model, self.steps, self.seed, self.tiles, self.device = model, steps, seed, tiles, device
         self.noise_scale = noise_scale
+        self.memory_budget = memory_budget
         self.scale = int(model.net.config.scale)
         multiple = int(model.net.lr_multiple)
         if not 0 <= tiles.overlap < tiles.tile or tiles.batch < 1:
             raise ValueError("need 0 <= overlap < tile and batch >= 1")
         if tiles.tile % multiple:
             raise ValueError(f"tile size must be a multiple of {multiple} LR pixels for this model")
-        self.autocast = device.startswith("cuda")
+        self.on_gpu = device.startswith("cuda")
+        self.net = model.net
+        if self.on_gpu:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.compiled = compile
+        if compile:
+            self.net = torch.compile(self.net, dynamic=False)
 
     @classmethod
     def from_dir(cls, model_dir: Path, device: str = "cpu", **kwargs) -> "Upscaler":
         return cls(load_sr_model(model_dir, device), device=device, **kwargs)
 
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    # --- planning -----------------------------------------------------------------------------
+    def _padded(self, height: int, width: int) -> tuple[int, int]:
+        t = self.tiles.tile
+        return max(height, t), max(width, t)
+
+    def tile_count(self, height: int, width: int) -> int:
+        hp, wp = self._padded(height, width)
+        t, o = self.tiles.tile, self.tiles.overlap
+        return len(_starts(hp, t, o)) * len(_starts(wp, t, o))
+
+    def _net_bytes_per_tile(self) -> int:
+        cfg = self.model.net.config
+        t = self.tiles.tile
+        level_bytes = sum(c * (t >> i) ** 2 * 4 for i, c in enumerate(cfg.block_out_channels))
+        # Attention runs through scaled_dot_product_attention, whose CPU and GPU kernels do not
+        # materialise the N x N scores, so it costs activations like any other layer.
+        acts = (cfg.layers_per_block + 1 + _NET_WORKING) * level_bytes
+        io = _IO_COPIES * 3 * (t * self.scale) ** 2 * 4
+        return acts + io
+
+    def plan(self, height: int, width: int, channels: int = 3, itemsize: int = 1, *,
+             held: int = 0) -> MemoryPlan:
+        """The largest batch (up to the configured one) whose estimated peak fits the budget.
+
+        ``held`` counts bytes the caller keeps meanwhile (a whole output array, an alpha channel).
+        Raises ``MemoryError`` when even one tile per call does not fit.
+        """
+        s, t = self.scale, self.tiles.tile
+        hp, wp = self._padded(height, width)
+        padded = hp * wp * channels * itemsize if (hp, wp) != (height, width) else 0
+        fixed = {
+            "input": height * width * channels * itemsize + padded,
+            "band": _BAND_COPIES * t * s * wp * s * 3 * 4,
+            "held": held,
+            "overhead": _OVERHEAD,
+        }
+        per_tile = self._net_bytes_per_tile()
+        batch = self.tiles.batch
+        if self.memory_budget is not None:
+            while batch > 1 and sum(fixed.values()) + batch * per_tile > self.memory_budget:
+                batch -= 1
+        plan = MemoryPlan(batch, {**fixed, "tiles": batch * per_tile})
+        if self.memory_budget is not None and plan.total > self.memory_budget:
+            raise MemoryError(f"a {width}x{height} image needs {plan.describe()}, over the budget of "
+                              f"{self.memory_budget / 2**20:.0f} MiB: lower --tile or raise --memory-budget")
+        return plan
+
+    # --- running ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _run(self, lr_tiles: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def run_tiles(self, lr_tiles: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One network batch: LR tiles (B, 3, t, t) in [-1, 1] on the device -> HR tiles in [-1, 1]."""
         up_y = upsample(lr_tiles, self.scale)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model.schedule.sample(self.model.net, up_y, noise, num_inference_steps=self.steps)
+        if noise is None:
+            noise = torch.zeros_like(up_y)
+        if self.on_gpu:
+            up_y = up_y.contiguous(memory_format=torch.channels_last)
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu):
+            out = self.model.schedule.sample(self.net, up_y, noise, num_inference_steps=self.steps)
         return out.float().clamp(-1, 1)
 
-    def __call__(self, lr: np.ndarray) -> np.ndarray:
-        if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
-            raise ValueError("expected a uint8 HxWx3 image")
+    def _tiles(self, src: np.ndarray, boxes: list[tuple[int, int]], maxval: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.scale, self.tiles.tile
+        lr = torch.from_numpy(np.stack([src[y:y + t, x:x + t] for y, x in boxes]).astype(np.float32))
+        lr = lr.permute(0, 3, 1, 2).mul_(2.0 / maxval).sub_(1.0).expand(-1, 3, -1, -1)
+        if self.noise_scale > 0:
+            noise = torch.stack([block_noise(self.seed, y * s, x * s, t * s, t * s) for y, x in boxes])
+            noise *= self.noise_scale
+        else:
+            noise = torch.zeros(len(boxes), 3, t * s, t * s, device=self.device)
+        return lr.to(self.device), noise.to(self.device)
+
+    def iter_rows(self, lr: np.ndarray, progress: Callable[[int], None] | None = None, *,
+                  held: int = 0) -> Iterator[np.ndarray]:
+        """Yield the HR image top to bottom as float32 row bands (n, W*scale, 3) in [-1, 1].
+
+        ``lr`` is HxWx3 or grey (HxW, HxWx1), uint8 or uint16; ``progress(k)`` is called after
+        every network call with the number of tiles it processed; ``held`` as in :meth:`plan`.
+        """
+        lr = _as_hwc(lr)
+        maxval = _max_value(lr.dtype)
+        plan = self.plan(lr.shape[0], lr.shape[1], lr.shape[2], lr.dtype.itemsize, held=held)
         s, t, o = self.scale, self.tiles.tile, self.tiles.overlap
         H, W = lr.shape[:2]
-        # Images smaller than a tile are reflect-padded up to one tile and cropped back.
         ph, pw = max(0, t - H), max(0, t - W)
-        src = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(H, W) > max(ph, pw) else "edge")
+        src = lr
+        if ph or pw:  # images smaller than a tile are padded up to one tile and cropped back
+            src = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(H, W) > max(ph, pw) else "edge")
         Hp, Wp = src.shape[:2]
-        lr_t = torch.from_numpy(src).permute(2, 0, 1).float().div(127.5).sub(1)
-        acc = np.zeros((Hp * s, Wp * s, 3), dtype=np.float32)
-        wsum = np.zeros((Hp * s, Wp * s, 1), dtype=np.float32)
-        weight = np.outer(_feather(t * s, o * s), _feather(t * s, o * s))[..., None]
-        boxes = [(y, x) for y in _starts(Hp, t, o) for x in _starts(Wp, t, o)]
-        for i in range(0, len(boxes), self.tiles.batch):
-            chunk = boxes[i:i + self.tiles.batch]
-            tiles = torch.stack([lr_t[:, y:y + t, x:x + t] for y, x in chunk]).to(self.device)
-            if self.noise_scale > 0:
-                noise = self.noise_scale * torch.stack(
-                    [block_noise(self.seed, y * s, x * s, t * s, t * s) for y, x in chunk]).to(self.device)
-            else:
-                noise = torch.zeros(len(chunk), 3, t * s, t * s, device=self.device)
-            out = self._run(tiles, noise).permute(0, 2, 3, 1).cpu().numpy()
-            for (y, x), tile_out in zip(chunk, out):
-                acc[y * s:(y + t) * s, x * s:(x + t) * s] += tile_out * weight
-                wsum[y * s:(y + t) * s, x * s:(x + t) * s] += weight
-        hr = (acc / wsum)[: H * s, : W * s]
-        return np.clip(np.round((hr + 1) * 127.5), 0, 255).astype(np.uint8)
+        T, Wo = t * s, W * s
+        feather = _feather(T, o * s)
+        weight = np.outer(feather, feather)[..., None]
+        ys, xs = _starts(Hp, t, o), _starts(Wp, t, o)
+        wy = _weight_sum(Hp * s, [y * s for y in ys], feather)
+        wx = _weight_sum(Wp * s, [x * s for x in xs], feather)[:Wo, None]
+        acc = np.zeros((T, Wp * s, 3), dtype=np.float32)
+        top = 0  # HR row held in acc[0]
+
+        def finish(end: int) -> Iterator[np.ndarray]:
+            end_out = min(end, H * s)
+            if end_out > top:
+                rows = acc[:end_out - top, :Wo] / (wy[top:end_out, None, None] * wx[None])
+                yield rows
+
+        for y in ys:
+            Y = y * s
+            yield from finish(Y)
+            shift = Y - top
+            if shift:
+                acc[:T - shift] = acc[shift:]
+                acc[T - shift:] = 0
+                top = Y
+            row_boxes = [(y, x) for x in xs]
+            for i in range(0, len(row_boxes), plan.batch):
+                chunk = row_boxes[i:i + plan.batch]
+                run_boxes = chunk + [chunk[-1]] * (plan.batch - len(chunk)) if self.compiled else chunk
+                out = self.run_tiles(*self._tiles(src, run_boxes, maxval))[:len(chunk)]
+                out = out.permute(0, 2, 3, 1).cpu().numpy()
+                for (_, x), tile_out in zip(chunk, out):
+                    acc[:, x * s:(x + t) * s] += tile_out * weight
+                if progress is not None:
+                    progress(len(chunk))
+        yield from finish(top + T)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        """The whole HR image, HxWx3 of the input's dtype (grey input comes back replicated)."""
+        lr = _as_hwc(lr)
+        H, W = lr.shape[:2]
+        held = H * self.scale * W * self.scale * 3 * lr.dtype.itemsize
+        self.plan(H, W, lr.shape[2], lr.dtype.itemsize, held=held)  # refuse before allocating the output
+        out = np.empty((H * self.scale, W * self.scale, 3), dtype=lr.dtype)
+        r = 0
+        for rows in self.iter_rows(lr, held=held):
+            out[r:r + len(rows)] = quantise(rows, lr.dtype)
+            r += len(rows)
+        return out
 
 
-def _collect(inputs: list[Path]) -> list[Path]:
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-    files: list[Path] = []
+# ---------------------------------------------------------------- images with modes, to PNG
+
+
+def iter_output_rows(upscaler: Upscaler, src: SourceImage, *, drop_alpha: bool = False,
+                     progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """HR row bands in the source's mode (grey stays grey; alpha bicubic-upscaled unless dropped)."""
+    dtype = src.colour.dtype
+    r = 0
+    held = 0 if src.alpha is None else src.alpha.nbytes
+    for rows in upscaler.iter_rows(src.colour, progress, held=held):
+        n = len(rows)
+        parts = [quantise(to_grey(rows) if src.grey else rows, dtype)]
+        if src.alpha is not None and not drop_alpha:
+            a = upscale_alpha_rows(src.alpha, upscaler.scale, r, r + n)
+            parts.append(quantise(a[:, :, None] * 2.0 - 1.0, dtype))
+        r += n
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def provenance_text(upscaler: Upscaler, src: SourceImage, source_name: str, *, drop_alpha: bool = False,
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """PNG text metadata: the model that made the image and the source it came from."""
+    notes = list(src.notes)
+    if src.alpha is not None:
+        notes.append("alpha_dropped" if drop_alpha else "alpha_bicubic")
+    text = {
+        "Software": "sr_pipeline",
+        f"{TEXT_PREFIX}model_version": upscaler.version,
+        f"{TEXT_PREFIX}model_kind": upscaler.model.kind,
+        f"{TEXT_PREFIX}steps": str(upscaler.steps),
+        f"{TEXT_PREFIX}scale": str(upscaler.scale),
+        f"{TEXT_PREFIX}source_sha256": src.sha256,
+        f"{TEXT_PREFIX}source_name": source_name,
+        f"{TEXT_PREFIX}created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if upscaler.noise_scale > 0:
+        text[f"{TEXT_PREFIX}noise"] = f"scale={upscaler.noise_scale:g} seed={upscaler.seed}"
+    if notes:
+        text[f"{TEXT_PREFIX}notes"] = ",".join(notes)
+    return {**text, **(extra or {})}
+
+
+def _publish_new(tmp: str, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` unless the target exists, even one that appeared meanwhile."""
+    try:
+        os.link(tmp, target)  # atomic, and fails if the target exists
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if target.exists():
+            raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
+
+
+def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text: dict[str, str], *,
+                       drop_alpha: bool = False, overwrite: bool = False, compress_level: int = 6,
+                       progress: Callable[[int], None] | None = None,
+                       on_rows: Callable[[int, np.ndarray], None] | None = None) -> str:
+    """Upscale ``src`` into the PNG ``target`` (temp file, then renamed); returns the output mode.
+
+    Without ``overwrite`` an existing target is never replaced, even one that appears meanwhile.
+    ``on_rows(first_row, rows)`` sees every output band (for previews).
+    """
+    target = Path(target)
+    mode = src.output_mode(drop_alpha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
+                                     MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
+            for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
+                if on_rows is not None:
+                    on_rows(writer.rows_written, rows)
+                writer.write_rows(rows)
+            writer.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            _publish_new(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return mode
+
+
+# ---------------------------------------------------------------- command line
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm",
+                  ".pnm"}
+
+
+def plan_outputs(inputs: list[Path], out: Path, scale: int) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: a folder's images keep their sub-folders under ``out``."""
+    pairs = []
     for p in inputs:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                            and not f.name.startswith(".")):
+                rel = f.relative_to(p)
+                pairs.append((f, out / rel.parent / f"{f.stem}_x{scale}.png"))
         else:
-            files.append(p)
-    return files
+            pairs.append((p, out / f"{p.stem}_x{scale}.png"))
+    return pairs
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """``sr-pipeline upscale``: files or folders in, PNGs out; bad files are reported and skipped."""
-    from PIL import Image
+def _device(choice: str) -> str:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA device is available")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
 
-    from sr_pipeline.images import ImageRejected, decode_file
+
+def _load_upscaler(args: argparse.Namespace) -> Upscaler:
+    from sr_pipeline.sr.checkpoints import read_info
 
     model_dir = args.model
     if model_dir is None:
@@ -153,41 +466,74 @@ def run_cli(args: argparse.Namespace) -> int:
 
         model_dir = promoted_student_dir()
         if model_dir is None:
-            print("error: no student has been trained yet; pass --model DIR", file=sys.stderr)
-            return 2
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+            raise ValueError("no student has been promoted yet; pass --model DIR")
+    info = read_info(Path(model_dir))
+    kind = info.get("kind")
+    steps = args.steps
+    if steps is None:
+        schedule = json.loads((Path(model_dir) / "scheduler_config.json").read_text())
+        steps = int(schedule["num_steps"]) if kind == "teacher" else 1
+    if steps > 1 and kind == "student":
+        raise ValueError(f"{model_dir} is a single-step student; --steps > 1 needs a teacher (--model TEACHER_DIR)")
+    budget = None if args.memory_budget <= 0 else int(args.memory_budget * 2**30)
+    return Upscaler.from_dir(Path(model_dir), device=_device(args.device), steps=steps, seed=args.seed,
+                             noise_scale=args.noise_scale, compile=args.compile, memory_budget=budget,
+                             tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline upscale``: files or folders in, PNGs out; bad files are reported and skipped."""
+    from tqdm import tqdm
+
+    from sr_pipeline.images import ImageRejected
+    from sr_pipeline.sr.image_io import probe_size, read_image
+
     try:
-        upscaler = Upscaler.from_dir(Path(model_dir), device=device, steps=args.steps, seed=args.seed,
-                                     noise_scale=args.noise_scale,
-                                     tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
+        upscaler = _load_upscaler(args)
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    files = _collect(args.inputs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results, failed = [], 0
-    for i, path in enumerate(files, 1):
-        target = args.out / f"{path.stem}_x{upscaler.scale}.png"
+    pairs = plan_outputs(list(args.inputs), args.out, upscaler.scale)
+    sizes = [probe_size(p) if p.is_file() else None for p, _ in pairs]
+    tiles = [0 if size is None else upscaler.tile_count(size[1], size[0]) for size in sizes]
+    results, failed, claimed = [], 0, {}
+    bar = tqdm(total=sum(tiles), unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
+    for (path, target), n_tiles in zip(pairs, tiles):
         row = {"input": str(path), "output": str(target)}
+        done = 0
+
+        def advance(k: int) -> None:
+            nonlocal done
+            done += k
+            bar.update(k)
+
+        bar.set_description(path.name[:40])
         try:
+            if target in claimed:
+                raise FileExistsError(f"{claimed[target]} already writes {target}")
+            claimed[target] = path
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
-            img = decode_file(path).array()
             t0 = time.perf_counter()
-            hr = upscaler(img)
-            row["seconds"] = round(time.perf_counter() - t0, 3)
-            tmp = target.with_name(f".{target.name}.tmp")
-            Image.fromarray(hr).save(tmp, format="PNG")
-            tmp.replace(target)
-            row["status"] = "ok"
-        except (ImageRejected, FileExistsError, OSError, ValueError) as exc:
+            src = read_image(path)
+            text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha)
+            row["mode"] = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha,
+                                             overwrite=args.overwrite, progress=advance)
+            row.update(status="ok", seconds=round(time.perf_counter() - t0, 3),
+                       size=[src.width * upscaler.scale, src.height * upscaler.scale])
+        except (ImageRejected, FileExistsError, OSError, ValueError, MemoryError) as exc:
             failed += 1
             row.update(status="failed", reason=str(exc))
+        bar.update(max(0, n_tiles - done))
         results.append(row)
         if not args.json:
-            print(f"[{i}/{len(files)}] {path.name}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else ""),
-                  file=sys.stderr)
+            bar.write(f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}"),
+                      file=sys.stderr)
+    bar.close()
     if args.json:
-        print(json.dumps({"model": str(model_dir), "steps": args.steps, "files": results,
-                          "ok": len(files) - failed, "failed": failed}, indent=2))
-    return 1 if failed else 0
+        print(json.dumps({"model": str(upscaler.model.path), "model_version": upscaler.version,
+                          "steps": upscaler.steps, "files": results, "ok": len(pairs) - failed,
+                          "failed": failed}, indent=2))
+    elif not pairs:
+        print("error: no input images found", file=sys.stderr)
+    return 1 if failed or not pairs else 0

@@ -1,0 +1,276 @@
+"""The upscaled archive of one upload batch: its field LR images through the promoted student.
+
+Outputs go to ``<data>/archive/<batch>/<image_id>_x<scale>.png`` (each written to a temp file and
+renamed), with the model version, the source image id and the source file's sha256 in the PNG's
+text chunks. ``<data>/archive/<batch>/manifest.parquet`` lists one row per archived image (source
+image id, output path, model version, time) and is replaced atomically at the end of each run.
+
+Idempotent: an image whose output already carries the current model's version is skipped (the
+manifest is checked first, then the PNG's own metadata, so a run that died before writing the
+manifest loses no work). With a newer model the output is replaced, so re-upscaling old batches
+after a promotion is a backfill over the batch partitions (docs/archive.md).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sr_pipeline import store
+from sr_pipeline.images import ImageRejected
+from sr_pipeline.layout import DataLayout
+
+MANIFEST_NAME = "manifest.parquet"
+FIELD_LR = "field_lr"
+PREVIEW_CROP = 96  # HR pixels per side of a preview crop
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("source_image_id", pa.string()),
+        ("batch", pa.string()),
+        ("camera", pa.string()),
+        ("source_name", pa.string()),
+        ("source_path", pa.string()),
+        ("output_path", pa.string()),
+        ("model_version", pa.string()),
+        ("model_path", pa.string()),
+        ("steps", pa.int32()),
+        ("scale", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("upscaled_at", pa.timestamp("us", tz="UTC")),
+        ("seconds", pa.float64()),
+    ]
+)
+
+
+def archive_dir(layout: DataLayout, batch: str) -> Path:
+    return layout.archive / batch
+
+
+def manifest_path(layout: DataLayout, batch: str) -> Path:
+    return archive_dir(layout, batch) / MANIFEST_NAME
+
+
+def output_path(layout: DataLayout, batch: str, image_id: str, scale: int) -> Path:
+    return archive_dir(layout, batch) / f"{image_id}_x{scale}.png"
+
+
+def read_manifest(layout: DataLayout, batch: str) -> pd.DataFrame:
+    """A batch's manifest (paths relative to the data root); empty with the columns if none."""
+    path = manifest_path(layout, batch)
+    table = pq.read_table(path, schema=MANIFEST_SCHEMA) if path.is_file() else MANIFEST_SCHEMA.empty_table()
+    return table.to_pandas()
+
+
+def field_images(layout: DataLayout, batch: str) -> pd.DataFrame:
+    """The batch's accepted field LR images (catalog rows), by source name."""
+    if not store.batch_catalog_path(layout, batch).is_file():
+        raise FileNotFoundError(f"batch {batch!r} has no catalog: ingest it (raw_plant_images) first")
+    df = store.read_batch_catalog(layout, batch)
+    df = df[(df["outcome"] == store.ACCEPTED) & (df["role"] == FIELD_LR)]
+    return df.sort_values(["source_name", "image_id"], kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class ArchiveResult:
+    batch: str
+    model_version: str
+    model_path: str
+    manifest_path: Path
+    images: int = 0
+    upscaled: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    """image id -> reason"""
+    previews: list[tuple[str, bytes]] = field(default_factory=list)
+    """(source name, PNG of bicubic | model crops) for some images upscaled in this run"""
+    manifest: pd.DataFrame | None = None
+
+
+class _CropKeeper:
+    """Keeps a centred HR crop of an output while its bands stream past."""
+
+    def __init__(self, height: int, width: int, size: int = PREVIEW_CROP):
+        self.size = min(size, height, width)
+        self.y0, self.x0 = (height - self.size) // 2, (width - self.size) // 2
+        self.crop: np.ndarray | None = None
+
+    def __call__(self, first_row: int, rows: np.ndarray) -> None:
+        lo, hi = max(first_row, self.y0), min(first_row + len(rows), self.y0 + self.size)
+        if lo >= hi:
+            return
+        if self.crop is None:
+            self.crop = np.zeros((self.size, self.size, rows.shape[2]), dtype=rows.dtype)
+        self.crop[lo - self.y0:hi - self.y0] = rows[lo - first_row:hi - first_row, self.x0:self.x0 + self.size]
+
+
+def _preview_png(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> bytes | None:
+    """The crop's bicubic upscale beside the model's output, as PNG bytes."""
+    from PIL import Image
+
+    if keeper.crop is None or keeper.crop.dtype != np.uint8 or keeper.crop.shape[2] != 3:
+        return None
+    n = keeper.size // scale
+    y, x = keeper.y0 // scale, keeper.x0 // scale
+    bicubic = Image.fromarray(lr[y:y + n, x:x + n]).resize((n * scale, n * scale), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (2 * keeper.size + 2, keeper.size), (255, 255, 255))
+    canvas.paste(bicubic, (0, 0))
+    canvas.paste(Image.fromarray(keeper.crop), (keeper.size + 2, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def preview_strip(previews: list[tuple[str, bytes]]) -> bytes | None:
+    """Previews stacked vertically into one PNG (left: bicubic, right: model)."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(png)).convert("RGB") for _, png in previews]
+    if not images:
+        return None
+    width = max(im.width for im in images)
+    strip = Image.new("RGB", (width, sum(im.height + 2 for im in images) - 2), (255, 255, 255))
+    y = 0
+    for im in images:
+        strip.paste(im, (0, y))
+        y += im.height + 2
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, previous: dict | None) -> dict | None:
+    """The manifest record of an output already made by ``version``, or None if it must be (re)made."""
+    from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
+
+    if not target.is_file():
+        return None
+    if previous is not None and previous["model_version"] == version:
+        return previous
+    try:
+        text = png_text(target)
+    except Exception:  # unreadable output: make it again
+        return None
+    if text.get(f"{TEXT_PREFIX}model_version") != version or text.get(f"{TEXT_PREFIX}source_image_id") != image_id:
+        return None
+    created = text.get(f"{TEXT_PREFIX}created")
+    return {"upscaled_at": pd.Timestamp(created) if created else pd.Timestamp.now(tz="UTC"), "seconds": None,
+            "steps": int(text.get(f"{TEXT_PREFIX}steps", 1))}
+
+
+def _write_manifest(path: Path, records: list[dict]) -> None:
+    rows = [{k: r.get(k) for k in MANIFEST_SCHEMA.names} for r in records]
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    store.atomic_write(path, lambda fh: pq.write_table(table, fh))
+
+
+def model_scale(model_dir: Path) -> int:
+    """The model's scale factor from its ``config.json`` (no torch needed)."""
+    import json
+
+    return int(json.loads((Path(model_dir) / "config.json").read_text()).get("scale", 4))
+
+
+def archive_batch(
+    layout: DataLayout,
+    batch: str,
+    model_dir: Path,
+    *,
+    tile: int = 128,
+    overlap: int = 16,
+    tile_batch: int = 4,
+    device: str = "auto",
+    memory_budget: int | None = None,
+    compress_level: int = 6,
+    max_previews: int = 4,
+    log: Callable[[str], None] | None = None,
+) -> ArchiveResult:
+    """Upscale the batch's accepted field LR images with ``model_dir`` (skipping what it already did).
+
+    ``memory_budget`` in bytes (None: the upscaler's default, 4 GiB). An image that cannot be read or
+    written is reported in ``failed``; its previous output, if any, stays listed in the manifest.
+    """
+    from sr_pipeline.sr.checkpoints import read_info
+
+    info = read_info(model_dir)
+    version = str(info.get("version", Path(model_dir).name))
+    result = ArchiveResult(batch, version, str(model_dir), manifest_path(layout, batch))
+    images = field_images(layout, batch)
+    result.images = len(images)
+    previous = {r["source_image_id"]: r for r in read_manifest(layout, batch).to_dict("records")}
+    scale = model_scale(model_dir)
+    records, upscaler = [], None
+    for row in images.itertuples(index=False):
+        target = output_path(layout, batch, row.image_id, scale)
+        base = {
+            "source_image_id": row.image_id, "batch": batch, "camera": row.camera, "source_name": row.source_name,
+            "source_path": row.stored_path, "output_path": store.relative_to_root(layout, target),
+            "model_version": version, "model_path": str(model_dir), "scale": scale,
+            "width": int(row.width) * scale, "height": int(row.height) * scale,
+        }
+        done = _done_record(layout, target, row.image_id, version, previous.get(row.image_id))
+        if done is not None:
+            records.append({**base, **{k: done[k] for k in ("upscaled_at", "seconds", "steps")}})
+            result.skipped += 1
+            continue
+        if upscaler is None:  # loaded only when there is work; a broken model fails the run
+            upscaler = _load(model_dir, device, tile, overlap, tile_batch, memory_budget)
+        try:
+            record = _upscale_one(layout, upscaler, row, batch, target, compress_level,
+                                  keep_preview=len(result.previews) < max_previews, result=result)
+            records.append({**base, **record})
+            result.upscaled += 1
+            if log:
+                log(f"{row.source_name} -> {target.name} ({record['seconds']:.1f} s)")
+        except (ImageRejected, OSError, ValueError, MemoryError) as exc:
+            result.failed[row.image_id] = f"{type(exc).__name__}: {exc}"
+            if row.image_id in previous and target.is_file():
+                records.append(previous[row.image_id])
+    unchanged = (result.upscaled == 0 and result.manifest_path.is_file()
+                 and set(previous) == {r["source_image_id"] for r in records}
+                 and all(previous[r["source_image_id"]]["model_version"] == version for r in records))
+    if not unchanged:
+        _write_manifest(result.manifest_path, records)
+    result.manifest = read_manifest(layout, batch)
+    return result
+
+
+def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int, memory_budget: int | None):
+    import torch
+
+    from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Upscaler.from_dir(Path(model_dir), device=device, steps=1,
+                             tiles=TileSettings(tile=tile, overlap=overlap, batch=tile_batch),
+                             memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
+
+
+def _upscale_one(layout: DataLayout, upscaler, row, batch: str, target: Path, compress_level: int, *,
+                 keep_preview: bool, result: ArchiveResult) -> dict:
+    import time
+
+    from sr_pipeline.sr.image_io import TEXT_PREFIX, read_image
+    from sr_pipeline.sr.infer import provenance_text, write_upscaled_png
+
+    t0 = time.perf_counter()
+    src = read_image(store.resolve_path(layout, row.stored_path))
+    text = provenance_text(upscaler, src, row.source_name, extra={
+        f"{TEXT_PREFIX}source_image_id": row.image_id, f"{TEXT_PREFIX}batch": batch,
+        f"{TEXT_PREFIX}camera": row.camera})
+    keeper = _CropKeeper(src.height * upscaler.scale, src.width * upscaler.scale) if keep_preview else None
+    write_upscaled_png(upscaler, src, target, text, overwrite=True, compress_level=compress_level, on_rows=keeper)
+    if keeper is not None:
+        png = _preview_png(src.colour, keeper, upscaler.scale)
+        if png is not None:
+            result.previews.append((row.source_name, png))
+    return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": time.perf_counter() - t0}

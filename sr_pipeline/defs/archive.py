@@ -1,0 +1,96 @@
+"""The ``upscaled_archive`` asset: each upload batch's field LR images through the promoted student.
+
+Partitioned like ``raw_plant_images``; it depends on it and, for lineage, on ``co_trained_student``
+(the model actually used is the promoted one, ``promoted_student_dir``, recorded per file). The
+work is in :mod:`sr_pipeline.archive`; torch is imported only when a run upscales.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.defs.partitions import upload_batches
+from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.versions import fingerprint
+
+MAX_TABLE_ROWS = 20
+
+
+class ArchiveConfig(dg.Config):
+    """Tiling and device of the archive's upscaling (run config of ``upscaled_archive``)."""
+
+    tile: int = Field(128, ge=8, description="LR tile side in pixels")
+    overlap: int = Field(16, ge=0, description="LR pixels shared by neighbouring tiles")
+    tile_batch: int = Field(4, ge=1, description="tiles per network call (lowered to fit the memory budget)")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    memory_budget_gib: float = Field(4.0, gt=0, description="peak memory budget per image")
+    compress_level: int = Field(6, ge=0, le=9, description="PNG zlib level")
+
+
+def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
+    lines = ["| source | output | model version | upscaled at |", "|---|---|---|---|"]
+    for r in manifest.head(limit).itertuples(index=False):
+        name = str(r.source_name).replace("|", "\\|")
+        lines.append(f"| {name} | {r.output_path} | {r.model_version} | {r.upscaled_at} |")
+    if len(manifest) > limit:
+        lines.append(f"| ... {len(manifest) - limit} more in the manifest | | | |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=upload_batches,
+    group_name="archive",
+    deps=[raw_plant_images, dg.AssetKey("co_trained_student")],
+    kinds={"pytorch", "parquet"},
+    description=(
+        "The batch's accepted field LR images upscaled by the promoted student (tiled, memory-bounded), as "
+        "PNGs under archive/<batch>/ with the model version and source hash in their metadata, and a "
+        "manifest (archive/<batch>/manifest.parquet). Re-materialising with the same model skips what is "
+        "done; after a promotion, backfill the partitions to re-upscale old batches (docs/archive.md)."
+    ),
+)
+def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
+                     storage: PlantStorage) -> dg.MaterializeResult:
+    from sr_pipeline.archive import archive_batch, preview_strip
+    from sr_pipeline.models_registry import promoted_student_dir
+    from sr_pipeline.sr.plots import png_markdown
+
+    layout = storage.layout()
+    model_dir = promoted_student_dir(layout)
+    if model_dir is None:
+        raise dg.Failure("no student has been promoted yet: materialise co_trained_student (its promotion gate "
+                         "records a passing student) or promote one with `sr-pipeline promote`")
+    batch = context.partition_key
+    context.log.info(f"archiving batch {batch} with student {model_dir}")
+    try:
+        result = archive_batch(
+            layout, batch, model_dir, tile=config.tile, overlap=config.overlap, tile_batch=config.tile_batch,
+            device=config.device, memory_budget=int(config.memory_budget_gib * 2**30),
+            compress_level=config.compress_level, log=context.log.info,
+        )
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from exc
+    context.log.info(f"batch {batch}: {result.images} field LR images, {result.upscaled} upscaled, "
+                     f"{result.skipped} already done with {result.model_version}, {len(result.failed)} failed")
+    if result.failed:
+        raise dg.Failure(
+            description=f"{len(result.failed)} of {result.images} images could not be upscaled "
+            "(the others are in the manifest; a retry redoes only the missing ones)",
+            metadata={"failed": dg.MetadataValue.json(result.failed)},
+        )
+    manifest = result.manifest
+    metadata = {
+        "images": result.images,
+        "upscaled": result.upscaled,
+        "skipped_already_done": result.skipped,
+        "model_version": result.model_version,
+        "model_path": dg.MetadataValue.path(result.model_path),
+        "manifest": dg.MetadataValue.path(str(result.manifest_path)),
+        "dagster/row_count": len(manifest),
+        "outputs": dg.MetadataValue.md(_outputs_markdown(manifest)),
+    }
+    strip = preview_strip(result.previews)
+    if strip is not None:
+        metadata["previews"] = dg.MetadataValue.md(png_markdown(strip, "bicubic | student (centre crops)"))
+    version = fingerprint([result.model_version, *sorted(manifest["source_image_id"])])
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))

@@ -1,0 +1,192 @@
+"""The upscaled archive: per-batch outputs and manifest, idempotence, the asset, and the sensor's run."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+import numpy as np
+import pytest
+import torch
+from dagster import DagsterInstance, build_sensor_context, materialize
+from PIL import Image
+
+from sr_pipeline import store
+from sr_pipeline.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
+from sr_pipeline.defs.archive import upscaled_archive
+from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
+from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.sensors import build_camera_upload_sensor
+from sr_pipeline.ingest import ingest_batch
+from sr_pipeline.models_registry import record_promotion
+from sr_pipeline.sr.diffusion import ResShiftSchedule
+from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.training import save_model_dir
+
+BATCH = "field_cam-20260101T000000Z-abc123"
+
+
+def make_student(layout, version: str, seed: int = 0, promote: bool = True):
+    """A tiny random student folder, recorded as promoted (as the promotion gate does)."""
+    torch.manual_seed(seed)
+    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
+                 num_train_timesteps=4)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
+
+    def save(tmp):
+        net.save_pretrained(tmp)
+        schedule.save_config(tmp)
+
+    path = save_model_dir(layout.models / "student" / version, save, {"kind": "student", "version": version})
+    if promote:
+        record_promotion(layout, version, str(path), "test")
+    return path
+
+
+@pytest.fixture
+def field_batch(layout, registry, put_incoming, make_image):
+    """An ingested batch: two field LR images, a duplicate of one, a calibration pair and a broken file."""
+    put_incoming(BATCH, "field_cam/a.png", make_image(40, 32, seed=1))
+    put_incoming(BATCH, "field_cam/b.jpg", make_image(36, 28, seed=2, fmt="JPEG"))
+    put_incoming(BATCH, "field_cam/a_again.png", make_image(40, 32, seed=1))
+    put_incoming(BATCH, "field_cam/pairs/p1/hr/p1.png", make_image(64, 64, seed=5))
+    put_incoming(BATCH, "field_cam/pairs/p1/lr/p1.png", make_image(16, 16, seed=6))
+    put_incoming(BATCH, "field_cam/broken.png", b"")
+    ingest_batch(layout, registry, BATCH)
+    return BATCH
+
+
+def test_archive_writes_outputs_and_manifest_and_is_idempotent(layout, field_batch):
+    v1 = make_student(layout, "v1")
+    images = field_images(layout, field_batch)
+    assert sorted(images["source_name"]) == ["a.png", "b.jpg"]  # accepted field LR only
+
+    first = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    assert (first.images, first.upscaled, first.skipped, first.failed) == (2, 2, 0, {})
+    manifest = read_manifest(layout, field_batch)
+    assert manifest_path(layout, field_batch) == layout.root / "archive" / field_batch / "manifest.parquet"
+    assert set(manifest["source_image_id"]) == set(images["image_id"])
+    assert set(manifest["model_version"]) == {"v1"} and manifest["upscaled_at"].notna().all()
+    for row in manifest.itertuples():
+        out = layout.root / row.output_path
+        assert out == output_path(layout, field_batch, row.source_image_id, 4)
+        src = images.set_index("image_id").loc[row.source_image_id]
+        with Image.open(out) as im:
+            assert im.size == (src["width"] * 4, src["height"] * 4) and im.mode == "RGB"
+        text = png_text(out)
+        assert text["sr_pipeline:model_version"] == "v1"
+        assert text["sr_pipeline:source_image_id"] == row.source_image_id
+        stored = store.resolve_path(layout, src["stored_path"])
+        assert text["sr_pipeline:source_sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert first.previews and first.previews[0][1].startswith(b"\x89PNG")
+
+    # Same model again: nothing is redone, nothing is rewritten.
+    stamps = {p: p.stat().st_mtime_ns for p in (layout.archive / field_batch).iterdir()}
+    again = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    assert (again.upscaled, again.skipped) == (0, 2)
+    assert {p: p.stat().st_mtime_ns for p in (layout.archive / field_batch).iterdir()} == stamps
+
+    # A run that died before its manifest loses no work: the PNGs' metadata say what is done.
+    manifest_path(layout, field_batch).unlink()
+    recovered = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    assert (recovered.upscaled, recovered.skipped) == (0, 2)
+    assert set(read_manifest(layout, field_batch)["source_image_id"]) == set(images["image_id"])
+
+    # A newly promoted model re-upscales (the backfill after a promotion).
+    v2 = make_student(layout, "v2", seed=1)
+    redo = archive_batch(layout, field_batch, v2, tile=16, overlap=4)
+    assert (redo.upscaled, redo.skipped) == (2, 0)
+    assert set(read_manifest(layout, field_batch)["model_version"]) == {"v2"}
+    assert all(png_text(layout.root / p)["sr_pipeline:model_version"] == "v2"
+               for p in read_manifest(layout, field_batch)["output_path"])
+
+
+def test_archive_reports_unreadable_sources_and_keeps_the_rest(layout, field_batch):
+    model = make_student(layout, "v1")
+    images = field_images(layout, field_batch)
+    broken = images.iloc[0]
+    store.resolve_path(layout, broken["stored_path"]).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = archive_batch(layout, field_batch, model, tile=16, overlap=4)
+    assert list(result.failed) == [broken["image_id"]] and result.upscaled == 1
+    assert list(read_manifest(layout, field_batch)["source_image_id"]) == [images.iloc[1]["image_id"]]
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def storage(layout, cameras_file) -> PlantStorage:
+    return PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))
+
+
+def test_upscaled_archive_asset(layout, storage, instance, field_batch):
+    instance.add_dynamic_partitions("upload_batches", [field_batch])
+    assets = [raw_plant_images, upscaled_archive]
+    make_student(layout, "v0", promote=False)  # trained, but not promoted by the gate
+    failed = materialize([upscaled_archive], partition_key=field_batch, resources={"storage": storage},
+                         instance=instance, raise_on_error=False)
+    assert not failed.success
+
+    make_student(layout, "v1")
+    result = materialize(assets, partition_key=field_batch, resources={"storage": storage}, instance=instance)
+    assert result.success
+    [mat] = result.asset_materializations_for_node("upscaled_archive")
+    md = mat.metadata
+    assert (md["images"].value, md["upscaled"].value, md["skipped_already_done"].value) == (2, 2, 0)
+    assert md["model_version"].value == "v1" and md["dagster/row_count"].value == 2
+    assert md["manifest"].value == str(manifest_path(layout, field_batch))
+    assert md["previews"].value.startswith("![bicubic | student")
+    assert upscaled_archive.partitions_def.name == "upload_batches"
+    assert {k.to_user_string() for k in upscaled_archive.dependency_keys} == {"raw_plant_images", "co_trained_student"}
+
+    again = materialize([upscaled_archive], partition_key=field_batch, resources={"storage": storage},
+                        instance=instance)
+    [mat2] = again.asset_materializations_for_node("upscaled_archive")
+    assert (mat2.metadata["upscaled"].value, mat2.metadata["skipped_already_done"].value) == (0, 2)
+    assert mat2.tags["dagster/data_version"] == mat.tags["dagster/data_version"]
+
+
+def test_the_upload_sensors_run_includes_the_archive_once_a_student_is_promoted(layout, storage, instance, put_landing,
+                                                                            make_image):
+    defs = dg.Definitions(assets=[raw_plant_images, upscaled_archive], jobs=[ingest_job],
+                          sensors=[build_camera_upload_sensor(stable_seconds=0, clock=lambda: 1.8e9)],
+                          resources={"storage": storage})
+    dg.Definitions.validate_loadable(defs)
+    sensor_def = defs.resolve_sensor_def("camera_upload_sensor")
+    job = defs.resolve_job_def("ingest_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {"raw_plant_images", "upscaled_archive"}
+
+    def tick(cursor=None):
+        return sensor_def(build_sensor_context(cursor=cursor, instance=instance, resources={"storage": storage}))
+
+    put_landing("field_cam/a.png", make_image(seed=1))
+    make_student(layout, "v0", promote=False)
+    before = tick()
+    [request] = before.run_requests
+    assert request.asset_selection == [raw_plant_images.key] and request.tags["sr_pipeline/archive"] == "false"
+
+    make_student(layout, "v1")
+    put_landing("field_cam/b.png", make_image(seed=2))
+    put_landing("ref_cam/r.png", make_image(seed=3))
+    after = tick(before.cursor)
+    by_camera = {r.tags["sr_pipeline/camera"]: r for r in after.run_requests}
+    field, ref = by_camera["field_cam"], by_camera["ref_cam"]
+    assert field.asset_selection is None and field.tags["sr_pipeline/archive"] == "true"
+    assert ref.asset_selection == [raw_plant_images.key]  # HR references have nothing to archive
+
+    batch = field.partition_key
+    instance.add_dynamic_partitions("upload_batches", [batch])
+    run = job.execute_in_process(partition_key=batch, instance=instance, asset_selection=field.asset_selection)
+    assert run.success
+    [archived] = run.asset_materializations_for_node("upscaled_archive")
+    assert archived.partition == batch
+    manifest = read_manifest(layout, batch)
+    assert list(manifest["source_name"]) == ["b.png"] and set(manifest["model_version"]) == {"v1"}
+    out = layout.root / manifest["output_path"][0]
+    assert np.asarray(Image.open(out)).shape == (160, 192, 3)
