@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from sr_pipeline import store
 from sr_pipeline.layout import DataLayout

@@ -15,11 +15,8 @@ Paths in the catalog are relative to the data root, so the root can move.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -27,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from sr_pipeline.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
 from sr_pipeline.layout import DataLayout
 
 ACCEPTED, DUPLICATE, QUARANTINED = "accepted", "duplicate", "quarantined"
@@ -56,48 +54,6 @@ CATALOG_SCHEMA = pa.schema(
 )
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 PNG_COMPRESS_LEVEL = 1  # the store is read by training, not shipped: favour ingest speed over size
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True, sync_dir: bool = True) -> Path:
-    """Write ``path`` through a temp file in the same folder and ``os.replace`` it into place.
-
-    Temp names start with ``.`` and end with ``.tmp`` so scanners and globs skip them.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if durable and sync_dir:
-        fsync_dir(path.parent)
-    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> Path:

@@ -10,8 +10,14 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from sr_pipeline.defs.ingest import raw_plant_images
-from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
-from sr_pipeline.defs.training import GPU_K8S_TAGS, teacher_checkpoint, training_job
+from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
+from sr_pipeline.defs.training import (
+    GPU_K8S_TAGS,
+    co_trained_student_and_downsampler,
+    learned_degradation_lr_sets,
+    teacher_checkpoint,
+    training_job,
+)
 from sr_pipeline.ingest import ingest_folder
 from conftest import encode, pixels
 
@@ -21,6 +27,13 @@ scale: 4
 net: {block_out_channels: [8, 16], attention_levels: [false, false], norm_num_groups: 4}
 diffusion: {num_steps: 4, kappa: 1.0}
 teacher: {steps: 4, batch_size: 2, patch_size: 32, save_every: 2, log_every: 2, num_workers: 0}
+colearn:
+  train: {steps: 3, batch_size: 2, patch_size: 32, save_every: 2, log_every: 1, num_workers: 0, warmup_steps: 1}
+  teacher_steps: 2
+  weights: {lpips: 0.0}
+  downsampler: {channels: 8, num_blocks: 1, norm_num_groups: 4}
+  d_hr: {base_channels: 8, num_downsamples: 2}
+  d_lr: {base_channels: 8, num_downsamples: 1}
 """
 
 
@@ -38,6 +51,11 @@ def ingested(layout, registry, tmp_path):
     for i in range(3):
         (src / f"ref{i}.png").write_bytes(encode(pixels(64, 56, seed=i)))
     ingest_folder(layout, registry, src, "ref_cam", batch_key="ref_cam-20260101T000000-abc")
+    field = tmp_path / "field"
+    field.mkdir()
+    for i in range(3):
+        (field / f"f{i}.png").write_bytes(encode(pixels(24, 20, seed=10 + i)))
+    ingest_folder(layout, registry, field, "field_cam", batch_key="field_cam-20260101T000000-def")
     return layout
 
 
@@ -64,6 +82,36 @@ def test_teacher_asset_trains_through_pipes(ingested, cameras_file, tiny_profile
     assert md["profile"].value["name"] == "tiny"
     assert mat.tags["dagster/data_version"] == path.name
     assert any("step 4/4" in m and "samples/s" in m for m in logs)  # progress streamed to the run log
+
+
+def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, cameras_file, tiny_profile):
+    storage = PlantStorage(data_root=str(ingested.root), cameras_file=str(cameras_file))
+    resources = {"storage": storage, "training": TrainingSettings(profile=str(tiny_profile), use_accelerate=False),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                 "lr_sets": LRSetSettings(variants_per_image=2)}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler,
+                              learned_degradation_lr_sets],
+                             selection=[teacher_checkpoint, co_trained_student_and_downsampler,
+                                        learned_degradation_lr_sets],
+                             resources=resources, instance=instance)
+        assert result.success
+        teacher = result.output_for_node("teacher_checkpoint")
+        student = Path(result.output_for_node("co_trained_student_and_downsampler", "co_trained_student"))
+        g = Path(result.output_for_node("co_trained_student_and_downsampler", "learned_downsampler"))
+        mats = {e.asset_key.to_user_string(): e.event_specific_data.materialization
+                for e in result.get_asset_materialization_events()}
+    assert student.parent == ingested.models / "student" and g.parent == ingested.models / "downsampler"
+    assert student.name == g.name  # one version for the pair
+    md = mats["co_trained_student"].metadata
+    assert md["steps"].value == 3 and md["teacher"].value == teacher and md["num_field_images"].value == 3
+    assert md["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
+    assert md["discriminator_accuracy"].value.startswith("![discriminator accuracy](")
+    lr_md = mats["learned_degradation_lr_sets"].metadata
+    assert lr_md["images"].value == 6  # 3 HR references x 2 variants
+    assert Path(lr_md["catalog"].value).is_file()
+    assert lr_md["diversity_l1"].value > 0
+    assert {"realism_distance_learned", "realism_distance_bicubic", "preview"} <= set(lr_md)
 
 
 def test_teacher_asset_fails_clearly_without_references(layout, cameras_file, tiny_profile):

@@ -21,6 +21,44 @@ GPU_K8S_TAGS = {
 }
 
 
+def training_metadata(model_dir: Path) -> dict:
+    """The asset's metadata, from the model folder's training.json (the authoritative record)."""
+    import json
+
+    from sr_pipeline.sr.plots import curves_png, png_markdown
+
+    info = json.loads((model_dir / "training.json").read_text())
+    history = info.get("history") or []
+    md: dict = {
+        "path": dg.MetadataValue.path(str(model_dir)),
+        "version": info.get("version", model_dir.name),
+        "steps": int(info.get("steps", 0)),
+        "wall_time_s": round(float(info.get("wall_time_s", 0.0)), 1),
+        "device": str(info.get("device", "")),
+        "num_images": len(info.get("image_ids") or []),
+        "profile": dg.MetadataValue.json(info.get("profile") or {}),
+    }
+    if history and "samples_per_s" in history[-1]:
+        md["samples_per_s"] = round(float(history[-1]["samples_per_s"]), 2)
+    if isinstance(info.get("final_loss"), float):
+        md["final_loss"] = info["final_loss"]
+    if info.get("final"):
+        md["final"] = dg.MetadataValue.json(info["final"])
+    if info.get("time_breakdown"):
+        md["time_breakdown"] = dg.MetadataValue.json(info["time_breakdown"])
+    if info.get("field_image_ids") is not None:
+        md["num_field_images"] = len(info["field_image_ids"])
+    loss_keys = sorted({k for r in history for k in r if k == "loss" or k.startswith("loss_")})
+    acc_keys = sorted({k for r in history for k in r if k.startswith("acc_")})
+    if loss_keys:
+        md["loss_curve"] = dg.MetadataValue.md(png_markdown(curves_png(history, loss_keys, "training losses"),
+                                                            "loss curve"))
+    if acc_keys:
+        md["discriminator_accuracy"] = dg.MetadataValue.md(png_markdown(
+            curves_png(history, acc_keys, "discriminator accuracy", logy=False), "discriminator accuracy"))
+    return md
+
+
 def _run_dir(storage: PlantStorage, kind: str, profile_path: Path, image_ids: list[str], extra: list[str]) -> Path:
     key = fingerprint([profile_path.read_text(), *sorted(image_ids), *extra])
     return storage.layout().runs / kind / f"{profile_path.stem}-{key}"
@@ -55,11 +93,10 @@ def teacher_checkpoint(
     command = training.command(
         "teacher", ["--config", str(profile), "--data", str(layout.root), "--out", str(out_dir),
                     "--run-dir", str(run_dir), "--resume"])
-    invocation = pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
-    reported = invocation.get_materialize_result()
+    pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
     if not (out_dir / "training.json").is_file():
         raise dg.Failure(f"training finished without writing {out_dir}")
-    return dg.Output(str(out_dir), metadata=dict(reported.metadata or {}), data_version=dg.DataVersion(version))
+    return dg.Output(str(out_dir), metadata=training_metadata(out_dir), data_version=dg.DataVersion(version))
 
 
 @dg.multi_asset(
@@ -103,13 +140,14 @@ def co_trained_student_and_downsampler(
         "colearn", ["--config", str(profile), "--data", str(layout.root), "--teacher", teacher_checkpoint,
                     "--out", str(student_dir), "--downsampler-out", str(downsampler_dir),
                     "--run-dir", str(run_dir), "--resume"])
-    invocation = pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
-    reported = {r.asset_key.to_user_string(): r for r in invocation.get_results()}
+    pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
+    if not (student_dir / "training.json").is_file():
+        raise dg.Failure(f"co-learning finished without writing {student_dir}")
     if not (downsampler_dir / "training.json").is_file():
         raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
     for name, path in (("co_trained_student", student_dir), ("learned_downsampler", downsampler_dir)):
-        metadata = dict(reported[name].metadata or {}) if name in reported else {}
+        metadata = training_metadata(path)
         metadata["teacher"] = dg.MetadataValue.path(teacher_checkpoint)
         yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 

@@ -19,7 +19,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from sr_pipeline.atomic import atomic_write as _atomic_write
 from sr_pipeline.sr.metrics import psnr_y, rgb_to_y, ssim_y
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -275,16 +275,12 @@ def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: i
 # --- files ----------------------------------------------------------------------------------------
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, readable by all (the report is served as a file)."""
+    def write(fh) -> None:
+        fh.write(data)
+        os.fchmod(fh.fileno(), 0o644)
+
+    _atomic_write(path, write, durable=False)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -45,6 +45,7 @@ from sr_pipeline.sr.losses import (
 )
 from sr_pipeline.sr.nets import SRUNet
 from sr_pipeline.sr.training import (
+    format_progress,
     EMA,
     Progress,
     RunState,
@@ -540,10 +541,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def run_pipes_entry(args: argparse.Namespace, pipes) -> None:
-    """``python -m sr_pipeline.train_entry colearn ...``: train, then report both assets through Pipes."""
-    from sr_pipeline.sr.plots import curves_png, png_markdown
-    from sr_pipeline.sr.training import format_progress
+    """``python -m sr_pipeline.train_entry colearn ...``: train, then report both assets through Pipes.
 
+    The reports stay small (Pipes' file reader can catch a long message half-written); the asset
+    builds the full metadata (curves, profile, time breakdown) from each folder's training.json."""
     profile = Profile.from_yaml(args.config)
     report = (lambda row: pipes.log.info(format_progress(row))) if pipes else None
     result = _run(profile, args.data, args.teacher, args.run_dir, args.resume, report, args.out, args.downsampler_out)
@@ -552,27 +553,7 @@ def run_pipes_entry(args: argparse.Namespace, pipes) -> None:
     if pipes is None:
         print(f"time per step: {format_breakdown(result.time_breakdown)}")
         return
-    loss_keys = sorted({k for r in result.history for k in r if k.startswith("loss_")})
-    acc_keys = sorted({k for r in result.history for k in r if k.startswith("acc_")})
-    common = {
-        "version": result.version,
-        "steps": result.steps,
-        "wall_time_s": {"raw_value": round(result.wall_time_s, 1), "type": "float"},
-        "device": result.device,
-        "profile": {"raw_value": profile.to_dict(), "type": "json"},
-        "final": {"raw_value": result.final, "type": "json"},
-        "time_breakdown": {"raw_value": result.time_breakdown, "type": "json"},
-        "loss_curves": {"raw_value": png_markdown(curves_png(result.history, loss_keys, "co-learning losses"),
-                                                  "loss curves"), "type": "md"},
-    }
-    if acc_keys:
-        common["discriminator_accuracy"] = {
-            "raw_value": png_markdown(curves_png(result.history, acc_keys, "discriminator accuracy", logy=False),
-                                      "discriminator accuracy"), "type": "md"}
-    pipes.report_asset_materialization(
-        asset_key=STUDENT_ASSET, data_version=result.version,
-        metadata={"path": {"raw_value": str(result.student_dir), "type": "path"}, **common})
+    small = {"version": result.version, "steps": result.steps}
+    pipes.report_asset_materialization(asset_key=STUDENT_ASSET, data_version=result.version, metadata=small)
     if result.downsampler_dir is not None:
-        pipes.report_asset_materialization(
-            asset_key=DOWNSAMPLER_ASSET, data_version=result.version,
-            metadata={"path": {"raw_value": str(result.downsampler_dir), "type": "path"}, **common})
+        pipes.report_asset_materialization(asset_key=DOWNSAMPLER_ASSET, data_version=result.version, metadata=small)
