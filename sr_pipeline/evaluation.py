@@ -278,20 +278,6 @@ def calibration_pairs(layout: DataLayout) -> list[Pair]:
     return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
 
 
-def _tiles(pairs: list[Pair], multiple: int) -> Any:
-    """One tile for the largest calibration LR (capped at the default), so small pairs are not padded to 128."""
-    from PIL import Image
-
-    from sr_pipeline.sr.infer import TileSettings
-
-    side = 0
-    for p in pairs:
-        with Image.open(p.lr_path) as im:
-            side = max(side, *im.size)
-    tile = min(TileSettings.tile, -(-side // multiple) * multiple)
-    return TileSettings(tile=tile, overlap=min(TileSettings.overlap, tile // 4))
-
-
 @dataclass
 class _Model:
     role: str
@@ -307,7 +293,7 @@ def _load(role: str, model_dir: Path, device: str, pairs: list[Pair], teacher: b
 
     model = load_sr_model(Path(model_dir), device)
     steps = model.schedule.num_steps if teacher else 1
-    up = Upscaler(model, steps=steps, device=device, tiles=_tiles(pairs, int(model.net.lr_multiple)))
+    up = Upscaler(model, steps=steps, device=device)
     watch = OutputWatch()
     model.net.register_forward_hook(watch.hook)
     return _Model(role, Path(model_dir), steps, up, watch)

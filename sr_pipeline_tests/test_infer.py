@@ -247,3 +247,11 @@ def test_the_memory_budget_lowers_the_batch_or_refuses(teacher_dir):
     assert tight.plan(3000, 4000).batch == 3
     with pytest.raises(MemoryError, match="budget"):
         Upscaler(model, tiles=TileSettings(tile=64, overlap=8), memory_budget=2**20)(lr_image())
+
+
+def test_an_image_smaller_than_a_tile_is_not_padded_to_the_whole_tile(teacher_dir):
+    model = load_sr_model(teacher_dir)
+    lr = lr_image(30, 22)  # the tiny net's multiple is 2: one 30 px tile covers it
+    big_tile = Upscaler(model, steps=2, tiles=TileSettings(tile=128, overlap=16))(lr)
+    snug = Upscaler(model, steps=2, tiles=TileSettings(tile=30, overlap=4))(lr)
+    assert np.array_equal(big_tile, snug)

@@ -199,18 +199,28 @@ class Upscaler:
         return self.model.version
 
     # --- planning -----------------------------------------------------------------------------
+    def _geometry(self, height: int, width: int) -> tuple[int, int]:
+        """(tile, overlap) for an image: an image smaller than a tile gets one tile just big enough
+        (rounded up to the network's multiple) rather than heavy reflect padding, which changes what
+        the network sees near the borders."""
+        t, o = self.tiles.tile, self.tiles.overlap
+        m = int(self.model.net.lr_multiple)
+        fit = -(-max(height, width) // m) * m
+        if fit < t:
+            return fit, min(o, fit // 4)
+        return t, o
+
     def _padded(self, height: int, width: int) -> tuple[int, int]:
-        t = self.tiles.tile
+        t, _ = self._geometry(height, width)
         return max(height, t), max(width, t)
 
     def tile_count(self, height: int, width: int) -> int:
         hp, wp = self._padded(height, width)
-        t, o = self.tiles.tile, self.tiles.overlap
+        t, o = self._geometry(height, width)
         return len(_starts(hp, t, o)) * len(_starts(wp, t, o))
 
-    def _net_bytes_per_tile(self) -> int:
+    def _net_bytes_per_tile(self, t: int) -> int:
         cfg = self.model.net.config
-        t = self.tiles.tile
         level_bytes = sum(c * (t >> i) ** 2 * 4 for i, c in enumerate(cfg.block_out_channels))
         # Attention runs through scaled_dot_product_attention, whose CPU and GPU kernels do not
         # materialise the N x N scores, so it costs activations like any other layer.
@@ -225,7 +235,7 @@ class Upscaler:
         ``held`` counts bytes the caller keeps meanwhile (a whole output array, an alpha channel).
         Raises ``MemoryError`` when even one tile per call does not fit.
         """
-        s, t = self.scale, self.tiles.tile
+        s, (t, _) = self.scale, self._geometry(height, width)
         hp, wp = self._padded(height, width)
         padded = hp * wp * channels * itemsize if (hp, wp) != (height, width) else 0
         fixed = {
@@ -234,7 +244,7 @@ class Upscaler:
             "held": held,
             "overhead": _OVERHEAD,
         }
-        per_tile = self._net_bytes_per_tile()
+        per_tile = self._net_bytes_per_tile(t)
         batch = self.tiles.batch
         if self.memory_budget is not None:
             while batch > 1 and sum(fixed.values()) + batch * per_tile > self.memory_budget:
@@ -259,8 +269,9 @@ class Upscaler:
             out = self.model.schedule.sample(self.net, up_y, noise, num_inference_steps=self.steps)
         return out.float().clamp(-1, 1)
 
-    def _tiles(self, src: np.ndarray, boxes: list[tuple[int, int]], maxval: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = self.scale, self.tiles.tile
+    def _tiles(self, src: np.ndarray, boxes: list[tuple[int, int]], maxval: int,
+               t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.scale
         lr = torch.from_numpy(np.stack([src[y:y + t, x:x + t] for y, x in boxes]).astype(np.float32))
         lr = lr.permute(0, 3, 1, 2).mul_(2.0 / maxval).sub_(1.0).expand(-1, 3, -1, -1)
         if self.noise_scale > 0:
@@ -280,8 +291,8 @@ class Upscaler:
         lr = _as_hwc(lr)
         maxval = _max_value(lr.dtype)
         plan = self.plan(lr.shape[0], lr.shape[1], lr.shape[2], lr.dtype.itemsize, held=held)
-        s, t, o = self.scale, self.tiles.tile, self.tiles.overlap
         H, W = lr.shape[:2]
+        s, (t, o) = self.scale, self._geometry(H, W)
         ph, pw = max(0, t - H), max(0, t - W)
         src = lr
         if ph or pw:  # images smaller than a tile are padded up to one tile and cropped back
@@ -314,7 +325,7 @@ class Upscaler:
             for i in range(0, len(row_boxes), plan.batch):
                 chunk = row_boxes[i:i + plan.batch]
                 run_boxes = chunk + [chunk[-1]] * (plan.batch - len(chunk)) if self.compiled else chunk
-                out = self.run_tiles(*self._tiles(src, run_boxes, maxval))[:len(chunk)]
+                out = self.run_tiles(*self._tiles(src, run_boxes, maxval, t))[:len(chunk)]
                 out = out.permute(0, 2, 3, 1).cpu().numpy()
                 for (_, x), tile_out in zip(chunk, out):
                     acc[:, x * s:(x + t) * s] += tile_out * weight
