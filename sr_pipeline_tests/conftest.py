@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dagster import DagsterInstance
 from PIL import Image
 
 from sr_pipeline.cameras import CameraRegistry
+from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.layout import DataLayout
 
 REGISTRY_YAML = """\
@@ -94,3 +96,16 @@ def put_landing(layout: DataLayout):
         return path
 
     return put
+
+
+@pytest.fixture
+def instance():
+    """An ephemeral Dagster instance."""
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def storage(layout, cameras_file) -> PlantStorage:
+    """The ``storage`` resource pointed at the test's data root and camera registry."""
+    return PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))

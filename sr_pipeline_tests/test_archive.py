@@ -8,14 +8,13 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import build_sensor_context, materialize
 from PIL import Image
 
 from sr_pipeline import store
 from sr_pipeline.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
 from sr_pipeline.defs.archive import upscaled_archive
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.defs.sensors import build_camera_upload_sensor
 from sr_pipeline.ingest import ingest_batch
 from sr_pipeline.models_registry import record_promotion
@@ -114,15 +113,6 @@ def test_archive_reports_unreadable_sources_and_keeps_the_rest(layout, field_bat
     assert list(read_manifest(layout, field_batch)["source_image_id"]) == [images.iloc[1]["image_id"]]
 
 
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
-@pytest.fixture
-def storage(layout, cameras_file) -> PlantStorage:
-    return PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))
 
 
 def test_upscaled_archive_asset(layout, storage, instance, field_batch):

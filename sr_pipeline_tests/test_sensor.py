@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, materialize
+from dagster import SensorResult, build_sensor_context, materialize
 
 from sr_pipeline import store
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
@@ -25,15 +24,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
-@pytest.fixture
-def storage(layout, cameras_file) -> PlantStorage:
-    return PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))
 
 
 def _tick(sensor_def, storage, instance, cursor=None):
