@@ -1,0 +1,172 @@
+"""The real-world quality benchmark (issue 7): train with a profile, evaluate on RealSR's even pairs.
+
+Protocol (../shared/datasets/README.md): HR references from bsd100_hr and urban100_hr; the field LR
+pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET minus HOLDOUT.txt with
+``--field neu``; evaluation on RealSR's 50 even-numbered pairs. Trains the teacher, the co-learned
+student and the ablations from the same teacher, then prints one table and appends it, with date,
+machine, profile and command, to docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/bench_quality.py ../shared/datasets --profile configs/bench-cpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sr_pipeline import store
+from sr_pipeline.cameras import CameraRegistry
+from sr_pipeline.ingest import ingest_folder
+from sr_pipeline.layout import DataLayout
+from sr_pipeline.sr.checkpoints import load_sr_model
+from sr_pipeline.sr.config import Profile
+from sr_pipeline.sr.evaluate import evaluate_pairs, find_pairs, first_number
+from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.infer import Upscaler
+from sr_pipeline.sr.lpips_weights import load_lpips
+from sr_pipeline.sr.metrics import psnr_rgb
+from sr_pipeline.sr.train_colearn import train_colearn
+from sr_pipeline.sr.train_teacher import train_teacher
+
+ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "no-distill", "no-lr-cycle"]
+REGISTRY = CameraRegistry.model_validate(
+    {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}})
+
+
+def _ablation(profile: Profile, name: str) -> Profile:
+    d = profile.to_dict()
+    c = d["colearn"]
+    if name == "no-downsampler":
+        c["use_downsampler"], c["fixed_degradation"] = False, "bicubic"
+    else:
+        c["weights"][{"no-d-hr": "adv_hr", "no-d-lr": "adv_lr", "no-distill": "distill",
+                      "no-lr-cycle": "cyc_lr"}[name]] = 0.0
+    d["name"] = f"{profile.name}-{name}"
+    return Profile.model_validate(d)
+
+
+def _scaled(profile: Profile, factor: float) -> Profile:
+    d = profile.to_dict()
+    for stage in (d["teacher"], d["colearn"]["train"]):
+        stage["steps"] = max(1, int(stage["steps"] * factor))
+        stage["save_every"] = max(1, int(stage["save_every"] * factor))
+        stage["log_every"] = max(1, int(stage["log_every"] * factor))
+    return Profile.model_validate(d)
+
+
+def _ingest(layout: DataLayout, files: list[Path], camera: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:  # bsd100_hr and urban100_hr share file names (img_001.png): keep the folder
+            shutil.copy(f, Path(tmp) / f"{f.parent.name}_{f.name}")
+        summary = ingest_folder(layout, REGISTRY, tmp, camera, batch_key=f"{camera}-bench")
+    print(f"  {camera}: {summary.accepted} accepted, {summary.duplicate} duplicate, {summary.quarantined} quarantined")
+
+
+def _field_pool(datasets: Path, field: str) -> list[Path]:
+    if field == "realsr":
+        return sorted(p for p in (datasets / "realsr_x4" / "LR").iterdir() if (first_number(p.name) or 0) % 2 == 1)
+    holdout = set((datasets / "neu_det" / "HOLDOUT.txt").read_text().split())
+    return sorted(p for p in (datasets / "neu_det").glob("*.jpg") if p.name not in holdout)
+
+
+def _realism(downsampler_dir: Path, pairs) -> tuple[float, float]:
+    from sr_pipeline.sr.downsampler import LearnedDownsampler
+
+    g = LearnedDownsampler.from_pretrained(downsampler_dir).eval()
+    learned, bicubic = [], []
+    for p in pairs:
+        hr, lr = store.load_image(p.hr_path), store.load_image(p.lr_path)
+        x = to_tensor(hr)
+        with torch.no_grad():
+            learned.append(psnr_rgb(to_uint8(g(x, None)), lr))
+            bicubic.append(psnr_rgb(to_uint8(downsample(x, 4)), lr))
+    return float(np.mean(learned)), float(np.mean(bicubic))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("datasets", type=Path, nargs="?", default=Path("../shared/datasets"))
+    ap.add_argument("--profile", type=Path, default=Path("configs/bench-cpu.yaml"))
+    ap.add_argument("--field", choices=["realsr", "neu"], default="realsr", help="the field LR pool")
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
+    ap.add_argument("--ablations", nargs="*", default=ABLATIONS, choices=ABLATIONS)
+    ap.add_argument("--work", type=Path, default=None, help="data root for the run (default: a temp folder)")
+    ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    args = ap.parse_args(argv)
+    profile = Profile.from_yaml(args.profile)
+    if args.steps_scale != 1.0:
+        profile = _scaled(profile, args.steps_scale)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    layout = DataLayout(work)
+    started = time.perf_counter()
+    print(f"data root {work}; ingesting", flush=True)
+    hr_files = sorted((args.datasets / "bsd100_hr").glob("*.png")) + sorted((args.datasets / "urban100_hr").glob("*.png"))
+    _ingest(layout, hr_files, "ref_cam")
+    _ingest(layout, _field_pool(args.datasets, args.field), "field_cam")
+    hr_rows = store.list_images(layout, role="hr_reference")
+    field_rows = store.list_images(layout, role="field_lr")
+    hr = [store.load_image(p) for p in hr_rows["path"]]
+    field = [store.load_image(p) for p in field_rows["path"]]
+
+    t0 = time.perf_counter()
+    teacher = train_teacher(profile, hr, layout.runs / "teacher", None, layout.models, image_ids=list(hr_rows["image_id"]))
+    times = {"teacher": time.perf_counter() - t0}
+    students: dict[str, Path] = {}
+    downsamplers: dict[str, Path] = {}
+    for name in ["co-learned", *args.ablations]:
+        p = profile if name == "co-learned" else _ablation(profile, name)
+        t0 = time.perf_counter()
+        r = train_colearn(p, teacher.model_dir, hr, field, layout.runs / name, layout.models,
+                          image_ids=list(hr_rows["image_id"]), field_image_ids=list(field_rows["image_id"]))
+        times[name] = time.perf_counter() - t0
+        students[name] = r.student_dir
+        if r.downsampler_dir is not None:
+            downsamplers[name] = r.downsampler_dir
+
+    pairs = find_pairs(args.datasets / "realsr_x4", "even")
+    methods = {"teacher (T steps)": Upscaler(load_sr_model(teacher.model_dir), steps=profile.diffusion.num_steps)}
+    methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
+    summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(), split="even")
+    realism = {n: _realism(d, pairs) for n, d in downsamplers.items()}
+
+    lines = ["| method | PSNR-Y | SSIM-Y | LPIPS | ms/image | train s |", "|---|---|---|---|---|---|"]
+    for name, m in summary["methods"].items():
+        lp = "n/a" if m.get("lpips") is None else f"{m['lpips']:.4f}"
+        key = name.replace("student ", "") if name.startswith("student ") else ("teacher" if name.startswith("teacher") else "")
+        lines.append(f"| {name} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {lp} | {m['ms_per_image']:.1f} | "
+                     f"{times.get(key, 0):.0f} |")
+    lines += ["", "| downsampler of | PSNR(G(HR), real LR) | PSNR(down(HR), real LR) |", "|---|---|---|"]
+    lines += [f"| {n} | {a:.3f} | {b:.3f} |" for n, (a, b) in realism.items()]
+    table = "\n".join(lines)
+    print("\n" + table)
+    command = "python benchmarks/bench_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = (f"\n## {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: quality, field pool {args.field}\n\n"
+              f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+              f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n- profile: {profile.name} "
+              f"(teacher {profile.teacher.steps} steps, co-learning {profile.colearn.train.steps} steps)\n"
+              f"- data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
+              f"evaluated on RealSR's {len(pairs)} even pairs\n- command: `{command}`\n"
+              f"- total time: {time.perf_counter() - started:.0f} s\n\n")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    with args.report.open("a") as f:
+        if f.tell() == 0:
+            f.write("# Benchmark results\n\nAppended by the benchmarks; newest last. Figures are from the run named.\n")
+        f.write(header + table + "\n")
+    (work / "bench_summary.json").write_text(json.dumps({"table": table, "times": times}, indent=2))
+    print(f"\nappended to {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
