@@ -25,6 +25,13 @@ def curves_png(history: list[dict], keys: Iterable[str], title: str, logy: bool 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sr_pipeline.sr.evaluate import Scores, atomic_write, fmt, per_image_table_html, png_data_uri, summary_table_html
+from sr_pipeline.sr.plots import figure_png
 
 SUMMARY_FILE = "summary.json"
 _CROP_COLUMNS = ("bicubic", "teacher", "candidate", "promoted")
@@ -215,11 +216,7 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def ranked_images(summary: dict[str, Any], scores: Scores) -> list[tuple[str, dict[str, Any]]]:
