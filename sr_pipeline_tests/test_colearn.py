@@ -123,6 +123,20 @@ def test_generator_step_leaves_discriminators_and_teacher_unchanged(tmp_path):
     assert all(p.requires_grad for p in learner.d_hr.parameters())  # the toggle is undone
 
 
+@pytest.mark.parametrize("highpass", [True, False])
+def test_d_lr_sees_only_the_high_band_under_frequency_separation(tmp_path, highpass):
+    # A uniform colour cast lives entirely in L_struct's low band: with frequency separation D_LR's verdict
+    # cannot change (G gains nothing by tinting the scene); with the full band it does.
+    learner = learner_for(tmp_path, tiny_profile(d_lr_highpass=highpass))
+    _, y = batch()
+    tinted = y + torch.tensor([0.0, -0.2, 0.0]).view(1, 3, 1, 1)
+    assert torch.allclose(learner.lr_band(tinted), learner.lr_band(y), atol=1e-5) == highpass
+    d_lr = learner.unwrap(learner.d_lr).eval()
+    with torch.no_grad():
+        verdicts_equal = torch.allclose(d_lr(learner.lr_band(tinted)), d_lr(learner.lr_band(y)), atol=1e-5)
+    assert verdicts_equal == highpass
+
+
 def test_teacher_never_changes_over_iterations(tmp_path):
     learner = learner_for(tmp_path, tiny_profile())
     teacher = snapshot(learner.teacher)

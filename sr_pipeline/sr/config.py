@@ -122,6 +122,11 @@ class ColearnConfig(_Strict):
         "U sees y_hat detached, so G cannot learn to hide information for U"
     )
     struct_sigma: float = Field(1.0, ge=0, description="Gaussian sigma (LR pixels) of L_struct's lowpass")
+    d_lr_highpass: bool = Field(
+        True, description="frequency separation: D_LR judges only y - lowpass(y, struct_sigma), the band that "
+        "L_struct leaves free, so it judges the camera's blur, noise and compression rather than scene content "
+        "or colour"
+    )
     use_downsampler: bool = Field(True, description="false: fixed degradation, no G, D_LR, L_struct or L_cyc_LR")
     fixed_degradation: Literal["bicubic", "synthetic"] = Field(
         "bicubic", description="the LR when use_downsampler is false: down(x), or the profile's degradation"

@@ -196,6 +196,10 @@ class CoLearner:
                 "opt_disc": self.opt_disc, "timer": self.timer}
         return {k: v for k, v in objs.items() if v is not None}
 
+    def lr_band(self, y: torch.Tensor) -> torch.Tensor:
+        """What D_LR sees of an LR image: all of it, or its high band when ``d_lr_highpass`` is set."""
+        return y - lowpass(y, self.cfg.struct_sigma) if self.cfg.d_lr_highpass else y
+
     def _gen_params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.opt_gen.param_groups for p in g["params"]]
 
@@ -240,7 +244,7 @@ class CoLearner:
                     losses["d_hr"] = d_adv_loss(real, fake, kind)
                     stats["acc_d_hr"] = d_accuracy(real, fake)
                 if self.d_lr is not None:
-                    real, fake = self.d_lr(y_r), self.d_lr(gen["y_hat"].detach())
+                    real, fake = self.d_lr(self.lr_band(y_r)), self.d_lr(self.lr_band(gen["y_hat"].detach()))
                     losses["d_lr"] = d_adv_loss(real, fake, kind)
                     stats["acc_d_lr"] = d_accuracy(real, fake)
             check_finite(losses, step)
@@ -284,7 +288,7 @@ class CoLearner:
             "lpips": lambda: self.lpips(x_hat, x),
             "distill": lambda: mse(x_hat, gen["x_tilde"]),
             "adv_hr": lambda: g_adv_loss(d_hr(x_hat), kind),
-            "adv_lr": lambda: g_adv_loss(d_lr(y_hat), kind),
+            "adv_lr": lambda: g_adv_loss(d_lr(self.lr_band(y_hat)), kind),
             "struct": lambda: l1(lowpass(y_hat, self.cfg.struct_sigma), lowpass(downsample(x, s), self.cfg.struct_sigma)),
             "cyc_lr": cyc_lr,
             "inverse": inverse,
