@@ -89,7 +89,19 @@ def test_realism_distance_is_zero_for_the_pool_itself_and_grows_with_mismatch():
     d_close, d_far = lr_sets.realism_distance(close, pool), lr_sets.realism_distance(far, pool)
     assert d_far["total"] > d_close["total"]
     assert d_far["noise_sigma"] > 3 * d_close["noise_sigma"]
-    assert set(d_far) == set(lr_sets.STATISTICS) | {"total"}
+    assert set(d_far) == set(lr_sets.STATISTICS) | {"total", "colour"}
+
+
+def test_a_grey_field_pool_judges_degradation_not_colour():
+    # An inspection camera that records grey: its pool has no colour spread. Colour scenes with the same
+    # noise must come out close on the degradation total, far only on colour.
+    grey = [np.repeat(noisy(scene(48, i), 10, i).mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+            for i in range(6)]
+    pool = lr_sets.set_stats(grey)
+    same_noise = lr_sets.realism_distance(lr_sets.set_stats([noisy(scene(48, 10 + i), 10, 10 + i) for i in range(6)]), pool)
+    no_noise = lr_sets.realism_distance(lr_sets.set_stats([scene(48, 10 + i) for i in range(6)]), pool)
+    assert same_noise["total"] < no_noise["total"]
+    assert same_noise["colour"] > same_noise["total"]
 
 
 def test_build_lr_sets_summary_and_preview():

@@ -6,8 +6,10 @@ the finest Haar diagonal band per RGB channel, Donoho's estimator), sharpness (l
 gradient), colour (mean RGB, saturation) and frequency content (slope of the radially averaged power
 spectrum, share of energy above a quarter of the sampling rate). The realism distance of a set to
 the field LR pool is, per statistic, the 1-D Wasserstein distance between the two sets' values in
-units of the field pool's spread, averaged over statistics; it is computed for G's LR and for plain
-bicubic LR of the same HR images, so the two can be compared. Diversity is the mean pairwise L1
+units of the field pool's spread. Its ``total`` averages the degradation statistics (noise, sharpness,
+frequency content); the colour statistics are averaged apart as ``colour``, because colour is as much
+the scene as the camera and a grey inspection camera's pool has no colour spread to measure against.
+It is computed for G's LR and for plain bicubic LR of the same HR images, so the two can be compared. Diversity is the mean pairwise L1
 distance between the K variants of one HR image. Pure numpy/torch; no Dagster.
 """
 
@@ -26,8 +28,9 @@ from scipy.stats import wasserstein_distance
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
 
-STATISTICS = ("noise_sigma", "log_laplacian_var", "gradient_mean", "mean_r", "mean_g", "mean_b",
-              "saturation", "spectrum_slope", "hf_ratio")
+DEGRADATION_STATISTICS = ("noise_sigma", "log_laplacian_var", "gradient_mean", "spectrum_slope", "hf_ratio")
+COLOUR_STATISTICS = ("mean_r", "mean_g", "mean_b", "saturation")
+STATISTICS = DEGRADATION_STATISTICS + COLOUR_STATISTICS
 
 
 def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -125,7 +128,8 @@ def summarise(stats: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def realism_distance(candidate: dict[str, np.ndarray], field_pool: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per statistic, Wasserstein-1 between the sets in units of the field pool's spread; ``total`` is their mean.
+    """Per statistic, Wasserstein-1 between the sets in units of the field pool's spread; ``total`` is the
+    mean over the degradation statistics, ``colour`` over the colour statistics.
 
     0 means the candidate set is statistically indistinguishable from the field pool on these statistics.
     """
@@ -134,7 +138,8 @@ def realism_distance(candidate: dict[str, np.ndarray], field_pool: dict[str, np.
         ref = field_pool[k]
         spread = float(np.std(ref)) + 1e-3 * (abs(float(np.mean(ref))) + 1e-3)
         out[k] = float(wasserstein_distance(candidate[k], ref) / spread)
-    out["total"] = float(np.mean([out[k] for k in STATISTICS]))
+    out["total"] = float(np.mean([out[k] for k in DEGRADATION_STATISTICS]))
+    out["colour"] = float(np.mean([out[k] for k in COLOUR_STATISTICS]))
     return out
 
 
