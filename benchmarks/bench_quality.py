@@ -35,11 +35,13 @@ from sr_pipeline.sr.evaluate import evaluate_pairs, find_pairs, first_number
 from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.metrics import psnr_rgb
+from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.lr_sets import build_lr_sets
+from sr_pipeline.sr.metrics import psnr_y
 from sr_pipeline.sr.train_colearn import train_colearn
 from sr_pipeline.sr.train_teacher import train_teacher
 
-ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "no-distill", "no-lr-cycle"]
+ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle"]
 REGISTRY = CameraRegistry.model_validate(
     {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}})
 
@@ -49,6 +51,8 @@ def _ablation(profile: Profile, name: str) -> Profile:
     c = d["colearn"]
     if name == "no-downsampler":
         c["use_downsampler"], c["fixed_degradation"] = False, "bicubic"
+    elif name == "full-band-d-lr":
+        c["d_lr_highpass"] = False
     else:
         c["weights"][{"no-d-hr": "adv_hr", "no-d-lr": "adv_lr", "no-distill": "distill",
                       "no-lr-cycle": "cyc_lr"}[name]] = 0.0
@@ -73,25 +77,42 @@ def _ingest(layout: DataLayout, files: list[Path], camera: str) -> None:
     print(f"  {camera}: {summary.accepted} accepted, {summary.duplicate} duplicate, {summary.quarantined} quarantined")
 
 
-def _field_pool(datasets: Path, field: str) -> list[Path]:
+def _field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
+    """(training pool, held-out images of the same camera that judge the LR sets' realism)."""
     if field == "realsr":
-        return sorted(p for p in (datasets / "realsr_x4" / "LR").iterdir() if (first_number(p.name) or 0) % 2 == 1)
+        lr = sorted((datasets / "realsr_x4" / "LR").iterdir())
+        return ([p for p in lr if (first_number(p.name) or 0) % 2 == 1],
+                [p for p in lr if (first_number(p.name) or 0) % 2 == 0])
     holdout = set((datasets / "neu_det" / "HOLDOUT.txt").read_text().split())
-    return sorted(p for p in (datasets / "neu_det").glob("*.jpg") if p.name not in holdout)
+    images = sorted((datasets / "neu_det").glob("*.jpg"))
+    return [p for p in images if p.name not in holdout], [p for p in images if p.name in holdout]
 
 
-def _realism(downsampler_dir: Path, pairs) -> tuple[float, float]:
-    from sr_pipeline.sr.downsampler import LearnedDownsampler
-
-    g = LearnedDownsampler.from_pretrained(downsampler_dir).eval()
+def _paired_realism(g, pairs) -> tuple[float, float]:
+    """Mean PSNR-Y of G(HR) and of down(HR) against the real LR of RealSR's pairs (whole LR image)."""
     learned, bicubic = [], []
     for p in pairs:
         hr, lr = store.load_image(p.hr_path), store.load_image(p.lr_path)
         x = to_tensor(hr)
         with torch.no_grad():
-            learned.append(psnr_rgb(to_uint8(g(x, None)), lr))
-            bicubic.append(psnr_rgb(to_uint8(downsample(x, 4)), lr))
+            learned.append(psnr_y(to_uint8(g(x, None)), lr, crop_border=0))
+        bicubic.append(psnr_y(to_uint8(downsample(x, 4)), lr, crop_border=0))
     return float(np.mean(learned)), float(np.mean(bicubic))
+
+
+def _centre(img: np.ndarray, side: int = 512) -> np.ndarray:
+    h, w = img.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return img[top: top + side, left: left + side]
+
+
+def _realism(downsampler_dir: Path, pairs, hr_sample: list[np.ndarray], field_holdout: list[np.ndarray]) -> dict:
+    """G's LR realism: PSNR-Y against RealSR's real LR, and the LR set's statistics distance to held-out field LR."""
+    g = LearnedDownsampler.from_pretrained(downsampler_dir).eval()
+    learned, bicubic = _paired_realism(g, pairs)
+    sets = build_lr_sets(g, hr_sample, field_holdout, k=2)
+    return {"psnr_learned": learned, "psnr_bicubic": bicubic, "dist_learned": sets.realism_learned["total"],
+            "dist_bicubic": sets.realism_bicubic["total"], "diversity": sets.diversity}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     ap.add_argument("--ablations", nargs="*", default=ABLATIONS, choices=ABLATIONS)
     ap.add_argument("--work", type=Path, default=None, help="data root for the run (default: a temp folder)")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="reuse this trained teacher folder (e.g. from an earlier run with the same profile) "
+                         "instead of training one; the teacher never sees the field pool")
     ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args(argv)
     profile = Profile.from_yaml(args.profile)
@@ -113,21 +137,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data root {work}; ingesting", flush=True)
     hr_files = sorted((args.datasets / "bsd100_hr").glob("*.png")) + sorted((args.datasets / "urban100_hr").glob("*.png"))
     _ingest(layout, hr_files, "ref_cam")
-    _ingest(layout, _field_pool(args.datasets, args.field), "field_cam")
+    field_files, holdout_files = _field_pool(args.datasets, args.field)
+    _ingest(layout, field_files, "field_cam")
     hr_rows = store.list_images(layout, role="hr_reference")
     field_rows = store.list_images(layout, role="field_lr")
     hr = [store.load_image(p) for p in hr_rows["path"]]
     field = [store.load_image(p) for p in field_rows["path"]]
 
     t0 = time.perf_counter()
-    teacher = train_teacher(profile, hr, layout.runs / "teacher", None, layout.models, image_ids=list(hr_rows["image_id"]))
-    times = {"teacher": time.perf_counter() - t0}
+    if args.teacher is not None:
+        teacher_dir = args.teacher
+        times = {"teacher": float(json.loads((teacher_dir / "training.json").read_text()).get("wall_time_s", 0))}
+    else:
+        teacher_dir = train_teacher(profile, hr, layout.runs / "teacher", None, layout.models,
+                                    image_ids=list(hr_rows["image_id"])).model_dir
+        times = {"teacher": time.perf_counter() - t0}
     students: dict[str, Path] = {}
     downsamplers: dict[str, Path] = {}
     for name in ["co-learned", *args.ablations]:
         p = profile if name == "co-learned" else _ablation(profile, name)
         t0 = time.perf_counter()
-        r = train_colearn(p, teacher.model_dir, hr, field, layout.runs / name, layout.models,
+        r = train_colearn(p, teacher_dir, hr, field, layout.runs / name, layout.models,
                           image_ids=list(hr_rows["image_id"]), field_image_ids=list(field_rows["image_id"]))
         times[name] = time.perf_counter() - t0
         students[name] = r.student_dir
@@ -135,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             downsamplers[name] = r.downsampler_dir
 
     pairs = find_pairs(args.datasets / "realsr_x4", "even")
-    methods = {"teacher (T steps)": Upscaler(load_sr_model(teacher.model_dir), steps=profile.diffusion.num_steps)}
+    methods = {"teacher (T steps)": Upscaler(load_sr_model(teacher_dir), steps=profile.diffusion.num_steps)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
     summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(), split="even")
-    realism = {n: _realism(d, pairs) for n, d in downsamplers.items()}
+    print("LR realism of the downsamplers", flush=True)
+    hr_sample = [_centre(im) for im in hr[::3]]
+    holdout = [store.load_image(p) for p in holdout_files]
+    realism = {n: _realism(d, pairs, hr_sample, holdout) for n, d in downsamplers.items()}
 
     lines = ["| method | PSNR-Y | SSIM-Y | LPIPS | ms/image | train s |", "|---|---|---|---|---|---|"]
     for name, m in summary["methods"].items():
@@ -146,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         key = name.replace("student ", "") if name.startswith("student ") else ("teacher" if name.startswith("teacher") else "")
         lines.append(f"| {name} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {lp} | {m['ms_per_image']:.1f} | "
                      f"{times.get(key, 0):.0f} |")
-    lines += ["", "| downsampler of | PSNR(G(HR), real LR) | PSNR(down(HR), real LR) |", "|---|---|---|"]
-    lines += [f"| {n} | {a:.3f} | {b:.3f} |" for n, (a, b) in realism.items()]
+    holdout_name = "RealSR's even LR" if args.field == "realsr" else "NEU-DET HOLDOUT.txt"
+    lines += ["", f"| downsampler of | PSNR-Y(G(HR), real LR) | PSNR-Y(down(HR), real LR) | "
+              f"stats distance G / bicubic to {holdout_name} | LR diversity |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {r['psnr_learned']:.3f} | {r['psnr_bicubic']:.3f} | {r['dist_learned']:.3f} / "
+              f"{r['dist_bicubic']:.3f} | {r['diversity']:.4f} |" for n, r in realism.items()]
     table = "\n".join(lines)
     print("\n" + table)
     command = "python benchmarks/bench_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -156,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n- profile: {profile.name} "
               f"(teacher {profile.teacher.steps} steps, co-learning {profile.colearn.train.steps} steps)\n"
               f"- data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
-              f"evaluated on RealSR's {len(pairs)} even pairs\n- command: `{command}`\n"
+              f"evaluated on RealSR's {len(pairs)} even pairs\n"
+              f"- teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}\n"
+              f"- command: `{command}`\n"
               f"- total time: {time.perf_counter() - started:.0f} s\n\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     with args.report.open("a") as f:
