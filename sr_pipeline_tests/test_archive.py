@@ -115,6 +115,12 @@ def test_archive_reports_unreadable_sources_and_keeps_the_rest(layout, field_bat
 
 
 
+def test_upscaled_archive_runs_in_its_own_pool():
+    from sr_pipeline.defs.archive import upscaled_archive
+
+    assert upscaled_archive.op.pool == "upscale"
+
+
 def test_upscaled_archive_asset(layout, storage, instance, field_batch):
     instance.add_dynamic_partitions("upload_batches", [field_batch])
     assets = [raw_plant_images, upscaled_archive]

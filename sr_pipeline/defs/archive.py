@@ -42,6 +42,9 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
     group_name="archive",
     deps=[raw_plant_images, dg.AssetKey("co_trained_student")],
     kinds={"pytorch", "parquet"},
+    # Its own pool (limit 1 by dagster.yaml's default): a backfill over many batches upscales one batch at
+    # a time instead of loading a model and a tile band per run at once, without waiting on training.
+    pool="upscale",
     description=(
         "The batch's accepted field LR images upscaled by the promoted student (tiled, memory-bounded), as "
         "PNGs under archive/<batch>/ with the model version and source hash in their metadata, and a "
