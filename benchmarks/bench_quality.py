@@ -2,9 +2,11 @@
 
 Protocol (../shared/datasets/README.md): HR references from bsd100_hr and urban100_hr; the field LR
 pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET minus HOLDOUT.txt with
-``--field neu``; evaluation on RealSR's 50 even-numbered pairs. Trains the teacher, the co-learned
-student and the ablations from the same teacher, then prints one table and appends it, with date,
-machine, profile and command, to docs/benchmarks.md.
+``--field neu``; evaluation on RealSR's 50 even-numbered pairs. Trains the teacher (or reuses one,
+``--teacher``), the co-learned student and the ablations from the same teacher, measures each
+downsampler's LR realism (PSNR-Y against RealSR's real LR; statistics distance to held-out images of
+the field camera), then prints one table and appends it, with date, machine, profile and command, to
+docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_quality.py ../shared/datasets --profile configs/bench-cpu.yaml
 """
@@ -117,20 +119,28 @@ def _realism(downsampler_dir: Path, pairs, hr_sample: list[np.ndarray], field_ho
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("datasets", type=Path, nargs="?", default=Path("../shared/datasets"))
-    ap.add_argument("--profile", type=Path, default=Path("configs/bench-cpu.yaml"))
+    ap.add_argument("datasets", type=Path, nargs="?", default=Path("../shared/datasets"),
+                    help="folder holding realsr_x4, bsd100_hr, urban100_hr and neu_det")
+    ap.add_argument("--profile", type=Path, default=Path("configs/bench-cpu.yaml"), help="training profile")
     ap.add_argument("--field", choices=["realsr", "neu"], default="realsr", help="the field LR pool")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
-    ap.add_argument("--ablations", nargs="*", default=ABLATIONS, choices=ABLATIONS)
+    ap.add_argument("--ablations", nargs="*", default=ABLATIONS, choices=ABLATIONS,
+                    help="ablations to train next to the co-learned student (default: all; none: only it)")
     ap.add_argument("--work", type=Path, default=None, help="data root for the run (default: a temp folder)")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="reuse this trained teacher folder (e.g. from an earlier run with the same profile) "
                          "instead of training one; the teacher never sees the field pool")
-    ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"), help="markdown file the table is appended to")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="override the training seeds (teacher and co-learning) to measure seed spread")
     args = ap.parse_args(argv)
     profile = Profile.from_yaml(args.profile)
     if args.steps_scale != 1.0:
         profile = _scaled(profile, args.steps_scale)
+    if args.seed is not None:
+        d = profile.to_dict()
+        d["teacher"]["seed"] = d["colearn"]["train"]["seed"] = args.seed
+        profile = Profile.model_validate(d)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     layout = DataLayout(work)
     started = time.perf_counter()
@@ -190,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"\n## {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: quality, field pool {args.field}\n\n"
               f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
               f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n- profile: {profile.name} "
-              f"(teacher {profile.teacher.steps} steps, co-learning {profile.colearn.train.steps} steps)\n"
+              f"(teacher {profile.teacher.steps} steps, co-learning {profile.colearn.train.steps} steps, "
+              f"seed {profile.colearn.train.seed})\n"
               f"- data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
               f"evaluated on RealSR's {len(pairs)} even pairs\n"
               f"- teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}\n"
