@@ -33,11 +33,11 @@ from sr_pipeline.ingest import ingest_folder
 from sr_pipeline.layout import DataLayout
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import Profile
+from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.evaluate import evaluate_pairs, find_pairs, first_number
 from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.metrics import psnr_y
 from sr_pipeline.sr.train_colearn import train_colearn
@@ -134,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="override the training seeds (teacher and co-learning) to measure seed spread")
     args = ap.parse_args(argv)
+    needed = ["realsr_x4/HR", "realsr_x4/LR", "bsd100_hr", "urban100_hr"] + (["neu_det"] if args.field == "neu" else [])
+    missing = [n for n in needed if not (args.datasets / n).is_dir()]
+    if missing:
+        ap.error(f"{args.datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
+    if args.teacher is not None and not (args.teacher / "training.json").is_file():
+        ap.error(f"--teacher {args.teacher} is not a trained teacher folder (no training.json)")
     profile = Profile.from_yaml(args.profile)
     if args.steps_scale != 1.0:
         profile = _scaled(profile, args.steps_scale)
