@@ -102,6 +102,7 @@ def test_a_grey_field_pool_judges_degradation_not_colour():
     no_noise = lr_sets.realism_distance(lr_sets.set_stats([scene(48, 10 + i) for i in range(6)]), pool)
     assert same_noise["total"] < no_noise["total"]
     assert same_noise["colour"] > same_noise["total"]
+    assert same_noise["colour"] < 1e3  # far, but in units of a 1 % colour step rather than of a zero spread
 
 
 def test_build_lr_sets_summary_and_preview():

@@ -31,6 +31,7 @@ from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
 DEGRADATION_STATISTICS = ("noise_sigma", "log_laplacian_var", "gradient_mean", "spectrum_slope", "hf_ratio")
 COLOUR_STATISTICS = ("mean_r", "mean_g", "mean_b", "saturation")
 STATISTICS = DEGRADATION_STATISTICS + COLOUR_STATISTICS
+COLOUR_FLOOR = 0.01
 
 
 def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -137,6 +138,8 @@ def realism_distance(candidate: dict[str, np.ndarray], field_pool: dict[str, np.
     for k in STATISTICS:
         ref = field_pool[k]
         spread = float(np.std(ref)) + 1e-3 * (abs(float(np.mean(ref))) + 1e-3)
+        if k in COLOUR_STATISTICS:  # 0-1 units; a grey pool has no colour spread: 1 % is the finest step that counts
+            spread = max(spread, COLOUR_FLOOR)
         out[k] = float(wasserstein_distance(candidate[k], ref) / spread)
     out["total"] = float(np.mean([out[k] for k in DEGRADATION_STATISTICS]))
     out["colour"] = float(np.mean([out[k] for k in COLOUR_STATISTICS]))
