@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +39,8 @@ from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.metrics import psnr_y
 from sr_pipeline.sr.train_colearn import train_colearn
 from sr_pipeline.sr.train_teacher import train_teacher
+
+from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle"]
 REGISTRY = CameraRegistry.model_validate(
@@ -202,22 +201,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['dist_bicubic']:.3f} | {r['diversity']:.4f} |" for n, r in realism.items()]
     table = "\n".join(lines)
     print("\n" + table)
-    command = "python benchmarks/bench_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = (f"\n## {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: quality, field pool {args.field}\n\n"
-              f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-              f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n- profile: {profile.name} "
-              f"(teacher {profile.teacher.steps} steps, co-learning {profile.colearn.train.steps} steps, "
-              f"seed {profile.colearn.train.seed})\n"
-              f"- data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
-              f"evaluated on RealSR's {len(pairs)} even pairs\n"
-              f"- teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}\n"
-              f"- command: `{command}`\n"
-              f"- total time: {time.perf_counter() - started:.0f} s\n\n")
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    with args.report.open("a") as f:
-        if f.tell() == 0:
-            f.write("# Benchmark results\n\nAppended by the benchmarks; newest last. Figures are from the run named.\n")
-        f.write(header + table + "\n")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    append_section(args.report, f"quality, field pool {args.field}", [
+        f"machine: {machine(device)}",
+        f"profile: {profile.name} (teacher {profile.teacher.steps} steps, co-learning "
+        f"{profile.colearn.train.steps} steps, seed {profile.colearn.train.seed})",
+        f"data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
+        f"evaluated on RealSR's {len(pairs)} even pairs",
+        f"teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}",
+        f"command: `{command('bench_quality.py', argv)}`",
+        f"total time: {time.perf_counter() - started:.0f} s",
+    ], table)
     (work / "bench_summary.json").write_text(json.dumps({"table": table, "times": times}, indent=2))
     print(f"\nappended to {args.report}")
     return 0

@@ -42,6 +42,8 @@ from sr_pipeline.sr.config import Profile
 from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
 from sr_pipeline.sr.train_teacher import build_teacher
 
+from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
 CPU_STUDENT_MPS = 1.0  # issue 6: the demo student on 2 CPU cores, 64x64 -> 256x256
 GPU_STUDENT_MPS = 300.0  # issue 6: the gpu-profile student on one H200, bf16, 256 -> 1024, batch 8
@@ -246,6 +248,20 @@ def memory_check(model: LoadedModel, device: str, size: tuple[int, int], budget:
 # ---------------------------------------------------------------- main
 
 
+def _markdown(rows: list[Row], ratio: float, steps: int, student: Row, target: float, check: dict | None) -> str:
+    lines = ["| method | steps | params M | ms/image | out MP/s | peak MiB | x student |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.steps} | {r.params_m:.2f} | {r.ms_per_image:.2f} | {r.out_mps:.3f} | "
+              f"{r.peak_mib:.1f} | {r.vs_student:.2f} |" for r in rows]
+    lines += ["", f"Student {student.out_mps:.3f} output MP/s (target >= {target:g}); teacher ({steps} steps) / "
+              f"student wall time {ratio:.1f}x."]
+    if check:
+        lines.append(f"Memory check: {check['lr']} LR -> {check['hr']} PNG in {check['seconds']} s, peak "
+                     f"{check['peak_mib']} MiB above the start (estimate {check['estimate_mib']} MiB, budget "
+                     f"{check['budget_mib']} MiB).")
+    return "\n".join(lines)
+
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -270,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-tile", type=int, default=128)
     parser.add_argument("--memory-batch", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks.md",
+                        help="markdown file the table is appended to")
+    parser.add_argument("--no-report", action="store_true", help="print only; append nothing")
     args = parser.parse_args(argv)
 
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -347,6 +366,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{check['peak_mib']} MiB above the start (process {check['process_peak_mib']} MiB), estimate "
               f"{check['estimate_mib']} MiB, budget {check['budget_mib']} MiB (batch {check['batch']}): "
               f"{'within' if check['within_budget'] else 'OVER'} budget")
+    if not args.no_report:
+        append_section(args.report, "speed", [
+            f"machine: {machine(device)}; {where}",
+            f"input: {args.lr_size}x{args.lr_size} LR -> {4 * args.lr_size}x{4 * args.lr_size}, batch {args.batch}"
+            + (", compiled" if args.compile else ""),
+            f"command: `{command('bench_speed.py', argv)}`",
+        ], _markdown(rows, ratio, steps, student_row, target, check))
+        print(f"\nappended to {args.report}")
     if args.json:
         args.json.write_text(json.dumps({"device": where, "lr_size": args.lr_size, "batch": args.batch,
                                          "rows": [asdict(r) for r in rows], "teacher_over_student": ratio,
