@@ -51,8 +51,9 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
     keys = [b.batch_key for b in polled.batches]
     if keys:
         instance.add_dynamic_partitions(upload_batches.name, keys)
-    for key in keys:
-        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key)
+    for key in keys:  # ingestion only: the archive step of ingest_job needs a promoted student (step 5)
+        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key,
+             asset_selection=[dg.AssetKey("raw_plant_images")])
     if not keys:
         print("  nothing new in the landing folder (the demo uploads were ingested before)")
     print("3/5 training, the promotion gate and the learned LR sets (this is the long part)", flush=True)

@@ -1,0 +1,37 @@
+"""``sr-pipeline demo``: the order of its runs and what each selects (the runs themselves are stubbed)."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from sr_pipeline import demo, models_registry
+from sr_pipeline.layout import DataLayout
+
+
+def _record_runs(monkeypatch) -> list[tuple[str, dict]]:
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(demo, "_run", lambda job, instance, **kw: calls.append((job.name, kw)))
+    return calls
+
+
+def test_demo_ingests_without_the_archive_and_skips_it_when_nothing_is_promoted(tmp_path, monkeypatch, instance):
+    calls = _record_runs(monkeypatch)
+    demo.run_demo(DataLayout(tmp_path / "data"), instance)
+    names = [name for name, _ in calls]
+    ingest = [kw for name, kw in calls if name == "ingest_job"]
+    assert names == ["ingest_job"] * len(ingest) + ["training_job", "evaluation_job"]
+    assert len(ingest) >= 2  # the reference camera and the field camera batches at least
+    # The archive step needs a promoted student: before training, ingestion alone is selected.
+    assert all(kw["asset_selection"] == [dg.AssetKey("raw_plant_images")] for kw in ingest)
+
+
+def test_demo_archives_only_the_field_batches_once_a_student_is_promoted(tmp_path, monkeypatch, instance):
+    calls = _record_runs(monkeypatch)
+    monkeypatch.setattr(models_registry, "promoted_student_dir", lambda layout: Path("/models/student/v1"))
+    demo.run_demo(DataLayout(tmp_path / "data"), instance)
+    after = calls[[name for name, _ in calls].index("evaluation_job") + 1:]
+    assert after and all(name == "ingest_job" for name, _ in after)
+    assert all(kw["asset_selection"] == [dg.AssetKey("upscaled_archive")] for _, kw in after)
+    field_keys = {kw["partition_key"] for _, kw in after}
+    ingested = {kw["partition_key"] for name, kw in calls if kw.get("asset_selection") == [dg.AssetKey("raw_plant_images")]}
+    assert field_keys < ingested  # a strict subset: the HR reference batches are not archived
