@@ -6,11 +6,12 @@ the finest Haar diagonal band per RGB channel, Donoho's estimator), sharpness (l
 gradient), colour (mean RGB, saturation) and frequency content (slope of the radially averaged power
 spectrum, share of energy above a quarter of the sampling rate). The realism distance of a set to
 the field LR pool is, per statistic, the 1-D Wasserstein distance between the two sets' values in
-units of the field pool's spread. Its ``total`` averages the degradation statistics (noise, sharpness,
-frequency content); the colour statistics are averaged apart as ``colour``, because colour is as much
-the scene as the camera and a grey inspection camera's pool has no colour spread to measure against.
-It is computed for G's LR and for plain bicubic LR of the same HR images, so the two can be compared. Diversity is the mean pairwise L1
-distance between the K variants of one HR image. Pure numpy/torch; no Dagster.
+units of the field pool's spread. Its ``total`` averages the degradation statistics (noise,
+sharpness, frequency content); the colour statistics are averaged apart as ``colour``, because colour
+is as much the scene as the camera and a grey inspection camera's pool has no colour spread to
+measure against. It is computed for G's LR and for plain bicubic LR of the same HR images, so the two
+can be compared. Diversity is the mean pairwise L1 distance between the K variants of one HR image.
+Pure numpy/torch; no Dagster.
 """
 
 from __future__ import annotations
