@@ -50,6 +50,7 @@ from sr_pipeline.sr.training import (
     Progress,
     RunState,
     check_finite,
+    device_label,
     mixed_precision_for,
     new_version,
     save_model_dir,
@@ -431,10 +432,8 @@ def train_colearn(
             emitted = progress.emit(state.step, {k: float(np.mean(v)) for k, v in window.items()})
             state.history.append({k: v for k, v in emitted.items() if k not in ("total_steps", "hr_mp_per_s")})
             window = defaultdict(list)
-        if state.step % opt.save_every == 0 and state.step < opt.steps and accelerator.is_main_process:
-            state.elapsed_s = time.perf_counter() - t_start
-            state.save(stateful)
-        if stop_after is not None and state.step >= stop_after and state.step < opt.steps:
+        if state.checkpoint_or_stop(stateful, total_steps=opt.steps, save_every=opt.save_every, t_start=t_start,
+                                    is_main=accelerator.is_main_process, stop_after=stop_after):
             return None
 
     wall = time.perf_counter() - t_start
@@ -457,7 +456,7 @@ def train_colearn(
         "lpips": lpips_status,
         "steps": state.step,
         "wall_time_s": wall,
-        "device": str(accelerator.device) + (f" ({torch.cuda.get_device_name()})" if not use_cpu else ""),
+        "device": device_label(accelerator),
         "mixed_precision": accelerator.mixed_precision,
         "final_loss": final.get("loss_total", float("nan")),
         "final": final,

@@ -27,6 +27,7 @@ from sr_pipeline.sr.training import (
     Progress,
     RunState,
     check_finite,
+    device_label,
     mixed_precision_for,
     new_version,
     save_model_dir,
@@ -140,10 +141,8 @@ def train_teacher(
             row = progress.emit(state.step, {"loss": float(np.mean(window))})
             state.history.append({"step": state.step, "loss": row["loss"], "samples_per_s": row["samples_per_s"]})
             window = []
-        if state.step % cfg.save_every == 0 and state.step < cfg.steps and accelerator.is_main_process:
-            state.elapsed_s = time.perf_counter() - t_start
-            state.save(stateful)
-        if stop_after is not None and state.step >= stop_after and state.step < cfg.steps:
+        if state.checkpoint_or_stop(stateful, total_steps=cfg.steps, save_every=cfg.save_every, t_start=t_start,
+                                    is_main=accelerator.is_main_process, stop_after=stop_after):
             return None
 
     wall = time.perf_counter() - t_start
@@ -158,7 +157,7 @@ def train_teacher(
         "profile": profile.to_dict(),
         "steps": state.step,
         "wall_time_s": wall,
-        "device": str(accelerator.device) + (f" ({torch.cuda.get_device_name()})" if not use_cpu else ""),
+        "device": device_label(accelerator),
         "mixed_precision": accelerator.mixed_precision,
         "final_loss": state.history[-1]["loss"] if state.history else float("nan"),
         "history": state.history,

@@ -128,6 +128,21 @@ class RunState:
         np.random.set_state(payload["rng"]["numpy"])
         torch.set_rng_state(payload["rng"]["torch"])
 
+    def checkpoint_or_stop(self, objects: dict[str, Any], *, total_steps: int, save_every: int, t_start: float,
+                           is_main: bool, stop_after: int | None) -> bool:
+        """After a step: save the resumable state every ``save_every`` steps (not at the last one, whose result
+        is the model folder), and say whether to stop here on purpose (``stop_after``, as an interruption)."""
+        if self.step % save_every == 0 and self.step < total_steps and is_main:
+            self.elapsed_s = time.perf_counter() - t_start
+            self.save(objects)
+        return stop_after is not None and stop_after <= self.step < total_steps
+
+
+def device_label(accelerator) -> str:
+    """The training device as recorded in training.json, with the GPU's name on CUDA."""
+    device = accelerator.device
+    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
 
 class Progress:
     """Step timing and periodic reports (stdout line, or a callback such as Dagster Pipes logging)."""
