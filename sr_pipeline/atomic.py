@@ -26,10 +26,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True, sync_dir: bool = True) -> Path:
+def _publish_new(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists, even one that appeared meanwhile."""
+    try:
+        os.link(tmp, path)  # atomic, and fails if the target exists
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} exists") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True, sync_dir: bool = True,
+                 exclusive: bool = False) -> Path:
     """Write ``path`` through a temp file in the same folder and ``os.replace`` it into place.
 
-    Temp names start with ``.`` and end with ``.tmp`` so scanners and globs skip them.
+    Temp names start with ``.`` and end with ``.tmp`` so scanners and globs skip them. With
+    ``exclusive`` an existing ``path`` is never replaced (``FileExistsError``), even one that appears
+    while ``write`` runs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +57,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: boo
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _publish_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

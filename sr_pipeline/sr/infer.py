@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sr_pipeline.atomic import atomic_write
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, SourceImage
 from sr_pipeline.sr.imageops import upsample
@@ -389,20 +388,6 @@ def provenance_text(upscaler: Upscaler, src: SourceImage, source_name: str, *, d
     return {**text, **(extra or {})}
 
 
-def _publish_new(tmp: str, target: Path) -> None:
-    """Rename ``tmp`` to ``target`` unless the target exists, even one that appeared meanwhile."""
-    try:
-        os.link(tmp, target)  # atomic, and fails if the target exists
-    except FileExistsError:
-        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if target.exists():
-            raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
-        os.replace(tmp, target)
-        return
-    os.unlink(tmp)
-
-
 def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text: dict[str, str], *,
                        drop_alpha: bool = False, overwrite: bool = False, compress_level: int = 6,
                        progress: Callable[[int], None] | None = None,
@@ -414,31 +399,22 @@ def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text:
     """
     target = Path(target)
     mode = src.output_mode(drop_alpha)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
-                                     MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
-            for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
-                if on_rows is not None:
-                    on_rows(writer.rows_written, rows)
-                writer.write_rows(rows)
-            writer.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            _publish_new(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+    def write(fh) -> None:
+        writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
+                                 MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
+        for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
+            if on_rows is not None:
+                on_rows(writer.rows_written, rows)
+            writer.write_rows(rows)
+        writer.close()
+
+    try:  # the file is fsynced; its folder is not (one per archived image would cost more than it buys)
+        atomic_write(target, write, sync_dir=False, exclusive=not overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
     return mode
 
 
