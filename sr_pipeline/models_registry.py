@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sr_pipeline.atomic import atomic_write
 from sr_pipeline.layout import DataLayout
 
 PROMOTIONS_FILE = "promotions.json"
@@ -58,11 +57,7 @@ def record_promotion(layout: DataLayout, version: str, path: str, reason: str) -
     entry = {"version": version, "path": path, "reason": reason,
              "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     entries.append(entry)
-    layout.models.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=layout.models, prefix=".promotions.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(entries, f, indent=2)
-    os.replace(tmp, layout.models / PROMOTIONS_FILE)
+    atomic_write(layout.models / PROMOTIONS_FILE, lambda fh: fh.write(json.dumps(entries, indent=2).encode()))
     return entry
 
 
