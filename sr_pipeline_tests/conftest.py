@@ -1,9 +1,10 @@
-"""Shared fixtures: a data layout in tmp_path, a two-camera registry, small image factories."""
+"""Shared fixtures: a data layout in tmp_path, a two-camera registry, small image and model factories."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -109,3 +110,44 @@ def instance():
 def storage(layout, cameras_file) -> PlantStorage:
     """The ``storage`` resource pointed at the test's data root and camera registry."""
     return PlantStorage(data_root=str(layout.root), cameras_file=str(cameras_file))
+
+
+def photos(n: int = 3, size: int = 48, seed: int = 0) -> list[np.ndarray]:
+    """Smooth, distinct uint8 RGB test pictures (sums of sines) for training on."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        f = rng.uniform(2, 6, 3)
+        img = np.stack([np.sin(f[c] * np.pi * (xx + yy * c)) for c in range(3)], -1)
+        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
+    return out
+
+
+def tiny_sr_model(out_dir: Path, info: dict, *, seed: int = 0, perturb: Callable | None = None) -> Path:
+    """A tiny random x4 SR model folder (4-step schedule) as training writes one.
+
+    ``perturb(net)`` sets its weights after construction; by default every weight ~ N(0, 0.05), so that
+    the output depends on all of them.
+    """
+    import torch
+
+    from sr_pipeline.sr.diffusion import ResShiftSchedule
+    from sr_pipeline.sr.nets import SRUNet
+    from sr_pipeline.sr.training import save_model_dir
+
+    torch.manual_seed(seed)
+    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
+                 num_train_timesteps=4)
+    if perturb is None:
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+    else:
+        perturb(net)
+    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
+
+    def save(tmp):
+        net.save_pretrained(tmp)
+        schedule.save_config(tmp)
+
+    return save_model_dir(out_dir, save, info)

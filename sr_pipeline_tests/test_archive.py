@@ -7,10 +7,10 @@ import hashlib
 import dagster as dg
 import numpy as np
 import pytest
-import torch
 from dagster import build_sensor_context, materialize
 from PIL import Image
 
+from conftest import tiny_sr_model
 from sr_pipeline import store
 from sr_pipeline.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
 from sr_pipeline.defs.archive import upscaled_archive
@@ -18,28 +18,14 @@ from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.sensors import build_camera_upload_sensor
 from sr_pipeline.ingest import ingest_batch
 from sr_pipeline.models_registry import record_promotion
-from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.image_io import png_text
-from sr_pipeline.sr.nets import SRUNet
-from sr_pipeline.sr.training import save_model_dir
 
 BATCH = "field_cam-20260101T000000Z-abc123"
 
 
 def make_student(layout, version: str, seed: int = 0, promote: bool = True):
     """A tiny random student folder, recorded as promoted (as the promotion gate does)."""
-    torch.manual_seed(seed)
-    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
-                 num_train_timesteps=4)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
-
-    def save(tmp):
-        net.save_pretrained(tmp)
-        schedule.save_config(tmp)
-
-    path = save_model_dir(layout.models / "student" / version, save, {"kind": "student", "version": version})
+    path = tiny_sr_model(layout.models / "student" / version, {"kind": "student", "version": version}, seed=seed)
     if promote:
         record_promotion(layout, version, str(path), "test")
     return path

@@ -9,6 +9,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from conftest import photos, tiny_sr_model
 from sr_pipeline.sr import train_colearn as tc
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import (
@@ -21,11 +22,9 @@ from sr_pipeline.sr.config import (
     OptimConfig,
     Profile,
 )
-from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.downsampler import load_downsampler
 from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.nets import SRUNet
-from sr_pipeline.sr.training import TrainingDiverged, save_model_dir
+from sr_pipeline.sr.training import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
 ALL_ON = dict(rec=1.0, lpips=0.0, distill=1.0, adv_hr=0.1, adv_lr=0.1, struct=1.0, cyc_lr=1.0,
@@ -45,17 +44,6 @@ def tiny_profile(weights=None, train=None, **colearn) -> Profile:
                    colearn=ColearnConfig(**cfg))
 
 
-def photos(n=3, size=48, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for _ in range(n):
-        f = rng.uniform(2, 6, 3)
-        img = np.stack([np.sin(f[c] * np.pi * (xx + yy * c)) for c in range(3)], -1)
-        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
-    return out
-
-
 def field_lr(n=3, size=16, seed=5):
     rng = np.random.default_rng(seed)
     return [np.clip(p.astype(float)[::3, ::3][:size, :size] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
@@ -63,17 +51,9 @@ def field_lr(n=3, size=16, seed=5):
 
 
 def make_teacher(tmp_path):
-    torch.manual_seed(0)
-    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
-                 num_train_timesteps=4)
-    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.02)  # not the identity, so sampling matters
-    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
-
-    def save(tmp):
-        net.save_pretrained(tmp)
-        schedule.save_config(tmp)
-
-    return save_model_dir(tmp_path / "models" / "teacher" / "t1", save, {"kind": "teacher", "version": "t1"})
+    # Only the output layer perturbed (the rest as initialised): not the identity, so sampling matters.
+    return tiny_sr_model(tmp_path / "models" / "teacher" / "t1", {"kind": "teacher", "version": "t1"},
+                         perturb=lambda net: torch.nn.init.normal_(net.unet.conv_out.weight, std=0.02))
 
 
 def learner_for(tmp_path, profile):

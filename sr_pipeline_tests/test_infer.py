@@ -10,29 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_sr_model
 from sr_pipeline.cli import main
 from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.image_io import PngStreamWriter
 from sr_pipeline.sr.infer import TileSettings, Upscaler, block_noise, quantise, upscale_alpha_rows
-from sr_pipeline.sr.nets import SRUNet
-from sr_pipeline.sr.training import save_model_dir
 
 
 @pytest.fixture
 def teacher_dir(tmp_path):
-    torch.manual_seed(0)
-    net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
-                 num_train_timesteps=4)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    schedule = ResShiftSchedule(num_steps=4, kappa=1.0)
-
-    def save(tmp):
-        net.save_pretrained(tmp)
-        schedule.save_config(tmp)
-
-    return save_model_dir(tmp_path / "teacher" / "v1", save, {"kind": "teacher", "version": "v1"})
+    return tiny_sr_model(tmp_path / "teacher" / "v1", {"kind": "teacher", "version": "v1"})
 
 
 def lr_image(h=40, w=52, seed=0):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import photos
 from sr_pipeline.sr import train_teacher as tt
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import DiffusionConfig, NetConfig, OptimConfig, Profile
@@ -21,17 +22,6 @@ def tiny_profile(**teacher) -> Profile:
     opts.update(teacher)
     return Profile(name="tiny", net=TINY_NET, diffusion=DiffusionConfig(num_steps=4, kappa=1.0),
                    teacher=OptimConfig(**opts))
-
-
-def photos(n=3, size=48, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for _ in range(n):
-        f = rng.uniform(2, 6, 3)
-        img = np.stack([np.sin(f[c] * np.pi * (xx + yy * c)) for c in range(3)], -1)
-        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
-    return out
 
 
 def test_tiny_teacher_overfits_one_pair():
