@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -319,14 +319,20 @@ def _lpips(lpips: Any, device: str) -> Any:
     return lpips_weights.load_lpips(device)
 
 
-def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = "cpu") -> dict[str, Any]:
-    """PSNR (RGB) of G(HR) and of bicubic down(HR) against each pair's real LR (method.md claim 4)."""
+def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = "cpu",
+                        psnr: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, Any]:
+    """PSNR of G(HR) and of bicubic down(HR) against each pair's real LR (method.md claim 4).
+
+    ``psnr(a, b)`` defaults to RGB PSNR over the whole LR image.
+    """
     import torch
 
     from sr_pipeline.sr.downsampler import load_downsampler
     from sr_pipeline.sr.evaluate import load_rgb
     from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
     from sr_pipeline.sr.metrics import psnr_rgb
+
+    psnr = psnr or psnr_rgb
 
     g = load_downsampler(Path(downsampler_dir), device)
     s = int(g.config.scale)
@@ -338,8 +344,8 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
                 skipped.append(p.name)
                 continue
             x = to_tensor(hr).to(device)
-            per_image.append({"image": p.name, "learned_psnr": psnr_rgb(to_uint8(g(x)), lr),
-                              "bicubic_psnr": psnr_rgb(to_uint8(downsample(x, s)), lr)})
+            per_image.append({"image": p.name, "learned_psnr": psnr(to_uint8(g(x)), lr),
+                              "bicubic_psnr": psnr(to_uint8(downsample(x, s)), lr)})
     if not per_image:
         return {"available": False, "reason": f"no pair is an exact x{s} HR/LR pair", "pairs": 0}
     learned = float(np.mean([r["learned_psnr"] for r in per_image]))
