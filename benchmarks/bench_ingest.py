@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sr_pipeline.cameras import CameraRegistry
-from sr_pipeline.ingest import ingest_batch
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.storage.layout import DataLayout
 
 
 def photo_like(size: int, rng: np.random.Generator) -> np.ndarray:

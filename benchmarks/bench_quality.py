@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_pipeline import store
-from sr_pipeline.cameras import CameraRegistry
-from sr_pipeline.evaluation import downsampler_realism
-from sr_pipeline.ingest import ingest_folder
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage import store
+from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.evaluation.calibration import downsampler_realism
+from sr_pipeline.intake.ingest import ingest_folder
+from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import Profile
 from sr_pipeline.sr.downsampler import LearnedDownsampler

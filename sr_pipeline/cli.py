@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write the bundled demo camera uploads into the landing folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated cameras (default 0)")
     p.add_argument("--force", action="store_true", help="write again even if the demo uploads are already there")
-    p.set_defaults(func=_handler("sr_pipeline.demo_data:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.intake.demo_data:run_cli"))
 
     p = sub.add_parser("demo", help="the main job on the bundled data: demo uploads, ingestion, training, ...")
     p.set_defaults(func=_handler("sr_pipeline.demo:run_cli"))
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default=None, help="batch key (default: <camera>-<UTC time>-<short hash>)")
     p.add_argument("--cameras", type=Path, default=None, help="camera registry file (default configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    p.set_defaults(func=_handler("sr_pipeline.ingest:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.intake.ingest:run_cli"))
 
     train = sub.add_parser("train", help="train a model")
     train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
@@ -104,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list every checkpoint and which student is promoted")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=_handler("sr_pipeline.models_registry:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.storage.registry:run_cli"))
 
     p = sub.add_parser("promote", help="make an existing student the promoted one (rollback: promote the previous version)")
     p.add_argument("version", help="student version as `sr-pipeline models` lists it (or its folder name)")
     p.add_argument("--reason", default=None, help="why; recorded in models/promotions.json")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.evaluation:promote_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.evaluation.calibration:promote_cli"))
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")
@@ -120,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.data is not None:
-        import os
+    from sr_pipeline.storage.layout import DataLayout, default_data_root
 
-        os.environ["SR_PIPELINE_DATA"] = str(args.data.resolve())
+    args = build_parser().parse_args(argv)
+    # Built once here and handed to every command: nothing below reads the data root from the environment.
+    args.layout = DataLayout((args.data or default_data_root()).resolve())
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

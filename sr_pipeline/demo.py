@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import sys
 import time
 import warnings
@@ -17,7 +18,7 @@ import warnings
 import dagster as dg
 
 from sr_pipeline.defs.partitions import upload_batches
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage.layout import DataLayout
 
 
 # Dagster's notices about preview/beta APIs (Pipes internals, Output.data_version) are not for demo users.
@@ -38,14 +39,16 @@ def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs) -> None:
 
 
 def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
-    from sr_pipeline.definitions import defs
-    from sr_pipeline.demo_data import make_demo_data
-    from sr_pipeline.models_registry import promoted_student_dir
-    from sr_pipeline.uploads import poll_landing
+    from sr_pipeline.defs.resources import PlantStorage
+    from sr_pipeline.definitions import build_definitions
+    from sr_pipeline.intake.demo_data import make_demo_data
+    from sr_pipeline.storage.registry import promoted_student_dir
+    from sr_pipeline.intake.uploads import poll_landing
 
     print("1/5 writing the demo camera uploads", flush=True)
     make_demo_data(layout)
-    storage = defs.resources["storage"]
+    storage = PlantStorage(data_root=str(layout.root))
+    defs = build_definitions(storage=storage)
     print("2/5 ingesting the upload batches", flush=True)
     polled = poll_landing(layout, storage.registry(), {}, now=time.time(), stable_seconds=0)
     keys = [b.batch_key for b in polled.batches]
@@ -77,12 +80,12 @@ def _latest_report(layout: DataLayout) -> str:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    layout = DataLayout.default()
-    if "DAGSTER_HOME" not in os.environ:
-        os.environ["DAGSTER_HOME"] = str(layout.dagster_home)
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    layout = args.layout
+    # $DAGSTER_HOME when set (make demo sets it), else the data root's own instance.
+    home = Path(os.environ.get("DAGSTER_HOME") or layout.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         run_demo(layout, instance)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Where to look:\n"
           f"  report:        {_latest_report(layout)}\n"
@@ -95,4 +98,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(argparse.Namespace()))
+    from sr_pipeline.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

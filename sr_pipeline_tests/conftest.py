@@ -11,9 +11,9 @@ import pytest
 from dagster import DagsterInstance
 from PIL import Image
 
-from sr_pipeline.cameras import CameraRegistry
+from sr_pipeline.intake.cameras import CameraRegistry
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage.layout import DataLayout
 
 REGISTRY_YAML = """\
 cameras:

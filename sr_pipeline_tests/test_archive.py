@@ -11,13 +11,13 @@ from dagster import build_sensor_context, materialize
 from PIL import Image
 
 from conftest import tiny_sr_model
-from sr_pipeline import store
-from sr_pipeline.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
+from sr_pipeline.storage import store
+from sr_pipeline.serving.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
 from sr_pipeline.defs.archive import upscaled_archive
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.sensors import build_camera_upload_sensor
-from sr_pipeline.ingest import ingest_batch
-from sr_pipeline.models_registry import record_promotion
+from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.storage.registry import record_promotion
 from sr_pipeline.sr.image_io import png_text
 
 BATCH = "field_cam-20260101T000000Z-abc123"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sr_pipeline.atomic import atomic_write
+from sr_pipeline.storage.atomic import atomic_write
 
 
 def _leftovers(folder):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_pipeline import evaluation as ev
+from sr_pipeline.evaluation import calibration as ev
 from test_evaluation import FakeLPIPS, add_pairs, offset, save_downsampler, save_sr
 
 SECTIONS = ("headline", "summary", "gate", "realism", "trend", "models", "per-image")

@@ -243,11 +243,10 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, monkeypat
     import yaml
     from PIL import Image
 
-    from sr_pipeline.layout import DataLayout
-    from sr_pipeline.store import put_image, relative_to_root, write_batch_catalog
+    from sr_pipeline.storage.layout import DataLayout
+    from sr_pipeline.storage.store import put_image, relative_to_root, write_batch_catalog
 
     layout = DataLayout(tmp_path / "data")
-    monkeypatch.setenv("SR_PIPELINE_DATA", str(layout.root))
     rows = []
     for role, imgs in (("hr_reference", photos()), ("field_lr", field_lr())):
         for img in imgs:
@@ -257,7 +256,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, monkeypat
     write_batch_catalog(layout, "b1", rows)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}).to_dict()))
-    args = argparse.Namespace(config=config, resume=False, teacher=None)
+    args = argparse.Namespace(config=config, resume=False, teacher=None, layout=layout)
     assert tc.run_cli(args) == 2 and "no teacher" in capsys.readouterr().err
     make_teacher(layout.root)  # -> <data>/models/teacher/t1
     assert tc.run_cli(args) == 0

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from sr_pipeline import demo, models_registry
-from sr_pipeline.layout import DataLayout
+from sr_pipeline import demo
+from sr_pipeline.storage import registry as models_registry
+from sr_pipeline.storage.layout import DataLayout
 
 
 def _record_runs(monkeypatch) -> list[tuple[str, dict]]:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_pipeline import demo_data, store
-from sr_pipeline.demo_data import FIELD_CAMERA_MODEL, field_camera_degrade, field_camera_jpeg, make_demo_data
-from sr_pipeline.ingest import ingest_batch
-from sr_pipeline.layout import DataLayout
-from sr_pipeline.uploads import poll_landing
+from sr_pipeline.intake import demo_data
+from sr_pipeline.storage import store
+from sr_pipeline.intake.demo_data import FIELD_CAMERA_MODEL, field_camera_degrade, field_camera_jpeg, make_demo_data
+from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.intake.uploads import poll_landing
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_the_demo_uploads_ingest_cleanly(demo, registry, tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    args = argparse.Namespace(data=tmp_path / "cli", seed=2, force=False)
+    args = argparse.Namespace(layout=DataLayout(tmp_path / "cli"), seed=2, force=False)
     assert demo_data.run_cli(args) == 0
     assert "calibration pairs" in capsys.readouterr().out
     assert demo_data.run_cli(args) == 0

@@ -21,11 +21,11 @@ from dagster import DagsterInstance, materialize
 from PIL import Image
 
 from conftest import encode
-from sr_pipeline import evaluation as ev
+from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.defs.evaluation import GateSettings, evaluation_report, promotion_gate
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.ingest import ingest_folder
-from sr_pipeline.models_registry import promotions, record_promotion
+from sr_pipeline.intake.ingest import ingest_folder
+from sr_pipeline.storage.registry import promotions, record_promotion
 from sr_pipeline.sr import lpips_weights
 from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.downsampler import LearnedDownsampler
@@ -188,13 +188,12 @@ def test_lpips_unavailable_fails_the_gate_only_when_required(plant):
 
 
 def test_rollback_with_promote_cli_is_not_undone_by_the_gate(plant, monkeypatch, capsys):
-    monkeypatch.setenv("SR_PIPELINE_DATA", str(plant.root))
     s1 = save_sr(plant, "student", "s1")
     s2 = save_sr(plant, "student", "s2")
     record_promotion(plant, "s1", str(s1), "first")
     record_promotion(plant, "s2", str(s2), "second")
 
-    assert ev.promote_cli(argparse.Namespace(version="s1", reason="s2 blurs welds", json=False)) == 0
+    assert ev.promote_cli(argparse.Namespace(version="s1", reason="s2 blurs welds", json=False, layout=plant)) == 0
     assert "promoted student s1" in capsys.readouterr().out
     assert [e["version"] for e in promotions(plant)] == ["s1", "s2", "s1"]
     assert promotions(plant)[-1]["reason"] == "s2 blurs welds"
@@ -203,9 +202,9 @@ def test_rollback_with_promote_cli_is_not_undone_by_the_gate(plant, monkeypatch,
     assert again.passed and again.action == "not_repromoted" and promotions(plant)[-1]["version"] == "s1"
     assert "rolled back" in again.plain()
 
-    assert ev.promote_cli(argparse.Namespace(version="s1", reason=None, json=False)) == 0
+    assert ev.promote_cli(argparse.Namespace(version="s1", reason=None, json=False, layout=plant)) == 0
     assert "already the promoted" in capsys.readouterr().out and len(promotions(plant)) == 3
-    assert ev.promote_cli(argparse.Namespace(version="nope", reason=None, json=False)) == 2
+    assert ev.promote_cli(argparse.Namespace(version="nope", reason=None, json=False, layout=plant)) == 2
     assert "no student 'nope'" in capsys.readouterr().err
 
 

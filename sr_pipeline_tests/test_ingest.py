@@ -12,11 +12,12 @@ import pytest
 from conftest import encode, pixels
 from PIL import Image
 
-from sr_pipeline import ingest as ingest_mod
-from sr_pipeline import store
-from sr_pipeline.cameras import UnknownCameraError
-from sr_pipeline.images import DecodeLimits
-from sr_pipeline.ingest import classify, ingest_batch, ingest_folder, quarantine_name, run_cli
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.intake import ingest as ingest_mod
+from sr_pipeline.storage import store
+from sr_pipeline.intake.cameras import UnknownCameraError
+from sr_pipeline.intake.images import DecodeLimits
+from sr_pipeline.intake.ingest import classify, ingest_batch, ingest_folder, quarantine_name, run_cli
 
 BATCH = "field_cam-20260101T000000-abcdef12"
 
@@ -325,7 +326,7 @@ def test_ingest_folder_default_batch_key(layout, registry, tmp_path, make_image)
 
 def _args(tmp_path, src, camera, cameras_file, **kw) -> argparse.Namespace:
     return argparse.Namespace(
-        data=tmp_path / "data", src_dir=src, camera=camera, batch=kw.get("batch"), cameras=cameras_file, json=kw.get("json", False)
+        data=tmp_path / "data", layout=DataLayout(tmp_path / "data"), src_dir=src, camera=camera, batch=kw.get("batch"), cameras=cameras_file, json=kw.get("json", False)
     )
 
 

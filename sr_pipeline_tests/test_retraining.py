@@ -7,11 +7,11 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from conftest import encode, pixels
-from sr_pipeline import store
+from sr_pipeline.storage import store
 from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
 from sr_pipeline.defs.retraining import retraining_sensor
-from sr_pipeline.ingest import ingest_folder
-from sr_pipeline.retraining import retraining_decision
+from sr_pipeline.intake.ingest import ingest_folder
+from sr_pipeline.training.retraining import retraining_decision
 
 
 def upload(layout, registry, tmp_path, camera, n, seed0, batch):

@@ -19,7 +19,7 @@ from sr_pipeline.defs.schedules import (
     build_weekly_evaluation_schedule,
     calibration_pairs_sensor,
 )
-from sr_pipeline.ingest import ingest_folder
+from sr_pipeline.intake.ingest import ingest_folder
 
 
 def add_pairs(layout, registry, tmp_path, names, batch):

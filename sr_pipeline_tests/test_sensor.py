@@ -7,7 +7,7 @@ import json
 import dagster as dg
 from dagster import SensorResult, build_sensor_context, materialize
 
-from sr_pipeline import store
+from sr_pipeline.storage import store
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage

@@ -9,8 +9,8 @@ import pytest
 from conftest import pixels
 from PIL import Image
 
-from sr_pipeline import store
-from sr_pipeline.store import (
+from sr_pipeline.storage import store
+from sr_pipeline.storage.store import (
     CATALOG_COLUMNS,
     calibration_pairs,
     image_id_for,

@@ -18,7 +18,7 @@ from sr_pipeline.defs.training import (
     teacher_checkpoint,
     training_job,
 )
-from sr_pipeline.ingest import ingest_folder
+from sr_pipeline.intake.ingest import ingest_folder
 from conftest import encode, pixels
 
 TINY_PROFILE = """
@@ -138,7 +138,7 @@ def test_training_assets_are_in_the_gpu_pool_with_the_k8s_gpu_request():
 def test_training_command_uses_accelerate_launch(tiny_profile):
     one = TrainingSettings(profile=str(tiny_profile)).command("teacher", ["--x"])
     assert one[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" not in one
-    assert one[-5:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.train_entry", "teacher", "--x"][-5:]
+    assert one[-5:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.training.entry", "teacher", "--x"][-5:]
     four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("teacher", [])
     assert "--multi_gpu" in four and four[four.index("--num_processes") + 1] == "4"
     with pytest.raises(FileNotFoundError):

@@ -10,8 +10,8 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from sr_pipeline import uploads
-from sr_pipeline.uploads import (
+from sr_pipeline.intake import uploads
+from sr_pipeline.intake.uploads import (
     BatchBusyError,
     batch_lock,
     check_batch_key,

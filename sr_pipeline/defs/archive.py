@@ -2,7 +2,7 @@
 
 Partitioned like ``raw_plant_images``; it depends on it and, for lineage, on ``co_trained_student``
 (the model actually used is the promoted one, ``promoted_student_dir``, recorded per file). The
-work is in :mod:`sr_pipeline.archive`; torch is imported only when a run upscales.
+work is in :mod:`sr_pipeline.serving.archive`; torch is imported only when a run upscales.
 """
 
 import dagster as dg
@@ -11,7 +11,7 @@ from pydantic import Field
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.versions import fingerprint
+from sr_pipeline.storage.versions import fingerprint
 
 MAX_TABLE_ROWS = 20
 
@@ -54,8 +54,8 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
 )
 def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                      storage: PlantStorage) -> dg.MaterializeResult:
-    from sr_pipeline.archive import archive_batch, preview_strip
-    from sr_pipeline.models_registry import promoted_student_dir
+    from sr_pipeline.serving.archive import archive_batch, preview_strip
+    from sr_pipeline.storage.registry import promoted_student_dir
     from sr_pipeline.sr.plots import png_markdown
 
     layout = storage.layout()

@@ -7,7 +7,7 @@ any asset downstream of ``co_trained_student`` in the same run; when one check f
 and the next ``evaluation_job`` run (weekly schedule, new calibration pairs, or by hand) reports
 them to management: that job selects the report alone, so it always runs. A student that passes is
 recorded as promoted (``sr-pipeline models`` lists promotions; ``sr-pipeline promote VERSION`` rolls
-back). Torch is imported only inside the functions, by :mod:`sr_pipeline.evaluation`.
+back). Torch is imported only inside the functions, by :mod:`sr_pipeline.evaluation.calibration`.
 """
 
 
@@ -50,7 +50,7 @@ class GateSettings(dg.ConfigurableResource):
         description="auto (CUDA when present), cpu or cuda[:N]; env SR_PIPELINE_EVAL_DEVICE")
 
     def thresholds(self):
-        from sr_pipeline.evaluation import GateThresholds
+        from sr_pipeline.evaluation.calibration import GateThresholds
 
         return GateThresholds(self.psnr_tolerance_db, self.lpips_tolerance, self.require_lpips)
 
@@ -80,7 +80,7 @@ def _check_metadata(values: dict) -> dict:
 )
 def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: str, storage: PlantStorage,
                    gate: GateSettings):
-    from sr_pipeline.evaluation import evaluate_gate, model_version, reference_student
+    from sr_pipeline.evaluation.calibration import evaluate_gate, model_version, reference_student
 
     layout = storage.layout()
     candidate = Path(co_trained_student)
@@ -140,7 +140,7 @@ def _report_metadata(outcome) -> dict:
 )
 def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str, co_trained_student: str,
                       learned_downsampler: str, storage: PlantStorage, gate: GateSettings) -> dg.Output[str]:
-    from sr_pipeline.evaluation import model_version, plant_today, reference_student, run_evaluation
+    from sr_pipeline.evaluation.calibration import model_version, plant_today, reference_student, run_evaluation
     from sr_pipeline.sr.evaluate import EvaluationError
 
     layout = storage.layout()

@@ -20,11 +20,11 @@ from dagster import (
     define_asset_job,
 )
 
-from sr_pipeline import store
+from sr_pipeline.storage import store
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.ingest import IngestSummary, ingest_batch
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.intake.ingest import IngestSummary, ingest_batch
+from sr_pipeline.storage.layout import DataLayout
 
 THUMBNAILS = 8
 THUMB_HEIGHT = 64

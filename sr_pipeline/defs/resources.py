@@ -9,8 +9,8 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from sr_pipeline.cameras import CameraRegistry, default_cameras_file, load_registry
-from sr_pipeline.layout import DataLayout, default_data_root
+from sr_pipeline.intake.cameras import CameraRegistry, default_cameras_file, load_registry
+from sr_pipeline.storage.layout import DataLayout, default_data_root
 
 
 class PlantStorage(ConfigurableResource):
@@ -57,8 +57,8 @@ class TrainingSettings(ConfigurableResource):
         return path
 
     def command(self, kind: str, args: list[str]) -> list[str]:
-        """The training process's command line (``python -m sr_pipeline.train_entry KIND ...``)."""
-        entry = ["-m", "sr_pipeline.train_entry", kind, *args]
+        """The training process's command line (``python -m sr_pipeline.training.entry KIND ...``)."""
+        entry = ["-m", "sr_pipeline.training.entry", kind, *args]
         if not self.use_accelerate:
             return [sys.executable, *entry]
         # The training code sets its own precision per device (Accelerator(mixed_precision=...) wins).

@@ -10,7 +10,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Sk
 
 from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
 from sr_pipeline.defs.training import student_retraining_job, training_job
-from sr_pipeline.retraining import retraining_decision
+from sr_pipeline.training.retraining import retraining_decision
 
 
 @sensor(

@@ -28,7 +28,7 @@ def build_weekly_evaluation_schedule(timezone: str | None = None,
                                      default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
                                      ) -> dg.ScheduleDefinition:
     """The Monday 06:00 schedule in ``timezone`` (default ``$SR_PIPELINE_PLANT_TZ`` or UTC)."""
-    from sr_pipeline.evaluation import plant_timezone
+    from sr_pipeline.evaluation.calibration import plant_timezone
 
     tz = plant_timezone(timezone).key
 
@@ -67,7 +67,7 @@ def _reported_pairs(instance: dg.DagsterInstance) -> int:
     description="Re-evaluates when new calibration pairs are catalogued (one run per pair count).",
 )
 def calibration_pairs_sensor(context: dg.SensorEvaluationContext, storage: PlantStorage):
-    from sr_pipeline.store import calibration_pairs
+    from sr_pipeline.storage.store import calibration_pairs
 
     count = len(calibration_pairs(storage.layout()))
     evaluated = max(int(context.cursor or 0), _reported_pairs(context.instance))

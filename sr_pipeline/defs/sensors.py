@@ -25,12 +25,12 @@ from dagster import (
     sensor,
 )
 
-from sr_pipeline.cameras import CameraRegistry, CameraRole, UnknownCameraError
+from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCameraError
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.models_registry import promoted_student_dir
-from sr_pipeline.uploads import poll_landing, stable_seconds_from_env
+from sr_pipeline.storage.registry import promoted_student_dir
+from sr_pipeline.intake.uploads import poll_landing, stable_seconds_from_env
 
 INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
 DEFAULT_INTERVAL_SECONDS = 30

@@ -11,7 +11,7 @@ import dagster as dg
 
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
-from sr_pipeline.versions import fingerprint, new_version
+from sr_pipeline.storage.versions import fingerprint, new_version
 
 # Asks Kubernetes (k8s_job_executor / dagster-k8s run launcher) for one GPU for the step's pod.
 GPU_K8S_TAGS = {
@@ -79,7 +79,7 @@ def teacher_checkpoint(
     training: TrainingSettings,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.Output[str]:
-    from sr_pipeline.store import list_images
+    from sr_pipeline.storage.store import list_images
 
     layout = storage.layout()
     hr = list_images(layout, role="hr_reference")
@@ -122,7 +122,7 @@ def co_trained_student_and_downsampler(
     training: TrainingSettings,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ):
-    from sr_pipeline.store import list_images
+    from sr_pipeline.storage.store import list_images
 
     layout = storage.layout()
     hr = list_images(layout, role="hr_reference")
@@ -162,7 +162,7 @@ def co_trained_student_and_downsampler(
 )
 def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
                                 storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
-    from sr_pipeline.learned_lr import make_lr_sets
+    from sr_pipeline.training.learned_lr import make_lr_sets
     from sr_pipeline.sr.plots import png_markdown
 
     result = make_lr_sets(storage.layout(), Path(learned_downsampler), k=lr_sets.variants_per_image,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sr_pipeline.sr.diffusion import ResShiftSchedule
+if TYPE_CHECKING:  # torch stays out of import time: the Dagster layer reads training.json through here
+    from sr_pipeline.sr.diffusion import ResShiftSchedule
 
 
 @dataclass
@@ -29,15 +31,30 @@ class LoadedModel:
         return self.info.get("version", self.path.name)
 
 
+INFO_FILE = "training.json"
+
+
+def is_model_dir(path: Path) -> bool:
+    """A finished model folder: it has its training.json (temp folders start with ``.``)."""
+    path = Path(path)
+    return not path.name.startswith(".") and (path / INFO_FILE).is_file()
+
+
 def read_info(model_dir: Path) -> dict:
-    path = Path(model_dir) / "training.json"
+    path = Path(model_dir) / INFO_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder (no training.json)")
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no {INFO_FILE})")
     return json.loads(path.read_text())
+
+
+def model_version(model_dir: Path) -> str:
+    """The version recorded in a model folder's training.json (else the folder's name)."""
+    return str(read_info(Path(model_dir)).get("version", Path(model_dir).name))
 
 
 def load_sr_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
     """Load a teacher or student folder (an ``SRUNet`` with its schedule)."""
+    from sr_pipeline.sr.diffusion import ResShiftSchedule
     from sr_pipeline.sr.nets import SRUNet
 
     model_dir = Path(model_dir)

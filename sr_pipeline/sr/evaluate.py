@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from sr_pipeline.atomic import atomic_write as _atomic_write
+from sr_pipeline.storage.atomic import atomic_write as _atomic_write
 from sr_pipeline.sr.metrics import psnr_y, rgb_to_y, ssim_y
 
 Method = Callable[[np.ndarray], np.ndarray]

@@ -1,6 +1,6 @@
 """Images in and out of the upscaler, keeping what ingestion normalises away.
 
-``read_image`` decodes a file for upscaling (``sr_pipeline.images`` converts everything to RGB
+``read_image`` decodes a file for upscaling (``sr_pipeline.intake.images`` converts everything to RGB
 for the catalog; here grey stays grey and alpha stays separate):
 
 - EXIF orientation is applied.
@@ -9,7 +9,7 @@ for the catalog; here grey stays grey and alpha stays separate):
 - 16-bit grey (``I;16*``, ``I`` in 0..65535) stays 16-bit: the network sees its full precision and
   the output PNG is 16-bit. ``F`` in [0, 1] becomes 16-bit grey. Pillow has no 16-bit colour mode:
   a 16-bit RGB(A) PNG arrives reduced to 8 bits (noted ``16bit_colour_reduced``).
-- ``CMYK``, ICC-tagged RGB and the rest go through :func:`sr_pipeline.images.to_rgb` (sRGB).
+- ``CMYK``, ICC-tagged RGB and the rest go through :func:`sr_pipeline.intake.images.to_rgb` (sRGB).
 
 ``PngStreamWriter`` writes a PNG row band by row band (zlib stream, adaptive Sub/Up filter per
 row), so an HR output never has to exist whole in memory; its text chunks carry the provenance.
@@ -28,7 +28,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sr_pipeline.images import (
+from sr_pipeline.intake.images import (
     CORRUPT,
     NOT_AN_IMAGE,
     OPEN_FORMATS,

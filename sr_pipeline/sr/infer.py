@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sr_pipeline.atomic import atomic_write
+from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, SourceImage
 from sr_pipeline.sr.imageops import upsample
@@ -449,9 +449,9 @@ def _load_upscaler(args: argparse.Namespace) -> Upscaler:
 
     model_dir = args.model
     if model_dir is None:
-        from sr_pipeline.models_registry import promoted_student_dir
+        from sr_pipeline.storage.registry import promoted_student_dir
 
-        model_dir = promoted_student_dir()
+        model_dir = promoted_student_dir(args.layout)
         if model_dir is None:
             raise ValueError("no student has been promoted yet; pass --model DIR")
     info = read_info(Path(model_dir))
@@ -472,7 +472,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline upscale``: files or folders in, PNGs out; bad files are reported and skipped."""
     from tqdm import tqdm
 
-    from sr_pipeline.images import ImageRejected
+    from sr_pipeline.intake.images import ImageRejected
     from sr_pipeline.sr.image_io import probe_size, read_image
 
     try:

@@ -6,7 +6,7 @@ tables (per method, the learned downsampler's LR realism, the promotion gate), a
 past reports, side-by-side crops for the best, median and worst images, and the per-image table.
 Everything is inline (base64 PNGs, no scripts, no external files), so the page can be mailed.
 
-The input is the ``summary`` dict that :mod:`sr_pipeline.evaluation` writes as ``summary.json``
+The input is the ``summary`` dict that :mod:`sr_pipeline.evaluation.calibration` writes as ``summary.json``
 plus the in-memory :class:`~sr_pipeline.sr.evaluate.Scores`; past reports are read back from their
 ``summary.json`` files. No Dagster import here.
 """

@@ -487,8 +487,8 @@ def train_colearn(
 
 def load_catalog_images(data_root: Path | None, role: str) -> tuple[list[np.ndarray], list[str]]:
     """Every accepted catalogued image of a role (``hr_reference``, ``field_lr``) with its image id."""
-    from sr_pipeline.layout import DataLayout
-    from sr_pipeline.store import list_images, load_image
+    from sr_pipeline.storage.layout import DataLayout
+    from sr_pipeline.storage.store import list_images, load_image
 
     layout = DataLayout(Path(data_root)) if data_root else DataLayout.default()
     rows = list_images(layout, role=role)
@@ -507,7 +507,7 @@ def newest_teacher(models_root: Path) -> Path | None:
 def _run(profile: Profile, data_root: Path, teacher: Path | None, run_dir: Path | None, resume: bool,
          report: Callable[[dict], None] | None, student_out: Path | None = None,
          downsampler_out: Path | None = None) -> ColearnResult | None:
-    from sr_pipeline.layout import DataLayout
+    from sr_pipeline.storage.layout import DataLayout
 
     layout = DataLayout(Path(data_root))
     teacher = teacher or newest_teacher(layout.models)
@@ -525,11 +525,11 @@ def _run(profile: Profile, data_root: Path, teacher: Path | None, run_dir: Path 
 
 def run_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline train colearn --config FILE [--resume] [--teacher DIR] [--run-dir DIR]``."""
-    from sr_pipeline.layout import DataLayout
+    from sr_pipeline.storage.layout import DataLayout
 
     try:
         profile = Profile.from_yaml(args.config)
-        result = _run(profile, DataLayout.default().root, getattr(args, "teacher", None),
+        result = _run(profile, args.layout.root, getattr(args, "teacher", None),
                       getattr(args, "run_dir", None), bool(getattr(args, "resume", False)), None,
                       getattr(args, "out", None), getattr(args, "downsampler_out", None))
     except (ProfileError, ValueError, FileExistsError, FileNotFoundError) as exc:
@@ -544,7 +544,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def run_pipes_entry(args: argparse.Namespace, pipes) -> None:
-    """``python -m sr_pipeline.train_entry colearn ...``: train, then report both assets through Pipes.
+    """``python -m sr_pipeline.training.entry colearn ...``: train, then report both assets through Pipes.
 
     The reports stay small (Pipes' file reader can catch a long message half-written); the asset
     builds the full metadata (curves, profile, time breakdown) from each folder's training.json."""

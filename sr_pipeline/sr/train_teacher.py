@@ -2,7 +2,7 @@
 
 ``train_teacher`` is the loop (accelerate: one process on the CPU, one GPU or several);
 ``run_cli`` is ``sr-pipeline train teacher``. The Dagster asset runs the same loop in a separate
-process through ``sr_pipeline.train_entry``.
+process through ``sr_pipeline.training.entry``.
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ def train_teacher(
 
 def load_hr_references(data_root: Path | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Every accepted HR reference image in the catalog, as uint8 arrays, with their image ids."""
-    from sr_pipeline.layout import DataLayout
-    from sr_pipeline.store import list_images, load_image
+    from sr_pipeline.storage.layout import DataLayout
+    from sr_pipeline.storage.store import list_images, load_image
 
     layout = DataLayout(Path(data_root)) if data_root else DataLayout.default()
     rows = list_images(layout, role="hr_reference")
@@ -185,14 +185,14 @@ def load_hr_references(data_root: Path | None = None) -> tuple[list[np.ndarray],
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from sr_pipeline.layout import DataLayout
+    from sr_pipeline.storage.layout import DataLayout
 
     try:
         profile = Profile.from_yaml(args.config)
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    layout = DataLayout.default()
+    layout = args.layout
     images, ids = load_hr_references(layout.root)
     if not images:
         print(f"error: no HR reference images in the catalog under {layout.root}; "

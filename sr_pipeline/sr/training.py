@@ -21,8 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sr_pipeline.atomic import atomic_write
-from sr_pipeline.versions import new_version  # noqa: F401  (re-exported for the training loops)
+from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.storage.versions import new_version  # noqa: F401  (re-exported for the training loops)
 
 
 class TrainingDiverged(RuntimeError):

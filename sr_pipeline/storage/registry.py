@@ -1,4 +1,5 @@
-"""Every checkpoint under ``<data>/models/<kind>/<version>/`` and which student is promoted.
+"""Every checkpoint under ``<data>/models/<kind>/<version>/``: the newest of a kind, and which
+student is promoted.
 
 Promotions are an append-only JSON log (``models/promotions.json``) written by the promotion gate
 (or by ``sr-pipeline promote`` for a rollback); the newest entry is the promoted student. A student
@@ -12,19 +13,21 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sr_pipeline.atomic import atomic_write
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.sr.checkpoints import INFO_FILE, is_model_dir, read_info
+from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.storage.layout import DataLayout
 
 PROMOTIONS_FILE = "promotions.json"
 
 
-def list_models(layout: DataLayout | None = None, kind: str | None = None) -> list[dict]:
+def list_models(layout: DataLayout, kind: str | None = None) -> list[dict]:
     """One dict per model folder (newest last): kind, version, path, created and recorded metrics."""
-    layout = layout or DataLayout.default()
     rows = []
     if not layout.models.is_dir():
         return rows
-    for info_file in sorted(layout.models.glob("*/*/training.json")):
+    for info_file in sorted(layout.models.glob(f"*/*/{INFO_FILE}")):
+        if not is_model_dir(info_file.parent):
+            continue
         try:
             info = json.loads(info_file.read_text())
         except (OSError, json.JSONDecodeError):
@@ -45,8 +48,26 @@ def list_models(layout: DataLayout | None = None, kind: str | None = None) -> li
     return rows
 
 
-def promotions(layout: DataLayout | None = None) -> list[dict]:
-    layout = layout or DataLayout.default()
+def newest_model(layout: DataLayout, kind: str) -> dict | None:
+    """The most recently created model of a kind (its ``list_models`` row), or None."""
+    rows = list_models(layout, kind)
+    return rows[-1] if rows else None
+
+
+def newest_info(layout: DataLayout, kind: str) -> dict | None:
+    """The training.json of the newest model of a kind, or None."""
+    row = newest_model(layout, kind)
+    return read_info(Path(row["path"])) if row else None
+
+
+def newest_teacher(layout: DataLayout) -> Path | None:
+    """The most recently created teacher folder, or None before the first teacher."""
+    row = newest_model(layout, "teacher")
+    return Path(row["path"]) if row else None
+
+
+def promotions(layout: DataLayout) -> list[dict]:
+    """The append-only promotion log, oldest first."""
     path = layout.models / PROMOTIONS_FILE
     return json.loads(path.read_text()) if path.is_file() else []
 
@@ -61,9 +82,8 @@ def record_promotion(layout: DataLayout, version: str, path: str, reason: str) -
     return entry
 
 
-def promoted_student_dir(layout: DataLayout | None = None) -> Path | None:
+def promoted_student_dir(layout: DataLayout) -> Path | None:
     """The promoted student's folder, or None while no student has passed the gate."""
-    layout = layout or DataLayout.default()
     entries = promotions(layout)
     if entries and Path(entries[-1]["path"]).is_dir():
         return Path(entries[-1]["path"])
@@ -71,7 +91,7 @@ def promoted_student_dir(layout: DataLayout | None = None) -> Path | None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    layout = DataLayout.default()
+    layout = args.layout
     rows = list_models(layout)
     promoted = promoted_student_dir(layout)
     for r in rows:

@@ -24,9 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sr_pipeline import store
-from sr_pipeline.images import ImageRejected
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage import store
+from sr_pipeline.intake.images import ImageRejected
+from sr_pipeline.storage.layout import DataLayout
 
 MANIFEST_NAME = "manifest.parquet"
 FIELD_LR = "field_lr"

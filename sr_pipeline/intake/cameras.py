@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parent.parent / "configs" / "cameras.yaml"
+DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parents[2] / "configs" / "cameras.yaml"
 
 # Camera ids become folder names and part of Dagster partition keys: keep them plain.
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

@@ -7,11 +7,11 @@ threshold. Never on every upload. Pure logic over the catalog and the model fold
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from sr_pipeline import store
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage import store
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.storage.registry import newest_info
 
 
 @dataclass(frozen=True)
@@ -27,23 +27,13 @@ class RetrainDecision:
         return f"{self.target}-hr{self.new_hr}-field{self.new_field}"
 
 
-def _latest_info(layout: DataLayout, kind: str) -> dict | None:
-    infos = []
-    for path in (layout.models / kind).glob("*/training.json"):
-        try:
-            infos.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return max(infos, key=lambda i: i.get("created", "")) if infos else None
-
-
 def retraining_decision(layout: DataLayout, student_threshold: int, teacher_threshold: int) -> RetrainDecision:
     if student_threshold < 1 or teacher_threshold < 1:
         raise ValueError("thresholds must be >= 1")
     hr_ids = set(store.list_images(layout, role="hr_reference")["image_id"])
     field_ids = set(store.list_images(layout, role="field_lr")["image_id"])
-    teacher = _latest_info(layout, "teacher")
-    student = _latest_info(layout, "student")
+    teacher = newest_info(layout, "teacher")
+    student = newest_info(layout, "student")
     if teacher is None:
         return RetrainDecision(None, len(hr_ids), len(field_ids),
                                "no teacher yet: the first training is started by hand or by the demo")

@@ -32,8 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from sr_pipeline.layout import DataLayout
-from sr_pipeline.models_registry import promotions, record_promotion
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.storage.registry import promotions, record_promotion
 
 if TYPE_CHECKING:  # the scoring stack (scipy, PIL) loads only when an evaluation runs
     from sr_pipeline.sr.evaluate import Pair, Scores
@@ -273,7 +273,7 @@ def model_version(model_dir: Path) -> str:
 
 def calibration_pairs(layout: DataLayout) -> list[Pair]:
     from sr_pipeline.sr.evaluate import Pair
-    from sr_pipeline.store import calibration_pairs as catalog_pairs
+    from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
     return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
 
@@ -502,9 +502,9 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
 def promote_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
     one (the rollback: promote the previous version). Recorded in the append-only promotions log."""
-    from sr_pipeline.models_registry import list_models
+    from sr_pipeline.storage.registry import list_models
 
-    layout = DataLayout.default()
+    layout = args.layout
     # The version `sr-pipeline models` shows (training.json), or the folder's name.
     found = [r for r in list_models(layout, kind="student") if args.version in (r["version"], Path(r["path"]).name)]
     if not found:

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sr_pipeline import store
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage import store
+from sr_pipeline.storage.layout import DataLayout
 
 
 @dataclass

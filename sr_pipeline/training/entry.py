@@ -1,6 +1,6 @@
 """Entry point of the training processes that the Dagster training assets launch.
 
-``python -m sr_pipeline.train_entry teacher --config F --out DIR --run-dir DIR`` (usually under
+``python -m sr_pipeline.training.entry teacher --config F --out DIR --run-dir DIR`` (usually under
 ``accelerate launch``). Under Dagster Pipes, progress goes to the run log and a short result is
 reported as the asset's materialisation (the asset reads the rest from the model folder); without
 Pipes it prints, so the same command can be run by hand. Only the main process talks to Pipes.
@@ -28,7 +28,7 @@ def _pipes_session():
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sr_pipeline.train_entry")
+    p = argparse.ArgumentParser(prog="python -m sr_pipeline.training.entry")
     p.add_argument("kind", choices=["teacher", "colearn"])
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="data root holding the catalog")

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sr_pipeline.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.storage.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
+from sr_pipeline.storage.layout import DataLayout
 
 ACCEPTED, DUPLICATE, QUARANTINED = "accepted", "duplicate", "quarantined"
 OUTCOMES = (ACCEPTED, DUPLICATE, QUARANTINED)
@@ -100,7 +100,7 @@ def put_image(
     """Store an RGB image under its content id. Returns ``(image_id, path, written)``.
 
     ``png_bytes``, when given, must be a PNG of exactly these pixels (the caller's promise, as
-    with :func:`sr_pipeline.images.canonical_png`); it is written instead of encoding again.
+    with :func:`sr_pipeline.intake.images.canonical_png`); it is written instead of encoding again.
     An image already in the store is not written again (``written`` is False). With
     ``sync_dir=False`` the caller fsyncs the folder later (once per batch, not per image).
     """

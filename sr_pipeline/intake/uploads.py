@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from sr_pipeline.cameras import CameraRegistry
-from sr_pipeline.layout import DataLayout
+from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.storage.layout import DataLayout
 
 STABLE_SECONDS_ENV = "SR_PIPELINE_STABLE_SECONDS"
 DEFAULT_STABLE_SECONDS = 10.0

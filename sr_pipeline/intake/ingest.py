@@ -28,11 +28,11 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from sr_pipeline import store
-from sr_pipeline.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
-from sr_pipeline.images import DecodeLimits, ImageRejected, decode_file
-from sr_pipeline.layout import DataLayout
-from sr_pipeline.uploads import (
+from sr_pipeline.storage import store
+from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
+from sr_pipeline.intake.images import DecodeLimits, ImageRejected, decode_file
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.intake.uploads import (
     FILE,
     SPECIAL,
     SYMLINK,
@@ -46,7 +46,7 @@ from sr_pipeline.uploads import (
     unique_batch_key,
 )
 
-# Reason codes decided here (the decoding ones live in sr_pipeline.images).
+# Reason codes decided here (the decoding ones live in sr_pipeline.intake.images).
 SYMLINK_REASON = "symlink"
 SPECIAL_FILE = "special_file"
 UNKNOWN_CAMERA = "unknown_camera"
@@ -471,8 +471,7 @@ def _print_human(summary: IngestSummary) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline ingest SRC_DIR --camera ID [--batch KEY] [--cameras FILE] [--json]``
     (and ``--move``, if the parser defines it: move the files instead of copying them)."""
-    data = getattr(args, "data", None)
-    layout = DataLayout(Path(data).resolve()) if data is not None else DataLayout.default()
+    layout = args.layout
     try:
         registry = load_registry(getattr(args, "cameras", None))
         summary = ingest_folder(

@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from sr_pipeline.layout import DataLayout
-from sr_pipeline.store import atomic_write_bytes
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.storage.store import atomic_write_bytes
 
 REF_CAMERA = "ref_cam"
 FIELD_CAMERA = "field_cam"
@@ -262,8 +262,7 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
 
 def run_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline demo-data [--seed N] [--force]``."""
-    data = getattr(args, "data", None)
-    layout = DataLayout(Path(data).resolve()) if data is not None else DataLayout.default()
+    layout = args.layout
     result = make_demo_data(layout, seed=getattr(args, "seed", 0), force=getattr(args, "force", False))
     if result.skipped:
         print(f"demo uploads already written to {result.landing} (seed {result.seed}); use --force to write them again")

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 
 
 def default_data_root() -> Path:
@@ -55,10 +55,18 @@ class DataLayout:
         """Checkpoints as ``save_pretrained`` folders: ``models/<kind>/<version>/``."""
         return self.root / "models"
 
+    def model_dir(self, kind: str, version: str) -> Path:
+        """One checkpoint folder: ``models/<kind>/<version>/`` (kind: teacher, student, downsampler)."""
+        return self.models / kind / version
+
     @property
     def runs(self) -> Path:
         """Resumable training state: ``runs/<kind>/<run_id>/``."""
         return self.root / "runs"
+
+    def run_dir(self, kind: str, key: str) -> Path:
+        """One training run's resumable state: ``runs/<kind>/<key>/``."""
+        return self.runs / kind / key
 
     @property
     def reports(self) -> Path:

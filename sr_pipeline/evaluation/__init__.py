@@ -1,0 +1,1 @@
+"""Evaluation on the plant's calibration pairs: scoring, the report, the promotion gate."""

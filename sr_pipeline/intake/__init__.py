@@ -1,0 +1,1 @@
+"""Intake: the camera registry, camera uploads, decoding and ingestion into the store, the demo uploads."""

@@ -1,0 +1,1 @@
+"""Serving: upscaling for people and scripts, and the upscaled archive."""

@@ -1,0 +1,1 @@
+"""Storage: the data layout, atomic writes, the image store and catalogs, model folders and their registry."""

@@ -1,0 +1,1 @@
+"""Training jobs: the training entry point over the catalog, retraining decisions, the learned LR sets."""
