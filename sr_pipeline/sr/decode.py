@@ -71,7 +71,7 @@ IMAGE_EXTENSIONS = frozenset(
 OPEN_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF", "PPM")
 
 _MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
