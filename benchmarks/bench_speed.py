@@ -218,8 +218,9 @@ def peak_memory(fn: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor, de
 
 def memory_check(model: LoadedModel, device: str, size: tuple[int, int], budget: int, tile: int, batch: int) -> dict:
     """Upscale a synthetic LR image of ``size`` (w, h) into a PNG through the streaming path."""
-    from sr_pipeline.sr.image_io import SourceImage
-    from sr_pipeline.sr.infer import provenance_text, write_upscaled_png
+    from sr_pipeline.serving.upscale import write_upscaled_png
+    from sr_pipeline.sr.decode import SourceImage
+    from sr_pipeline.sr.infer import provenance_text
 
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upscale", help="upscale images with a student (1 step) or a teacher (--steps T)")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (PNG, named <stem>_x<scale>.png)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder (PNG, named <stem>_x<scale>.png; a rerun keeps the finished ones)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the promoted student)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps: a student runs 1; a teacher runs its T unless set (1..T)")
@@ -85,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (pays off on large jobs)")
     p.add_argument("--drop-alpha", action="store_true",
                    help="drop an alpha channel instead of carrying it through (bicubic-upscaled)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (without it, one from another source or model is a failure)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    p.set_defaults(func=_handler("sr_pipeline.sr.infer:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.serving.upscale:run_cli"))
 
     p = sub.add_parser("evaluate", help="score bicubic and models on HR/LR pairs (PSNR-Y, SSIM-Y, LPIPS, time)")
     p.add_argument("--pairs", type=Path, required=True, help="folder with HR/ and LR/ matched by file name")

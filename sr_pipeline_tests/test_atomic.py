@@ -1,8 +1,12 @@
-"""Atomic writes: the target appears whole or not at all, and an exclusive write never replaces a file."""
+"""Atomic writes: the target appears whole or not at all, an exclusive write never replaces a file, and
+the published file has the umask's permissions."""
+
+import os
+import stat
 
 import pytest
 
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.storage.atomic import atomic_write, current_umask, umask_mode
 
 
 def _leftovers(folder):
@@ -41,3 +45,21 @@ def test_exclusive_write_never_replaces_even_a_file_that_appears_meanwhile(tmp_p
     assert target.read_bytes() == b"someone else" and not _leftovers(tmp_path)
     atomic_write(tmp_path / "b.bin", lambda fh: fh.write(b"new"), exclusive=True)
     assert (tmp_path / "b.bin").read_bytes() == b"new"
+
+
+def test_bytes_are_written_as_they_are(tmp_path):
+    atomic_write(tmp_path / "a.json", b'{"a": 1}')
+    assert (tmp_path / "a.json").read_bytes() == b'{"a": 1}'
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_published_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask, expected, exclusive):
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        assert umask_mode() == expected and umask_mode(folder=True) == expected | 0o111 & ~umask
+        atomic_write(tmp_path / "a.bin", b"x", exclusive=exclusive)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == expected

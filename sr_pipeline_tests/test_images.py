@@ -11,8 +11,8 @@ import pytest
 from conftest import encode, pixels
 from PIL import Image, ImageCms
 
-from sr_pipeline.intake import images
-from sr_pipeline.intake.images import DecodeLimits, ImageRejected, decode_image
+from sr_pipeline.sr import decode as images
+from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_image
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -295,3 +295,38 @@ def test_rgb_colour_key_is_composited_on_white():
     assert "alpha_on_white" in out.notes
     assert (out.array()[:12] == 255).all()
     np.testing.assert_array_equal(out.array()[12:], rgb[12:])
+
+
+# ---------------------------------------------------------------- the upscaling path shares the checks
+
+
+def _ico() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels(32, 32)).save(buf, "ICO")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda png: b"", images.EMPTY_FILE),
+    (lambda png: png[:30], images.TRUNCATED),  # cut inside the header: the upscaler used to say corrupt
+    (lambda png: png[: len(png) // 2], images.TRUNCATED),
+    (lambda png: b"hello, this is a text file\n" * 10, images.NOT_AN_IMAGE),
+    (lambda png: _ico(), images.UNSUPPORTED_FORMAT),  # the upscaler used to say not_an_image
+])
+def test_upscale_decoding_rejects_with_the_catalogs_reasons(make, reason, make_image):
+    data = make(make_image(64, 64))
+    assert _reject(data, "x.png").reason == reason
+    with pytest.raises(ImageRejected) as info:
+        images.decode_for_upscale(data)
+    assert info.value.reason == reason
+
+
+def test_upscale_decoding_keeps_what_the_catalog_normalises():
+    deep = (pixels(24, 20)[:, :, 0].astype(np.uint16) * 257 + 3)
+    data = encode(Image.fromarray(deep), "PNG")
+    src = images.decode_for_upscale(data)
+    assert src.colour.dtype == np.uint16 and src.grey and np.array_equal(src.colour[:, :, 0], deep)
+    catalog = decode_image(data, "d.png")
+    assert np.array_equal(catalog.array()[:, :, 0], ((deep.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8))
+    tiny = encode(Image.fromarray(pixels(3, 2)), "PNG")  # below the catalog's minimum side, fine to upscale
+    assert images.decode_for_upscale(tiny).width == 3 and _reject(tiny, "t.png").reason == images.TOO_SMALL

@@ -73,9 +73,11 @@ def test_upscale_cli_with_the_teacher(teacher_dir, tmp_path, capsys):
     assert code == 1  # one bad file: reported, skipped, non-zero exit
     assert report["ok"] == 1 and report["failed"] == 1
     assert Image.open(out / "a_x4.png").size == (208, 160)
-    # An existing output is never overwritten without --overwrite.
+    # An existing output is never overwritten without --overwrite: kept when it is this source's, else a failure.
     before = (out / "a_x4.png").read_bytes()
     code = main(["upscale", str(src / "a.png"), "--out", str(out), "--model", str(teacher_dir), "--steps", "4"])
+    assert code == 0 and (out / "a_x4.png").read_bytes() == before
+    code = main(["upscale", str(src / "a.png"), "--out", str(out), "--model", str(teacher_dir), "--steps", "2"])
     assert code == 1 and (out / "a_x4.png").read_bytes() == before
     assert main(["upscale", str(src / "a.png"), "--out", str(out), "--model", str(teacher_dir), "--steps", "4",
                  "--overwrite"]) == 0

@@ -28,8 +28,9 @@ SCRIPT = textwrap.dedent(
     import numpy as np, torch
     from sr_pipeline.sr.checkpoints import LoadedModel
     from sr_pipeline.sr.diffusion import ResShiftSchedule
-    from sr_pipeline.sr.image_io import SourceImage
-    from sr_pipeline.sr.infer import TileSettings, Upscaler, provenance_text, write_upscaled_png
+    from sr_pipeline.serving.upscale import write_upscaled_png
+    from sr_pipeline.sr.decode import SourceImage
+    from sr_pipeline.sr.infer import TileSettings, Upscaler, provenance_text
     from sr_pipeline.sr.nets import SRUNet
 
     h, w, budget, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])

@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.store import atomic_write_bytes
 
 REF_CAMERA = "ref_cam"
 FIELD_CAMERA = "field_cam"
@@ -232,7 +232,7 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
     out = DemoData(layout.landing, seed)
 
     def write(rel: str, data: bytes, role: str, tile: Tile, box: list[int]) -> None:
-        atomic_write_bytes(layout.landing / rel, data, durable=False)
+        atomic_write(layout.landing / rel, data, durable=False)
         out.files.append({"path": rel, "role": role, "photo": tile.photo, "box": box})
 
     for tile in roles["reference"]:
@@ -256,7 +256,7 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
         "photo_licences": {name: PHOTOS[name] for name in sorted({f["photo"] for f in out.files})},
         "files": out.files,
     }
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    atomic_write(manifest_path, json.dumps(manifest, indent=2).encode())
     return out
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from sr_pipeline.storage import store
 from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
-from sr_pipeline.intake.images import DecodeLimits, ImageRejected, decode_file
+from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_file
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.uploads import (
     FILE,
@@ -46,7 +46,7 @@ from sr_pipeline.intake.uploads import (
     unique_batch_key,
 )
 
-# Reason codes decided here (the decoding ones live in sr_pipeline.intake.images).
+# Reason codes decided here (the decoding ones live in sr_pipeline.sr.decode).
 SYMLINK_REASON = "symlink"
 SPECIAL_FILE = "special_file"
 UNKNOWN_CAMERA = "unknown_camera"
@@ -235,7 +235,7 @@ class _BatchRun:
             record["link_target"] = os.readlink(item.path)  # recorded, never followed
         # The JSON goes first: a crash between the two steps leaves the file in incoming (it is
         # processed again); never a quarantined file without its reason.
-        store.atomic_write_bytes(self.quarantine_dir / f"{name}.json", json.dumps(record, indent=2).encode(), durable=self.durable)
+        store.atomic_write(self.quarantine_dir / f"{name}.json", json.dumps(record, indent=2).encode(), durable=self.durable)
         os.rename(item.path, dest)
         stored = store.relative_to_root(self.layout, dest)
         return self.row(item, outcome=store.QUARANTINED, reason=reason, bytes=size, stored_path=stored, notes=message)

@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sr_pipeline.sr.decode import ImageRejected
 from sr_pipeline.storage import store
-from sr_pipeline.intake.images import ImageRejected
 from sr_pipeline.storage.layout import DataLayout
 
 MANIFEST_NAME = "manifest.parquet"
@@ -244,12 +244,10 @@ def archive_batch(
 
 
 def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int, memory_budget: int | None):
-    import torch
-
+    from sr_pipeline.sr.devices import resolve_device
     from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     return Upscaler.from_dir(Path(model_dir), device=device, steps=1,
                              tiles=TileSettings(tile=tile, overlap=overlap, batch=tile_batch),
                              memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
@@ -259,8 +257,10 @@ def _upscale_one(layout: DataLayout, upscaler, row, batch: str, target: Path, co
                  keep_preview: bool, result: ArchiveResult) -> dict:
     import time
 
-    from sr_pipeline.sr.image_io import TEXT_PREFIX, read_image
-    from sr_pipeline.sr.infer import provenance_text, write_upscaled_png
+    from sr_pipeline.serving.upscale import write_upscaled_png
+    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.image_io import TEXT_PREFIX
+    from sr_pipeline.sr.infer import provenance_text
 
     t0 = time.perf_counter()
     src = read_image(store.resolve_path(layout, row.stored_path))

@@ -18,14 +18,12 @@ the block's position, so overlapping tiles see the same noise and the result is 
 seed whatever the tiling.
 
 On a GPU the network runs under bf16 autocast in channels-last layout, optionally compiled.
+
+Writing files (and the ``sr-pipeline upscale`` command) is :mod:`sr_pipeline.serving.upscale`'s job.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
-from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, SourceImage
+from sr_pipeline.sr.decode import SourceImage
+from sr_pipeline.sr.image_io import TEXT_PREFIX
 from sr_pipeline.sr.imageops import upsample
 
 NOISE_BLOCK = 64  # HR pixels per side of one independently seeded noise block
@@ -180,7 +178,7 @@ class Upscaler:
         if not 0 <= tiles.overlap < tiles.tile or tiles.batch < 1:
             raise ValueError("need 0 <= overlap < tile and batch >= 1")
         if tiles.tile % multiple:
-            raise ValueError(f"tile size must be a multiple of {multiple} LR pixels for this model")
+            raise ValueError(f"tile size {tiles.tile} must be a multiple of {multiple} LR pixels for this model")
         self.on_gpu = device.startswith("cuda")
         self.net = model.net
         if self.on_gpu:
@@ -346,7 +344,7 @@ class Upscaler:
         return out
 
 
-# ---------------------------------------------------------------- images with modes, to PNG
+# ---------------------------------------------------------------- images with modes
 
 
 def iter_output_rows(upscaler: Upscaler, src: SourceImage, *, drop_alpha: bool = False,
@@ -386,141 +384,3 @@ def provenance_text(upscaler: Upscaler, src: SourceImage, source_name: str, *, d
     if notes:
         text[f"{TEXT_PREFIX}notes"] = ",".join(notes)
     return {**text, **(extra or {})}
-
-
-def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text: dict[str, str], *,
-                       drop_alpha: bool = False, overwrite: bool = False, compress_level: int = 6,
-                       progress: Callable[[int], None] | None = None,
-                       on_rows: Callable[[int, np.ndarray], None] | None = None) -> str:
-    """Upscale ``src`` into the PNG ``target`` (temp file, then renamed); returns the output mode.
-
-    Without ``overwrite`` an existing target is never replaced, even one that appears meanwhile.
-    ``on_rows(first_row, rows)`` sees every output band (for previews).
-    """
-    target = Path(target)
-    mode = src.output_mode(drop_alpha)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
-
-    def write(fh) -> None:
-        writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
-                                 MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
-        for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
-            if on_rows is not None:
-                on_rows(writer.rows_written, rows)
-            writer.write_rows(rows)
-        writer.close()
-
-    try:  # the file is fsynced; its folder is not (one per archived image would cost more than it buys)
-        atomic_write(target, write, sync_dir=False, exclusive=not overwrite)
-    except FileExistsError:
-        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
-    return mode
-
-
-# ---------------------------------------------------------------- command line
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm",
-                  ".pnm"}
-
-
-def plan_outputs(inputs: list[Path], out: Path, scale: int) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: a folder's images keep their sub-folders under ``out``."""
-    pairs = []
-    for p in inputs:
-        if p.is_dir():
-            for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                            and not f.name.startswith(".")):
-                rel = f.relative_to(p)
-                pairs.append((f, out / rel.parent / f"{f.stem}_x{scale}.png"))
-        else:
-            pairs.append((p, out / f"{p.stem}_x{scale}.png"))
-    return pairs
-
-
-def _device(choice: str) -> str:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available")
-    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
-
-
-def _load_upscaler(args: argparse.Namespace) -> Upscaler:
-    from sr_pipeline.sr.checkpoints import read_info
-
-    model_dir = args.model
-    if model_dir is None:
-        from sr_pipeline.storage.registry import promoted_student_dir
-
-        model_dir = promoted_student_dir(args.layout)
-        if model_dir is None:
-            raise ValueError("no student has been promoted yet; pass --model DIR")
-    info = read_info(Path(model_dir))
-    kind = info.get("kind")
-    steps = args.steps
-    if steps is None:
-        schedule = json.loads((Path(model_dir) / "scheduler_config.json").read_text())
-        steps = int(schedule["num_steps"]) if kind == "teacher" else 1
-    if steps > 1 and kind == "student":
-        raise ValueError(f"{model_dir} is a single-step student; --steps > 1 needs a teacher (--model TEACHER_DIR)")
-    budget = None if args.memory_budget <= 0 else int(args.memory_budget * 2**30)
-    return Upscaler.from_dir(Path(model_dir), device=_device(args.device), steps=steps, seed=args.seed,
-                             noise_scale=args.noise_scale, compile=args.compile, memory_budget=budget,
-                             tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``sr-pipeline upscale``: files or folders in, PNGs out; bad files are reported and skipped."""
-    from tqdm import tqdm
-
-    from sr_pipeline.intake.images import ImageRejected
-    from sr_pipeline.sr.image_io import probe_size, read_image
-
-    try:
-        upscaler = _load_upscaler(args)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    pairs = plan_outputs(list(args.inputs), args.out, upscaler.scale)
-    sizes = [probe_size(p) if p.is_file() else None for p, _ in pairs]
-    tiles = [0 if size is None else upscaler.tile_count(size[1], size[0]) for size in sizes]
-    results, failed, claimed = [], 0, {}
-    bar = tqdm(total=sum(tiles), unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
-    for (path, target), n_tiles in zip(pairs, tiles):
-        row = {"input": str(path), "output": str(target)}
-        done = 0
-
-        def advance(k: int) -> None:
-            nonlocal done
-            done += k
-            bar.update(k)
-
-        bar.set_description(path.name[:40])
-        try:
-            if target in claimed:
-                raise FileExistsError(f"{claimed[target]} already writes {target}")
-            claimed[target] = path
-            if target.exists() and not args.overwrite:
-                raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
-            t0 = time.perf_counter()
-            src = read_image(path)
-            text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha)
-            row["mode"] = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha,
-                                             overwrite=args.overwrite, progress=advance)
-            row.update(status="ok", seconds=round(time.perf_counter() - t0, 3),
-                       size=[src.width * upscaler.scale, src.height * upscaler.scale])
-        except (ImageRejected, FileExistsError, OSError, ValueError, MemoryError) as exc:
-            failed += 1
-            row.update(status="failed", reason=str(exc))
-        bar.update(max(0, n_tiles - done))
-        results.append(row)
-        if not args.json:
-            bar.write(f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}"),
-                      file=sys.stderr)
-    bar.close()
-    if args.json:
-        print(json.dumps({"model": str(upscaler.model.path), "model_version": upscaler.version,
-                          "steps": upscaler.steps, "files": results, "ok": len(pairs) - failed,
-                          "failed": failed}, indent=2))
-    elif not pairs:
-        print("error: no input images found", file=sys.stderr)
-    return 1 if failed or not pairs else 0

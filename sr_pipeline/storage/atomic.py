@@ -2,15 +2,50 @@
 
 Readers never see a half-written file, and a crash leaves the old file (or none) in place. Temp
 names start with ``.`` and end with ``.tmp`` so scanners and globs skip them.
+
+``mkstemp`` and ``mkdtemp`` create private files (0600) and folders (0700); what is published gets
+the permissions a plain ``open``/``mkdir`` would give under the process umask (:func:`umask_mode`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+
+_umask_lock = threading.Lock()
+_fallback_umask: int | None = None
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    Linux shows it in /proc/self/status. Elsewhere the only way is to set it and put it back, which
+    another thread could observe mid-way, so that is done once (under a lock) and remembered.
+    """
+    global _fallback_umask
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            match = re.search(r"^Umask:\s*([0-7]+)\s*$", fh.read(), re.MULTILINE)
+        if match:
+            return int(match.group(1), 8)
+    except OSError:
+        pass
+    with _umask_lock:
+        if _fallback_umask is None:
+            _fallback_umask = os.umask(0o077)
+            os.umask(_fallback_umask)
+        return _fallback_umask
+
+
+def umask_mode(folder: bool = False) -> int:
+    """The mode ``open`` (0666) or ``mkdir`` (0777) would give a new file or folder under the umask."""
+    return (0o777 if folder else 0o666) & ~current_umask()
 
 
 def fsync_dir(path: Path) -> None:
@@ -40,20 +75,25 @@ def _publish_new(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True, sync_dir: bool = True,
-                 exclusive: bool = False) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None] | bytes, *, durable: bool = True,
+                 sync_dir: bool = True, exclusive: bool = False) -> Path:
     """Write ``path`` through a temp file in the same folder and ``os.replace`` it into place.
 
-    Temp names start with ``.`` and end with ``.tmp`` so scanners and globs skip them. With
-    ``exclusive`` an existing ``path`` is never replaced (``FileExistsError``), even one that appears
-    while ``write`` runs.
+    ``write`` is the content (bytes) or a function that writes it to the open file. Temp names start
+    with ``.`` and end with ``.tmp`` so scanners and globs skip them. The published file has the
+    umask's permissions (:func:`umask_mode`), not mkstemp's 0600. With ``exclusive`` an existing
+    ``path`` is never replaced (``FileExistsError``), even one that appears while ``write`` runs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            if isinstance(write, (bytes, bytearray, memoryview)):
+                fh.write(write)
+            else:
+                write(fh)
+            os.fchmod(fh.fileno(), umask_mode())
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())

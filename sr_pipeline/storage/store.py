@@ -56,10 +56,6 @@ CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 PNG_COMPRESS_LEVEL = 1  # the store is read by training, not shipped: favour ingest speed over size
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data), durable=durable)
-
-
 # ---------------------------------------------------------------- image store
 
 
@@ -100,7 +96,7 @@ def put_image(
     """Store an RGB image under its content id. Returns ``(image_id, path, written)``.
 
     ``png_bytes``, when given, must be a PNG of exactly these pixels (the caller's promise, as
-    with :func:`sr_pipeline.intake.images.canonical_png`); it is written instead of encoding again.
+    with :func:`sr_pipeline.sr.decode.canonical_png`); it is written instead of encoding again.
     An image already in the store is not written again (``written`` is False). With
     ``sync_dir=False`` the caller fsyncs the folder later (once per batch, not per image).
     """

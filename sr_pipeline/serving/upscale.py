@@ -1,0 +1,247 @@
+"""``sr-pipeline upscale``: image files or folders in, upscaled PNGs out, each published atomically.
+
+- Resumable: an existing output whose provenance text says it is a finished output of the same
+  source (sha256) by the same model version and sampler settings is kept and counted as
+  ``skipped``, so rerunning after a crash finishes the rest and exits 0. Any other existing output
+  is a conflict (a failure naming what differs) unless ``--overwrite``.
+- Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder)
+  are one sentence on stderr and exit code 2, before any output is written. Files that cannot be
+  read or written are reported per file and make the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
+from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
+from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows, provenance_text
+from sr_pipeline.storage.atomic import atomic_write
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; its message is one sentence for the user."""
+
+
+# ---------------------------------------------------------------- writing one output
+
+
+def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text: dict[str, str], *,
+                       drop_alpha: bool = False, overwrite: bool = False, compress_level: int = 6,
+                       progress: Callable[[int], None] | None = None,
+                       on_rows: Callable[[int, np.ndarray], None] | None = None) -> str:
+    """Upscale ``src`` into the PNG ``target`` (temp file, then renamed); returns the output mode.
+
+    Without ``overwrite`` an existing target is never replaced, even one that appears meanwhile.
+    ``on_rows(first_row, rows)`` sees every output band (for previews).
+    """
+    target = Path(target)
+    mode = src.output_mode(drop_alpha)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
+
+    def write(fh) -> None:
+        writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
+                                 MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
+        for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
+            if on_rows is not None:
+                on_rows(writer.rows_written, rows)
+            writer.write_rows(rows)
+        writer.close()
+
+    try:  # the file is fsynced; its folder is not (one per archived image would cost more than it buys)
+        atomic_write(target, write, sync_dir=False, exclusive=not overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
+    return mode
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def _alpha_choice(text: dict[str, str]) -> str | None:
+    notes = text.get(f"{TEXT_PREFIX}notes", "").split(",")
+    return next((n for n in notes if n in ("alpha_bicubic", "alpha_dropped")), None)
+
+
+def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
+    """None when ``target`` is a finished output that ``text`` (the provenance of the output we would
+    write) describes as well; otherwise why it differs, as a sentence."""
+    replace = "pass --overwrite to replace it"
+    try:
+        found = png_text(target) if png_complete(target) else {}
+    except Exception:  # unreadable: not ours to judge, and not ours to replace
+        found = {}
+    if f"{TEXT_PREFIX}source_sha256" not in found:
+        return f"{target} exists and is not an output of sr-pipeline upscale ({replace})"
+    sha = f"{TEXT_PREFIX}source_sha256"
+    if found[sha] != text[sha]:
+        return (f"{target} exists and was made from another source (sha256 {found[sha][:12]}, this one is "
+                f"{text[sha][:12]}); {replace}")
+    version = f"{TEXT_PREFIX}model_version"
+    if found.get(version) != text[version]:
+        return f"{target} exists and was made by model {found.get(version)}, not {text[version]}; {replace}"
+    for key in ("steps", "scale", "noise"):
+        old, new = found.get(TEXT_PREFIX + key), text.get(TEXT_PREFIX + key)
+        if old != new:
+            return f"{target} exists and was made with {key} {old or 'none'}, not {new or 'none'}; {replace}"
+    if _alpha_choice(found) != _alpha_choice(text):
+        return f"{target} exists and was made with {_alpha_choice(found)}, not {_alpha_choice(text)}; {replace}"
+    return None
+
+
+# ---------------------------------------------------------------- the command
+
+
+def plan_outputs(inputs: list[Path], out: Path, scale: int) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: a folder's images keep their sub-folders under ``out``."""
+    pairs = []
+    for p in inputs:
+        if p.is_dir():
+            for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                            and not f.name.startswith(".")):
+                rel = f.relative_to(p)
+                pairs.append((f, out / rel.parent / f"{f.stem}_x{scale}.png"))
+        else:
+            pairs.append((p, out / f"{p.stem}_x{scale}.png"))
+    return pairs
+
+
+def _out_of_range(option: str, value, allowed: str) -> UsageError:
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return UsageError(f"{option} {shown} is out of range: it must be {allowed}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers, missing inputs and an --out that cannot be a folder (``UsageError``)."""
+    if args.tile < 1:
+        raise _out_of_range("--tile", args.tile, ">= 1 (LR pixels per tile side)")
+    if not 0 <= args.overlap < args.tile:
+        raise _out_of_range("--overlap", args.overlap, f"in 0..{args.tile - 1} (below --tile {args.tile})")
+    if args.batch < 1:
+        raise _out_of_range("--batch", args.batch, ">= 1 (tiles per network call)")
+    if not (math.isfinite(args.memory_budget) and args.memory_budget >= 0):
+        raise _out_of_range("--memory-budget", args.memory_budget, "a finite number >= 0 (GiB; 0: no limit)")
+    if args.steps is not None and args.steps < 1:
+        raise _out_of_range("--steps", args.steps, ">= 1 (sampler steps)")
+    if not (math.isfinite(args.noise_scale) and args.noise_scale >= 0):
+        raise _out_of_range("--noise-scale", args.noise_scale, "a finite number >= 0")
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        raise UsageError(f"input {', '.join(missing)} does not exist" if len(missing) == 1
+                         else f"inputs {', '.join(missing)} do not exist")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} names a file; it must be a folder (outputs are named <stem>_x<scale>.png in it)")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"--out {out} is inside {blocker}, which is a file; --out must be a folder")
+
+
+def load_upscaler(args: argparse.Namespace) -> Upscaler:
+    """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
+    from sr_pipeline.sr.checkpoints import load_sr_model
+    from sr_pipeline.sr.devices import resolve_device
+    from sr_pipeline.storage.registry import promoted_student_dir
+
+    device = resolve_device(args.device)
+    model_dir = args.model
+    if model_dir is None:
+        model_dir = promoted_student_dir(args.layout)
+        if model_dir is None:
+            raise UsageError("no student has been promoted yet; pass --model DIR")
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UsageError(f"--model {model_dir} is not a folder")
+    try:
+        model = load_sr_model(model_dir, device)
+    except Exception as exc:  # missing files, bad JSON, corrupt weights, no permission, ...
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"cannot load the model in {model_dir} ({type(exc).__name__}: {detail})") from None
+    kind, num_steps = model.info.get("kind"), model.schedule.num_steps
+    steps = args.steps if args.steps is not None else (num_steps if kind == "teacher" else 1)
+    if steps > 1 and kind == "student":
+        raise UsageError(f"{model_dir} is a single-step student; --steps > 1 needs a teacher (--model TEACHER_DIR)")
+    if steps > num_steps:
+        raise _out_of_range("--steps", steps, f"in 1..{num_steps} for {model_dir}")
+    budget = None if args.memory_budget == 0 else int(args.memory_budget * 2**30)
+    return Upscaler(model, device=device, steps=steps, seed=args.seed, noise_scale=args.noise_scale,
+                    compile=args.compile, memory_budget=budget,
+                    tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
+
+
+def _upscale_one(upscaler: Upscaler, path: Path, target: Path, args: argparse.Namespace,
+                 progress: Callable[[int], None]) -> dict:
+    """Upscale one file, or keep its finished output; the row of the report without input/output."""
+    from sr_pipeline.sr.decode import read_image
+
+    t0 = time.perf_counter()
+    src = read_image(path)
+    text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha)
+    if target.exists() and not args.overwrite:
+        conflict = existing_conflict(target, text)
+        if conflict is not None:
+            raise FileExistsError(conflict)
+        return {"status": "skipped", "reason": "already done, kept"}
+    mode = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha, overwrite=args.overwrite,
+                              progress=progress)
+    return {"status": "upscaled", "mode": mode, "seconds": round(time.perf_counter() - t0, 3),
+            "size": [src.width * upscaler.scale, src.height * upscaler.scale]}
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Files or folders in, PNGs out; bad files are reported and skipped (exit 1), usage errors exit 2."""
+    from tqdm import tqdm
+
+    from sr_pipeline.sr.decode import probe_size
+
+    try:
+        check_args(args)
+        upscaler = load_upscaler(args)
+    except ValueError as exc:  # UsageError, DeviceUnavailable, the Upscaler's own checks
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    pairs = plan_outputs(list(args.inputs), args.out, upscaler.scale)
+    sizes = [probe_size(p) if p.is_file() else None for p, _ in pairs]
+    tiles = [0 if size is None else upscaler.tile_count(size[1], size[0]) for size in sizes]
+    results, counts, claimed = [], {"upscaled": 0, "skipped": 0, "failed": 0}, {}
+    bar = tqdm(total=sum(tiles), unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
+    for (path, target), n_tiles in zip(pairs, tiles):
+        row = {"input": str(path), "output": str(target)}
+        done = 0
+
+        def advance(k: int) -> None:
+            nonlocal done
+            done += k
+            bar.update(k)
+
+        bar.set_description(path.name[:40])
+        try:
+            if target in claimed:
+                raise FileExistsError(f"{claimed[target]} already writes {target}")
+            claimed[target] = path
+            row.update(_upscale_one(upscaler, path, target, args, advance))
+        except (ImageRejected, FileExistsError, OSError, ValueError, MemoryError) as exc:
+            row.update(status="failed", reason=str(exc))
+        counts[row["status"]] += 1
+        bar.update(max(0, n_tiles - done))
+        results.append(row)
+        if not args.json:
+            bar.write(f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}"),
+                      file=sys.stderr)
+    bar.close()
+    if args.json:
+        print(json.dumps({"model": str(upscaler.model.path), "model_version": upscaler.version,
+                          "steps": upscaler.steps, "files": results, **counts,
+                          "ok": counts["upscaled"] + counts["skipped"]}, indent=2))
+    elif not pairs:
+        print("error: no input images found", file=sys.stderr)
+    return 1 if counts["failed"] or not pairs else 0

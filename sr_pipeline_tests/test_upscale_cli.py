@@ -1,0 +1,136 @@
+"""`sr-pipeline upscale` reliability: resuming after a crash, usage errors, output permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_sr_model
+from sr_pipeline.cli import main
+
+FAST = ["--tile", "16", "--overlap", "4"]
+
+
+@pytest.fixture
+def student_dir(tmp_path):
+    return tiny_sr_model(tmp_path / "student" / "s1", {"kind": "student", "version": "s1"})
+
+
+def _image(path, seed=0, size=(20, 16)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _upscale(capsys, *argv):
+    code = main(["upscale", *map(str, argv), *FAST, "--json"])
+    out = capsys.readouterr().out
+    return code, (json.loads(out) if out.strip() else None)
+
+
+def test_a_resumed_run_keeps_finished_outputs_and_succeeds(tmp_path, student_dir, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _image(src / "a.png", 1)
+    _image(src / "b.png", 2)
+    out = tmp_path / "out"
+    # The run that "crashed" after its first image.
+    assert _upscale(capsys, src / "a.png", "--out", out, "--model", student_dir)[0] == 0
+    before = (out / "a_x4.png").read_bytes()
+    code, report = _upscale(capsys, src, "--out", out, "--model", student_dir)
+    assert code == 0
+    assert (report["upscaled"], report["skipped"], report["failed"]) == (1, 1, 0)
+    kept = {f["input"]: f for f in report["files"]}[str(src / "a.png")]
+    assert kept["status"] == "skipped" and "already done" in kept["reason"]
+    assert (out / "a_x4.png").read_bytes() == before and (out / "b_x4.png").is_file()
+
+
+def test_an_output_of_another_source_or_model_is_a_conflict(tmp_path, student_dir, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    out = tmp_path / "out"
+    _image(src / "a.png", 1)
+    assert _upscale(capsys, src / "a.png", "--out", out, "--model", student_dir)[0] == 0
+    before = (out / "a_x4.png").read_bytes()
+    _image(src / "a.png", 9)  # the source changed since
+    code, report = _upscale(capsys, src / "a.png", "--out", out, "--model", student_dir)
+    assert code == 1 and (report["upscaled"], report["skipped"], report["failed"]) == (0, 0, 1)
+    assert "another source" in report["files"][0]["reason"] and "--overwrite" in report["files"][0]["reason"]
+    other = tiny_sr_model(tmp_path / "student" / "s2", {"kind": "student", "version": "s2"}, seed=1)
+    _image(src / "a.png", 1)
+    code, report = _upscale(capsys, src / "a.png", "--out", out, "--model", other)
+    assert code == 1 and "model s1" in report["files"][0]["reason"]
+    (out / "c_x4.png").write_bytes(b"someone else's file")
+    _image(src / "c.png", 3)
+    code, report = _upscale(capsys, src / "c.png", "--out", out, "--model", student_dir)
+    assert code == 1 and "not an output of sr-pipeline upscale" in report["files"][0]["reason"]
+    assert (out / "a_x4.png").read_bytes() == before
+    code, report = _upscale(capsys, src / "a.png", "--out", out, "--model", other, "--overwrite")
+    assert code == 0 and report["upscaled"] == 1
+
+
+def _usage_error(capsys, *argv) -> str:
+    code = main(["upscale", *map(str, argv)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, student_dir, capsys):
+    img = _image(tmp_path / "a.png")
+    (tmp_path / "result.png").write_bytes(b"x")
+    err = _usage_error(capsys, img, "--out", tmp_path / "result.png", "--model", student_dir)
+    assert "--out" in err and "names a file" in err and "folder" in err
+
+
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--tile", "0", ">= 1"), ("--tile", "-8", ">= 1"), ("--overlap", "-1", "0.."), ("--overlap", "16", "0..15"),
+    ("--batch", "0", ">= 1"), ("--memory-budget", "-1", ">= 0"), ("--memory-budget", "inf", ">= 0"),
+    ("--memory-budget", "nan", ">= 0"), ("--steps", "0", ">= 1"), ("--steps", "9", "1..4"),
+    ("--noise-scale", "-0.5", ">= 0"),
+])
+def test_bad_numbers_name_the_value_and_the_range(tmp_path, student_dir, capsys, option, value, allowed):
+    teacher = tiny_sr_model(tmp_path / "teacher" / "t1", {"kind": "teacher", "version": "t1"})
+    img = _image(tmp_path / "a.png")
+    args = [img, "--out", tmp_path / "out", "--model", teacher, "--tile", "16", "--overlap", "4", option, value]
+    err = _usage_error(capsys, *args)
+    assert option in err and value in err and allowed in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_and_unreadable_model_are_usage_errors(tmp_path, student_dir, capsys):
+    img = _image(tmp_path / "a.png")
+    err = _usage_error(capsys, img, tmp_path / "nope.png", "--out", tmp_path / "out", "--model", student_dir)
+    assert "nope.png" in err and "does not exist" in err
+    err = _usage_error(capsys, img, "--out", tmp_path / "out", "--model", tmp_path / "no-model")
+    assert "no-model" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in student_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    for f in broken.glob("*.safetensors"):
+        f.write_bytes(b"garbage")
+    err = _usage_error(capsys, img, "--out", tmp_path / "out", "--model", broken)
+    assert "broken" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_outputs_follow_the_umask(tmp_path, student_dir, capsys, umask_022):
+    img = _image(tmp_path / "a.png")
+    assert _upscale(capsys, img, "--out", tmp_path / "out", "--model", student_dir)[0] == 0
+    assert stat.S_IMODE((tmp_path / "out" / "a_x4.png").stat().st_mode) == 0o644
