@@ -306,6 +306,12 @@ def _deduplicate(rows: list[dict]) -> None:
         first.add(row["image_id"])
 
 
+def _mark_accepted_elsewhere(rows: list[dict], accepted: set[str]) -> None:
+    for row in rows:
+        if row["outcome"] == store.ACCEPTED and row["image_id"] in accepted:
+            row["outcome"], row["reason"] = store.DUPLICATE, store.DUPLICATE
+
+
 def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) -> list[str]:
     """Delete the incoming files that the catalog now records; return anything left over."""
     recorded = {(r["camera"], r["source_name"]) for r in rows if r["outcome"] in (store.ACCEPTED, store.DUPLICATE)}
@@ -379,11 +385,14 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
             rows.extend(pool.map(run.process, items))
     else:
         rows.extend(run.process(item) for item in items)
-    _deduplicate(rows)
     if durable:  # the stored images' folder entries reach the disk before the catalog names them
         for folder in sorted({(layout.root / r["stored_path"]).parent for r in rows if r["outcome"] == store.ACCEPTED}):
             store.fsync_dir(folder)
-    store.write_batch_catalog(layout, batch_key, rows)
+    with store.catalog_lock(layout):
+        # Another ingestion may have catalogued some of these images since this run started.
+        _mark_accepted_elsewhere(rows, store.accepted_ids(layout, exclude_batch=batch_key))
+        _deduplicate(rows)
+        store.write_batch_catalog(layout, batch_key, rows)
     summary = _summary(layout, batch_key, rows, already=False)
     summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, items)
     return summary

@@ -14,8 +14,11 @@ Paths in the catalog are relative to the data root, so the root can move.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +117,11 @@ def put_image(
         write = lambda fh: fh.write(png_bytes)  # noqa: E731
     else:
         write = lambda fh: image.save(fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL)  # noqa: E731
-    atomic_write(path, write, durable=durable, sync_dir=sync_dir)
+    try:
+        # exclusive: of two writers of one image exactly one publishes it; the other finds it there
+        atomic_write(path, write, durable=durable, sync_dir=sync_dir, exclusive=True)
+    except FileExistsError:
+        return image_id, path, False
     return image_id, path, True
 
 
@@ -142,6 +149,24 @@ def batch_catalog_path(layout: DataLayout, batch: str) -> Path:
 def catalog_table(rows: Iterable[dict]) -> pa.Table:
     rows = [{name: row.get(name) for name in CATALOG_COLUMNS} for row in rows]
     return pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
+
+
+@contextmanager
+def catalog_lock(layout: DataLayout) -> Iterator[None]:
+    """Exclusive lock on the catalog (blocking, across threads and processes).
+
+    An ingestion holds it from re-reading the accepted ids to writing its batch catalog, so of two
+    ingestions of one image, concurrent or not, exactly one records it ``accepted``. The kernel
+    releases it when its holder dies (even by ``kill -9``); the lock file itself stays.
+    """
+    path = catalog_dir(layout) / ".ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_batch_catalog(layout: DataLayout, batch: str, rows: Iterable[dict]) -> Path:
@@ -193,10 +218,13 @@ def list_images(layout: DataLayout, role: str | Iterable[str] | None = None, cam
     """Accepted images (one row per stored image), optionally of some roles and cameras.
 
     Adds a ``path`` column with the absolute path of each stored PNG (``stored_path`` is made
-    absolute too in this view; the catalog files keep it relative to the data root).
+    absolute too in this view; the catalog files keep it relative to the data root). Should two
+    batches ever both have accepted one image (catalogs written before ingestions took the
+    catalog lock), the earliest row stands for it, so nothing is loaded twice.
     """
     df = read_catalog(layout)
     df = df[df["outcome"] == ACCEPTED]
+    df = df.sort_values(["received_at", "batch"], kind="stable").drop_duplicates("image_id", keep="first").sort_index()
     if role is not None:
         roles = [role] if isinstance(role, str) else list(role)
         df = df[df["role"].isin(roles)]
