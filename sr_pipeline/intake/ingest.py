@@ -40,6 +40,11 @@ from sr_pipeline.intake.uploads import (
     Upload,
     batch_lock,
     check_batch_key,
+    display_name,
+    drop_names,
+    original_hex,
+    plan_destinations,
+    read_names,
     safe_component,
     safe_relative_path,
     scan_tree,
@@ -62,8 +67,10 @@ class FileOutcome:
     outcome: str
     reason: str | None
     image_id: str | None
-    stored_path: str
+    stored_path: str | None
     message: str | None = None
+    original_name: str | None = None
+    """The name the file arrived with (``source_name`` is the cleaned one it was claimed as)."""
 
 
 @dataclass
@@ -148,6 +155,28 @@ def quarantine_name(camera: str, relpath: str) -> str:
     return f"{stem[:160]}-{digest}" + (f".{ext}" if ext else "")
 
 
+def quarantine_record(batch: str, camera: str, relpath: str, incoming_path: str, reason: str, message: str,
+                      size: int | None, now: datetime, file: str | None) -> dict:
+    """What ``quarantine/<batch>/<file>.json`` says; ``file`` is None for a file left in its source folder."""
+    return {
+        "reason": reason,
+        "message": message,
+        "camera": camera,
+        "batch": batch,
+        "relative_path": relpath,
+        "incoming_path": incoming_path,
+        "file": file,
+        "bytes": size,
+        "quarantined_at": now.isoformat(),
+    }
+
+
+def write_quarantine_record(layout: DataLayout, record: dict, *, durable: bool = True) -> None:
+    name = quarantine_name(record["camera"], record["relative_path"])
+    data = json.dumps(record, indent=2).encode()
+    store.atomic_write(layout.quarantine / record["batch"] / f"{name}.json", lambda fh: fh.write(data), durable=durable)
+
+
 # ---------------------------------------------------------------- one batch
 
 
@@ -205,13 +234,15 @@ class _BatchRun:
         self.batch_dir = layout.incoming / batch
         self.quarantine_dir = layout.quarantine / batch
         self.known = store.accepted_ids(layout, exclude_batch=batch)
+        self.names = read_names(layout, batch)
 
     def row(self, item: _Item, **values) -> dict:
         camera = self.registry.cameras.get(item.camera)
         role, pair_name = classify(camera, item.relpath)
+        hex_name = self.names.get(f"{item.camera}/{item.relpath}" if item.camera else item.relpath) or original_hex(item.relpath)
         base = dict(
             image_id=None, batch=self.batch, camera=item.camera, role=role, pair_name=pair_name,
-            source_name=item.relpath, width=None, height=None, orig_format=None, orig_mode=None,
+            source_name=item.relpath, original_name=display_name(hex_name), original_name_hex=hex_name, width=None, height=None, orig_format=None, orig_mode=None,
             bytes=None, received_at=self.now, stored_path=None, outcome=None, reason=None, notes=None,
         )  # fmt: skip
         base.update(values)
@@ -220,22 +251,13 @@ class _BatchRun:
     def quarantine(self, item: _Item, reason: str, message: str, size: int | None) -> dict:
         name = quarantine_name(item.camera, item.relpath)
         dest = self.quarantine_dir / name
-        record = {
-            "reason": reason,
-            "message": message,
-            "camera": item.camera,
-            "batch": self.batch,
-            "relative_path": item.relpath,
-            "incoming_path": item.path.relative_to(self.batch_dir).as_posix(),
-            "file": name,
-            "bytes": size,
-            "quarantined_at": self.now.isoformat(),
-        }
+        incoming_path = item.path.relative_to(self.batch_dir).as_posix()
+        record = quarantine_record(self.batch, item.camera, item.relpath, incoming_path, reason, message, size, self.now, name)
         if item.kind == SYMLINK:
             record["link_target"] = os.readlink(item.path)  # recorded, never followed
         # The JSON goes first: a crash between the two steps leaves the file in incoming (it is
         # processed again); never a quarantined file without its reason.
-        store.atomic_write_bytes(self.quarantine_dir / f"{name}.json", json.dumps(record, indent=2).encode(), durable=self.durable)
+        write_quarantine_record(self.layout, record, durable=self.durable)
         os.rename(item.path, dest)
         stored = store.relative_to_root(self.layout, dest)
         return self.row(item, outcome=store.QUARANTINED, reason=reason, bytes=size, stored_path=stored, notes=message)
@@ -284,11 +306,12 @@ class _BatchRun:
             record = json.loads(json_path.read_text())
             if record.get("incoming_path") in pending:  # still in incoming: it is processed again now
                 continue
-            item = _Item(record["camera"], record["relative_path"], self.quarantine_dir / record["file"], FILE)
+            kept = self.quarantine_dir / record["file"] if record.get("file") else None
+            item = _Item(record["camera"], record["relative_path"], kept or self.quarantine_dir, FILE)
             rows.append(
                 self.row(
                     item, outcome=store.QUARANTINED, reason=record["reason"], bytes=record.get("bytes"),
-                    stored_path=store.relative_to_root(self.layout, self.quarantine_dir / record["file"]),
+                    stored_path=store.relative_to_root(self.layout, kept) if kept else None,
                     notes=record.get("message"), received_at=datetime.fromisoformat(record["quarantined_at"]),
                 )
             )  # fmt: skip
@@ -312,8 +335,10 @@ def _mark_accepted_elsewhere(rows: list[dict], accepted: set[str]) -> None:
             row["outcome"], row["reason"] = store.DUPLICATE, store.DUPLICATE
 
 
-def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) -> list[str]:
-    """Delete the incoming files that the catalog now records; return anything left over."""
+def _remove_batch_folder(layout: DataLayout, batch: str, rows: list[dict], items: list[_Item]) -> list[str]:
+    """Delete the incoming files that the catalog now records (and the batch's name file once
+    the folder is gone); return anything left over."""
+    batch_dir = layout.incoming / batch
     recorded = {(r["camera"], r["source_name"]) for r in rows if r["outcome"] in (store.ACCEPTED, store.DUPLICATE)}
     for item in items:
         if (item.camera, item.relpath) in recorded:
@@ -324,6 +349,8 @@ def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) 
     leftovers = [f"{u.camera}/{u.relpath}" for u in (_batch_items(batch_dir) if batch_dir.is_dir() else [])]
     if not leftovers and batch_dir.is_dir():
         shutil.rmtree(batch_dir)  # only empty folders and our own temp files remain
+    if not leftovers:
+        drop_names(layout, batch)
     return leftovers
 
 
@@ -332,7 +359,7 @@ def _summary(layout: DataLayout, batch: str, rows: list[dict], already: bool) ->
         FileOutcome(
             camera=r["camera"], source_name=r["source_name"], role=r["role"], pair_name=r["pair_name"],
             outcome=r["outcome"], reason=r["reason"], image_id=r["image_id"], stored_path=r["stored_path"],
-            message=r["notes"] if r["outcome"] == store.QUARANTINED else None,
+            message=r["notes"] if r["outcome"] == store.QUARANTINED else None, original_name=r.get("original_name"),
         )
         for r in sorted(rows, key=lambda r: (r["camera"], r["source_name"]))
     ]  # fmt: skip
@@ -369,7 +396,7 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
         df = store.read_batch_catalog(layout, batch_key)
         rows = [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict("records")]
         summary = _summary(layout, batch_key, rows, already=True)
-        summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, _batch_items(batch_dir))
+        summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, _batch_items(batch_dir))
         return summary
 
     items = _batch_items(batch_dir)
@@ -394,40 +421,49 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
         _deduplicate(rows)
         store.write_batch_catalog(layout, batch_key, rows)
     summary = _summary(layout, batch_key, rows, already=False)
-    summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, items)
+    summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, items)
     return summary
 
 
 # ---------------------------------------------------------------- back-fill from disk
 
 
-def claim_files(layout: DataLayout, batch_key: str, camera: str, uploads: list[Upload], *, move: bool = False) -> list[str]:
+def claim_files(
+    layout: DataLayout, batch_key: str, camera: str, uploads: list[Upload], *, move: bool = False, now: datetime | None = None
+) -> list[str]:
     """Put files found under a source folder into ``incoming/<batch>/<camera>/<safe path>``.
 
     Copies (default) go through a hidden temp file and a rename, so a crash never leaves a partial
-    file that looks claimed; a file already claimed by an earlier attempt is kept. Symlinks are
-    re-created as links (never followed) so ingestion quarantines them; special files are skipped
-    when copying. Returns the claimed paths relative to the batch folder.
+    file that looks claimed. Destinations come from :func:`plan_destinations`: names that clean
+    alike get distinct ones, every original name is recorded, and a retry maps each file to the
+    destination of the earlier attempt (a file already there is kept). Symlinks are re-created as
+    links (never followed) so ingestion quarantines them; a special file (FIFO, socket, device)
+    cannot be copied: it stays in the source folder and gets a quarantine record, so the batch
+    reports it. Returns the claimed paths relative to the batch folder.
     """
     batch_dir = layout.incoming / check_batch_key(batch_key)
     claimed = []
-    for upload in uploads:
-        dest = batch_dir / camera / safe_relative_path(upload.relpath)
+    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
+        rel = dest.relative_to(batch_dir).as_posix()
+        if not move and upload.kind == SPECIAL:
+            message = f"not a regular file (FIFO, socket or device): left in the source folder {upload.path.parent}"
+            relpath = rel.split("/", 1)[1]
+            record = quarantine_record(batch_key, camera, relpath, rel, SPECIAL_FILE, message, None, now or utc_now(), None)
+            write_quarantine_record(layout, record)
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(dest):
-            claimed.append(dest.relative_to(batch_dir).as_posix())
+            claimed.append(rel)
             continue
         if move:
             os.rename(upload.path, dest)
         elif upload.kind == SYMLINK:
             os.symlink(os.readlink(upload.path), dest)
-        elif upload.kind == FILE:
+        else:
             tmp = dest.with_name(f".{dest.name}.claim.tmp")
             shutil.copy2(upload.path, tmp, follow_symlinks=False)
             os.replace(tmp, dest)
-        else:
-            continue
-        claimed.append(dest.relative_to(batch_dir).as_posix())
+        claimed.append(rel)
     return claimed
 
 
@@ -459,7 +495,7 @@ def ingest_folder(
     if store.batch_catalog_path(layout, batch_key).exists():
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
     with batch_lock(layout, batch_key):
-        claim_files(layout, batch_key, camera, uploads, move=move)
+        claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
         if not (layout.incoming / batch_key).is_dir() and not (layout.quarantine / batch_key).is_dir():
             # nothing to ingest: no catalog is written for an empty folder
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))

@@ -8,7 +8,9 @@ PNG (lossless; fast zlib level) at ``<image_store>/<id[:2]>/<id>.png``.
 The catalog is one Parquet file per upload batch, ``<catalog>/images/<batch>.parquet``, written
 once, atomically; :func:`read_catalog` concatenates them. Every claimed upload has one row:
 ``accepted`` (stored), ``duplicate`` (its pixels were already accepted: the row points at the
-existing image) or ``quarantined`` (``stored_path`` is the quarantined file, ``reason`` says why).
+existing image) or ``quarantined`` (``stored_path`` is the quarantined file, ``reason`` says why; null for a special
+file left in a source folder). ``source_name`` is the cleaned path the file was claimed as,
+``original_name`` / ``original_name_hex`` the name it arrived with.
 Paths in the catalog are relative to the data root, so the root can move.
 """
 
@@ -43,6 +45,10 @@ CATALOG_SCHEMA = pa.schema(
         ("role", pa.string()),
         ("pair_name", pa.string()),
         ("source_name", pa.string()),
+        # The path as the camera (or the source folder) named it, for traceability: exact bytes as
+        # hex, and decoded as UTF-8 for humans. Catalogs written before these columns read as null.
+        ("original_name", pa.string()),
+        ("original_name_hex", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("orig_format", pa.string()),
