@@ -478,11 +478,13 @@ def ingest_folder(
     limits: DecodeLimits = DecodeLimits(),
     workers: int | None = None,
     clock: Callable[[], datetime] = utc_now,
+    announce: Callable[[str], None] | None = None,
 ) -> IngestSummary:
     """Back-fill a folder from disk through the same path as camera uploads.
 
     Hidden and temporary names are skipped, as in the landing folder. With an explicit
-    ``batch_key`` whose catalog exists, raises ``FileExistsError``.
+    ``batch_key`` whose catalog exists, raises ``FileExistsError``. ``announce`` is called with
+    the batch key before anything is claimed, so a run that dies leaves its batch named.
     """
     registry.get(camera)
     src = Path(src_dir)
@@ -494,12 +496,23 @@ def ingest_folder(
     check_batch_key(batch_key)
     if store.batch_catalog_path(layout, batch_key).exists():
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
+    if announce is not None:
+        announce(batch_key)
     with batch_lock(layout, batch_key):
         claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
         if not (layout.incoming / batch_key).is_dir() and not (layout.quarantine / batch_key).is_dir():
             # nothing to ingest: no catalog is written for an empty folder
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)
+
+
+def _announce(layout: DataLayout, batch_key: str) -> None:
+    # stderr, so --json output stays one document; printed first so a crash leaves the key named
+    print(
+        f"sr-pipeline ingest: batch {batch_key} (if this run dies, finish it with: "
+        f"sr-pipeline --data {layout.root} doctor --finish --batch {batch_key})",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 def _print_human(summary: IngestSummary) -> None:
@@ -509,7 +522,8 @@ def _print_human(summary: IngestSummary) -> None:
     )
     for f in summary.files:
         if f.outcome == store.QUARANTINED:
-            print(f"  quarantined {f.camera}/{f.source_name}: {f.reason} ({f.message})")
+            name = f.original_name if f.original_name is not None else f.source_name
+            print(f"  quarantined {f.camera}/{name}: {f.reason} ({f.message})")
     print(f"catalog: {summary.catalog_path}")
 
 
@@ -520,8 +534,9 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         registry = load_registry(getattr(args, "cameras", None))
         summary = ingest_folder(
-            layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False)
-        )
+            layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False),
+            announce=lambda key: _announce(layout, key),
+        )  # fmt: skip
     except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
         print(f"sr-pipeline ingest: {exc}", file=sys.stderr)
         return 2
