@@ -50,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.intake.ingest:run_cli"))
 
+    p = sub.add_parser("doctor", help="report (and clear) stale temp files and unfinished upload batches")
+    p.add_argument("--clean", action="store_true", help="remove the stale temp files (and name files of finished batches)")
+    p.add_argument("--finish", action="store_true", help="ingest the unfinished batches nobody is ingesting now")
+    p.add_argument("--batch", action="append", default=[], help="only this batch (repeatable)")
+    p.add_argument("--min-age", type=float, default=3600.0,
+                   help="temp files younger than this many seconds are left alone (default 3600)")
+    p.add_argument("--cameras", type=Path, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"))
+
     train = sub.add_parser("train", help="train a model")
     train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
     p = train_sub.add_parser("teacher", help="train the multi-step ResShift teacher")
