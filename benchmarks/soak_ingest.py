@@ -34,6 +34,7 @@ from PIL import Image
 
 REGISTRY = "cameras:\n  ref_cam:\n    role: hr_reference\n  field_cam:\n    role: field_lr\n    scale: 4\n"
 CAMERAS = ("ref_cam", "field_cam")
+READY_ENV = "SOAK_WORKER_READY_FILE"
 
 
 def _png(rng: np.random.Generator, size: int) -> bytes:
@@ -77,6 +78,7 @@ def worker_main(root: str, cameras_file: str, batch: str, durable: bool) -> None
     from sr_pipeline.intake.ingest import ingest_batch
     from sr_pipeline.storage.layout import DataLayout
 
+    Path(os.environ[READY_ENV]).touch()  # imports done: a kill from now on hits the ingestion itself
     ingest_batch(DataLayout(Path(root)), load_registry(cameras_file), batch, workers=1, durable=durable)
 
 
@@ -86,10 +88,11 @@ class Workers:
     def __init__(self, root: Path, cameras_file: Path, limit: int, kills: int, durable: bool, seed: int):
         self.root, self.cameras_file, self.limit, self.durable = root, cameras_file, limit, durable
         self.queue: list[str] = []
-        self.running: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.running: dict[str, tuple[subprocess.Popen, Path]] = {}
         self.kills_left, self.restarts, self.failures = kills, 0, []
         self.rng = random.Random(seed)
-        self.kill_after = self.rng.uniform(0.8, 1.6)
+        self.kill_after = self.rng.uniform(0.0, 0.3)
+        self.ready_dir = Path(tempfile.mkdtemp(prefix="soak_ready_"))
 
     def submit(self, batch: str) -> None:
         if batch not in self.queue and batch not in self.running:
@@ -99,20 +102,21 @@ class Workers:
         cmd = [sys.executable, __file__, "--worker", str(self.root), str(self.cameras_file), batch]
         if not self.durable:
             cmd.append("--no-fsync")
-        self.running[batch] = (subprocess.Popen(cmd), time.monotonic())
+        ready = self.ready_dir / f"{batch}.{time.monotonic_ns()}"
+        self.running[batch] = (subprocess.Popen(cmd, env={**os.environ, READY_ENV: str(ready)}), ready)
 
     def step(self) -> None:
-        now = time.monotonic()
-        for batch, (proc, started) in list(self.running.items()):
+        now = time.time()
+        for batch, (proc, ready) in list(self.running.items()):
             code = proc.poll()
             if code is None:
-                # Kill a worker once it is well into its batch (imports take about a second).
-                if self.kills_left and now - started > self.kill_after:
+                # Kill a worker a random moment after its imports, while it ingests its batch.
+                if self.kills_left and ready.exists() and now - ready.stat().st_mtime > self.kill_after:
                     proc.kill()
                     proc.wait()
                     self.kills_left -= 1
                     self.restarts += 1
-                    self.kill_after = self.rng.uniform(0.8, 1.6)
+                    self.kill_after = self.rng.uniform(0.0, 0.3)
                     del self.running[batch]
                     self.queue.insert(0, batch)  # the retry, on the same batch
                 continue

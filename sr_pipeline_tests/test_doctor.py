@@ -83,10 +83,11 @@ def test_unfinished_batches_are_listed_with_their_command_and_finished(layout, t
 def test_a_leftover_name_file_of_a_finished_batch_is_cleaned(layout, tmp_path, cameras_file):
     batch = _crashed_cli_ingest(layout, tmp_path, n=1)
     doctor.examine(layout, finish_batches=True, cameras_file=cameras_file)
-    _file(names_path(layout, batch), b"{}")  # as if the run died after its catalog
+    _file(names_path(layout, batch), b"{}", age_s=2 * HOUR)  # as if the run died after its catalog
+    young = _file(names_path(layout, "ref_cam-claiming"), b"{}")  # a claim writing its files right now
     assert doctor.examine(layout).leftover_name_files == [str(names_path(layout, batch))]
     doctor.examine(layout, clean=True)
-    assert not names_path(layout, batch).exists()
+    assert not names_path(layout, batch).exists() and young.exists()
 
 
 def test_doctor_command_line(layout, tmp_path, cameras_file, capsys):

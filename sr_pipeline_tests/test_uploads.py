@@ -142,6 +142,7 @@ def test_a_file_changed_after_observation_is_not_claimed(layout, registry, put_l
     path.write_bytes(b"changed")
     assert uploads.claim_by_rename(layout, "field_cam-x", stable) == []
     assert path.exists()
+    assert not uploads.names_path(layout, "field_cam-x").exists()  # no name file for a batch that claimed nothing
 
 
 def test_unsafe_names_are_sanitised_on_claim_and_collisions_kept_apart(layout, registry, put_landing):

@@ -10,7 +10,8 @@
   files still in incoming. Each comes with the command that finishes it; ``--finish`` runs
   :func:`ingest_batch` on those nobody is ingesting now (idempotent, so finishing a batch that
   its Dagster run will ingest later is harmless: the run reads the catalog back).
-* Leftover name files ``incoming/.names/<batch>.json`` of batches that are finished.
+* Leftover name files ``incoming/.names/<batch>.json`` of batches that have no incoming folder
+  (finished, or a claim that moved nothing), older than ``--min-age``.
 """
 
 from __future__ import annotations
@@ -171,15 +172,17 @@ def finish(layout: DataLayout, batches: list[UnfinishedBatch], cameras_file: Pat
         batch.finished = {k: getattr(summary, k) for k in ("files_in", "accepted", "duplicate", "quarantined")}
 
 
-def leftover_name_files(layout: DataLayout) -> list[str]:
-    """Name files of batches that are catalogued and have no incoming folder any more."""
+def leftover_name_files(layout: DataLayout, min_age_s: float, now: float) -> list[str]:
+    """Name files of batches without an incoming folder (finished, or nothing was claimed).
+
+    A young one may belong to a claim in progress (written before its files are moved): kept.
+    """
     folder = names_path(layout, "x").parent
     if not folder.is_dir():
         return []
     left = []
     for path in sorted(folder.glob("*.json")):
-        batch = path.stem
-        if store.batch_catalog_path(layout, batch).exists() and not (layout.incoming / batch).exists():
+        if not (layout.incoming / path.stem).exists() and now - path.stat().st_mtime >= min_age_s:
             left.append(str(path))
     return left
 
@@ -204,7 +207,7 @@ def examine(
     if finish_batches:
         finish(layout, report.unfinished, cameras_file)
     report.stale_temps = find_stale_temps(layout, min_age_s, now)  # after finishing: it may leave none
-    report.leftover_name_files = leftover_name_files(layout)
+    report.leftover_name_files = leftover_name_files(layout, min_age_s, now)
     if clean:
         remove_temps(report.stale_temps)
         for path in report.leftover_name_files:

@@ -326,6 +326,8 @@ def claim_by_rename(layout: DataLayout, batch_key: str, uploads: list[Upload]) -
                 raise OSError(f"landing and incoming must be on one filesystem to claim atomically: {exc}") from exc
             raise
         claimed.append(dest.relative_to(batch_dir).as_posix())
+    if not claimed:
+        drop_names(layout, batch_key)
     return claimed
 
 
