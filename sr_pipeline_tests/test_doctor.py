@@ -80,6 +80,14 @@ def test_unfinished_batches_are_listed_with_their_command_and_finished(layout, t
     assert doctor.examine(layout).unfinished == [] and not names_path(layout, batch).exists()
 
 
+def test_an_empty_reserved_batch_folder_is_removed_by_finish(layout, cameras_file):
+    (layout.incoming / "ref_cam-reserved").mkdir(parents=True)
+    [found] = doctor.examine(layout).unfinished
+    assert found.state == "empty"
+    assert doctor.examine(layout, finish_batches=True, cameras_file=cameras_file).problems_left() == 0
+    assert not (layout.incoming / "ref_cam-reserved").exists()
+
+
 def test_a_leftover_name_file_of_a_finished_batch_is_cleaned(layout, tmp_path, cameras_file):
     batch = _crashed_cli_ingest(layout, tmp_path, n=1)
     doctor.examine(layout, finish_batches=True, cameras_file=cameras_file)

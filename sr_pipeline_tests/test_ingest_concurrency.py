@@ -69,3 +69,36 @@ def test_list_images_gives_one_row_per_image_even_if_two_batches_accepted_it(lay
                                                        source_name="x.png", stored_path=rel, outcome=store.ACCEPTED)])
     rows = store.list_images(layout)
     assert list(rows["image_id"]) == [image_id] and rows["batch"].iloc[0] == "b1"
+
+
+def _ingest_copy(root, cameras_file, src, barrier) -> None:
+    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.intake.ingest import ingest_folder
+    from sr_pipeline.storage.layout import DataLayout
+
+    barrier.wait()
+    ingest_folder(DataLayout(root), load_registry(cameras_file), src, "ref_cam")
+
+
+def test_two_ingest_processes_on_two_copies_of_a_folder(tmp_path, cameras_file):
+    """The operator's case: two `sr-pipeline ingest` of copies of one folder into one data root."""
+    import multiprocessing
+
+    from sr_pipeline.storage.layout import DataLayout
+
+    images = _tiny_pngs(N_IMAGES, seed=2)
+    for copy in ("a", "b"):
+        (tmp_path / copy).mkdir()
+        for i, data in enumerate(images):
+            (tmp_path / copy / f"img {i:03d}.png").write_bytes(data)
+        (tmp_path / copy / "broken.png").write_bytes(b"")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_ingest_copy, args=(tmp_path / "data", cameras_file, tmp_path / c, barrier)) for c in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    counts = store.read_catalog(DataLayout(tmp_path / "data"))["outcome"].value_counts().to_dict()
+    assert counts == {store.ACCEPTED: N_IMAGES, store.DUPLICATE: N_IMAGES, store.QUARANTINED: 2}

@@ -47,7 +47,8 @@ class StaleTemp:
 class UnfinishedBatch:
     batch: str
     state: str
-    """``claimed`` (no catalog yet), ``catalogued`` (files still in incoming) or ``busy`` (locked now)."""
+    """``claimed`` (no catalog yet), ``catalogued`` (files still in incoming), ``empty`` (a folder
+    reserved by an ingest that died before claiming anything) or ``busy`` (locked now)."""
     files: int
     age_s: float
     command: str
@@ -152,7 +153,8 @@ def find_unfinished(layout: DataLayout, now: float) -> list[UnfinishedBatch]:
             continue  # finished; its quarantine folder is its record
         folder = incoming.get(batch) or quarantined[batch]
         files = sum(1 for p in folder.rglob("*") if not p.is_dir()) if batch in incoming else 0
-        state = "busy" if is_batch_locked(layout, batch) else "catalogued" if catalogued else "claimed"
+        empty = batch in incoming and batch not in quarantined and not any(folder.iterdir())
+        state = "busy" if is_batch_locked(layout, batch) else "catalogued" if catalogued else "empty" if empty else "claimed"
         age = round(now - folder.stat().st_mtime, 1)
         found.append(UnfinishedBatch(batch, state, files, age, finish_command(layout, batch)))
     return found
@@ -163,6 +165,10 @@ def finish(layout: DataLayout, batches: list[UnfinishedBatch], cameras_file: Pat
     for batch in batches:
         if batch.state == "busy":
             batch.error = "being ingested by another process"
+            continue
+        if batch.state == "empty":
+            (layout.incoming / batch.batch).rmdir()
+            batch.finished = {"files_in": 0, "accepted": 0, "duplicate": 0, "quarantined": 0}
             continue
         try:
             summary = ingest_batch(layout, registry, batch.batch)

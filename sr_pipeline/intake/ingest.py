@@ -45,10 +45,10 @@ from sr_pipeline.intake.uploads import (
     original_hex,
     plan_destinations,
     read_names,
+    reserve_batch_key,
     safe_component,
     safe_relative_path,
     scan_tree,
-    unique_batch_key,
 )
 
 # Reason codes decided here (the decoding ones live in sr_pipeline.intake.images).
@@ -492,7 +492,7 @@ def ingest_folder(
         raise NotADirectoryError(f"source folder {src} does not exist or is not a folder")
     uploads = scan_tree(src, camera)
     if batch_key is None:
-        batch_key = unique_batch_key(layout, camera, [u.relpath for u in uploads], clock())
+        batch_key = reserve_batch_key(layout, camera, [u.relpath for u in uploads], clock())
     check_batch_key(batch_key)
     if store.batch_catalog_path(layout, batch_key).exists():
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
@@ -500,7 +500,10 @@ def ingest_folder(
         announce(batch_key)
     with batch_lock(layout, batch_key):
         claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
-        if not (layout.incoming / batch_key).is_dir() and not (layout.quarantine / batch_key).is_dir():
+        batch_dir = layout.incoming / batch_key
+        if batch_dir.is_dir() and not any(batch_dir.iterdir()):
+            batch_dir.rmdir()  # reserved, but nothing was claimed into it
+        if not batch_dir.is_dir() and not (layout.quarantine / batch_key).is_dir():
             # nothing to ingest: no catalog is written for an empty folder
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)

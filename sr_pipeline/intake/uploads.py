@@ -340,6 +340,23 @@ def unique_batch_key(layout: DataLayout, camera: str, relpaths: list[str], when:
     return key
 
 
+def reserve_batch_key(layout: DataLayout, camera: str, relpaths: list[str], when: datetime) -> str:
+    """A new batch key whose incoming folder this call created (``os.mkdir`` fails if it exists),
+    so two ingestions started in the same second with the same file list never share a batch."""
+    layout.incoming.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        key = make_batch_key(camera, relpaths if n == 1 else [*relpaths, f"#{n}"], when)
+        n += 1
+        if (layout.catalog / "images" / f"{key}.parquet").exists():
+            continue
+        try:
+            os.mkdir(layout.incoming / key)
+        except FileExistsError:
+            continue
+        return key
+
+
 # ---------------------------------------------------------------- one poll (one sensor tick)
 
 
@@ -373,6 +390,12 @@ def _orphan_batches(layout: DataLayout, requested: set[str], min_age_s: float, n
         if not BATCH_KEY_RE.match(name) or (layout.catalog / "images" / f"{name}.parquet").exists():
             continue
         if now - entry.stat(follow_symlinks=False).st_mtime < min_age_s or is_batch_locked(layout, name):
+            continue
+        if not any(os.scandir(entry.path)):  # reserved by an ingest that died before claiming anything
+            try:
+                os.rmdir(entry.path)
+            except OSError:
+                pass
             continue
         cameras = sorted(e.name for e in os.scandir(entry.path) if not e.name.startswith("."))
         found.append(ClaimedBatch(name, cameras[0] if cameras else "", [], recovered=True))
