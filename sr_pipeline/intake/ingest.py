@@ -9,6 +9,11 @@ then are the incoming files deleted. A run that dies midway leaves the unprocess
 files in incoming and the quarantined ones (with their JSON) in quarantine; the retry rebuilds the
 quarantined rows from the JSON files and processes the rest, so the accounting
 ``files in = accepted + duplicates + quarantined`` holds whatever happened before.
+
+Each row keeps the cleaned name the file was claimed as (``source_name``) and the name it arrived
+with (``original_name``, exact bytes in ``original_name_hex``, from the batch's name file). Of two
+ingestions of one image, concurrent or not, exactly one records it ``accepted``: the accepted ids
+are read again and the batch catalog written under :func:`store.catalog_lock`.
 """
 
 from __future__ import annotations
@@ -239,11 +244,14 @@ class _BatchRun:
     def row(self, item: _Item, **values) -> dict:
         camera = self.registry.cameras.get(item.camera)
         role, pair_name = classify(camera, item.relpath)
-        hex_name = self.names.get(f"{item.camera}/{item.relpath}" if item.camera else item.relpath) or original_hex(item.relpath)
+        # the name the claim recorded; a file put into incoming by other means arrived as it is named
+        in_batch = f"{item.camera}/{item.relpath}" if item.camera else item.relpath
+        hex_name = self.names.get(in_batch) or original_hex(item.relpath)
         base = dict(
             image_id=None, batch=self.batch, camera=item.camera, role=role, pair_name=pair_name,
-            source_name=item.relpath, original_name=display_name(hex_name), original_name_hex=hex_name, width=None, height=None, orig_format=None, orig_mode=None,
-            bytes=None, received_at=self.now, stored_path=None, outcome=None, reason=None, notes=None,
+            source_name=item.relpath, original_name=display_name(hex_name), original_name_hex=hex_name,
+            width=None, height=None, orig_format=None, orig_mode=None, bytes=None, received_at=self.now,
+            stored_path=None, outcome=None, reason=None, notes=None,
         )  # fmt: skip
         base.update(values)
         return base
