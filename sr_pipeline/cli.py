@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=Path, default=None, help="camera registry file (default configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.intake.ingest:run_cli"))
+
+    p = sub.add_parser("doctor", help="report (and clear) stale temp files and unfinished upload batches")
+    p.add_argument("--clean", action="store_true", help="remove the stale temp files (and name files of finished batches)")
+    p.add_argument("--finish", action="store_true", help="ingest the unfinished batches nobody is ingesting now")
+    p.add_argument("--batch", action="append", default=[], help="only this batch (repeatable)")
+    p.add_argument("--min-age", type=float, default=3600.0,
+                   help="temp files younger than this many seconds are left alone (default 3600)")
+    p.add_argument("--cameras", type=Path, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"))
 
     train = sub.add_parser("train", help="train a model")
     train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
@@ -128,10 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     # Built once here and handed to every command: nothing below reads the data root from the environment.
     args.layout = DataLayout((args.data or default_data_root()).resolve())
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as POSIX tools do on SIGPIPE.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 from dagster import SensorResult, build_sensor_context, materialize
@@ -137,3 +138,11 @@ def test_plant_storage_defaults(monkeypatch, tmp_path):
     storage = PlantStorage()
     assert storage.layout().root == (tmp_path / "elsewhere").resolve()
     assert set(storage.registry().ids()) == {"ref_cam", "field_cam"}  # configs/cameras.yaml
+
+
+def test_ingestion_runs_in_its_own_pool_limited_by_dagster_yaml():
+    import yaml
+
+    assert raw_plant_images.op.pool == "ingest"
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    assert config["concurrency"]["pools"]["default_limit"] == 1  # the ingest pool has no other limit

@@ -126,3 +126,16 @@ def test_calibration_pairs_are_complete_and_sorted(layout):
     name, hr, lr = pairs[1]
     assert hr == layout.root / f"store/images/11/{'1' * 64}.png"
     assert lr == layout.root / f"store/images/22/{'2' * 64}.png"
+
+
+def test_catalogs_written_before_the_original_name_columns_still_read(layout):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old_schema = pa.schema([f for f in store.CATALOG_SCHEMA if not f.name.startswith("original_name")])
+    table = pa.Table.from_pylist([{"image_id": "a" * 64, "batch": "old", "outcome": store.ACCEPTED, "stored_path": "x.png"}], schema=old_schema)
+    store.catalog_dir(layout).mkdir(parents=True)
+    pq.write_table(table, store.batch_catalog_path(layout, "old"))
+    df = store.read_catalog(layout)
+    assert list(df.columns) == list(store.CATALOG_COLUMNS)
+    assert df["original_name"].isna().all() and df["batch"].tolist() == ["old"]

@@ -142,6 +142,7 @@ def test_a_file_changed_after_observation_is_not_claimed(layout, registry, put_l
     path.write_bytes(b"changed")
     assert uploads.claim_by_rename(layout, "field_cam-x", stable) == []
     assert path.exists()
+    assert not uploads.names_path(layout, "field_cam-x").exists()  # no name file for a batch that claimed nothing
 
 
 def test_unsafe_names_are_sanitised_on_claim_and_collisions_kept_apart(layout, registry, put_landing):
@@ -206,3 +207,18 @@ def test_batch_lock_is_exclusive_and_leaves_no_file(layout):
         assert not uploads.is_batch_locked(layout, "b2")
     assert not uploads.is_batch_locked(layout, "b1")
     assert list((layout.incoming / ".locks").iterdir()) == []
+
+
+def test_an_empty_batch_folder_is_removed_not_recovered(layout, registry):
+    folder = layout.incoming / "ref_cam-20260101T000000-00000000"
+    folder.mkdir(parents=True)
+    old = T0 - 1000
+    os.utime(folder, (old, old))
+    assert poll_landing(layout, registry, {}, now=T0, stable_seconds=5, recover_after_s=300).batches == []
+    assert not folder.exists()
+
+
+def test_reserved_batch_keys_are_never_shared(layout):
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    keys = [uploads.reserve_batch_key(layout, "ref_cam", ["a.png"], when) for _ in range(3)]
+    assert len(set(keys)) == 3 and all((layout.incoming / k).is_dir() for k in keys)

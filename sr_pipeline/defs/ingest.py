@@ -76,6 +76,10 @@ def _data_version(summary: IngestSummary) -> DataVersion:
     partitions_def=upload_batches,
     group_name="ingest",
     kinds={"parquet"},
+    # Exactly-once accounting does not rest on this pool (ingest_batch takes the catalog lock); the
+    # pool (limit 1 in dagster.yaml) keeps concurrent batches from competing for the same CPUs and
+    # from queueing on that lock.
+    pool="ingest",
     description=(
         "Camera uploads of one batch, validated, decoded (EXIF orientation applied), normalised to "
         "8-bit RGB, stored once by content hash and catalogued (catalog/images/<batch>.parquet). "

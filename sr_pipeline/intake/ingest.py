@@ -9,6 +9,11 @@ then are the incoming files deleted. A run that dies midway leaves the unprocess
 files in incoming and the quarantined ones (with their JSON) in quarantine; the retry rebuilds the
 quarantined rows from the JSON files and processes the rest, so the accounting
 ``files in = accepted + duplicates + quarantined`` holds whatever happened before.
+
+Each row keeps the cleaned name the file was claimed as (``source_name``) and the name it arrived
+with (``original_name``, exact bytes in ``original_name_hex``, from the batch's name file). Of two
+ingestions of one image, concurrent or not, exactly one records it ``accepted``: the accepted ids
+are read again and the batch catalog written under :func:`store.catalog_lock`.
 """
 
 from __future__ import annotations
@@ -40,10 +45,15 @@ from sr_pipeline.intake.uploads import (
     Upload,
     batch_lock,
     check_batch_key,
+    display_name,
+    drop_names,
+    original_hex,
+    plan_destinations,
+    read_names,
+    reserve_batch_key,
     safe_component,
     safe_relative_path,
     scan_tree,
-    unique_batch_key,
 )
 
 # Reason codes decided here (the decoding ones live in sr_pipeline.sr.decode).
@@ -62,8 +72,10 @@ class FileOutcome:
     outcome: str
     reason: str | None
     image_id: str | None
-    stored_path: str
+    stored_path: str | None
     message: str | None = None
+    original_name: str | None = None
+    """The name the file arrived with (``source_name`` is the cleaned one it was claimed as)."""
 
 
 @dataclass
@@ -148,6 +160,28 @@ def quarantine_name(camera: str, relpath: str) -> str:
     return f"{stem[:160]}-{digest}" + (f".{ext}" if ext else "")
 
 
+def quarantine_record(batch: str, camera: str, relpath: str, incoming_path: str, reason: str, message: str,
+                      size: int | None, now: datetime, file: str | None) -> dict:
+    """What ``quarantine/<batch>/<file>.json`` says; ``file`` is None for a file left in its source folder."""
+    return {
+        "reason": reason,
+        "message": message,
+        "camera": camera,
+        "batch": batch,
+        "relative_path": relpath,
+        "incoming_path": incoming_path,
+        "file": file,
+        "bytes": size,
+        "quarantined_at": now.isoformat(),
+    }
+
+
+def write_quarantine_record(layout: DataLayout, record: dict, *, durable: bool = True) -> None:
+    name = quarantine_name(record["camera"], record["relative_path"])
+    data = json.dumps(record, indent=2).encode()
+    store.atomic_write(layout.quarantine / record["batch"] / f"{name}.json", data, durable=durable)
+
+
 # ---------------------------------------------------------------- one batch
 
 
@@ -205,14 +239,19 @@ class _BatchRun:
         self.batch_dir = layout.incoming / batch
         self.quarantine_dir = layout.quarantine / batch
         self.known = store.accepted_ids(layout, exclude_batch=batch)
+        self.names = read_names(layout, batch)
 
     def row(self, item: _Item, **values) -> dict:
         camera = self.registry.cameras.get(item.camera)
         role, pair_name = classify(camera, item.relpath)
+        # the name the claim recorded; a file put into incoming by other means arrived as it is named
+        in_batch = f"{item.camera}/{item.relpath}" if item.camera else item.relpath
+        hex_name = self.names.get(in_batch) or original_hex(item.relpath)
         base = dict(
             image_id=None, batch=self.batch, camera=item.camera, role=role, pair_name=pair_name,
-            source_name=item.relpath, width=None, height=None, orig_format=None, orig_mode=None,
-            bytes=None, received_at=self.now, stored_path=None, outcome=None, reason=None, notes=None,
+            source_name=item.relpath, original_name=display_name(hex_name), original_name_hex=hex_name,
+            width=None, height=None, orig_format=None, orig_mode=None, bytes=None, received_at=self.now,
+            stored_path=None, outcome=None, reason=None, notes=None,
         )  # fmt: skip
         base.update(values)
         return base
@@ -220,22 +259,13 @@ class _BatchRun:
     def quarantine(self, item: _Item, reason: str, message: str, size: int | None) -> dict:
         name = quarantine_name(item.camera, item.relpath)
         dest = self.quarantine_dir / name
-        record = {
-            "reason": reason,
-            "message": message,
-            "camera": item.camera,
-            "batch": self.batch,
-            "relative_path": item.relpath,
-            "incoming_path": item.path.relative_to(self.batch_dir).as_posix(),
-            "file": name,
-            "bytes": size,
-            "quarantined_at": self.now.isoformat(),
-        }
+        incoming_path = item.path.relative_to(self.batch_dir).as_posix()
+        record = quarantine_record(self.batch, item.camera, item.relpath, incoming_path, reason, message, size, self.now, name)
         if item.kind == SYMLINK:
             record["link_target"] = os.readlink(item.path)  # recorded, never followed
         # The JSON goes first: a crash between the two steps leaves the file in incoming (it is
         # processed again); never a quarantined file without its reason.
-        store.atomic_write(self.quarantine_dir / f"{name}.json", json.dumps(record, indent=2).encode(), durable=self.durable)
+        write_quarantine_record(self.layout, record, durable=self.durable)
         os.rename(item.path, dest)
         stored = store.relative_to_root(self.layout, dest)
         return self.row(item, outcome=store.QUARANTINED, reason=reason, bytes=size, stored_path=stored, notes=message)
@@ -284,11 +314,12 @@ class _BatchRun:
             record = json.loads(json_path.read_text())
             if record.get("incoming_path") in pending:  # still in incoming: it is processed again now
                 continue
-            item = _Item(record["camera"], record["relative_path"], self.quarantine_dir / record["file"], FILE)
+            kept = self.quarantine_dir / record["file"] if record.get("file") else None
+            item = _Item(record["camera"], record["relative_path"], kept or self.quarantine_dir, FILE)
             rows.append(
                 self.row(
                     item, outcome=store.QUARANTINED, reason=record["reason"], bytes=record.get("bytes"),
-                    stored_path=store.relative_to_root(self.layout, self.quarantine_dir / record["file"]),
+                    stored_path=store.relative_to_root(self.layout, kept) if kept else None,
                     notes=record.get("message"), received_at=datetime.fromisoformat(record["quarantined_at"]),
                 )
             )  # fmt: skip
@@ -306,8 +337,16 @@ def _deduplicate(rows: list[dict]) -> None:
         first.add(row["image_id"])
 
 
-def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) -> list[str]:
-    """Delete the incoming files that the catalog now records; return anything left over."""
+def _mark_accepted_elsewhere(rows: list[dict], accepted: set[str]) -> None:
+    for row in rows:
+        if row["outcome"] == store.ACCEPTED and row["image_id"] in accepted:
+            row["outcome"], row["reason"] = store.DUPLICATE, store.DUPLICATE
+
+
+def _remove_batch_folder(layout: DataLayout, batch: str, rows: list[dict], items: list[_Item]) -> list[str]:
+    """Delete the incoming files that the catalog now records (and the batch's name file once
+    the folder is gone); return anything left over."""
+    batch_dir = layout.incoming / batch
     recorded = {(r["camera"], r["source_name"]) for r in rows if r["outcome"] in (store.ACCEPTED, store.DUPLICATE)}
     for item in items:
         if (item.camera, item.relpath) in recorded:
@@ -318,6 +357,8 @@ def _remove_batch_folder(batch_dir: Path, rows: list[dict], items: list[_Item]) 
     leftovers = [f"{u.camera}/{u.relpath}" for u in (_batch_items(batch_dir) if batch_dir.is_dir() else [])]
     if not leftovers and batch_dir.is_dir():
         shutil.rmtree(batch_dir)  # only empty folders and our own temp files remain
+    if not leftovers:
+        drop_names(layout, batch)
     return leftovers
 
 
@@ -326,7 +367,7 @@ def _summary(layout: DataLayout, batch: str, rows: list[dict], already: bool) ->
         FileOutcome(
             camera=r["camera"], source_name=r["source_name"], role=r["role"], pair_name=r["pair_name"],
             outcome=r["outcome"], reason=r["reason"], image_id=r["image_id"], stored_path=r["stored_path"],
-            message=r["notes"] if r["outcome"] == store.QUARANTINED else None,
+            message=r["notes"] if r["outcome"] == store.QUARANTINED else None, original_name=r.get("original_name"),
         )
         for r in sorted(rows, key=lambda r: (r["camera"], r["source_name"]))
     ]  # fmt: skip
@@ -363,7 +404,7 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
         df = store.read_batch_catalog(layout, batch_key)
         rows = [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict("records")]
         summary = _summary(layout, batch_key, rows, already=True)
-        summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, _batch_items(batch_dir))
+        summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, _batch_items(batch_dir))
         return summary
 
     items = _batch_items(batch_dir)
@@ -379,46 +420,58 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
             rows.extend(pool.map(run.process, items))
     else:
         rows.extend(run.process(item) for item in items)
-    _deduplicate(rows)
     if durable:  # the stored images' folder entries reach the disk before the catalog names them
         for folder in sorted({(layout.root / r["stored_path"]).parent for r in rows if r["outcome"] == store.ACCEPTED}):
             store.fsync_dir(folder)
-    store.write_batch_catalog(layout, batch_key, rows)
+    with store.catalog_lock(layout):
+        # Another ingestion may have catalogued some of these images since this run started.
+        _mark_accepted_elsewhere(rows, store.accepted_ids(layout, exclude_batch=batch_key))
+        _deduplicate(rows)
+        store.write_batch_catalog(layout, batch_key, rows)
     summary = _summary(layout, batch_key, rows, already=False)
-    summary.left_in_incoming = _remove_batch_folder(batch_dir, rows, items)
+    summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, items)
     return summary
 
 
 # ---------------------------------------------------------------- back-fill from disk
 
 
-def claim_files(layout: DataLayout, batch_key: str, camera: str, uploads: list[Upload], *, move: bool = False) -> list[str]:
+def claim_files(
+    layout: DataLayout, batch_key: str, camera: str, uploads: list[Upload], *, move: bool = False, now: datetime | None = None
+) -> list[str]:
     """Put files found under a source folder into ``incoming/<batch>/<camera>/<safe path>``.
 
     Copies (default) go through a hidden temp file and a rename, so a crash never leaves a partial
-    file that looks claimed; a file already claimed by an earlier attempt is kept. Symlinks are
-    re-created as links (never followed) so ingestion quarantines them; special files are skipped
-    when copying. Returns the claimed paths relative to the batch folder.
+    file that looks claimed. Destinations come from :func:`plan_destinations`: names that clean
+    alike get distinct ones, every original name is recorded, and a retry maps each file to the
+    destination of the earlier attempt (a file already there is kept). Symlinks are re-created as
+    links (never followed) so ingestion quarantines them; a special file (FIFO, socket, device)
+    cannot be copied: it stays in the source folder and gets a quarantine record, so the batch
+    reports it. Returns the claimed paths relative to the batch folder.
     """
     batch_dir = layout.incoming / check_batch_key(batch_key)
     claimed = []
-    for upload in uploads:
-        dest = batch_dir / camera / safe_relative_path(upload.relpath)
+    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
+        rel = dest.relative_to(batch_dir).as_posix()
+        if not move and upload.kind == SPECIAL:
+            message = f"not a regular file (FIFO, socket or device): left in the source folder {upload.path.parent}"
+            relpath = rel.split("/", 1)[1]
+            record = quarantine_record(batch_key, camera, relpath, rel, SPECIAL_FILE, message, None, now or utc_now(), None)
+            write_quarantine_record(layout, record)
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(dest):
-            claimed.append(dest.relative_to(batch_dir).as_posix())
+            claimed.append(rel)
             continue
         if move:
             os.rename(upload.path, dest)
         elif upload.kind == SYMLINK:
             os.symlink(os.readlink(upload.path), dest)
-        elif upload.kind == FILE:
+        else:
             tmp = dest.with_name(f".{dest.name}.claim.tmp")
             shutil.copy2(upload.path, tmp, follow_symlinks=False)
             os.replace(tmp, dest)
-        else:
-            continue
-        claimed.append(dest.relative_to(batch_dir).as_posix())
+        claimed.append(rel)
     return claimed
 
 
@@ -433,11 +486,13 @@ def ingest_folder(
     limits: DecodeLimits = DecodeLimits(),
     workers: int | None = None,
     clock: Callable[[], datetime] = utc_now,
+    announce: Callable[[str], None] | None = None,
 ) -> IngestSummary:
     """Back-fill a folder from disk through the same path as camera uploads.
 
     Hidden and temporary names are skipped, as in the landing folder. With an explicit
-    ``batch_key`` whose catalog exists, raises ``FileExistsError``.
+    ``batch_key`` whose catalog exists, raises ``FileExistsError``. ``announce`` is called with
+    the batch key before anything is claimed, so a run that dies leaves its batch named.
     """
     registry.get(camera)
     src = Path(src_dir)
@@ -445,16 +500,30 @@ def ingest_folder(
         raise NotADirectoryError(f"source folder {src} does not exist or is not a folder")
     uploads = scan_tree(src, camera)
     if batch_key is None:
-        batch_key = unique_batch_key(layout, camera, [u.relpath for u in uploads], clock())
+        batch_key = reserve_batch_key(layout, camera, [u.relpath for u in uploads], clock())
     check_batch_key(batch_key)
     if store.batch_catalog_path(layout, batch_key).exists():
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
+    if announce is not None:
+        announce(batch_key)
     with batch_lock(layout, batch_key):
-        claim_files(layout, batch_key, camera, uploads, move=move)
-        if not (layout.incoming / batch_key).is_dir() and not (layout.quarantine / batch_key).is_dir():
+        claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
+        batch_dir = layout.incoming / batch_key
+        if batch_dir.is_dir() and not any(batch_dir.iterdir()):
+            batch_dir.rmdir()  # reserved, but nothing was claimed into it
+        if not batch_dir.is_dir() and not (layout.quarantine / batch_key).is_dir():
             # nothing to ingest: no catalog is written for an empty folder
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)
+
+
+def _announce(layout: DataLayout, batch_key: str) -> None:
+    # stderr, so --json output stays one document; printed first so a crash leaves the key named
+    print(
+        f"sr-pipeline ingest: batch {batch_key} (if this run dies, finish it with: "
+        f"sr-pipeline --data {layout.root} doctor --finish --batch {batch_key})",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 def _print_human(summary: IngestSummary) -> None:
@@ -464,7 +533,8 @@ def _print_human(summary: IngestSummary) -> None:
     )
     for f in summary.files:
         if f.outcome == store.QUARANTINED:
-            print(f"  quarantined {f.camera}/{f.source_name}: {f.reason} ({f.message})")
+            name = f.original_name if f.original_name is not None else f.source_name
+            print(f"  quarantined {f.camera}/{name}: {f.reason} ({f.message})")
     print(f"catalog: {summary.catalog_path}")
 
 
@@ -475,8 +545,9 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         registry = load_registry(getattr(args, "cameras", None))
         summary = ingest_folder(
-            layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False)
-        )
+            layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False),
+            announce=lambda key: _announce(layout, key),
+        )  # fmt: skip
     except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
         print(f"sr-pipeline ingest: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,10 @@ never read, even one copied with an old mtime). Temporary and hidden names are i
 an atomic ``os.rename`` from ``landing/<camera>/<path>`` to ``incoming/<batch>/<camera>/<path>``;
 symlinks and special files are moved as they are (never followed or opened) so ingestion can
 quarantine them. The state (the sensor cursor) is a JSON-able dict.
+
+Claimed names are cleaned (:func:`safe_relative_path`); names that clean alike get distinct
+destinations, and before anything is moved the batch's name file ``incoming/.names/<batch>.json``
+records each destination's original path as exact bytes (hex), so the catalog can keep it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import re
 import stat
@@ -23,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 STABLE_SECONDS_ENV = "SR_PIPELINE_STABLE_SECONDS"
@@ -229,21 +235,87 @@ def _free_destination(dest: Path, taken: set[Path], original: str) -> Path:
     return candidate
 
 
+# ---------------------------------------------------------------- original names
+
+
+def names_path(layout: DataLayout, batch_key: str) -> Path:
+    return layout.incoming / ".names" / f"{check_batch_key(batch_key)}.json"
+
+
+def original_hex(relpath: str) -> str:
+    """The exact bytes of a path as found on disk (``os.fsencode`` undoes surrogateescape), as hex."""
+    return os.fsencode(relpath).hex()
+
+
+def display_name(hex_name: str) -> str:
+    """A stored original name for humans: UTF-8, with U+FFFD for bytes that are not."""
+    return bytes.fromhex(hex_name).decode("utf-8", "replace")
+
+
+def read_names(layout: DataLayout, batch_key: str) -> dict[str, str]:
+    """``{claimed path relative to the batch folder: original path as hex}`` ({} if none recorded)."""
+    try:
+        return json.loads(names_path(layout, batch_key).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def record_names(layout: DataLayout, batch_key: str, names: dict[str, str]) -> None:
+    """Add ``names`` to the batch's name file (written atomically, before the files are moved)."""
+    merged = {**read_names(layout, batch_key), **names}
+    atomic_write(names_path(layout, batch_key), lambda fh: fh.write(json.dumps(merged, indent=0, sort_keys=True).encode()))
+
+
+def drop_names(layout: DataLayout, batch_key: str) -> None:
+    try:
+        os.unlink(names_path(layout, batch_key))
+    except FileNotFoundError:
+        pass
+
+
+def plan_destinations(layout: DataLayout, batch_key: str, uploads: list[Upload]) -> list[Path]:
+    """Each upload's destination in ``incoming/<batch>/<camera>/<safe path>``, recorded in the name file.
+
+    An upload the name file already maps (an earlier attempt) keeps its destination; names that
+    clean alike get distinct ones, so no upload is taken for another.
+    """
+    batch_dir = layout.incoming / check_batch_key(batch_key)
+    known = read_names(layout, batch_key)
+    by_original = {(rel.split("/", 1)[0], hex_name): rel for rel, hex_name in known.items()}
+    taken = {batch_dir / rel for rel in known}
+    dests: dict[int, Path] = {}
+    new: dict[str, str] = {}
+    # Names that need no cleaning are placed first, so they keep their name whatever the order.
+    order = sorted(range(len(uploads)), key=lambda i: safe_relative_path(uploads[i].relpath).as_posix() != uploads[i].relpath)
+    for i in order:
+        upload = uploads[i]
+        hex_name = original_hex(upload.relpath)
+        rel = by_original.get((upload.camera, hex_name))
+        if rel is None:
+            dest = _free_destination(batch_dir / upload.camera / safe_relative_path(upload.relpath), taken, upload.relpath)
+            rel = dest.relative_to(batch_dir).as_posix()
+            new[rel] = hex_name
+            by_original[(upload.camera, hex_name)] = rel
+        dests[i] = batch_dir / rel
+        taken.add(dests[i])
+    if new:
+        record_names(layout, batch_key, new)
+    return [dests[i] for i in range(len(uploads))]
+
+
 def claim_by_rename(layout: DataLayout, batch_key: str, uploads: list[Upload]) -> list[str]:
     """Move uploads into ``incoming/<batch>/<camera>/<safe path>``; returns the claimed paths
     (relative to the batch folder). An upload that changed or vanished since it was observed
     stays where it is."""
     batch_dir = layout.incoming / check_batch_key(batch_key)
-    taken: set[Path] = set()
     claimed: list[str] = []
-    for upload in uploads:
+    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
         try:
             st = os.lstat(upload.path)
         except FileNotFoundError:
             continue
         if (st.st_size, st.st_mtime_ns) != (upload.size, upload.mtime_ns):
             continue
-        dest = _free_destination(batch_dir / upload.camera / safe_relative_path(upload.relpath), taken, upload.relpath)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(upload.path, dest)
@@ -253,8 +325,9 @@ def claim_by_rename(layout: DataLayout, batch_key: str, uploads: list[Upload]) -
             if exc.errno == errno.EXDEV:
                 raise OSError(f"landing and incoming must be on one filesystem to claim atomically: {exc}") from exc
             raise
-        taken.add(dest)
         claimed.append(dest.relative_to(batch_dir).as_posix())
+    if not claimed:
+        drop_names(layout, batch_key)
     return claimed
 
 
@@ -265,6 +338,23 @@ def unique_batch_key(layout: DataLayout, camera: str, relpaths: list[str], when:
         key = make_batch_key(camera, [*relpaths, f"#{n}"], when)
         n += 1
     return key
+
+
+def reserve_batch_key(layout: DataLayout, camera: str, relpaths: list[str], when: datetime) -> str:
+    """A new batch key whose incoming folder this call created (``os.mkdir`` fails if it exists),
+    so two ingestions started in the same second with the same file list never share a batch."""
+    layout.incoming.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        key = make_batch_key(camera, relpaths if n == 1 else [*relpaths, f"#{n}"], when)
+        n += 1
+        if (layout.catalog / "images" / f"{key}.parquet").exists():
+            continue
+        try:
+            os.mkdir(layout.incoming / key)
+        except FileExistsError:
+            continue
+        return key
 
 
 # ---------------------------------------------------------------- one poll (one sensor tick)
@@ -300,6 +390,12 @@ def _orphan_batches(layout: DataLayout, requested: set[str], min_age_s: float, n
         if not BATCH_KEY_RE.match(name) or (layout.catalog / "images" / f"{name}.parquet").exists():
             continue
         if now - entry.stat(follow_symlinks=False).st_mtime < min_age_s or is_batch_locked(layout, name):
+            continue
+        if not any(os.scandir(entry.path)):  # reserved by an ingest that died before claiming anything
+            try:
+                os.rmdir(entry.path)
+            except OSError:
+                pass
             continue
         cameras = sorted(e.name for e in os.scandir(entry.path) if not e.name.startswith("."))
         found.append(ClaimedBatch(name, cameras[0] if cameras else "", [], recovered=True))

@@ -8,14 +8,19 @@ PNG (lossless; fast zlib level) at ``<image_store>/<id[:2]>/<id>.png``.
 The catalog is one Parquet file per upload batch, ``<catalog>/images/<batch>.parquet``, written
 once, atomically; :func:`read_catalog` concatenates them. Every claimed upload has one row:
 ``accepted`` (stored), ``duplicate`` (its pixels were already accepted: the row points at the
-existing image) or ``quarantined`` (``stored_path`` is the quarantined file, ``reason`` says why).
+existing image) or ``quarantined`` (``stored_path`` is the quarantined file, ``reason`` says why; null for a special
+file left in a source folder). ``source_name`` is the cleaned path the file was claimed as,
+``original_name`` / ``original_name_hex`` the name it arrived with.
 Paths in the catalog are relative to the data root, so the root can move.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,10 @@ CATALOG_SCHEMA = pa.schema(
         ("role", pa.string()),
         ("pair_name", pa.string()),
         ("source_name", pa.string()),
+        # The path as the camera (or the source folder) named it, for traceability: exact bytes as
+        # hex, and decoded as UTF-8 for humans. Catalogs written before these columns read as null.
+        ("original_name", pa.string()),
+        ("original_name_hex", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("orig_format", pa.string()),
@@ -110,7 +119,11 @@ def put_image(
         write = lambda fh: fh.write(png_bytes)  # noqa: E731
     else:
         write = lambda fh: image.save(fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL)  # noqa: E731
-    atomic_write(path, write, durable=durable, sync_dir=sync_dir)
+    try:
+        # exclusive: of two writers of one image exactly one publishes it; the other finds it there
+        atomic_write(path, write, durable=durable, sync_dir=sync_dir, exclusive=True)
+    except FileExistsError:
+        return image_id, path, False
     return image_id, path, True
 
 
@@ -138,6 +151,24 @@ def batch_catalog_path(layout: DataLayout, batch: str) -> Path:
 def catalog_table(rows: Iterable[dict]) -> pa.Table:
     rows = [{name: row.get(name) for name in CATALOG_COLUMNS} for row in rows]
     return pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
+
+
+@contextmanager
+def catalog_lock(layout: DataLayout) -> Iterator[None]:
+    """Exclusive lock on the catalog (blocking, across threads and processes).
+
+    An ingestion holds it from re-reading the accepted ids to writing its batch catalog, so of two
+    ingestions of one image, concurrent or not, exactly one records it ``accepted``. The kernel
+    releases it when its holder dies (even by ``kill -9``); the lock file itself stays.
+    """
+    path = catalog_dir(layout) / ".ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_batch_catalog(layout: DataLayout, batch: str, rows: Iterable[dict]) -> Path:
@@ -189,10 +220,13 @@ def list_images(layout: DataLayout, role: str | Iterable[str] | None = None, cam
     """Accepted images (one row per stored image), optionally of some roles and cameras.
 
     Adds a ``path`` column with the absolute path of each stored PNG (``stored_path`` is made
-    absolute too in this view; the catalog files keep it relative to the data root).
+    absolute too in this view; the catalog files keep it relative to the data root). Should two
+    batches ever both have accepted one image (catalogs written before ingestions took the
+    catalog lock), the earliest row stands for it, so nothing is loaded twice.
     """
     df = read_catalog(layout)
     df = df[df["outcome"] == ACCEPTED]
+    df = df.sort_values(["received_at", "batch"], kind="stable").drop_duplicates("image_id", keep="first").sort_index()
     if role is not None:
         roles = [role] if isinstance(role, str) else list(role)
         df = df[df["role"].isin(roles)]

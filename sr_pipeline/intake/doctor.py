@@ -1,0 +1,261 @@
+"""``sr-pipeline doctor``: find, and on request clear, what interrupted work leaves in the data root.
+
+* Stale temporary files: the hidden ``.<name>.<random>.tmp`` files of atomic writes and claim
+  copies, and the hidden temp folders of model and report writes (``models/<kind>/.<name>.<random>``,
+  ``reports/.<date>.<random>``), older than ``--min-age``, under the store, catalog, models, runs,
+  archive, reports, incoming and quarantine folders. The landing folder is the cameras' and is
+  never touched. ``--clean`` removes them; anything younger may still be written by a live process.
+* Unfinished batches: ``incoming/<batch>/`` (or ``quarantine/<batch>/``) without a catalog (a
+  crashed ``sr-pipeline ingest`` or a sensor batch whose run has not finished), or catalogued with
+  files still in incoming. Each comes with the command that finishes it; ``--finish`` runs
+  :func:`ingest_batch` on those nobody is ingesting now (idempotent, so finishing a batch that
+  its Dagster run will ingest later is harmless: the run reads the catalog back).
+* Leftover name files ``incoming/.names/<batch>.json`` of batches that have no incoming folder
+  (finished, or a claim that moved nothing), older than ``--min-age``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
+from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, is_batch_locked, names_path
+from sr_pipeline.storage import store
+from sr_pipeline.storage.layout import DataLayout
+
+DEFAULT_MIN_AGE_S = 3600.0
+
+
+@dataclass
+class StaleTemp:
+    path: str
+    age_s: float
+    bytes: int
+    folder: bool = False
+    removed: bool = False
+
+
+@dataclass
+class UnfinishedBatch:
+    batch: str
+    state: str
+    """``claimed`` (no catalog yet), ``catalogued`` (files still in incoming), ``empty`` (a folder
+    reserved by an ingest that died before claiming anything) or ``busy`` (locked now)."""
+    files: int
+    age_s: float
+    command: str
+    finished: dict | None = None
+    """After ``--finish``: files_in, accepted, duplicate, quarantined."""
+    error: str | None = None
+
+
+@dataclass
+class DoctorReport:
+    root: str
+    min_age_s: float
+    stale_temps: list[StaleTemp] = field(default_factory=list)
+    unfinished: list[UnfinishedBatch] = field(default_factory=list)
+    leftover_name_files: list[str] = field(default_factory=list)
+    names_removed: bool = False
+
+    def problems_left(self) -> int:
+        temps = sum(1 for t in self.stale_temps if not t.removed)
+        batches = sum(1 for b in self.unfinished if b.finished is None)
+        names = 0 if self.names_removed else len(self.leftover_name_files)
+        return temps + batches + names
+
+
+# ---------------------------------------------------------------- stale temp files
+
+
+def _is_temp_file(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _temp_folder_parents(layout: DataLayout) -> set[Path]:
+    """Folders where hidden sub-folders are temp folders of atomic folder writes."""
+    parents = {layout.reports}
+    if layout.models.is_dir():
+        parents |= {Path(e.path) for e in os.scandir(layout.models) if e.is_dir(follow_symlinks=False)}
+    return parents
+
+
+def _tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def find_stale_temps(layout: DataLayout, min_age_s: float, now: float) -> list[StaleTemp]:
+    roots = [layout.image_store.parent, layout.catalog, layout.models, layout.runs, layout.archive, layout.reports,
+             layout.incoming, layout.quarantine]  # fmt: skip
+    folder_parents = _temp_folder_parents(layout)
+    found = []
+    for root in roots:
+        for folder, dirs, files in os.walk(root):  # never follows links
+            here = Path(folder)
+            if here in folder_parents:
+                for name in [d for d in dirs if d.startswith(".")]:
+                    dirs.remove(name)  # a temp folder is reported whole, not walked
+                    path = here / name
+                    age = now - path.lstat().st_mtime
+                    if age >= min_age_s:
+                        found.append(StaleTemp(str(path), round(age, 1), _tree_size(path), folder=True))
+            for name in files:
+                path = here / name
+                if not _is_temp_file(name):
+                    continue
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:  # finished meanwhile
+                    continue
+                if now - st.st_mtime >= min_age_s:
+                    found.append(StaleTemp(str(path), round(now - st.st_mtime, 1), st.st_size))
+    return sorted(found, key=lambda t: t.path)
+
+
+def remove_temps(temps: list[StaleTemp]) -> None:
+    for temp in temps:
+        path = Path(temp.path)
+        try:
+            shutil.rmtree(path) if temp.folder else os.unlink(path)
+        except FileNotFoundError:
+            pass
+        temp.removed = True
+
+
+# ---------------------------------------------------------------- unfinished batches
+
+
+def finish_command(layout: DataLayout, batch: str) -> str:
+    return f"sr-pipeline --data {layout.root} doctor --finish --batch {batch}"
+
+
+def _batch_folders(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {e.name: Path(e.path) for e in os.scandir(folder)
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and BATCH_KEY_RE.match(e.name)}  # fmt: skip
+
+
+def find_unfinished(layout: DataLayout, now: float) -> list[UnfinishedBatch]:
+    incoming, quarantined = _batch_folders(layout.incoming), _batch_folders(layout.quarantine)
+    found = []
+    for batch in sorted(set(incoming) | set(quarantined)):
+        catalogued = store.batch_catalog_path(layout, batch).exists()
+        if catalogued and batch not in incoming:
+            continue  # finished; its quarantine folder is its record
+        folder = incoming.get(batch) or quarantined[batch]
+        files = sum(1 for p in folder.rglob("*") if not p.is_dir()) if batch in incoming else 0
+        empty = batch in incoming and batch not in quarantined and not any(folder.iterdir())
+        state = "busy" if is_batch_locked(layout, batch) else "catalogued" if catalogued else "empty" if empty else "claimed"
+        age = round(now - folder.stat().st_mtime, 1)
+        found.append(UnfinishedBatch(batch, state, files, age, finish_command(layout, batch)))
+    return found
+
+
+def finish(layout: DataLayout, batches: list[UnfinishedBatch], cameras_file: Path | None) -> None:
+    registry = load_registry(cameras_file)
+    for batch in batches:
+        if batch.state == "busy":
+            batch.error = "being ingested by another process"
+            continue
+        if batch.state == "empty":
+            (layout.incoming / batch.batch).rmdir()
+            batch.finished = {"files_in": 0, "accepted": 0, "duplicate": 0, "quarantined": 0}
+            continue
+        try:
+            summary = ingest_batch(layout, registry, batch.batch)
+        except BatchBusyError as exc:
+            batch.error = str(exc)
+            continue
+        batch.finished = {k: getattr(summary, k) for k in ("files_in", "accepted", "duplicate", "quarantined")}
+
+
+def leftover_name_files(layout: DataLayout, min_age_s: float, now: float) -> list[str]:
+    """Name files of batches without an incoming folder (finished, or nothing was claimed).
+
+    A young one may belong to a claim in progress (written before its files are moved): kept.
+    """
+    folder = names_path(layout, "x").parent
+    if not folder.is_dir():
+        return []
+    left = []
+    for path in sorted(folder.glob("*.json")):
+        if not (layout.incoming / path.stem).exists() and now - path.stat().st_mtime >= min_age_s:
+            left.append(str(path))
+    return left
+
+
+# ---------------------------------------------------------------- the whole check
+
+
+def examine(
+    layout: DataLayout,
+    *,
+    min_age_s: float = DEFAULT_MIN_AGE_S,
+    clean: bool = False,
+    finish_batches: bool = False,
+    only: list[str] | None = None,
+    cameras_file: Path | None = None,
+    now: float | None = None,
+) -> DoctorReport:
+    """Look (and with ``clean`` / ``finish_batches`` act); ``only`` limits the batches finished and listed."""
+    now = time.time() if now is None else now
+    report = DoctorReport(root=str(layout.root), min_age_s=min_age_s)
+    report.unfinished = [b for b in find_unfinished(layout, now) if not only or b.batch in only]
+    if finish_batches:
+        finish(layout, report.unfinished, cameras_file)
+    report.stale_temps = find_stale_temps(layout, min_age_s, now)  # after finishing: it may leave none
+    report.leftover_name_files = leftover_name_files(layout, min_age_s, now)
+    if clean:
+        remove_temps(report.stale_temps)
+        for path in report.leftover_name_files:
+            Path(path).unlink(missing_ok=True)
+        report.names_removed = True
+    return report
+
+
+def _print_human(report: DoctorReport, clean: bool) -> None:
+    print(f"data root {report.root}")
+    done = "removed" if clean else "stale"
+    print(f"{len(report.stale_temps)} temporary file(s)/folder(s) older than {report.min_age_s:g} s ({done})")
+    for t in report.stale_temps:
+        print(f"  {'removed ' if t.removed else ''}{t.path} ({t.bytes} bytes, {t.age_s:.0f} s old)")
+    print(f"{len(report.unfinished)} unfinished batch(es)")
+    for b in report.unfinished:
+        if b.finished is not None:
+            print(f"  {b.batch}: finished: {b.finished}")
+        else:
+            print(f"  {b.batch}: {b.state}, {b.files} file(s) in incoming, {b.age_s:.0f} s old"
+                  + (f" ({b.error})" if b.error else f"; finish with: {b.command}"))  # fmt: skip
+    if report.leftover_name_files:
+        print(f"{len(report.leftover_name_files)} name file(s) of finished batches ({'removed' if report.names_removed else 'left'})")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline doctor [--clean] [--finish] [--batch KEY ...] [--min-age S] [--cameras FILE] [--json]``.
+
+    Exit status 0 when nothing is left to fix, 1 when something is (stale files without
+    ``--clean``, unfinished batches without ``--finish``), 2 on a usage error.
+    """
+    if args.min_age < 0:
+        print("sr-pipeline doctor: --min-age must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        report = examine(args.layout, min_age_s=args.min_age, clean=args.clean, finish_batches=args.finish,
+                         only=args.batch or None, cameras_file=args.cameras)  # fmt: skip
+    except CameraRegistryError as exc:
+        print(f"sr-pipeline doctor: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        _print_human(report, args.clean)
+    return 1 if report.problems_left() else 0
