@@ -119,3 +119,22 @@ def test_bad_inputs_are_rejected():
         HRCrops([], 16)
     with pytest.raises(ValueError, match="non-negative"):
         UnpairedLR(_images((32, 32)), 8, seed=-1)
+
+
+def test_augmentation_draws_all_eight_symmetries():
+    # An image exactly one patch in size: every crop is the whole image, so only the symmetry varies.
+    (img,) = _images((8, 8), seed=3)
+    seen = {_to_uint8(HRCrops([img], 8, seed=0)[i]).tobytes() for i in range(64)}
+    assert seen == {dihedral(img, k).tobytes() for k in range(8)}
+    plain = HRCrops([img], 8, seed=0, augment=False)
+    assert all(np.array_equal(_to_uint8(plain[i]), img) for i in range(8))
+
+
+def test_dataset_kinds_draw_separate_streams_from_one_seed():
+    # Co-learning seeds its HR crops and its field LR crops alike: the two must not pick the same windows.
+    images = _images((64, 64), (48, 80))
+    hr, lr = HRCrops(images, 16, seed=4), UnpairedLR(images, 16, seed=4)
+    pairs = DegradedPairs(images, 16, DegradationConfig.plain(4), seed=4)
+    for i in range(4):
+        assert not torch.equal(hr[i], lr[i]) and not torch.equal(hr[i], pairs[i]["hr"])
+        assert any(_is_window(dihedral(_to_uint8(lr[i]), k), im) for k in range(8) for im in images)

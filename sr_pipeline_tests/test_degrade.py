@@ -262,3 +262,18 @@ def test_degrade_rejects_sizes_that_are_not_multiples_of_the_scale():
         degrade(_texture(63, 64), DegradationConfig(), np.random.default_rng(0))
     with pytest.raises(ValueError, match="HxWx3"):
         degrade(np.zeros((64, 64), np.float32), DegradationConfig(), np.random.default_rng(0))
+
+
+
+def test_the_blur_step_is_the_kernel_applied_in_place():
+    # A stage with a single possible kernel: the output must be that kernel convolved with the image (mirror
+    # padding) at the same position, not shifted by part of the padding.
+    from scipy.ndimage import convolve
+
+    hr = _texture(40, 48)
+    cfg = _plain_with({"stage1.blur_prob": 1.0, "stage1.sinc_prob": 0.0, "stage1.kernel_types": ("iso",),
+                       "stage1.kernel_weights": (1.0,), "stage1.kernel_size_range": (21, 21),
+                       "stage1.sigma_range": (2.0, 2.0)}, scale=1)
+    kernel = bivariate_kernel(21, 2.0, 2.0, 0.0)
+    expected = np.stack([convolve(hr[..., c].astype(np.float64), kernel, mode="mirror") for c in range(3)], -1)
+    np.testing.assert_allclose(degrade(hr, cfg, np.random.default_rng(0)), np.clip(expected, 0, 1), atol=1e-5)

@@ -12,6 +12,15 @@ def test_logit_map_shape_follows_the_number_of_downsamples():
         assert d(torch.randn(2, 3, side, side)).shape == (2, 1, side // 2**n, side // 2**n)
 
 
+def test_channels_double_up_to_the_cap_and_activations_leak():
+    d = PatchDiscriminator(base_channels=8, num_downsamples=3, max_channels=128, negative_slope=0.1)
+    assert [m.out_channels for m in d.modules() if isinstance(m, torch.nn.Conv2d)] == [8, 16, 32, 64, 1]
+    capped = PatchDiscriminator(base_channels=8, num_downsamples=3, max_channels=16)
+    assert [m.out_channels for m in capped.modules() if isinstance(m, torch.nn.Conv2d)] == [8, 16, 16, 16, 1]
+    acts = [m for m in d.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+    assert len(acts) == 4 and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.1 for m in acts)
+
+
 def test_every_convolution_is_spectrally_normalised():
     d = PatchDiscriminator(base_channels=8, num_downsamples=3)
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -48,6 +48,19 @@ def test_gradients_reach_every_parameter_and_the_hr_input():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_g_sees_the_hr_detail_that_bicubic_downsampling_discards():
+    # A pixel-rate checkerboard all but vanishes under down(x); G also reads pixel_unshuffle(x), so its
+    # residual must still respond to it (method.md section 3: G "sees the whole HR signal").
+    g = _perturbed(LearnedDownsampler(**TINY)).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    checker = ((torch.arange(32).view(32, 1) + torch.arange(32).view(1, 32)) % 2).float() * 2 - 1
+    detail = 0.2 * checker.expand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (downsample(x + detail, 4) - downsample(x, 4)).abs().max() < 0.005
+        residual = lambda hr: g(hr) - downsample(hr, 4)  # noqa: E731
+        assert (residual(x + detail) - residual(x)).abs().mean() > 0.01
+
+
 def test_rejects_hr_sides_that_are_not_multiples_of_the_scale():
     g = LearnedDownsampler(**TINY)
     try:

@@ -80,6 +80,8 @@ def test_lowpass_keeps_constants_and_removes_fine_detail():
     assert lowpass(x, 1.0).std() < 0.1 * x.std()
     assert torch.equal(lowpass(x, 0.0), x)
     assert lowpass(torch.randn(2, 3, 4, 4), 2.0).shape == (2, 3, 4, 4)  # radius > side falls back to replicate
+    small = torch.full((1, 3, 4, 4), -0.7)
+    assert torch.allclose(lowpass(small, 2.0), small, atol=1e-6)  # ... which keeps constants too
 
 
 def test_lpips_wrapper_is_frozen_and_averages_the_batch():
@@ -97,4 +99,6 @@ def test_lpips_wrapper_is_frozen_and_averages_the_batch():
     value = loss(a, torch.ones(2, 3, 4, 4))
     assert float(value.detach()) == pytest.approx(1.0)
     value.backward()
+    # d/da of mean_batch(mean |a - b| * w) at a < b: -1 / (all elements), pulling a towards b.
     assert a.grad is not None
+    torch.testing.assert_close(a.grad, torch.full_like(a, -1.0 / a.numel()))

@@ -11,13 +11,15 @@ from scipy.ndimage import gaussian_filter
 
 from sr_pipeline.sr import lr_sets
 from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.losses import lowpass
 
 TINY = dict(scale=4, channels=8, num_blocks=1, norm_num_groups=4)
 
 
-def scene(size=64, seed=0):
+def scene(size=64, seed=0, smooth=3.0):
     rng = np.random.default_rng(seed)
-    img = gaussian_filter(rng.uniform(0, 255, (size, size, 3)), sigma=(3, 3, 0))
+    img = gaussian_filter(rng.uniform(0, 255, (size, size, 3)), sigma=(smooth, smooth, 0))
     img = (img - img.min()) / (np.ptp(img) + 1e-9) * 200 + 20
     return img.astype(np.uint8)
 
@@ -114,8 +116,6 @@ def test_build_lr_sets_summary_and_preview():
     summary = sets.summary()
     json.dumps(summary)
     assert summary["variants_per_hr"] == 3 and summary["diversity_l1"] > 0
-    assert summary["learned_closer_than_bicubic"] == (
-        summary["realism_distance_learned"]["total"] < summary["realism_distance_bicubic"]["total"])
     assert set(summary["mean_stats"]) == {"learned", "bicubic", "field"}
     png = lr_sets.preview_grid(hr, sets.bicubic, sets.variants, 4, max_rows=2, cell=64)
     with Image.open(io.BytesIO(png)) as im:
@@ -123,3 +123,66 @@ def test_build_lr_sets_summary_and_preview():
         assert im.size == (5 * (64 + 2) + 2, 14 + 2 * (64 + 2) + 2)  # HR, bicubic, 3 variants; 2 rows
     with pytest.raises(ValueError):
         lr_sets.build_lr_sets(perturbed_g(), hr, [], k=2)
+
+
+class KnownDegradation(LearnedDownsampler):
+    """A stand-in G that degrades by a known recipe: bicubic down, Gaussian blur (``blur`` LR pixels,
+    negative: unsharp masking) and Gaussian noise of ``sigma`` grey levels drawn from G's own noise input."""
+
+    def configure(self, blur: float, sigma: float) -> "KnownDegradation":
+        self.blur, self.sigma = blur, sigma
+        return self
+
+    def forward(self, x_hr, noise=None):
+        y = downsample(x_hr, self.config.scale)
+        if self.blur > 0:
+            y = lowpass(y, self.blur)
+        elif self.blur < 0:
+            y = 2 * y - lowpass(y, -self.blur)
+        return y if noise is None else y + self.sigma / 127.5 * noise
+
+
+def field_camera(hr: np.ndarray, blur: float, sigma: float, seed: int) -> np.ndarray:
+    """An LR image of ``hr`` as the field camera records it: the recipe above, noise from ``seed``."""
+    g = KnownDegradation(**TINY).configure(blur, sigma)
+    noise = torch.randn(g.lr_shape(to_tensor(hr)), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return to_uint8(g(to_tensor(hr), noise))
+
+
+@pytest.mark.parametrize("smooth, blur, sigma, wrong, stat", [
+    (3.0, 1.0, 0.0, (-1.0, 0.0), "gradient_mean"),  # a soft field camera; the wrong G sharpens
+    (6.0, 0.0, 6.0, (0.0, 30.0), "noise_sigma"),  # a noisy field camera; the wrong G adds five times the noise
+])
+def test_a_downsampler_with_the_field_degradation_is_measured_closer_than_bicubic(smooth, blur, sigma, wrong, stat):
+    # The field pool (other scenes) is degraded by a known recipe. G with the field's own recipe must come out
+    # closer than bicubic, on the total and on the statistic the recipe moves; G with the wrong recipe further.
+    hr = [scene(128, i, smooth) for i in range(4)]
+    field = [field_camera(scene(128, 50 + i, smooth), blur, sigma, seed=i) for i in range(8)]
+    right = lr_sets.build_lr_sets(KnownDegradation(**TINY).configure(blur, sigma), hr, field, k=2, seed=3)
+    off = lr_sets.build_lr_sets(KnownDegradation(**TINY).configure(*wrong), hr, field, k=2, seed=3)
+    bicubic = right.realism_bicubic
+    assert off.realism_bicubic == bicubic  # the same HR images, so the same bicubic baseline
+
+    assert right.learned_closer_than_bicubic and right.summary()["learned_closer_than_bicubic"] is True
+    assert not off.learned_closer_than_bicubic and off.summary()["learned_closer_than_bicubic"] is False
+    assert right.realism_learned["total"] < 0.5 * bicubic["total"] < 0.5 * off.realism_learned["total"]
+    assert right.realism_learned[stat] < 0.5 * bicubic[stat] < 0.5 * off.realism_learned[stat]
+    # The mean statistic: bicubic misses the field's value, the right recipe meets it, the wrong one misses more.
+    mean = {name: st[stat] for name, st in right.stats.items()}
+    miss = mean["bicubic"] - mean["field"]
+    assert abs(miss) > 0.3 * mean["field"]
+    assert abs(mean["learned"] - mean["field"]) < 0.2 * abs(miss)
+    assert abs(off.stats["learned"][stat] - mean["field"]) > 1.5 * abs(miss)
+
+
+def test_a_colour_cast_moves_only_the_colour_distance():
+    # The same field images with a red cast: the camera's degradation is unchanged (total stays at zero),
+    # the colour statistics move (mean red up by 20 grey levels = 8 % against a pool spread of a few %).
+    field = [noisy(scene(48, i), 6, i) for i in range(6)]
+    cast = [f + np.array([20, 0, 0], np.uint8) for f in field]
+    assert max(int(f[..., 0].max()) for f in field) <= 235  # no wrap-around
+    pool = lr_sets.set_stats(field)
+    d = lr_sets.realism_distance(lr_sets.set_stats(cast), pool)
+    assert d["total"] < 0.05
+    assert d["mean_r"] > 1 and d["mean_g"] == d["mean_b"] == 0 and d["colour"] > 0.25

@@ -102,3 +102,11 @@ def test_input_validation() -> None:
         psnr_y(np.zeros((8, 8)), np.zeros((8, 8)))
     with pytest.raises(ValueError, match="too small"):
         ssim_y(gray(1, 8), gray(1, 8), crop_border=4)
+
+
+def test_rgb_psnr_border_crop() -> None:
+    hr = textured(3, 16)
+    sr = hr.copy()
+    sr[:, :2] = 255 - sr[:, :2]  # damage only the 2-pixel left border
+    assert psnr_rgb(sr, hr, crop_border=2) == math.inf
+    assert psnr_rgb(sr, hr, crop_border=1) < 20
