@@ -135,12 +135,15 @@ def test_training_assets_are_in_the_gpu_pool_with_the_k8s_gpu_request():
     assert training_job.executor_def.name == "multiprocess"
 
 
-def test_training_command_uses_accelerate_launch(tiny_profile):
-    one = TrainingSettings(profile=str(tiny_profile)).command("teacher", ["--x"])
+def test_training_command_is_the_cli_under_accelerate_launch(tiny_profile):
+    one = TrainingSettings(profile=str(tiny_profile)).command("teacher", Path("/data"), ["--x"])
     assert one[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" not in one
-    assert one[-5:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.training.entry", "teacher", "--x"][-5:]
-    four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("teacher", [])
+    assert one[-9:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.cli", "--data", "/data", "train", "teacher", "--x"]
+    four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("colearn", Path("/data"), [])
     assert "--multi_gpu" in four and four[four.index("--num_processes") + 1] == "4"
+    assert four[-2:] == ["train", "colearn"]
+    plain = TrainingSettings(profile=str(tiny_profile), use_accelerate=False).command("teacher", Path("/d"), [])
+    assert plain == [sys.executable, "-m", "sr_pipeline.cli", "--data", "/d", "train", "teacher"]
     with pytest.raises(FileNotFoundError):
         TrainingSettings(profile="/nonexistent.yaml").profile_path()
 
