@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file
 
 from conftest import photos, tiny_sr_model
 from sr_pipeline.sr.checkpoints import load_sr_model
@@ -26,7 +27,7 @@ from sr_pipeline.sr.downsampler import load_downsampler
 from sr_pipeline.sr.imageops import downsample
 from sr_pipeline.sr.losses import l1, lowpass
 from sr_pipeline.sr.stages import colearn as tc
-from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, saved_record
+from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record
 from sr_pipeline.sr.training import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
@@ -273,9 +274,14 @@ def test_tiny_run_writes_student_and_downsampler_folders(tmp_path):
     teacher_dir = make_teacher(tmp_path)
     teacher_hash = _weights_hash(teacher_dir)
     student_dir, g_dir = outs(tmp_path)
-    result = tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", student_dir, g_dir,
-                              image_ids=["a", "b", "c"])
+    stage = tc.ColearnStage(tiny_profile(), teacher_dir, photos(), field_lr(), student_dir, g_dir,
+                            image_ids=["a", "b", "c"])
+    result = run_stage(stage, tmp_path / "run")
     assert result is not None and result.steps == 4 and result.version == "v1"
+    saved = load_file(student_dir / "diffusion_pytorch_model.safetensors")
+    ema, raw = stage.learner.ema.model.state_dict(), stage.learner.unwrap(stage.learner.student).state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)  # the EMA copy is what is saved ...
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)  # ... not the last weights
     assert result.model_dirs == {"student": student_dir, "downsampler": g_dir}
     assert _weights_hash(teacher_dir) == teacher_hash
     student = load_sr_model(student_dir)

@@ -153,3 +153,28 @@ def test_code_location_loads_without_torch():
             "dg.Definitions.validate_loadable(d.defs); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_trainer_reports_each_folder_under_the_asset_key_dagster_passed():
+    from types import SimpleNamespace
+
+    from sr_pipeline.training.launch import report_materializations
+
+    class FakePipes:
+        def __init__(self, extras):
+            self.extras, self.reports = extras, []
+
+        def get_extra(self, key):
+            return self.extras[key]
+
+        def report_asset_materialization(self, **kw):
+            self.reports.append(kw)
+
+    result = SimpleNamespace(version="v7", steps=3, model_dirs={"student": Path("s"), "downsampler": Path("g")})
+    pipes = FakePipes({"asset_keys": {"student": "my_student", "downsampler": "my_g"}})
+    report_materializations(pipes, result)
+    assert [(r["asset_key"], r["data_version"]) for r in pipes.reports] == [("my_student", "v7"), ("my_g", "v7")]
+    ablation = SimpleNamespace(version="v8", steps=3, model_dirs={"student": Path("s")})
+    pipes = FakePipes({"asset_keys": {"student": "my_student", "downsampler": "my_g"}})
+    report_materializations(pipes, ablation)
+    assert [r["asset_key"] for r in pipes.reports] == ["my_student"]
