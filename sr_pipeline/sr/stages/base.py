@@ -50,7 +50,7 @@ class Stage(ABC):
 
     @abstractmethod
     def info(self, history: list[dict]) -> dict:
-        """What training.json records beyond the loop's own fields (kind-independent part)."""
+        """What training.json records beyond the loop's own fields, for every folder the stage writes."""
 
     @abstractmethod
     def outputs(self) -> list[ModelOutput]:
