@@ -37,8 +37,10 @@ from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
 from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.metrics import psnr_y
-from sr_pipeline.sr.train_colearn import train_colearn
-from sr_pipeline.sr.train_teacher import train_teacher
+from sr_pipeline.sr.stages.colearn import train_colearn
+from sr_pipeline.sr.stages.teacher import train_teacher
+from sr_pipeline.storage.versions import new_version
+from sr_pipeline.training.run import colearn_outputs
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dir = args.teacher
         times = {"teacher": float(json.loads((teacher_dir / "training.json").read_text()).get("wall_time_s", 0))}
     else:
-        teacher_dir = train_teacher(profile, hr, layout.runs / "teacher", None, layout.models,
+        teacher_dir = train_teacher(profile, hr, layout.run_dir("teacher", profile.name),
+                                    layout.model_dir("teacher", new_version()),
                                     image_ids=list(hr_rows["image_id"])).model_dir
         times = {"teacher": time.perf_counter() - t0}
     students: dict[str, Path] = {}
@@ -161,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ["co-learned", *args.ablations]:
         p = profile if name == "co-learned" else _ablation(profile, name)
         t0 = time.perf_counter()
-        r = train_colearn(p, teacher_dir, hr, field, layout.runs / name, layout.models,
+        r = train_colearn(p, teacher_dir, hr, field, layout.run_dir("colearn", name), *colearn_outputs(layout, p),
                           image_ids=list(hr_rows["image_id"]), field_image_ids=list(field_rows["image_id"]))
         times[name] = time.perf_counter() - t0
-        students[name] = r.student_dir
-        if r.downsampler_dir is not None:
-            downsamplers[name] = r.downsampler_dir
+        students[name] = r.model_dirs["student"]
+        if "downsampler" in r.model_dirs:
+            downsamplers[name] = r.model_dirs["downsampler"]
 
     pairs = find_pairs(args.datasets / "realsr_x4", "even")
     methods = {"teacher (T steps)": Upscaler(load_sr_model(teacher_dir), steps=profile.diffusion.num_steps)}

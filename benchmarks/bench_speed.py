@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
 from sr_pipeline.sr.config import Profile
 from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
-from sr_pipeline.sr.train_teacher import build_teacher
+from sr_pipeline.sr.stages.teacher import build_teacher
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 

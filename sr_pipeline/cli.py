@@ -60,24 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"))
 
-    train = sub.add_parser("train", help="train a model")
+    train = sub.add_parser("train", help="train a model (the same command Dagster's training assets launch)")
     train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
-    p = train_sub.add_parser("teacher", help="train the multi-step ResShift teacher")
-    p.add_argument("--config", type=Path, required=True, help="training profile (configs/cpu-demo.yaml, configs/gpu.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
-    p.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: <data>/models/teacher/<version>)")
-    p.add_argument("--run-dir", type=Path, default=None, help="resumable state folder (default: <data>/runs/teacher/<profile>)")
-    p.set_defaults(func=_handler("sr_pipeline.sr.train_teacher:run_cli"))
-
-    p = train_sub.add_parser("colearn", help="co-train the single-step student and the learnable downsampler")
-    p.add_argument("--config", type=Path, required=True, help="training profile with a colearn section")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    for kind, help_text, out_kind in (
+        ("teacher", "train the multi-step ResShift teacher", "teacher"),
+        ("colearn", "co-train the single-step student and the learnable downsampler", "student"),
+    ):
+        p = train_sub.add_parser(kind, help=help_text)
+        p.add_argument("--config", type=Path, required=True, help="training profile (configs/cpu-demo.yaml, configs/gpu.yaml)")
+        p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+        p.add_argument("--out", type=Path, default=None,
+                       help=f"{out_kind} folder to write (default: <data>/models/{out_kind}/<new version>)")
+        p.add_argument("--run-dir", type=Path, default=None,
+                       help=f"resumable state folder (default: <data>/runs/{kind}/<profile>)")
+        p.set_defaults(func=_handler("sr_pipeline.training.launch:run_cli"))
+    # colearn only (the last parser of the loop):
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder (default: the newest teacher)")
-    p.add_argument("--run-dir", type=Path, default=None, help="resumable state folder (default: <data>/runs/colearn/<profile>)")
-    p.add_argument("--out", type=Path, default=None, help="student folder (default: <data>/models/student/<version>)")
     p.add_argument("--downsampler-out", type=Path, default=None,
-                   help="downsampler folder (default: <data>/models/downsampler/<version>)")
-    p.set_defaults(func=_handler("sr_pipeline.sr.train_colearn:run_cli"))
+                   help="downsampler folder (default: <data>/models/downsampler/<the student's version>)")
 
     p = sub.add_parser("upscale", help="upscale images with a student (1 step) or a teacher (--steps T)")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")

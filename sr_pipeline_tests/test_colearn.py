@@ -1,5 +1,6 @@
-"""Co-learning: each update touches exactly the nets it should, the teacher never changes, loss
-switches skip their work, a tiny run writes both model folders, resumes, and stops on a NaN."""
+"""Co-learning: each update touches exactly the nets it should and moves them the right way, the
+teacher never changes, loss switches skip their work, a tiny run writes both model folders,
+resumes bit-identically, and stops on a NaN."""
 
 import hashlib
 import json
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file
 
 from conftest import photos, tiny_sr_model
-from sr_pipeline.sr import train_colearn as tc
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import (
     ColearnConfig,
@@ -24,6 +25,9 @@ from sr_pipeline.sr.config import (
 )
 from sr_pipeline.sr.downsampler import load_downsampler
 from sr_pipeline.sr.imageops import downsample
+from sr_pipeline.sr.losses import l1, lowpass
+from sr_pipeline.sr.stages import colearn as tc
+from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record
 from sr_pipeline.sr.training import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
@@ -75,15 +79,30 @@ def same(model, snap):
     return set(state) == set(snap) and all(torch.equal(state[k], snap[k]) for k in snap)
 
 
-def test_discriminator_step_leaves_student_downsampler_and_teacher_unchanged(tmp_path):
+def grads_nonzero(model) -> bool:
+    """Every trainable weight got a gradient and they are not all zero (an all-zero gradient fails)."""
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    return bool(grads) and all(g is not None for g in grads) and any(bool(g.abs().sum() > 0) for g in grads)
+
+
+def no_grads(model) -> bool:
+    return all(p.grad is None for p in model.parameters())
+
+
+def only(*terms):
+    return {k: 0.0 for k in ALL_ON} | {t: 1.0 for t in terms}
+
+
+def test_discriminator_step_updates_only_the_discriminators(tmp_path):
     learner = learner_for(tmp_path, tiny_profile())
     x, y_r = batch()
     gen = learner.generate(x)
-    before = {n: snapshot(m) for n, m in [("student", learner.student), ("g", learner.downsampler),
-                                          ("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
+    before = {n: snapshot(m) for n, m in [("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
     row = learner.discriminator_step(x, y_r, gen, 1)
     assert {"loss_d_hr", "loss_d_lr", "acc_d_hr", "acc_d_lr"} <= set(row)
-    assert same(learner.student, before["student"]) and same(learner.downsampler, before["g"])
+    # The fakes are detached: no gradient reached U or G (a fresh learner has none of its own).
+    assert no_grads(learner.student) and no_grads(learner.downsampler)
+    assert grads_nonzero(learner.d_hr) and grads_nonzero(learner.d_lr)
     assert same(learner.teacher, before["teacher"])
     assert not same(learner.d_hr, before["d_hr"]) and not same(learner.d_lr, before["d_lr"])
 
@@ -93,14 +112,91 @@ def test_generator_step_leaves_discriminators_and_teacher_unchanged(tmp_path):
     x, y_r = batch()
     gen = learner.generate(x)
     learner.discriminator_step(x, y_r, gen, 1)
-    before = {n: snapshot(m) for n, m in [("student", learner.student), ("g", learner.downsampler),
-                                          ("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
+    before = {n: snapshot(m) for n, m in [("teacher", learner.teacher), ("d_hr", learner.d_hr), ("d_lr", learner.d_lr)]}
+    for d in (learner.d_hr, learner.d_lr):
+        d.zero_grad(set_to_none=True)
     row = learner.generator_step(x, y_r, gen, 1)
     assert {f"loss_{k}" for k, w in ALL_ON.items() if w > 0} <= set(row)
     assert same(learner.d_hr, before["d_hr"]) and same(learner.d_lr, before["d_lr"])
+    assert no_grads(learner.d_hr) and no_grads(learner.d_lr)  # frozen: the adversarial terms left them alone
     assert same(learner.teacher, before["teacher"])
-    assert not same(learner.student, before["student"]) and not same(learner.downsampler, before["g"])
+    assert grads_nonzero(learner.student) and grads_nonzero(learner.downsampler)
     assert all(p.requires_grad for p in learner.d_hr.parameters())  # the toggle is undone
+
+
+def _struct_gap(learner, x):
+    """L_struct of G's noise-free output: how far its low band is from the bicubic LR's."""
+    sigma = learner.cfg.struct_sigma
+    with torch.no_grad():
+        return float(l1(lowpass(learner.unwrap(learner.downsampler)(x, None), sigma),
+                        lowpass(downsample(x, 4), sigma)))
+
+
+def test_struct_steps_move_g_towards_the_bicubic_low_band(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile(only("struct")))
+    x, _ = batch()
+    # Start G off its target (its residual starts near zero, i.e. already on the bicubic LR).
+    with torch.no_grad():
+        for p in learner.unwrap(learner.downsampler).conv_out.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    before = _struct_gap(learner, x)
+    for step in range(1, 6):
+        learner.generator_step(x, None, learner.generate(x), step)
+    assert _struct_gap(learner, x) < 0.9 * before
+
+
+def test_lr_cycle_gradient_reaches_u_and_g_and_closes_the_cycle(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile(only("cyc_lr"), train={"lr": 3e-3}))
+    x, y_r = batch()
+    gen = learner.generate(x)
+
+    def cycle_gap():
+        torch.manual_seed(7)  # the same eps_r for each measurement
+        with torch.no_grad():
+            eps = torch.randn(2, 3, 32, 32) * learner.cfg.start_noise_scale
+            x_r = tc.student_step(learner.student, learner.schedule, y_r, eps, 4)
+            return float(l1(learner.downsampler(x_r, None), y_r))
+
+    before = cycle_gap()
+    learner.generator_step(x, y_r, gen, 1)
+    assert grads_nonzero(learner.student) and grads_nonzero(learner.downsampler)
+    for step in range(2, 8):
+        learner.generator_step(x, y_r, gen, step)
+    assert cycle_gap() < before
+
+
+def test_student_and_its_ema_start_as_the_teacher(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile())
+    teacher = snapshot(learner.teacher)
+    assert same(learner.student, teacher) and same(learner.ema.model, teacher)
+    assert learner.student is not learner.teacher
+
+
+def test_teacher_label_and_student_see_the_same_eps(tmp_path, monkeypatch):
+    learner = learner_for(tmp_path, tiny_profile(start_noise_scale=1.0))  # (the default 0 starts at the mean)
+    seen = {}
+    real_step, real_sample = tc.student_step, learner.schedule.sample
+
+    def spy_step(net, schedule, y, eps, scale):
+        seen.setdefault("student", eps.clone())
+        return real_step(net, schedule, y, eps, scale)
+
+    def spy_sample(model, up_y, noise, **kw):
+        seen["teacher"] = noise.clone()
+        return real_sample(model, up_y, noise, **kw)
+
+    monkeypatch.setattr(tc, "student_step", spy_step)
+    monkeypatch.setattr(learner.schedule, "sample", spy_sample)
+    gen = learner.generate(batch()[0])
+    assert torch.equal(seen["student"], seen["teacher"]) and torch.equal(seen["teacher"], gen["eps"])
+    assert seen["teacher"].abs().sum() > 0
+
+
+def test_a_few_dozen_steps_reduce_the_reconstruction_loss(tmp_path):
+    learner = learner_for(tmp_path, tiny_profile(only("rec"), train={"lr": 3e-3, "warmup_steps": 1}))
+    x, _ = batch()
+    losses = [learner.generator_step(x, None, learner.generate(x), step)["loss_rec"] for step in range(1, 31)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
 @pytest.mark.parametrize("highpass", [True, False])
@@ -130,13 +226,14 @@ def test_teacher_never_changes_over_iterations(tmp_path):
 
 
 def test_rec_gradient_reaches_the_downsampler_only_when_switched_on(tmp_path):
-    only_rec = {k: 0.0 for k in ALL_ON} | {"rec": 1.0}
     for switch in (False, True):
-        learner = learner_for(tmp_path / str(switch), tiny_profile(only_rec, rec_grad_to_downsampler=switch))
+        learner = learner_for(tmp_path / str(switch), tiny_profile(only("rec"), rec_grad_to_downsampler=switch))
         x, _ = batch()
         gen = learner.generate(x)
         g = snapshot(learner.downsampler)
         learner.generator_step(x, None, gen, 1)
+        assert grads_nonzero(learner.student)
+        assert grads_nonzero(learner.downsampler) is switch and no_grads(learner.downsampler) is not switch
         assert same(learner.downsampler, g) is not switch
 
 
@@ -169,80 +266,90 @@ def _weights_hash(folder):
     return hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
 
 
+def outs(tmp_path, version="v1"):
+    return tmp_path / "models" / "student" / version, tmp_path / "models" / "downsampler" / version
+
+
 def test_tiny_run_writes_student_and_downsampler_folders(tmp_path):
     teacher_dir = make_teacher(tmp_path)
     teacher_hash = _weights_hash(teacher_dir)
-    result = tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", tmp_path / "models",
-                              image_ids=["a", "b", "c"])
-    assert result is not None and result.steps == 4
+    student_dir, g_dir = outs(tmp_path)
+    stage = tc.ColearnStage(tiny_profile(), teacher_dir, photos(), field_lr(), student_dir, g_dir,
+                            image_ids=["a", "b", "c"])
+    result = run_stage(stage, tmp_path / "run")
+    assert result is not None and result.steps == 4 and result.version == "v1"
+    saved = load_file(student_dir / "diffusion_pytorch_model.safetensors")
+    ema, raw = stage.learner.ema.model.state_dict(), stage.learner.unwrap(stage.learner.student).state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)  # the EMA copy is what is saved ...
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)  # ... not the last weights
+    assert result.model_dirs == {"student": student_dir, "downsampler": g_dir}
     assert _weights_hash(teacher_dir) == teacher_hash
-    assert result.student_dir.parent == tmp_path / "models" / "student"
-    assert result.downsampler_dir.parent == tmp_path / "models" / "downsampler"
-    student = load_sr_model(result.student_dir)
+    student = load_sr_model(student_dir)
     assert student.kind == "student" and student.schedule.num_steps == 4
-    g = load_downsampler(result.downsampler_dir)
+    g = load_downsampler(g_dir)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert g(x).shape == (1, 3, 8, 8) and not torch.equal(g(x), downsample(x, 4))
-    for folder, kind in ((result.student_dir, "student"), (result.downsampler_dir, "downsampler")):
+    for folder, kind in ((student_dir, "student"), (g_dir, "downsampler")):
         info = json.loads((folder / "training.json").read_text())
         assert info["kind"] == kind and info["teacher"]["version"] == "t1" and info["steps"] == 4
         assert len(info["history"]) == 4 and info["image_ids"] == ["a", "b", "c"]
         assert {f"loss_{k}" for k, w in ALL_ON.items() if w > 0} | {"acc_d_hr", "acc_d_lr"} <= set(info["history"][-1])
         assert {"teacher", "student", "downsampler", "discriminators", "generator_update"} <= set(info["time_breakdown"])
         assert info["lpips"] == "weight 0" and info["teacher_steps"] == 2
-    assert not (tmp_path / "run" / "state.pt").exists()
+    assert json.loads((student_dir / "training.json").read_text())["downsampler"] == str(g_dir)
+    assert latest_state(tmp_path / "run") is None
 
 
-def test_interrupted_run_resumes_to_the_same_final_step(tmp_path):
+def test_interrupted_run_resumes_bit_identically(tmp_path):
     teacher_dir = make_teacher(tmp_path)
     profile, run = tiny_profile(), tmp_path / "run"
-    args = (profile, teacher_dir, photos(), field_lr(), run, tmp_path / "models")
-    assert tc.train_colearn(*args, stop_after=3) is None
-    assert (run / "state.pt").exists()
-    with pytest.raises(FileExistsError):
-        tc.train_colearn(*args)
-    result = tc.train_colearn(*args, resume=True)
+    data = (profile, teacher_dir, photos(), field_lr())
+    assert tc.train_colearn(*data, run, *outs(tmp_path, "unused"), stop_after=3) is None
+    assert saved_record(latest_state(run)).step == 2
+    with pytest.raises(UnfinishedRun, match=f"--resume.*{run}"):
+        tc.train_colearn(*data, run, *outs(tmp_path))
+    result = tc.train_colearn(*data, run, *outs(tmp_path), resume=True)
     assert result is not None and result.steps == 4
     assert [r["step"] for r in result.history] == [1, 2, 3, 4]
+    straight = tc.train_colearn(*data, tmp_path / "run2", *outs(tmp_path, "v2"))
+    for role in ("student", "downsampler"):
+        assert _weights_hash(result.model_dirs[role]) == _weights_hash(straight.model_dirs[role])
 
 
 def test_nan_guard_names_the_step(tmp_path, monkeypatch):
     teacher_dir = make_teacher(tmp_path)
     monkeypatch.setattr(tc, "mse", lambda a, b: torch.tensor(float("nan")))
     with pytest.raises(TrainingDiverged, match=r"distill.*step 1"):
-        tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", tmp_path / "models")
+        tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", *outs(tmp_path))
+    assert not (tmp_path / "models" / "student").exists()
 
 
 def test_fixed_degradation_ablation_needs_no_field_images_and_saves_only_the_student(tmp_path):
     teacher_dir = make_teacher(tmp_path)
     for fixed in ("bicubic", "synthetic"):
         profile = tiny_profile(train={"steps": 1}, use_downsampler=False, fixed_degradation=fixed)
-        result = tc.train_colearn(profile, teacher_dir, photos(), [], tmp_path / f"run-{fixed}", tmp_path / "models")
-        assert result is not None and result.downsampler_dir is None
-        info = json.loads((result.student_dir / "training.json").read_text())
+        student_dir, _ = outs(tmp_path, fixed)
+        result = tc.train_colearn(profile, teacher_dir, photos(), [], tmp_path / f"run-{fixed}", student_dir)
+        assert result is not None and result.model_dirs == {"student": student_dir}
+        info = json.loads((student_dir / "training.json").read_text())
         assert all(info["loss_weights"][k] == 0 for k in ("adv_lr", "struct", "cyc_lr"))
         assert "acc_d_lr" not in info["history"][-1] and "acc_d_hr" in info["history"][-1]
 
 
-def test_missing_field_images_are_an_error_when_the_downsampler_needs_them(tmp_path):
+def test_missing_field_images_or_downsampler_folder_are_errors(tmp_path):
+    teacher_dir = make_teacher(tmp_path)
     with pytest.raises(ValueError, match="field LR"):
-        tc.train_colearn(tiny_profile(), make_teacher(tmp_path), photos(), [], tmp_path / "run", tmp_path / "models")
+        tc.train_colearn(tiny_profile(), teacher_dir, photos(), [], tmp_path / "run", *outs(tmp_path))
+    with pytest.raises(ValueError, match="downsampler_out"):
+        tc.train_colearn(tiny_profile(), teacher_dir, photos(), field_lr(), tmp_path / "run", outs(tmp_path)[0])
 
 
-def test_newest_teacher_is_the_latest_created(tmp_path):
-    models = tmp_path / "models"
-    assert tc.newest_teacher(models) is None
-    first = make_teacher(tmp_path)
-    assert tc.newest_teacher(models) == first
-
-
-def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, monkeypatch, capsys):
-    import argparse
-
+def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     import yaml
     from PIL import Image
 
+    from sr_pipeline.cli import main
     from sr_pipeline.storage.layout import DataLayout
     from sr_pipeline.storage.store import put_image, relative_to_root, write_batch_catalog
 
@@ -256,15 +363,17 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, monkeypat
     write_batch_catalog(layout, "b1", rows)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}).to_dict()))
-    args = argparse.Namespace(config=config, resume=False, teacher=None, layout=layout)
-    assert tc.run_cli(args) == 2 and "no teacher" in capsys.readouterr().err
+    argv = ["--data", str(layout.root), "train", "colearn", "--config", str(config)]
+    assert main(argv) == 2 and "no teacher" in capsys.readouterr().err
     make_teacher(layout.root)  # -> <data>/models/teacher/t1
-    assert tc.run_cli(args) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "student saved to" in out and "downsampler saved to" in out and "teacher" in out
+    assert "student saved to" in out and "downsampler saved to" in out and "time per step" in out
     (student,) = (layout.models / "student").iterdir()
     (g,) = (layout.models / "downsampler").iterdir()
+    assert student.name == g.name  # one version for the pair
     info = json.loads((student / "training.json").read_text())
     assert info["image_ids"] == [r["image_id"] for r in rows[:3]]
     assert info["field_image_ids"] == [r["image_id"] for r in rows[3:]]
     assert info["teacher"]["version"] == "t1" and json.loads((g / "training.json").read_text())["kind"] == "downsampler"
+    assert latest_state(layout.run_dir("colearn", "tiny")) is None

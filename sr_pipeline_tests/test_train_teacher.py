@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import photos
-from sr_pipeline.sr import train_teacher as tt
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import DiffusionConfig, NetConfig, OptimConfig, Profile
 from sr_pipeline.sr.imageops import downsample
+from sr_pipeline.sr.stages import teacher as tt
+from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, saved_record
 from sr_pipeline.sr.training import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
@@ -44,19 +45,21 @@ def test_tiny_teacher_overfits_one_pair():
 
 def test_train_saves_a_loadable_teacher(tmp_path):
     profile = tiny_profile(steps=4)
-    result = tt.train_teacher(profile, photos(), tmp_path / "run", None, tmp_path / "models", image_ids=["a", "b", "c"])
+    out = tmp_path / "models" / "teacher" / "v1"
+    result = tt.train_teacher(profile, photos(), tmp_path / "run", out, image_ids=["a", "b", "c"])
     assert result is not None and result.steps == 4
-    assert result.model_dir.parent == tmp_path / "models" / "teacher"
-    info = json.loads((result.model_dir / "training.json").read_text())
+    assert result.model_dir == out and result.version == "v1" and result.model_dirs == {"teacher": out}
+    info = json.loads((out / "training.json").read_text())
     assert info["kind"] == "teacher" and info["steps"] == 4 and info["image_ids"] == ["a", "b", "c"]
+    assert info["version"] == "v1" and info["num_images"] == 3 and info["final_loss"] == info["history"][-1]["loss"]
     assert info["profile"]["name"] == "tiny" and len(info["history"]) == 4
-    assert not (tmp_path / "run" / "state.pt").exists()  # a finished run leaves no state to resume
-    loaded = load_sr_model(result.model_dir)
+    assert latest_state(tmp_path / "run") is None  # a finished run leaves no state to resume
+    loaded = load_sr_model(out)
     assert loaded.schedule.num_steps == 4 and loaded.kind == "teacher"
     up = torch.zeros(1, 3, 32, 32)
     with torch.no_grad():
         a = loaded.schedule.sample(loaded.net, up, torch.ones_like(up))
-        again = load_sr_model(result.model_dir)
+        again = load_sr_model(out)
         b = again.schedule.sample(again.net, up, torch.ones_like(up))
     assert torch.equal(a, b)
 
@@ -64,20 +67,21 @@ def test_train_saves_a_loadable_teacher(tmp_path):
 def test_interrupted_run_resumes_to_the_same_final_step(tmp_path):
     profile = tiny_profile(steps=6, save_every=2)
     run = tmp_path / "run"
-    assert tt.train_teacher(profile, photos(), run, None, tmp_path / "models", stop_after=3) is None
-    assert (run / "state.pt").exists()
-    with pytest.raises(FileExistsError):
-        tt.train_teacher(profile, photos(), run, None, tmp_path / "models")
-    result = tt.train_teacher(profile, photos(), run, tmp_path / "out", tmp_path / "models", resume=True)
+    assert tt.train_teacher(profile, photos(), run, tmp_path / "unused", stop_after=3) is None
+    assert saved_record(latest_state(run)).step == 2
+    with pytest.raises(UnfinishedRun, match="--resume"):
+        tt.train_teacher(profile, photos(), run, tmp_path / "out")
+    result = tt.train_teacher(profile, photos(), run, tmp_path / "out", resume=True)
     assert result.steps == 6 and result.model_dir == tmp_path / "out"
     steps = [row["step"] for row in result.history]
     # Steps 1-2 come from the saved state, step 3 was lost with the "crash", 3-6 were run again.
     assert steps == [1, 2, 3, 4, 5, 6]
     # Data, RNG and optimiser state are all restored: the result equals an uninterrupted run's.
-    straight = tt.train_teacher(profile, photos(), tmp_path / "run2", tmp_path / "out2", tmp_path / "models")
+    straight = tt.train_teacher(profile, photos(), tmp_path / "run2", tmp_path / "out2")
     a = load_sr_model(result.model_dir).net.state_dict()
     b = load_sr_model(straight.model_dir).net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [(r["step"], r["loss"]) for r in result.history] == [(r["step"], r["loss"]) for r in straight.history]
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_state(tmp_path, monkeypatch):
@@ -93,7 +97,6 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_state(tmp_path, 
 
     monkeypatch.setattr(tt, "teacher_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="step 3"):
-        tt.train_teacher(profile, photos(), run, None, tmp_path / "models")
-    state = torch.load(run / "state.pt", weights_only=False)
-    assert state["step"] == 2
+        tt.train_teacher(profile, photos(), run, tmp_path / "models" / "teacher" / "v1")
+    assert saved_record(latest_state(run)).step == 2
     assert not (tmp_path / "models").exists()

@@ -135,12 +135,15 @@ def test_training_assets_are_in_the_gpu_pool_with_the_k8s_gpu_request():
     assert training_job.executor_def.name == "multiprocess"
 
 
-def test_training_command_uses_accelerate_launch(tiny_profile):
-    one = TrainingSettings(profile=str(tiny_profile)).command("teacher", ["--x"])
+def test_training_command_is_the_cli_under_accelerate_launch(tiny_profile):
+    one = TrainingSettings(profile=str(tiny_profile)).command("teacher", Path("/data"), ["--x"])
     assert one[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" not in one
-    assert one[-5:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.training.entry", "teacher", "--x"][-5:]
-    four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("teacher", [])
+    assert one[-9:] == ["--dynamo_backend", "no", "-m", "sr_pipeline.cli", "--data", "/data", "train", "teacher", "--x"]
+    four = TrainingSettings(profile=str(tiny_profile), num_processes=4).command("colearn", Path("/data"), [])
     assert "--multi_gpu" in four and four[four.index("--num_processes") + 1] == "4"
+    assert four[-2:] == ["train", "colearn"]
+    plain = TrainingSettings(profile=str(tiny_profile), use_accelerate=False).command("teacher", Path("/d"), [])
+    assert plain == [sys.executable, "-m", "sr_pipeline.cli", "--data", "/d", "train", "teacher"]
     with pytest.raises(FileNotFoundError):
         TrainingSettings(profile="/nonexistent.yaml").profile_path()
 
@@ -150,3 +153,28 @@ def test_code_location_loads_without_torch():
             "dg.Definitions.validate_loadable(d.defs); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_trainer_reports_each_folder_under_the_asset_key_dagster_passed():
+    from types import SimpleNamespace
+
+    from sr_pipeline.training.launch import report_materializations
+
+    class FakePipes:
+        def __init__(self, extras):
+            self.extras, self.reports = extras, []
+
+        def get_extra(self, key):
+            return self.extras[key]
+
+        def report_asset_materialization(self, **kw):
+            self.reports.append(kw)
+
+    result = SimpleNamespace(version="v7", steps=3, model_dirs={"student": Path("s"), "downsampler": Path("g")})
+    pipes = FakePipes({"asset_keys": {"student": "my_student", "downsampler": "my_g"}})
+    report_materializations(pipes, result)
+    assert [(r["asset_key"], r["data_version"]) for r in pipes.reports] == [("my_student", "v7"), ("my_g", "v7")]
+    ablation = SimpleNamespace(version="v8", steps=3, model_dirs={"student": Path("s")})
+    pipes = FakePipes({"asset_keys": {"student": "my_student", "downsampler": "my_g"}})
+    report_materializations(pipes, ablation)
+    assert [r["asset_key"] for r in pipes.reports] == ["my_student"]

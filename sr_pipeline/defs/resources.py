@@ -56,9 +56,9 @@ class TrainingSettings(ConfigurableResource):
             raise FileNotFoundError(f"training profile {path} does not exist")
         return path
 
-    def command(self, kind: str, args: list[str]) -> list[str]:
-        """The training process's command line (``python -m sr_pipeline.training.entry KIND ...``)."""
-        entry = ["-m", "sr_pipeline.training.entry", kind, *args]
+    def command(self, kind: str, data_root: Path, args: list[str]) -> list[str]:
+        """The training process's command line: ``sr-pipeline --data ROOT train KIND ...`` as a module."""
+        entry = ["-m", "sr_pipeline.cli", "--data", str(data_root), "train", kind, *args]
         if not self.use_accelerate:
             return [sys.executable, *entry]
         # The training code sets its own precision per device (Accelerator(mixed_precision=...) wins).
@@ -68,8 +68,8 @@ class TrainingSettings(ConfigurableResource):
             launch.append("--multi_gpu")
         return [*launch, *entry]
 
-    def env(self, data_root: Path) -> dict[str, str]:
-        return {"SR_PIPELINE_DATA": str(data_root), "PYTHONUNBUFFERED": "1"}
+    def env(self) -> dict[str, str]:
+        return {"PYTHONUNBUFFERED": "1"}
 
 
 class LRSetSettings(ConfigurableResource):

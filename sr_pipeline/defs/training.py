@@ -59,9 +59,16 @@ def training_metadata(model_dir: Path) -> dict:
     return md
 
 
-def _run_dir(storage: PlantStorage, kind: str, profile_path: Path, image_ids: list[str], extra: list[str]) -> Path:
+def _run_dir(layout, kind: str, profile_path: Path, image_ids: list[str], extra: list[str]) -> Path:
     key = fingerprint([profile_path.read_text(), *sorted(image_ids), *extra])
-    return storage.layout().runs / kind / f"{profile_path.stem}-{key}"
+    return layout.run_dir(kind, f"{profile_path.stem}-{key}")
+
+
+def _launch(context, training: TrainingSettings, client: dg.PipesSubprocessClient, kind: str, layout,
+            args: list[str], asset_keys: dict[str, str]) -> None:
+    """Run ``sr-pipeline train KIND`` through Pipes; it reports each folder under ``asset_keys[role]``."""
+    command = training.command(kind, layout.root, args)
+    client.run(command=command, context=context, env=training.env(), extras={"asset_keys": asset_keys})
 
 
 @dg.asset(
@@ -87,13 +94,12 @@ def teacher_checkpoint(
         raise dg.Failure("no HR reference images have been ingested; upload to an hr_reference camera first")
     profile = training.profile_path()
     version = new_version()
-    out_dir = layout.models / "teacher" / version
-    run_dir = _run_dir(storage, "teacher", profile, list(hr["image_id"]), [])
+    out_dir = layout.model_dir("teacher", version)
+    run_dir = _run_dir(layout, "teacher", profile, list(hr["image_id"]), [])
     context.log.info(f"training teacher {version} on {len(hr)} HR references with {profile} (state: {run_dir})")
-    command = training.command(
-        "teacher", ["--config", str(profile), "--data", str(layout.root), "--out", str(out_dir),
-                    "--run-dir", str(run_dir), "--resume"])
-    pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
+    _launch(context, training, pipes_subprocess_client, "teacher", layout,
+            ["--config", str(profile), "--out", str(out_dir), "--run-dir", str(run_dir), "--resume"],
+            {"teacher": "teacher_checkpoint"})
     if not (out_dir / "training.json").is_file():
         raise dg.Failure(f"training finished without writing {out_dir}")
     return dg.Output(str(out_dir), metadata=training_metadata(out_dir), data_version=dg.DataVersion(version))
@@ -131,16 +137,15 @@ def co_trained_student_and_downsampler(
         raise dg.Failure("co-learning needs HR references and unpaired field LR images in the catalog")
     profile = training.profile_path()
     version = new_version()
-    student_dir = layout.models / "student" / version
-    downsampler_dir = layout.models / "downsampler" / version
-    run_dir = _run_dir(storage, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint])
+    student_dir = layout.model_dir("student", version)
+    downsampler_dir = layout.model_dir("downsampler", version)
+    run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint])
     context.log.info(f"co-learning {version} from teacher {teacher_checkpoint}: {len(hr)} HR references, "
                      f"{len(field)} field LR images, profile {profile}")
-    command = training.command(
-        "colearn", ["--config", str(profile), "--data", str(layout.root), "--teacher", teacher_checkpoint,
-                    "--out", str(student_dir), "--downsampler-out", str(downsampler_dir),
-                    "--run-dir", str(run_dir), "--resume"])
-    pipes_subprocess_client.run(command=command, context=context, env=training.env(layout.root))
+    _launch(context, training, pipes_subprocess_client, "colearn", layout,
+            ["--config", str(profile), "--teacher", teacher_checkpoint, "--out", str(student_dir),
+             "--downsampler-out", str(downsampler_dir), "--run-dir", str(run_dir), "--resume"],
+            {"student": "co_trained_student", "downsampler": "learned_downsampler"})
     if not (student_dir / "training.json").is_file():
         raise dg.Failure(f"co-learning finished without writing {student_dir}")
     if not (downsampler_dir / "training.json").is_file():

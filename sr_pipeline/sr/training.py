@@ -1,5 +1,5 @@
-"""Machinery every training stage shares: device and precision, EMA, resumable state, NaN guard,
-progress reports and the atomic ``save_pretrained`` of a finished model.
+"""Pieces every training stage shares: precision, seeding, EMA, the NaN guard, progress reports and
+the atomic ``save_pretrained`` of a finished model folder. The loop itself is :mod:`sr_pipeline.sr.trainer`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-
-from sr_pipeline.storage.atomic import atomic_write
-from sr_pipeline.storage.versions import new_version  # noqa: F401  (re-exported for the training loops)
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,65 +79,6 @@ class EMA:
 
 def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-@dataclass
-class RunState:
-    """Where a run resumes from: its step, loss history and every stateful object's state_dict."""
-
-    run_dir: Path
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def state_file(self) -> Path:
-        return self.run_dir / "state.pt"
-
-    def save(self, objects: dict[str, Any]) -> None:
-        payload = {
-            "step": self.step,
-            "history": self.history,
-            "elapsed_s": self.elapsed_s,
-            "objects": {k: v.state_dict() for k, v in objects.items()},
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-            },
-        }
-        _atomic_torch_save(payload, self.state_file)
-
-    def load(self, objects: dict[str, Any]) -> None:
-        # weights_only=False: the file is our own resumable state (it holds RNG tuples), never an upload.
-        payload = torch.load(self.state_file, map_location="cpu", weights_only=False)
-        self.step = int(payload["step"])
-        self.history = list(payload["history"])
-        self.elapsed_s = float(payload.get("elapsed_s", 0.0))
-        for k, obj in objects.items():
-            obj.load_state_dict(payload["objects"][k])
-        random.setstate(payload["rng"]["python"])
-        np.random.set_state(payload["rng"]["numpy"])
-        torch.set_rng_state(payload["rng"]["torch"])
-
-    def checkpoint_or_stop(self, objects: dict[str, Any], *, total_steps: int, save_every: int, t_start: float,
-                           is_main: bool, stop_after: int | None) -> bool:
-        """After a step: save the resumable state every ``save_every`` steps (not at the last one, whose result
-        is the model folder), and say whether to stop here on purpose (``stop_after``, as an interruption)."""
-        if self.step % save_every == 0 and self.step < total_steps and is_main:
-            self.elapsed_s = time.perf_counter() - t_start
-            self.save(objects)
-        return stop_after is not None and stop_after <= self.step < total_steps
-
-
-def device_label(accelerator) -> str:
-    """The training device as recorded in training.json, with the GPU's name on CUDA."""
-    device = accelerator.device
-    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
 
 
 class Progress:
