@@ -143,7 +143,7 @@ def _report_metadata(outcome) -> dict:
             ["| check | result | detail |", "|---|---|---|"]
             + [f"| {c['name']} | {'pass' if c['passed'] else 'FAIL'} | {c['message']} |" for c in s["gate"]["criteria"]])),
         "gate_action": s["gate"]["action"],
-        "promoted": s["gate"]["action"] in ("promoted", "already_promoted"),
+        "promoted": s["gate"]["action"] == "already_promoted",
         "reused_gate_scores": ", ".join(outcome.reused) or "none",
         "calibration_pairs": int(s["pairs"]),
         "device": s["device"],
@@ -155,8 +155,8 @@ def _report_metadata(outcome) -> dict:
                "student_mp_per_s": s["methods"]["candidate"]["mp_per_s"],
                "teacher_ms_per_image": s["methods"]["teacher"]["ms_per_image"]}
     if (s.get("realism") or {}).get("available"):
-        numbers |= {"lr_realism_learned_psnr": s["realism"]["learned_psnr"],
-                    "lr_realism_bicubic_psnr": s["realism"]["bicubic_psnr"]}
+        numbers |= {"lr_realism_learned_psnr_y": s["realism"]["learned_psnr"],
+                    "lr_realism_bicubic_psnr_y": s["realism"]["bicubic_psnr"]}
     md |= {k: float(v) for k, v in numbers.items() if v is not None}
     for m in metrics():  # every registered metric of the served model (or the candidate when none is)
         value = s["methods"].get(s.get("served") or "candidate", {}).get(m.name)

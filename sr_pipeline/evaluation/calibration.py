@@ -223,7 +223,7 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     if not pairs:
         criteria = no_pairs_criteria()
         action, since = choose_action(promotions(layout), version, False, promote=False)
-        return GateDecision(version, reference, criteria, action, None, thresholds, since)
+        return GateDecision(version, reference, criteria, action, thresholds, since)
     device = resolve_device(device)
     metric = _lpips(lpips, device)
     key = scores_key(pairs, model_state({"lpips": metric})[1])
@@ -234,7 +234,7 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     criteria = decide(scores.rows, scores.summary, models[0].watch, thresholds, reference)
     passed = all(c.passed for c in criteria)
     action, since = choose_action(promotions(layout), version, passed, promote=False)
-    decision = GateDecision(version, reference, criteria, action, None, thresholds, since)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since)
     _keep(layout, version, key, scores, models[0].watch, decision, promotion_reason(criteria, len(pairs)))
     return decision
 
@@ -304,7 +304,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
 
     criteria = decide(scores.rows, scores.summary, watch, thresholds, reference)
     action, since = choose_action(promotions(layout), version, all(c.passed for c in criteria), promote=False)
-    decision = GateDecision(version, reference, criteria, action, None, thresholds, since)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since)
     served = "candidate" if action == "already_promoted" else ("promoted" if reference is not None else None)
 
     summary = finite_json({

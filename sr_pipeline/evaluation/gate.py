@@ -75,8 +75,7 @@ class GateDecision:
     candidate: str  # version
     reference: str | None  # the promoted student it was compared with
     criteria: tuple[Criterion, ...]
-    action: str  # promoted | would_promote | already_promoted | rejected | not_repromoted
-    promotion: dict | None  # the promotions.json entry recorded now
+    action: str  # would_promote | already_promoted | rejected | not_repromoted (promoted: promoted_student's)
     thresholds: GateThresholds
     promoted_since: str | None = None  # for already_promoted: when the candidate was promoted
 
@@ -90,9 +89,6 @@ class GateDecision:
     def plain(self) -> str:
         """One sentence a manager can read."""
         who = f"The new student {self.candidate}"
-        if self.action == "promoted":
-            return (f"{who} was promoted: it passed all {len(self.criteria)} checks of the promotion gate, "
-                    "so the archive now uses it.")
         if self.action == "would_promote":
             return (f"{who} passes the promotion gate but is not promoted yet (the promoted_student asset or "
                     "`sr-pipeline promote` records a promotion).")
@@ -112,7 +108,7 @@ class GateDecision:
         return {
             "passed": self.passed, "action": self.action, "candidate": self.candidate, "reference": self.reference,
             "criteria": [asdict(c) for c in self.criteria], "thresholds": asdict(self.thresholds),
-            "promotion": self.promotion, "promoted_since": self.promoted_since, "plain": self.plain(),
+            "promoted_since": self.promoted_since, "plain": self.plain(),
         }
 
 
