@@ -106,7 +106,6 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: s
 @dg.asset(
     group_name="promotion",
     ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
-    kinds={"pytorch"},
     description="The student the archive uses (its value is the checkpoint folder, its data version the model "
     "version). Materialises only after the blocking promotion_gate checks on co_trained_student passed in the same "
     "run, and records the promotion; a student an operator rolled back from is not re-promoted (the promoted one "
