@@ -248,9 +248,13 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     good = save_sr(plant, "student", "s1")
     down = save_downsampler(plant, "s1")
     gate = ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu")
-    promote_after_gate(plant, good)
     for weights in good.rglob("*.safetensors"):  # the report must not load (let alone run) the candidate again
         weights.unlink()
+    before = ev.run_evaluation(plant, teacher, good, None, None, date(2026, 3, 1), STRICT, lpips=FakeLPIPS(),
+                               device="cpu")
+    assert before.reused == ["bicubic", "candidate"] and before.summary["gate"]["action"] == "would_promote"
+    assert before.summary["served"] is None and promotions(plant) == []  # the report reads, never records
+    promote_after_gate(plant, good)
     out = ev.run_evaluation(plant, teacher, good, None, down, DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
     assert out.reused == ["bicubic", "candidate"]
     assert [c.message for c in out.decision.criteria] == [c.message for c in gate.criteria]  # the same numbers
@@ -275,7 +279,7 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     assert realism["available"] and realism["pairs"] == 3
     assert realism["learned_psnr"] == pytest.approx(realism["bicubic_psnr"]) and len(realism["per_image"]) == 3
     assert "has been the promoted model since" in " ".join(summary["headline"])
-    assert "first report" in " ".join(summary["headline"])
+    assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
 
     df = pd.read_parquet(out.report_dir / "metrics.parquet")
     assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "ms"] and len(df) == 9
