@@ -168,6 +168,15 @@ def test_gate_passes_a_good_student_and_blocks_a_nan_or_wild_one(plant):
     assert promote_after_gate(plant, good).action == "already_promoted" and len(promotions(plant)) == 1
 
 
+def test_promotion_needs_the_gate_to_have_judged_the_current_pairs(plant, registry, tmp_path):
+    good = save_sr(plant, "student", "s1")
+    assert ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu").passed
+    add_pairs(plant, registry, tmp_path, [4], "calib-2")
+    with pytest.raises(PromotionError, match="calibration pairs changed"):
+        promote_after_gate(plant, good)
+    assert promotions(plant) == []
+
+
 def test_tolerance_against_the_promoted_student(plant):
     first = save_sr(plant, "student", "s1")
     record_promotion(plant, "s1", str(first), "test")

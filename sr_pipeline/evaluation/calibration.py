@@ -71,13 +71,18 @@ def calibration_pairs(layout: DataLayout) -> list[Pair]:
     return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
 
 
-def scores_key(pairs: list[Pair], availability: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What kept scores are valid for: the pairs' names and bytes, the metrics and which could be measured."""
+def pairs_fingerprint(pairs: list[Pair]) -> str:
+    """A hash of the pairs' names and image bytes."""
     h = hashlib.sha256()
     for p in pairs:
         for part in (p.name.encode(), p.hr_path.read_bytes(), p.lr_path.read_bytes()):
             h.update(hashlib.sha256(part).digest())
-    return {"pairs": h.hexdigest()[:16], "metrics": [m.name for m in metrics()],
+    return h.hexdigest()[:16]
+
+
+def scores_key(pairs: list[Pair], availability: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What kept scores are valid for: the pairs, the metrics and which of them could be measured."""
+    return {"pairs": pairs_fingerprint(pairs), "metrics": [m.name for m in metrics()],
             "measured": {need: bool(info.get("available")) for need, info in availability.items()}}
 
 

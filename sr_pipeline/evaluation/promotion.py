@@ -49,7 +49,7 @@ def reference_student(layout: DataLayout, candidate_version: str) -> dict | None
 
 def promote_after_gate(layout: DataLayout, candidate_dir: Path) -> Promotion:
     """Record the candidate as promoted if the gate's kept decision for it passed (see module doc)."""
-    from sr_pipeline.evaluation.calibration import read_gate_record
+    from sr_pipeline.evaluation.calibration import calibration_pairs, pairs_fingerprint, read_gate_record
 
     version = model_version(candidate_dir)
     record = read_gate_record(layout, version)
@@ -59,6 +59,9 @@ def promote_after_gate(layout: DataLayout, candidate_dir: Path) -> Promotion:
     if not record["decision"]["passed"]:
         raise PromotionError(f"student {version} did not pass the promotion gate: "
                              + "; ".join(c["message"] for c in record["decision"]["criteria"] if not c["passed"]))
+    if record["key"]["pairs"] != pairs_fingerprint(calibration_pairs(layout)):
+        raise PromotionError(f"the calibration pairs changed since the promotion gate judged student {version}; "
+                             "run its promotion_gate checks again")
     action, _ = choose_action(promotions(layout), version, True, promote=True)
     entry = None
     if action == "promoted":
