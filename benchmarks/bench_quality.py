@@ -32,11 +32,11 @@ from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import Profile
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.evaluate import evaluate_pairs, find_pairs, first_number
+from sr_pipeline.evaluation.commands import evaluate_pairs
+from sr_pipeline.sr.pairs import find_pairs, first_number
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
 from sr_pipeline.sr.lr_sets import build_lr_sets
-from sr_pipeline.sr.metrics import psnr_y
 from sr_pipeline.sr.stages.colearn import train_colearn
 from sr_pipeline.sr.stages.teacher import train_teacher
 from sr_pipeline.storage.versions import new_version
@@ -100,7 +100,7 @@ def _centre(img: np.ndarray, side: int = 512) -> np.ndarray:
 def _realism(downsampler_dir: Path, pairs, hr_sample: list[np.ndarray], field_holdout: list[np.ndarray]) -> dict:
     """G's LR realism: PSNR-Y against RealSR's real LR (whole LR image, the convention of the issue's 31.62 dB
     bicubic figure), and the LR set's statistics distance to held-out field LR."""
-    paired = downsampler_realism(pairs, downsampler_dir, psnr=lambda a, b: psnr_y(a, b, crop_border=0))
+    paired = downsampler_realism(pairs, downsampler_dir)  # PSNR-Y over the whole LR image, as the report
     sets = build_lr_sets(LearnedDownsampler.from_pretrained(downsampler_dir).eval(), hr_sample, field_holdout, k=2)
     return {"psnr_learned": paired["learned_psnr"], "psnr_bicubic": paired["bicubic_psnr"],
             "dist_learned": sets.realism_learned["total"],

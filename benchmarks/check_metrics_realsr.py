@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_pipeline.sr.evaluate import evaluate_folder  # noqa: E402
+from sr_pipeline.evaluation.commands import evaluate_folder  # noqa: E402
 from sr_pipeline.sr.lpips_weights import load_lpips  # noqa: E402
 
 # split -> metric -> (reference, tolerance or None when informative only)

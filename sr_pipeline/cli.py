@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", type=Path, required=True, help="where metrics.parquet, summary.json, index.html go")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.sr.evaluate_models:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.evaluation.commands:evaluate_cli"))
 
     p = sub.add_parser("models", help="list every checkpoint and which student is promoted")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="student version as `sr-pipeline models` lists it (or its folder name)")
     p.add_argument("--reason", default=None, help="why; recorded in models/promotions.json")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.evaluation.calibration:promote_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.evaluation.commands:promote_cli"))
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")

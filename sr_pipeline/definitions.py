@@ -8,7 +8,13 @@ from __future__ import annotations
 import dagster as dg
 
 from sr_pipeline.defs.archive import upscaled_archive
-from sr_pipeline.defs.evaluation import GateSettings, evaluation_job, evaluation_report, promotion_gate
+from sr_pipeline.defs.evaluation import (
+    GateSettings,
+    evaluation_job,
+    evaluation_report,
+    promoted_student,
+    promotion_gate,
+)
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, RetrainSettings, TrainingSettings
 from sr_pipeline.defs.retraining import retraining_sensor
@@ -26,7 +32,7 @@ from sr_pipeline.defs.training import (
 def build_definitions(storage: PlantStorage | None = None, training: TrainingSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
-                evaluation_report, upscaled_archive],
+                promoted_student, evaluation_report, upscaled_archive],
         asset_checks=[promotion_gate],
         jobs=[ingest_job, training_job, student_retraining_job, evaluation_job],
         schedules=[weekly_evaluation_schedule],

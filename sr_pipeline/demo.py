@@ -59,13 +59,14 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
              asset_selection=[dg.AssetKey("raw_plant_images")])
     if not keys:
         print("  nothing new in the landing folder (the demo uploads were ingested before)")
-    print("3/5 training, the promotion gate and the learned LR sets (this is the long part)", flush=True)
+    print("3/5 training, the promotion gate, the promoted student and the learned LR sets (the long part)",
+          flush=True)
     _run(defs.resolve_job_def("training_job"), instance)
     print("4/5 the evaluation report", flush=True)
     _run(defs.resolve_job_def("evaluation_job"), instance)
     print("5/5 the upscaled archive of the field camera batches", flush=True)
     if promoted_student_dir(layout) is None:
-        print("  skipped: the promotion gate did not promote the student (see the report)")
+        print("  skipped: no student was promoted (the promotion gate rejected it; see the report)")
         return
     registry = storage.registry()
     field_batches = [b.batch_key for b in polled.batches if b.camera in registry.ids("field_lr")]

@@ -12,7 +12,14 @@ from PIL import Image
 
 from conftest import tiny_sr_model
 from sr_pipeline.storage import store
-from sr_pipeline.serving.archive import archive_batch, field_images, manifest_path, output_path, read_manifest
+from sr_pipeline.serving.archive import (
+    archive_batch,
+    field_images,
+    manifest_path,
+    output_path,
+    preview_strip,
+    read_manifest,
+)
 from sr_pipeline.defs.archive import upscaled_archive
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.sensors import build_camera_upload_sensor
@@ -24,7 +31,7 @@ BATCH = "field_cam-20260101T000000Z-abc123"
 
 
 def make_student(layout, version: str, seed: int = 0, promote: bool = True):
-    """A tiny random student folder, recorded as promoted (as the promotion gate does)."""
+    """A tiny random student folder, recorded as promoted (as ``promoted_student`` does)."""
     path = tiny_sr_model(layout.models / "student" / version, {"kind": "student", "version": version}, seed=seed)
     if promote:
         record_promotion(layout, version, str(path), "test")
@@ -66,7 +73,11 @@ def test_archive_writes_outputs_and_manifest_and_is_idempotent(layout, field_bat
         assert text["sr_pipeline:source_image_id"] == row.source_image_id
         stored = store.resolve_path(layout, src["stored_path"])
         assert text["sr_pipeline:source_sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
-    assert first.previews and first.previews[0][1].startswith(b"\x89PNG")
+    assert [p[0] for p in first.previews] == sorted(images["source_name"])
+    assert all(b.shape == m.shape == (96, 96, 3) and b.dtype == m.dtype == np.uint8 for _, b, m in first.previews)
+    strip = Image.open(__import__("io").BytesIO(preview_strip(first.previews)))
+    assert strip.size == (2 * 98 + 2, 2 * 98 + 2)  # a row per image: bicubic | student
+    assert preview_strip([]) is None
 
     # Same model again: nothing is redone, nothing is rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in (layout.archive / field_batch).iterdir()}
@@ -125,7 +136,7 @@ def test_upscaled_archive_asset(layout, storage, instance, field_batch):
     assert md["manifest"].value == str(manifest_path(layout, field_batch))
     assert md["previews"].value.startswith("![bicubic | student")
     assert upscaled_archive.partitions_def.name == "upload_batches"
-    assert {k.to_user_string() for k in upscaled_archive.dependency_keys} == {"raw_plant_images", "co_trained_student"}
+    assert {k.to_user_string() for k in upscaled_archive.dependency_keys} == {"raw_plant_images", "promoted_student"}
 
     again = materialize([upscaled_archive], partition_key=field_batch, resources={"storage": storage},
                         instance=instance)
@@ -172,3 +183,45 @@ def test_the_upload_sensors_run_includes_the_archive_once_a_student_is_promoted(
     assert list(manifest["source_name"]) == ["b.png"] and set(manifest["model_version"]) == {"v1"}
     out = layout.root / manifest["output_path"][0]
     assert np.asarray(Image.open(out)).shape == (160, 192, 3)
+
+
+def test_a_new_promotion_marks_archived_batches_stale(layout, storage, field_batch, tmp_path, monkeypatch, capsys):
+    """The lineage through ``promoted_student``: a batch archived by v1 is stale once v2 is promoted
+    with ``sr-pipeline promote`` (a runless materialisation in the instance of $DAGSTER_HOME)."""
+    import argparse
+
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    from sr_pipeline.defs.evaluation import promoted_student
+    from sr_pipeline.evaluation.commands import promote_cli
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    defs = dg.Definitions(assets=[dg.AssetSpec("co_trained_student"), raw_plant_images, promoted_student, upscaled_archive],
+                          resources={"storage": storage})
+    v1 = make_student(layout, "v1", promote=False)
+    v2 = make_student(layout, "v2", seed=1, promote=False)
+
+    def status(instance):
+        resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+        return resolver.get_status(upscaled_archive.key, field_batch)
+
+    def promote(version):
+        assert promote_cli(argparse.Namespace(version=version, reason=None, json=False, layout=layout)) == 0
+        assert f"reported to Dagster in {home}" in capsys.readouterr().out
+
+    promote("v1")
+    with dg.DagsterInstance.get() as instance:
+        [event] = instance.fetch_materializations(promoted_student.key, limit=10).records
+        assert event.asset_materialization.tags["dagster/data_version"] == "v1"
+        instance.add_dynamic_partitions("upload_batches", [field_batch])
+        assert materialize([raw_plant_images, upscaled_archive], partition_key=field_batch, instance=instance,
+                           resources={"storage": storage}).success
+        assert status(instance) == StaleStatus.FRESH
+    promote("v2")
+    with dg.DagsterInstance.get() as instance:
+        assert status(instance) == StaleStatus.STALE
+    manifest = read_manifest(layout, field_batch)
+    assert set(manifest["model_version"]) == {"v1"} and v2.is_dir()  # stale until the partition is re-run

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 from sr_pipeline.evaluation import calibration as ev
+from sr_pipeline.evaluation.gate import GateThresholds
+from sr_pipeline.evaluation.promotion import promote_after_gate
 from test_evaluation import FakeLPIPS, add_pairs, offset, save_downsampler, save_sr
 
 SECTIONS = ("headline", "summary", "gate", "realism", "trend", "models", "per-image")
@@ -66,6 +68,8 @@ def report_page(layout, registry, tmp_path):
         teacher = save_sr(layout, "teacher", "t1")
         s1, s2 = save_sr(layout, "student", "s1"), save_sr(layout, "student", "s2", offset)
         down = save_downsampler(layout, "s1")
+        ev.evaluate_gate(layout, s1, None, GateThresholds(), lpips=FakeLPIPS(), device="cpu")
+        promote_after_gate(layout, s1)  # as promoted_student does after the gate's checks passed
         ev.run_evaluation(layout, teacher, s1, None, down, date(2026, 3, 2), lpips=FakeLPIPS(), device="cpu")
         out = ev.run_evaluation(layout, teacher, s2, s1, down, date(2026, 3, 9), lpips=FakeLPIPS(), device="cpu")
     finally:

@@ -1,4 +1,5 @@
-"""Pair discovery, the split rule, and the files an evaluation writes (tiny synthetic pairs)."""
+"""Pair discovery, the split rule, the metric registry, and the files an evaluation writes (tiny
+synthetic pairs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_pipeline.sr import evaluate as ev
+from sr_pipeline.evaluation import commands
+from sr_pipeline.evaluation.commands import evaluate_pairs
+from sr_pipeline.sr import pairs as ev
+from sr_pipeline.sr import report, scoring
 from sr_pipeline.sr.lpips_weights import Unavailable
 
 
@@ -80,7 +84,7 @@ def test_find_pairs_errors(tmp_path: Path) -> None:
 def test_evaluation_writes_summary_parquet_and_html(tmp_path: Path) -> None:
     pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1, 2, 3, 4]))
     out = tmp_path / "out"
-    summary = ev.evaluate_pairs(pairs, {"nearest": nearest}, 4, out, lpips=FakeLPIPS(), split="all")
+    summary = evaluate_pairs(pairs, {"nearest": nearest}, 4, out, lpips=FakeLPIPS(), split="all")
 
     assert json.loads((out / "summary.json").read_text()) == summary
     assert list(summary["methods"]) == ["bicubic", "nearest"]
@@ -103,39 +107,40 @@ def test_evaluation_writes_summary_parquet_and_html(tmp_path: Path) -> None:
     assert "<table id='summary'>" in page and "<table id='per-image'>" in page
     assert "nearest" in page and "Cam_004_LR4.png" in page
     assert page.count("data:image/png;base64,") == 3 * 4  # best/median/worst x (LR, bicubic, nearest, HR)
+    assert page.count("<th>nearest ") == len(scoring.metrics())  # one per-image column per metric
     assert "http://" not in page and "https://" not in page
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_lpips_unavailable_is_reported_not_faked(tmp_path: Path) -> None:
     pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1, 2]))
-    summary = ev.evaluate_pairs(pairs, {}, 4, tmp_path / "o1", lpips=Unavailable("no weights here"))
+    summary = evaluate_pairs(pairs, {}, 4, tmp_path / "o1", lpips=Unavailable("no weights here"))
     assert summary["lpips"] == {"available": False, "reason": "no weights here"}
     assert summary["methods"]["bicubic"]["lpips"] is None and summary["methods"]["bicubic"]["median"]["lpips"] is None
     assert pd.read_parquet(tmp_path / "o1" / "metrics.parquet")["lpips"].isna().all()
     assert "LPIPS unavailable: no weights here" in (tmp_path / "o1" / "index.html").read_text()
 
-    summary = ev.evaluate_pairs(pairs, {}, 4, tmp_path / "o2", lpips=None)
+    summary = evaluate_pairs(pairs, {}, 4, tmp_path / "o2", lpips=None)
     assert summary["lpips"]["available"] is False and "not computed" in summary["lpips"]["reason"]
 
 
 def test_bad_method_outputs_are_clear_errors(tmp_path: Path) -> None:
     pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1]))
     with pytest.raises(ev.EvaluationError, match=r"'x2'.*shape \(16, 16, 3\).*\(32, 32, 3\)"):
-        ev.evaluate_pairs(pairs, {"x2": lambda lr: np.repeat(np.repeat(lr, 2, 0), 2, 1)}, 4, tmp_path / "o")
+        evaluate_pairs(pairs, {"x2": lambda lr: np.repeat(np.repeat(lr, 2, 0), 2, 1)}, 4, tmp_path / "o")
     with pytest.raises(ev.EvaluationError, match="uint8"):
-        ev.evaluate_pairs(pairs, {"f": lambda lr: nearest(lr).astype(np.float32)}, 4, tmp_path / "o")
+        evaluate_pairs(pairs, {"f": lambda lr: nearest(lr).astype(np.float32)}, 4, tmp_path / "o")
     with pytest.raises(ev.EvaluationError, match="always evaluated"):
-        ev.evaluate_pairs(pairs, {"bicubic": nearest}, 4, tmp_path / "o")
+        evaluate_pairs(pairs, {"bicubic": nearest}, 4, tmp_path / "o")
     with pytest.raises(ev.EvaluationError, match="not x2"):
-        ev.evaluate_pairs(pairs, {}, 2, tmp_path / "o")
+        evaluate_pairs(pairs, {}, 2, tmp_path / "o")
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
 def test_identical_output_gives_null_not_infinity_in_json(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "p", [1])
     hr = ev.load_rgb(root / "HR" / "Cam_001_LR4.png")
-    summary = ev.evaluate_pairs(ev.find_pairs(root), {"oracle": lambda lr: hr.copy()}, 4, tmp_path / "o")
+    summary = evaluate_pairs(ev.find_pairs(root), {"oracle": lambda lr: hr.copy()}, 4, tmp_path / "o")
     assert summary["methods"]["oracle"]["psnr_y"] is None and summary["methods"]["oracle"]["ssim_y"] == 1.0
     assert math.isinf(pd.read_parquet(tmp_path / "o" / "metrics.parquet").query("method == 'oracle'")["psnr_y"][1])
 
@@ -145,17 +150,57 @@ def test_run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest
     torch.hub.set_dir(str(tmp_path / "empty-hub"))  # no AlexNet weights: LPIPS must say unavailable
     root = write_pairs(tmp_path / "p", [1, 2, 3])
     args = argparse.Namespace(pairs=root, split="odd", out=tmp_path / "out", json=True, scale=4)
-    assert ev.run_cli(args) == 0
+    assert commands.evaluate_cli(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["pairs"] == 2 and printed["split"] == "odd" and printed["lpips"]["available"] is False
     assert "lpips-weights" in printed["lpips"]["reason"]
 
     args.methods = {"nearest": nearest}
     args.json = False
-    assert ev.run_cli(args) == 0
+    assert commands.evaluate_cli(args) == 0
     text = capsys.readouterr().out
     assert "nearest" in text and "bicubic" in text and "LPIPS unavailable" in text
 
-    assert ev.run_cli(argparse.Namespace(pairs=tmp_path / "missing", split="all", out=tmp_path / "o",
+    assert commands.evaluate_cli(argparse.Namespace(pairs=tmp_path / "missing", split="all", out=tmp_path / "o",
                                          json=False, scale=4)) == 2
     assert "HR/ and LR/" in capsys.readouterr().err
+
+
+def test_a_registered_metric_reaches_the_parquet_the_tables_and_the_gate(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(scoring, "_REGISTRY", dict(scoring._REGISTRY))  # the extra metric is gone after the test
+    mae = scoring.register(scoring.Metric("mae", "MAE", lambda sr, hr, scale: float(np.abs(sr.astype(float) - hr).mean()),
+                                          higher_is_better=False, digits=3, unit="grey levels", gate=True))
+    pairs = ev.find_pairs(write_pairs(tmp_path / "p", [1, 2]))
+    summary = evaluate_pairs(pairs, {"nearest": nearest}, 4, tmp_path / "o", lpips=FakeLPIPS())
+
+    df = pd.read_parquet(tmp_path / "o" / "metrics.parquet")
+    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "mae", "ms"]
+    assert (df["mae"] > 0).all()
+    assert summary["methods"]["nearest"]["mae"] == pytest.approx(df[df["method"] == "nearest"]["mae"].mean())
+    assert summary["methods"]["nearest"]["median"]["mae"] == pytest.approx(df[df["method"] == "nearest"]["mae"].median())
+    page = (tmp_path / "o" / "index.html").read_text()
+    assert "<th>MAE (grey levels) mean</th>" in page and "<th>nearest MAE</th>" in page
+    assert f"{summary['methods']['nearest']['mae']:.3f}" in page
+    md = report.markdown_table(summary, ["bicubic", "nearest"])
+    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | MAE (grey levels) | ms / image | MP/s |"
+    assert f"| {summary['methods']['nearest']['mae']:.3f} |" in md.splitlines()[3]
+    assert "MAE" in report.text_table(summary).splitlines()[1]
+
+    from sr_pipeline.evaluation.gate import GateThresholds, OutputWatch, decide
+
+    rows = [dict(r, method="candidate" if r["method"] == "nearest" else r["method"]) for r in
+            pd.read_parquet(tmp_path / "o" / "metrics.parquet").to_dict("records")]
+    watch = OutputWatch(images=2)
+    beats = decide(rows, summary, watch, GateThresholds(), None)[1]
+    assert beats.values["mae"] == pytest.approx(summary["methods"]["nearest"]["mae"])
+    assert "bicubic_mae" in beats.values and ("MAE" in beats.message)
+    assert mae in scoring.metrics()
+
+
+def test_metric_directions_and_reserved_names() -> None:
+    psnr, lp = scoring.metric("psnr_y"), scoring.metric("lpips")
+    assert psnr.worse(30.0, 30.1) and not psnr.worse(30.0, 30.1, tolerance=0.2) and psnr.worse(None, 1.0)
+    assert lp.worse(0.2, 0.1) and not lp.worse(0.1, 0.2) and not lp.worse(0.104, 0.1, tolerance=0.005)
+    assert psnr.heading == "PSNR-Y (dB)" and psnr.text(math.inf) == "inf" and lp.text(None) == "-"
+    with pytest.raises(ValueError, match="reserved"):
+        scoring.register(scoring.Metric("ms", "time", lambda sr, hr, scale: 0.0, False, 1))

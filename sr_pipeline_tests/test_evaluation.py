@@ -1,4 +1,5 @@
-"""The evaluation run, its report folder and the promotion gate, on tiny models and catalogued pairs.
+"""The evaluation run, its report folder, the promotion gate and promotion, on tiny models and
+catalogued pairs.
 
 The calibration pairs are made so that the right answer is known without training: each HR image is
 the network's own bicubic enlargement (torch, a=-0.75) of its LR plus a little noise, so a student
@@ -22,21 +23,24 @@ from PIL import Image
 
 from conftest import encode
 from sr_pipeline.evaluation import calibration as ev
-from sr_pipeline.defs.evaluation import GateSettings, evaluation_report, promotion_gate
+from sr_pipeline.evaluation.commands import promote_cli
+from sr_pipeline.evaluation.gate import CRITERIA, GateThresholds
+from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate, reference_student
+from sr_pipeline.defs.evaluation import GateSettings, evaluation_report, promoted_student, promotion_gate
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage.registry import promotions, record_promotion
 from sr_pipeline.sr import lpips_weights
 from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.evaluate import EvaluationError
+from sr_pipeline.sr.pairs import EvaluationError
 from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
 from sr_pipeline.sr.lpips_weights import Unavailable
 from sr_pipeline.sr.nets import SRUNet
 from sr_pipeline.sr.training import save_model_dir
 
 DAY = date(2026, 3, 2)
-STRICT = ev.GateThresholds(psnr_tolerance_db=0.05, lpips_tolerance=0.005, require_lpips=True)
+STRICT = GateThresholds(psnr_tolerance_db=0.05, lpips_tolerance=0.005, require_lpips=True)
 
 
 class FakeLPIPS:
@@ -131,7 +135,9 @@ def test_gate_passes_a_good_student_and_blocks_a_nan_or_wild_one(plant):
 
     with pytest.warns(RuntimeWarning):  # NaN pixels cast to uint8
         blocked = ev.evaluate_gate(plant, nan, None, STRICT, lpips=FakeLPIPS(), device="cpu")
-    assert not blocked.passed and blocked.action == "rejected" and blocked.promotion is None
+    assert not blocked.passed and blocked.action == "rejected"
+    with pytest.raises(PromotionError, match="did not pass the promotion gate"):
+        promote_after_gate(plant, nan)
     valid = blocked.criteria[0]
     assert valid.name == "valid_outputs" and not valid.passed
     assert "NaN or infinity" in valid.message and "blank" in valid.message
@@ -144,24 +150,38 @@ def test_gate_passes_a_good_student_and_blocks_a_nan_or_wild_one(plant):
     assert promotions(plant) == []
     assert "not promoted" in worse.plain() and "no student is in use yet" in worse.plain()
 
+    with pytest.raises(PromotionError, match="no promotion gate result"):
+        promote_after_gate(plant, good)  # the gate has not judged it yet
     passed = ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu")
-    assert passed.passed and passed.action == "promoted"
+    assert passed.passed and passed.action == "would_promote" and promotions(plant) == []  # the gate only decides
     values = passed.criteria[1].values
     assert values["psnr_y"] > values["bicubic_psnr_y"] + 3 and values["lpips"] < values["bicubic_lpips"]
     assert passed.criteria[2].message.startswith("no promoted student")
+    done = promote_after_gate(plant, good)
+    assert (done.action, done.version, done.path) == ("promoted", "s-good", good.resolve())
     [entry] = promotions(plant)
     assert entry["version"] == "s-good" and Path(entry["path"]) == good.resolve()
     assert "promotion gate passed on 3 calibration pairs" in entry["reason"]
 
     again = ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu")
     assert again.action == "already_promoted" and len(promotions(plant)) == 1
+    assert promote_after_gate(plant, good).action == "already_promoted" and len(promotions(plant)) == 1
+
+
+def test_promotion_needs_the_gate_to_have_judged_the_current_pairs(plant, registry, tmp_path):
+    good = save_sr(plant, "student", "s1")
+    assert ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu").passed
+    add_pairs(plant, registry, tmp_path, [4], "calib-2")
+    with pytest.raises(PromotionError, match="calibration pairs changed"):
+        promote_after_gate(plant, good)
+    assert promotions(plant) == []
 
 
 def test_tolerance_against_the_promoted_student(plant):
     first = save_sr(plant, "student", "s1")
     record_promotion(plant, "s1", str(first), "test")
     second = save_sr(plant, "student", "s2", offset)
-    ref = ev.reference_student(plant, "s2")
+    ref = reference_student(plant, "s2")
     assert ref["version"] == "s1"
 
     worse = ev.evaluate_gate(plant, second, Path(ref["path"]), STRICT, lpips=FakeLPIPS(), device="cpu")
@@ -169,31 +189,31 @@ def test_tolerance_against_the_promoted_student(plant):
     assert "below the promoted student's" in worse.criteria[2].message
     assert worse.action == "rejected" and "the archive keeps using s1" in worse.plain()
 
-    lenient = ev.GateThresholds(psnr_tolerance_db=20.0, lpips_tolerance=0.5)
-    dry = ev.evaluate_gate(plant, second, Path(ref["path"]), lenient, lpips=FakeLPIPS(), device="cpu", promote=False)
-    assert dry.passed and dry.action == "would_promote" and promotions(plant)[-1]["version"] == "s1"
+    lenient = GateThresholds(psnr_tolerance_db=20.0, lpips_tolerance=0.5)
     ok = ev.evaluate_gate(plant, second, Path(ref["path"]), lenient, lpips=FakeLPIPS(), device="cpu")
-    assert ok.action == "promoted" and promotions(plant)[-1]["version"] == "s2"
-    assert ev.reference_student(plant, "s2")["version"] == "s1"  # compared with the one before it
+    assert ok.passed and ok.action == "would_promote" and promotions(plant)[-1]["version"] == "s1"
+    assert promote_after_gate(plant, second).action == "promoted" and promotions(plant)[-1]["version"] == "s2"
+    assert reference_student(plant, "s2")["version"] == "s1"  # compared with the one before it
 
 
 def test_lpips_unavailable_fails_the_gate_only_when_required(plant):
     good = save_sr(plant, "student", "s1")
     missing = Unavailable("no AlexNet weights here")
-    strict = ev.evaluate_gate(plant, good, None, STRICT, lpips=missing, device="cpu", promote=False)
+    strict = ev.evaluate_gate(plant, good, None, STRICT, lpips=missing, device="cpu")
     assert not strict.criteria[1].passed and "no AlexNet weights here" in strict.criteria[1].message
-    relaxed = ev.GateThresholds(require_lpips=False)
-    ok = ev.evaluate_gate(plant, good, None, relaxed, lpips=missing, device="cpu", promote=False)
+    relaxed = GateThresholds(require_lpips=False)
+    ok = ev.evaluate_gate(plant, good, None, relaxed, lpips=missing, device="cpu")
     assert ok.passed and "LPIPS not measured" in ok.criteria[1].message
 
 
 def test_rollback_with_promote_cli_is_not_undone_by_the_gate(plant, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # no instance to report to (test_archive covers that)
     s1 = save_sr(plant, "student", "s1")
     s2 = save_sr(plant, "student", "s2")
     record_promotion(plant, "s1", str(s1), "first")
     record_promotion(plant, "s2", str(s2), "second")
 
-    assert ev.promote_cli(argparse.Namespace(version="s1", reason="s2 blurs welds", json=False, layout=plant)) == 0
+    assert promote_cli(argparse.Namespace(version="s1", reason="s2 blurs welds", json=False, layout=plant)) == 0
     assert "promoted student s1" in capsys.readouterr().out
     assert [e["version"] for e in promotions(plant)] == ["s1", "s2", "s1"]
     assert promotions(plant)[-1]["reason"] == "s2 blurs welds"
@@ -201,10 +221,12 @@ def test_rollback_with_promote_cli_is_not_undone_by_the_gate(plant, monkeypatch,
     again = ev.evaluate_gate(plant, s2, s1, STRICT, lpips=FakeLPIPS(), device="cpu")
     assert again.passed and again.action == "not_repromoted" and promotions(plant)[-1]["version"] == "s1"
     assert "rolled back" in again.plain()
+    kept = promote_after_gate(plant, s2)  # promoted_student keeps the operator's choice
+    assert (kept.action, kept.version, kept.entry) == ("not_repromoted", "s1", None) and len(promotions(plant)) == 3
 
-    assert ev.promote_cli(argparse.Namespace(version="s1", reason=None, json=False, layout=plant)) == 0
+    assert promote_cli(argparse.Namespace(version="s1", reason=None, json=False, layout=plant)) == 0
     assert "already the promoted" in capsys.readouterr().out and len(promotions(plant)) == 3
-    assert ev.promote_cli(argparse.Namespace(version="nope", reason=None, json=False, layout=plant)) == 2
+    assert promote_cli(argparse.Namespace(version="nope", reason=None, json=False, layout=plant)) == 2
     assert "no student 'nope'" in capsys.readouterr().err
 
 
@@ -226,15 +248,25 @@ def test_plant_timezone():
 # --- the report folder -----------------------------------------------------------------------------
 
 SUMMARY_KEYS = {"schema", "report_date", "created", "device", "methods", "lpips", "pairs", "split", "scale",
-                "protocol", "labels", "models", "realism", "gate", "served", "headline", "previous_reports"}
+                "protocol", "labels", "models", "realism", "gate", "served", "headline", "previous_reports", "reused"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
 
 
-def test_run_evaluation_writes_the_dated_report_and_promotes(plant):
+def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     teacher = save_sr(plant, "teacher", "t1")
     good = save_sr(plant, "student", "s1")
     down = save_downsampler(plant, "s1")
+    gate = ev.evaluate_gate(plant, good, None, STRICT, lpips=FakeLPIPS(), device="cpu")
+    for weights in good.rglob("*.safetensors"):  # the report must not load (let alone run) the candidate again
+        weights.unlink()
+    before = ev.run_evaluation(plant, teacher, good, None, None, date(2026, 3, 1), STRICT, lpips=FakeLPIPS(),
+                               device="cpu")
+    assert before.reused == ["bicubic", "candidate"] and before.summary["gate"]["action"] == "would_promote"
+    assert before.summary["served"] is None and promotions(plant) == []  # the report reads, never records
+    promote_after_gate(plant, good)
     out = ev.run_evaluation(plant, teacher, good, None, down, DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
+    assert out.reused == ["bicubic", "candidate"]
+    assert [c.message for c in out.decision.criteria] == [c.message for c in gate.criteria]  # the same numbers
 
     assert out.report_dir == plant.reports / "2026-03-02"
     assert sorted(p.name for p in out.report_dir.iterdir()) == ["index.html", "metrics.parquet", "summary.json"]
@@ -249,13 +281,14 @@ def test_run_evaluation_writes_the_dated_report_and_promotes(plant):
     assert summary["models"]["candidate"]["steps"] == 1 and summary["models"]["downsampler"]["version"] == "s1"
     assert summary["device"].startswith("cpu")
     gate = summary["gate"]
-    assert gate["passed"] and gate["action"] == "promoted" and [c["name"] for c in gate["criteria"]] == list(ev.CRITERIA)
+    assert gate["passed"] and gate["action"] == "already_promoted" and [c["name"] for c in gate["criteria"]] == list(CRITERIA)
     assert summary["served"] == "candidate" and promotions(plant)[-1]["version"] == "s1"
     # An untrained downsampler is exactly bicubic down(x): the same distance to the real LR.
     realism = summary["realism"]
     assert realism["available"] and realism["pairs"] == 3
     assert realism["learned_psnr"] == pytest.approx(realism["bicubic_psnr"]) and len(realism["per_image"]) == 3
-    assert "was promoted" in " ".join(summary["headline"]) and "first report" in " ".join(summary["headline"])
+    assert "has been the promoted model since" in " ".join(summary["headline"])
+    assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
 
     df = pd.read_parquet(out.report_dir / "metrics.parquet")
     assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "ms"] and len(df) == 9
@@ -272,12 +305,16 @@ def test_run_evaluation_writes_the_dated_report_and_promotes(plant):
 def test_a_second_report_the_same_day_gets_a_suffix_and_compares_with_the_first(plant, registry, tmp_path):
     teacher = save_sr(plant, "teacher", "t1")
     s1 = save_sr(plant, "student", "s1")
+    record_promotion(plant, "s1", str(s1), "test")
     first = ev.run_evaluation(plant, teacher, s1, None, None, DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
+    assert first.reused == [] and first.summary["gate"]["action"] == "already_promoted"  # no gate ran: scored here
     before = (first.report_dir / "index.html").read_bytes()
 
-    add_pairs(plant, registry, tmp_path, [4], "calib-2")
     s2 = save_sr(plant, "student", "s2", offset)
+    ev.evaluate_gate(plant, s2, s1, STRICT, lpips=FakeLPIPS(), device="cpu")
+    add_pairs(plant, registry, tmp_path, [4], "calib-2")  # the gate's scores no longer match the pairs
     second = ev.run_evaluation(plant, teacher, s2, s1, None, DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
+    assert second.reused == []
     assert second.report_dir == plant.reports / "2026-03-02-2"
     assert (first.report_dir / "index.html").read_bytes() == before  # never overwritten
     s = second.summary
@@ -323,17 +360,19 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
     def run(student: Path, instance, selection=None):
         upstream = _upstream({"teacher_checkpoint": str(teacher), "co_trained_student": str(student),
                               "learned_downsampler": str(down)})
-        return materialize([upstream, evaluation_report, promotion_gate, archive_probe], resources=resources,
-                           instance=instance, raise_on_error=False, selection=selection)
+        return materialize([upstream, promoted_student, evaluation_report, promotion_gate, archive_probe],
+                           resources=resources, instance=instance, raise_on_error=False, selection=selection)
 
     with DagsterInstance.ephemeral() as instance:
         ok = run(good, instance)
         assert ok.success
         checks = {c.check_name: c for c in ok.get_asset_check_evaluations()}
-        assert set(checks) == set(ev.CRITERIA) and all(c.passed for c in checks.values())
+        assert set(checks) == set(CRITERIA) and all(c.passed for c in checks.values())
         assert checks["not_worse_than_bicubic"].metadata["psnr_y"].value > checks["not_worse_than_bicubic"].metadata["bicubic_psnr_y"].value
         materialized = {e.asset_key.to_user_string() for e in ok.get_asset_materialization_events()}
-        assert {"evaluation_report", "archive_probe"} <= materialized
+        assert {"promoted_student", "evaluation_report", "archive_probe"} <= materialized
+        [promo] = ok.asset_materializations_for_node("promoted_student")
+        assert promo.tags["dagster/data_version"] == "s-good" and promo.metadata["action"].value == "promoted"
         report = Path(ok.output_for_node("evaluation_report"))
         assert report.name == "index.html" and report.parent.parent == plant.reports
         [mat] = ok.asset_materializations_for_node("evaluation_report")
@@ -342,7 +381,8 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         assert md["crops"].value.startswith("![") and "data:image/png;base64," in md["crops"].value
         assert md["metrics"].value.startswith("| method |") and "teacher (4 steps)" in md["metrics"].value
         assert "**Promotion.**" in md["summary"].value and md["promoted"].value is True
-        assert md["gate_action"].value == "already_promoted"  # the gate promoted it just before
+        assert md["gate_action"].value == "already_promoted"  # promoted_student recorded it just before
+        assert md["reused_gate_scores"].value == "bicubic, candidate"  # the candidate was scored once
         assert md["psnr_gain_db"].value > 3
         assert promotions(plant)[-1]["version"] == "s-good"
 
@@ -351,7 +391,7 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         assert not checks["not_worse_than_bicubic"].passed and checks["valid_outputs"].passed
         assert checks["not_worse_than_promoted"].metadata["compared_with"].value == "s-good"
         materialized = {e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}
-        assert "archive_probe" not in materialized and "evaluation_report" not in materialized
+        assert not {"archive_probe", "evaluation_report", "promoted_student"} & materialized
         assert promotions(plant)[-1]["version"] == "s-good"
 
         # The evaluation job selects the report alone: it reports the failed candidate.
@@ -360,3 +400,15 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         [mat] = weekly.asset_materializations_for_node("evaluation_report")
         assert mat.metadata["gate_action"].value == "rejected" and mat.metadata["promoted"].value is False
         assert "keeps using s-good" in mat.metadata["summary"].value
+
+
+def test_promoted_student_refuses_a_candidate_the_gate_did_not_judge(plant, cameras_file):
+    student = save_sr(plant, "student", "s1")
+    upstream = _upstream({k: str(student) for k in ("teacher_checkpoint", "co_trained_student", "learned_downsampler")})
+    with DagsterInstance.ephemeral() as instance:  # without the promotion_gate checks in the run
+        result = materialize([upstream, promoted_student], instance=instance,
+                             resources={"storage": PlantStorage(data_root=str(plant.root), cameras_file=str(cameras_file))},
+                             raise_on_error=False)
+    assert not result.success and promotions(plant) == []
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "no promotion gate result for student s1" in failure.event_specific_data.error.message

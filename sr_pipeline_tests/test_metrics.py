@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sr_pipeline.sr.metrics import psnr_rgb, psnr_y, rgb_to_y, ssim_gray, ssim_y
+from sr_pipeline.sr.metrics import psnr_y, rgb_to_y, ssim_gray, ssim_y
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
@@ -32,7 +32,7 @@ def test_y_of_primaries_and_extremes() -> None:
 def test_identical_images_give_infinite_psnr_and_unit_ssim() -> None:
     img = textured(0)
     assert psnr_y(img, img) == math.inf
-    assert psnr_rgb(img, img) == math.inf
+    assert psnr_y(img, img, crop_border=0) == math.inf
     assert ssim_y(img, img) == pytest.approx(1.0, abs=1e-12)
 
 
@@ -40,8 +40,8 @@ def test_psnr_of_a_known_mse() -> None:
     # A uniform grey offset of 10 moves Y by 10 * 219 / 255 everywhere.
     dy = 10 * 219 / 255
     assert psnr_y(gray(110), gray(100), crop_border=4) == pytest.approx(10 * math.log10(255**2 / dy**2), abs=1e-9)
-    # RGB PSNR: every channel off by 5 -> MSE 25.
-    assert psnr_rgb(gray(105), gray(100)) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-9)
+    # The LR realism convention: the whole image (no border cropped).
+    assert psnr_y(gray(105), gray(100), crop_border=0) == pytest.approx(10 * math.log10(255**2 / (dy / 2) ** 2), abs=1e-9)
 
 
 def test_border_crop_excludes_the_border() -> None:
@@ -103,10 +103,3 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError, match="too small"):
         ssim_y(gray(1, 8), gray(1, 8), crop_border=4)
 
-
-def test_rgb_psnr_border_crop() -> None:
-    hr = textured(3, 16)
-    sr = hr.copy()
-    sr[:, :2] = 255 - sr[:, :2]  # damage only the 2-pixel left border
-    assert psnr_rgb(sr, hr, crop_border=2) == math.inf
-    assert psnr_rgb(sr, hr, crop_border=1) < 20

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from sr_pipeline.sr import report
-from sr_pipeline.sr.evaluate import Pair, score_pairs
+from sr_pipeline.sr.pairs import Pair
+from sr_pipeline.sr.scoring import score_pairs
 
 
 class FakeLPIPS:
@@ -98,7 +99,7 @@ def test_headline_in_plain_language(tmp_path):
     assert "first report" in first[1]
     assert first[2] == "**Promotion.** The new student s9 was promoted."
     assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
-    assert "more closely than plain shrinking: PSNR 31.00 dB against 30.00 dB" in first[4]
+    assert "more closely than plain shrinking: PSNR-Y 31.00 dB against 30.00 dB" in first[4]
 
     last = dict(now, report_date="2026-03-02", pairs=3)
     last["methods"] = {**now["methods"], "candidate": {**now["methods"]["candidate"],
@@ -125,16 +126,18 @@ def test_trend_plot_and_comparison_strip_are_real_pictures(tmp_path):
     assert img.shape == (320, 900) and img.std() > 10  # lines and labels, not an empty canvas
 
     summary = make_summary(scores, "2026-03-02")
-    cols = report.crop_columns(summary, scores, "img0.png")
+    cols = report.crop_columns(scores, "img0.png", report.CROP_METHODS, summary["labels"])
     assert [c for c, _ in cols] == ["LR (field camera)", "plain enlargement (bicubic)", "teacher (15 steps)",
                                     "new student", "promoted student", "HR (reference)"]
-    strip = Image.open(io.BytesIO(report.comparison_strip_png(cols, size=64)))
-    assert strip.size == (6 * 68 + 4, 64 + 22)
+    strip = Image.open(io.BytesIO(report.crop_strip_png(cols, size=64)))
+    assert strip.size == (6 * 68 + 4, 14 + 64 + 8)  # captions above, 4 px around each crop
+    pixels = np.asarray(strip.convert("RGB"))
+    assert not (pixels[18:82, 4:68] == 255).all() and (pixels[18:82, 4:68] != pixels[18:82, -68:-4]).any()
 
 
 def test_best_median_worst_are_ranked_by_gain_over_bicubic(tmp_path):
     scores = make_scores(tmp_path, n=5)
-    picks = report.ranked_images(make_summary(scores, "2026-03-02"), scores)
+    picks = report.ranked_images(scores)
     assert [label for label, _ in picks] == ["best", "median", "worst"]
     gains = [row["gain"] for _, row in picks]
     assert gains == sorted(gains, reverse=True)
@@ -147,10 +150,7 @@ def test_the_page_is_standalone_and_opens_with_the_summary(tmp_path):
     scores = make_scores(tmp_path / "pairs")
     summary = make_summary(scores, "2026-03-09")
     history = [make_summary(scores, "2026-03-02")]
-    (tmp_path / "out").mkdir()
-    path = report.write_report(tmp_path / "out" / "index.html", summary, scores, history)
-    page = path.read_text()
-    assert not [p for p in path.parent.iterdir() if p.name != "index.html"]  # atomic: no temp file left
+    page = report.render_report(summary, scores, history)
     assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
     order = [page.index(f"id='{i}'") for i in ("headline", "summary", "gate", "realism", "trend", "models", "per-image")]
     assert order == sorted(order)
@@ -164,3 +164,13 @@ def test_the_page_is_standalone_and_opens_with_the_summary(tmp_path):
     md = report.markdown_table(summary, scores.methods)
     assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | ms / image | MP/s |"
     assert "| plain enlargement (bicubic) |" in md and len(md.splitlines()) == 2 + 4
+
+
+def test_benchmark_page_and_text_table_follow_the_registry(tmp_path):
+    scores = make_scores(tmp_path)
+    page = report.render_benchmark_page(scores)
+    assert "<table id='summary'>" in page and "<table id='per-image'>" in page and "<script" not in page
+    assert page.count("data:image/png;base64,") == 3 * 4  # best/median/worst x (LR, bicubic, teacher, HR)
+    assert "best, median and worst image of teacher" in page
+    text = report.text_table(scores.summary).splitlines()
+    assert text[1].split()[:4] == ["method", "PSNR-Y", "SSIM-Y", "LPIPS"] and len(text) == 2 + 4

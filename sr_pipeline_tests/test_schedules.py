@@ -117,8 +117,21 @@ def test_gate_checks_are_blocking_and_on_the_student():
     spec = evaluation_report.specs_by_key[dg.AssetKey("evaluation_report")]
     assert spec.group_name == "evaluation"
     assert {d.asset_key.to_user_string() for d in spec.deps} == {"teacher_checkpoint", "co_trained_student",
-                                                                 "learned_downsampler"}
+                                                                 "learned_downsampler", "promoted_student"}
     assert evaluation_job.name == "evaluation_job"
+
+
+def test_promoted_student_sits_between_the_student_and_the_archive():
+    from sr_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    promoted = dg.AssetKey("promoted_student")
+    assert graph.get(promoted).parent_keys == {dg.AssetKey("co_trained_student")}
+    archive_parents = graph.get(dg.AssetKey("upscaled_archive")).parent_keys
+    assert promoted in archive_parents and dg.AssetKey("co_trained_student") not in archive_parents
+    for job in ("training_job", "student_retraining_job"):  # the gate's checks and the promotion run with the student
+        selected = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        assert {dg.AssetKey("co_trained_student"), promoted} <= selected
 
 
 def test_gate_settings_read_the_environment(monkeypatch):

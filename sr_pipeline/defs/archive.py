@@ -1,8 +1,11 @@
 """The ``upscaled_archive`` asset: each upload batch's field LR images through the promoted student.
 
-Partitioned like ``raw_plant_images``; it depends on it and, for lineage, on ``co_trained_student``
-(the model actually used is the promoted one, ``promoted_student_dir``, recorded per file). The
-work is in :mod:`sr_pipeline.serving.archive`; torch is imported only when a run upscales.
+Partitioned like ``raw_plant_images``; it depends on it and on ``promoted_student`` (whose data
+version is the promoted model's version), so the lineage shows which student made each archived
+batch and a new promotion marks the batches made by the old one stale. The model used is the one the
+promotion log names now (``promoted_student_dir``, which ``sr-pipeline promote`` may have changed
+without a run), recorded per file. The work is in :mod:`sr_pipeline.serving.archive`; torch is
+imported only when a run upscales.
 """
 
 import dagster as dg
@@ -40,7 +43,7 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
 @dg.asset(
     partitions_def=upload_batches,
     group_name="archive",
-    deps=[raw_plant_images, dg.AssetKey("co_trained_student")],
+    deps=[raw_plant_images, dg.AssetKey("promoted_student")],
     kinds={"pytorch", "parquet"},
     # Its own pool (limit 1 by dagster.yaml's default): a backfill over many batches upscales one batch at
     # a time instead of loading a model and a tile band per run at once, without waiting on training.
@@ -56,13 +59,13 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                      storage: PlantStorage) -> dg.MaterializeResult:
     from sr_pipeline.serving.archive import archive_batch, preview_strip
     from sr_pipeline.storage.registry import promoted_student_dir
-    from sr_pipeline.sr.plots import png_markdown
+    from sr_pipeline.sr.figures import png_markdown
 
     layout = storage.layout()
     model_dir = promoted_student_dir(layout)
     if model_dir is None:
-        raise dg.Failure("no student has been promoted yet: materialise co_trained_student (its promotion gate "
-                         "records a passing student) or promote one with `sr-pipeline promote`")
+        raise dg.Failure("no student has been promoted yet: materialise co_trained_student and promoted_student "
+                         "(a student that passes the promotion gate) or promote one with `sr-pipeline promote`")
     batch = context.partition_key
     context.log.info(f"archiving batch {batch} with student {model_dir}")
     try:

@@ -1,13 +1,17 @@
-"""The ``evaluation_report`` asset and the promotion gate: blocking checks on ``co_trained_student``.
+"""The promotion gate (blocking checks on ``co_trained_student``), ``promoted_student`` and the
+``evaluation_report`` asset.
 
 The gate is a ``multi_asset_check`` with three blocking specs (valid outputs, not worse than
 bicubic, not worse than the promoted student). It runs right after the student is trained, before
 any asset downstream of ``co_trained_student`` in the same run; when one check fails, those assets
-(the report included) are skipped in that run. A failed gate's reasons are in the checks' metadata,
-and the next ``evaluation_job`` run (weekly schedule, new calibration pairs, or by hand) reports
-them to management: that job selects the report alone, so it always runs. A student that passes is
-recorded as promoted (``sr-pipeline models`` lists promotions; ``sr-pipeline promote VERSION`` rolls
-back). Torch is imported only inside the functions, by :mod:`sr_pipeline.evaluation.calibration`.
+(``promoted_student``, the report) are skipped in that run. The gate keeps its scores and decision
+for the candidate (:mod:`sr_pipeline.evaluation.calibration`); ``promoted_student`` then records the
+promotion (:mod:`sr_pipeline.evaluation.promotion`) and its data version is the promoted model's
+version, so ``upscaled_archive`` partitions made by another student turn stale. A failed gate's
+reasons are in the checks' metadata, and the next ``evaluation_job`` run (weekly schedule, new
+calibration pairs, or by hand) reports them to management: that job selects the report alone, so
+it always runs; it reads the promotion log and reuses the gate's scores of the candidate. Torch is
+imported only inside the functions.
 """
 
 
@@ -50,7 +54,7 @@ class GateSettings(dg.ConfigurableResource):
         description="auto (CUDA when present), cpu or cuda[:N]; env SR_PIPELINE_EVAL_DEVICE")
 
     def thresholds(self):
-        from sr_pipeline.evaluation.calibration import GateThresholds
+        from sr_pipeline.evaluation.gate import GateThresholds
 
         return GateThresholds(self.psnr_tolerance_db, self.lpips_tolerance, self.require_lpips)
 
@@ -76,11 +80,13 @@ def _check_metadata(values: dict) -> dict:
     ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
     pool="gpu",
     description="The promotion gate: scores the candidate, the promoted student and bicubic on the calibration "
-    "pairs; a candidate that passes all three checks is recorded as promoted.",
+    "pairs; promoted_student records a candidate that passes all three checks.",
 )
 def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: str, storage: PlantStorage,
                    gate: GateSettings):
-    from sr_pipeline.evaluation.calibration import evaluate_gate, model_version, reference_student
+    from sr_pipeline.evaluation.calibration import evaluate_gate
+    from sr_pipeline.evaluation.promotion import reference_student
+    from sr_pipeline.sr.checkpoints import model_version
 
     layout = storage.layout()
     candidate = Path(co_trained_student)
@@ -97,9 +103,32 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: s
         )
 
 
+@dg.asset(
+    group_name="promotion",
+    ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
+    description="The student the archive uses (its value is the checkpoint folder, its data version the model "
+    "version). Materialises only after the blocking promotion_gate checks on co_trained_student passed in the same "
+    "run, and records the promotion; a student an operator rolled back from is not re-promoted (the promoted one "
+    "stays). `sr-pipeline promote VERSION` reports a runless materialisation of it.",
+)
+def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
+                     storage: PlantStorage) -> dg.Output[str]:
+    from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate
+
+    try:
+        done = promote_after_gate(storage.layout(), Path(co_trained_student))
+    except PromotionError as exc:
+        raise dg.Failure(str(exc)) from exc
+    context.log.info(f"{done.action}: the promoted student is {done.version}")
+    return dg.Output(str(done.path), data_version=dg.DataVersion(done.version),
+                     metadata={"model_version": done.version, "model_path": dg.MetadataValue.path(str(done.path)),
+                               "action": done.action, "candidate": dg.MetadataValue.path(co_trained_student)})
+
+
 def _report_metadata(outcome) -> dict:
-    from sr_pipeline.sr.plots import png_markdown
+    from sr_pipeline.sr.figures import png_markdown
     from sr_pipeline.sr.report import gains
+    from sr_pipeline.sr.scoring import metrics
 
     s = outcome.summary
     g = gains(s)
@@ -113,7 +142,8 @@ def _report_metadata(outcome) -> dict:
             ["| check | result | detail |", "|---|---|---|"]
             + [f"| {c['name']} | {'pass' if c['passed'] else 'FAIL'} | {c['message']} |" for c in s["gate"]["criteria"]])),
         "gate_action": s["gate"]["action"],
-        "promoted": s["gate"]["action"] in ("promoted", "already_promoted"),
+        "promoted": s["gate"]["action"] == "already_promoted",
+        "reused_gate_scores": ", ".join(outcome.reused) or "none",
         "calibration_pairs": int(s["pairs"]),
         "device": s["device"],
         "candidate": dg.MetadataValue.path(s["models"]["candidate"]["path"]),
@@ -124,9 +154,13 @@ def _report_metadata(outcome) -> dict:
                "student_mp_per_s": s["methods"]["candidate"]["mp_per_s"],
                "teacher_ms_per_image": s["methods"]["teacher"]["ms_per_image"]}
     if (s.get("realism") or {}).get("available"):
-        numbers |= {"lr_realism_learned_psnr": s["realism"]["learned_psnr"],
-                    "lr_realism_bicubic_psnr": s["realism"]["bicubic_psnr"]}
+        numbers |= {"lr_realism_learned_psnr_y": s["realism"]["learned_psnr"],
+                    "lr_realism_bicubic_psnr_y": s["realism"]["bicubic_psnr"]}
     md |= {k: float(v) for k, v in numbers.items() if v is not None}
+    for m in metrics():  # every registered metric of the served model (or the candidate when none is)
+        value = s["methods"].get(s.get("served") or "candidate", {}).get(m.name)
+        if value is not None:
+            md[f"served_{m.name}"] = float(value)
     return md
 
 
@@ -134,14 +168,18 @@ def _report_metadata(outcome) -> dict:
     group_name="evaluation",
     pool="gpu",
     kinds={"pytorch", "html"},
+    deps=[promoted_student],
     description="The weekly evaluation report (data/reports/<date>/index.html): bicubic, the teacher, the new and the "
     "promoted student on the calibration pairs, the downsampler's LR realism, the gate decision, trends and "
-    "crops. Its value is the report's path.",
+    "crops. Reads the promotion log (after promoted_student) and reuses the gate's scores of the candidate. "
+    "Its value is the report's path.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str, co_trained_student: str,
                       learned_downsampler: str, storage: PlantStorage, gate: GateSettings) -> dg.Output[str]:
-    from sr_pipeline.evaluation.calibration import model_version, plant_today, reference_student, run_evaluation
-    from sr_pipeline.sr.evaluate import EvaluationError
+    from sr_pipeline.evaluation.calibration import plant_today, run_evaluation
+    from sr_pipeline.evaluation.promotion import reference_student
+    from sr_pipeline.sr.checkpoints import model_version
+    from sr_pipeline.sr.pairs import EvaluationError
 
     layout = storage.layout()
     candidate = Path(co_trained_student)

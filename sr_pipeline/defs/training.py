@@ -199,7 +199,7 @@ _TRAINING_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 1})
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training", "degradation"),
+    selection=dg.AssetSelection.groups("training", "degradation", "promotion"),
     description="Trains the teacher, then co-trains the student and the downsampler, then makes the learned "
     "LR sets. Steps run one at a time (the gpu pool also limits them across runs); on Kubernetes swap the "
     "executor for dagster_k8s.k8s_job_executor (docs/kubernetes.md).",
@@ -208,7 +208,8 @@ training_job = dg.define_asset_job(
 
 student_retraining_job = dg.define_asset_job(
     "student_retraining_job",
-    selection=dg.AssetSelection.assets("co_trained_student", "learned_downsampler", "learned_degradation_lr_sets"),
+    selection=dg.AssetSelection.assets("co_trained_student", "promoted_student", "learned_downsampler",
+                                       "learned_degradation_lr_sets"),
     description="Retrains the student and the downsampler on the current data with the current teacher.",
     executor_def=_TRAINING_EXECUTOR,
 )

@@ -1,1 +1,2 @@
-"""Evaluation on the plant's calibration pairs: scoring, the report, the promotion gate."""
+"""Evaluation on the plant's calibration pairs: the orchestration (calibration), the gate policy
+(gate), promotion (promotion), output files (files) and the evaluate/promote commands (commands)."""

@@ -1,47 +1,53 @@
-"""Evaluate the models on the plant's calibration pairs, write the dated report, decide promotion.
+"""Evaluate the models on the plant's calibration pairs: load them, score once, decide, write the report.
 
-:func:`run_evaluation` scores plain enlargement (bicubic), the teacher with its T steps, the
-candidate student and the promoted one (one step each) on every calibration pair in the catalog,
-measures the learned downsampler's LR realism on the same pairs, and writes
-``<data>/reports/<YYYY-MM-DD>/`` (``-2``, ``-3``, ... when that day already has a report): the
-management page ``index.html``, ``summary.json`` and ``metrics.parquet``.
-
-The promotion gate (fidelity first, method.md section 8) passes a candidate when
-1. its outputs are valid: no NaN or infinity from the network, no blank (constant) image;
-2. it is not worse than plain enlargement: mean PSNR-Y >= bicubic's and mean LPIPS <= bicubic's;
-3. it is not worse than the promoted student beyond the tolerances (PSNR-Y and LPIPS).
-Only a candidate that passes is recorded as promoted, and only once: a student that an operator
-rolled back (``sr-pipeline promote OLDER``) is never re-promoted automatically. The Dagster checks
-(:mod:`sr_pipeline.defs.evaluation`) and the report apply the same :func:`decide` to the same
-numbers, so they always agree. Torch is imported only inside functions.
+:func:`evaluate_gate` scores bicubic, the candidate student and the promoted one (one step each),
+applies the gate policy (:mod:`.gate`) and keeps the scores and the decision under
+``<data>/runs/gate/<candidate version>/`` keyed by a fingerprint of the calibration pairs and of the
+metrics. :func:`run_evaluation` scores the teacher with its T steps (and the promoted student unless
+the kept scores compared the same one), reuses the kept candidate scores when their key matches
+instead of scoring the candidate again, measures the learned downsampler's LR realism (PSNR-Y), and
+writes ``<data>/reports/<YYYY-MM-DD>/`` (``-2``, ``-3``, ... when that day already has a report): the
+management page ``index.html``, ``summary.json`` and ``metrics.parquet``. Neither records a
+promotion (:mod:`.promotion` does); the report reads the promotion log. Torch is imported only
+inside functions.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
+import io
 import json
-import math
 import os
-import sys
+import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from sr_pipeline.evaluation.files import finite_json, publish_dir, write_bytes, write_json, write_metrics_parquet
+from sr_pipeline.evaluation.gate import (
+    GateDecision,
+    GateThresholds,
+    OutputWatch,
+    choose_action,
+    decide,
+    no_pairs_criteria,
+    promotion_reason,
+)
+from sr_pipeline.sr.checkpoints import model_version
+from sr_pipeline.sr.pairs import EvaluationError, Pair
+from sr_pipeline.sr.scoring import Scores, metrics, model_state
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import promotions, record_promotion
-
-if TYPE_CHECKING:  # the scoring stack (scipy, PIL) loads only when an evaluation runs
-    from sr_pipeline.sr.evaluate import Pair, Scores
+from sr_pipeline.storage.registry import promotions
 
 PLANT_TZ_ENV = "SR_PIPELINE_PLANT_TZ"
-CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted")
-BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
-BLANK_RELATIVE = 0.05  # ...or less than this fraction of its HR reference's variation
+GATE_FILE = "gate.json"
+CROPS_FILE = "crops.npz"
+KEPT_METHODS = ("bicubic", "candidate", "promoted")
 
 
 def plant_timezone(name: str | None = None) -> ZoneInfo:
@@ -58,225 +64,29 @@ def plant_today(tz: str | None = None) -> date:
     return datetime.now(plant_timezone(tz)).date()
 
 
-# --- the gate -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GateThresholds:
-    psnr_tolerance_db: float = 0.05
-    lpips_tolerance: float = 0.005
-    require_lpips: bool = True  # without LPIPS, criterion 2 cannot be verified and fails
-
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    passed: bool
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    candidate: str  # version
-    reference: str | None  # the promoted student it was compared with
-    criteria: tuple[Criterion, ...]
-    action: str  # promoted | would_promote | already_promoted | rejected | not_repromoted
-    promotion: dict | None  # the promotions.json entry recorded now
-    thresholds: GateThresholds
-    promoted_since: str | None = None  # for already_promoted: when the candidate was promoted
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.criteria)
-
-    def failures(self) -> list[str]:
-        return [c.message for c in self.criteria if not c.passed]
-
-    def plain(self) -> str:
-        """One sentence a manager can read."""
-        who = f"The new student {self.candidate}"
-        if self.action == "promoted":
-            return (f"{who} was promoted: it passed all {len(self.criteria)} checks of the promotion gate, "
-                    "so the archive now uses it.")
-        if self.action == "would_promote":
-            return f"{who} passes the promotion gate (not recorded: this was a dry run)."
-        if self.action == "already_promoted":
-            if self.passed:
-                return (f"Student {self.candidate} has been the promoted model since {self.promoted_since} (the "
-                        f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
-            return (f"The promoted student {self.candidate} no longer passes the gate ("
-                    + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
-        if self.action == "not_repromoted":
-            return (f"{who} passes the gate but was rolled back by an operator earlier, so it is not promoted "
-                    "again automatically (`sr-pipeline promote` restores it).")
-        kept = f"the archive keeps using {self.reference}" if self.reference else "no student is in use yet"
-        return f"{who} was not promoted: " + "; ".join(self.failures()) + f". So {kept}."
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed, "action": self.action, "candidate": self.candidate, "reference": self.reference,
-            "criteria": [asdict(c) for c in self.criteria], "thresholds": asdict(self.thresholds),
-            "promotion": self.promotion, "promoted_since": self.promoted_since, "plain": self.plain(),
-        }
-
-
-@dataclass
-class OutputWatch:
-    """Non-finite network outputs (a forward hook) and blank images seen while scoring a method."""
-
-    nonfinite_calls: int = 0
-    network_calls: int = 0
-    blank: list[str] = field(default_factory=list)
-    images: int = 0
-
-    def hook(self, module: Any, inputs: Any, output: Any) -> None:
-        import torch
-
-        self.network_calls += 1
-        if not bool(torch.isfinite(output).all()):
-            self.nonfinite_calls += 1
-
-    def see(self, image: str, sr: np.ndarray, hr: np.ndarray) -> None:
-        self.images += 1
-        if float(sr.std()) < max(BLANK_STD, BLANK_RELATIVE * float(hr.std())):
-            self.blank.append(image)
-
-
-def _mean(rows: list[dict[str, Any]], method: str, key: str) -> float | None:
-    vals = [r[key] for r in rows if r["method"] == method]
-    if not vals or any(isinstance(v, float) and math.isnan(v) for v in vals):
-        return None
-    return float(np.mean(vals))  # may be inf (an output identical to its HR)
-
-
-def decide(rows: list[dict[str, Any]], lpips_info: dict[str, Any], watch: OutputWatch,
-           thresholds: GateThresholds, reference: str | None, candidate: str = "candidate",
-           promoted: str = "promoted") -> tuple[Criterion, ...]:
-    """The three gate criteria from per-image rows (methods ``bicubic``, ``candidate``, ``promoted``)."""
-    if watch.nonfinite_calls or watch.blank or not watch.images:
-        problems = []
-        if watch.nonfinite_calls:
-            problems.append(f"{watch.nonfinite_calls} of {watch.network_calls} network calls returned NaN or infinity")
-        if watch.blank:
-            problems.append(f"{len(watch.blank)} of {watch.images} outputs are blank ({', '.join(watch.blank[:3])})")
-        if not watch.images:
-            problems.append("no output was produced")
-        valid = Criterion("valid_outputs", False, "; ".join(problems),
-                          {"nonfinite_calls": watch.nonfinite_calls, "blank_images": len(watch.blank)})
-    else:
-        valid = Criterion("valid_outputs", True, f"all {watch.images} outputs are finite and not blank",
-                          {"nonfinite_calls": 0, "blank_images": 0})
-
-    lp_on = bool(lpips_info.get("available"))
-    c_psnr, b_psnr = _mean(rows, candidate, "psnr_y"), _mean(rows, "bicubic", "psnr_y")
-    c_lp, b_lp = (_mean(rows, candidate, "lpips"), _mean(rows, "bicubic", "lpips")) if lp_on else (None, None)
-    values = {"psnr_y": c_psnr, "bicubic_psnr_y": b_psnr, "lpips": c_lp, "bicubic_lpips": b_lp}
-    problems = []
-    if c_psnr is None or b_psnr is None or c_psnr < b_psnr:
-        problems.append(f"PSNR-Y {_f(c_psnr)} dB is below plain enlargement's {_f(b_psnr)} dB")
-    if lp_on:
-        if c_lp is None or b_lp is None or c_lp > b_lp:
-            problems.append(f"LPIPS {_f(c_lp, 4)} is above plain enlargement's {_f(b_lp, 4)}")
-    elif thresholds.require_lpips:
-        problems.append(f"LPIPS could not be measured ({lpips_info.get('reason')})")
-    if problems:
-        beats = Criterion("not_worse_than_bicubic", False, "; ".join(problems), values)
-    else:
-        lp_text = f", LPIPS {_f(c_lp, 4)} <= {_f(b_lp, 4)}" if lp_on else " (LPIPS not measured)"
-        beats = Criterion("not_worse_than_bicubic", True, f"PSNR-Y {_f(c_psnr)} >= {_f(b_psnr)} dB{lp_text}", values)
-
-    if reference is None:
-        versus = Criterion("not_worse_than_promoted", True, "no promoted student to compare with (first promotion)")
-    else:
-        r_psnr = _mean(rows, promoted, "psnr_y")
-        r_lp = _mean(rows, promoted, "lpips") if lp_on else None
-        values = {"psnr_y": c_psnr, "promoted_psnr_y": r_psnr, "lpips": c_lp, "promoted_lpips": r_lp,
-                  "promoted": reference}
-        problems = []
-        if c_psnr is None or r_psnr is None or c_psnr < r_psnr - thresholds.psnr_tolerance_db:
-            problems.append(f"PSNR-Y {_f(c_psnr)} dB is more than {thresholds.psnr_tolerance_db} dB below the "
-                            f"promoted student's {_f(r_psnr)} dB")
-        if lp_on and (c_lp is None or r_lp is None or c_lp > r_lp + thresholds.lpips_tolerance):
-            problems.append(f"LPIPS {_f(c_lp, 4)} is more than {thresholds.lpips_tolerance} above the promoted "
-                            f"student's {_f(r_lp, 4)}")
-        if problems:
-            versus = Criterion("not_worse_than_promoted", False, "; ".join(problems), values)
-        else:
-            versus = Criterion("not_worse_than_promoted", True,
-                               f"within tolerance of the promoted student {reference} (PSNR-Y {_f(c_psnr)} vs "
-                               f"{_f(r_psnr)} dB" + (f", LPIPS {_f(c_lp, 4)} vs {_f(r_lp, 4)})" if lp_on else ")"),
-                               values)
-    return valid, beats, versus
-
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def reference_student(layout: DataLayout, candidate_version: str) -> dict | None:
-    """The promoted student a candidate is compared with: the newest promotion of another version
-    whose folder still exists (for the promoted candidate itself, the one promoted before it)."""
-    for entry in reversed(promotions(layout)):
-        if entry["version"] != candidate_version and Path(entry["path"]).is_dir():
-            return entry
-    return None
-
-
-def apply_decision(layout: DataLayout, candidate_dir: Path, criteria: tuple[Criterion, ...],
-                   reference: str | None, thresholds: GateThresholds, promote: bool, reason: str) -> GateDecision:
-    """Record the promotion if the gate passed and the candidate was never promoted before."""
-    version = model_version(candidate_dir)
-    entries = promotions(layout)
-    current = entries[-1]["version"] if entries else None
-    passed = all(c.passed for c in criteria)
-    entry = None
-    if current == version:
-        action = "already_promoted"
-    elif not passed:
-        action = "rejected"
-    elif any(e["version"] == version for e in entries):
-        action = "not_repromoted"
-    elif not promote:
-        action = "would_promote"
-    else:
-        entry = record_promotion(layout, version, str(Path(candidate_dir).resolve()), reason)
-        action = "promoted"
-    since = entries[-1]["promoted_at"] if action == "already_promoted" else None
-    return GateDecision(version, reference, criteria, action, entry, thresholds, since)
-
-
-# --- scoring --------------------------------------------------------------------------------------
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def device_label(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
-
-
-def model_version(model_dir: Path) -> str:
-    """The version recorded in a model folder's training.json (else the folder name)."""
-    from sr_pipeline.sr.checkpoints import read_info
-
-    return str(read_info(Path(model_dir)).get("version", Path(model_dir).name))
-
-
 def calibration_pairs(layout: DataLayout) -> list[Pair]:
-    from sr_pipeline.sr.evaluate import Pair
+    """The catalog's complete calibration pairs as :class:`~sr_pipeline.sr.pairs.Pair`."""
     from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
     return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
 
+
+def pairs_fingerprint(pairs: list[Pair]) -> str:
+    """A hash of the pairs' names and image bytes."""
+    h = hashlib.sha256()
+    for p in pairs:
+        for part in (p.name.encode(), p.hr_path.read_bytes(), p.lr_path.read_bytes()):
+            h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def scores_key(pairs: list[Pair], availability: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What kept scores are valid for: the pairs, the metrics and which of them could be measured."""
+    return {"pairs": pairs_fingerprint(pairs), "metrics": [m.name for m in metrics()],
+            "measured": {need: bool(info.get("available")) for need, info in availability.items()}}
+
+
+# --- models ---------------------------------------------------------------------------------------
 
 @dataclass
 class _Model:
@@ -287,20 +97,20 @@ class _Model:
     watch: OutputWatch
 
 
-def _load(role: str, model_dir: Path, device: str, pairs: list[Pair], teacher: bool = False) -> _Model:
+def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Model:
     from sr_pipeline.sr.checkpoints import load_sr_model
     from sr_pipeline.sr.infer import Upscaler
 
     model = load_sr_model(Path(model_dir), device)
     steps = model.schedule.num_steps if teacher else 1
-    up = Upscaler(model, steps=steps, device=device)
     watch = OutputWatch()
     model.net.register_forward_hook(watch.hook)
-    return _Model(role, Path(model_dir), steps, up, watch)
+    return _Model(role, Path(model_dir), steps, Upscaler(model, steps=steps, device=device), watch)
 
 
-def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any) -> Scores:
-    from sr_pipeline.sr.evaluate import score_pairs
+def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reuse: dict[str, None] | None = None,
+           kept: Scores | None = None) -> Scores:
+    from sr_pipeline.sr.scoring import score_pairs
 
     watches = {m.role: m.watch for m in models}
 
@@ -308,7 +118,9 @@ def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any) -> S
         if method in watches:
             watches[method].see(image, sr, hr)
 
-    return score_pairs(pairs, {m.role: m.upscaler for m in models}, scale, lpips=lpips, on_output=on_output)
+    methods = {**(reuse or {}), **{m.role: m.upscaler for m in models}}
+    order = [r for r in ("teacher", "candidate", "promoted") if r in methods]
+    return score_pairs(pairs, {r: methods[r] for r in order}, scale, lpips=lpips, on_output=on_output, reuse=kept)
 
 
 def _lpips(lpips: Any, device: str) -> Any:
@@ -321,18 +133,21 @@ def _lpips(lpips: Any, device: str) -> Any:
 
 def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = "cpu",
                         psnr: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, Any]:
-    """PSNR of G(HR) and of bicubic down(HR) against each pair's real LR (method.md claim 4).
+    """PSNR-Y of G(HR) and of bicubic down(HR) against each pair's real LR (method.md claim 4).
 
-    ``psnr(a, b)`` defaults to RGB PSNR over the whole LR image.
+    ``psnr(a, b)`` defaults to the registry's PSNR-Y over the whole LR image (no border cropped),
+    the convention of the quality benchmark.
     """
     import torch
 
     from sr_pipeline.sr.downsampler import load_downsampler
-    from sr_pipeline.sr.evaluate import load_rgb
     from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
-    from sr_pipeline.sr.metrics import psnr_rgb
+    from sr_pipeline.sr.pairs import load_rgb
+    from sr_pipeline.sr.scoring import metric
 
-    psnr = psnr or psnr_rgb
+    if psnr is None:
+        psnr_y = metric("psnr_y").fn
+        psnr = lambda a, b: psnr_y(a, b, 0)  # noqa: E731
 
     g = load_downsampler(Path(downsampler_dir), device)
     s = int(g.config.scale)
@@ -350,44 +165,83 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
         return {"available": False, "reason": f"no pair is an exact x{s} HR/LR pair", "pairs": 0}
     learned = float(np.mean([r["learned_psnr"] for r in per_image]))
     bicubic = float(np.mean([r["bicubic_psnr"] for r in per_image]))
-    return {"available": True, "reason": None, "pairs": len(per_image), "learned_psnr": learned,
+    return {"available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
             "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "skipped": skipped,
             "per_image": per_image, "version": model_version(Path(downsampler_dir))}
 
 
-def _finite_json(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
+# --- the gate's kept scores -----------------------------------------------------------------------
+
+def gate_dir(layout: DataLayout, version: str) -> Path:
+    return layout.run_dir("gate", version)
+
+
+def _keep(layout: DataLayout, version: str, key: dict, scores: Scores, watch: OutputWatch,
+          decision: GateDecision, reason: str) -> None:
+    kept = scores.only(list(KEPT_METHODS))
+    folder = gate_dir(layout, version)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"{i}/{m}": c for i, (img, crops) in enumerate(kept.crops.items())
+                                for m, c in crops.items()})
+    write_bytes(folder / CROPS_FILE, buf.getvalue())
+    record = {"candidate": version, "key": key, "reference": decision.reference, "decision": decision.to_dict(),
+              "reason": reason, "watch": asdict(watch), "methods": kept.methods, "rows": kept.rows,
+              "images": list(kept.crops), "summary": kept.summary,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_bytes(folder / GATE_FILE, json.dumps(record, indent=2).encode())  # NaN/inf kept as in the rows
+
+
+def read_gate_record(layout: DataLayout, version: str) -> dict | None:
+    """The gate's kept decision and scores for a candidate version, or None."""
+    path = gate_dir(layout, version) / GATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
 
 
-def _promotion_reason(criteria: tuple[Criterion, ...], pairs: int) -> str:
-    return f"promotion gate passed on {pairs} calibration pairs: " + "; ".join(c.message for c in criteria)
+def _kept_scores(layout: DataLayout, version: str, key: dict) -> tuple[Scores, OutputWatch, dict] | None:
+    record = read_gate_record(layout, version)
+    if record is None or record.get("key") != key:
+        return None
+    try:
+        with np.load(gate_dir(layout, version) / CROPS_FILE) as npz:
+            crops = {img: {m: npz[f"{i}/{m}"] for m in record["methods"]} for i, img in enumerate(record["images"])}
+    except (OSError, KeyError, ValueError):
+        return None
+    scores = Scores(record["summary"], record["rows"], {}, crops, record["methods"])
+    return scores, OutputWatch(**record["watch"]), record
 
+
+# --- the gate -------------------------------------------------------------------------------------
 
 def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | None, thresholds: GateThresholds,
-                  *, lpips: Any = None, device: str = "auto", promote: bool = True) -> GateDecision:
+                  *, lpips: Any = None, device: str = "auto") -> GateDecision:
     """The gate alone (no teacher, no report): bicubic, the candidate and the promoted student on the
-    calibration pairs; records the promotion if it passes (unless ``promote`` is False)."""
+    calibration pairs. Keeps the scores and the decision for the report and ``promoted_student``;
+    records nothing in the promotion log (the action says what the log allows)."""
+    from sr_pipeline.sr.devices import resolve_device
+
+    version = model_version(candidate_dir)
     pairs = calibration_pairs(layout)
     reference = model_version(promoted_dir) if promoted_dir is not None else None
     if not pairs:
-        missing = "no calibration pairs in the catalog (upload them under a field camera's pairs/<name>/{hr,lr}/)"
-        criteria = tuple(Criterion(name, False, missing) for name in CRITERIA)
-        return apply_decision(layout, candidate_dir, criteria, reference, thresholds, promote, "")
+        criteria = no_pairs_criteria()
+        action, since = choose_action(promotions(layout), version, False, promote=False)
+        return GateDecision(version, reference, criteria, action, thresholds, since)
     device = resolve_device(device)
     metric = _lpips(lpips, device)
-    models = [_load("candidate", candidate_dir, device, pairs)]
+    key = scores_key(pairs, model_state({"lpips": metric})[1])
+    models = [_load("candidate", candidate_dir, device)]
     if promoted_dir is not None:
-        models.append(_load("promoted", promoted_dir, device, pairs))
+        models.append(_load("promoted", promoted_dir, device))
     scores = _score(models, pairs, int(models[0].upscaler.scale), metric)
-    criteria = decide(scores.rows, scores.summary["lpips"], models[0].watch, thresholds, reference)
-    return apply_decision(layout, candidate_dir, criteria, reference, thresholds, promote,
-                          _promotion_reason(criteria, len(pairs)))
+    criteria = decide(scores.rows, scores.summary, models[0].watch, thresholds, reference)
+    passed = all(c.passed for c in criteria)
+    action, since = choose_action(promotions(layout), version, passed, promote=False)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since)
+    _keep(layout, version, key, scores, models[0].watch, decision, promotion_reason(criteria, len(pairs)))
+    return decision
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -401,32 +255,30 @@ class EvaluationOutcome:
     table_md: str
     crops_png: bytes  # the median image: LR | bicubic | teacher | student(s) | HR
     trend_png: bytes
+    reused: list[str]  # methods whose scores were taken from the gate instead of scoring again
 
     @property
     def report_path(self) -> Path:
         return self.report_dir / "index.html"
 
 
-def _publish(tmp: Path, reports: Path, name: str) -> Path:
-    """Rename the finished temp folder to ``name`` (or ``name-2``, ...): never over an existing report."""
-    for i in range(1, 1000):
-        target = reports / (name if i == 1 else f"{name}-{i}")
-        if target.exists():
-            continue
-        try:
-            os.rename(tmp, target)  # atomic; fails if another report took the name meanwhile
-            return target
-        except OSError:
-            continue
-    raise FileExistsError(f"too many reports named {name}* in {reports}")
+def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None) -> dict[str, Any]:
+    def info(path: Path, steps: int | None = None) -> dict[str, Any]:
+        out = {"version": model_version(path), "path": str(Path(path).resolve())}
+        return out | ({"steps": steps} if steps is not None else {})
+
+    by_role = {m.role: info(m.path, m.steps) for m in models}
+    by_role.setdefault("candidate", info(candidate_dir, 1))
+    order = [r for r in ("teacher", "candidate", "promoted") if r in by_role]
+    return {r: by_role[r] for r in order} | {"downsampler": info(downsampler_dir) if downsampler_dir else None}
 
 
 def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, promoted_dir: Path | None,
                    downsampler_dir: Path | None, report_date: date, thresholds: GateThresholds = GateThresholds(),
-                   *, lpips: Any = None, device: str = "auto", promote: bool = True) -> EvaluationOutcome:
-    """Evaluate, decide the gate (recording a promotion if it passes), write the report folder."""
+                   *, lpips: Any = None, device: str = "auto") -> EvaluationOutcome:
+    """Evaluate (reusing the gate's scores of the candidate when they match), decide, write the report."""
     from sr_pipeline.sr import report
-    from sr_pipeline.sr.evaluate import EvaluationError, write_json, write_metrics_parquet
+    from sr_pipeline.sr.devices import device_label, resolve_device
 
     pairs = calibration_pairs(layout)
     if not pairs:
@@ -434,27 +286,33 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                               "(pairs/<name>/hr/ + pairs/<name>/lr/) before evaluating")
     device = resolve_device(device)
     metric = _lpips(lpips, device)
-    candidate = _load("candidate", candidate_dir, device, pairs)
-    teacher = _load("teacher", teacher_dir, device, pairs, teacher=True)
-    models = [teacher, candidate]
+    version = model_version(candidate_dir)
     reference = None
     if promoted_dir is not None and Path(promoted_dir).resolve() != Path(candidate_dir).resolve():
-        models.append(_load("promoted", promoted_dir, device, pairs))
         reference = model_version(promoted_dir)
-    scale = int(candidate.upscaler.scale)
-    scores = _score(models, pairs, scale, metric)
+    kept = _kept_scores(layout, version, scores_key(pairs, model_state({"lpips": metric})[1]))
+    teacher = _load("teacher", teacher_dir, device, teacher=True)
+    models, reuse, watch, kept_scores = [teacher], {}, None, None
+    if kept is not None:
+        kept_scores, watch, record = kept
+        keep = ["bicubic", "candidate"] + (["promoted"] if reference and record["reference"] == reference else [])
+        kept_scores = kept_scores.only(keep)
+        reuse = {m: None for m in keep if m != "bicubic"}
+    else:
+        candidate = _load("candidate", candidate_dir, device)
+        models.append(candidate)
+        watch = candidate.watch
+    if reference is not None and "promoted" not in reuse:
+        models.append(_load("promoted", promoted_dir, device))  # type: ignore[arg-type]
+    scores = _score(models, pairs, int(teacher.upscaler.scale), metric, reuse, kept_scores)
     realism = downsampler_realism(pairs, downsampler_dir, device) if downsampler_dir is not None else None
 
-    criteria = decide(scores.rows, scores.summary["lpips"], candidate.watch, thresholds, reference)
-    decision = apply_decision(layout, candidate_dir, criteria, reference, thresholds, promote,
-                              _promotion_reason(criteria, len(pairs)))
-    served = "candidate" if decision.action in ("promoted", "already_promoted", "would_promote") else (
-        "promoted" if reference is not None else None)
+    criteria = decide(scores.rows, scores.summary, watch, thresholds, reference)
+    action, since = choose_action(promotions(layout), version, all(c.passed for c in criteria), promote=False)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since)
+    served = "candidate" if action == "already_promoted" else ("promoted" if reference is not None else None)
 
-    def model_info(m: _Model) -> dict[str, Any]:
-        return {"version": model_version(m.path), "path": str(m.path.resolve()), "steps": m.steps}
-
-    summary = {
+    summary = finite_json({
         "schema": "sr_pipeline.evaluation/1",
         "report_date": report_date.isoformat(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -462,15 +320,12 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         **scores.summary,
         "labels": {"bicubic": "plain enlargement (bicubic)", "teacher": f"teacher ({teacher.steps} steps)",
                    "candidate": "new student", "promoted": "promoted student"},
-        "models": {m.role: model_info(m) for m in models}
-        | {"downsampler": ({"version": model_version(downsampler_dir), "path": str(Path(downsampler_dir).resolve())}
-                           if downsampler_dir is not None else None)},
+        "models": _models_info(models, candidate_dir, downsampler_dir),
         "realism": realism,
         "gate": decision.to_dict(),
         "served": served,
-    }
-    summary = _finite_json(summary)
-
+        "reused": scores.reused,
+    })
     layout.reports.mkdir(parents=True, exist_ok=True)
     history = report.load_history(layout.reports)
     lines = report.headline(summary, history)
@@ -480,46 +335,15 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     try:
         write_metrics_parquet(scores.rows, tmp / "metrics.parquet")
         write_json(tmp / "summary.json", summary)
-        report.write_report(tmp / "index.html", summary, scores, history, lines)
-        os.chmod(tmp, 0o755)
-        final = _publish(tmp, layout.reports, report_date.isoformat())
+        write_bytes(tmp / "index.html", report.render_report(summary, scores, history, lines).encode("utf-8"))
+        final = publish_dir(tmp, layout.reports, report_date.isoformat())
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    median = report.ranked_images(summary, scores)[1][1]["image"]
+    median = report.ranked_images(scores)[1][1]["image"]
+    crops = report.crop_columns(scores, median, report.CROP_METHODS, summary["labels"])
     return EvaluationOutcome(
         report_dir=final, summary=summary, decision=decision, headline=lines,
-        table_md=report.markdown_table(summary, scores.methods),
-        crops_png=report.comparison_strip_png(report.crop_columns(summary, scores, median)),
-        trend_png=report.trend_png(history, summary),
+        table_md=report.markdown_table(summary, scores.methods), crops_png=report.crop_strip_png(crops),
+        trend_png=report.trend_png(history, summary), reused=scores.reused,
     )
-
-
-# --- rollback -------------------------------------------------------------------------------------
-
-def promote_cli(args: argparse.Namespace) -> int:
-    """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
-    one (the rollback: promote the previous version). Recorded in the append-only promotions log."""
-    from sr_pipeline.storage.registry import list_models
-
-    layout = args.layout
-    # The version `sr-pipeline models` shows (training.json), or the folder's name.
-    found = [r for r in list_models(layout, kind="student") if args.version in (r["version"], Path(r["path"]).name)]
-    if not found:
-        print(f"error: no student {args.version!r} under {layout.models / 'student'} (see `sr-pipeline models`)",
-              file=sys.stderr)
-        return 2
-    version, folder = found[-1]["version"], Path(found[-1]["path"])
-    entries = promotions(layout)
-    if entries and entries[-1]["version"] == version:
-        print(f"{version} is already the promoted student; nothing recorded")
-        return 0
-    reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
-    entry = record_promotion(layout, version, str(folder.resolve()), reason)
-    if getattr(args, "json", False):
-        print(json.dumps(entry, indent=2))
-    else:
-        print(f"promoted student {version} ({reason}); the archive uses it from now on")
-    return 0

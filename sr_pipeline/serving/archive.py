@@ -13,7 +13,6 @@ after a promotion is a backfill over the batch partitions (docs/archive.md).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,8 +89,8 @@ class ArchiveResult:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     """image id -> reason"""
-    previews: list[tuple[str, bytes]] = field(default_factory=list)
-    """(source name, PNG of bicubic | model crops) for some images upscaled in this run"""
+    previews: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    """(source name, bicubic crop, model crop) for some images upscaled in this run"""
     manifest: pd.DataFrame | None = None
 
 
@@ -112,39 +111,22 @@ class _CropKeeper:
         self.crop[lo - self.y0:hi - self.y0] = rows[lo - first_row:hi - first_row, self.x0:self.x0 + self.size]
 
 
-def _preview_png(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> bytes | None:
-    """The crop's bicubic upscale beside the model's output, as PNG bytes."""
-    from PIL import Image
+def _preview_crops(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept crop's bicubic enlargement and the model's output (RGB only)."""
+    from sr_pipeline.sr.pairs import bicubic_upscale
 
     if keeper.crop is None or keeper.crop.dtype != np.uint8 or keeper.crop.shape[2] != 3:
         return None
     n = keeper.size // scale
     y, x = keeper.y0 // scale, keeper.x0 // scale
-    bicubic = Image.fromarray(lr[y:y + n, x:x + n]).resize((n * scale, n * scale), Image.Resampling.BICUBIC)
-    canvas = Image.new("RGB", (2 * keeper.size + 2, keeper.size), (255, 255, 255))
-    canvas.paste(bicubic, (0, 0))
-    canvas.paste(Image.fromarray(keeper.crop), (keeper.size + 2, 0))
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return bicubic_upscale(np.ascontiguousarray(lr[y:y + n, x:x + n]), scale), keeper.crop
 
 
-def preview_strip(previews: list[tuple[str, bytes]]) -> bytes | None:
-    """Previews stacked vertically into one PNG (left: bicubic, right: model)."""
-    from PIL import Image
+def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes | None:
+    """One PNG, a row per preview (left: bicubic, right: model); None without previews."""
+    from sr_pipeline.sr.figures import grid_png
 
-    images = [Image.open(io.BytesIO(png)).convert("RGB") for _, png in previews]
-    if not images:
-        return None
-    width = max(im.width for im in images)
-    strip = Image.new("RGB", (width, sum(im.height + 2 for im in images) - 2), (255, 255, 255))
-    y = 0
-    for im in images:
-        strip.paste(im, (0, y))
-        y += im.height + 2
-    buf = io.BytesIO()
-    strip.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return grid_png([[bicubic, model] for _, bicubic, model in previews], optimize=True)
 
 
 def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, previous: dict | None) -> dict | None:
@@ -270,7 +252,7 @@ def _upscale_one(layout: DataLayout, upscaler, row, batch: str, target: Path, co
     keeper = _CropKeeper(src.height * upscaler.scale, src.width * upscaler.scale) if keep_preview else None
     write_upscaled_png(upscaler, src, target, text, overwrite=True, compress_level=compress_level, on_rows=keeper)
     if keeper is not None:
-        png = _preview_png(src.colour, keeper, upscaler.scale)
-        if png is not None:
-            result.previews.append((row.source_name, png))
+        crops = _preview_crops(src.colour, keeper, upscaler.scale)
+        if crops is not None:
+            result.previews.append((row.source_name, *crops))
     return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": time.perf_counter() - t0}

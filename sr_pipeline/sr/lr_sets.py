@@ -16,14 +16,12 @@ Pure numpy/torch; no Dagster.
 
 from __future__ import annotations
 
-import io
 import itertools
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from scipy.stats import wasserstein_distance
 
 from sr_pipeline.sr.downsampler import LearnedDownsampler
@@ -170,26 +168,17 @@ def preview_grid(hr_images: Sequence[np.ndarray], bicubic: Sequence[np.ndarray],
                  lr_crop: int = 48, cell: int = 144) -> bytes:
     """PNG bytes: one row per HR image (at most ``max_rows``) with the centre crop of the HR image,
     its bicubic LR and each learned LR variant, LR crops shown with nearest-neighbour zoom."""
+    from sr_pipeline.sr.figures import grid_png
+
     rows = min(max_rows, len(hr_images))
     k = max((len(v) for v in variants[:rows]), default=0)
-    labels = ["HR", "bicubic"] + [f"G seed {j}" for j in range(k)]
-    header, pad = 14, 2
-    canvas = Image.new("RGB", (len(labels) * (cell + pad) + pad, header + rows * (cell + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, label in enumerate(labels):
-        draw.text((pad + c * (cell + pad) + 2, 1), label, fill="black")
+    grid = []
     for r in range(rows):
         lr_side = min(lr_crop, *bicubic[r].shape[:2])
-        cells = [Image.fromarray(np.ascontiguousarray(_centre_crop(hr_images[r], lr_side * scale))).resize(
-            (cell, cell), Image.BICUBIC)]
-        for lr in [bicubic[r], *variants[r]]:
-            crop = np.ascontiguousarray(_centre_crop(lr, lr_side))
-            cells.append(Image.fromarray(crop).resize((cell, cell), Image.NEAREST))
-        for c, im in enumerate(cells):
-            canvas.paste(im, (pad + c * (cell + pad), header + pad + r * (cell + pad)))
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    return buf.getvalue()
+        grid.append([_centre_crop(hr_images[r], lr_side * scale)]
+                    + [_centre_crop(lr, lr_side) for lr in [bicubic[r], *variants[r]]])
+    return grid_png(grid, cell=cell, labels=["HR", "bicubic"] + [f"G seed {j}" for j in range(k)],
+                    resample=["bicubic"] + ["nearest"] * (k + 1))
 
 
 # ---- the whole set ------------------------------------------------------------------------------------

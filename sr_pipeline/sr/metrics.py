@@ -4,7 +4,8 @@ PSNR and SSIM are taken on the Y channel of ITU-R BT.601 YCbCr (MATLAB ``rgb2ycb
 cropping ``crop_border`` pixels at each border, with SSIM's 11x11 Gaussian window (sigma 1.5) over
 the valid region only -- the conventions of BasicSR's ``calculate_psnr``/``calculate_ssim`` and
 pyiqa. Inputs are HxWx3 RGB arrays on the 0-255 scale (uint8, or float already on that scale).
-LPIPS lives in :mod:`sr_pipeline.sr.lpips_weights` because it needs network weights.
+LPIPS lives in :mod:`sr_pipeline.sr.lpips_weights` because it needs network weights; the metric
+registry (:mod:`sr_pipeline.sr.scoring`) names all three for the tables and the gate.
 """
 
 from __future__ import annotations
@@ -64,12 +65,6 @@ def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 4) -> float:
     """PSNR (dB) on the Y channel, peak 255, after cropping ``crop_border`` px at each border."""
     a, b = _checked_pair(sr, hr)
     return _psnr(_crop(rgb_to_y(a), crop_border), _crop(rgb_to_y(b), crop_border))
-
-
-def psnr_rgb(a: np.ndarray, b: np.ndarray, crop_border: int = 0) -> float:
-    """PSNR (dB) over all three RGB channels, peak 255 (e.g. a generated LR against the real LR)."""
-    x, y = _checked_pair(a, b)
-    return _psnr(_crop(x, crop_border), _crop(y, crop_border))
 
 
 def _gaussian_1d(size: int = _SSIM_WINDOW, sigma: float = _SSIM_SIGMA) -> np.ndarray:

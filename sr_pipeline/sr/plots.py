@@ -1,10 +1,16 @@
-"""Small PNG plots for metadata and reports (matplotlib, headless)."""
+"""Training curves as PNG plots for Dagster metadata (matplotlib, headless).
+
+PNG and markdown helpers live in :mod:`.figures`; ``figure_png`` and ``png_markdown`` are imported
+here too because the training assets take them from this module.
+"""
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Iterable
+
+from sr_pipeline.sr.figures import figure_png, png_markdown
+
+__all__ = ["curves_png", "figure_png", "png_markdown"]
 
 
 def curves_png(history: list[dict], keys: Iterable[str], title: str, logy: bool = True) -> bytes:
@@ -26,19 +32,3 @@ def curves_png(history: list[dict], keys: Iterable[str], title: str, logy: bool 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return figure_png(fig)
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def png_markdown(png: bytes, alt: str = "plot") -> str:
-    """Embed PNG bytes in markdown (Dagster has no image metadata type)."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

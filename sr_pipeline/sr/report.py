@@ -7,14 +7,15 @@ past reports, side-by-side crops for the best, median and worst images, and the 
 Everything is inline (base64 PNGs, no scripts, no external files), so the page can be mailed.
 
 The input is the ``summary`` dict that :mod:`sr_pipeline.evaluation.calibration` writes as ``summary.json``
-plus the in-memory :class:`~sr_pipeline.sr.evaluate.Scores`; past reports are read back from their
-``summary.json`` files. No Dagster import here.
+plus the in-memory :class:`~sr_pipeline.sr.scoring.Scores`; past reports are read back from their
+``summary.json`` files. Every metric column comes from the registry (:mod:`.scoring`). The same
+tables make the plain benchmark page of ``sr-pipeline evaluate`` (:func:`render_benchmark_page`).
+Rendering only: the caller writes the files. No Dagster import here.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 import re
@@ -22,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from sr_pipeline.sr.evaluate import Scores, atomic_write, fmt, per_image_table_html, png_data_uri, summary_table_html
-from sr_pipeline.sr.plots import figure_png
+from sr_pipeline.sr.figures import figure_png, figures_html, grid_png, png_data_uri
+from sr_pipeline.sr.scoring import Scores, metric, metrics
 
 SUMMARY_FILE = "summary.json"
-_CROP_COLUMNS = ("bicubic", "teacher", "candidate", "promoted")
+CROP_METHODS = ("bicubic", "teacher", "candidate", "promoted")
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}.sub{color:#555;margin-top:0}section{margin:1.5em 0}
@@ -170,7 +170,7 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]]) -> list[str
         how = "more closely than" if diff >= 0.005 else "less closely than" if diff <= -0.005 else "as closely as"
         lines.append(
             f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
-            f"{how} plain shrinking: PSNR {realism['learned_psnr']:.2f} dB "
+            f"{how} plain shrinking: PSNR-Y {realism['learned_psnr']:.2f} dB "
             f"against {realism['bicubic_psnr']:.2f} dB on {realism['pairs']} pairs (higher is closer).")
     return lines
 
@@ -219,55 +219,109 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
-def ranked_images(summary: dict[str, Any], scores: Scores) -> list[tuple[str, dict[str, Any]]]:
-    """(label, row) for the best, median and worst image of the candidate by PSNR-Y gain over bicubic."""
-    focus = next((m for m in ("candidate", "promoted", "teacher") if m in scores.methods),
-                 next((m for m in scores.methods if m != "bicubic"), "bicubic"))
-    bicubic = {r["image"]: r["psnr_y"] for r in scores.rows if r["method"] == "bicubic"}
+def ranked_images(scores: Scores, focus: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(label, row) for the best, median and worst image of ``focus`` (default: the candidate, else the
+    first model) by PSNR-Y gain over bicubic (by PSNR-Y when the focus is bicubic itself)."""
+    focus = focus or next((m for m in ("candidate", "promoted", "teacher") if m in scores.methods),
+                          next((m for m in scores.methods if m != "bicubic"), "bicubic"))
+    bicubic = {r["image"]: r["psnr_y"] if focus != "bicubic" else 0.0 for r in scores.rows if r["method"] == "bicubic"}
     ranked = sorted((r for r in scores.rows if r["method"] == focus),
                     key=lambda r: r["psnr_y"] - bicubic[r["image"]], reverse=True)
     picks = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
     return [(label, {**row, "gain": row["psnr_y"] - bicubic[row["image"]]}) for label, row in picks]
 
 
-def crop_columns(summary: dict[str, Any], scores: Scores, image: str) -> list[tuple[str, np.ndarray]]:
-    """LR | bicubic | teacher | student(s) | HR crops of one image, with their captions."""
+def crop_columns(scores: Scores, image: str, methods: list[str] | tuple[str, ...] | None = None,
+                 labels: dict[str, str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """LR | the methods (default: all, in order) | HR crops of one image, with their captions."""
     lr, hr = scores.refs[image]
-    labels = summary.get("labels", {})
-    cols = [("LR (field camera)", lr)]
-    cols += [(labels.get(m, m), scores.crops[image][m]) for m in _CROP_COLUMNS if m in scores.crops[image]]
-    return cols + [("HR (reference)", hr)]
+    labels = labels or {}
+    chosen = [m for m in (methods or scores.methods) if m in scores.crops[image]]
+    return [("LR (field camera)", lr), *((labels.get(m, m), scores.crops[image][m]) for m in chosen),
+            ("HR (reference)", hr)]
 
 
-def comparison_strip_png(columns: list[tuple[str, np.ndarray]], size: int = 112) -> bytes:
-    """One PNG of the crops side by side with their captions (for Dagster metadata)."""
-    caption_h = 14
-    strip = Image.new("RGB", (len(columns) * (size + 4) + 4, size + caption_h + 8), "white")
-    draw = ImageDraw.Draw(strip)
-    for i, (caption, img) in enumerate(columns):
-        x = 4 + i * (size + 4)
-        strip.paste(Image.fromarray(img).resize((size, size), Image.Resampling.NEAREST), (x, 4))
-        draw.text((x, size + 6), caption[:20], fill="black")
-    buf = io.BytesIO()
-    strip.save(buf, format="PNG")
-    return buf.getvalue()
+def crop_strip_png(columns: list[tuple[str, np.ndarray]], size: int = 112) -> bytes:
+    """One PNG of the crops side by side under their captions (for Dagster metadata)."""
+    return grid_png([[img for _, img in columns]], cell=size, pad=4, labels=[c for c, _ in columns])
 
 
-# --- tables ---------------------------------------------------------------------------------------
+# --- tables (one column per registered metric) --------------------------------------------------------
+
+def fmt(x: Any, digits: int) -> str:
+    """A number for HTML: fixed digits, an en dash for missing, infinity as the sign."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "&ndash;"
+    if isinstance(x, float) and math.isinf(x):
+        return "&infin;"
+    return f"{x:.{digits}f}"
+
+
+def summary_table_html(summary: dict[str, Any], methods: list[str], labels: dict[str, str] | None = None) -> str:
+    """``<table id='summary'>``: per method n, every metric's mean and median, ms/image, MP/s."""
+    esc, labels = html.escape, labels or {}
+    head = "".join(f"<th>{esc(m.heading)} mean</th><th>{esc(m.heading)} median</th>" for m in metrics())
+    parts = [f"<table id='summary'><tr><th>method</th><th>n</th>{head}<th>ms / image</th><th>MP/s</th></tr>"]
+    for name in methods:
+        s = summary["methods"][name]
+        cells = "".join(f"<td>{fmt(s.get(m.name), m.digits)}</td><td>{fmt(s.get('median', {}).get(m.name), m.digits)}</td>"
+                        for m in metrics())
+        parts.append(f"<tr><td>{esc(labels.get(name, name))}</td><td>{s['n']}</td>{cells}"
+                     f"<td>{fmt(s['ms_per_image'], 1)}</td><td>{fmt(s['mp_per_s'], 2)}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def per_image_table_html(rows: list[dict[str, Any]], methods: list[str], labels: dict[str, str] | None = None) -> str:
+    """``<table id='per-image'>``: one row per image, every metric of every method."""
+    esc, labels = html.escape, labels or {}
+    head = "".join(f"<th>{esc(labels.get(name, name))} {esc(m.label)}</th>" for name in methods for m in metrics())
+    parts = [f"<table id='per-image'><tr><th>image</th>{head}</tr>"]
+    by_key = {(r["image"], r["method"]): r for r in rows}
+    for image in dict.fromkeys(r["image"] for r in rows):
+        cells = "".join(f"<td>{fmt(by_key[(image, name)].get(m.name), m.digits)}</td>"
+                        for name in methods for m in metrics())
+        parts.append(f"<tr><td>{esc(image)}</td>{cells}</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
 
 def markdown_table(summary: dict[str, Any], methods: list[str]) -> str:
     """The per-method table as markdown (for the Dagster UI)."""
     labels = summary.get("labels", {})
-    out = ["| method | PSNR-Y (dB) | SSIM-Y | LPIPS | ms / image | MP/s |", "|---|---|---|---|---|---|"]
-    for m in methods:
-        s = summary["methods"][m]
-
-        def txt(v: Any, d: int) -> str:
-            return "-" if v is None else f"{v:.{d}f}"
-
-        out.append(f"| {labels.get(m, m)} | {txt(s['psnr_y'], 2)} | {txt(s['ssim_y'], 4)} | {txt(s['lpips'], 4)} "
-                   f"| {txt(s['ms_per_image'], 1)} | {txt(s['mp_per_s'], 2)} |")
+    out = ["| method | " + " | ".join(m.heading for m in metrics()) + " | ms / image | MP/s |",
+           "|---|" + "---|" * (len(metrics()) + 2)]
+    for name in methods:
+        s = summary["methods"][name]
+        cells = " | ".join(m.text(s.get(m.name)) for m in metrics())
+        out.append(f"| {labels.get(name, name)} | {cells} | {_txt(s['ms_per_image'], 1)} | {_txt(s['mp_per_s'], 2)} |")
     return "\n".join(out)
+
+
+def text_table(summary: dict[str, Any]) -> str:
+    """The per-method table as plain text (the command line)."""
+    lines = [f"{summary['pairs']} pairs, split {summary['split']}, x{summary['scale']}",
+             f"{'method':<20} " + " ".join(f"{m.label:>8}" for m in metrics()) + f" {'ms/img':>9} {'MP/s':>7}"]
+    for name, s in summary["methods"].items():
+        lines.append(f"{name:<20} " + " ".join(f"{m.text(s.get(m.name)):>8}" for m in metrics())
+                     + f" {_txt(s['ms_per_image'], 1):>9} {_txt(s['mp_per_s'], 2):>7}")
+    lines += [f"{need.upper()} unavailable: {summary[need]['reason']}" for need in _needs(summary)]
+    return "\n".join(lines)
+
+
+def _txt(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _needs(summary: dict[str, Any]) -> list[str]:
+    """The models a metric needed that were unavailable in this scoring pass."""
+    needs = dict.fromkeys(m.needs for m in metrics() if m.needs)
+    return [n for n in needs if not summary.get(n, {}).get("available", False)]
+
+
+def _unavailable_html(summary: dict[str, Any]) -> str:
+    return "".join(f"<p class='note'>{html.escape(n.upper())} unavailable: {html.escape(str(summary.get(n, {}).get('reason')))}</p>"
+                   for n in _needs(summary))
 
 
 def _realism_html(realism: dict[str, Any] | None) -> str:
@@ -275,11 +329,13 @@ def _realism_html(realism: dict[str, Any] | None) -> str:
         return "<p class='note'>No learned downsampler was evaluated.</p>"
     if not realism.get("available"):
         return f"<p class='note'>LR realism not measured: {html.escape(str(realism.get('reason')))}</p>"
-    rows = "".join(f"<tr><td>{html.escape(r['image'])}</td><td>{fmt(r['learned_psnr'], 2)}</td>"
-                   f"<td>{fmt(r['bicubic_psnr'], 2)}</td></tr>" for r in realism["per_image"])
-    return ("<table id='realism'><tr><th>LR made from the HR image by</th><th>PSNR against the real LR (dB)</th></tr>"
-            f"<tr><td>learned downsampler G(HR)</td><td>{fmt(realism['learned_psnr'], 2)}</td></tr>"
-            f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], 2)}</td></tr></table>"
+    m = metric(realism.get("metric", "psnr_y"))
+    rows = "".join(f"<tr><td>{html.escape(r['image'])}</td><td>{fmt(r['learned_psnr'], m.digits)}</td>"
+                   f"<td>{fmt(r['bicubic_psnr'], m.digits)}</td></tr>" for r in realism["per_image"])
+    return (f"<table id='realism'><tr><th>LR made from the HR image by</th><th>{html.escape(m.heading)} against the "
+            "real LR</th></tr>"
+            f"<tr><td>learned downsampler G(HR)</td><td>{fmt(realism['learned_psnr'], m.digits)}</td></tr>"
+            f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], m.digits)}</td></tr></table>"
             "<details><summary>per pair</summary><table id='realism-per-image'><tr><th>pair</th>"
             f"<th>G(HR)</th><th>down(HR)</th></tr>{rows}</table></details>")
 
@@ -318,26 +374,21 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
                  + summary_table_html(summary, scores.methods, labels)
                  + f"<p class='note'>{esc(summary.get('protocol', ''))}. Times include tiling and the copy back to "
                  "the host, after one warm-up image.</p>")
-    if not summary.get("lpips", {}).get("available", False):
-        parts.append(f"<p class='note'>LPIPS unavailable: {esc(str(summary['lpips'].get('reason')))}</p>")
-    parts.append("</section>")
+    parts.append(_unavailable_html(summary) + "</section>")
     parts.append("<section><h2>Promotion gate</h2>" + _gate_html(gate) + "</section>")
     parts.append("<section><h2>Realism of the learned camera model (LR)</h2>"
                  + _realism_html(summary.get("realism")) + "</section>")
 
     parts.append("<section><h2>Trend across reports</h2>"
-                 f"<img class='plot' id='trend' alt='trend across reports' src='data:image/png;base64,"
-                 f"{_b64(trend_png(history, summary))}'></section>")
+                 f"<img class='plot' id='trend' alt='trend across reports' "
+                 f"src='{png_data_uri(trend_png(history, summary))}'></section>")
 
     parts.append("<section><h2>Side by side: best, median and worst image</h2>"
                  "<p class='note'>Ranked by the new student's PSNR-Y gain over plain enlargement; the most "
                  "detailed square of each image, enlarged without smoothing.</p>")
-    for label, row in ranked_images(summary, scores):
-        parts.append(f"<h3>{label}: {esc(row['image'])} ({_signed(row['gain'])} dB over bicubic)</h3><div class='crops'>")
-        for caption, img in crop_columns(summary, scores, row["image"]):
-            parts.append(f"<figure><img alt='{esc(caption)}' src='{png_data_uri(img)}'>"
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
-        parts.append("</div>")
+    for label, row in ranked_images(scores):
+        parts.append(f"<h3>{label}: {esc(row['image'])} ({_signed(row['gain'])} dB over bicubic)</h3>"
+                     + figures_html(crop_columns(scores, row["image"], CROP_METHODS, labels)))
     parts.append("</section>")
 
     models = summary.get("models", {})
@@ -350,15 +401,27 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     return "\n".join(parts)
 
 
-def _b64(png: bytes) -> str:
-    import base64
+_BENCH_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
+margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child
+{text-align:left}figure{display:inline-block;margin:4px;text-align:center}figure img{width:192px;
+height:192px;image-rendering:pixelated}.note{color:#555}"""
 
-    return base64.b64encode(png).decode("ascii")
 
-
-def write_report(path: Path, summary: dict[str, Any], scores: Scores, history: list[dict[str, Any]],
-                 lines: list[str] | None = None) -> Path:
-    """Render the page and write it atomically to ``path``."""
-    path = Path(path)
-    atomic_write(path, render_report(summary, scores, history, lines).encode("utf-8"))
-    return path
+def render_benchmark_page(scores: Scores) -> str:
+    """The plain page of ``sr-pipeline evaluate``: summary table, best/median/worst crops of the first
+    model next to bicubic, the per-image table (inline PNGs, no external files)."""
+    esc = html.escape
+    summary, methods = scores.summary, scores.methods
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SR evaluation</title>"
+             f"<style>{_BENCH_STYLE}</style></head><body><h1>Super-resolution evaluation</h1>",
+             f"<p>{summary['pairs']} pairs, split <b>{esc(str(summary['split']))}</b>, x{summary['scale']}. "
+             f"{esc(summary['protocol'])}.</p>", _unavailable_html(summary),
+             "<h2>Summary</h2>" + summary_table_html(summary, methods)]
+    focus = next((m for m in methods if m != "bicubic"), "bicubic")
+    parts.append(f"<h2>Crops: best, median and worst image of {esc(focus)} by PSNR-Y gain over bicubic</h2>")
+    for label, r in ranked_images(scores, focus):
+        parts.append(f"<h3>{label}: {esc(r['image'])} (PSNR-Y {fmt(r['psnr_y'], 2)} dB)</h3>"
+                     + figures_html(crop_columns(scores, r["image"], list(dict.fromkeys(["bicubic", focus])))))
+    parts.append("<h2>Per image</h2>" + per_image_table_html(scores.rows, methods))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,9 +1,10 @@
 """Every checkpoint under ``<data>/models/<kind>/<version>/``: the newest of a kind, and which
 student is promoted.
 
-Promotions are an append-only JSON log (``models/promotions.json``) written by the promotion gate
-(or by ``sr-pipeline promote`` for a rollback); the newest entry is the promoted student. A student
-the gate rejected is never served by default. ``sr-pipeline models`` prints this registry.
+Promotions are an append-only JSON log (``models/promotions.json``) written by the
+``promoted_student`` asset once the promotion gate passed (or by ``sr-pipeline promote`` for a
+rollback; :mod:`sr_pipeline.evaluation.promotion`); the newest entry is the promoted student. A
+student the gate rejected is never served by default. ``sr-pipeline models`` prints this registry.
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""The ``sr-pipeline evaluate`` and ``sr-pipeline promote`` commands.
+
+``evaluate`` scores bicubic and the given checkpoints (students with one step, a teacher with its T
+steps or ``--steps``) on a folder of HR/LR pairs and writes ``metrics.parquet``, ``summary.json``
+and a self-contained ``index.html`` into ``--out``. ``promote`` makes an existing student the
+promoted one (:mod:`.promotion`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
+from sr_pipeline.sr.pairs import EvaluationError, Pair, find_pairs
+from sr_pipeline.sr.scoring import Method
+
+
+def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
+                   lpips: Any = None, split: str | None = None) -> dict[str, Any]:
+    """Score bicubic and every method on ``pairs``; write parquet, summary.json and index.html.
+
+    ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
+    reason is reported) or None (not computed). Returns the summary.
+    """
+    from sr_pipeline.sr.report import render_benchmark_page
+    from sr_pipeline.sr.scoring import score_pairs
+
+    scores = score_pairs(pairs, methods, scale, lpips=lpips, split=split)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics_parquet(scores.rows, out_dir / "metrics.parquet")
+    write_json(out_dir / "summary.json", scores.summary)
+    write_bytes(out_dir / "index.html", render_benchmark_page(scores).encode())
+    return scores.summary
+
+
+def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: int = 4,
+                    extra_methods: dict[str, Method] | None = None, lpips: Any = None) -> dict[str, Any]:
+    """:func:`find_pairs` + :func:`evaluate_pairs`, loading LPIPS-alex unless a metric is given."""
+    pairs = find_pairs(pairs_dir, split)
+    if lpips is None:
+        from sr_pipeline.sr.lpips_weights import load_lpips
+
+        lpips = load_lpips()
+    return evaluate_pairs(pairs, dict(extra_methods or {}), scale, out_dir, lpips=lpips, split=split)
+
+
+def model_methods(models: list[Path], teacher: Path | None = None, steps: int | None = None,
+                  device: str = "cpu") -> dict[str, Method]:
+    """name -> LR->SR callable: each student with 1 step, the teacher with ``steps`` (default T)."""
+    from sr_pipeline.sr.checkpoints import model_version, read_info
+    from sr_pipeline.sr.infer import Upscaler
+
+    methods: dict[str, Method] = {}
+    for model_dir in models:
+        name = f"{read_info(Path(model_dir)).get('kind', 'model')}:{model_version(Path(model_dir))}"
+        methods[name] = Upscaler.from_dir(Path(model_dir), device=device, steps=1)
+    if teacher is not None:
+        if steps is None:
+            steps = int(json.loads((Path(teacher) / "scheduler_config.json").read_text())["num_steps"])
+        up = Upscaler.from_dir(Path(teacher), device=device, steps=steps)
+        methods[f"teacher-{up.steps}step"] = up
+    return methods
+
+
+def evaluate_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline evaluate --pairs DIR --out DIR [--model M]... [--teacher T [--steps N]]``.
+
+    ``args.methods`` (name -> callable LR -> SR), when set by a caller, is scored too.
+    """
+    from sr_pipeline.sr.report import text_table
+
+    methods = dict(getattr(args, "methods", None) or {})
+    if getattr(args, "model", None) or getattr(args, "teacher", None):
+        from sr_pipeline.sr.devices import DeviceUnavailable, resolve_device
+
+        try:
+            device = resolve_device(getattr(args, "device", "auto"))
+            methods |= model_methods(list(args.model or []), args.teacher, getattr(args, "steps", None), device)
+        except (FileNotFoundError, ValueError, OSError, DeviceUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        summary = evaluate_folder(Path(args.pairs), Path(args.out), split=getattr(args, "split", "all") or "all",
+                                  scale=int(getattr(args, "scale", 4) or 4), extra_methods=methods)
+    except (EvaluationError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=2))
+    else:
+        print(text_table(summary))
+        print(f"report: {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def promote_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
+    one (the rollback: promote the previous version). Recorded in the append-only promotions log and,
+    when ``$DAGSTER_HOME`` holds an instance, reported to Dagster as a ``promoted_student`` materialisation."""
+    from sr_pipeline.evaluation.promotion import find_student, promote_version, report_to_dagster_home
+
+    layout = args.layout
+    row = find_student(layout, args.version)
+    if row is None:
+        print(f"error: no student {args.version!r} under {layout.models / 'student'} (see `sr-pipeline models`)",
+              file=sys.stderr)
+        return 2
+    reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
+    entry = promote_version(layout, row, reason)
+    if entry is None:
+        print(f"{row['version']} is already the promoted student; nothing recorded")
+        return 0
+    try:
+        home = report_to_dagster_home(entry["version"], entry["path"], reason)
+    except Exception as exc:  # the promotion is recorded; the UI only misses the event
+        home = None
+        print(f"warning: could not report the promotion to Dagster ({type(exc).__name__}: {exc})", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps(entry | {"dagster_home": str(home) if home else None}, indent=2))
+    else:
+        print(f"promoted student {entry['version']} ({reason}); the archive uses it from now on"
+              + (f"; reported to Dagster in {home}" if home else ""))
+    return 0

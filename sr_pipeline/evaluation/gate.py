@@ -1,0 +1,223 @@
+"""The promotion gate's policy (fidelity first, method.md section 8): scores + thresholds -> decision.
+
+A candidate passes when
+1. its outputs are valid: no NaN or infinity from the network, no blank (constant) image;
+2. it is not worse than plain enlargement on every gate metric of the registry (PSNR-Y, LPIPS);
+3. it is not worse than the promoted student beyond the tolerances.
+Which action follows also depends on the promotion log: a student an operator rolled back from
+(``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the
+Dagster checks, the ``promoted_student`` asset and the report apply the same functions to the same
+numbers, so they always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sr_pipeline.sr.scoring import Metric, metrics
+
+CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted")
+BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
+BLANK_RELATIVE = 0.05  # ...or less than this fraction of its HR reference's variation
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    psnr_tolerance_db: float = 0.05
+    lpips_tolerance: float = 0.005
+    require_lpips: bool = True  # without LPIPS, criterion 2 cannot be verified and fails
+
+    def tolerance(self, m: Metric) -> float:
+        """How far a gate metric may be worse than the promoted student's (0 for metrics without one)."""
+        return {"psnr_y": self.psnr_tolerance_db, "lpips": self.lpips_tolerance}.get(m.name, 0.0)
+
+    def required(self, m: Metric) -> bool:
+        """Whether a gate metric that could not be measured fails the gate."""
+        return self.require_lpips if m.needs == "lpips" else True
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    passed: bool
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputWatch:
+    """Non-finite network outputs (a forward hook) and blank images seen while scoring a method."""
+
+    nonfinite_calls: int = 0
+    network_calls: int = 0
+    blank: list[str] = field(default_factory=list)
+    images: int = 0
+
+    def hook(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        self.network_calls += 1
+        if not bool(torch.isfinite(output).all()):
+            self.nonfinite_calls += 1
+
+    def see(self, image: str, sr: np.ndarray, hr: np.ndarray) -> None:
+        self.images += 1
+        if float(sr.std()) < max(BLANK_STD, BLANK_RELATIVE * float(hr.std())):
+            self.blank.append(image)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    candidate: str  # version
+    reference: str | None  # the promoted student it was compared with
+    criteria: tuple[Criterion, ...]
+    action: str  # would_promote | already_promoted | rejected | not_repromoted (promoted: promoted_student's)
+    thresholds: GateThresholds
+    promoted_since: str | None = None  # for already_promoted: when the candidate was promoted
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.criteria)
+
+    def failures(self) -> list[str]:
+        return [c.message for c in self.criteria if not c.passed]
+
+    def plain(self) -> str:
+        """One sentence a manager can read."""
+        who = f"The new student {self.candidate}"
+        if self.action == "would_promote":
+            return (f"{who} passes the promotion gate but is not promoted yet (the promoted_student asset or "
+                    "`sr-pipeline promote` records a promotion).")
+        if self.action == "already_promoted":
+            if self.passed:
+                return (f"Student {self.candidate} has been the promoted model since {self.promoted_since} (the "
+                        f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
+            return (f"The promoted student {self.candidate} no longer passes the gate ("
+                    + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
+        if self.action == "not_repromoted":
+            return (f"{who} passes the gate but was rolled back by an operator earlier, so it is not promoted "
+                    "again automatically (`sr-pipeline promote` restores it).")
+        kept = f"the archive keeps using {self.reference}" if self.reference else "no student is in use yet"
+        return f"{who} was not promoted: " + "; ".join(self.failures()) + f". So {kept}."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed, "action": self.action, "candidate": self.candidate, "reference": self.reference,
+            "criteria": [asdict(c) for c in self.criteria], "thresholds": asdict(self.thresholds),
+            "promoted_since": self.promoted_since, "plain": self.plain(),
+        }
+
+
+def _mean(rows: list[dict[str, Any]], method: str, key: str) -> float | None:
+    vals = [r[key] for r in rows if r["method"] == method]
+    if not vals or any(isinstance(v, float) and math.isnan(v) for v in vals):
+        return None
+    return float(np.mean(vals))  # may be inf (an output identical to its HR)
+
+
+def _validity(watch: OutputWatch) -> Criterion:
+    if watch.nonfinite_calls or watch.blank or not watch.images:
+        problems = []
+        if watch.nonfinite_calls:
+            problems.append(f"{watch.nonfinite_calls} of {watch.network_calls} network calls returned NaN or infinity")
+        if watch.blank:
+            problems.append(f"{len(watch.blank)} of {watch.images} outputs are blank ({', '.join(watch.blank[:3])})")
+        if not watch.images:
+            problems.append("no output was produced")
+        return Criterion("valid_outputs", False, "; ".join(problems),
+                         {"nonfinite_calls": watch.nonfinite_calls, "blank_images": len(watch.blank)})
+    return Criterion("valid_outputs", True, f"all {watch.images} outputs are finite and not blank",
+                     {"nonfinite_calls": 0, "blank_images": 0})
+
+
+def _v(m: Metric, x: float | None) -> str:
+    """A value in a gate message: one digit more than the tables, since tolerances are fine."""
+    return f"{m.text(x, 1)}{' ' + m.unit if m.unit else ''}" if x is not None else "n/a"
+
+
+def _versus_bicubic(rows, measured: list[Metric], unmeasured: list[tuple[Metric, str]], thresholds,
+                    candidate: str) -> Criterion:
+    values, problems, shown = {}, [], []
+    for m in measured:
+        c, b = _mean(rows, candidate, m.name), _mean(rows, "bicubic", m.name)
+        values |= {m.name: c, f"bicubic_{m.name}": b}
+        if m.worse(c, b):
+            side = "below" if m.higher_is_better else "above"
+            problems.append(f"{m.label} {_v(m, c)} is {side} plain enlargement's {_v(m, b)}")
+        shown.append(f"{m.label} {_v(m, c)} {'>=' if m.higher_is_better else '<='} {_v(m, b)}")
+    for m, reason in unmeasured:
+        values |= {m.name: None, f"bicubic_{m.name}": None}
+        if thresholds.required(m):
+            problems.append(f"{m.label} could not be measured ({reason})")
+        else:
+            shown.append(f"({m.label} not measured)")
+    if problems:
+        return Criterion("not_worse_than_bicubic", False, "; ".join(problems), values)
+    return Criterion("not_worse_than_bicubic", True, ", ".join(shown).replace(", (", " ("), values)
+
+
+def _versus_promoted(rows, measured: list[Metric], thresholds, reference: str, candidate: str,
+                     promoted: str) -> Criterion:
+    values: dict[str, Any] = {"promoted": reference}
+    problems, shown = [], []
+    for m in measured:
+        c, r = _mean(rows, candidate, m.name), _mean(rows, promoted, m.name)
+        values |= {m.name: c, f"promoted_{m.name}": r}
+        tol = thresholds.tolerance(m)
+        if m.worse(c, r, tol):
+            side = "below" if m.higher_is_better else "above"
+            problems.append(f"{m.label} {_v(m, c)} is more than {tol}{' ' + m.unit if m.unit else ''} {side} the "
+                            f"promoted student's {_v(m, r)}")
+        shown.append(f"{m.label} {_v(m, c)} vs {_v(m, r)}")
+    if problems:
+        return Criterion("not_worse_than_promoted", False, "; ".join(problems), values)
+    return Criterion("not_worse_than_promoted", True,
+                     f"within tolerance of the promoted student {reference} (" + ", ".join(shown) + ")", values)
+
+
+def decide(rows: list[dict[str, Any]], availability: dict[str, dict[str, Any]], watch: OutputWatch,
+           thresholds: GateThresholds, reference: str | None, candidate: str = "candidate",
+           promoted: str = "promoted") -> tuple[Criterion, ...]:
+    """The three gate criteria from per-image rows (methods ``bicubic``, ``candidate``, ``promoted``).
+
+    ``availability``: per model a metric needs, ``{"available": bool, "reason": str}`` (a scoring
+    pass's summary holds them, e.g. ``summary["lpips"]``).
+    """
+    gate = [m for m in metrics() if m.gate]
+    measured = [m for m in gate if m.needs is None or availability.get(m.needs, {}).get("available")]
+    unmeasured = [(m, str(availability.get(m.needs, {}).get("reason"))) for m in gate if m not in measured]
+    beats = _versus_bicubic(rows, measured, unmeasured, thresholds, candidate)
+    if reference is None:
+        versus = Criterion("not_worse_than_promoted", True, "no promoted student to compare with (first promotion)")
+    else:
+        versus = _versus_promoted(rows, measured, thresholds, reference, candidate, promoted)
+    return _validity(watch), beats, versus
+
+
+def no_pairs_criteria() -> tuple[Criterion, ...]:
+    missing = "no calibration pairs in the catalog (upload them under a field camera's pairs/<name>/{hr,lr}/)"
+    return tuple(Criterion(name, False, missing) for name in CRITERIA)
+
+
+def choose_action(entries: list[dict], version: str, passed: bool, promote: bool) -> tuple[str, str | None]:
+    """(action, promoted_since) for a candidate given the promotion log (oldest first).
+
+    ``promote``: whether the caller records a promotion when the gate allows one (the
+    ``promoted_student`` asset does; the checks and the report only say what would happen).
+    """
+    current = entries[-1]["version"] if entries else None
+    if current == version:
+        return "already_promoted", entries[-1]["promoted_at"]
+    if not passed:
+        return "rejected", None
+    if any(e["version"] == version for e in entries):
+        return "not_repromoted", None
+    return ("promoted" if promote else "would_promote"), None
+
+
+def promotion_reason(criteria: tuple[Criterion, ...], pairs: int) -> str:
+    return f"promotion gate passed on {pairs} calibration pairs: " + "; ".join(c.message for c in criteria)
