@@ -62,10 +62,11 @@ def documented_storage_block(text: str) -> str:
     return "\n".join(block)
 
 
-def write_home(home: Path, with_postgres: bool) -> Path:
-    """A DAGSTER_HOME folder with the project's instance settings."""
+def write_home(home: Path, with_postgres: bool, **overrides) -> Path:
+    """A DAGSTER_HOME folder with the project's instance settings (top-level keys ``overrides`` replaced)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(with_postgres), sort_keys=False))
+    config = instance_config(with_postgres) | overrides
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return home
 
 
