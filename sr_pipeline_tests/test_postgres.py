@@ -34,7 +34,7 @@ from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
 from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
 from sr_pipeline.storage import store
 from sr_pipeline.storage.registry import promoted_student_dir
-from test_evaluation import lr_texture
+from test_evaluation import lr_texture, one_thread  # noqa: F401  (autouse: tiny networks, one torch thread)
 from test_training_assets import TINY_PROFILE
 
 pytestmark = pytest.mark.postgres
@@ -57,17 +57,6 @@ def plant(tmp_path, cameras_file, monkeypatch):
     storage = PlantStorage(data_root=str(tmp_path / "data"), cameras_file=str(cameras_file))
     defs = build_definitions(storage=storage, training=TrainingSettings(profile=str(profile), use_accelerate=False))
     return defs, storage
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks gain nothing from threads, and waiting OpenMP threads stall a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def upload_plant_images(landing: Path) -> None:
@@ -109,7 +98,7 @@ def store_cursor(home: Path, cursor: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_path, one_thread):
+def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_path):
     defs, storage = plant
     layout = storage.layout()
     upload_plant_images(layout.landing)
