@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# dev: the test tools; postgres and k8s: what the deployment tests exercise (docs/deploy.md).
+EXTRAS ?= dev,postgres,k8s
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 export SR_PIPELINE_DATA ?= $(CURDIR)/data
 
@@ -12,7 +14,7 @@ export SR_PIPELINE_DATA ?= $(CURDIR)/data
 help:
 	@echo "make demo           install, make the bundled demo data and materialise every asset"
 	@echo "make test           install and run the test suite"
-	@echo "make ui             open the Dagster UI (dagster dev) on http://127.0.0.1:3000"
+	@echo "make ui             open the Dagster UI (dagster dev) on http://127.0.0.1:3000 (local only)"
 	@echo "make lpips-weights  make LPIPS's AlexNet weights available offline"
 	@echo "make bench          run the benchmarks that need no external data"
 	@echo "make clean-data     delete everything under data/ (uploads, store, models, Dagster history)"
@@ -20,7 +22,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,7 +43,7 @@ test: install
 	$(BIN)/pytest -q
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml  # never 0.0.0.0: see docs/deploy.md
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

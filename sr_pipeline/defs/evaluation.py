@@ -22,6 +22,7 @@ import dagster as dg
 from pydantic import Field
 
 from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.training import GPU_K8S_TAGS
 
 STUDENT = dg.AssetKey("co_trained_student")
 
@@ -79,6 +80,7 @@ def _check_metadata(values: dict) -> dict:
     specs=GATE_CHECKS,
     ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
     pool="gpu",
+    op_tags=GPU_K8S_TAGS,  # every gpu-pool step asks Kubernetes for a GPU (test_k8s_jobs.py)
     description="The promotion gate: scores the candidate, the promoted student and bicubic on the calibration "
     "pairs; promoted_student records a candidate that passes all three checks.",
 )
@@ -167,6 +169,7 @@ def _report_metadata(outcome) -> dict:
 @dg.asset(
     group_name="evaluation",
     pool="gpu",
+    op_tags=GPU_K8S_TAGS,
     kinds={"pytorch", "html"},
     deps=[promoted_student],
     description="The weekly evaluation report (data/reports/<date>/index.html): bicubic, the teacher, the new and the "

@@ -1,0 +1,166 @@
+"""The Dagster UI in a real browser: the webserver and the daemon on the project's workspace, driven
+from headless Debian Chromium through the DevTools protocol (:mod:`cdp`).
+
+The data root holds calibration pairs and tiny teacher, student and downsampler folders, recorded
+in the instance as those assets' values. The test opens the global asset lineage and checks that
+every asset of the Definitions is drawn, opens ``evaluation_report``, clicks "Materialize" as an
+operator does, waits for the run (queued, dequeued by the daemon, run in its own worker) to
+succeed, and reads the new report's metadata on the asset's page.
+
+Skipped where Chromium is missing and ``CI`` is not ``true``; in CI a missing Chromium fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+
+from cdp import Page
+from deploy_fixtures import REPO_ROOT, child_env, require, start_group, stop_group, write_home
+from sr_pipeline.definitions import build_definitions
+from sr_pipeline.storage.layout import DataLayout
+from test_evaluation import add_pairs, save_downsampler, save_sr
+
+pytestmark = pytest.mark.browser
+
+REPORT = "evaluation_report"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = Path("/usr/bin/chromium")
+    require(path.is_file(), "Chromium is not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
+    return str(path)
+
+
+def record_model_assets(instance: DagsterInstance, teacher: Path, student: Path, downsampler: Path) -> None:
+    """Store the three models as the values of the report's upstream assets (what training would do)."""
+
+    @dg.asset(name="teacher_checkpoint")
+    def teacher_value() -> str:
+        return str(teacher)
+
+    @dg.multi_asset(outs={"co_trained_student": dg.AssetOut(), "learned_downsampler": dg.AssetOut()})
+    def student_values():
+        return str(student), str(downsampler)
+
+    assert dg.materialize([teacher_value, student_values], instance=instance).success
+    # calibration_pairs_sensor would otherwise request its own evaluation run for the 3 pairs.
+    instance.report_runless_asset_event(dg.AssetMaterialization(REPORT, metadata={"calibration_pairs": 3}))
+
+
+@pytest.fixture
+def plant(tmp_path, registry, cameras_file):
+    """DAGSTER_HOME (SQLite, the project's dagster.yaml) and a data root ready for an evaluation."""
+    # nux off: no "Join the Dagster community" dialog over the page of a first visit on 127.0.0.1.
+    home = write_home(tmp_path / "dagster_home", with_postgres=False, nux={"enabled": False})
+    layout = DataLayout(tmp_path / "data")
+    add_pairs(layout, registry, tmp_path, [1, 2, 3], "calib-1")
+    models = save_sr(layout, "teacher", "t1"), save_sr(layout, "student", "s1"), save_downsampler(layout, "s1")
+    with DagsterInstance.from_config(str(home)) as instance:
+        record_model_assets(instance, *models)
+    env = child_env(DAGSTER_HOME=str(home), SR_PIPELINE_DATA=str(layout.root), SR_PIPELINE_CAMERAS=str(cameras_file),
+                    SR_PIPELINE_GATE_REQUIRE_LPIPS="0", SR_PIPELINE_EVAL_DEVICE="cpu", OMP_NUM_THREADS="1",
+                    SR_PIPELINE_RETRAIN_STUDENT="100000", SR_PIPELINE_RETRAIN_TEACHER="100000")
+    return home, layout, env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_ui(plant, tmp_path):
+    """``dagster-webserver`` (on 127.0.0.1) and ``dagster-daemon``, each in its own process group."""
+    home, layout, env = plant
+    port = free_port()
+    web = start_group([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+                      tmp_path / "webserver.log", env)
+    daemon = start_group([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], tmp_path / "daemon.log", env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert web.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/server_info", timeout=5) as reply:
+                    json.load(reply)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the webserver did not answer within 240 s"
+                time.sleep(1)
+        yield base, home
+    finally:
+        stop_group(daemon)
+        stop_group(web)
+
+
+def wait_for_run(home: Path, timeout: float = 420):
+    """The run launched from the UI (tag ``dagster/from_ui``), once it has finished successfully."""
+    deadline = time.monotonic() + timeout
+    with DagsterInstance.from_config(str(home)) as instance:
+        while True:
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/from_ui": "true"}))
+            assert len(runs) <= 1, f"one click launched {len(runs)} runs"
+            if runs and runs[0].is_finished:
+                run = runs[0]
+                if run.status != DagsterRunStatus.SUCCESS:
+                    errors = [e.dagster_event.event_specific_data for e in instance.all_logs(run.run_id)
+                              if e.is_dagster_event and e.dagster_event.is_failure]
+                    raise AssertionError(f"run {run.run_id} {run.status}: {errors}")
+                return run, instance.get_latest_materialization_event(dg.AssetKey(REPORT))
+            assert time.monotonic() < deadline, f"no finished run launched from the UI after {timeout} s: {runs}"
+            time.sleep(2)
+
+
+# True when every asset name is the label of one node of the graph, whole or shortened in the middle
+# ("learned_d…_lr_sets") as the zoomed-out lineage draws long names.
+ALL_DRAWN = """((names) => {
+  const labels = [...document.querySelectorAll('foreignObject div')]
+    .filter(d => d.children.length === 0).map(d => d.innerText.trim());
+  const drawn = (name, label) => {
+    const [head, tail] = label.split('\u2026');
+    return tail === undefined ? label === name : name.startsWith(head) && name.endsWith(tail);
+  };
+  return names.every(n => labels.some(l => drawn(n, l)));
+})(%s)"""
+
+
+def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_path):
+    base, home = dagster_ui
+    names = [k.to_user_string() for k in build_definitions().resolve_all_asset_keys()]
+    page = Page(chromium, tmp_path)
+    try:
+        page.goto(f"{base}/asset-groups")
+        page.wait_for("document.querySelectorAll('foreignObject').length > 0", "the lineage graph", timeout=180)
+        page.shortcut("KeyE", "e", alt=True)  # "Expand all groups" (the graph starts with groups collapsed)
+        page.wait_for(ALL_DRAWN % json.dumps(names), f"the lineage to draw every asset: {names}", timeout=60)
+
+        page.goto(f"{base}/assets/{REPORT}")
+        page.wait_for("document.body && document.body.innerText.includes('Latest materialization')",
+                      "the report asset's page", timeout=120)
+        page.click("button", "the Materialize button", text="Materialize")
+        run, event = wait_for_run(home)
+        report = event.asset_materialization.metadata["report"].value
+        assert event.run_id == run.run_id and Path(report).is_file()
+        assert run.job_name == "__ASSET_JOB" and run.asset_selection == {dg.AssetKey(REPORT)}
+
+        page.goto(f"{base}/assets/{REPORT}")  # the Overview tab's Metadata table: the latest materialisation
+        page.wait_for(
+            f"""(() => {{ const t = document.body ? document.body.innerText : '';
+                return ['gate_action', 'calibration_pairs', 'psnr_gain_db', {json.dumps(report)}]
+                  .every(s => t.includes(s)); }})()""",
+            "the new report's metadata", timeout=120)
+    finally:
+        page.close()
