@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
 from sr_pipeline.defs.partitions import upload_batches
+from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.storage.layout import DataLayout
 
 
@@ -69,7 +70,7 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
         print("  skipped: no student was promoted (the promotion gate rejected it; see the report)")
         return
     registry = storage.registry()
-    field_batches = [b.batch_key for b in polled.batches if b.camera in registry.ids("field_lr")]
+    field_batches = [b.batch_key for b in polled.batches if b.camera in registry.ids(CameraRole.field_lr)]
     for key in field_batches:
         _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key,
              asset_selection=[dg.AssetKey("upscaled_archive")])

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
 from sr_pipeline.storage.versions import fingerprint, new_version
 
@@ -89,7 +90,7 @@ def teacher_checkpoint(
     from sr_pipeline.storage.store import list_images
 
     layout = storage.layout()
-    hr = list_images(layout, role="hr_reference")
+    hr = list_images(layout, role=CameraRole.hr_reference)
     if hr.empty:
         raise dg.Failure("no HR reference images have been ingested; upload to an hr_reference camera first")
     profile = training.profile_path()
@@ -131,8 +132,8 @@ def co_trained_student_and_downsampler(
     from sr_pipeline.storage.store import list_images
 
     layout = storage.layout()
-    hr = list_images(layout, role="hr_reference")
-    field = list_images(layout, role="field_lr")
+    hr = list_images(layout, role=CameraRole.hr_reference)
+    field = list_images(layout, role=CameraRole.field_lr)
     if hr.empty or field.empty:
         raise dg.Failure("co-learning needs HR references and unpaired field LR images in the catalog")
     profile = training.profile_path()

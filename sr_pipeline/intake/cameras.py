@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
@@ -37,7 +37,9 @@ class UnknownCameraError(KeyError):
         return f"unknown camera {self.camera_id!r}; the registry lists: {known}"
 
 
-class CameraRole(str, Enum):
+class CameraRole(StrEnum):
+    """What a camera's images are for; the one list of camera roles (a new camera type is a member here)."""
+
     hr_reference = "hr_reference"
     field_lr = "field_lr"
 

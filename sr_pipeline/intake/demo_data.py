@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
@@ -238,11 +239,11 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
     for tile in roles["reference"]:
         size = int(rng.choice([128, 144, 160]))
         crop, box = _crop(photos[tile.photo], tile, size, rng)
-        write(f"{REF_CAMERA}/{tile.name}.png", _png(crop), "hr_reference", tile, box)
+        write(f"{REF_CAMERA}/{tile.name}.png", _png(crop), CameraRole.hr_reference, tile, box)
     for tile in roles["field"]:
         size = int(rng.choice([144, 160]))
         crop, box = _crop(photos[tile.photo], tile, size, rng)
-        write(f"{FIELD_CAMERA}/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), "field_lr", tile, box)
+        write(f"{FIELD_CAMERA}/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), CameraRole.field_lr, tile, box)
     for tile in roles["calibration"]:
         size = int(rng.choice([128, 144, 160]))
         crop, box = _crop(photos[tile.photo], tile, size, rng)
@@ -269,8 +270,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     print(
         f"wrote demo camera uploads to {result.landing} (seed {result.seed}): "
-        f"{result.count('hr_reference')} HR references in {REF_CAMERA}/, "
-        f"{result.count('field_lr')} field images in {FIELD_CAMERA}/, "
+        f"{result.count(CameraRole.hr_reference)} HR references in {REF_CAMERA}/, "
+        f"{result.count(CameraRole.field_lr)} field images in {FIELD_CAMERA}/, "
         f"{result.count('calib_hr')} calibration pairs in {FIELD_CAMERA}/pairs/"
     )
     return 0

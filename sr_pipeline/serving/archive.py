@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 from sr_pipeline.sr.decode import ImageRejected
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.intake.cameras import CameraRole
 
 MANIFEST_NAME = "manifest.parquet"
-FIELD_LR = "field_lr"
+FIELD_LR = CameraRole.field_lr
 PREVIEW_CROP = 96  # HR pixels per side of a preview crop
 MANIFEST_SCHEMA = pa.schema(
     [

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.intake.cameras import CameraRole
 
 
 @dataclass
@@ -40,8 +41,8 @@ def make_lr_sets(layout: DataLayout, downsampler_dir: Path, k: int = 4, seed: in
     from sr_pipeline.sr.lr_sets import build_lr_sets, preview_grid
 
     version = read_info(downsampler_dir).get("version", Path(downsampler_dir).name)
-    hr_rows = store.list_images(layout, role="hr_reference")
-    field_rows = store.list_images(layout, role="field_lr").head(max_field_images)
+    hr_rows = store.list_images(layout, role=CameraRole.hr_reference)
+    field_rows = store.list_images(layout, role=CameraRole.field_lr).head(max_field_images)
     if hr_rows.empty or field_rows.empty:
         raise ValueError("learned LR sets need HR references and field LR images in the catalog")
     hr = [store.load_image(p) for p in hr_rows["path"]]

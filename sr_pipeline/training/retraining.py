@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import newest_info
+from sr_pipeline.intake.cameras import CameraRole
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class RetrainDecision:
 def retraining_decision(layout: DataLayout, student_threshold: int, teacher_threshold: int) -> RetrainDecision:
     if student_threshold < 1 or teacher_threshold < 1:
         raise ValueError("thresholds must be >= 1")
-    hr_ids = set(store.list_images(layout, role="hr_reference")["image_id"])
-    field_ids = set(store.list_images(layout, role="field_lr")["image_id"])
+    hr_ids = set(store.list_images(layout, role=CameraRole.hr_reference)["image_id"])
+    field_ids = set(store.list_images(layout, role=CameraRole.field_lr)["image_id"])
     teacher = newest_info(layout, "teacher")
     student = newest_info(layout, "student")
     if teacher is None:

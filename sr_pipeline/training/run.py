@@ -18,6 +18,7 @@ from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import newest_teacher
 from sr_pipeline.storage.store import list_images, load_image
 from sr_pipeline.storage.versions import new_version
+from sr_pipeline.intake.cameras import CameraRole
 
 
 def catalog_images(layout: DataLayout, role: str) -> tuple[list[np.ndarray], list[str]]:
@@ -42,7 +43,7 @@ def train_teacher_from_catalog(layout: DataLayout, profile: Profile, *, out: Pat
     """Train the teacher on every HR reference in the catalog (``TrainResult``, None on other processes)."""
     from sr_pipeline.sr.stages.teacher import train_teacher
 
-    images, ids = catalog_images(layout, "hr_reference")
+    images, ids = catalog_images(layout, CameraRole.hr_reference)
     if not images:
         raise ValueError(f"no HR reference images in the catalog under {layout.root}; ingest some first "
                          "(sr-pipeline demo-data, then materialise raw_plant_images)")
@@ -61,10 +62,10 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
     teacher = Path(teacher) if teacher else newest_teacher(layout)
     if teacher is None:
         raise ValueError(f"no teacher under {layout.models / 'teacher'}: train one first (sr-pipeline train teacher)")
-    hr, hr_ids = catalog_images(layout, "hr_reference")
+    hr, hr_ids = catalog_images(layout, CameraRole.hr_reference)
     if not hr:
         raise ValueError(f"no HR reference images in the catalog under {layout.root}")
-    field_lr, field_ids = catalog_images(layout, "field_lr")
+    field_lr, field_ids = catalog_images(layout, CameraRole.field_lr)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", profile.name)
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
