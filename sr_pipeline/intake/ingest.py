@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sr_pipeline.errors import EXIT_USAGE, one_sentence
 from sr_pipeline.storage import store
 from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
 from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_file
@@ -549,8 +550,8 @@ def run_cli(args: argparse.Namespace) -> int:
             announce=lambda key: _announce(layout, key),
         )  # fmt: skip
     except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
-        print(f"sr-pipeline ingest: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {one_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "json", False):
         print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
