@@ -3,7 +3,8 @@
 ``evaluate`` scores bicubic and the given checkpoints (students with one step, a teacher with its T
 steps or ``--steps``) on a folder of HR/LR pairs and writes ``metrics.parquet``, ``summary.json``
 and a self-contained ``index.html`` into ``--out``. ``promote`` makes an existing student the
-promoted one (:mod:`.promotion`).
+promoted one (:mod:`.promotion`). Bad input to either (a bad number, a path of the wrong kind, a
+pair image that cannot be read or has the wrong size) is one sentence on stderr and exit code 2.
 """
 
 from __future__ import annotations

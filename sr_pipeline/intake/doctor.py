@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sr_pipeline.errors import EXIT_USAGE, one_sentence
+from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, is_batch_locked, names_path
@@ -251,9 +251,11 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"error: --min-age {args.min_age:g} is out of range; it must be a number of seconds >= 0", file=sys.stderr)
         return EXIT_USAGE
     try:
+        if args.cameras is not None:
+            check_input_file("--cameras", args.cameras, "camera registry file (like configs/cameras.yaml)")
         report = examine(args.layout, min_age_s=args.min_age, clean=args.clean, finish_batches=args.finish,
                          only=args.batch or None, cameras_file=args.cameras)  # fmt: skip
-    except CameraRegistryError as exc:
+    except (CameraRegistryError, UsageError) as exc:
         print(f"error: {one_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
