@@ -8,10 +8,37 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import signal
 import sys
 from pathlib import Path
+
+from sr_pipeline.errors import EXIT_USAGE, UsageError, one_sentence
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (the full usage stays in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def number(kind: type, minimum: float, describe: str):
+    """An argparse type: an ``int`` or finite ``float`` >= ``minimum``; the refusal names the value."""
+    rule = f"{'an integer' if kind is int else 'a number'} >= {minimum:g}" + (f" ({describe})" if describe else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; it must be {rule}") from None
+        if not (math.isfinite(value) and value >= minimum):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; it must be {rule}")
+        return value
+
+    parse.number_kind = kind.__name__  # read by the bad-input tests to find every numeric option
+    return parse
 
 
 def _handler(target: str):
@@ -25,17 +52,18 @@ def _handler(target: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sr-pipeline",
         description="Learn a plant's camera degradation and restore its images with a single-step "
         "diffusion upsampler. Every command works on the data root (default ./data, or "
-        "$SR_PIPELINE_DATA, or --data).",
+        "$SR_PIPELINE_DATA, or --data). Exit codes: 0 done, 1 some files failed (reported), "
+        "2 bad input (one sentence on stderr).",
     )
     parser.add_argument("--data", type=Path, default=None, help="data root (default: $SR_PIPELINE_DATA or ./data)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="write the bundled demo camera uploads into the landing folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated cameras (default 0)")
+    p.add_argument("--seed", type=number(int, 0, "a seed"), default=0, help="seed of the simulated cameras (default 0)")
     p.add_argument("--force", action="store_true", help="write again even if the demo uploads are already there")
     p.set_defaults(func=_handler("sr_pipeline.intake.demo_data:run_cli"))
 
@@ -54,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true", help="remove the stale temp files (and name files of finished batches)")
     p.add_argument("--finish", action="store_true", help="ingest the unfinished batches nobody is ingesting now")
     p.add_argument("--batch", action="append", default=[], help="only this batch (repeatable)")
-    p.add_argument("--min-age", type=float, default=3600.0,
+    p.add_argument("--min-age", type=number(float, 0, "seconds"), default=3600.0,
                    help="temp files younger than this many seconds are left alone (default 3600)")
     p.add_argument("--cameras", type=Path, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
@@ -88,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampler steps: a student runs 1; a teacher runs its T unless set (1..T)")
     p.add_argument("--noise-scale", type=float, default=0.0,
                    help="start noise: 0 starts at the mean (fidelity first, default); 1 samples eps ~ N(0, I)")
-    p.add_argument("--seed", type=int, default=0, help="start-noise seed, used when --noise-scale > 0")
+    p.add_argument("--seed", type=number(int, 0, "a seed"), default=0,
+                   help="start-noise seed, used when --noise-scale > 0")
     p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")
     p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
     p.add_argument("--batch", type=int, default=4, help="tiles per network call (lowered to fit --memory-budget)")
@@ -103,14 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.serving.upscale:run_cli"))
 
-    p = sub.add_parser("evaluate", help="score bicubic and models on HR/LR pairs (PSNR-Y, SSIM-Y, LPIPS, time)")
+    p = sub.add_parser("evaluate", help="score bicubic and models on HR/LR pairs (PSNR-Y, SSIM-Y, LPIPS, time)",
+                       description="Score bicubic and the given models on HR/LR pairs. Bad input exits with "
+                       "code 2 and one sentence before anything is scored: a pair file that is not a readable "
+                       "image, or whose HR is not --scale times its LR, is such an error (fix or remove it).")
     p.add_argument("--pairs", type=Path, required=True, help="folder with HR/ and LR/ matched by file name")
     p.add_argument("--split", choices=["all", "even", "odd"], default="all",
                    help="keep files whose first number is even or odd (the RealSR real-world protocol)")
     p.add_argument("--model", type=Path, action="append", default=[], help="student folder (repeatable)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder, run with --steps")
-    p.add_argument("--steps", type=int, default=None, help="teacher sampler steps (default: its T)")
-    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--steps", type=number(int, 1, "sampler steps"), default=None,
+                   help="teacher sampler steps (default: its T)")
+    p.add_argument("--scale", type=number(int, 1, "the HR/LR size ratio"), default=4,
+                   help="HR side / LR side of every pair and of every model (default 4)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", type=Path, required=True, help="where metrics.parquet, summary.json, index.html go")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -136,18 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from sr_pipeline.storage.layout import DataLayout, default_data_root
 
-    args = build_parser().parse_args(argv)
-    # Built once here and handed to every command: nothing below reads the data root from the environment.
-    args.layout = DataLayout((args.data or default_data_root()).resolve())
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed): a code, as for every command
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        # Built once here and handed to every command: nothing below reads the data root from the environment.
+        args.layout = DataLayout(_data_root(args.data or default_data_root()))
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
         return code
+    except UsageError as exc:  # bad input, said in one sentence; every other exception is a bug to show
+        print(f"error: {one_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return _stdout_closed()
+
+
+def _data_root(path: Path) -> Path:
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"the data root {path} is a file; pass a folder with --data (or $SR_PIPELINE_DATA)")
+    return path
 
 
 def _stdout_closed() -> int:

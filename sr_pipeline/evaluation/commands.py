@@ -3,7 +3,8 @@
 ``evaluate`` scores bicubic and the given checkpoints (students with one step, a teacher with its T
 steps or ``--steps``) on a folder of HR/LR pairs and writes ``metrics.parquet``, ``summary.json``
 and a self-contained ``index.html`` into ``--out``. ``promote`` makes an existing student the
-promoted one (:mod:`.promotion`).
+promoted one (:mod:`.promotion`). Bad input to either (a bad number, a path of the wrong kind, a
+pair image that cannot be read or has the wrong size) is one sentence on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sr_pipeline.errors import EXIT_USAGE, UsageError, check_model_folder, check_output_folder, one_sentence
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
 from sr_pipeline.sr.pairs import EvaluationError, Pair, find_pairs
 from sr_pipeline.sr.scoring import Method
@@ -67,13 +69,49 @@ def model_methods(models: list[Path], teacher: Path | None = None, steps: int | 
     return methods
 
 
-def evaluate_cli(args: argparse.Namespace) -> int:
-    """``sr-pipeline evaluate --pairs DIR --out DIR [--model M]... [--teacher T [--steps N]]``.
+def check_pairs(pairs: list[Pair], scale: int) -> None:
+    """Every pair is two readable images, HR ``scale`` times LR (headers only): a ``UsageError`` naming
+    the first that is not, before anything is loaded or scored."""
+    from PIL import Image, UnidentifiedImageError
 
-    ``args.methods`` (name -> callable LR -> SR), when set by a caller, is scored too.
-    """
-    from sr_pipeline.sr.report import text_table
+    for pair in pairs:
+        sizes = []
+        for path in (pair.hr_path, pair.lr_path):
+            try:
+                with Image.open(path) as im:
+                    sizes.append(im.size)
+            except (UnidentifiedImageError, OSError) as exc:
+                detail = ("no image format recognised" if isinstance(exc, UnidentifiedImageError)
+                          else exc.strerror or str(exc))
+                raise UsageError(f"{path} is not a readable image ({detail}); fix or remove it "
+                                 "(with its partner in the other folder)") from None
+        (hw, hh), (lw, lh) = sizes
+        if (hw, hh) != (lw * scale, lh * scale):
+            raise UsageError(f"pair {pair.name}: HR {hw}x{hh} is not --scale {scale} times LR {lw}x{lh}; "
+                             "pass the pairs' --scale or fix the pair")
 
+
+def check_evaluate_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers, a --pairs or --out that is not a folder, and model folders without training.json."""
+    pairs = Path(args.pairs)
+    if not pairs.is_dir():
+        state = "is a file" if pairs.exists() else "does not exist"
+        raise UsageError(f"--pairs {pairs} {state}; pass a folder with HR/ and LR/ images matched by file name")
+    check_output_folder("--out", Path(args.out), "metrics.parquet, summary.json and index.html")
+    scale, steps = getattr(args, "scale", 4), getattr(args, "steps", None)
+    if not (isinstance(scale, int) and scale >= 1):
+        raise UsageError(f"--scale {scale} is out of range; it must be an integer >= 1 (the HR/LR size ratio)")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps {steps} is out of range; it must be an integer >= 1 (sampler steps)")
+    for model in getattr(args, "model", None) or []:
+        check_model_folder("--model", model)
+    if getattr(args, "teacher", None) is not None:
+        check_model_folder("--teacher", args.teacher)
+
+
+def cli_methods(args: argparse.Namespace, scale: int) -> dict[str, Method]:
+    """``args.methods`` plus the ``--model``/``--teacher`` upscalers; one that cannot be loaded, or that
+    upscales by another factor than ``scale``, is a ``UsageError``."""
     methods = dict(getattr(args, "methods", None) or {})
     if getattr(args, "model", None) or getattr(args, "teacher", None):
         from sr_pipeline.sr.devices import DeviceUnavailable, resolve_device
@@ -82,14 +120,32 @@ def evaluate_cli(args: argparse.Namespace) -> int:
             device = resolve_device(getattr(args, "device", "auto"))
             methods |= model_methods(list(args.model or []), args.teacher, getattr(args, "steps", None), device)
         except (FileNotFoundError, ValueError, OSError, DeviceUnavailable) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(one_sentence(exc)) from None
+    for name, fn in methods.items():
+        if getattr(fn, "scale", scale) != scale:
+            raise UsageError(f"--scale {scale} does not match {name}, which upscales x{fn.scale}; "
+                             f"pass --scale {fn.scale} with pairs of that ratio")
+    return methods
+
+
+def evaluate_cli(args: argparse.Namespace) -> int:
+    """``sr-pipeline evaluate --pairs DIR --out DIR [--model M]... [--teacher T [--steps N]]``.
+
+    ``args.methods`` (name -> callable LR -> SR), when set by a caller, is scored too. Bad input (see
+    :func:`check_evaluate_args`, :func:`check_pairs`) is one sentence on stderr and exit code 2,
+    before anything is scored or written.
+    """
+    from sr_pipeline.sr.report import text_table
+
+    scale, split = getattr(args, "scale", 4), getattr(args, "split", "all") or "all"
     try:
-        summary = evaluate_folder(Path(args.pairs), Path(args.out), split=getattr(args, "split", "all") or "all",
-                                  scale=int(getattr(args, "scale", 4) or 4), extra_methods=methods)
-    except (EvaluationError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return 2
+        check_evaluate_args(args)
+        check_pairs(find_pairs(Path(args.pairs), split), scale)
+        methods = cli_methods(args, scale)
+        summary = evaluate_folder(Path(args.pairs), Path(args.out), split=split, scale=scale, extra_methods=methods)
+    except (UsageError, EvaluationError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {one_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "json", False):
         print(json.dumps(summary, indent=2))
     else:

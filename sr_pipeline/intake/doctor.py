@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, is_batch_locked, names_path
@@ -245,15 +247,17 @@ def run_cli(args: argparse.Namespace) -> int:
     Exit status 0 when nothing is left to fix, 1 when something is (stale files without
     ``--clean``, unfinished batches without ``--finish``), 2 on a usage error.
     """
-    if args.min_age < 0:
-        print("sr-pipeline doctor: --min-age must be >= 0", file=sys.stderr)
-        return 2
+    if not (math.isfinite(args.min_age) and args.min_age >= 0):
+        print(f"error: --min-age {args.min_age:g} is out of range; it must be a number of seconds >= 0", file=sys.stderr)
+        return EXIT_USAGE
     try:
+        if args.cameras is not None:
+            check_input_file("--cameras", args.cameras, "camera registry file (like configs/cameras.yaml)")
         report = examine(args.layout, min_age_s=args.min_age, clean=args.clean, finish_batches=args.finish,
                          only=args.batch or None, cameras_file=args.cameras)  # fmt: skip
-    except CameraRegistryError as exc:
-        print(f"sr-pipeline doctor: {exc}", file=sys.stderr)
-        return 2
+    except (CameraRegistryError, UsageError) as exc:
+        print(f"error: {one_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.storage import store
 from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
 from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_file
@@ -542,15 +543,21 @@ def run_cli(args: argparse.Namespace) -> int:
     """``sr-pipeline ingest SRC_DIR --camera ID [--batch KEY] [--cameras FILE] [--json]``
     (and ``--move``, if the parser defines it: move the files instead of copying them)."""
     layout = args.layout
+    src = Path(args.src_dir)
     try:
+        if not src.is_dir():
+            raise UsageError(f"SRC_DIR {src} {'is a file' if src.exists() else 'does not exist'}; "
+                             "pass a folder of images")
+        if getattr(args, "cameras", None) is not None:
+            check_input_file("--cameras", args.cameras, "camera registry file (like configs/cameras.yaml)")
         registry = load_registry(getattr(args, "cameras", None))
         summary = ingest_folder(
             layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False),
             announce=lambda key: _announce(layout, key),
         )  # fmt: skip
     except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
-        print(f"sr-pipeline ingest: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {one_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "json", False):
         print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:

@@ -24,11 +24,8 @@ import numpy as np
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
 from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows, provenance_text
+from sr_pipeline.errors import UsageError, check_model_folder, check_output_folder
 from sr_pipeline.storage.atomic import atomic_write
-
-
-class UsageError(ValueError):
-    """A command line that cannot run; its message is one sentence for the user."""
 
 
 # ---------------------------------------------------------------- writing one output
@@ -138,12 +135,7 @@ def check_args(args: argparse.Namespace) -> None:
     if missing:
         raise UsageError(f"input {', '.join(missing)} does not exist" if len(missing) == 1
                          else f"inputs {', '.join(missing)} do not exist")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} names a file; it must be a folder (outputs are named <stem>_x<scale>.png in it)")
-    blocker = next((p for p in out.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise UsageError(f"--out {out} is inside {blocker}, which is a file; --out must be a folder")
+    check_output_folder("--out", Path(args.out), "the outputs, named <stem>_x<scale>.png")
 
 
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
@@ -159,8 +151,7 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
         if model_dir is None:
             raise UsageError("no student has been promoted yet; pass --model DIR")
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UsageError(f"--model {model_dir} is not a folder")
+    check_model_folder("--model", model_dir)
     try:
         model = load_sr_model(model_dir, device)
     except Exception as exc:  # missing files, bad JSON, corrupt weights, no permission, ...

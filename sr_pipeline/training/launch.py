@@ -14,6 +14,8 @@ import contextlib
 import os
 import sys
 
+from sr_pipeline.errors import EXIT_USAGE, check_input_file, check_model_folder, check_output_folder, one_sentence
+
 ASSET_KEYS_EXTRA = "asset_keys"
 
 
@@ -57,6 +59,19 @@ def report_materializations(pipes, result) -> None:
             pipes.report_asset_materialization(asset_key=keys[role], data_version=result.version, metadata=small)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a --config that is not a file, an output or run folder that is a file, and a --teacher
+    that is not a model folder (``UsageError``), before anything is read or trained."""
+    check_input_file("--config", args.config, "training profile (configs/cpu-demo.yaml, configs/gpu.yaml)")
+    for option, path, what in (("--out", args.out, "the trained model"),
+                               ("--run-dir", args.run_dir, "the resumable training state"),
+                               ("--downsampler-out", getattr(args, "downsampler_out", None), "the downsampler")):
+        if path is not None:
+            check_output_folder(option, path, what)
+    if getattr(args, "teacher", None) is not None:
+        check_model_folder("--teacher", args.teacher)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """The ``train`` handler: ``args.model_kind`` is ``teacher`` or ``colearn``; the data root is ``args.layout``."""
     from sr_pipeline.sr.config import ProfileError
@@ -65,12 +80,13 @@ def run_cli(args: argparse.Namespace) -> int:
     with _pipes_session() as pipes:
         report = (lambda row: pipes.log.info(format_progress(row))) if pipes else None
         try:
+            check_args(args)
             result = _train(args, report)
-        except (ProfileError, ValueError, FileExistsError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except (ProfileError, ValueError, FileExistsError, FileNotFoundError) as exc:  # UsageError is a ValueError
+            print(f"error: {one_sentence(exc)}", file=sys.stderr)
             if pipes:
                 pipes.log.error(str(exc))
-            return 2
+            return EXIT_USAGE
         if result is None:
             return 0
         print(_summary(args.model_kind, result), flush=True)
