@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="student version as `sr-pipeline models` lists it (or its folder name)")
     p.add_argument("--reason", default=None, help="why; recorded in models/promotions.json")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.evaluation.commands:promote_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.defs.promotion_events:promote_cli"))
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")

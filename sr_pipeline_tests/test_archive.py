@@ -194,7 +194,7 @@ def test_a_new_promotion_marks_archived_batches_stale(layout, storage, field_bat
     from dagster._core.loader import LoadingContextForTest
 
     from sr_pipeline.defs.evaluation import promoted_student
-    from sr_pipeline.evaluation.commands import promote_cli
+    from sr_pipeline.defs.promotion_events import promote_cli
 
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sr_pipeline.errors import EXIT_USAGE, UsageError, check_model_folder, check_output_folder, one_sentence
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
@@ -154,11 +154,12 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def promote_cli(args: argparse.Namespace) -> int:
+def promote_cli(args: argparse.Namespace, report: Callable[[str, str, str], Path | None] | None = None) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
-    one (the rollback: promote the previous version). Recorded in the append-only promotions log and,
-    when ``$DAGSTER_HOME`` holds an instance, reported to Dagster as a ``promoted_student`` materialisation."""
-    from sr_pipeline.evaluation.promotion import find_student, promote_version, report_to_dagster_home
+    one (the rollback: promote the previous version). Recorded in the append-only promotions log;
+    ``report(version, path, reason)`` (the Dagster side passes one) tells the orchestrator and returns
+    where it reported, or None."""
+    from sr_pipeline.evaluation.promotion import find_student, promote_version
 
     layout = args.layout
     row = find_student(layout, args.version)
@@ -172,7 +173,7 @@ def promote_cli(args: argparse.Namespace) -> int:
         print(f"{row['version']} is already the promoted student; nothing recorded")
         return 0
     try:
-        home = report_to_dagster_home(entry["version"], entry["path"], reason)
+        home = report(entry["version"], entry["path"], reason) if report else None
     except Exception as exc:  # the promotion is recorded; the UI only misses the event
         home = None
         print(f"warning: could not report the promotion to Dagster ({type(exc).__name__}: {exc})", file=sys.stderr)

@@ -5,25 +5,21 @@ The promotion log (``models/promotions.json``, :mod:`sr_pipeline.storage.registr
    :func:`promote_after_gate` reads the gate's kept decision for the candidate and records it, unless
    an operator rolled back from this student earlier (never re-promoted automatically);
 2. ``sr-pipeline promote VERSION`` (a rollback or a manual choice): :func:`promote_version` records
-   it and, when a Dagster instance is reachable via ``$DAGSTER_HOME``, :func:`report_promotion`
-   reports a runless materialisation of ``promoted_student`` whose data version is the promoted
-   model's version, so the UI marks archive partitions made by another student stale.
+   it, and the command (:mod:`sr_pipeline.defs.promotion_events`) reports a runless materialisation
+   of ``promoted_student`` whose data version is the promoted model's version to the Dagster instance
+   of ``$DAGSTER_HOME``, so the UI marks archive partitions made by another student stale.
 The evaluation report only reads the log.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sr_pipeline.evaluation.gate import choose_action
 from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import list_models, promoted_student_dir, promotions, record_promotion
-
-PROMOTED_ASSET = "promoted_student"
 
 
 class PromotionError(RuntimeError):
@@ -70,29 +66,6 @@ def promote_after_gate(layout: DataLayout, candidate_dir: Path) -> Promotion:
     if current is None:
         raise PromotionError(f"the promoted student's folder is missing ({promotions(layout)[-1]['path']})")
     return Promotion(action, model_version(current), current, entry)
-
-
-def report_promotion(instance: Any, version: str, path: str, reason: str) -> None:
-    """A runless materialisation of ``promoted_student`` with the promoted version as data version."""
-    import dagster as dg
-    from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
-
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key=PROMOTED_ASSET, description=f"promoted with sr-pipeline promote: {reason}",
-        metadata={"model_version": version, "model_path": dg.MetadataValue.path(path), "reason": reason},
-        tags={DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}))
-
-
-def report_to_dagster_home(version: str, path: str, reason: str) -> Path | None:
-    """:func:`report_promotion` to the instance in ``$DAGSTER_HOME`` when there is one; its folder, or None."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home or not Path(home).is_dir():
-        return None
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        report_promotion(instance, version, path, reason)
-    return Path(home)
 
 
 def find_student(layout: DataLayout, name: str) -> dict | None:
