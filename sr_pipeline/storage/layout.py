@@ -21,10 +21,6 @@ def default_data_root() -> Path:
 class DataLayout:
     root: Path
 
-    @classmethod
-    def default(cls) -> "DataLayout":
-        return cls(default_data_root())
-
     @property
     def landing(self) -> Path:
         """Camera uploads arrive here: ``landing/<camera_id>/...``."""
