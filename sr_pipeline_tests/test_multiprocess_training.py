@@ -19,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import encode, pixels, tiny_sr_model
+from conftest import encode, photos, pixels, tiny_sr_model
 from sr_pipeline.defs.resources import TrainingSettings
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.sr.checkpoints import load_sr_model
@@ -37,7 +37,7 @@ from sr_pipeline.sr.data import HRCrops, UnpairedLR, loader_for, make_loader
 from sr_pipeline.sr.imageops import upsample
 from sr_pipeline.sr.stages.colearn import ColearnStage
 from sr_pipeline.sr.stages.teacher import TeacherStage, build_teacher
-from sr_pipeline.sr.trainer import run_stage, saved_record, saved_states
+from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
 from sr_pipeline.sr.training import seed_everything
 from sr_pipeline.training.run import catalog_images
 
@@ -241,3 +241,17 @@ def test_two_processes_co_learn_the_student_and_the_downsampler(plant, tmp_path)
     rel_l2, psnr = closeness(student, one.model_dir, start, steps=1)
     # Measured 0.0157 and 71.0 dB; a 1-process run with other noise draws is 0.0144 and 70.6 dB from it.
     assert rel_l2 < 0.03 and psnr > 65
+
+
+def test_a_state_resumes_only_with_the_process_count_that_saved_it(tmp_path):
+    profile, images, run = tiny_profile(BATCH), photos(), tmp_path / "run"
+    assert run_stage(TeacherStage(profile, images, tmp_path / "out"), run, stop_after=3) is None
+    record_file = latest_state(run) / "custom_checkpoint_0.pkl"
+    record = torch.load(record_file, weights_only=True)
+    assert record["processes"] == 1
+    torch.save({**record, "processes": 2}, record_file)
+    with pytest.raises(UnfinishedRun, match="saved by 2 training process.*this run has 1.*resume it with 2"):
+        run_stage(TeacherStage(profile, images, tmp_path / "out"), run, resume=True)
+    # A state saved before the count was recorded was saved by one process.
+    torch.save({k: v for k, v in record.items() if k != "processes"}, record_file)
+    assert run_stage(TeacherStage(profile, images, tmp_path / "out"), run, resume=True).steps == 6
