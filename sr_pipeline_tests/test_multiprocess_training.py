@@ -47,8 +47,9 @@ BATCH = 2  # per process; the 1-process reference runs 2 * BATCH
 # Runs `sr-pipeline` (cli.main, as `-m sr_pipeline.cli` would) in each launched process, logging the
 # samples each process trains on, and interrupting the run after STOP_AFTER steps when set.
 RECORDING_CLI = '''
-import json, os, sys
+import hashlib, json, os, sys
 from pathlib import Path
+import torch
 from sr_pipeline import cli
 from sr_pipeline.sr import trainer
 from sr_pipeline.sr.stages import colearn, teacher
@@ -58,8 +59,9 @@ log = Path(os.environ["SAMPLES_LOG"]) / f"rank{os.environ['RANK']}.jsonl"
 def recording(step_fn, tensors):
     def step(self, batch, n):
         sums = [t.flatten(1).sum(1).tolist() for t in tensors(batch)]
+        rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()  # the noise stream's state
         with log.open("a") as f:
-            f.write(json.dumps({"step": n, "sums": sums}) + "\\n")
+            f.write(json.dumps({"step": n, "sums": sums, "rng": rng}) + "\\n")
         return step_fn(self, batch, n)
     return step
 
@@ -122,13 +124,25 @@ def launch(layout, script: Path, kind: str, args: list[str], log: Path, stop_aft
     return done
 
 
-def samples_by_rank(log: Path) -> dict[int, dict[int, list]]:
-    """rank -> step -> the per-sample sums of each tensor that process trained on."""
+def logged(log: Path) -> dict[int, dict[int, dict]]:
+    """rank -> step -> what that process logged before the step: the per-sample sums of each tensor
+    it trained on, and the state of its noise stream."""
     out = {}
     for rank in (0, 1):
         rows = [json.loads(line) for line in (log / f"rank{rank}.jsonl").read_text().splitlines()]
-        out[rank] = {row["step"]: row["sums"] for row in rows}
+        out[rank] = {row["step"]: row for row in rows}
     return out
+
+
+def samples_by_rank(log: Path) -> dict[int, dict[int, list]]:
+    """rank -> step -> the per-sample sums of each tensor that process trained on."""
+    return {rank: {step: row["sums"] for step, row in steps.items()} for rank, steps in logged(log).items()}
+
+
+def assert_own_noise(log: Path) -> None:
+    """Each process draws its noise from a stream of its own (same samples twice would be wasted)."""
+    rows = logged(log)
+    assert all(rows[0][k]["rng"] != rows[1][k]["rng"] for k in rows[0])
 
 
 def assert_shards_make_the_one_process_batches(seen: dict, loaders: list, steps: range) -> None:
@@ -203,6 +217,8 @@ def test_two_processes_train_the_teacher_split_the_samples_and_resume(plant, tmp
     assert_shards_make_the_one_process_batches(samples_by_rank(log / "first"), one_process_batches(), range(1, 4))
     # The resumed processes start at the samples of step 3 (after 2 steps of 2 x 2 x BATCH samples).
     assert_shards_make_the_one_process_batches(samples_by_rank(log / "resumed"), one_process_batches(), range(3, 7))
+    assert_own_noise(log / "first")
+    assert_own_noise(log / "resumed")
 
     # Close to 1 process with twice the batch: the same samples per step, other noise draws.
     seed_everything(opt.seed)
@@ -234,6 +250,7 @@ def test_two_processes_co_learn_the_student_and_the_downsampler(plant, tmp_path)
     streams = [loader_for(HRCrops(hr, opt.patch_size, seed), opt.batch_size),
                loader_for(UnpairedLR(field, opt.patch_size // 4, seed), opt.batch_size)]
     assert_shards_make_the_one_process_batches(samples_by_rank(log), streams, range(1, 5))
+    assert_own_noise(log)
 
     start = load_file(teacher / "diffusion_pytorch_model.safetensors")  # the student starts as the teacher
     one = run_stage(ColearnStage(tiny_profile(2 * BATCH), teacher, hr, field, tmp_path / "one", tmp_path / "g1"),
