@@ -140,7 +140,7 @@ def samples_by_rank(log: Path) -> dict[int, dict[int, list]]:
 
 
 def assert_own_noise(log: Path) -> None:
-    """Each process draws its noise from a stream of its own (same samples twice would be wasted)."""
+    """Each process draws its noise from a stream of its own (the same draws on both shards would waste half)."""
     rows = logged(log)
     assert all(rows[0][k]["rng"] != rows[1][k]["rng"] for k in rows[0])
 
