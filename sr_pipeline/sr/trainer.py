@@ -5,7 +5,15 @@ state is accelerate's own (``save_state``/``load_state``: prepared models and op
 and the objects registered with ``register_for_checkpointing``: the stage's EMA, LR schedule and
 timers, and the loop's :class:`RunRecord`). Each save is written to a temp sibling and renamed to
 ``checkpoint-<step>`` only when complete, so a kill mid-save never corrupts the last good state;
-resuming picks the newest complete one. Data resumes by sample index (``start = step * batch``).
+resuming picks the newest complete one. Data resumes by sample index (``start = step * batch *
+processes``).
+
+Under ``accelerate launch`` with N processes (docs/multi-gpu.md) every process runs this loop on its
+own shard of each step's samples (accelerate deals batch k of the index-ordered stream to process
+k mod N, so one step consumes N batches) with its own noise stream; DDP averages the gradients.
+Every process takes part in ``save_state`` (each writes its RNG state, the main process the rest);
+only the main process renames the temp folder, writes the model folders and reports progress, whose
+losses are the means over all processes. A single process runs exactly as without accelerate launch.
 """
 
 from __future__ import annotations
@@ -42,14 +50,17 @@ class RunRecord:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    processes: int = 1  # the data position and the per-process RNG states depend on it
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "history": list(self.history), "elapsed_s": self.elapsed_s}
+        return {"step": self.step, "history": list(self.history), "elapsed_s": self.elapsed_s,
+                "processes": self.processes}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.elapsed_s = float(state["elapsed_s"])
+        self.processes = int(state.get("processes", 1))  # states saved before it was recorded: one process
 
 
 @dataclass
@@ -146,20 +157,30 @@ def run_stage(stage: Stage, run_dir: Path, *, resume: bool = False, report: Call
         if out.out_dir.exists():
             raise FileExistsError(f"{out.out_dir} exists; model folders are never overwritten")
 
+    # Every process decides the above on its own: nothing is written to run_dir before all of them
+    # have joined the first collective (DDP's weight broadcast in stage.build), so they agree.
     use_cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision_for(opt.mixed_precision, use_cpu))
+    processes = accelerator.num_processes
     if use_cpu:
         share_cpu_with_workers(opt.num_workers)
+        if processes > 1:
+            _share_cpu_between_processes(opt.num_workers)
+    if resume and previous is not None and (saved := saved_record(previous).processes) != processes:
+        raise UnfinishedRun(f"{previous} was saved by {saved} training process(es), this run has {processes}: "
+                            f"resume it with {saved}, or delete {run_dir} to start over")
     seed_everything(opt.seed)
-    stage.build(accelerator)
-    record = RunRecord()
+    stage.build(accelerator)  # the same seed everywhere: the same initial weights and EMA copies
+    if processes > 1:
+        seed_everything(opt.seed + accelerator.process_index)  # but each process its own noise
+    record = RunRecord(processes=processes)
     accelerator.register_for_checkpointing(record, *stage.checkpointed())
     if resume and previous is not None:
         accelerator.load_state(str(previous))
         accelerator.print(f"resuming {run_dir} at step {record.step}/{opt.steps}")
 
-    batches = stage.batches(record.step * opt.batch_size)
-    progress = Progress(opt.steps, opt.batch_size * accelerator.num_processes, opt.patch_size**2,
+    batches = stage.batches(record.step * opt.batch_size * processes)
+    progress = Progress(opt.steps, opt.batch_size * processes, opt.patch_size**2,
                         report if accelerator.is_main_process else (lambda row: None))
     window: dict[str, list[float]] = defaultdict(list)
     t_start = time.perf_counter() - record.elapsed_s
@@ -170,7 +191,7 @@ def run_stage(stage: Stage, run_dir: Path, *, resume: bool = False, report: Call
             window[k].append(v)
         progress.tick()
         if record.step % opt.log_every == 0 or record.step == opt.steps:
-            emitted = progress.emit(record.step, {k: float(np.mean(v)) for k, v in window.items()})
+            emitted = progress.emit(record.step, _mean_over_processes(accelerator, window))
             record.history.append({k: v for k, v in emitted.items() if k not in ("total_steps", "hr_mp_per_s")})
             window = defaultdict(list)
         if record.step % opt.save_every == 0 and record.step < opt.steps:
@@ -180,9 +201,26 @@ def run_stage(stage: Stage, run_dir: Path, *, resume: bool = False, report: Call
             return None
 
     wall = time.perf_counter() - t_start
-    if not accelerator.is_main_process:
-        return None
-    return _finish(stage, accelerator, run_dir, record, wall)
+    result = _finish(stage, accelerator, run_dir, record, wall) if accelerator.is_main_process else None
+    if processes > 1:
+        accelerator.wait_for_everyone()  # no process reports done before the model folders exist
+    return result
+
+
+def _mean_over_processes(accelerator, window: dict[str, list[float]]) -> dict[str, float]:
+    """Each logged value's mean over the window, then over the processes (each saw its own shard)."""
+    means = {k: float(np.mean(v)) for k, v in window.items()}
+    if accelerator.num_processes == 1:
+        return means
+    # Every process logs the same keys in the same order (they run the same code on the same step).
+    values = torch.tensor(list(means.values()), dtype=torch.float64, device=accelerator.device)
+    return dict(zip(means, accelerator.reduce(values, reduction="mean").tolist()))
+
+
+def _share_cpu_between_processes(num_workers: int) -> None:
+    """Split the node's cores between its training processes (and their loader workers)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local - num_workers))
 
 
 def _finish(stage: Stage, accelerator, run_dir: Path, record: RunRecord, wall: float) -> TrainResult:
@@ -196,6 +234,7 @@ def _finish(stage: Stage, accelerator, run_dir: Path, record: RunRecord, wall: f
         "wall_time_s": wall,
         "device": device_label(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
+        "processes": accelerator.num_processes,  # batch_size in the profile is per process
         "history": record.history,
         **stage.info(record.history),
     }
