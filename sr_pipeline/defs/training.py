@@ -14,12 +14,16 @@ from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
 from sr_pipeline.storage.versions import fingerprint, new_version
 
-# Asks Kubernetes (k8s_job_executor / dagster-k8s run launcher) for one GPU for the step's pod.
-GPU_K8S_TAGS = {
-    "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}
-    }
-}
+def gpu_k8s_tags(gpus: int = 1) -> dict:
+    """Asks Kubernetes (k8s_job_executor / dagster-k8s run launcher) for ``gpus`` GPUs for the step's pod."""
+    n = str(gpus)
+    return {"dagster-k8s/config": {"container_config": {
+        "resources": {"limits": {"nvidia.com/gpu": n}, "requests": {"nvidia.com/gpu": n}}}}}
+
+
+# One GPU for the gate and the report; a training step takes one per accelerate process (docs/multi-gpu.md).
+GPU_K8S_TAGS = gpu_k8s_tags(1)
+TRAINING_K8S_TAGS = gpu_k8s_tags(TrainingSettings().num_processes)
 
 
 def training_metadata(model_dir: Path) -> dict:
@@ -76,7 +80,7 @@ def _launch(context, training: TrainingSettings, client: dg.PipesSubprocessClien
     group_name="training",
     deps=[raw_plant_images],
     pool="gpu",
-    op_tags=GPU_K8S_TAGS,
+    op_tags=TRAINING_K8S_TAGS,
     kinds={"pytorch"},
     description="The multi-step ResShift teacher trained on every HR reference image (EMA weights, "
     "save_pretrained folder). Its value is the checkpoint folder's path.",
@@ -120,7 +124,7 @@ def teacher_checkpoint(
     ins={"teacher_checkpoint": dg.AssetIn()},
     deps=[raw_plant_images],
     pool="gpu",
-    op_tags=GPU_K8S_TAGS,
+    op_tags=TRAINING_K8S_TAGS,
 )
 def co_trained_student_and_downsampler(
     context: dg.AssetExecutionContext,
