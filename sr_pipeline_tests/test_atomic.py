@@ -63,3 +63,20 @@ def test_published_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask, exp
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == expected
+
+
+def test_temp_dir_follows_the_umask(tmp_path):
+    """Model folders and report folders are built in a temp_dir and renamed: readable by the group
+    and others under umask 022, not mkdtemp's 0700."""
+    import os
+    import stat
+
+    from sr_pipeline.storage.atomic import temp_dir
+
+    old = os.umask(0o022)
+    try:
+        folder = temp_dir(tmp_path, ".model.")
+    finally:
+        os.umask(old)
+    assert folder.parent == tmp_path and folder.name.startswith(".model.")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -202,5 +202,7 @@ def test_the_training_core_knows_nothing_of_storage_or_dagster(path):
     for node in ast.walk(ast.parse(source)):
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-        assert not [n for n in names if n.startswith(FORBIDDEN)], f"{path.name} imports {names}"
+        # storage.atomic is the one shared leaf (docs/architecture.md; test_architecture.py checks every layer)
+        assert not [n for n in names if n.startswith(FORBIDDEN) and n != "sr_pipeline.storage.atomic"], \
+            f"{path.name} imports {names}"
     assert not [a for a in ASSET_NAMES if a in source]

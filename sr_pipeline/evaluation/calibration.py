@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -41,6 +40,7 @@ from sr_pipeline.evaluation.gate import (
 from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.sr.pairs import EvaluationError, Pair
 from sr_pipeline.sr.scoring import Scores, metrics, model_state
+from sr_pipeline.storage.atomic import temp_dir
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import promotions
 
@@ -331,7 +331,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     lines = report.headline(summary, history)
     summary["headline"] = lines
     summary["previous_reports"] = len(history)
-    tmp = Path(tempfile.mkdtemp(dir=layout.reports, prefix=f".{report_date.isoformat()}."))
+    tmp = temp_dir(layout.reports, f".{report_date.isoformat()}.")
     try:
         write_metrics_parquet(scores.rows, tmp / "metrics.parquet")
         write_json(tmp / "summary.json", summary)

@@ -32,6 +32,7 @@ import torch
 
 from sr_pipeline.sr.devices import device_label
 from sr_pipeline.sr.stages.base import Stage
+from sr_pipeline.storage.atomic import fsync_dir
 from sr_pipeline.sr.training import Progress, mixed_precision_for, save_model_dir, seed_everything, share_cpu_with_workers
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -118,20 +119,12 @@ def save_state_atomically(accelerator, run_dir: Path, step: int) -> Path:
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        _fsync_dir(run_dir)
+        fsync_dir(run_dir)
         for old in saved_states(run_dir):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _clear_states(run_dir: Path) -> None:

@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import socket
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from sr_pipeline.storage.atomic import temp_dir
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,7 +122,7 @@ def save_model_dir(out_dir: Path, save: Callable[[Path], None], info: dict) -> P
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists; model folders are never overwritten")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = temp_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         save(tmp)
         info = {**info, "host": socket.gethostname(),

@@ -48,6 +48,14 @@ def umask_mode(folder: bool = False) -> int:
     return (0o777 if folder else 0o666) & ~current_umask()
 
 
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` to fill and then rename into place, with the permissions a
+    plain ``mkdir`` gives under the umask (``mkdtemp`` alone would make it 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, umask_mode(folder=True))
+    return tmp
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
