@@ -210,7 +210,13 @@ def test_a_run_worker_killed_mid_ingestion_loses_no_file(pg_home, plant, tmp_pat
         assert 0 < stored_before < UNIQUE
 
         [killed] = instance.get_runs()
-        assert killed.status == DagsterRunStatus.STARTED  # the worker died without reporting; the monitor would fail it
+        assert killed.status == DagsterRunStatus.STARTED  # the worker died without reporting
+        # It still holds its `ingest` pool slot: a retry would wait for it forever. What the operator
+        # (terminate in the UI) or the launcher's health check does, then the daemon's run monitoring
+        # (dagster.yaml: free_slots_after_run_end_seconds): the run ends as failed, its slots are freed.
+        assert instance.event_log_storage.get_concurrency_info("ingest").active_run_ids == {killed.run_id}
+        instance.report_run_failed(killed, "the run worker was killed")
+        instance.event_log_storage.free_concurrency_slots_for_run(killed.run_id)
         retry = defs.resolve_job_def(INGEST_JOB).execute_in_process(
             instance=instance, partition_key=BATCH, asset_selection=[dg.AssetKey("raw_plant_images")])
         assert retry.success
