@@ -139,9 +139,10 @@ ALL_DRAWN = """((names) => {
 
 # Known defect, open in the deployment issue: written before `promoted_student` joined the graph, the
 # click on "Materialize" for evaluation_report no longer launches a run (no run after 420 s, no error
-# in the webserver or daemon logs); the lineage part passed. Not strict, so a fix shows as XPASS.
-@pytest.mark.xfail(reason="the UI click no longer launches evaluation_report since promoted_student joined the "
-                   "graph; open in the deployment issue", strict=False)
+# in the webserver or daemon logs) and the test waits 420 s for nothing, so it is skipped by name
+# rather than left to time out in every CI run.
+@pytest.mark.skip(reason="known defect: the UI click no longer launches evaluation_report since promoted_student "
+                  "joined the graph; open in the deployment issue")
 def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_path):
     base, home = dagster_ui
     names = [k.to_user_string() for k in build_definitions().resolve_all_asset_keys()]
