@@ -30,7 +30,8 @@ def training_metadata(model_dir: Path) -> dict:
     """The asset's metadata, from the model folder's training.json (the authoritative record)."""
     import json
 
-    from sr_pipeline.sr.plots import curves_png, png_markdown
+    from sr_pipeline.sr.figures import png_markdown
+    from sr_pipeline.sr.plots import curves_png
 
     info = json.loads((model_dir / "training.json").read_text())
     history = info.get("history") or []
@@ -173,7 +174,7 @@ def co_trained_student_and_downsampler(
 def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
                                 storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
     from sr_pipeline.training.learned_lr import make_lr_sets
-    from sr_pipeline.sr.plots import png_markdown
+    from sr_pipeline.sr.figures import png_markdown
 
     result = make_lr_sets(storage.layout(), Path(learned_downsampler), k=lr_sets.variants_per_image,
                           seed=lr_sets.seed)

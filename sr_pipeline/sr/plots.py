@@ -1,16 +1,11 @@
-"""Training curves as PNG plots for Dagster metadata (matplotlib, headless).
-
-PNG and markdown helpers live in :mod:`.figures`; ``figure_png`` and ``png_markdown`` are imported
-here too because the training assets take them from this module.
-"""
+"""Training curves as PNG plots for Dagster metadata (matplotlib, headless); the PNG helpers are in
+:mod:`.figures`."""
 
 from __future__ import annotations
 
 from typing import Iterable
 
-from sr_pipeline.sr.figures import figure_png, png_markdown
-
-__all__ = ["curves_png", "figure_png", "png_markdown"]
+from sr_pipeline.sr.figures import figure_png
 
 
 def curves_png(history: list[dict], keys: Iterable[str], title: str, logy: bool = True) -> bytes:
