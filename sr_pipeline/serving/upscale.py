@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sr_pipeline.serving.consistency import consistency_text
+from sr_pipeline.sr.consistency import Consistency, ConsistencyPass
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
 from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows, provenance_text
@@ -34,31 +36,40 @@ from sr_pipeline.storage.atomic import atomic_write
 def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text: dict[str, str], *,
                        drop_alpha: bool = False, overwrite: bool = False, compress_level: int = 6,
                        progress: Callable[[int], None] | None = None,
-                       on_rows: Callable[[int, np.ndarray], None] | None = None) -> str:
-    """Upscale ``src`` into the PNG ``target`` (temp file, then renamed); returns the output mode.
+                       on_rows: Callable[[int, np.ndarray], None] | None = None,
+                       consistency: ConsistencyPass | None = None) -> tuple[str, Consistency | None]:
+    """Upscale ``src`` into the PNG ``target`` (temp file, then renamed); returns the output mode and,
+    with ``consistency`` (a pass started on ``src``), its result, which is also written into the PNG.
 
     Without ``overwrite`` an existing target is never replaced, even one that appears meanwhile.
-    ``on_rows(first_row, rows)`` sees every output band (for previews).
+    ``on_rows(first_row, rows)`` sees every output band (for previews). The consistency pass sees
+    the rows as written, so an audit of the file finds the same figures.
     """
     target = Path(target)
     mode = src.output_mode(drop_alpha)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
+    held = 0 if consistency is None else ConsistencyPass.held_bytes(consistency.camera, src.height, src.width)
+    found: list[Consistency] = []
 
     def write(fh) -> None:
         writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
                                  MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
-        for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress):
+        for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress, held=held):
             if on_rows is not None:
                 on_rows(writer.rows_written, rows)
+            if consistency is not None:
+                consistency.feed(rows)
             writer.write_rows(rows)
-        writer.close()
+        if consistency is not None:
+            found.append(consistency.finish())
+        writer.close(consistency_text(found[0]) if found else None)
 
     try:  # the file is fsynced; its folder is not (one per archived image would cost more than it buys)
         atomic_write(target, write, sync_dir=False, exclusive=not overwrite)
     except FileExistsError:
         raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
-    return mode
+    return mode, (found[0] if found else None)
 
 
 # ---------------------------------------------------------------- resuming
@@ -182,8 +193,8 @@ def _upscale_one(upscaler: Upscaler, path: Path, target: Path, args: argparse.Na
         if conflict is not None:
             raise FileExistsError(conflict)
         return {"status": "skipped", "reason": "already done, kept"}
-    mode = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha, overwrite=args.overwrite,
-                              progress=progress)
+    mode, _ = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha,
+                                 overwrite=args.overwrite, progress=progress)
     return {"status": "upscaled", "mode": mode, "seconds": round(time.perf_counter() - t0, 3),
             "size": [src.width * upscaler.scale, src.height * upscaler.scale]}
 

@@ -75,11 +75,16 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         h, w = x_hr.shape[-2:]
         if h % s or w % s:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {s}")
-        base = downsample(x_hr, s)
+        return self.from_parts(downsample(x_hr, s), F.pixel_unshuffle(x_hr, s), noise)
+
+    def from_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+        """G from its LR-sized inputs: ``down(x)`` and ``pixel_unshuffle(x, scale)`` (which a caller
+        streaming the HR image in row bands can build without holding it)."""
         y_t = base if noise is None else base + self.noise_std * noise.to(base.dtype)
         # As the upsampler's x_t, y_T is scaled to keep the input variance near one.
         y_t = y_t / math.sqrt(self.noise_std**2 + 1)
-        h = self.conv_in(torch.cat([y_t, base, F.pixel_unshuffle(x_hr, s)], dim=1))
+        h = self.conv_in(torch.cat([y_t, base, unshuffled], dim=1))
         r = self.conv_out(F.silu(self.norm_out(self.blocks(h))))
         return base + r
 

@@ -1,8 +1,9 @@
 """PNG output of the upscaler, streamed row band by row band, and reading its provenance back.
 
 ``PngStreamWriter`` writes a PNG row band by row band (zlib stream, adaptive Sub/Up filter per
-row), so an HR output never has to exist whole in memory; its text chunks (written before the
-image data) carry the provenance, which :func:`png_text` reads back. Decoding lives in
+row), so an HR output never has to exist whole in memory; its text chunks carry the provenance
+(before the image data) and what is known only once every row is out, such as the consistency
+verdict (after it, as PNG allows); :func:`png_text` reads both back. Decoding lives in
 :mod:`sr_pipeline.sr.decode`.
 """
 
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
@@ -90,17 +90,57 @@ class PngStreamWriter:
         self._emit(self._z.compress(filtered.data))
         self.rows_written += n
 
-    def close(self) -> None:
+    def close(self, trailing_text: dict[str, str] | None = None) -> None:
+        """Finish the image; ``trailing_text`` goes after the image data (figures of the whole output)."""
         if self.rows_written != self.height:
             raise ValueError(f"wrote {self.rows_written} of {self.height} rows")
         self._emit(self._z.flush(), force=True)
+        for key, value in (trailing_text or {}).items():
+            self.fh.write(_itxt(key, value))
         self.fh.write(png_chunk(b"IEND", b""))
 
 
+def _text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
+    key, _, rest = body.partition(b"\0")
+    if kind == b"tEXt":
+        return key.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":
+        return key.decode("latin-1"), zlib.decompress(rest[1:]).decode("latin-1")
+    compressed, _method = rest[0], rest[1]
+    _lang, _, rest = rest[2:].partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    return key.decode("latin-1"), (zlib.decompress(text) if compressed else text).decode("utf-8")
+
+
 def png_text(path: str | Path) -> dict[str, str]:
-    """The text chunks before the image data (where :class:`PngStreamWriter` puts them)."""
-    with Image.open(path) as im:
-        return {k: v for k, v in im.info.items() if isinstance(v, str)}
+    """Every text chunk of a PNG, before and after the image data, without decoding the pixels.
+
+    Raises ``ValueError`` for a file that is not a well-formed PNG up to its end chunk.
+    """
+    out: dict[str, str] = {}
+    with open(path, "rb") as fh:
+        if fh.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            raise ValueError(f"{path} is not a PNG")
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{path} ends before its end chunk")
+            length, kind = struct.unpack(">I", head[:4])[0], head[4:]
+            if kind == b"IEND":
+                return out
+            if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                body = fh.read(length)
+                if len(body) < length:
+                    raise ValueError(f"{path} ends inside a text chunk")
+                try:
+                    found = _text_chunk(kind, body)
+                except (zlib.error, UnicodeDecodeError, IndexError):
+                    found = None
+                if found is not None:
+                    out[found[0]] = found[1]
+                fh.seek(4, os.SEEK_CUR)
+            else:
+                fh.seek(length + 4, os.SEEK_CUR)
 
 
 def png_complete(path: str | Path) -> bool:

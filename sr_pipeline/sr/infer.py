@@ -348,11 +348,14 @@ class Upscaler:
 
 
 def iter_output_rows(upscaler: Upscaler, src: SourceImage, *, drop_alpha: bool = False,
-                     progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
-    """HR row bands in the source's mode (grey stays grey; alpha bicubic-upscaled unless dropped)."""
+                     progress: Callable[[int], None] | None = None, held: int = 0) -> Iterator[np.ndarray]:
+    """HR row bands in the source's mode (grey stays grey; alpha bicubic-upscaled unless dropped).
+
+    ``held``: bytes the caller keeps meanwhile (for the memory plan), besides the alpha channel.
+    """
     dtype = src.colour.dtype
     r = 0
-    held = 0 if src.alpha is None else src.alpha.nbytes
+    held += 0 if src.alpha is None else src.alpha.nbytes
     for rows in upscaler.iter_rows(src.colour, progress, held=held):
         n = len(rows)
         parts = [quantise(to_grey(rows) if src.grey else rows, dtype)]

@@ -1,0 +1,97 @@
+"""Which camera model and thresholds judge a model's outputs, and how a verdict is written down.
+
+A student's outputs are judged with the downsampler G co-trained with it (the learned model of the
+field camera; ``downsampler`` in its ``training.json``, else the sibling folder of the same
+version), or bicubic-down when it has none or ``--camera-model bicubic`` asks for the model-free
+second opinion. Thresholds come from the ``consistency.json`` fitted on the calibration pairs and
+stored in the model's folder (per field camera), else the built-in defaults; the output says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sr_pipeline.sr.checkpoints import read_info
+from sr_pipeline.sr.consistency import (
+    THRESHOLDS_FILE, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera, Thresholds, load_thresholds,
+    thresholds_for,
+)
+from sr_pipeline.sr.image_io import TEXT_PREFIX
+
+BICUBIC = "bicubic"
+
+
+def co_trained_downsampler(model_dir: Path) -> Path | None:
+    """The downsampler trained with a student (None for a teacher or a student without one)."""
+    model_dir = Path(model_dir)
+    try:
+        recorded = read_info(model_dir).get("downsampler")
+    except (OSError, ValueError):
+        recorded = None
+    candidates = [Path(recorded)] if recorded else []
+    candidates.append(model_dir.parent.parent / "downsampler" / model_dir.name)
+    return next((p for p in candidates if (p / "config.json").is_file()), None)
+
+
+@dataclass
+class ConsistencyCheck:
+    """A camera model plus per-camera thresholds: starts one :class:`ConsistencyPass` per image."""
+
+    camera: Camera
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
+    thresholds_source: str = "built-in defaults"
+
+    def thresholds_of(self, camera_id: str | None) -> Thresholds:
+        return thresholds_for(self.thresholds, camera_id)
+
+    def start(self, lr: np.ndarray, camera_id: str | None = None, *, keep_map: bool = False) -> ConsistencyPass:
+        return ConsistencyPass(self.camera, lr, self.thresholds_of(camera_id), keep_map=keep_map)
+
+    def held_bytes(self, lr_height: int, lr_width: int) -> int:
+        return ConsistencyPass.held_bytes(self.camera, lr_height, lr_width)
+
+
+def load_check(model_dir: Path | None, scale: int, *, camera_model: str | None = None,
+               thresholds_file: Path | None = None, device: str = "cpu") -> ConsistencyCheck:
+    """The check for outputs of ``model_dir`` (``camera_model``: a downsampler folder, ``bicubic``, or
+    None for the co-trained one). Raises ``ValueError`` (one sentence) for a bad folder or file."""
+    if camera_model == BICUBIC:
+        camera: Camera = BicubicCamera(scale)
+    else:
+        g_dir = Path(camera_model) if camera_model else (co_trained_downsampler(model_dir) if model_dir else None)
+        if g_dir is None:
+            camera = BicubicCamera(scale)
+        else:
+            if not (g_dir / "config.json").is_file():
+                raise ValueError(f"--camera-model {g_dir} is not a downsampler folder (no config.json)")
+            try:
+                camera = LearnedCamera.from_dir(g_dir, device)
+            except Exception as exc:  # bad JSON, corrupt weights, ...
+                detail = (str(exc).strip().splitlines() or [""])[0]
+                raise ValueError(f"cannot load the camera model in {g_dir} ({type(exc).__name__}: {detail})") from None
+            if camera.scale != scale:
+                raise ValueError(f"the camera model in {g_dir} is x{camera.scale}, the outputs are x{scale}")
+    if thresholds_file is None and model_dir is not None and (Path(model_dir) / THRESHOLDS_FILE).is_file():
+        thresholds_file = Path(model_dir) / THRESHOLDS_FILE
+    if thresholds_file is None:
+        return ConsistencyCheck(camera)
+    return ConsistencyCheck(camera, load_thresholds(Path(thresholds_file)), str(thresholds_file))
+
+
+def consistency_text(result: Consistency) -> dict[str, str]:
+    """The PNG text of a verdict (written after the image data, once every row is known)."""
+    rec = result.record()
+    text = {
+        f"{TEXT_PREFIX}consistency": rec["consistency_verdict"],
+        f"{TEXT_PREFIX}consistency_psnr_y": f"{rec['consistency_psnr_y']:.2f}",
+        f"{TEXT_PREFIX}consistency_flagged_share": f"{rec['consistency_flagged_share']:.6f}",
+        f"{TEXT_PREFIX}consistency_peak": f"{rec['consistency_peak']:.1f}",
+        f"{TEXT_PREFIX}consistency_colour_shift": ",".join(f"{c:.2f}" for c in rec["consistency_colour_shift"]),
+        f"{TEXT_PREFIX}consistency_camera": rec["consistency_camera"],
+    }
+    if rec["consistency_reasons"]:
+        text[f"{TEXT_PREFIX}consistency_reasons"] = rec["consistency_reasons"]
+    return text

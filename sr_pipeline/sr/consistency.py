@@ -1,0 +1,439 @@
+"""Is a restored image consistent with what the camera recorded? (issue 12)
+
+An output ``x_hat`` of an LR image ``y`` is consistent when the camera, applied to it, gives back
+what the camera recorded: ``camera(x_hat) ~ y``. The camera is the learned downsampler G of the
+image's field camera at eps' = 0, or bicubic-down when no G exists (the model-free second opinion).
+From the LR residual ``r = camera(x_hat) - y`` (8-bit levels) come:
+
+- ``psnr_y``: the consistency PSNR-Y in dB (peak 255) of camera(x_hat) against y;
+- the **map**: ``|r_Y|`` smoothed by a 3x3 binomial (so single-pixel sensor noise does not light
+  it up), divided by the camera's pixel threshold: a value above 1 is an LR pixel that the output
+  contradicts;
+- ``flagged_share``: the share of LR pixels whose map value is above 1;
+- ``peak``: the largest smoothed residual, in levels (a small invented defect lives here: a
+  planted spot moves a handful of LR pixels far, which a share would average away);
+- ``colour_shift``: the mean residual per channel (and ``intensity_shift`` over channels): a
+  colour cast or brightness change the output added.
+
+:class:`ConsistencyPass` computes all of it while the upscaler streams its rows out: HR row bands
+go in (as written, so the audit of the saved PNG finds the same figures), and only LR-sized arrays
+are kept, never the HR image. Bicubic-down is computed band by band with a halo of LR rows, so the
+result equals a whole-image pass. G normalises over the whole image (GroupNorm), so for it the
+pass keeps G's LR-sized inputs (bicubic-down and the pixel-unshuffled HR) and runs G once at the
+end.
+
+:class:`Thresholds` turn the figures into a verdict (``ok`` / ``check``); they are fitted per
+camera on the plant's calibration pairs by :func:`fit_thresholds`. :func:`enforce_consistency`
+projects an output back towards its input (iterative back-projection through the camera model).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
+from sr_pipeline.sr.imageops import downsample, upsample
+
+Y_WEIGHTS = torch.tensor([65.481, 128.553, 24.966]) / 255.0  # Y of YCbCr per 0-255 RGB level, as metrics.rgb_to_y
+BICUBIC_HALO = 3  # LR rows beyond a band that antialiased bicubic-down reads (its support is 2 LR pixels)
+MAP_FILE_SUFFIX = "_consistency.png"
+VERDICTS = ("ok", "check")
+
+
+# ---------------------------------------------------------------- camera models
+
+
+class Camera:
+    """A camera model: HR in [-1, 1] -> the LR the camera would record, in [-1, 1]."""
+
+    name = "camera"
+    whole_image = False  # True: needs the whole image at once (global normalisation)
+
+    def __init__(self, scale: int):
+        self.scale = int(scale)
+
+    def __call__(self, x_hr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BicubicCamera(Camera):
+    """Antialiased bicubic downsampling: the model-free camera (no blur, no noise, no colour)."""
+
+    name = "bicubic"
+
+    @torch.inference_mode()
+    def __call__(self, x_hr: torch.Tensor) -> torch.Tensor:
+        return downsample(x_hr, self.scale)
+
+
+class LearnedCamera(Camera):
+    """The learned downsampler G of a field camera at eps' = 0 (deterministic)."""
+
+    whole_image = True
+
+    def __init__(self, model: LearnedDownsampler, name: str):
+        super().__init__(model.config.scale)
+        self.model, self.name = model, name
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, device: str = "cpu") -> "LearnedCamera":
+        return cls(load_downsampler(model_dir, device), f"G {Path(model_dir).name}")
+
+    @torch.inference_mode()
+    def __call__(self, x_hr: torch.Tensor) -> torch.Tensor:
+        return self.model(x_hr)
+
+    @torch.inference_mode()
+    def from_parts(self, base: torch.Tensor, unshuffled: torch.Tensor) -> torch.Tensor:
+        return self.model.from_parts(base, unshuffled)
+
+
+# ---------------------------------------------------------------- thresholds and verdicts
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When an output needs a person's look. Levels are 8-bit (0-255) steps of Y or of a channel.
+
+    ``pixel``: smoothed |residual| above which an LR pixel is flagged (the map's 1.0);
+    ``peak``: the largest smoothed |residual| an output may carry; ``share``: the flagged share of
+    LR pixels an output may carry; ``psnr``: the lowest consistency PSNR-Y (dB); ``colour``: the
+    largest |mean shift| of a channel.
+    """
+
+    pixel: float = 10.0
+    peak: float = 20.0
+    share: float = 0.01
+    psnr: float = 28.0
+    colour: float = 4.0
+    camera: str = "default"
+    source: str = "built-in defaults (no calibration pairs)"
+    fit: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("pixel", "peak", "share", "psnr", "colour"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"consistency threshold {name} must be a finite number, got {value!r}")
+        if self.pixel <= 0 or self.peak <= 0 or self.colour <= 0:
+            raise ValueError(f"consistency thresholds pixel, peak and colour must be > 0 levels, got "
+                             f"pixel={self.pixel:g}, peak={self.peak:g}, colour={self.colour:g}")
+        if not 0 <= self.share < 1:
+            raise ValueError(f"consistency threshold share must be in [0, 1), got {self.share:g}")
+        if self.psnr <= 0:
+            raise ValueError(f"consistency threshold psnr must be > 0 dB, got {self.psnr:g}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Thresholds":
+        if not isinstance(data, dict):
+            raise ValueError(f"consistency thresholds must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown consistency threshold setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+THRESHOLDS_FILE = "consistency.json"
+
+
+def save_thresholds(path: Path, by_camera: dict[str, Thresholds], write) -> None:
+    """``write(path, bytes)`` publishes the per-camera thresholds (an atomic writer)."""
+    body = {"cameras": {cam: t.to_dict() for cam, t in sorted(by_camera.items())}}
+    write(Path(path), (json.dumps(body, indent=2) + "\n").encode())
+
+
+def load_thresholds(path: Path) -> dict[str, Thresholds]:
+    """Per-camera thresholds from a ``consistency.json`` (ValueError naming the file when bad)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {cam: Thresholds.from_dict(t) for cam, t in data["cameras"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"cannot read consistency thresholds from {path} ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def thresholds_for(by_camera: dict[str, Thresholds], camera: str | None) -> Thresholds:
+    """The thresholds of ``camera``; else those fitted on all cameras; else the built-in defaults."""
+    for key in (camera, "all"):
+        if key is not None and key in by_camera:
+            return by_camera[key]
+    return Thresholds()
+
+
+@dataclass
+class Consistency:
+    """The consistency figures of one output and its verdict."""
+
+    psnr_y: float
+    flagged_share: float
+    peak: float
+    colour_shift: tuple[float, ...]
+    intensity_shift: float
+    camera: str
+    verdict: str
+    reasons: list[str]
+    map: np.ndarray | None = field(default=None, repr=False)  # LR-sized smoothed |r_Y| / pixel threshold
+    abs_residual: np.ndarray | None = field(default=None, repr=False)  # LR-sized smoothed |r_Y| in levels
+
+    def record(self) -> dict:
+        """Flat JSON-ready figures (for ``--json``, the manifest and PNG text)."""
+        return {
+            "consistency_verdict": self.verdict,
+            "consistency_psnr_y": round(self.psnr_y, 3) if math.isfinite(self.psnr_y) else 99.0,
+            "consistency_flagged_share": round(self.flagged_share, 6),
+            "consistency_peak": round(self.peak, 2),
+            "consistency_colour_shift": [round(c, 3) for c in self.colour_shift],
+            "consistency_intensity_shift": round(self.intensity_shift, 3),
+            "consistency_camera": self.camera,
+            "consistency_reasons": "; ".join(self.reasons),
+        }
+
+
+def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
+            t: Thresholds) -> tuple[str, list[str]]:
+    """``("ok" | "check", reasons)``: every threshold an output breaks, in words."""
+    reasons = []
+    if peak > t.peak:
+        reasons.append(f"a region disagrees with the input by {peak:.0f} levels (limit {t.peak:.0f})")
+    if share > t.share:
+        reasons.append(f"{100 * share:.2f}% of input pixels disagree (limit {100 * t.share:.2f}%)")
+    if psnr_y < t.psnr:
+        reasons.append(f"consistency PSNR-Y {psnr_y:.1f} dB is below {t.psnr:.1f} dB")
+    worst = max((abs(c) for c in colour), default=0.0)
+    if worst > t.colour:
+        reasons.append(f"colour/intensity shifted by {worst:.1f} levels (limit {t.colour:.1f})")
+    return ("check" if reasons else "ok"), reasons
+
+
+# ---------------------------------------------------------------- the measure
+
+
+def _binomial3(r: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+    kernel = (k[:, None] * k[None, :])[None, None].to(r)
+    return F.conv2d(F.pad(r[None, None], (1, 1, 1, 1), mode="replicate"), kernel)[0, 0]
+
+
+def _as_unit_chw(img: np.ndarray) -> torch.Tensor:
+    """uint8/uint16 HxW / HxWxC -> float (3, H, W) in [-1, 1] (grey replicated; alpha dropped)."""
+    arr = np.asarray(img)
+    maxval = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype)
+    if maxval is None:
+        raise ValueError(f"expected uint8 or uint16 pixels, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an HxW, HxWx1..4 image, got shape {arr.shape}")
+    colour = arr[:, :, :1] if arr.shape[2] in (1, 2) else arr[:, :, :3]
+    t = torch.from_numpy(np.ascontiguousarray(colour).astype(np.float32)).permute(2, 0, 1)
+    return t.mul_(2.0 / maxval).sub_(1.0).expand(3, -1, -1)
+
+
+class ConsistencyPass:
+    """Feed an output's HR rows top to bottom (as written); :meth:`finish` gives its :class:`Consistency`.
+
+    ``lr`` is the recorded input (uint8/uint16, grey, RGB or with alpha); fed rows are the output
+    in the same dtype (grey or RGB; an alpha channel is ignored). ``grey``: compare intensity only.
+    """
+
+    def __init__(self, camera: Camera, lr: np.ndarray, thresholds: Thresholds, *, grey: bool | None = None,
+                 keep_map: bool = False):
+        self.camera, self.thresholds, self.keep_map = camera, thresholds, keep_map
+        arr = np.asarray(lr)
+        self.grey = (arr.ndim == 2 or arr.shape[2] in (1, 2)) if grey is None else grey
+        self.y = _as_unit_chw(arr)
+        self.h, self.w = self.y.shape[1:]
+        s = camera.scale
+        self.H, self.W = self.h * s, self.w * s
+        self.base = torch.empty(3, self.h, self.w)
+        self.unshuffled = torch.empty(3 * s * s, self.h, self.w) if camera.whole_image else None
+        self._buf = torch.empty(3, 0, self.W)  # HR rows [_buf_top, rows_in) still needed
+        self._buf_top = 0
+        self.rows_in = 0
+        self.lr_done = 0  # LR rows of base computed
+
+    @staticmethod
+    def held_bytes(camera: Camera, lr_height: int, lr_width: int) -> int:
+        """Estimated bytes the pass holds for an image (for the upscaler's memory plan)."""
+        s, n = camera.scale, lr_height * lr_width
+        lr_arrays = (3 + 3 + 3 + 2) * n * 4  # input, base, camera output, maps
+        band = 3 * (2 * BICUBIC_HALO + 2) * s * lr_width * s * 4 * 2
+        if camera.whole_image:
+            lr_arrays += 3 * s * s * n * 4 + 8 * 32 * n * 4  # unshuffled HR + G's activations
+        return lr_arrays + band
+
+    def feed(self, rows: np.ndarray) -> None:
+        """The next HR rows of the output (n, W*scale[, C]) uint8/uint16, as written to the file."""
+        band = _as_unit_chw(rows)
+        if band.shape[2] != self.W:
+            raise ValueError(f"expected output rows {self.W} pixels wide, got {band.shape[2]}")
+        if self.rows_in + band.shape[1] > self.H:
+            raise ValueError("more output rows than the input's height times the scale")
+        self._buf = torch.cat([self._buf, band], dim=1)
+        self.rows_in += band.shape[1]
+        self._advance(final=self.rows_in == self.H)
+
+    def _advance(self, final: bool) -> None:
+        s = self.camera.scale
+        ready = self.h if final else max(0, self.rows_in // s - BICUBIC_HALO)
+        if ready <= self.lr_done:
+            return
+        lo, hi = self.lr_done, ready
+        a = max(0, lo - BICUBIC_HALO)  # LR rows [a, b) are downsampled; [lo, hi) are kept
+        b = self.h if final else min(self.h, hi + BICUBIC_HALO)
+        hr = self._buf[:, a * s - self._buf_top:b * s - self._buf_top]
+        self.base[:, lo:hi] = downsample(hr[None], s)[0, :, lo - a:hi - a]
+        if self.unshuffled is not None:
+            rows = self._buf[:, lo * s - self._buf_top:hi * s - self._buf_top]
+            self.unshuffled[:, lo:hi] = F.pixel_unshuffle(rows[None], s)[0]
+        self.lr_done = hi
+        keep_from = max(0, hi - BICUBIC_HALO) * s
+        self._buf = self._buf[:, keep_from - self._buf_top:].clone()
+        self._buf_top = keep_from
+
+    def finish(self) -> Consistency:
+        if self.rows_in != self.H:
+            raise ValueError(f"fed {self.rows_in} of {self.H} output rows")
+        if isinstance(self.camera, LearnedCamera):
+            down = self.camera.from_parts(self.base[None], self.unshuffled[None])[0].float()
+        else:
+            down = self.base
+        return summarise(down, self.y, self.camera.name, self.thresholds, grey=self.grey, keep_map=self.keep_map)
+
+
+def summarise(down: torch.Tensor, y: torch.Tensor, camera: str, t: Thresholds, *, grey: bool = False,
+              keep_map: bool = False) -> Consistency:
+    """Figures and verdict from camera(x_hat) and y, both (3, h, w) in [-1, 1]."""
+    r = (down.clamp(-1, 1) - y) * 127.5  # 8-bit levels
+    r_y = torch.einsum("chw,c->hw", r, Y_WEIGHTS.to(r))
+    mse = float(r_y.square().mean())
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    smooth = _binomial3(r_y).abs_()
+    peak = float(smooth.max())
+    share = float((smooth > t.pixel).float().mean())
+    per_channel = r.mean(dim=(1, 2))
+    colour = (float(per_channel.mean()),) if grey else tuple(float(c) for c in per_channel)
+    intensity = float(r_y.mean())
+    v, reasons = verdict(psnr, share, peak, colour, t)
+    return Consistency(psnr, share, peak, colour, intensity, camera, v, reasons,
+                       map=(smooth / t.pixel).numpy() if keep_map else None,
+                       abs_residual=smooth.numpy() if keep_map else None)
+
+
+def measure(camera: Camera, sr: np.ndarray, lr: np.ndarray, thresholds: Thresholds, *,
+            keep_map: bool = False) -> Consistency:
+    """The consistency of a whole output ``sr`` (uint8/uint16) with its input ``lr``."""
+    sr, lr = np.asarray(sr), np.asarray(lr)
+    s = camera.scale
+    if sr.shape[0] != lr.shape[0] * s or sr.shape[1] != lr.shape[1] * s:
+        raise ValueError(f"output {sr.shape[1]}x{sr.shape[0]} is not {s}x the input "
+                         f"{lr.shape[1]}x{lr.shape[0]}")
+    cp = ConsistencyPass(camera, lr, thresholds, keep_map=keep_map)
+    cp.feed(sr)
+    return cp.finish()
+
+
+# ---------------------------------------------------------------- the map a person reads
+
+
+def map_png(result: Consistency, lr: np.ndarray, min_side: int = 256) -> bytes:
+    """A heat map over the dimmed input at LR size (enlarged by whole pixels up to ``min_side`` for
+    small inputs): yellow where the output starts to disagree, red where it is flagged (map value
+    >= 1). PNG bytes."""
+    if result.map is None:
+        raise ValueError("the consistency was measured without keep_map")
+    base = (_as_unit_chw(np.asarray(lr))[0].numpy() + 1.0) * 127.5  # first channel's intensity
+    grey = (0.35 * base)[..., None].repeat(3, axis=2)
+    heat = np.clip(result.map, 0.0, 2.0)[..., None] / 2.0  # 1.0 (flagged) is half way
+    colour = np.stack([np.full_like(result.map, 255.0), 255.0 * np.clip(2.0 - 2.0 * heat[..., 0], 0, 1),
+                       np.zeros_like(result.map)], axis=2)
+    out = np.where(heat > 0.25, (1 - heat) * grey + heat * colour, grey)
+    k = max(1, -(-min_side // max(out.shape[:2])))
+    out = out.repeat(k, axis=0).repeat(k, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- fitting thresholds
+
+
+@dataclass
+class CalibrationSample:
+    """One calibration output's consistency (with its map) and its true error against the HR."""
+
+    consistency: Consistency
+    true_psnr_y: float
+
+
+def fit_thresholds(samples: Sequence[CalibrationSample], camera: str, *, pixel_quantile: float = 0.999,
+                   margin: float = 1.25) -> Thresholds:
+    """Thresholds for a camera from its calibration outputs.
+
+    The served model's outputs on the calibration pairs are the plant's known-acceptable outputs
+    (the gate scored them against their HR). The pixel threshold is the ``pixel_quantile`` of their
+    smoothed residuals; the per-image limits sit ``margin`` beyond the worst calibration output
+    (1 dB for PSNR), so an output is ``check`` when it disagrees with its input more than any output
+    whose true error was measured. The fit also records how consistency relates to true error
+    (Spearman across images), for the report.
+    """
+    if not samples:
+        raise ValueError("fitting consistency thresholds needs at least one calibration pair")
+    if any(s.consistency.abs_residual is None for s in samples):
+        raise ValueError("calibration consistency must be measured with keep_map=True")
+    pooled = np.concatenate([s.consistency.abs_residual.ravel() for s in samples])
+    pixel = max(float(np.quantile(pooled, pixel_quantile)), 1.0)
+    shares = [float((s.consistency.abs_residual > pixel).mean()) for s in samples]
+    peaks = [s.consistency.peak for s in samples]
+    psnrs = [min(s.consistency.psnr_y, 99.0) for s in samples]
+    colours = [max(abs(c) for c in s.consistency.colour_shift) for s in samples]
+    true = [s.true_psnr_y for s in samples]
+    fit = {"pairs": len(samples), "pixel_quantile": pixel_quantile, "margin": margin,
+           "spearman_consistency_vs_true_psnr": spearman(psnrs, true) if len(samples) > 2 else None,
+           "worst_calibration": {"peak": max(peaks), "share": max(shares), "psnr_y": min(psnrs),
+                                 "colour": max(colours)}}
+    return Thresholds(pixel=round(pixel, 3), peak=round(max(peaks) * margin, 3),
+                      share=round(min(0.5, max(max(shares) * margin, 0.001)), 6),
+                      psnr=round(min(psnrs) - 1.0, 3), colour=round(max(max(colours) * margin, 1.0), 3),
+                      camera=camera, source=f"calibration ({len(samples)} pairs)", fit=fit)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+# ---------------------------------------------------------------- enforcing consistency
+
+
+@torch.inference_mode()
+def enforce_consistency(camera: Camera, x_hr: torch.Tensor, y: torch.Tensor, iterations: int = 3,
+                        step: float = 1.0) -> torch.Tensor:
+    """Iterative back-projection (Irani and Peleg): ``x <- x + step * up(y - camera(x))``.
+
+    ``x_hr`` (1, 3, H, W) and ``y`` (1, 3, h, w) in [-1, 1]; returns the projected output, clamped.
+    Each iteration removes most of the LR residual that the camera model can see, so camera(x)
+    moves towards y while the detail the camera cannot see (above its Nyquist band) is kept.
+    """
+    if iterations < 0 or not (0 < step <= 2):
+        raise ValueError("enforce_consistency needs iterations >= 0 and 0 < step <= 2")
+    x = x_hr.clone()
+    for _ in range(iterations):
+        x.add_(upsample(y - camera(x), camera.scale), alpha=step).clamp_(-1, 1)
+    return x
