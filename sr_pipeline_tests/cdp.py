@@ -7,6 +7,7 @@ navigate, read the page, wait for something, and click with real mouse events at
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
@@ -101,6 +102,12 @@ class Page:
         self.send("Input.dispatchMouseEvent", type="mouseMoved", x=box["x"], y=box["y"])
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left", clickCount=1)
+
+    def snapshot(self, stem: Path) -> None:
+        """Save what the page shows as ``stem``.png (a screenshot) and ``stem``.html (the DOM)."""
+        shot = self.send("Page.captureScreenshot", format="png")
+        stem.with_suffix(".png").write_bytes(base64.b64decode(shot["data"]))
+        stem.with_suffix(".html").write_text(self.evaluate("document.documentElement.outerHTML") or "")
 
     def shortcut(self, code: str, key: str, alt: bool = False) -> None:
         """Press a key (``code`` as in KeyboardEvent.code), with Alt held if ``alt``."""

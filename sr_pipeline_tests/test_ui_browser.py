@@ -2,16 +2,21 @@
 from headless Debian Chromium through the DevTools protocol (:mod:`cdp`).
 
 The data root holds calibration pairs and tiny teacher, student and downsampler folders, recorded
-in the instance as those assets' values. The test opens the global asset lineage and checks that
-every asset of the Definitions is drawn, opens ``evaluation_report``, clicks "Materialize" as an
-operator does, waits for the run (queued, dequeued by the daemon, run in its own worker) to
-succeed, and reads the new report's metadata on the asset's page.
+in the instance as those assets' values, and the student is the promoted one (recorded and reported
+as ``sr-pipeline promote`` does), so every upstream asset of the report has a materialisation. With
+one missing (``promoted_student`` before it was recorded here) the UI answers the click with an "Are
+you sure?" dialog naming it and starts no run until someone confirms; the test fails at once on
+such a dialog. The test opens the global asset lineage and checks that every asset of the
+Definitions is drawn, opens ``evaluation_report``, clicks "Materialize" as an operator does, waits
+for the run (queued, dequeued by the daemon, run in its own worker) to succeed, and reads the new
+report's metadata on the asset's page. On a failure the page is saved (.png, .html) in tmp_path.
 
 Skipped where Chromium is missing and ``CI`` is not ``true``; in CI a missing Chromium fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -26,6 +31,9 @@ from dagster import DagsterInstance, DagsterRunStatus
 from cdp import Page
 from deploy_fixtures import REPO_ROOT, child_env, require, start_group, stop_group, write_home
 from sr_pipeline.definitions import build_definitions
+from sr_pipeline.defs.promotion_events import report_promotion
+from sr_pipeline.evaluation.promotion import find_student, promote_version
+from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.storage.layout import DataLayout
 from test_evaluation import add_pairs, save_downsampler, save_sr
 
@@ -42,8 +50,10 @@ def chromium() -> str:
     return str(path)
 
 
-def record_model_assets(instance: DagsterInstance, teacher: Path, student: Path, downsampler: Path) -> None:
-    """Store the three models as the values of the report's upstream assets (what training would do)."""
+def record_model_assets(instance: DagsterInstance, layout: DataLayout, teacher: Path, student: Path,
+                        downsampler: Path) -> None:
+    """Store the three models as the values of the report's upstream assets (what training would do)
+    and promote the student (what the gate would do), so the report has no unmaterialised upstream."""
 
     @dg.asset(name="teacher_checkpoint")
     def teacher_value() -> str:
@@ -54,6 +64,9 @@ def record_model_assets(instance: DagsterInstance, teacher: Path, student: Path,
         return str(student), str(downsampler)
 
     assert dg.materialize([teacher_value, student_values], instance=instance).success
+    # As `sr-pipeline promote` records it: the promotion log, then the runless promoted_student event.
+    entry = promote_version(layout, find_student(layout, model_version(student)), "the plant's first student")
+    report_promotion(instance, entry["version"], entry["path"], entry["reason"])
     # calibration_pairs_sensor would otherwise request its own evaluation run for the 3 pairs.
     instance.report_runless_asset_event(dg.AssetMaterialization(REPORT, metadata={"calibration_pairs": 3}))
 
@@ -67,7 +80,7 @@ def plant(tmp_path, registry, cameras_file):
     add_pairs(layout, registry, tmp_path, [1, 2, 3], "calib-1")
     models = save_sr(layout, "teacher", "t1"), save_sr(layout, "student", "s1"), save_downsampler(layout, "s1")
     with DagsterInstance.from_config(str(home)) as instance:
-        record_model_assets(instance, *models)
+        record_model_assets(instance, layout, *models)
     env = child_env(DAGSTER_HOME=str(home), SR_PIPELINE_DATA=str(layout.root), SR_PIPELINE_CAMERAS=str(cameras_file),
                     SR_PIPELINE_GATE_REQUIRE_LPIPS="0", SR_PIPELINE_EVAL_DEVICE="cpu", OMP_NUM_THREADS="1",
                     SR_PIPELINE_RETRAIN_STUDENT="100000", SR_PIPELINE_RETRAIN_TEACHER="100000")
@@ -106,21 +119,33 @@ def dagster_ui(plant, tmp_path):
         stop_group(web)
 
 
-def wait_for_run(home: Path, timeout: float = 420):
-    """The run launched from the UI (tag ``dagster/from_ui``), once it has finished successfully."""
-    deadline = time.monotonic() + timeout
+# The text of an open dialog (Blueprint's role=dialog), or null.
+DIALOG = "(() => { const d = document.querySelector('[role=dialog]'); return d ? d.innerText : null; })()"
+
+
+def wait_for_run(home: Path, page: Page, launch_timeout: float = 120, timeout: float = 420):
+    """The run launched from the UI (tag ``dagster/from_ui``), once it has finished successfully.
+
+    Fails at once when the page shows a dialog instead (the click asks for a confirmation or a
+    config), and when no run exists ``launch_timeout`` s after the click: the webserver creates the
+    run (queued) as it answers the click, so there is nothing to wait for after that."""
+    start = time.monotonic()
     with DagsterInstance.from_config(str(home)) as instance:
         while True:
             runs = instance.get_runs(dg.RunsFilter(tags={"dagster/from_ui": "true"}))
             assert len(runs) <= 1, f"one click launched {len(runs)} runs"
-            if runs and runs[0].is_finished:
+            if not runs:
+                dialog = page.evaluate(DIALOG)
+                assert dialog is None, f"the click opened a dialog instead of launching a run:\n{dialog}"
+                assert time.monotonic() - start < launch_timeout, f"no run {launch_timeout} s after the click"
+            elif runs[0].is_finished:
                 run = runs[0]
                 if run.status != DagsterRunStatus.SUCCESS:
                     errors = [e.dagster_event.event_specific_data for e in instance.all_logs(run.run_id)
                               if e.is_dagster_event and e.dagster_event.is_failure]
                     raise AssertionError(f"run {run.run_id} {run.status}: {errors}")
                 return run, instance.get_latest_materialization_event(dg.AssetKey(REPORT))
-            assert time.monotonic() < deadline, f"no finished run launched from the UI after {timeout} s: {runs}"
+            assert time.monotonic() - start < timeout, f"the run from the UI did not finish in {timeout} s: {runs}"
             time.sleep(2)
 
 
@@ -137,12 +162,6 @@ ALL_DRAWN = """((names) => {
 })(%s)"""
 
 
-# Known defect, open in the deployment issue: written before `promoted_student` joined the graph, the
-# click on "Materialize" for evaluation_report no longer launches a run (no run after 420 s, no error
-# in the webserver or daemon logs) and the test waits 420 s for nothing, so it is skipped by name
-# rather than left to time out in every CI run.
-@pytest.mark.skip(reason="known defect: the UI click no longer launches evaluation_report since promoted_student "
-                  "joined the graph; open in the deployment issue")
 def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_path):
     base, home = dagster_ui
     names = [k.to_user_string() for k in build_definitions().resolve_all_asset_keys()]
@@ -157,7 +176,7 @@ def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_
         page.wait_for("document.body && document.body.innerText.includes('Latest materialization')",
                       "the report asset's page", timeout=120)
         page.click("button", "the Materialize button", text="Materialize")
-        run, event = wait_for_run(home)
+        run, event = wait_for_run(home, page)
         report = event.asset_materialization.metadata["report"].value
         assert event.run_id == run.run_id and Path(report).is_file()
         assert run.job_name == "__ASSET_JOB" and run.asset_selection == {dg.AssetKey(REPORT)}
@@ -168,5 +187,9 @@ def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_
                 return ['gate_action', 'calibration_pairs', 'psnr_gain_db', {json.dumps(report)}]
                   .every(s => t.includes(s)); }})()""",
             "the new report's metadata", timeout=120)
+    except BaseException:
+        with contextlib.suppress(Exception):  # what the operator would have seen; never hides the failure
+            page.snapshot(tmp_path / "page-at-failure")
+        raise
     finally:
         page.close()
