@@ -248,7 +248,8 @@ def test_plant_timezone():
 # --- the report folder -----------------------------------------------------------------------------
 
 SUMMARY_KEYS = {"schema", "report_date", "created", "device", "methods", "lpips", "pairs", "split", "scale",
-                "protocol", "labels", "models", "realism", "gate", "served", "headline", "previous_reports", "reused"}
+                "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
+                "previous_reports", "reused"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
 
 
@@ -287,6 +288,12 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     realism = summary["realism"]
     assert realism["available"] and realism["pairs"] == 3
     assert realism["learned_psnr"] == pytest.approx(realism["bicubic_psnr"]) and len(realism["per_image"]) == 3
+    # The gate fitted the consistency thresholds on its outputs; the report (which never ran the
+    # candidate) shows the fit per camera.
+    cons = summary["consistency"]
+    assert cons["available"] and cons["path"] == str(good / "consistency.json") and cons["pairs"] == 3
+    assert set(cons["cameras"]) == {"all", "field_cam"} and cons["camera_model"] == "G s1"
+    assert set(cons["cameras"]["all"]) == {"pairs", "spearman", "worst_calibration", "thresholds", "source"}
     assert "has been the promoted model since" in " ".join(summary["headline"])
     assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
 
