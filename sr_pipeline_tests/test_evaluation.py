@@ -61,8 +61,8 @@ def lr_texture(seed: int, h: int = 16, w: int = 16) -> np.ndarray:
     return np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
 
 
-def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str) -> None:
-    """Calibration pairs uploaded by the field camera: pairs/<name>/{hr,lr}/."""
+def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str, camera: str = "field_cam") -> None:
+    """Calibration pairs uploaded by a field camera: pairs/<name>/{hr,lr}/."""
     src = tmp_path / f"upload-{batch}"
     rng = np.random.default_rng(len(seeds))
     for seed in seeds:
@@ -72,7 +72,7 @@ def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str) ->
         for side, img in (("hr", hr), ("lr", lr)):
             (src / "pairs" / f"p{seed}" / side).mkdir(parents=True)
             (src / "pairs" / f"p{seed}" / side / "x.png").write_bytes(encode(img))
-    ingest_folder(layout, registry, src, "field_cam", batch_key=batch)
+    ingest_folder(layout, registry, src, camera, batch_key=batch)
 
 
 def save_sr(layout, kind: str, version: str, change=None, steps: int = 4) -> Path:

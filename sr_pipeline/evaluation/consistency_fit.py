@@ -15,6 +15,7 @@ were fitted on other pairs. :func:`consistency_summary` is the report's view of 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sr_pipeline.storage.atomic import atomic_write
 
 ALL = "all"
 MIN_CAMERA_PAIRS = 3  # fewer pairs than this: a camera's own fit would rest on one or two outputs
+SPEARMAN = "spearman_consistency_vs_true_psnr"  # fit_thresholds' name for it
 PAIRS_KEY = "pairs_key"  # in each entry's ``fit``: the fingerprint of the pairs it was fitted on
 
 
@@ -68,7 +70,9 @@ class CalibrationConsistency:
         fitted = {}
         for cam, samples in sorted(groups.items()):
             t = fit_thresholds(samples, cam)
-            extra = {PAIRS_KEY: self.pairs_key, "camera_model": self.check.camera.name}
+            rho = t.fit.get(SPEARMAN)
+            extra = {PAIRS_KEY: self.pairs_key, "camera_model": self.check.camera.name,
+                     SPEARMAN: rho if rho is not None and math.isfinite(rho) else None}  # strict JSON
             fitted[cam] = dataclasses.replace(t, fit={**t.fit, **extra})
         return fitted
 
@@ -102,7 +106,7 @@ def consistency_summary(model_dir: Path) -> dict[str, Any]:
     for cam, t in fitted.items():
         cameras[cam] = {
             "pairs": t.fit.get("pairs"),
-            "spearman": t.fit.get("spearman_consistency_vs_true_psnr"),
+            "spearman": t.fit.get(SPEARMAN),
             "worst_calibration": t.fit.get("worst_calibration"),
             "thresholds": {n: getattr(t, n) for n in names},
             "source": t.source,
