@@ -86,8 +86,10 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
     description=(
         "The batch's accepted field LR images upscaled by the promoted student (tiled, memory-bounded), as "
         "PNGs under archive/<batch>/ with the model version and source hash in their metadata, and a "
-        "manifest (archive/<batch>/manifest.parquet). Re-materialising with the same model skips what is "
-        "done; after a promotion, backfill the partitions to re-upscale old batches (docs/archive.md)."
+        "manifest (archive/<batch>/manifest.parquet). Each output's consistency with its input (verdict ok / "
+        "check, heat maps of check outputs under archive/<batch>/consistency_maps/) is in the manifest and the "
+        "metadata. Re-materialising with the same model skips what is done; after a promotion, backfill the "
+        "partitions to re-upscale old batches (docs/archive.md)."
     ),
 )
 def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
