@@ -124,8 +124,12 @@ def test_a_report_reusing_the_gate_scores_refits_only_missing_thresholds(plant):
     assert cons["cameras"]["field_cam"]["thresholds"]["peak"] >= worst["peak"]
     assert json.loads((out.report_dir / "summary.json").read_text())["consistency"] == cons
 
+    assert cons["model_version"] == "s1" and cons["reason"] is None
+
     thresholds_path(good).write_text("{not json")
-    assert consistency_summary(good)["available"] is False and "cannot read" in consistency_summary(good)["reason"]
+    broken = consistency_summary(good)
+    assert broken["available"] is False and "cannot read" in broken["reason"] and broken["cameras"] == {}
+    assert set(broken) == set(cons)  # the report reads the same keys either way
 
 
 # --- the archive -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sr_pipeline.serving.consistency import BICUBIC, co_trained_downsampler, load_check
+from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.sr.consistency import (
     THRESHOLDS_FILE, CalibrationSample, Thresholds, fit_thresholds, load_thresholds, measure, save_thresholds,
 )
@@ -93,25 +94,26 @@ def fitted_on(model_dir: Path, pairs_key: str) -> bool:
 
 
 def consistency_summary(model_dir: Path) -> dict[str, Any]:
-    """The fit as the report shows it (``summary.json["consistency"]``)."""
+    """The fit as the report shows it (``summary.json["consistency"]``): always the keys
+    ``available``, ``reason``, ``path``, ``model_version``, ``camera_model``, ``pairs`` and ``cameras``
+    (per camera id and ``all``: ``pairs``, ``spearman``, ``worst_calibration``, ``thresholds``,
+    ``source``; empty when not available)."""
     path = thresholds_path(model_dir)
+    out: dict[str, Any] = {"available": False, "reason": None, "path": str(path),
+                           "model_version": model_version(Path(model_dir)), "camera_model": None, "pairs": None,
+                           "cameras": {}}
     if not path.is_file():
-        return {"available": False, "reason": f"no {THRESHOLDS_FILE} in {Path(model_dir).name}", "path": str(path)}
+        return out | {"reason": f"no {THRESHOLDS_FILE} in {Path(model_dir).name}"}
     try:
         fitted = load_thresholds(path)
     except ValueError as exc:
-        return {"available": False, "reason": str(exc), "path": str(path)}
+        return out | {"reason": str(exc)}
     names = ("pixel", "peak", "share", "psnr", "colour")
-    cameras = {}
-    for cam, t in fitted.items():
-        cameras[cam] = {
-            "pairs": t.fit.get("pairs"),
-            "spearman": t.fit.get(SPEARMAN),
-            "worst_calibration": t.fit.get("worst_calibration"),
-            "thresholds": {n: getattr(t, n) for n in names},
-            "source": t.source,
-        }
-    any_fit = fitted.get(ALL) or next(iter(fitted.values()), None)
-    return {"available": True, "reason": None, "path": str(path),
-            "camera_model": any_fit.fit.get("camera_model") if any_fit else None,
-            "pairs": cameras.get(ALL, {}).get("pairs"), "cameras": cameras}
+    cameras = {cam: {"pairs": t.fit.get("pairs"), "spearman": t.fit.get(SPEARMAN),
+                     "worst_calibration": t.fit.get("worst_calibration"),
+                     "thresholds": {n: getattr(t, n) for n in names}, "source": t.source}
+               for cam, t in sorted(fitted.items())}
+    reference = fitted.get(ALL) or next(iter(fitted.values()), None)
+    return out | {"available": bool(fitted), "reason": None if fitted else f"{path} holds no camera",
+                  "camera_model": reference.fit.get("camera_model") if reference else None,
+                  "pairs": reference.fit.get("pairs") if reference else None, "cameras": cameras}
