@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sr_pipeline.defs.archive import upscaled_archive
+from sr_pipeline.defs.archive import archive_flagged_share, upscaled_archive
 from sr_pipeline.defs.evaluation import (
     GateSettings,
     evaluation_job,
@@ -33,7 +33,7 @@ def build_definitions(storage: PlantStorage | None = None, training: TrainingSet
     return dg.Definitions(
         assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
                 promoted_student, evaluation_report, upscaled_archive],
-        asset_checks=[promotion_gate],
+        asset_checks=[promotion_gate, archive_flagged_share],
         jobs=[ingest_job, training_job, student_retraining_job, evaluation_job],
         schedules=[weekly_evaluation_schedule],
         sensors=[camera_upload_sensor, retraining_sensor, calibration_pairs_sensor],

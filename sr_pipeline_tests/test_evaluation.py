@@ -61,8 +61,8 @@ def lr_texture(seed: int, h: int = 16, w: int = 16) -> np.ndarray:
     return np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
 
 
-def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str) -> None:
-    """Calibration pairs uploaded by the field camera: pairs/<name>/{hr,lr}/."""
+def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str, camera: str = "field_cam") -> None:
+    """Calibration pairs uploaded by a field camera: pairs/<name>/{hr,lr}/."""
     src = tmp_path / f"upload-{batch}"
     rng = np.random.default_rng(len(seeds))
     for seed in seeds:
@@ -72,7 +72,7 @@ def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str) ->
         for side, img in (("hr", hr), ("lr", lr)):
             (src / "pairs" / f"p{seed}" / side).mkdir(parents=True)
             (src / "pairs" / f"p{seed}" / side / "x.png").write_bytes(encode(img))
-    ingest_folder(layout, registry, src, "field_cam", batch_key=batch)
+    ingest_folder(layout, registry, src, camera, batch_key=batch)
 
 
 def save_sr(layout, kind: str, version: str, change=None, steps: int = 4) -> Path:
@@ -248,7 +248,8 @@ def test_plant_timezone():
 # --- the report folder -----------------------------------------------------------------------------
 
 SUMMARY_KEYS = {"schema", "report_date", "created", "device", "methods", "lpips", "pairs", "split", "scale",
-                "protocol", "labels", "models", "realism", "gate", "served", "headline", "previous_reports", "reused"}
+                "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
+                "previous_reports", "reused"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
 
 
@@ -287,6 +288,12 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     realism = summary["realism"]
     assert realism["available"] and realism["pairs"] == 3
     assert realism["learned_psnr"] == pytest.approx(realism["bicubic_psnr"]) and len(realism["per_image"]) == 3
+    # The gate fitted the consistency thresholds on its outputs; the report (which never ran the
+    # candidate) shows the fit per camera.
+    cons = summary["consistency"]
+    assert cons["available"] and cons["path"] == str(good / "consistency.json") and cons["pairs"] == 3
+    assert set(cons["cameras"]) == {"all", "field_cam"} and cons["camera_model"] == "G s1"
+    assert set(cons["cameras"]["all"]) == {"pairs", "spearman", "worst_calibration", "thresholds", "source"}
     assert "has been the promoted model since" in " ".join(summary["headline"])
     assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
 

@@ -6,7 +6,14 @@ batch and a new promotion marks the batches made by the old one stale. The model
 promotion log names now (``promoted_student_dir``, which ``sr-pipeline promote`` may have changed
 without a run), recorded per file. The work is in :mod:`sr_pipeline.serving.archive`; torch is
 imported only when a run upscales.
+
+Each output's consistency verdict (``ok`` / ``check``, issue 12) is in the manifest; a partition's
+metadata shows how many outputs were flagged and which, and the ``archive_flagged_share`` check
+warns (never blocks) when the flagged share of a batch exceeds ``max_flagged_share`` (default 5 %,
+env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).
 """
+
+import os
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +24,8 @@ from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.storage.versions import fingerprint
 
 MAX_TABLE_ROWS = 20
+MAX_FLAGGED_SHARE_ENV = "SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE"
+DEFAULT_MAX_FLAGGED_SHARE = "0.05"
 
 
 class ArchiveConfig(dg.Config):
@@ -28,6 +37,32 @@ class ArchiveConfig(dg.Config):
     device: str = Field("auto", description="auto, cpu or cuda")
     memory_budget_gib: float = Field(4.0, gt=0, description="peak memory budget per image")
     compress_level: int = Field(6, ge=0, le=9, description="PNG zlib level")
+
+
+class FlaggedShareConfig(dg.Config):
+    """When the ``archive_flagged_share`` check warns (run config of the check)."""
+
+    max_flagged_share: float = Field(
+        default_factory=lambda: float(os.environ.get(MAX_FLAGGED_SHARE_ENV, DEFAULT_MAX_FLAGGED_SHARE)), ge=0, le=1,
+        description="the share of a batch's outputs (0-1) that may be flagged `check` by the consistency verdict "
+        f"before the check warns; env {MAX_FLAGGED_SHARE_ENV}, default {DEFAULT_MAX_FLAGGED_SHARE}")
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _flagged_markdown(rows, limit: int = MAX_TABLE_ROWS) -> str:
+    """The flagged outputs with their reasons and heat maps (a person's look list)."""
+    if rows.empty:
+        return "No output needs a person's look: every output is consistent with its input."
+    lines = ["| source | camera | why | heat map |", "|---|---|---|---|"]
+    for r in rows.head(limit).itertuples(index=False):
+        lines.append(f"| {_cell(r.source_name)} | {_cell(r.camera)} | {_cell(r.consistency_reasons)} | "
+                     f"{_cell(r.consistency_map if isinstance(r.consistency_map, str) else '')} |")
+    if len(rows) > limit:
+        lines.append(f"| ... {len(rows) - limit} more in the manifest (consistency_verdict = check) | | | |")
+    return "\n".join(lines)
 
 
 def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
@@ -51,13 +86,15 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
     description=(
         "The batch's accepted field LR images upscaled by the promoted student (tiled, memory-bounded), as "
         "PNGs under archive/<batch>/ with the model version and source hash in their metadata, and a "
-        "manifest (archive/<batch>/manifest.parquet). Re-materialising with the same model skips what is "
-        "done; after a promotion, backfill the partitions to re-upscale old batches (docs/archive.md)."
+        "manifest (archive/<batch>/manifest.parquet). Each output's consistency with its input (verdict ok / "
+        "check, heat maps of check outputs under archive/<batch>/consistency_maps/) is in the manifest and the "
+        "metadata. Re-materialising with the same model skips what is done; after a promotion, backfill the "
+        "partitions to re-upscale old batches (docs/archive.md)."
     ),
 )
 def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                      storage: PlantStorage) -> dg.MaterializeResult:
-    from sr_pipeline.serving.archive import archive_batch, preview_strip
+    from sr_pipeline.serving.archive import archive_batch, flagged, preview_strip
     from sr_pipeline.storage.registry import promoted_student_dir
     from sr_pipeline.sr.figures import png_markdown
 
@@ -74,7 +111,7 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
             device=config.device, memory_budget=int(config.memory_budget_gib * 2**30),
             compress_level=config.compress_level, log=context.log.info,
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # no catalog; a broken model or thresholds file
         raise dg.Failure(str(exc)) from exc
     context.log.info(f"batch {batch}: {result.images} field LR images, {result.upscaled} upscaled, "
                      f"{result.skipped} already done with {result.model_version}, {len(result.failed)} failed")
@@ -85,6 +122,9 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
             metadata={"failed": dg.MetadataValue.json(result.failed)},
         )
     manifest = result.manifest
+    if result.flagged:
+        context.log.warning(f"batch {batch}: {result.flagged} of {len(manifest)} outputs need a person's look "
+                            "(consistency verdict check; see consistency_flagged)")
     metadata = {
         "images": result.images,
         "upscaled": result.upscaled,
@@ -94,9 +134,42 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
         "manifest": dg.MetadataValue.path(str(result.manifest_path)),
         "dagster/row_count": len(manifest),
         "outputs": dg.MetadataValue.md(_outputs_markdown(manifest)),
+        "consistency_flagged_count": result.flagged,
+        "consistency_flagged_share": dg.MetadataValue.float(result.flagged_share),
+        "consistency_flagged": dg.MetadataValue.md(_flagged_markdown(flagged(manifest))),
     }
     strip = preview_strip(result.previews)
     if strip is not None:
         metadata["previews"] = dg.MetadataValue.md(png_markdown(strip, "bicubic | student (centre crops)"))
     version = fingerprint([result.model_version, *sorted(manifest["source_image_id"])])
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+# Not partitioned itself (partitioned checks are a Dagster preview): it runs after the archive in the
+# batch's run and judges that run's partition; its latest result names the batch.
+@dg.asset_check(
+    asset=upscaled_archive,
+    blocking=False,
+    description="Warns (never blocks) when more of the batch's outputs than max_flagged_share (default 5 %, env "
+    f"{MAX_FLAGGED_SHARE_ENV}) have the consistency verdict `check`: the model disagreed with what the camera "
+    "recorded more often than usual, so a person should look at the flagged images (listed in the metadata).",
+)
+def archive_flagged_share(context: dg.AssetCheckExecutionContext, config: FlaggedShareConfig,
+                          storage: PlantStorage) -> dg.AssetCheckResult:
+    from sr_pipeline.serving.archive import flagged, flagged_share, read_manifest
+
+    if not context.has_partition_key:
+        raise dg.Failure("archive_flagged_share judges one upload batch: run it with upscaled_archive's partition")
+    batch = context.partition_key
+    manifest = read_manifest(storage.layout(), batch)
+    rows, share = flagged(manifest), flagged_share(manifest)
+    passed = share <= config.max_flagged_share
+    words = (f"batch {batch}: {len(rows)} of {len(manifest)} outputs ({100 * share:.1f} %) need a person's look; "
+             f"the setting allows {100 * config.max_flagged_share:.1f} %")
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.WARN, description=words,
+        metadata={"batch": batch, "flagged": len(rows), "outputs": len(manifest),
+                  "flagged_share": dg.MetadataValue.float(share),
+                  "max_flagged_share": dg.MetadataValue.float(config.max_flagged_share),
+                  "flagged_images": dg.MetadataValue.md(_flagged_markdown(rows))},
+    )

@@ -8,8 +8,10 @@ the kept scores compared the same one), reuses the kept candidate scores when th
 instead of scoring the candidate again, measures the learned downsampler's LR realism (PSNR-Y), and
 writes ``<data>/reports/<YYYY-MM-DD>/`` (``-2``, ``-3``, ... when that day already has a report): the
 management page ``index.html``, ``summary.json`` and ``metrics.parquet``. Neither records a
-promotion (:mod:`.promotion` does); the report reads the promotion log. Torch is imported only
-inside functions.
+promotion (:mod:`.promotion` does); the report reads the promotion log. Wherever the candidate is
+scored, its outputs also fit its consistency thresholds (:mod:`.consistency_fit`, ``consistency.json``
+in its folder); a report that reuses the gate's scores refits only when they are missing or were
+fitted on other pairs. Torch is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -43,6 +45,9 @@ from sr_pipeline.sr.scoring import Scores, metrics, model_state
 from sr_pipeline.storage.atomic import temp_dir
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import promotions
+
+if TYPE_CHECKING:
+    from sr_pipeline.evaluation.consistency_fit import CalibrationConsistency
 
 PLANT_TZ_ENV = "SR_PIPELINE_PLANT_TZ"
 GATE_FILE = "gate.json"
@@ -69,6 +74,19 @@ def calibration_pairs(layout: DataLayout) -> list[Pair]:
     from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
     return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
+
+
+def pair_cameras(layout: DataLayout) -> dict[str, str]:
+    """The field camera that uploaded each calibration pair, by pair name."""
+    from sr_pipeline.storage.store import CALIB_HR, CALIB_LR, read_catalog
+    from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
+
+    rows = read_catalog(layout, columns=["camera", "role"])
+    by_files: dict[tuple[Path, Path], str] = {}
+    for camera in sorted(set(rows.loc[rows["role"].isin([CALIB_HR, CALIB_LR]), "camera"])):
+        for _, hr, lr in catalog_pairs(layout, [camera]):
+            by_files.setdefault((hr, lr), camera)
+    return {name: by_files[(hr, lr)] for name, hr, lr in catalog_pairs(layout) if (hr, lr) in by_files}
 
 
 def pairs_fingerprint(pairs: list[Pair]) -> str:
@@ -109,7 +127,8 @@ def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Mo
 
 
 def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reuse: dict[str, None] | None = None,
-           kept: Scores | None = None) -> Scores:
+           kept: Scores | None = None, consistency: CalibrationConsistency | None = None) -> Scores:
+    """Score the models; ``consistency`` also measures each of the candidate's outputs."""
     from sr_pipeline.sr.scoring import score_pairs
 
     watches = {m.role: m.watch for m in models}
@@ -117,6 +136,8 @@ def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reus
     def on_output(method: str, image: str, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> None:
         if method in watches:
             watches[method].see(image, sr, hr)
+        if consistency is not None and method == "candidate":
+            consistency.see(image, lr, sr, hr)
 
     methods = {**(reuse or {}), **{m.role: m.upscaler for m in models}}
     order = [r for r in ("teacher", "candidate", "promoted") if r in methods]
@@ -168,6 +189,28 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
     return {"available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
             "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "skipped": skipped,
             "per_image": per_image, "version": model_version(Path(downsampler_dir))}
+
+
+def _consistency(layout: DataLayout, candidate_dir: Path, scale: int, key: dict) -> CalibrationConsistency:
+    from sr_pipeline.evaluation.consistency_fit import CalibrationConsistency
+
+    return CalibrationConsistency(candidate_dir, scale, pair_cameras(layout), key["pairs"])
+
+
+def ensure_consistency(layout: DataLayout, candidate_dir: Path, pairs: list[Pair], key: dict, device: str) -> None:
+    """Fit the candidate's consistency thresholds unless they were fitted on these pairs (the gate's
+    scores were reused, so no output was seen): the candidate upscales each pair once more."""
+    from sr_pipeline.evaluation.consistency_fit import fitted_on
+    from sr_pipeline.sr.pairs import load_rgb
+
+    if fitted_on(candidate_dir, key["pairs"]):
+        return
+    model = _load("candidate", candidate_dir, device)
+    fit = _consistency(layout, candidate_dir, int(model.upscaler.scale), key)
+    for p in pairs:
+        lr = load_rgb(p.lr_path)
+        fit.see(p.name, lr, model.upscaler(lr), load_rgb(p.hr_path))
+    fit.save()
 
 
 # --- the gate's kept scores -----------------------------------------------------------------------
@@ -235,7 +278,10 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     models = [_load("candidate", candidate_dir, device)]
     if promoted_dir is not None:
         models.append(_load("promoted", promoted_dir, device))
-    scores = _score(models, pairs, int(models[0].upscaler.scale), metric)
+    scale = int(models[0].upscaler.scale)
+    fit = _consistency(layout, candidate_dir, scale, key)
+    scores = _score(models, pairs, scale, metric, consistency=fit)
+    fit.save()
     criteria = decide(scores.rows, scores.summary, models[0].watch, thresholds, reference)
     passed = all(c.passed for c in criteria)
     action, since = choose_action(promotions(layout), version, passed, promote=False)
@@ -277,6 +323,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                    downsampler_dir: Path | None, report_date: date, thresholds: GateThresholds = GateThresholds(),
                    *, lpips: Any = None, device: str = "auto") -> EvaluationOutcome:
     """Evaluate (reusing the gate's scores of the candidate when they match), decide, write the report."""
+    from sr_pipeline.evaluation.consistency_fit import consistency_summary
     from sr_pipeline.sr import report
     from sr_pipeline.sr.devices import device_label, resolve_device
 
@@ -290,9 +337,11 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     reference = None
     if promoted_dir is not None and Path(promoted_dir).resolve() != Path(candidate_dir).resolve():
         reference = model_version(promoted_dir)
-    kept = _kept_scores(layout, version, scores_key(pairs, model_state({"lpips": metric})[1]))
+    key = scores_key(pairs, model_state({"lpips": metric})[1])
+    kept = _kept_scores(layout, version, key)
     teacher = _load("teacher", teacher_dir, device, teacher=True)
-    models, reuse, watch, kept_scores = [teacher], {}, None, None
+    scale = int(teacher.upscaler.scale)
+    models, reuse, watch, kept_scores, fit = [teacher], {}, None, None, None
     if kept is not None:
         kept_scores, watch, record = kept
         keep = ["bicubic", "candidate"] + (["promoted"] if reference and record["reference"] == reference else [])
@@ -302,9 +351,14 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         candidate = _load("candidate", candidate_dir, device)
         models.append(candidate)
         watch = candidate.watch
+        fit = _consistency(layout, candidate_dir, scale, key)
     if reference is not None and "promoted" not in reuse:
         models.append(_load("promoted", promoted_dir, device))  # type: ignore[arg-type]
-    scores = _score(models, pairs, int(teacher.upscaler.scale), metric, reuse, kept_scores)
+    scores = _score(models, pairs, scale, metric, reuse, kept_scores, consistency=fit)
+    if fit is not None:
+        fit.save()
+    else:
+        ensure_consistency(layout, candidate_dir, pairs, key, device)
     realism = downsampler_realism(pairs, downsampler_dir, device) if downsampler_dir is not None else None
 
     criteria = decide(scores.rows, scores.summary, watch, thresholds, reference)
@@ -322,6 +376,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                    "candidate": "new student", "promoted": "promoted student"},
         "models": _models_info(models, candidate_dir, downsampler_dir),
         "realism": realism,
+        "consistency": consistency_summary(candidate_dir),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,

@@ -5,10 +5,19 @@ renamed), with the model version, the source image id and the source file's sha2
 text chunks. ``<data>/archive/<batch>/manifest.parquet`` lists one row per archived image (source
 image id, output path, model version, time) and is replaced atomically at the end of each run.
 
+Every output is checked against what its camera recorded while it is written (issue 12): the
+model's co-trained camera model and the thresholds fitted for the image's field camera
+(:func:`sr_pipeline.serving.consistency.load_check`) give a verdict, ``ok`` or ``check``, with its
+figures, in the PNG's text and in the manifest's ``consistency_*`` columns. A ``check`` output is
+archived and listed like any other, and its heat map is written to
+``<data>/archive/<batch>/consistency_maps/`` (``consistency_map`` in the manifest).
+
 Idempotent: an image whose output already carries the current model's version is skipped (the
 manifest is checked first, then the PNG's own metadata, so a run that died before writing the
-manifest loses no work). With a newer model the output is replaced, so re-upscaling old batches
-after a promotion is a backfill over the batch partitions (docs/archive.md).
+manifest loses no work, and the verdict is read back from the PNG's text; an output without one, or
+a ``check`` whose map is missing, is measured again from the file). With a newer model the output is
+replaced, so re-upscaling old batches after a promotion is a backfill over the batch partitions
+(docs/archive.md).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +57,19 @@ MANIFEST_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("upscaled_at", pa.timestamp("us", tz="UTC")),
         ("seconds", pa.float64()),
+        ("consistency_verdict", pa.string()),
+        ("consistency_psnr_y", pa.float64()),
+        ("consistency_flagged_share", pa.float64()),
+        ("consistency_peak", pa.float64()),
+        ("consistency_colour_shift", pa.list_(pa.float64())),
+        ("consistency_camera", pa.string()),
+        ("consistency_reasons", pa.string()),
+        ("consistency_map", pa.string()),
     ]
 )
+CONSISTENCY_COLUMNS = tuple(n for n in MANIFEST_SCHEMA.names if n.startswith("consistency_"))
+MAPS_DIR = "consistency_maps"
+CHECK = "check"
 
 
 def archive_dir(layout: DataLayout, batch: str) -> Path:
@@ -61,6 +82,23 @@ def manifest_path(layout: DataLayout, batch: str) -> Path:
 
 def output_path(layout: DataLayout, batch: str, image_id: str, scale: int) -> Path:
     return archive_dir(layout, batch) / f"{image_id}_x{scale}.png"
+
+
+def map_path(layout: DataLayout, batch: str, image_id: str, scale: int) -> Path:
+    """Where the heat map of a ``check`` output goes."""
+    from sr_pipeline.sr.consistency import MAP_FILE_SUFFIX
+
+    return archive_dir(layout, batch) / MAPS_DIR / f"{image_id}_x{scale}{MAP_FILE_SUFFIX}"
+
+
+def flagged(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's rows whose verdict is ``check``."""
+    return manifest[manifest["consistency_verdict"] == CHECK]
+
+
+def flagged_share(manifest: pd.DataFrame) -> float:
+    """Flagged outputs over the outputs the manifest lists (0 for an empty one)."""
+    return len(flagged(manifest)) / len(manifest) if len(manifest) else 0.0
 
 
 def read_manifest(layout: DataLayout, batch: str) -> pd.DataFrame:
@@ -88,11 +126,18 @@ class ArchiveResult:
     images: int = 0
     upscaled: int = 0
     skipped: int = 0
+    flagged: int = 0
+    """outputs in the manifest whose consistency verdict is ``check``"""
     failed: dict[str, str] = field(default_factory=dict)
     """image id -> reason"""
     previews: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
     """(source name, bicubic crop, model crop) for some images upscaled in this run"""
     manifest: pd.DataFrame | None = None
+
+    @property
+    def flagged_share(self) -> float:
+        """Flagged outputs over the outputs listed in the manifest (0 for an empty batch)."""
+        return 0.0 if self.manifest is None else flagged_share(self.manifest)
 
 
 class _CropKeeper:
@@ -130,13 +175,35 @@ def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes |
     return grid_png([[bicubic, model] for _, bicubic, model in previews], optimize=True)
 
 
+def _text_record(text: dict[str, str]) -> dict | None:
+    """The manifest's consistency columns from an output's PNG text (keys of ``consistency_text``);
+    None when the text carries no (readable) verdict."""
+    from sr_pipeline.sr.image_io import TEXT_PREFIX
+
+    def get(name: str) -> str | None:
+        return text.get(f"{TEXT_PREFIX}consistency{name}")
+
+    if get("") is None:
+        return None
+    try:
+        return {"consistency_verdict": get(""), "consistency_psnr_y": float(get("_psnr_y")),
+                "consistency_flagged_share": float(get("_flagged_share")), "consistency_peak": float(get("_peak")),
+                "consistency_colour_shift": [float(c) for c in (get("_colour_shift") or "").split(",") if c],
+                "consistency_camera": get("_camera"), "consistency_reasons": get("_reasons") or ""}
+    except (TypeError, ValueError):
+        return None
+
+
 def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, previous: dict | None) -> dict | None:
-    """The manifest record of an output already made by ``version``, or None if it must be (re)made."""
+    """The manifest record of an output already made by ``version``, or None if it must be (re)made.
+
+    Its consistency columns come from the manifest, else from the PNG's text (None when neither has
+    a verdict: the caller measures the file)."""
     from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
 
     if not target.is_file():
         return None
-    if previous is not None and previous["model_version"] == version:
+    if previous is not None and previous["model_version"] == version and pd.notna(previous["consistency_verdict"]):
         return previous
     try:
         text = png_text(target)
@@ -146,7 +213,7 @@ def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, 
         return None
     created = text.get(f"{TEXT_PREFIX}created")
     return {"upscaled_at": pd.Timestamp(created) if created else pd.Timestamp.now(tz="UTC"), "seconds": None,
-            "steps": int(text.get(f"{TEXT_PREFIX}steps", 1))}
+            "steps": int(text.get(f"{TEXT_PREFIX}steps", 1)), **(_text_record(text) or {})}
 
 
 def _write_manifest(path: Path, records: list[dict]) -> None:
@@ -160,6 +227,32 @@ def model_scale(model_dir: Path) -> int:
     import json
 
     return int(json.loads((Path(model_dir) / "config.json").read_text()).get("scale", 4))
+
+
+class _Models:
+    """The upscaler and the consistency check of the model, loaded on first use (only when there is
+    work); a broken model or thresholds file fails the run."""
+
+    def __init__(self, model_dir: Path, scale: int, device: str, tile: int, overlap: int, tile_batch: int,
+                 memory_budget: int | None):
+        self.model_dir, self.scale, self._settings = Path(model_dir), scale, (device, tile, overlap, tile_batch,
+                                                                             memory_budget)
+
+    def load(self) -> None:
+        self.upscaler, self.check  # noqa: B018 (cached on first access)
+
+    @cached_property
+    def upscaler(self):
+        return _load(self.model_dir, *self._settings)
+
+    @cached_property
+    def check(self):
+        from sr_pipeline.serving.consistency import load_check
+
+        try:
+            return load_check(self.model_dir, self.scale)
+        except ValueError as exc:
+            raise ValueError(f"cannot judge the outputs' consistency: {exc}") from None
 
 
 def archive_batch(
@@ -190,7 +283,8 @@ def archive_batch(
     result.images = len(images)
     previous = {r["source_image_id"]: r for r in read_manifest(layout, batch).to_dict("records")}
     scale = model_scale(model_dir)
-    records, upscaler = [], None
+    models = _Models(model_dir, scale, device, tile, overlap, tile_batch, memory_budget)
+    records, remeasured = [], 0
     for row in images.itertuples(index=False):
         target = output_path(layout, batch, row.image_id, scale)
         base = {
@@ -201,28 +295,38 @@ def archive_batch(
         }
         done = _done_record(layout, target, row.image_id, version, previous.get(row.image_id))
         if done is not None:
-            records.append({**base, **{k: done[k] for k in ("upscaled_at", "seconds", "steps")}})
+            done = _with_map(layout, batch, row.image_id, scale, done)
+            if pd.isna(done.get("consistency_verdict")) or (done["consistency_verdict"] == CHECK
+                                                             and done["consistency_map"] is None):
+                found = _measure_file(layout, models.check, row, target)  # None: unreadable, made again
+                done = None if found is None else {**done, **_verdict_record(layout, batch, row.image_id, scale,
+                                                                             *found)}
+                remeasured += done is not None
+        if done is not None:
+            records.append({**base, **{k: done[k] for k in ("upscaled_at", "seconds", "steps", *CONSISTENCY_COLUMNS)}})
             result.skipped += 1
             continue
-        if upscaler is None:  # loaded only when there is work; a broken model fails the run
-            upscaler = _load(model_dir, device, tile, overlap, tile_batch, memory_budget)
+        models.load()  # outside the per-image errors: a broken model fails the run
         try:
-            record = _upscale_one(layout, upscaler, row, batch, target, compress_level,
+            record = _upscale_one(layout, models, row, batch, target, compress_level,
                                   keep_preview=len(result.previews) < max_previews, result=result)
             records.append({**base, **record})
             result.upscaled += 1
             if log:
-                log(f"{row.source_name} -> {target.name} ({record['seconds']:.1f} s)")
+                log(f"{row.source_name} -> {target.name} ({record['seconds']:.1f} s, "
+                    f"consistency {record['consistency_verdict']})")
         except (ImageRejected, OSError, ValueError, MemoryError) as exc:
             result.failed[row.image_id] = f"{type(exc).__name__}: {exc}"
             if row.image_id in previous and target.is_file():
                 records.append(previous[row.image_id])
-    unchanged = (result.upscaled == 0 and result.manifest_path.is_file()
+    unchanged = (result.upscaled == 0 and remeasured == 0 and result.manifest_path.is_file()
                  and set(previous) == {r["source_image_id"] for r in records}
-                 and all(previous[r["source_image_id"]]["model_version"] == version for r in records))
+                 and all(previous[r["source_image_id"]]["model_version"] == version
+                         and pd.notna(previous[r["source_image_id"]]["consistency_verdict"]) for r in records))
     if not unchanged:
         _write_manifest(result.manifest_path, records)
     result.manifest = read_manifest(layout, batch)
+    result.flagged = len(flagged(result.manifest))
     return result
 
 
@@ -236,7 +340,43 @@ def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int
                              memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
 
 
-def _upscale_one(layout: DataLayout, upscaler, row, batch: str, target: Path, compress_level: int, *,
+def _with_map(layout: DataLayout, batch: str, image_id: str, scale: int, done: dict) -> dict:
+    """``done`` with its ``consistency_map``: the heat map of a ``check`` output when it exists."""
+    path = map_path(layout, batch, image_id, scale)
+    listed = done.get("consistency_verdict") == CHECK and path.is_file()
+    return {**done, "consistency_map": store.relative_to_root(layout, path) if listed else None}
+
+
+def _verdict_record(layout: DataLayout, batch: str, image_id: str, scale: int, found, lr: np.ndarray) -> dict:
+    """The manifest's consistency columns of a measured output; writes a ``check`` output's heat map
+    (and removes a stale one left by an earlier output that was flagged)."""
+    from sr_pipeline.sr.consistency import map_png
+
+    path = map_path(layout, batch, image_id, scale)
+    if found.verdict != CHECK:
+        path.unlink(missing_ok=True)
+        return {**found.record(), "consistency_map": None}
+    store.atomic_write(path, map_png(found, lr), sync_dir=False)
+    return {**found.record(), "consistency_map": store.relative_to_root(layout, path)}
+
+
+def _measure_file(layout: DataLayout, check, row, target: Path, band: int = 256):
+    """(consistency, LR colour) of an archived output measured from its file against its source, for
+    an output kept without a verdict or without its map; None when either file cannot be read."""
+    from sr_pipeline.sr.decode import read_image
+
+    try:
+        src = read_image(store.resolve_path(layout, row.stored_path))
+        out = read_image(target).colour
+        cp = check.start(src.colour, row.camera, keep_map=True)
+        for top in range(0, out.shape[0], band):
+            cp.feed(out[top:top + band])
+        return cp.finish(), src.colour
+    except (ImageRejected, OSError, ValueError, MemoryError):
+        return None
+
+
+def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, target: Path, compress_level: int, *,
                  keep_preview: bool, result: ArchiveResult) -> dict:
     import time
 
@@ -245,15 +385,19 @@ def _upscale_one(layout: DataLayout, upscaler, row, batch: str, target: Path, co
     from sr_pipeline.sr.image_io import TEXT_PREFIX
     from sr_pipeline.sr.infer import provenance_text
 
+    upscaler, check = models.upscaler, models.check
     t0 = time.perf_counter()
     src = read_image(store.resolve_path(layout, row.stored_path))
     text = provenance_text(upscaler, src, row.source_name, extra={
         f"{TEXT_PREFIX}source_image_id": row.image_id, f"{TEXT_PREFIX}batch": batch,
         f"{TEXT_PREFIX}camera": row.camera})
     keeper = _CropKeeper(src.height * upscaler.scale, src.width * upscaler.scale) if keep_preview else None
-    write_upscaled_png(upscaler, src, target, text, overwrite=True, compress_level=compress_level, on_rows=keeper)
+    _, found = write_upscaled_png(upscaler, src, target, text, overwrite=True, compress_level=compress_level,
+                                  on_rows=keeper, consistency=check.start(src.colour, row.camera, keep_map=True))
+    seconds = time.perf_counter() - t0
     if keeper is not None:
         crops = _preview_crops(src.colour, keeper, upscaler.scale)
         if crops is not None:
             result.previews.append((row.source_name, *crops))
-    return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": time.perf_counter() - t0}
+    return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": seconds,
+            **_verdict_record(layout, batch, row.image_id, upscaler.scale, found, src.colour)}

@@ -406,9 +406,10 @@ def fit_thresholds(samples: Sequence[CalibrationSample], camera: str, *, pixel_q
            "spearman_consistency_vs_true_psnr": spearman(psnrs, true) if len(samples) > 2 else None,
            "worst_calibration": {"peak": max(peaks), "share": max(shares), "psnr_y": min(psnrs),
                                  "colour": max(colours)}}
-    return Thresholds(pixel=round(pixel, 3), peak=round(max(peaks) * margin, 3),
+    # Floors keep the thresholds valid for outputs that agree perfectly (peak 0) or not at all (0 dB).
+    return Thresholds(pixel=round(pixel, 3), peak=round(max(max(peaks) * margin, pixel), 3),
                       share=round(min(0.5, max(max(shares) * margin, 0.001)), 6),
-                      psnr=round(min(psnrs) - 1.0, 3), colour=round(max(max(colours) * margin, 1.0), 3),
+                      psnr=round(max(min(psnrs) - 1.0, 1.0), 3), colour=round(max(max(colours) * margin, 1.0), 3),
                       camera=camera, source=f"calibration ({len(samples)} pairs)", fit=fit)
 
 
