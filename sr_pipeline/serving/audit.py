@@ -55,6 +55,9 @@ def check_judge_args(camera_model: str | None, thresholds_file: Path | None) -> 
         if not path.is_dir():
             state = "is a file" if path.exists() else "does not exist"
             raise UsageError(f"--camera-model {path} {state}; pass a downsampler folder or '{BICUBIC}'")
+        if not (path / "config.json").is_file():
+            raise UsageError(f"--camera-model {path} is not a downsampler folder (no config.json); "
+                             f"pass one such as <data>/models/downsampler/<version>, or '{BICUBIC}'")
 
 
 def load_consistency_check(model_dir: Path | None, scale: int, camera_model: str | None,
