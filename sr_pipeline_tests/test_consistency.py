@@ -316,8 +316,10 @@ def test_the_map_is_written_per_output_and_locates_a_pasted_defect(tmp_path, stu
     assert box[1].start // 4 - 2 <= xs.min() // k and xs.max() // k <= box[1].stop // 4 + 2
 
 
-def test_enforced_outputs_are_more_consistent_and_marked(tmp_path, student_dir, capsys):
-    img = _image(tmp_path / "a.png", _rgb(7))
+@pytest.mark.parametrize("grey16", [False, True])
+def test_enforced_outputs_are_more_consistent_and_marked(tmp_path, student_dir, capsys, grey16):
+    rgb = _rgb(7)
+    img = _image(tmp_path / "a.png", rgb[:, :, 0].astype(np.uint16) * 257 if grey16 else rgb)
     _, plain, _ = _upscale(capsys, tmp_path, img, "--out", tmp_path / "plain", "--model", student_dir)
     code, enforced, _ = _upscale(capsys, tmp_path, img, "--out", tmp_path / "enf", "--model", student_dir,
                                  "--enforce-consistency", "--enforce-iterations", "4")

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from sr_pipeline.serving.audit import (
