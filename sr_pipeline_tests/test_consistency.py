@@ -399,6 +399,10 @@ def test_pairs_are_matched_by_name(tmp_path):
     assert "2 LR images match" in found["d_x4.png"] and "no LR image named e.* or e_x4.*" in found["e_x4.png"]
     assert "a_x4_consistency.png" not in found
     assert [(l, s) for l, s, _ in match_pairs(lr / "a.png", sr / "b.png")] == [(lr / "a.png", sr / "b.png")]
+    assert [(l, s) for l, s, _ in match_pairs(lr / "a.png", sr)] == [(lr / "a.png", sr / "a_x4.png")]
+    assert [(l, s) for l, s, _ in match_pairs(lr, sr / "b.png")] == [(lr / "b.jpg", sr / "b.png")]
+    (none,) = match_pairs(lr / "a.png", sr / "cam")
+    assert none[0] is None and "no image in" in none[2] and "a_x<scale>.png or a.*" in none[2]
 
 
 def test_the_audit_says_which_pairs_it_could_not_score(tmp_path, capsys):

@@ -124,8 +124,8 @@ def _images(root: Path) -> list[Path]:
 
 
 def match_pairs(lr_root: Path, sr_root: Path) -> list[tuple[Path | None, Path, str | None]]:
-    """``(lr, sr, problem)`` for every SR image: ``lr`` is None and ``problem`` says why when it has
-    no single LR of its name."""
+    """``(lr, sr, problem)`` for every SR image (for one LR file: every SR image of its name); ``lr``
+    is None and ``problem`` says why when an SR has no single LR of its name."""
     lr_files, sr_files = _images(lr_root), _images(sr_root)
     if lr_root.is_file() and sr_root.is_file():
         return [(lr_root, sr_root, None)]
@@ -151,6 +151,9 @@ def match_pairs(lr_root: Path, sr_root: Path) -> list[tuple[Path | None, Path, s
             problem = (f"no LR image named {names} in {lr_dir}" if not found else
                        f"{len(found)} LR images match it ({', '.join(p.name for p in found)}); rename all but one")
             pairs.append((None, sr, problem))
+    if lr_root.is_file():  # one recording: its restorations in the folder, the other files are not asked about
+        pairs = [p for p in pairs if p[0] is not None] or [
+            (None, sr_root, f"no image in {sr_root} is named {lr_root.stem}_x<scale>.png or {lr_root.stem}.*")]
     return pairs
 
 
