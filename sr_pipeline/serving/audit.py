@@ -174,7 +174,7 @@ def _checks(args: argparse.Namespace,
     if args.camera_model != BICUBIC:
         g_dir = Path(args.camera_model) if args.camera_model else (co_trained_downsampler(model_dir)
                                                                     if model_dir else None)
-    try:
+    try:  # bicubic serves every scale: 4 only stands in until a pair's own scale is known
         g_scale = int(json.loads((g_dir / "config.json").read_text())["scale"]) if g_dir else 4
     except (OSError, ValueError, KeyError, TypeError):
         g_scale = 4  # an unreadable folder: load_check names it
