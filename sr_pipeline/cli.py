@@ -51,6 +51,16 @@ def _handler(target: str):
     return call
 
 
+def _judge_options(p: argparse.ArgumentParser) -> None:
+    """How outputs are judged against their input (``upscale`` and ``consistency`` share them)."""
+    p.add_argument("--camera", default=None,
+                   help="camera id whose consistency thresholds apply (default: those fitted on all cameras)")
+    p.add_argument("--camera-model", default=None, metavar="DIR|bicubic",
+                   help="downsampler folder modelling the camera, or bicubic (default: the model's co-trained one)")
+    p.add_argument("--consistency-thresholds", type=Path, default=None, metavar="FILE",
+                   help="consistency.json (default: the model folder's, else built-in defaults)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sr-pipeline",
@@ -129,8 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop an alpha channel instead of carrying it through (bicubic-upscaled)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (without it, one from another source or model is a failure)")
+    _judge_options(p)
+    p.add_argument("--consistency-map", type=Path, default=None, metavar="DIR",
+                   help="write a heat map per output of where it disagrees with its input "
+                   "(<stem>_x<scale>_consistency.png)")
+    p.add_argument("--no-consistency", action="store_true", help="skip the consistency measure and verdict")
+    p.add_argument("--enforce-consistency", action="store_true",
+                   help="project each output back towards its input through the camera model "
+                   "(holds the whole output in memory)")
+    p.add_argument("--enforce-iterations", type=number(int, 1, "back-projection steps"), default=3,
+                   help="back-projection steps of --enforce-consistency (default 3)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.serving.upscale:run_cli"))
+
+    p = sub.add_parser("consistency",
+                       help="score existing LR/SR pairs (matched by name) against what the camera recorded",
+                       description="Score existing LR/SR pairs, ours or another tool's: an SR named "
+                       "<stem>_x<scale>.png or <stem>.<ext> matches the LR <stem>.*. Exit codes: 0 every pair ok, "
+                       "1 a pair needs a person's look (check) or could not be scored, 2 bad input.")
+    p.add_argument("--lr", type=Path, required=True, help="the recorded LR image or folder")
+    p.add_argument("--sr", type=Path, required=True, help="the restored image or folder")
+    p.add_argument("--model", type=Path, default=None,
+                   help="student whose co-trained downsampler and consistency.json judge (default: the promoted one)")
+    _judge_options(p)
+    p.add_argument("--map", type=Path, default=None, metavar="DIR",
+                   help="write a heat map per pair (<SR stem>_consistency.png)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(func=_handler("sr_pipeline.serving.audit:run_cli"))
 
     p = sub.add_parser("evaluate", help="score bicubic and models on HR/LR pairs (PSNR-Y, SSIM-Y, LPIPS, time)",
                        description="Score bicubic and the given models on HR/LR pairs. Bad input exits with "

@@ -9,6 +9,7 @@ has an entry in ``CASES`` (its own bad paths, files and folders).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,13 @@ class Files:
         self.src = root / "src"
         self.src.mkdir()
         self._png(self.src / "a.png", 16)
+        self.thresholds = {}  # what is wrong -> a consistency.json with that problem
+        for name, body in (("corrupt", "{not json"), ("negative", {"pixel": -1}), ("nan", {"peak": float("nan")}),
+                           ("unknown", {"sharre": 0.1}), ("share", {"share": 1.0}), ("no-cameras", None)):
+            path = root / f"thresholds-{name}.json"
+            path.write_text(body if isinstance(body, str) else json.dumps({"cameras": {"all": body}} if body
+                                                                          else {"thresholds": {}}))
+            self.thresholds[name] = path
 
     @staticmethod
     def _png(path: Path, side: int) -> Path:
@@ -84,7 +92,20 @@ def _bases(f: Files) -> dict[str, list[str]]:
         "models": ["models"],
         "promote": ["promote", "no-such-version"],
         "lpips-weights": ["lpips-weights"],
+        "consistency": ["consistency", "--lr", str(f.image), "--sr", str(f.image), "--model", str(f.no_info_model)],
     }
+
+
+def _judge_cases(f: Files, base: list[str]) -> list[tuple[list[str], str]]:
+    """Bad camera models and thresholds files, refused alike by every command that judges outputs."""
+    return [
+        ([*base, "--camera-model", str(f.missing)], str(f.missing)),
+        ([*base, "--camera-model", str(f.a_file)], str(f.a_file)),
+        ([*base, "--camera-model", str(f.folder)], str(f.folder)),
+        ([*base, "--consistency-thresholds", str(f.missing)], str(f.missing)),
+        ([*base, "--consistency-thresholds", str(f.folder)], str(f.folder)),
+        *[([*base, "--consistency-thresholds", str(path)], str(path)) for path in f.thresholds.values()],
+    ]
 
 
 def _cases(f: Files) -> dict[str, list[tuple[list[str], str]]]:
@@ -127,6 +148,9 @@ def _cases(f: Files) -> dict[str, list[tuple[list[str], str]]]:
             (["upscale", str(f.image), "--out", str(f.a_file)], str(f.a_file)),
             (b["upscale"], str(f.no_info_model)),
             (["upscale", str(f.image), "--out", str(f.root / "up"), "--model", str(f.a_file)], str(f.a_file)),
+            ([*b["upscale"], "--consistency-map", str(f.a_file)], str(f.a_file)),
+            ([*b["upscale"], "--consistency-map", str(f.folder), "--no-consistency"], "--no-consistency"),
+            *_judge_cases(f, b["upscale"]),
         ],
         "evaluate": [
             (["evaluate", "--pairs", str(f.missing), "--out", str(f.root / "ev")], str(f.missing)),
@@ -144,6 +168,14 @@ def _cases(f: Files) -> dict[str, list[tuple[list[str], str]]]:
         "promote": [(b["promote"], "no-such-version"),
                     (["--data", str(f.a_file), "promote", "s1"], str(f.a_file))],
         "lpips-weights": [(["lpips-weights", "--sdist"], "--sdist")],
+        "consistency": [
+            (["consistency", "--lr", str(f.missing), "--sr", str(f.image)], str(f.missing)),
+            (["consistency", "--lr", str(f.image), "--sr", str(f.missing)], str(f.missing)),
+            (["consistency", "--lr", str(f.image), "--sr", str(f.image), "--map", str(f.a_file)], str(f.a_file)),
+            (b["consistency"], str(f.no_info_model)),
+            (["consistency", "--lr", str(f.image), "--sr", str(f.image), "--model", str(f.missing)], str(f.missing)),
+            *_judge_cases(f, ["consistency", "--lr", str(f.image), "--sr", str(f.image)]),
+        ],
     }
 
 

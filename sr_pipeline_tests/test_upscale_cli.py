@@ -134,3 +134,39 @@ def test_outputs_follow_the_umask(tmp_path, student_dir, capsys, umask_022):
     img = _image(tmp_path / "a.png")
     assert _upscale(capsys, img, "--out", tmp_path / "out", "--model", student_dir)[0] == 0
     assert stat.S_IMODE((tmp_path / "out" / "a_x4.png").stat().st_mode) == 0o644
+
+
+def test_an_enforced_and_a_plain_output_are_different_outputs_on_resume(tmp_path, student_dir, capsys):
+    img = _image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert _upscale(capsys, img, "--out", out, "--model", student_dir)[0] == 0
+    code, report = _upscale(capsys, img, "--out", out, "--model", student_dir, "--enforce-consistency")
+    assert code == 1 and "enforced consistency none, not bicubic, 3 iterations" in report["files"][0]["reason"]
+    enforced = tmp_path / "enforced"
+    assert _upscale(capsys, img, "--out", enforced, "--model", student_dir, "--enforce-consistency")[0] == 0
+    code, report = _upscale(capsys, img, "--out", enforced, "--model", student_dir, "--enforce-consistency")
+    assert code == 0 and report["skipped"] == 1
+    code, report = _upscale(capsys, img, "--out", enforced, "--model", student_dir, "--enforce-consistency",
+                            "--enforce-iterations", "5")
+    assert code == 1 and "not bicubic, 5 iterations" in report["files"][0]["reason"]
+    code, report = _upscale(capsys, img, "--out", enforced, "--model", student_dir)
+    assert code == 1 and "enforced consistency bicubic, 3 iterations, not none" in report["files"][0]["reason"]
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--consistency-map", "MAPFILE"], "--consistency-map"),
+    (["--consistency-map", "MAPS", "--no-consistency"], "--no-consistency"),
+    (["--camera-model", "NOWHERE"], "--camera-model"),
+    (["--camera-model", "EMPTY"], "not a downsampler folder"),
+    (["--consistency-thresholds", "NOWHERE"], "--consistency-thresholds"),
+])
+def test_bad_consistency_options_are_usage_errors(tmp_path, student_dir, capsys, extra, named):
+    img = _image(tmp_path / "a.png")
+    (tmp_path / "map.png").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    where = {"MAPFILE": tmp_path / "map.png", "MAPS": tmp_path / "maps", "NOWHERE": tmp_path / "nowhere",
+             "EMPTY": tmp_path / "empty"}
+    err = _usage_error(capsys, img, "--out", tmp_path / "out", "--model", student_dir,
+                       *[where.get(e, e) for e in extra])
+    assert named in err
+    assert not (tmp_path / "out").exists()

@@ -4,9 +4,14 @@
   source (sha256) by the same model version and sampler settings is kept and counted as
   ``skipped``, so rerunning after a crash finishes the rest and exits 0. Any other existing output
   is a conflict (a failure naming what differs) unless ``--overwrite``.
-- Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder)
-  are one sentence on stderr and exit code 2, before any output is written. Files that cannot be
-  read or written are reported per file and make the exit code 1.
+- Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder,
+  camera model or thresholds file) are one sentence on stderr and exit code 2, before any output is
+  written. Files that cannot be read or written are reported per file and make the exit code 1.
+- Consistency (issue 12): each output is judged against its input while its rows are written (the
+  camera model applied to the output should give back the input; verdict ``ok`` / ``check`` in the
+  PNG text, the ``--json`` row and the summary); a kept output reports the verdict stored in it.
+  ``check`` is not a failure: the exit code stays 0. ``--enforce-consistency`` projects the output
+  back towards its input through the same camera model, which holds the whole output in memory.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from sr_pipeline.serving.consistency import consistency_text
-from sr_pipeline.sr.consistency import Consistency, ConsistencyPass
+from sr_pipeline.serving.audit import (
+    check_judge_args, describe_check, load_consistency_check, map_path, measure_saved, write_map,
+)
+from sr_pipeline.serving.consistency import ConsistencyCheck, consistency_text
+from sr_pipeline.sr.consistency import Camera, Consistency, ConsistencyPass, enforce_consistency
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
 from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows, provenance_text
@@ -72,6 +81,60 @@ def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text:
     return mode, (found[0] if found else None)
 
 
+# ---------------------------------------------------------------- enforced consistency
+
+ENFORCED_KEY = f"{TEXT_PREFIX}consistency_enforced"
+_ENFORCE_HR_COPIES = 5  # HR float images alive while projecting: the output, x, up(residual), G's unshuffle, slack
+
+
+class EnforcedUpscaler:
+    """An :class:`Upscaler` whose rows are projected back towards the input through ``camera``
+    (:func:`enforce_consistency`) before they leave. The projection needs the whole HR output, so
+    it is held in memory (float) and counted in the memory plan; what does not fit is refused."""
+
+    def __init__(self, upscaler: Upscaler, camera: Camera, iterations: int):
+        if camera.scale != upscaler.scale:
+            raise ValueError(f"the camera model is x{camera.scale}, the model x{upscaler.scale}")
+        self.upscaler, self.camera, self.iterations = upscaler, camera, iterations
+        self.scale = upscaler.scale
+
+    def held_bytes(self, height: int, width: int) -> int:
+        hr = 3 * height * width * self.scale**2 * 4
+        return _ENFORCE_HR_COPIES * hr + ConsistencyPass.held_bytes(self.camera, height, width)
+
+    def iter_rows(self, lr: np.ndarray, progress: Callable[[int], None] | None = None, *,
+                  held: int = 0) -> Iterator[np.ndarray]:
+        """As :meth:`Upscaler.iter_rows`, projected (float32 bands in [-1, 1])."""
+        lr = lr if lr.ndim == 3 else lr[:, :, None]
+        h, w, c = lr.shape
+        held += self.held_bytes(h, w)
+        try:
+            self.upscaler.plan(h, w, c, lr.dtype.itemsize, held=held)
+        except MemoryError:
+            budget = self.upscaler.memory_budget / 2**30
+            raise MemoryError(f"--enforce-consistency holds the whole {w * self.scale}x{h * self.scale} output in "
+                              f"memory (~{held / 2**20:.0f} MiB with the rest), over the --memory-budget of "
+                              f"{budget:g} GiB: raise --memory-budget or leave out --enforce-consistency") from None
+        x = np.empty((h * self.scale, w * self.scale, 3), dtype=np.float32)
+        r = 0
+        for rows in self.upscaler.iter_rows(lr, progress, held=held):
+            x[r:r + len(rows)] = rows
+            r += len(rows)
+        maxval = 65535.0 if lr.dtype == np.uint16 else 255.0
+        y = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1).mul_(2.0 / maxval).sub_(1.0)
+        out = enforce_consistency(self.camera, torch.from_numpy(x).permute(2, 0, 1)[None],
+                                  y.expand(3, -1, -1)[None], self.iterations)[0].permute(1, 2, 0)
+        del x
+        band = max(1, self.upscaler.tiles.tile * self.scale)
+        for r in range(0, out.shape[0], band):
+            yield np.ascontiguousarray(out[r:r + band].numpy())
+
+
+def enforced_text(camera: Camera, iterations: int) -> str:
+    """The PNG text that tells an enforced output from a plain one (resume compares it)."""
+    return f"{camera.name}, {iterations} iterations"
+
+
 # ---------------------------------------------------------------- resuming
 
 
@@ -97,10 +160,11 @@ def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
     version = f"{TEXT_PREFIX}model_version"
     if found.get(version) != text[version]:
         return f"{target} exists and was made by model {found.get(version)}, not {text[version]}; {replace}"
-    for key in ("steps", "scale", "noise"):
+    for key, label in (("steps", "steps"), ("scale", "scale"), ("noise", "noise"),
+                       ("consistency_enforced", "enforced consistency")):
         old, new = found.get(TEXT_PREFIX + key), text.get(TEXT_PREFIX + key)
         if old != new:
-            return f"{target} exists and was made with {key} {old or 'none'}, not {new or 'none'}; {replace}"
+            return f"{target} exists and was made with {label} {old or 'none'}, not {new or 'none'}; {replace}"
     if _alpha_choice(found) != _alpha_choice(text):
         return f"{target} exists and was made with {_alpha_choice(found)}, not {_alpha_choice(text)}; {replace}"
     return None
@@ -147,6 +211,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"input {', '.join(missing)} does not exist" if len(missing) == 1
                          else f"inputs {', '.join(missing)} do not exist")
     check_output_folder("--out", Path(args.out), "the outputs, named <stem>_x<scale>.png")
+    if args.consistency_map is not None:
+        if args.no_consistency:
+            raise UsageError("--consistency-map draws the consistency measure; leave out --no-consistency")
+        check_output_folder("--consistency-map", Path(args.consistency_map),
+                            "the heat maps, named <stem>_x<scale>_consistency.png")
+    check_judge_args(args.camera_model, args.consistency_thresholds)
 
 
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
@@ -180,27 +250,101 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
                     tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
 
 
+def load_judge(args: argparse.Namespace, upscaler: Upscaler) -> ConsistencyCheck | None:
+    """The consistency check of the run (None with ``--no-consistency`` and nothing to enforce)."""
+    if args.no_consistency and not args.enforce_consistency:
+        return None
+    return load_consistency_check(upscaler.model.path, upscaler.scale, args.camera_model, args.consistency_thresholds)
+
+
+def stored_consistency(text: dict[str, str]) -> dict | None:
+    """The consistency figures an output's PNG text carries, as :meth:`Consistency.record` names them
+    (rounded as written); None when it was not judged."""
+    from sr_pipeline.sr.consistency import VERDICTS, Y_WEIGHTS
+
+    def get(name: str) -> str | None:
+        return text.get(f"{TEXT_PREFIX}consistency{name}")
+
+    if get("") not in VERDICTS:
+        return None
+    try:
+        colour = [float(c) for c in (get("_colour_shift") or "").split(",") if c]
+        weights = Y_WEIGHTS.tolist()
+        intensity = sum(weights) * colour[0] if len(colour) == 1 else sum(w * c for w, c in zip(weights, colour))
+        return {"consistency_verdict": get(""), "consistency_psnr_y": float(get("_psnr_y")),
+                "consistency_flagged_share": float(get("_flagged_share")), "consistency_peak": float(get("_peak")),
+                "consistency_colour_shift": colour, "consistency_intensity_shift": round(intensity, 3),
+                "consistency_camera": get("_camera"), "consistency_reasons": get("_reasons") or ""}
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argparse.Namespace) -> dict:
+    row = result.record()
+    if args.consistency_map is not None:
+        rel = target.parent.relative_to(args.out)
+        row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel)))
+    return row
+
+
+def _kept_consistency(check: ConsistencyCheck, src: SourceImage, target: Path, args: argparse.Namespace) -> dict:
+    """A kept output's verdict: the one written into it by the same camera model, else (or when its
+    heat map is wanted and missing) measured again from the file."""
+    from sr_pipeline.sr.decode import read_image
+
+    stored = stored_consistency(png_text(target))
+    wanted_map = (None if args.consistency_map is None else
+                  map_path(args.consistency_map, target, target.parent.relative_to(args.out)))
+    if stored is not None and stored["consistency_camera"] == check.camera.name:
+        if wanted_map is None:
+            return stored
+        if wanted_map.is_file():
+            return {**stored, "consistency_map": str(wanted_map)}
+    result = measure_saved(check, src.colour, read_image(target).colour, args.camera,
+                           keep_map=wanted_map is not None)
+    return _judged_row(result, src, target, args)
+
+
 def _upscale_one(upscaler: Upscaler, path: Path, target: Path, args: argparse.Namespace,
-                 progress: Callable[[int], None]) -> dict:
+                 progress: Callable[[int], None], check: ConsistencyCheck | None) -> dict:
     """Upscale one file, or keep its finished output; the row of the report without input/output."""
     from sr_pipeline.sr.decode import read_image
 
     t0 = time.perf_counter()
     src = read_image(path)
-    text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha)
+    extra = None
+    if args.enforce_consistency:
+        extra = {ENFORCED_KEY: enforced_text(check.camera, args.enforce_iterations)}
+    text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha, extra=extra)
+    judge = check is not None and not args.no_consistency
     if target.exists() and not args.overwrite:
         conflict = existing_conflict(target, text)
         if conflict is not None:
             raise FileExistsError(conflict)
-        return {"status": "skipped", "reason": "already done, kept"}
-    mode, _ = write_upscaled_png(upscaler, src, target, text, drop_alpha=args.drop_alpha,
-                                 overwrite=args.overwrite, progress=progress)
-    return {"status": "upscaled", "mode": mode, "seconds": round(time.perf_counter() - t0, 3),
-            "size": [src.width * upscaler.scale, src.height * upscaler.scale]}
+        row = {"status": "skipped", "reason": "already done, kept"}
+        return {**row, **_kept_consistency(check, src, target, args)} if judge else row
+    writer = EnforcedUpscaler(upscaler, check.camera, args.enforce_iterations) if args.enforce_consistency else upscaler
+    cpass = check.start(src.colour, args.camera, keep_map=args.consistency_map is not None) if judge else None
+    mode, result = write_upscaled_png(writer, src, target, text, drop_alpha=args.drop_alpha,
+                                      overwrite=args.overwrite, progress=progress, consistency=cpass)
+    row = {"status": "upscaled", "mode": mode, "seconds": round(time.perf_counter() - t0, 3),
+           "size": [src.width * upscaler.scale, src.height * upscaler.scale]}
+    return row if result is None else {**row, **_judged_row(result, src, target, args)}
+
+
+def _line(path: Path, target: Path, row: dict) -> str:
+    if "reason" in row and row["status"] != "skipped":
+        return f"{path}: {row['status']} ({row['reason']})"
+    said = f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}")
+    verdict = row.get("consistency_verdict")
+    if verdict is not None:
+        said += f"; consistency {verdict}" + (f": {row['consistency_reasons']}" if row["consistency_reasons"] else "")
+    return said
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Files or folders in, PNGs out; bad files are reported and skipped (exit 1), usage errors exit 2."""
+    """Files or folders in, PNGs out; bad files are reported and skipped (exit 1), usage errors exit 2.
+    A ``check`` verdict is reported and counted, not a failure."""
     from tqdm import tqdm
 
     from sr_pipeline.sr.decode import probe_size
@@ -208,6 +352,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         check_args(args)
         upscaler = load_upscaler(args)
+        check = load_judge(args, upscaler)
     except ValueError as exc:  # UsageError, DeviceUnavailable, the Upscaler's own checks
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -230,20 +375,24 @@ def run_cli(args: argparse.Namespace) -> int:
             if target in claimed:
                 raise FileExistsError(f"{claimed[target]} already writes {target}")
             claimed[target] = path
-            row.update(_upscale_one(upscaler, path, target, args, advance))
+            row.update(_upscale_one(upscaler, path, target, args, advance, check))
         except (ImageRejected, FileExistsError, OSError, ValueError, MemoryError) as exc:
             row.update(status="failed", reason=str(exc))
         counts[row["status"]] += 1
         bar.update(max(0, n_tiles - done))
         results.append(row)
         if not args.json:
-            bar.write(f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}"),
-                      file=sys.stderr)
+            bar.write(_line(path, target, row), file=sys.stderr)
     bar.close()
+    flagged = sum(row.get("consistency_verdict") == "check" for row in results)
     if args.json:
+        judged = None if check is None or args.no_consistency else describe_check(check, args.camera)
         print(json.dumps({"model": str(upscaler.model.path), "model_version": upscaler.version,
-                          "steps": upscaler.steps, "files": results, **counts,
-                          "ok": counts["upscaled"] + counts["skipped"]}, indent=2))
+                          "steps": upscaler.steps, "consistency": judged, "files": results, **counts,
+                          "ok": counts["upscaled"] + counts["skipped"], "check": flagged}, indent=2))
     elif not pairs:
         print("error: no input images found", file=sys.stderr)
+    elif check is not None and not args.no_consistency:
+        print(f"{flagged} of {counts['upscaled'] + counts['skipped']} outputs need a person's look "
+              f"(consistency check)", file=sys.stderr)
     return 1 if counts["failed"] or not pairs else 0
