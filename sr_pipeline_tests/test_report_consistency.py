@@ -212,3 +212,19 @@ def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(la
     assert "No image has been restored into the archive yet" in page
     page = report.render_report(summary | {"consistency": {"available": False, "reason": "no pairs"}}, scores, [])
     assert "Consistency thresholds not fitted: no pairs" in page
+
+
+def test_run_evaluation_puts_the_archive_section_in_the_report_folder(archive, registry, tmp_path, monkeypatch):
+    from sr_pipeline.evaluation import calibration as ev
+    from test_evaluation import STRICT, FakeLPIPS, add_pairs, save_sr
+
+    monkeypatch.setenv(ev.PLANT_TZ_ENV, TZ)
+    add_pairs(archive, registry, tmp_path, [1, 2], "calib-1")
+    out = ev.run_evaluation(archive, save_sr(archive, "teacher", "t1"), save_sr(archive, "student", "s1"), None, None,
+                            DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
+    line = "**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04)"
+    assert out.headline[-1].startswith(line) and out.summary["headline"] == out.headline
+    assert "| 2026-W10 | 11.1% (1 of 9) | - | 11.1% (1 of 9) |" in out.table_md
+    page = out.report_path.read_text()
+    expected = (archive.root / "archive/b2/consistency_maps/a-worst_consistency.png").read_bytes()
+    assert base64.b64encode(expected).decode() in page[page.index("id='consistency-worst'"):]
