@@ -199,16 +199,17 @@ def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(la
                          "none has been checked.")
     assert report.markdown_table(summary, scores.methods, empty) == report.markdown_table(summary, scores.methods)
 
-    fit = {"cameras": {"cam-a": {"pixel": 9.5, "peak": 31.2, "share": 0.004, "psnr": 33.0, "colour": 2.5,
-                                 "camera": "cam-a", "source": "calibration (12 pairs)",
-                                 "fit": {"pairs": 12, "spearman_consistency_vs_true_psnr": 0.71}},
+    # The shape evaluation/consistency_fit.consistency_summary writes; a flat entry is read too.
+    fit = {"available": True, "reason": None, "camera_model": "G s9", "pairs": 20,
+           "cameras": {"cam-a": {"pairs": 12, "spearman": 0.71, "source": "calibration (12 pairs)",
+                                 "worst_calibration": {"peak": 25.0, "share": 0.003, "psnr_y": 34.0, "colour": 2.0},
+                                 "thresholds": {"pixel": 9.5, "peak": 31.2, "share": 0.004, "psnr": 33.0, "colour": 2.5}},
                        "all": {"pixel": 10.0, "peak": 30.0, "share": 0.005, "psnr": 32.0, "colour": 3.0,
-                               "spearman": 0.64, "pairs": 20}},
-           "student": "s9"}
+                               "fit": {"pairs": 20, "spearman_consistency_vs_true_psnr": 0.64}}}}
     page = report.render_report(summary | {"consistency": fit}, scores, [], archive=empty)
     table = page[page.index("id='consistency-fit'"):page.index("</table>", page.index("id='consistency-fit'"))]
     assert "<tr><td>cam-a</td><td>12</td><td>0.71</td><td>9.5</td><td>31.2</td><td>0.0040</td><td>33.0</td>" in table
-    assert "<tr><td>all</td><td>20</td><td>0.64</td>" in table and "student: s9" in page
+    assert "<tr><td>all</td><td>20</td><td>0.64</td><td>10.0</td>" in table and "camera model: G s9" in page
     assert "No image has been restored into the archive yet" in page
     page = report.render_report(summary | {"consistency": {"available": False, "reason": "no pairs"}}, scores, [])
     assert "Consistency thresholds not fitted: no pairs" in page

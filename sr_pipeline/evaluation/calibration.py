@@ -277,9 +277,9 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                    downsampler_dir: Path | None, report_date: date, thresholds: GateThresholds = GateThresholds(),
                    *, lpips: Any = None, device: str = "auto") -> EvaluationOutcome:
     """Evaluate (reusing the gate's scores of the candidate when they match), decide, write the report."""
-    from sr_pipeline.evaluation.archive_consistency import archive_consistency
     from sr_pipeline.sr import report
     from sr_pipeline.sr.devices import device_label, resolve_device
+    from sr_pipeline.evaluation.archive_consistency import archive_consistency  # it imports plant_timezone from here
 
     pairs = calibration_pairs(layout)
     if not pairs:

@@ -399,8 +399,9 @@ def _pairs(entry: dict[str, Any]) -> float | None:
 
 
 def fit_html(fit: Any) -> str:
-    """``summary["consistency"]`` (per-camera thresholds, Spearman of consistency against true error on
-    the calibration pairs) as a short table; a note when absent or not in a known shape."""
+    """``summary["consistency"]`` as a short table: per camera, its pairs, the Spearman correlation of
+    consistency against true error on them, and its thresholds (in ``thresholds`` or flat in the entry),
+    then the fit's other plain fields; a note when it is absent, not available or has no cameras."""
     esc = html.escape
     if not isinstance(fit, dict) or not fit:
         return ("<p class='note'>This evaluation fitted no consistency thresholds; the archive's verdicts use the "
@@ -416,7 +417,8 @@ def fit_html(fit: Any) -> str:
     rows = []
     for camera, entry in cameras.items():
         entry = entry if isinstance(entry, dict) else {}
-        cells = "".join(f"<td>{_fmt(_number(entry.get(key)), digits)}</td>" for key, _, digits in _THRESHOLD_COLUMNS)
+        limits = entry["thresholds"] if isinstance(entry.get("thresholds"), dict) else entry
+        cells = "".join(f"<td>{_fmt(_number(limits.get(key)), digits)}</td>" for key, _, digits in _THRESHOLD_COLUMNS)
         pairs = _pairs(entry)
         rows.append(f"<tr><td>{esc(str(camera))}</td><td>{'&ndash;' if pairs is None else int(pairs)}</td>"
                     f"<td>{_fmt(_spearman(entry), 2)}</td>{cells}<td class='detail'>{esc(str(entry.get('source', '')))}</td></tr>")
