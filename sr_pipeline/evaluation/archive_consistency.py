@@ -22,6 +22,12 @@ from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 
 
+# The manifest columns the report reads (older manifests have only some of them).
+COLUMNS = ("source_image_id", "batch", "camera", "source_name", "output_path", "upscaled_at", "consistency_verdict",
+           "consistency_psnr_y", "consistency_flagged_share", "consistency_peak", "consistency_camera",
+           "consistency_reasons", "consistency_map")
+
+
 def archived_batches(layout: DataLayout) -> list[str]:
     """The batches with a manifest under ``<data>/archive/`` (temp folders, named ``.*``, left out)."""
     if not layout.archive.is_dir():
@@ -35,8 +41,10 @@ def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, st
     rows, unread = [], {}
     for batch in archived_batches(layout):
         try:
-            # No schema: an older manifest keeps the columns it has rather than failing or gaining nulls.
-            batch_rows = pq.read_table(manifest_path(layout, batch)).to_pylist()
+            # Not through the current schema: an older manifest keeps the columns it has.
+            path = manifest_path(layout, batch)
+            present = set(pq.read_schema(path).names)
+            batch_rows = pq.read_table(path, columns=[c for c in COLUMNS if c in present]).to_pylist()
         except (OSError, pa.ArrowException, ValueError) as exc:
             unread[batch] = f"its manifest could not be read ({type(exc).__name__}: {exc})"
             continue

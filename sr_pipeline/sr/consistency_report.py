@@ -442,7 +442,7 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
     else:
         parts.append(f"<p>{link_list(esc(archive.manager_text()))} An image is flagged <code>check</code> when the camera model, applied to the "
                      "restored image, does not give back what the camera recorded: some of its detail may be "
-                     "invented. The archive keeps every flagged image.</p>")
+                     "invented. The archive keeps every flagged image; each counts once, in the week it was last restored.</p>")
         parts += [f"<p class='note'>Batch {esc(b)} skipped: {esc(why)}</p>" for b, why in archive.unread.items()]
         if archive.later:
             parts.append(f"<p class='note'>{_count(archive.later, 'image')} restored after "
