@@ -121,6 +121,8 @@ class ArchivedOutput:
 
 @dataclass
 class Counts:
+    """Outputs restored, measured (with a verdict) and flagged ``check``."""
+
     total: int = 0
     measured: int = 0
     flagged: int = 0
@@ -196,8 +198,8 @@ class ArchiveConsistency:
         return self.flagged(self.this_week())[:n]
 
     def weekly(self, weeks: int = WEEKS_SHOWN) -> WeeklyShares:
-        """Counts per ISO week and camera for the last ``weeks`` weeks up to the report's week that
-        reach back to the first dated output."""
+        """Counts per ISO week and field camera, from the first dated output's week (at most ``weeks``
+        weeks back) to the report's week."""
         dated = [o for o in self.outputs if o.day is not None]
         if not dated:
             return WeeklyShares([], [], {})
