@@ -326,6 +326,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     from sr_pipeline.evaluation.consistency_fit import consistency_summary
     from sr_pipeline.sr import report
     from sr_pipeline.sr.devices import device_label, resolve_device
+    from sr_pipeline.evaluation.archive_consistency import archive_consistency  # it imports plant_timezone from here
 
     pairs = calibration_pairs(layout)
     if not pairs:
@@ -383,14 +384,15 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     })
     layout.reports.mkdir(parents=True, exist_ok=True)
     history = report.load_history(layout.reports)
-    lines = report.headline(summary, history)
+    archive = archive_consistency(layout, report_date)
+    lines = report.headline(summary, history, archive)
     summary["headline"] = lines
     summary["previous_reports"] = len(history)
     tmp = temp_dir(layout.reports, f".{report_date.isoformat()}.")
     try:
         write_metrics_parquet(scores.rows, tmp / "metrics.parquet")
         write_json(tmp / "summary.json", summary)
-        write_bytes(tmp / "index.html", report.render_report(summary, scores, history, lines).encode("utf-8"))
+        write_bytes(tmp / "index.html", report.render_report(summary, scores, history, lines, archive).encode("utf-8"))
         final = publish_dir(tmp, layout.reports, report_date.isoformat())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -399,6 +401,6 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     crops = report.crop_columns(scores, median, report.CROP_METHODS, summary["labels"])
     return EvaluationOutcome(
         report_dir=final, summary=summary, decision=decision, headline=lines,
-        table_md=report.markdown_table(summary, scores.methods), crops_png=report.crop_strip_png(crops),
+        table_md=report.markdown_table(summary, scores.methods, archive), crops_png=report.crop_strip_png(crops),
         trend_png=report.trend_png(history, summary), reused=scores.reused,
     )

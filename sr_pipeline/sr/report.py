@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from sr_pipeline.sr.consistency_report import ArchiveConsistency, link_list, section_html, weekly_markdown
 from sr_pipeline.sr.figures import figure_png, figures_html, grid_png, png_data_uri
 from sr_pipeline.sr.scoring import Scores, metric, metrics
 
@@ -37,7 +38,8 @@ h1{margin-bottom:.2em}.sub{color:#555;margin-top:0}section{margin:1.5em 0}
 table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}td.pass{color:#1b6e2d}td.detail,th.detail{text-align:left}td.fail{color:#a32a1d;font-weight:600}
 figure{display:inline-block;margin:4px;text-align:center}figure img{width:150px;height:150px;
-image-rendering:pixelated}img.plot{max-width:100%}.note{color:#555}"""
+image-rendering:pixelated}img.plot{max-width:100%}.note{color:#555}
+img.map{width:auto;height:auto;max-width:320px;image-rendering:auto}div.flagged{border-top:1px solid #ddd}"""
 
 
 # --- history --------------------------------------------------------------------------------------
@@ -96,8 +98,10 @@ def _model_name(summary: dict[str, Any], role: str) -> str:
     return f"{summary.get('labels', {}).get(role, role)} {info.get('version', '')}".strip()
 
 
-def headline(summary: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
-    """The plain-language summary, one short paragraph per topic (markdown: only ``**bold**``)."""
+def headline(summary: dict[str, Any], history: list[dict[str, Any]],
+             archive: ArchiveConsistency | None = None) -> list[str]:
+    """The plain-language summary, one short paragraph per topic (markdown: only ``**bold**``); with
+    the archive, how many of this week's restored images need a person's look."""
     lines = []
     served = summary.get("served")
     shown = served or "candidate"  # with no model in use, describe the rejected candidate
@@ -172,11 +176,13 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]]) -> list[str
             f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
             f"{how} plain shrinking: PSNR-Y {realism['learned_psnr']:.2f} dB "
             f"against {realism['bicubic_psnr']:.2f} dB on {realism['pairs']} pairs (higher is closer).")
+    if archive is not None:
+        lines.append(archive.manager_line())
     return lines
 
 
 def _md_to_html(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return link_list(re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text)))
 
 
 # --- pictures -------------------------------------------------------------------------------------
@@ -286,8 +292,9 @@ def per_image_table_html(rows: list[dict[str, Any]], methods: list[str], labels:
     return "\n".join(parts)
 
 
-def markdown_table(summary: dict[str, Any], methods: list[str]) -> str:
-    """The per-method table as markdown (for the Dagster UI)."""
+def markdown_table(summary: dict[str, Any], methods: list[str], archive: ArchiveConsistency | None = None) -> str:
+    """The per-method table as markdown (for the Dagster UI), then the archive's flagged share per
+    camera and week when there is one."""
     labels = summary.get("labels", {})
     out = ["| method | " + " | ".join(m.heading for m in metrics()) + " | ms / image | MP/s |",
            "|---|" + "---|" * (len(metrics()) + 2)]
@@ -295,7 +302,8 @@ def markdown_table(summary: dict[str, Any], methods: list[str]) -> str:
         s = summary["methods"][name]
         cells = " | ".join(m.text(s.get(m.name)) for m in metrics())
         out.append(f"| {labels.get(name, name)} | {cells} | {_txt(s['ms_per_image'], 1)} | {_txt(s['mp_per_s'], 2)} |")
-    return "\n".join(out)
+    weekly = weekly_markdown(archive)
+    return "\n".join(out + (["", weekly] if weekly else []))
 
 
 def text_table(summary: dict[str, Any]) -> str:
@@ -356,10 +364,11 @@ def _gate_html(gate: dict[str, Any] | None) -> str:
 # --- the page -------------------------------------------------------------------------------------
 
 def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[str, Any]],
-                  lines: list[str] | None = None) -> str:
-    """The standalone HTML page (see the module docstring)."""
+                  lines: list[str] | None = None, archive: ArchiveConsistency | None = None) -> str:
+    """The standalone HTML page (see the module docstring). ``archive``: the archive's consistency
+    verdicts (None: not read; the section then shows only the fitted thresholds)."""
     esc = html.escape
-    lines = headline(summary, history) if lines is None else lines
+    lines = headline(summary, history, archive) if lines is None else lines
     gate = summary.get("gate") or {}
     labels = summary.get("labels", {})
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Image restoration report "
@@ -382,6 +391,7 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append("<section><h2>Trend across reports</h2>"
                  f"<img class='plot' id='trend' alt='trend across reports' "
                  f"src='{png_data_uri(trend_png(history, summary))}'></section>")
+    parts.append(section_html(archive, summary.get("consistency")))
 
     parts.append("<section><h2>Side by side: best, median and worst image</h2>"
                  "<p class='note'>Ranked by the new student's PSNR-Y gain over plain enlargement; the most "

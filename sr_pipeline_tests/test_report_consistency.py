@@ -1,0 +1,231 @@
+"""The report's "Consistency with the camera" section, read from synthetic archive manifests.
+
+Two batches, two field cameras, four ISO weeks, some outputs flagged ``check``; the plant is in
+Berlin (UTC+1 in winter), so outputs near midnight UTC fall on the next local day. Report date:
+Wednesday 2026-03-04, so "this week" is 2026-02-26 .. 2026-03-04 local time.
+"""
+
+import base64
+import re
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import encode, pixels
+from test_report import make_scores, make_summary
+from sr_pipeline.evaluation.archive_consistency import archive_consistency, archived_batches
+from sr_pipeline.sr import report
+from sr_pipeline.sr.consistency_report import ArchiveConsistency, section_html
+
+DAY = date(2026, 3, 4)
+TZ = "Europe/Berlin"
+BASE_FIELDS = [("source_image_id", pa.string()), ("batch", pa.string()), ("camera", pa.string()),
+               ("source_name", pa.string()), ("output_path", pa.string()), ("model_version", pa.string()),
+               ("upscaled_at", pa.timestamp("us", tz="UTC"))]
+CONSISTENCY_FIELDS = [("consistency_verdict", pa.string()), ("consistency_psnr_y", pa.float64()),
+                      ("consistency_flagged_share", pa.float64()), ("consistency_peak", pa.float64()),
+                      ("consistency_colour_shift", pa.list_(pa.float64())), ("consistency_camera", pa.string()),
+                      ("consistency_reasons", pa.string()), ("consistency_map", pa.string())]
+
+# (batch, image, camera, UTC time, verdict, flagged share, peak, writes a map)
+OUTPUTS = [
+    ("b1", "a-late-local", "cam-a", "2026-03-04T22:30", "ok", 0.0, 3.0, False),        # 23:30 local: this week
+    ("b1", "a-next-day", "cam-a", "2026-03-04T23:30", "check", 0.9, 99.0, True),      # 00:30 on 5 March: left out
+    ("b1", "b-mid", "cam-b", "2026-03-01T10:00", "check", 0.05, 40.0, True),
+    ("b2", "a-worst", "cam-a", "2026-03-02T10:00", "check", 0.20, 30.0, True),
+    ("b2", "a-ok", "cam-a", "2026-03-03T10:00", "ok", 0.0, 5.0, False),
+    ("b2", "b-spot", "cam-b", "2026-02-25T23:30", "check", 0.01, 90.0, False),        # 26 Feb local: this week
+    ("b1", "b-older", "cam-b", "2026-02-25T22:30", "check", 0.50, 60.0, True),        # 25 Feb local: last week
+    ("b1", "a-feb10", "cam-a", "2026-02-10T09:00", "ok", 0.0, 2.0, False),
+    ("b1", "a-feb11", "cam-a", "2026-02-11T09:00", "check", 0.02, 25.0, True),
+    ("b2", "b-feb17", "cam-b", "2026-02-17T09:00", "ok", 0.0, 4.0, False),
+    *[("b2", f"a-bulk{i}", "cam-a", "2026-03-03T12:00", "ok", 0.0, 1.0, False) for i in range(6)],
+]
+
+
+def _row(layout, batch, image, camera, when, verdict=None, share=None, peak=None, with_map=False):
+    row = {"source_image_id": image, "batch": batch, "camera": camera, "source_name": f"{image}.png",
+           "output_path": f"archive/{batch}/{image}_x4.png", "model_version": "s1",
+           "upscaled_at": datetime.fromisoformat(when).replace(tzinfo=timezone.utc)}
+    if verdict is None:
+        return row
+    ref = None
+    if with_map:
+        ref = f"archive/{batch}/consistency_maps/{image}_consistency.png"
+        (layout.root / ref).parent.mkdir(parents=True, exist_ok=True)
+        (layout.root / ref).write_bytes(encode(pixels(24, 16, seed=len(image))))
+    reasons = "" if verdict == "ok" else f"{100 * share:.2f}% of input pixels disagree (limit 1.00%)"
+    return row | {"consistency_verdict": verdict, "consistency_psnr_y": 35.0, "consistency_flagged_share": share,
+                  "consistency_peak": peak, "consistency_colour_shift": [0.1, -0.2, 0.0],
+                  "consistency_camera": "G s1", "consistency_reasons": reasons, "consistency_map": ref}
+
+
+def write_manifest(layout, batch, rows, measured=True):
+    schema = pa.schema(BASE_FIELDS + (CONSISTENCY_FIELDS if measured else []))
+    folder = layout.archive / batch
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "manifest.parquet")
+
+
+@pytest.fixture
+def archive(layout):
+    for batch in ("b1", "b2"):
+        write_manifest(layout, batch, [_row(layout, *o[:4], *o[4:]) for o in OUTPUTS if o[0] == batch])
+    return layout
+
+
+def test_the_manager_line_counts_this_weeks_outputs_in_the_plants_time_zone(archive):
+    view = archive_consistency(archive, DAY, TZ)
+    assert archived_batches(archive) == ["b1", "b2"]
+    assert view.later == 1 and len(view.outputs) == len(OUTPUTS) - 1
+    assert {o.source_name for o in view.this_week()} == {
+        "a-late-local.png", "b-mid.png", "a-worst.png", "a-ok.png", "b-spot.png", *(f"a-bulk{i}.png" for i in range(6))}
+    line = view.manager_line()
+    assert line == ("**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04) "
+                    "need a person's look; see the list in the report.")
+    scores = make_scores(archive.root / "pairs")
+    lines = report.headline(make_summary(scores, DAY.isoformat()), [], view)
+    assert lines[-1] == line
+    page = report.render_report(make_summary(scores, DAY.isoformat()), scores, [], lines, view)
+    headline = page[page.index("id='headline'"):page.index("</section>")]
+    assert "look; <a href='#consistency-flagged'>see the list</a>." in headline and "id='consistency-flagged'" in page
+    # In UTC the late outputs move a day back: "a-next-day" (flagged) joins the week, "b-spot" leaves it.
+    utc = archive_consistency(archive, DAY, "UTC")
+    assert utc.later == 0 and "3 of 11 images" in utc.manager_line()
+    assert {o.source_name for o in utc.this_week()} ^ {o.source_name for o in view.this_week()} == {
+        "a-next-day.png", "b-spot.png"}
+
+
+def test_flagged_share_per_camera_and_iso_week(archive):
+    weekly = archive_consistency(archive, DAY, TZ).weekly()
+    assert [w.isoformat() for w in weekly.weeks] == ["2026-02-09", "2026-02-16", "2026-02-23", "2026-03-02"]
+    assert weekly.cameras == ["cam-a", "cam-b"]
+    table = {(w.isoformat(), cam): (c.total, c.measured, c.flagged) for (w, cam), c in weekly.counts.items()}
+    assert table == {
+        ("2026-02-09", "cam-a"): (2, 2, 1), ("2026-02-09", "all cameras"): (2, 2, 1),
+        ("2026-02-16", "cam-b"): (1, 1, 0), ("2026-02-16", "all cameras"): (1, 1, 0),
+        ("2026-02-23", "cam-b"): (3, 3, 3), ("2026-02-23", "all cameras"): (3, 3, 3),
+        ("2026-03-02", "cam-a"): (9, 9, 1), ("2026-03-02", "all cameras"): (9, 9, 1)}
+    assert weekly.cell(weekly.weeks[2], "cam-a").share is None
+    assert weekly.cell(weekly.weeks[3], "cam-a").share == pytest.approx(1 / 9)
+
+    page = section_html(archive_consistency(archive, DAY, TZ))
+    html_table = page[page.index("id='consistency-weekly'"):page.index("</table>", page.index("id='consistency-weekly'"))]
+    rows = re.findall(r"<tr><td>(\d{4}-W\d\d) [^<]*</td>((?:<td>[^<]*</td>)+)</tr>", html_table.replace("&ndash;", "-"))
+    assert [(week, re.findall(r"<td>([^<]*)</td>", cells)) for week, cells in rows] == [
+        ("2026-W10", ["11.1% (1 of 9)", "-", "11.1% (1 of 9)"]),
+        ("2026-W09", ["-", "100.0% (3 of 3)", "100.0% (3 of 3)"]),
+        ("2026-W08", ["-", "0.0% (0 of 1)", "0.0% (0 of 1)"]),
+        ("2026-W07", ["50.0% (1 of 2)", "-", "50.0% (1 of 2)"])]
+    trend = re.search(r"id='consistency-trend' alt='[^']*' src='data:image/png;base64,([^']+)'", page)
+    assert trend and base64.b64decode(trend.group(1)).startswith(b"\x89PNG")
+
+    md = report.markdown_table(make_summary(make_scores(archive.root / "pairs"), DAY.isoformat()),
+                               ["bicubic", "candidate"], archive_consistency(archive, DAY, TZ))
+    assert "| 2026-W10 | 11.1% (1 of 9) | - | 11.1% (1 of 9) |" in md
+    assert md.index("| method |") < md.index("| ISO week | cam-a | cam-b | all cameras |")
+
+
+def test_the_worst_flagged_images_of_the_week_come_with_their_maps(archive):
+    (archive.root / "archive/b1/consistency_maps/b-mid_consistency.png").unlink()  # a map gone missing
+    page = section_html(archive_consistency(archive, DAY, TZ), worst=8)
+    worst = page[page.index("id='consistency-worst'"):]
+    names = re.findall(r"<h4>([^ <]+) <span", worst)
+    assert names == ["a-worst.png", "b-mid.png", "b-spot.png"]  # by flagged share; last week's b-older is not here
+    first = worst[:worst.index("<h4>b-mid.png")]
+    expected = (archive.root / "archive/b2/consistency_maps/a-worst_consistency.png").read_bytes()
+    assert f"src='data:image/png;base64,{base64.b64encode(expected).decode()}'" in first
+    assert "20.00% of input pixels disagree" in first and "archive/b2/a-worst_x4.png" in first
+    assert "Heat map not found: archive/b1/consistency_maps/b-mid_consistency.png" in worst
+    assert "No heat map was written for this image." in worst[worst.index("<h4>b-spot.png"):]
+    top_one = section_html(archive_consistency(archive, DAY, TZ), worst=1)
+    assert re.findall(r"<h4>([^ <]+) <span", top_one) == ["a-worst.png"] and "3 flagged this week" in top_one
+    # Every flagged image up to the report date stays listed, last week's included.
+    listing = page[page.index("id='consistency-flagged-all'"):]
+    assert {"b-older.png", "a-feb11.png", "a-worst.png"} <= set(re.findall(r"<td>([\w-]+\.png)</td>", listing))
+    assert "a-next-day.png" not in page
+
+
+def test_manifests_written_before_the_check_count_as_not_measured(archive):
+    old = [_row(archive, "b0", f"old{i}", "cam-c", "2026-03-03T08:00") for i in range(2)]
+    old.append(_row(archive, "b0", "old-feb", "cam-c", "2026-02-12T08:00"))
+    write_manifest(archive, "b0", old, measured=False)
+    view = archive_consistency(archive, DAY, TZ)
+    assert view.manager_text() == ("3 of 11 checked images restored this week (the 7 days to 2026-03-04) need a "
+                                   "person's look; see the list in the report. 2 more were not checked (restored "
+                                   "before the consistency check existed).")
+    weekly = view.weekly()
+    c = weekly.cell(weekly.weeks[-1], "cam-c")
+    assert (c.total, c.measured, c.flagged, c.share) == (2, 0, 0, None)
+    page = section_html(view)
+    assert "<td>not measured</td>" in page and "11.1% (1 of 9), 2 not measured" in page
+
+    only_old = ArchiveConsistency.from_rows(old, DAY, timezone.utc)
+    assert only_old.manager_text() == ("2 images restored this week (the 7 days to 2026-03-04) were not checked "
+                                       "against the camera (restored before the consistency check existed).")
+    assert "Nothing measured yet" in section_html(only_old)
+
+
+def test_a_broken_manifest_is_skipped_and_nan_or_missing_values_do_not_crash(archive):
+    (archive.archive / "b3").mkdir()
+    (archive.archive / "b3" / "manifest.parquet").write_bytes(b"not parquet")
+    (archive.archive / ".b4.tmp").mkdir()
+    view = archive_consistency(archive, DAY, TZ)
+    assert set(view.unread) == {"b3"} and "3 of 11 images" in view.manager_line()
+    assert "Batch b3 skipped: its manifest could not be read" in section_html(view)
+    odd = ArchiveConsistency.from_rows([{"consistency_verdict": float("nan"), "upscaled_at": None},
+                                        {"consistency_verdict": "check", "consistency_flagged_share": float("nan"),
+                                         "upscaled_at": "2026-03-03T10:00:00"}], DAY, timezone.utc)
+    assert [o.verdict for o in odd.outputs] == [None, "check"] and odd.outputs[1].severity == (0.0, 0.0)
+    assert "1 of 1 image restored this week (the 7 days to 2026-03-04) needs a person's look" in odd.manager_text()
+    assert "<h4>?" in section_html(odd)
+
+
+def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(layout, tmp_path):
+    scores = make_scores(tmp_path)
+    summary = make_summary(scores, DAY.isoformat())
+    page = report.render_report(summary, scores, [])
+    assert "id='consistency'" in page and "The archive was not read for this report." in page
+    assert "This evaluation fitted no consistency thresholds" in page
+    assert page.index("id='trend'") < page.index("id='consistency'") < page.index("id='models'")
+    assert not any("Consistency" in line for line in report.headline(summary, []))
+
+    empty = archive_consistency(layout, DAY)  # no archive folder at all
+    assert empty.outputs == [] and empty.unread == {}
+    lines = report.headline(summary, [], empty)
+    assert lines[-1] == ("**Consistency with the camera.** No image has been restored into the archive yet, so "
+                         "none has been checked.")
+    assert report.markdown_table(summary, scores.methods, empty) == report.markdown_table(summary, scores.methods)
+
+    # The shape evaluation/consistency_fit.consistency_summary writes; a flat entry is read too.
+    fit = {"available": True, "reason": None, "camera_model": "G s9", "pairs": 20,
+           "cameras": {"cam-a": {"pairs": 12, "spearman": 0.71, "source": "calibration (12 pairs)",
+                                 "worst_calibration": {"peak": 25.0, "share": 0.003, "psnr_y": 34.0, "colour": 2.0},
+                                 "thresholds": {"pixel": 9.5, "peak": 31.2, "share": 0.004, "psnr": 33.0, "colour": 2.5}},
+                       "all": {"pixel": 10.0, "peak": 30.0, "share": 0.005, "psnr": 32.0, "colour": 3.0,
+                               "fit": {"pairs": 20, "spearman_consistency_vs_true_psnr": 0.64}}}}
+    page = report.render_report(summary | {"consistency": fit}, scores, [], archive=empty)
+    table = page[page.index("id='consistency-fit'"):page.index("</table>", page.index("id='consistency-fit'"))]
+    assert "<tr><td>cam-a</td><td>12</td><td>0.71</td><td>9.5</td><td>31.2</td><td>0.0040</td><td>33.0</td>" in table
+    assert "<tr><td>all</td><td>20</td><td>0.64</td><td>10.0</td>" in table and "camera model: G s9" in page
+    assert "No image has been restored into the archive yet" in page
+    page = report.render_report(summary | {"consistency": {"available": False, "reason": "no pairs"}}, scores, [])
+    assert "Consistency thresholds not fitted: no pairs" in page
+
+
+def test_run_evaluation_puts_the_archive_section_in_the_report_folder(archive, registry, tmp_path, monkeypatch):
+    from sr_pipeline.evaluation import calibration as ev
+    from test_evaluation import STRICT, FakeLPIPS, add_pairs, save_sr
+
+    monkeypatch.setenv(ev.PLANT_TZ_ENV, TZ)
+    add_pairs(archive, registry, tmp_path, [1, 2], "calib-1")
+    out = ev.run_evaluation(archive, save_sr(archive, "teacher", "t1"), save_sr(archive, "student", "s1"), None, None,
+                            DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
+    line = "**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04)"
+    assert out.headline[-1].startswith(line) and out.summary["headline"] == out.headline
+    assert "| 2026-W10 | 11.1% (1 of 9) | - | 11.1% (1 of 9) |" in out.table_md
+    page = out.report_path.read_text()
+    expected = (archive.root / "archive/b2/consistency_maps/a-worst_consistency.png").read_bytes()
+    assert base64.b64encode(expected).decode() in page[page.index("id='consistency-worst'"):]
