@@ -62,6 +62,7 @@ from report_md import append_section, command, machine  # benchmarks/report_md.p
 
 CROP = 4  # HR border cropped from every true-error figure, as metrics.psnr_y at x4
 WORST = 0.10  # the share of an image's pixels whose true error counts as "bad" for the pixel AUC
+SECTIONS = ("quality", "planted", "enforce", "cost")
 TARGETS = {"spearman": 0.6, "auc": 0.75, "detection": 0.95, "false_alarms": 0.05, "cost": 0.15}
 
 
@@ -258,41 +259,82 @@ def _source(colour: np.ndarray) -> SourceImage:
 
 
 def _write_seconds(upscaler: Upscaler, sources: list[SourceImage], folder: Path,
-                   camera: Camera | None, t: Thresholds | None) -> float:
-    """Seconds per image to upscale and write ``sources`` as the upscaler does (with the pass, if a camera)."""
-    t0 = time.perf_counter()
+                   camera: Camera | None, t: Thresholds | None) -> tuple[float, float]:
+    """(wall, CPU) seconds per image to upscale and write ``sources`` as the upscaler does (with the
+    pass, if a camera). CPU time (all threads) is steadier than wall time on a shared machine."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for k, src in enumerate(sources):
         cp = None if camera is None else ConsistencyPass(camera, src.colour, t)
         write_upscaled_png(upscaler, src, folder / f"{k}.png", {}, overwrite=True, consistency=cp)
-    return (time.perf_counter() - t0) / len(sources)
+    return (time.perf_counter() - t0) / len(sources), (time.process_time() - c0) / len(sources)
+
+
+def _mosaic(lrs: list[np.ndarray], side: int) -> np.ndarray:
+    """A ``side`` x ``side`` LR image tiled from the (128 px) LR images, cycling through them."""
+    tile = lrs[0].shape[0]
+    per_row = -(-side // tile)
+    rows = [np.concatenate([lrs[(r * per_row + c) % len(lrs)] for c in range(per_row)], axis=1)
+            for r in range(per_row)]
+    return np.concatenate(rows, axis=0)[:side, :side]
 
 
 def cost(upscaler: Upscaler, cameras: dict[str, tuple[Camera, Thresholds]], lrs: list[np.ndarray],
          repeats: int, big_side: int) -> dict:
-    """Median seconds per image without and with each camera's pass, interleaved repeat by repeat."""
+    """Median seconds per image without and with each camera's pass, interleaved repeat by repeat
+    (the small images at least 5 times: they are quick and their timings scatter most)."""
     small = [_source(lr[32:96, 32:96]) for lr in lrs[:20]]
-    per_row = -(-big_side // 128)  # a mosaic of the 128 px LR images, cropped to big_side
-    tiles = [lrs[k % len(lrs)] for k in range(per_row * per_row)]
-    mosaic = np.concatenate([np.concatenate(tiles[r * per_row:(r + 1) * per_row], axis=1)
-                             for r in range(per_row)], axis=0)[:big_side, :big_side]
-    sets = {f"{small[0].width}->{small[0].width * upscaler.scale} ({len(small)} images)": small,
-            f"{big_side}->{big_side * upscaler.scale} (1 image)": [_source(mosaic)]}
+    sets = {f"{small[0].width}->{small[0].width * upscaler.scale} ({len(small)} images)": (small, max(5, repeats)),
+            f"{big_side}->{big_side * upscaler.scale} (1 image)": ([_source(_mosaic(lrs, big_side))], repeats)}
     arms = {"none": (None, None), **cameras}
-    result = {}
+    result = {"load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench-consistency-") as tmp:
         for arm, (c, t) in arms.items():  # warm-up: every code path once
             _write_seconds(upscaler, small[:2], Path(tmp), c, t)
-        for label, sources in sets.items():
-            times = {arm: [] for arm in arms}
-            for _ in range(repeats):
+        for label, (sources, n) in sets.items():
+            runs = {arm: [] for arm in arms}
+            for _ in range(n):
                 for arm, (c, t) in arms.items():
-                    times[arm].append(_write_seconds(upscaler, sources, Path(tmp), c, t))
-            base = statistics.median(times["none"])
-            result[label] = {arm: {"s_per_image": statistics.median(v), "runs": v,
-                                   "added": statistics.median(v) / base - 1.0} for arm, v in times.items()}
-            print(f"  cost {label}: " + ", ".join(f"{a} {r['s_per_image']:.3f} s ({100 * r['added']:+.1f} %)"
-                                                  for a, r in result[label].items()), flush=True)
+                    runs[arm].append(_write_seconds(upscaler, sources, Path(tmp), c, t))
+            wall0, cpu0 = (statistics.median(x[i] for x in runs["none"]) for i in (0, 1))
+            result[label] = {}
+            for arm, v in runs.items():
+                wall, cpu = statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)
+                result[label][arm] = {"s_per_image": wall, "added": wall / wall0 - 1.0, "cpu_s_per_image": cpu,
+                                      "cpu_added": cpu / cpu0 - 1.0, "runs": v}
+            print(f"  cost {label}: " + ", ".join(
+                f"{a} {r['s_per_image']:.3f} s ({100 * r['added']:+.1f} %; CPU {100 * r['cpu_added']:+.1f} %)"
+                for a, r in result[label].items()), flush=True)
+    result["load_average_after"] = os.getloadavg()[0]
     return result
+
+
+def _cpu_ms(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def pass_work(upscaler: Upscaler, cameras: dict[str, tuple[Camera, Thresholds]], lr: np.ndarray) -> dict:
+    """The pass's CPU work relative to the student's, on one thread by thread CPU time: steadier than
+    wall time when other work shares the cores (a cross-check of :func:`cost`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = {}
+        for img in (lr[32:96, 32:96], lr):
+            sr = upscaler(img)
+            student = _cpu_ms(lambda: upscaler(img))
+            label = f"{img.shape[1]}->{img.shape[1] * upscaler.scale}"
+            result[label] = {"student_ms": student, **{
+                cam: _cpu_ms(lambda c=c, t=t: measure(c, sr, img, t)) / student for cam, (c, t) in cameras.items()}}
+            print(f"  pass work {label}: " + ", ".join(f"{k} {v:.3g}" for k, v in result[label].items()), flush=True)
+        return result
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- 5: enforced consistency
@@ -337,55 +379,82 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
-def markdown(s: dict) -> str:
-    cams = list(s["thresholds"])
-    head = "| figure (target) | " + " | ".join(cams) + " |\n|---|" + "---|" * len(cams) + "\n"
-    q, p = s["quality"], s["planted"]
+def _md_findings(s: dict, cams: list[str]) -> str:
+    """Sections 1-3: one row per figure, one column per camera model."""
+    q, p = s.get("quality"), s.get("planted")
 
     def row(label, fn):
         return f"| {label} | " + " | ".join(fn(c) for c in cams) + " |\n"
 
-    table = head
-    table += row("Spearman, consistency RMSE-Y vs true RMSE-Y (>= 0.6)",
-                 lambda c: f"{q[c]['spearman_rmse']:.3f} ({_met(q[c]['spearman_rmse'], TARGETS['spearman'])})")
-    table += row("pixel ROC AUC, worst 10 % true error, mean / median (>= 0.75)",
-                 lambda c: f"{q[c]['auc_mean']:.3f} / {q[c]['auc_median']:.3f} "
-                           f"({_met(q[c]['auc_mean'], TARGETS['auc'])})")
-    table += row(f"planted defect flagged, {s['args']['trials']} trials (>= 95 %)",
-                 lambda c: f"{_pct(p[c]['detection'])} ({_met(p[c]['detection'], TARGETS['detection'])})")
-    table += row(f"  dark line ({p['lines']}) / bright spot ({s['args']['trials'] - p['lines']})",
-                 lambda c: f"{_pct(p[c]['detection_line'])} / {_pct(p[c]['detection_spot'])}")
-    table += row("  on images judged ok untouched", lambda c: _pct(p[c]["detection_on_clean_ok"]))
-    table += row("  flagged map region overlaps the defect / map maximum on it (of those flagged)",
-                 lambda c: f"{_pct(p[c]['overlap'])} / {_pct(p[c]['peak_on_defect'])}")
-    table += row(f"false alarms, {s['n_test']} untouched even outputs (<= 5 %)",
-                 lambda c: f"{_pct(p[c]['false_alarms'])} ({_met(p[c]['false_alarms'], TARGETS['false_alarms'], False)})")
-    table += row("  thresholds broken by the false alarms: peak / share / PSNR / colour",
-                 lambda c: "{peak} / {share} / {psnr} / {colour}".format(**q[c]["false_alarm_reasons"]))
-    table += row("  thresholds broken by the caught defects: peak / share / PSNR / colour",
-                 lambda c: "{peak} / {share} / {psnr} / {colour}".format(**p[c]["reasons_of_caught"]))
-    table += row("mean consistency PSNR-Y of the even outputs (dB)", lambda c: f"{q[c]['cons_psnr_mean']:.2f}")
-    table += row("fitted thresholds: pixel / peak (levels), share, PSNR (dB), colour",
-                 lambda c: "{pixel:.2f} / {peak:.2f}, {share:.4f}, {psnr:.2f}, {colour:.2f}".format(**s["thresholds"][c]))
-    cost_rows = ["| image | no check (s/image) | " + " | ".join(f"{c} (s/image, added)" for c in cams) + " |",
-                 "|---|---|" + "---|" * len(cams)]
-    for label, r in s["cost"].items():
-        cost_rows.append(f"| {label} | {r['none']['s_per_image']:.3f} | " + " | ".join(
-            f"{r[c]['s_per_image']:.3f}, {100 * r[c]['added']:+.1f} % ({_met(r[c]['added'], TARGETS['cost'], False)})"
-            for c in cams) + " |")
-    e = s["enforce"]
-    enf = ["| output | PSNR-Y (dB) | LPIPS | " + " | ".join(f"consistency PSNR-Y {c} (dB) | check {c}" for c in cams)
-           + " | ms/image (of which projection) |", "|---|---|---|" + "---|---|" * len(cams) + "---|"]
-    for label, r in e.items():
-        if label == "lpips_note":
-            continue
-        lp = "n/a" if math.isnan(r["lpips"]) else f"{r['lpips']:.4f}"
-        enf.append(f"| {label} | {r['psnr_y']:.3f} | {lp} | " + " | ".join(
-            f"{r[f'cons_{c}']:.2f} | {_pct(r[f'check_{c}'])}" for c in cams) + f" | {r['ms']:.0f} ({r['extra_ms']:.0f}) |")
-    return (table + "\nCost (the upscaler writing PNGs, median of repeats, "
-            f"{s['args']['threads']} threads):\n\n" + "\n".join(cost_rows)
-            + "\n\n`--enforce-consistency` on the even pairs (`G x3` = 3 back-projection iterations through G):\n\n"
-            + "\n".join(enf) + "\n")
+    table = "| figure (target) | " + " | ".join(cams) + " |\n|---|" + "---|" * len(cams) + "\n"
+    if q:
+        table += row("Spearman, consistency RMSE-Y vs true RMSE-Y (>= 0.6)",
+                     lambda c: f"{q[c]['spearman_rmse']:.3f} ({_met(q[c]['spearman_rmse'], TARGETS['spearman'])})")
+        table += row("pixel ROC AUC, worst 10 % true error, mean / median (>= 0.75)",
+                     lambda c: f"{q[c]['auc_mean']:.3f} / {q[c]['auc_median']:.3f} "
+                               f"({_met(q[c]['auc_mean'], TARGETS['auc'])})")
+    if p:
+        table += row(f"planted defect flagged, {s['args']['trials']} trials (>= 95 %)",
+                     lambda c: f"{_pct(p[c]['detection'])} ({_met(p[c]['detection'], TARGETS['detection'])})")
+        table += row(f"  dark line ({p['lines']}) / bright spot ({s['args']['trials'] - p['lines']})",
+                     lambda c: f"{_pct(p[c]['detection_line'])} / {_pct(p[c]['detection_spot'])}")
+        table += row("  on images judged ok untouched", lambda c: _pct(p[c]["detection_on_clean_ok"]))
+        table += row("  flagged map region overlaps the defect / map maximum on it (of those flagged)",
+                     lambda c: f"{_pct(p[c]['overlap'])} / {_pct(p[c]['peak_on_defect'])}")
+        table += row("  thresholds broken by the caught defects: peak / share / PSNR / colour",
+                     lambda c: "{peak} / {share} / {psnr} / {colour}".format(**p[c]["reasons_of_caught"]))
+    if q:
+        table += row(f"false alarms, {s['n_test']} untouched even outputs (<= 5 %)",
+                     lambda c: f"{_pct(q[c]['false_alarms'])} "
+                               f"({_met(q[c]['false_alarms'], TARGETS['false_alarms'], False)})")
+        table += row("  thresholds broken by the false alarms: peak / share / PSNR / colour",
+                     lambda c: "{peak} / {share} / {psnr} / {colour}".format(**q[c]["false_alarm_reasons"]))
+        table += row("mean consistency PSNR-Y of the even outputs (dB)", lambda c: f"{q[c]['cons_psnr_mean']:.2f}")
+    return table + row("fitted thresholds: pixel / peak (levels), share, PSNR (dB), colour",
+                       lambda c: "{pixel:.2f} / {peak:.2f}, {share:.4f}, {psnr:.2f}, {colour:.2f}".format(
+                           **s["thresholds"][c]))
+
+
+def _md_cost(s: dict, cams: list[str]) -> str:
+    c = s["cost"]
+    rows = [f"Cost (the upscaler writing PNGs, median of repeats, {s['args']['threads']} threads; 1-minute load "
+            f"average {c['load_average_before']:.1f} before, {c['load_average_after']:.1f} after):", "",
+            "| image | no check (s/image) | " + " | ".join(f"{cam} (s/image, added; CPU time added)" for cam in cams)
+            + " |", "|---|---|" + "---|" * len(cams)]
+    for label, r in c.items():
+        if not label.startswith("load_average"):
+            rows.append(f"| {label} | {r['none']['s_per_image']:.3f} | " + " | ".join(
+                f"{r[cam]['s_per_image']:.3f}, {100 * r[cam]['added']:+.1f} % "
+                f"({_met(r[cam]['added'], TARGETS['cost'], False)}); {100 * r[cam]['cpu_added']:+.1f} %"
+                for cam in cams) + " |")
+    rows += ["", "The pass's CPU work alone against the student's (1 thread, thread CPU time, one even image): "
+             + "; ".join(f"{label}: " + ", ".join(f"{cam} {100 * w[cam]:.1f} %" for cam in cams)
+                         for label, w in s["pass_work"].items()) + "."]
+    return "\n".join(rows) + "\n"
+
+
+def _md_enforce(s: dict, cams: list[str]) -> str:
+    rows = ["`--enforce-consistency` on the even pairs (`G x3` = 3 back-projection iterations through G):", "",
+            "| output | PSNR-Y (dB) | LPIPS | " + " | ".join(f"consistency PSNR-Y {c} (dB) | check {c}" for c in cams)
+            + " | ms/image (of which projection) |", "|---|---|---|" + "---|---|" * len(cams) + "---|"]
+    for label, r in s["enforce"].items():
+        if label != "lpips_note":
+            lp = "n/a" if math.isnan(r["lpips"]) else f"{r['lpips']:.4f}"
+            rows.append(f"| {label} | {r['psnr_y']:.3f} | {lp} | " + " | ".join(
+                f"{r[f'cons_{c}']:.2f} | {_pct(r[f'check_{c}'])}" for c in cams)
+                + f" | {r['ms']:.0f} ({r['extra_ms']:.0f}) |")
+    return "\n".join(rows) + "\n"
+
+
+def markdown(s: dict) -> str:
+    """The sections that ran, as markdown."""
+    cams = list(s["thresholds"])
+    parts = [_md_findings(s, cams)]
+    if "cost" in s:
+        parts.append(_md_cost(s, cams))
+    if "enforce" in s:
+        parts.append(_md_enforce(s, cams))
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,10 +468,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="the student folder (default: the newest student under --work that has a co-trained G)")
     ap.add_argument("--trials", type=int, default=200, help="planted-defect trials (default 200)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted defects (default 0)")
-    ap.add_argument("--repeats", type=int, default=3, help="timing repeats per cost arm; the median is kept")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timing repeats per cost arm for the large image (at least 5 for the small ones); the median "
+                         "is kept")
     ap.add_argument("--big-side", type=int, default=1024, help="side of the large LR image timed (default 1024)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: the machine's cores)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N odd and N even pairs (quick checks)")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="what to measure (default: all): quality = 1 and 2 with the false alarms, planted = 3, "
+                         "cost = 4, enforce = 5")
     ap.add_argument("--report", type=Path, default=None,
                     help="markdown file the section is appended to; the JSON summary is written next to it")
     args = ap.parse_args(argv)
@@ -423,21 +497,32 @@ def main(argv: list[str] | None = None) -> int:
         key = "G" if isinstance(camera, LearnedCamera) else "bicubic"
         cameras[key] = (camera, fit(camera, calibration))
         print(f"  thresholds {key}: {cameras[key][1].to_dict()}", flush=True)
-    quality = {cam: finds_bad_outputs(c, t, test) for cam, (c, t) in cameras.items()}
-    for cam, q in quality.items():
-        print(f"  {cam}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in q.items()),
-              flush=True)
-    plants = planted(cameras, test, args.trials, args.seed)
-    for cam in cameras:
-        print(f"  planted {cam}: " + ", ".join(f"{k} {v}" for k, v in plants[cam].items()), flush=True)
-    enforce = enforced(cameras, test, load_lpips())
-    costs = cost(upscaler, cameras, [o.lr for o in test], args.repeats, args.big_side)
     summary = {"student": str(student_dir), "G": str(g_dir), "n_calibration": len(odd), "n_test": len(even),
                "args": {"trials": args.trials, "seed": args.seed, "repeats": args.repeats, "threads": args.threads,
                         "big_side": args.big_side, "limit": args.limit},
-               "targets": TARGETS, "thresholds": {cam: t.to_dict() for cam, (_, t) in cameras.items()},
-               "quality": quality, "planted": plants, "enforce": enforce, "cost": costs,
-               "seconds": time.perf_counter() - started}
+               "targets": TARGETS, "thresholds": {cam: t.to_dict() for cam, (_, t) in cameras.items()}}
+    json_path = None if args.report is None else args.report.with_name(args.report.stem + ".consistency.json")
+
+    def save(key: str, value) -> None:  # the JSON grows section by section, so a stopped run keeps its figures
+        summary[key] = value
+        summary["seconds"] = time.perf_counter() - started
+        if json_path is not None:
+            json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+    if "quality" in args.sections:
+        save("quality", {cam: finds_bad_outputs(c, t, test) for cam, (c, t) in cameras.items()})
+        for cam, q in summary["quality"].items():
+            print(f"  {cam}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in q.items()), flush=True)
+    if "planted" in args.sections:
+        save("planted", planted(cameras, test, args.trials, args.seed))
+        for cam in cameras:
+            print(f"  planted {cam}: " + ", ".join(f"{k} {v}" for k, v in summary["planted"][cam].items()), flush=True)
+    if "enforce" in args.sections:
+        save("enforce", enforced(cameras, test, load_lpips()))
+    if "cost" in args.sections:
+        save("pass_work", pass_work(upscaler, cameras, test[0].lr))
+        save("cost", cost(upscaler, cameras, [o.lr for o in test], args.repeats, args.big_side))
     body = markdown(summary)
     print("\n" + body)
     if args.report is not None:
@@ -450,8 +535,6 @@ def main(argv: list[str] | None = None) -> int:
             f"command: `{command('bench_consistency.py', argv)}`",
             f"total time: {summary['seconds']:.0f} s",
         ], body)
-        json_path = args.report.with_name(args.report.stem + ".consistency.json")
-        json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         print(f"appended to {args.report}; summary in {json_path}")
     return 0
 
