@@ -91,13 +91,13 @@ def test_evaluation_writes_summary_parquet_and_html(tmp_path: Path) -> None:
     assert summary["pairs"] == 4 and summary["split"] == "all" and summary["scale"] == 4
     assert summary["lpips"] == {"available": True, "reason": None}
     for stats in summary["methods"].values():
-        assert set(stats) == {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
-        assert set(stats["median"]) == {"psnr_y", "ssim_y", "lpips"} and stats["n"] == 4
+        assert set(stats) == {"psnr_y", "ssim_y", "lpips", "hf_ratio", "ms_per_image", "mp_per_s", "n", "median"}
+        assert set(stats["median"]) == {"psnr_y", "ssim_y", "lpips", "hf_ratio"} and stats["n"] == 4
         assert 0 < stats["ssim_y"] <= 1 and stats["psnr_y"] > 10 and stats["ms_per_image"] > 0
         assert stats["lpips"] > 0 and stats["mp_per_s"] > 0
 
     df = pd.read_parquet(out / "metrics.parquet")
-    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "ms"]
+    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "hf_ratio", "ms"]
     assert len(df) == 8 and set(df["method"]) == {"bicubic", "nearest"}
     bic = df[df["method"] == "bicubic"]
     assert summary["methods"]["bicubic"]["psnr_y"] == pytest.approx(bic["psnr_y"].mean())
@@ -174,7 +174,7 @@ def test_a_registered_metric_reaches_the_parquet_the_tables_and_the_gate(tmp_pat
     summary = evaluate_pairs(pairs, {"nearest": nearest}, 4, tmp_path / "o", lpips=FakeLPIPS())
 
     df = pd.read_parquet(tmp_path / "o" / "metrics.parquet")
-    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "mae", "ms"]
+    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "hf_ratio", "mae", "ms"]
     assert (df["mae"] > 0).all()
     assert summary["methods"]["nearest"]["mae"] == pytest.approx(df[df["method"] == "nearest"]["mae"].mean())
     assert summary["methods"]["nearest"]["median"]["mae"] == pytest.approx(df[df["method"] == "nearest"]["mae"].median())
@@ -182,7 +182,7 @@ def test_a_registered_metric_reaches_the_parquet_the_tables_and_the_gate(tmp_pat
     assert "<th>MAE (grey levels) mean</th>" in page and "<th>nearest MAE</th>" in page
     assert f"{summary['methods']['nearest']['mae']:.3f}" in page
     md = report.markdown_table(summary, ["bicubic", "nearest"])
-    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | MAE (grey levels) | ms / image | MP/s |"
+    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | HF energy / HR (x) | MAE (grey levels) | ms / image | MP/s |"
     assert f"| {summary['methods']['nearest']['mae']:.3f} |" in md.splitlines()[3]
     assert "MAE" in report.text_table(summary).splitlines()[1]
 
@@ -204,3 +204,35 @@ def test_metric_directions_and_reserved_names() -> None:
     assert psnr.heading == "PSNR-Y (dB)" and psnr.text(math.inf) == "inf" and lp.text(None) == "-"
     with pytest.raises(ValueError, match="reserved"):
         scoring.register(scoring.Metric("ms", "time", lambda sr, hr, scale: 0.0, False, 1))
+
+
+def test_hf_ratio_measures_sharpening_against_the_hr() -> None:
+    from sr_pipeline.sr.metrics import hf_ratio
+
+    rng = np.random.default_rng(0)
+    hr = np.clip(rng.normal(128, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(hr).resize((16, 16), Image.BICUBIC).resize((64, 64), Image.BICUBIC))
+    grainy = np.clip(hr.astype(float) + rng.normal(0, 30, hr.shape), 0, 255).astype(np.uint8)
+    assert hf_ratio(hr, hr) == pytest.approx(1.0)
+    assert hf_ratio(blurred, hr) < 0.3 < 1.5 < hf_ratio(grainy, hr)
+
+
+def test_gate_fails_an_over_sharpening_student() -> None:
+    from sr_pipeline.evaluation.gate import CRITERIA, GateThresholds, OutputWatch, decide
+
+    def rows(ratios: list[float]) -> list[dict]:
+        out = []
+        for i, r in enumerate(ratios):
+            out.append({"method": "bicubic", "image": f"i{i}", "psnr_y": 25.0, "lpips": 0.4, "hf_ratio": 0.1})
+            out.append({"method": "candidate", "image": f"i{i}", "psnr_y": 26.0, "lpips": 0.3, "hf_ratio": r})
+        return out
+
+    avail = {"lpips": {"available": True, "reason": None}}
+    ok = decide(rows([0.9, 1.2, 3.0]), avail, OutputWatch(images=3), GateThresholds(), None)
+    assert [c.name for c in ok] == list(CRITERIA) and all(c.passed for c in ok)
+    assert ok[-1].values["hf_ratio_median"] == pytest.approx(1.2)
+    sharp = decide(rows([1.1, 1.4, 1.5]), avail, OutputWatch(images=3), GateThresholds(), None)[-1]
+    assert not sharp.passed and "1.40x" in sharp.message and "over-sharpens" in sharp.message
+    assert decide(rows([1.1, 1.4, 1.5]), avail, OutputWatch(images=3), GateThresholds(max_hf_ratio=1.5), None)[-1].passed
+    with pytest.raises(ValueError, match="max_hf_ratio"):
+        GateThresholds(max_hf_ratio=float("nan"))

@@ -185,7 +185,7 @@ def test_tolerance_against_the_promoted_student(plant):
     assert ref["version"] == "s1"
 
     worse = ev.evaluate_gate(plant, second, Path(ref["path"]), STRICT, lpips=FakeLPIPS(), device="cpu")
-    assert [c.passed for c in worse.criteria] == [True, True, False]
+    assert [c.passed for c in worse.criteria] == [True, True, False, True]
     assert "below the promoted student's" in worse.criteria[2].message
     assert worse.action == "rejected" and "the archive keeps using s1" in worse.plain()
 
@@ -250,7 +250,7 @@ def test_plant_timezone():
 SUMMARY_KEYS = {"schema", "report_date", "created", "device", "methods", "lpips", "pairs", "split", "scale",
                 "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
                 "previous_reports", "reused"}
-STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "ms_per_image", "mp_per_s", "n", "median"}
+STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "hf_ratio", "ms_per_image", "mp_per_s", "n", "median"}
 
 
 def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
@@ -298,7 +298,7 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
 
     df = pd.read_parquet(out.report_dir / "metrics.parquet")
-    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "ms"] and len(df) == 9
+    assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "hf_ratio", "ms"] and len(df) == 9
     cand = df[df["method"] == "candidate"]["psnr_y"].to_numpy()
     bic = df[df["method"] == "bicubic"]["psnr_y"].to_numpy()
     assert (cand > bic).all()

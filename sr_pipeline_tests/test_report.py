@@ -162,7 +162,7 @@ def test_the_page_is_standalone_and_opens_with_the_summary(tmp_path):
     assert "learned downsampler G(HR)</td><td>31.00</td>" in page
     assert "<table id='per-image'>" in page and "img3.png" in page
     md = report.markdown_table(summary, scores.methods)
-    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | ms / image | MP/s |"
+    assert md.splitlines()[0] == "| method | PSNR-Y (dB) | SSIM-Y | LPIPS | HF energy / HR (x) | ms / image | MP/s |"
     assert "| plain enlargement (bicubic) |" in md and len(md.splitlines()) == 2 + 4
 
 

@@ -112,7 +112,7 @@ def test_definitions_with_the_evaluation_layer_load_without_torch():
 
 def test_gate_checks_are_blocking_and_on_the_student():
     specs = {s.name: s for s in promotion_gate.check_specs}
-    assert set(specs) == {"valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted"}
+    assert set(specs) == {"valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened"}
     assert all(s.blocking and s.asset_key == dg.AssetKey("co_trained_student") for s in specs.values())
     spec = evaluation_report.specs_by_key[dg.AssetKey("evaluation_report")]
     assert spec.group_name == "evaluation"

@@ -1,8 +1,8 @@
 """The promotion gate (blocking checks on ``co_trained_student``), ``promoted_student`` and the
 ``evaluation_report`` asset.
 
-The gate is a ``multi_asset_check`` with three blocking specs (valid outputs, not worse than
-bicubic, not worse than the promoted student). It runs right after the student is trained, before
+The gate is a ``multi_asset_check`` with four blocking specs (valid outputs, not worse than
+bicubic, not worse than the promoted student, not over-sharpened). It runs right after the student is trained, before
 any asset downstream of ``co_trained_student`` in the same run; when one check fails, those assets
 (``promoted_student``, the report) are skipped in that run. The gate keeps its scores and decision
 for the candidate (:mod:`sr_pipeline.evaluation.calibration`); ``promoted_student`` then records the
@@ -50,6 +50,10 @@ class GateSettings(dg.ConfigurableResource):
         default_factory=lambda: _env_bool("SR_PIPELINE_GATE_REQUIRE_LPIPS", "1"),
         description="fail the bicubic check when LPIPS cannot be measured (run `sr-pipeline lpips-weights`); "
         "env SR_PIPELINE_GATE_REQUIRE_LPIPS")
+    max_hf_ratio: float = Field(
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_MAX_HF_RATIO", "1.25"), gt=0,
+        description="over-sharpening limit: the median high-frequency (Laplacian) energy of the candidate's "
+        "outputs over their HR's on the calibration pairs; env SR_PIPELINE_GATE_MAX_HF_RATIO")
     device: str = Field(
         default_factory=lambda: os.environ.get("SR_PIPELINE_EVAL_DEVICE", "auto"),
         description="auto (CUDA when present), cpu or cuda[:N]; env SR_PIPELINE_EVAL_DEVICE")
@@ -57,7 +61,7 @@ class GateSettings(dg.ConfigurableResource):
     def thresholds(self):
         from sr_pipeline.evaluation.gate import GateThresholds
 
-        return GateThresholds(self.psnr_tolerance_db, self.lpips_tolerance, self.require_lpips)
+        return GateThresholds(self.psnr_tolerance_db, self.lpips_tolerance, self.require_lpips, self.max_hf_ratio)
 
 
 GATE_CHECKS = [
@@ -68,6 +72,9 @@ GATE_CHECKS = [
                       "on the calibration pairs."),
     dg.AssetCheckSpec("not_worse_than_promoted", asset=STUDENT, blocking=True,
                       description="Not worse than the promoted student beyond the GateSettings tolerances."),
+    dg.AssetCheckSpec("not_over_sharpened", asset=STUDENT, blocking=True,
+                      description="The outputs' high-frequency energy over their HR's (median over the "
+                      "calibration pairs) is at most GateSettings.max_hf_ratio: no invented texture."),
 ]
 
 
@@ -82,7 +89,7 @@ def _check_metadata(values: dict) -> dict:
     pool="gpu",
     op_tags=GPU_K8S_TAGS,  # every gpu-pool step asks Kubernetes for a GPU (test_k8s_jobs.py)
     description="The promotion gate: scores the candidate, the promoted student and bicubic on the calibration "
-    "pairs; promoted_student records a candidate that passes all three checks.",
+    "pairs; promoted_student records a candidate that passes all four checks.",
 )
 def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: str, storage: PlantStorage,
                    gate: GateSettings):

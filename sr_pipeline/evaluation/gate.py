@@ -3,7 +3,11 @@
 A candidate passes when
 1. its outputs are valid: no NaN or infinity from the network, no blank (constant) image;
 2. it is not worse than plain enlargement on every gate metric of the registry (PSNR-Y, LPIPS);
-3. it is not worse than the promoted student beyond the tolerances.
+3. it is not worse than the promoted student beyond the tolerances;
+4. it does not over-sharpen: the median, over the pairs, of its outputs' high-frequency (Laplacian)
+   energy over their HR's stays at or below ``max_hf_ratio``. A student that learned to undo a blur
+   the camera does not have invents texture (issue 14 measured 1.35x on real cameras no benchmark
+   tuned on) while it can still beat bicubic on LPIPS; this criterion stops it.
 Which action follows also depends on the promotion log: a student an operator rolled back from
 (``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the
 Dagster checks, the ``promoted_student`` asset and the report apply the same functions to the same
@@ -20,7 +24,7 @@ import numpy as np
 
 from sr_pipeline.sr.scoring import Metric, metrics
 
-CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted")
+CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened")
 BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
 BLANK_RELATIVE = 0.05  # ...or less than this fraction of its HR reference's variation
 
@@ -30,6 +34,11 @@ class GateThresholds:
     psnr_tolerance_db: float = 0.05
     lpips_tolerance: float = 0.005
     require_lpips: bool = True  # without LPIPS, criterion 2 cannot be verified and fails
+    max_hf_ratio: float = 1.25  # median HF energy of the outputs over their HR's (criterion 4)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_hf_ratio) and self.max_hf_ratio > 0):
+            raise ValueError(f"max_hf_ratio must be a finite number > 0, got {self.max_hf_ratio!r}")
 
     def tolerance(self, m: Metric) -> float:
         """How far a gate metric may be worse than the promoted student's (0 for metrics without one)."""
@@ -179,10 +188,30 @@ def _versus_promoted(rows, measured: list[Metric], thresholds, reference: str, c
                      f"within tolerance of the promoted student {reference} (" + ", ".join(shown) + ")", values)
 
 
+def _sharpness(rows, thresholds: GateThresholds, candidate: str) -> Criterion:
+    from sr_pipeline.sr.scoring import metric
+
+    m = metric("hf_ratio")
+    vals = [r[m.name] for r in rows if r["method"] == candidate and m.name in r]
+    vals = [v for v in vals if not (isinstance(v, float) and math.isnan(v))]
+    limit = thresholds.max_hf_ratio
+    if not vals:
+        return Criterion("not_over_sharpened", False, "high-frequency energy could not be measured",
+                         {"max_hf_ratio": limit})
+    median = float(np.median(vals))
+    values = {"hf_ratio_median": median, "max_hf_ratio": limit}
+    if median > limit:
+        return Criterion("not_over_sharpened", False,
+                         f"outputs carry {median:.2f}x the HR's high-frequency energy (median), above the "
+                         f"limit of {limit:.2f}x: the student over-sharpens or invents texture", values)
+    return Criterion("not_over_sharpened", True,
+                     f"high-frequency energy {median:.2f}x the HR's (median), within {limit:.2f}x", values)
+
+
 def decide(rows: list[dict[str, Any]], availability: dict[str, dict[str, Any]], watch: OutputWatch,
            thresholds: GateThresholds, reference: str | None, candidate: str = "candidate",
            promoted: str = "promoted") -> tuple[Criterion, ...]:
-    """The three gate criteria from per-image rows (methods ``bicubic``, ``candidate``, ``promoted``).
+    """The gate criteria (:data:`CRITERIA`) from per-image rows (methods ``bicubic``, ``candidate``, ``promoted``).
 
     ``availability``: per model a metric needs, ``{"available": bool, "reason": str}`` (a scoring
     pass's summary holds them, e.g. ``summary["lpips"]``).
@@ -195,7 +224,7 @@ def decide(rows: list[dict[str, Any]], availability: dict[str, dict[str, Any]], 
         versus = Criterion("not_worse_than_promoted", True, "no promoted student to compare with (first promotion)")
     else:
         versus = _versus_promoted(rows, measured, thresholds, reference, candidate, promoted)
-    return _validity(watch), beats, versus
+    return _validity(watch), beats, versus, _sharpness(rows, thresholds, candidate)
 
 
 def no_pairs_criteria() -> tuple[Criterion, ...]:

@@ -103,3 +103,19 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 4) -> float:
     """SSIM on the Y channel (Gaussian 11x11 window, sigma 1.5, K1 0.01, K2 0.03, L 255)."""
     a, b = _checked_pair(sr, hr)
     return ssim_gray(_crop(rgb_to_y(a), crop_border), _crop(rgb_to_y(b), crop_border))
+
+
+def laplacian_energy(img: np.ndarray, crop_border: int = 4) -> float:
+    """Mean squared 4-neighbour Laplacian of Y (0-255 scale): the image's high-frequency energy."""
+    y = _crop(rgb_to_y(img), crop_border)
+    lap = y[1:-1, :-2] + y[1:-1, 2:] + y[:-2, 1:-1] + y[2:, 1:-1] - 4.0 * y[1:-1, 1:-1]
+    return float(np.mean(lap * lap))
+
+
+def hf_ratio(sr: np.ndarray, hr: np.ndarray, crop_border: int = 4) -> float:
+    """Laplacian energy of an output over that of its HR reference: above 1 the output carries more
+    fine detail (edges, texture, noise) than the real scene, i.e. it over-sharpens or invents texture."""
+    a, b = _checked_pair(sr, hr)
+    ref = laplacian_energy(b, crop_border)
+    return laplacian_energy(a, crop_border) / ref if ref > 0 else float("inf")
+

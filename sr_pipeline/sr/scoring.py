@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sr_pipeline.sr.metrics import psnr_y, rgb_to_y, ssim_y
+from sr_pipeline.sr.metrics import hf_ratio, psnr_y, rgb_to_y, ssim_y
 from sr_pipeline.sr.pairs import EvaluationError, Pair, bicubic_upscale, load_rgb
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -99,9 +99,13 @@ def row_columns() -> list[str]:
 register(Metric("psnr_y", "PSNR-Y", lambda sr, hr, scale: psnr_y(sr, hr, scale), True, 2, "dB", gate=True))
 register(Metric("ssim_y", "SSIM-Y", lambda sr, hr, scale: ssim_y(sr, hr, scale), True, 4))
 register(Metric("lpips", "LPIPS", lambda sr, hr, scale, model: model(sr, hr), False, 4, needs="lpips", gate=True))
+# Not compared against bicubic (whose ratio is far below 1): the gate's over-sharpening criterion
+# holds its median to GateThresholds.max_hf_ratio instead.
+register(Metric("hf_ratio", "HF energy / HR", lambda sr, hr, scale: hf_ratio(sr, hr, scale), False, 2, "x"))
 
 PROTOCOL = ("PSNR/SSIM on Y (BT.601), {scale} px border cropped, SSIM Gaussian 11x11 sigma 1.5; "
-            "LPIPS v0.1 AlexNet on RGB in [-1, 1]; bicubic = PIL BICUBIC")
+            "LPIPS v0.1 AlexNet on RGB in [-1, 1]; HF energy = mean squared Laplacian of Y over the HR's; "
+            "bicubic = PIL BICUBIC")
 
 
 # --- one scoring pass -----------------------------------------------------------------------------
