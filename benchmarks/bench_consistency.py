@@ -22,6 +22,11 @@ camera) and bicubic-down (the model-free second opinion).
 5. ``--enforce-consistency``: PSNR-Y, LPIPS, consistency PSNR-Y and time per image for the plain
    output against 1 and 3 iterations of back-projection through each camera model.
 
+Design choices are selected with ``--select R`` and never on the reported figures: thresholds are
+fitted on the odd LR images whose number % 4 == R and the planted-defect detection and the false
+alarms are measured on the other odd half (number % 4 != R); the even pairs are not read. Each camera
+is also judged without the local limit (``<camera> w/o local``), the design before it.
+
     .venv/bin/python benchmarks/bench_consistency.py ../shared/datasets --work /work/bench/seed0 \\
         --report docs/benchmarks.md
 """
@@ -36,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +60,7 @@ from sr_pipeline.sr.imageops import to_tensor, to_uint8
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
 from sr_pipeline.sr.metrics import rgb_to_y
-from sr_pipeline.sr.pairs import find_pairs, load_rgb
+from sr_pipeline.sr.pairs import find_pairs, first_number, load_rgb
 from sr_pipeline.sr.scoring import metric
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
@@ -102,8 +107,8 @@ def upscale_pairs(upscaler: Upscaler, pairs, with_hr: bool) -> list[Output]:
 
 
 def fit(camera: Camera, calibration: list[Output]) -> Thresholds:
-    """Thresholds from the odd outputs; their HR is not read (true error NaN: the fit needs none)."""
-    samples = [CalibrationSample(measure(camera, o.sr, o.lr, Thresholds(), keep_map=True), math.nan)
+    """Thresholds from the odd outputs; their HR is not read (true error unknown: the fit needs none)."""
+    samples = [CalibrationSample(measure(camera, o.sr, o.lr, Thresholds(), keep_map=True), None)
                for o in calibration]
     return fit_thresholds(samples, camera.name)
 
@@ -165,7 +170,8 @@ def _size(row: dict) -> str:
 
 def reason_counts(reason_lists) -> dict[str, int]:
     """How often each threshold was broken (the verdict's reasons, by the figure they name)."""
-    keys = {"region disagrees": "peak", "input pixels disagree": "share", "PSNR-Y": "psnr", "shifted": "colour"}
+    keys = {"region disagrees": "peak", "stands out": "local", "input pixels disagree": "share", "PSNR-Y": "psnr",
+            "shifted": "colour"}
     counts = dict.fromkeys(keys.values(), 0)
     for reasons in reason_lists:
         for text in reasons:
@@ -412,18 +418,24 @@ def _md_findings(s: dict, cams: list[str]) -> str:
         table += row("  on images judged ok untouched", lambda c: _pct(p[c]["detection_on_clean_ok"]))
         table += row("  flagged map region overlaps the defect / map maximum on it (of those flagged)",
                      lambda c: f"{_pct(p[c]['overlap'])} / {_pct(p[c]['peak_on_defect'])}")
-        table += row("  thresholds broken by the caught defects: peak / share / PSNR / colour",
-                     lambda c: "{peak} / {share} / {psnr} / {colour}".format(**p[c]["reasons_of_caught"]))
+        table += row("  thresholds broken by the caught defects: peak / local / share / PSNR / colour",
+                     lambda c: "{peak} / {local} / {share} / {psnr} / {colour}".format(**p[c]["reasons_of_caught"]))
     if q:
         table += row(f"false alarms, {s['n_test']} untouched even outputs (<= 5 %)",
                      lambda c: f"{_pct(q[c]['false_alarms'])} "
                                f"({_met(q[c]['false_alarms'], TARGETS['false_alarms'], False)})")
-        table += row("  thresholds broken by the false alarms: peak / share / PSNR / colour",
-                     lambda c: "{peak} / {share} / {psnr} / {colour}".format(**q[c]["false_alarm_reasons"]))
+        table += row("  thresholds broken by the false alarms: peak / local / share / PSNR / colour",
+                     lambda c: "{peak} / {local} / {share} / {psnr} / {colour}".format(**q[c]["false_alarm_reasons"]))
         table += row("mean consistency PSNR-Y of the even outputs (dB)", lambda c: f"{q[c]['cons_psnr_mean']:.2f}")
-    return table + row("fitted thresholds: pixel / peak (levels), share, PSNR (dB), colour",
-                       lambda c: "{pixel:.2f} / {peak:.2f}, {share:.4f}, {psnr:.2f}, {colour:.2f}".format(
-                           **s["thresholds"][c]))
+    if p and not q:
+        table += row(f"false alarms, {s['n_test']} untouched outputs (<= 5 %)",
+                     lambda c: f"{_pct(p[c]['false_alarms'])} "
+                               f"({_met(p[c]['false_alarms'], TARGETS['false_alarms'], False)})")
+    return table + row("fitted thresholds: pixel / peak (levels), share, PSNR (dB), colour; local: floor (levels) "
+                       "+ slope x structure, limit inside / on the edge ring",
+                       lambda c: ("{pixel:.2f} / {peak:.2f}, {share:.4f}, {psnr:.2f}, {colour:.2f}; {local_floor:.2f} + "
+                                  "{local_slope:.3f} x, {local_peak:.2f} / {border_peak:.2f}").format(
+                           **(Thresholds().to_dict() | s["thresholds"][c])))
 
 
 def _md_cost(s: dict, cams: list[str]) -> str:
@@ -488,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                     help="what to measure (default: all): quality = 1 and 2 with the false alarms, planted = 3, "
                          "cost = 4, enforce = 5")
+    ap.add_argument("--select", type=int, choices=(1, 3), default=None, metavar="R",
+                    help="selection run on the odd split only: fit on the odd images whose number %% 4 == R (1 or 3), "
+                         "measure planted defects and false alarms on the other odd half; the even pairs are not read")
     ap.add_argument("--report", type=Path, default=None,
                     help="markdown file the section is appended to; the JSON summary is written next to it")
     args = ap.parse_args(argv)
@@ -498,22 +513,34 @@ def main(argv: list[str] | None = None) -> int:
     student_dir, g_dir = pick_models(args.work, args.student)
     upscaler = Upscaler(load_sr_model(student_dir), steps=1)
     odd = find_pairs(args.datasets / "realsr_x4", "odd")[:args.limit]
-    even = find_pairs(args.datasets / "realsr_x4", "even")[:args.limit]
+    if args.select is not None:
+        if set(args.sections) != {"planted"}:
+            ap.error("--select measures the planted defects and false alarms only: add --sections planted")
+        # the held-out odd half stands in for the even pairs; its HR is not read either
+        even = [p for p in odd if first_number(p.name) % 4 != args.select]
+        odd = [p for p in odd if first_number(p.name) % 4 == args.select]
+    else:
+        even = find_pairs(args.datasets / "realsr_x4", "even")[:args.limit]
     # the cost alone needs no outputs: the thresholds decide the verdict, not the work (built-in defaults then)
     scored = bool(set(args.sections) - {"cost"})
-    print(f"student {student_dir}\nG {g_dir}\n" + (f"fit on {len(odd)} odd LR images (HR not read); reported on "
-          f"{len(even)} even pairs" if scored else "cost only") + f"; {args.threads} threads", flush=True)
+    split = (f"fit on {len(odd)} odd LR images (HR not read); " + (
+        f"SELECTION: measured on the other {len(even)} odd images (number % 4 != {args.select}; even pairs not read)"
+        if args.select is not None else f"reported on {len(even)} even pairs"))
+    print(f"student {student_dir}\nG {g_dir}\n" + (split if scored else "cost only") + f"; {args.threads} threads",
+          flush=True)
     calibration = upscale_pairs(upscaler, odd, with_hr=False) if scored else []
-    test = upscale_pairs(upscaler, even, with_hr=True) if scored else [
+    test = upscale_pairs(upscaler, even, with_hr=args.select is None) if scored else [
         Output(p.name, load_rgb(p.lr_path), None, None, math.nan) for p in even]
     cameras: dict[str, tuple[Camera, Thresholds]] = {}
     for camera in (LearnedCamera.from_dir(g_dir), BicubicCamera(upscaler.scale)):
         key = "G" if isinstance(camera, LearnedCamera) else "bicubic"
         cameras[key] = (camera, fit(camera, calibration) if scored else Thresholds(camera=camera.name))
         print(f"  thresholds {key}: {cameras[key][1].to_dict()}", flush=True)
+        if args.select is not None:  # the design before the local limit, judged on the same outputs
+            cameras[f"{key} w/o local"] = (camera, replace(cameras[key][1], local_peak=0.0, border_peak=0.0))
     summary = {"student": str(student_dir), "G": str(g_dir), "n_calibration": len(odd), "n_test": len(even),
                "args": {"trials": args.trials, "seed": args.seed, "repeats": args.repeats, "threads": args.threads,
-                        "big_side": args.big_side, "limit": args.limit},
+                        "big_side": args.big_side, "limit": args.limit, "select": args.select},
                "targets": TARGETS, "thresholds": {cam: t.to_dict() for cam, (_, t) in cameras.items()}}
     json_path = None if args.report is None else args.report.with_name(args.report.stem + ".consistency.json")
 
@@ -543,8 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         append_section(args.report, "Consistency with the camera (issue 12)", [
             f"machine: {machine('cpu')}, {args.threads} torch threads",
             f"student: {student_dir} (1 step); camera models: G {g_dir.name} at eps' = 0, and bicubic-down",
-            f"split: thresholds fitted (sr.consistency.fit_thresholds) on the student's outputs for RealSR's "
-            f"{len(odd)} odd LR images (their HR not read); every figure on the {len(even)} even pairs" if scored else
+            f"split: thresholds fitted (sr.consistency.fit_thresholds) on the student's outputs; {split}" if scored else
             "cost only: built-in default thresholds (they decide the verdict, not the work); LR from RealSR's even pairs",
             f"planted defects: {args.trials} trials, seed {args.seed}; cost: median of {args.repeats} repeats",
             f"command: `{command('bench_consistency.py', argv)}`",
