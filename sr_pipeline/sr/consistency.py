@@ -54,6 +54,13 @@ Y_WEIGHTS = torch.tensor([65.481, 128.553, 24.966]) / 255.0  # Y of YCbCr per 0-
 BICUBIC_HALO = 3  # LR rows beyond a band that antialiased bicubic-down reads (its support is 2 LR pixels)
 MAP_FILE_SUFFIX = "_consistency.png"
 VERDICTS = ("ok", "check")
+# What a person could see. However consistent the calibration outputs were, a residual below these
+# never makes an output `check`: the demo's 8 calibration outputs agreed with their inputs to 2
+# levels, and limits fitted on them alone flagged 10 of its 36 field images for 3-level differences.
+VISIBLE_LEVELS = 4.0  # floor of the pixel threshold; the least smoothed residual the local limit counts
+VISIBLE_PEAK = 8.0  # floor of the peak limit (levels)
+VISIBLE_PSNR = 40.0  # ceiling of the consistency PSNR-Y limit (dB)
+VISIBLE_COLOUR = 2.0  # floor of the colour limit (levels)
 LOCAL_FIELDS = ("local_floor", "local_slope", "local_peak", "border_peak")
 
 
@@ -367,12 +374,19 @@ def summarise(down: torch.Tensor, y: torch.Tensor, camera: str, t: Thresholds, *
     colour = (float(per_channel.mean()),) if grey else tuple(float(c) for c in per_channel)
     intensity = float(r_y.mean())
     structure = local_structure(y) if (t.local or keep_map) else None
-    local = ring_maxima(smooth / (t.local_floor + t.local_slope * structure)) if t.local else (0.0, 0.0)
+    local = ring_maxima(local_ratio(smooth, structure, t.local_floor, t.local_slope)) if t.local else (0.0, 0.0)
     v, reasons = verdict(psnr, share, peak, colour, t, local)
     return Consistency(psnr, share, peak, colour, intensity, camera, v, reasons,
                        map=(smooth / t.pixel).numpy() if keep_map else None,
                        abs_residual=smooth.numpy() if keep_map else None,
                        structure=structure.numpy() if keep_map else None, local_peak=local[0], border_peak=local[1])
+
+
+def local_ratio(abs_residual, structure, floor: float, slope: float):
+    """Smoothed |residual| over what the input's structure explains (``floor + slope * structure``),
+    counted only where the residual itself is visible (>= VISIBLE_LEVELS); tensors or arrays."""
+    ratio = abs_residual / (floor + slope * structure)
+    return ratio * (abs_residual >= VISIBLE_LEVELS)
 
 
 def local_structure(y: torch.Tensor) -> torch.Tensor:
@@ -487,14 +501,15 @@ def fit_thresholds(samples: Sequence[CalibrationSample], camera: str, *, pixel_q
     if any(s.consistency.abs_residual is None or s.consistency.structure is None for s in samples):
         raise ValueError("calibration consistency must be measured with keep_map=True")
     pooled = np.concatenate([s.consistency.abs_residual.ravel() for s in samples])
-    pixel = max(float(np.quantile(pooled, pixel_quantile)), 1.0)
+    pixel = max(float(np.quantile(pooled, pixel_quantile)), VISIBLE_LEVELS)
     shares = [float((s.consistency.abs_residual > pixel).mean()) for s in samples]
     peaks = [s.consistency.peak for s in samples]
     psnrs = [min(s.consistency.psnr_y, 99.0) for s in samples]
     colours = [max(abs(c) for c in s.consistency.colour_shift) for s in samples]
     floor, slope = fit_local([s.consistency.abs_residual for s in samples],
                              [s.consistency.structure for s in samples], local_quantile)
-    rings = [ring_maxima(s.consistency.abs_residual / (floor + slope * s.consistency.structure)) for s in samples]
+    rings = [ring_maxima(local_ratio(s.consistency.abs_residual, s.consistency.structure, floor, slope))
+             for s in samples]
     local_peak = max(max(r[0] for r in rings) * local_margin, 1.0)
     # The ring only ever gets more room than the inside (a camera model's edge effects), never less:
     # its few pixels make its own worst ratio a noisy estimate.
@@ -508,10 +523,12 @@ def fit_thresholds(samples: Sequence[CalibrationSample], camera: str, *, pixel_q
            "worst_calibration": {"peak": max(peaks), "share": max(shares), "psnr_y": min(psnrs),
                                  "colour": max(colours)},
            "worst_calibration_local": {"inside": max(r[0] for r in rings), "border": max(r[1] for r in rings)}}
-    # Floors keep the thresholds valid for outputs that agree perfectly (peak 0) or not at all (0 dB).
-    return Thresholds(pixel=round(pixel, 3), peak=round(max(max(peaks) * margin, pixel), 3),
+    # Floors keep the thresholds valid for outputs that agree perfectly (peak 0) or not at all (0 dB),
+    # and above what a person could see (VISIBLE_*).
+    return Thresholds(pixel=round(pixel, 3), peak=round(max(max(peaks) * margin, pixel, VISIBLE_PEAK), 3),
                       share=round(min(0.5, max(max(shares) * margin, 0.001)), 6),
-                      psnr=round(max(min(psnrs) - 1.0, 1.0), 3), colour=round(max(max(colours) * margin, 1.0), 3),
+                      psnr=round(min(max(min(psnrs) - 1.0, 1.0), VISIBLE_PSNR), 3),
+                      colour=round(max(max(colours) * margin, VISIBLE_COLOUR), 3),
                       local_floor=round(floor, 4), local_slope=round(slope, 5), local_peak=round(local_peak, 4),
                       border_peak=round(border_peak, 4),
                       camera=camera, source=f"calibration ({len(samples)} pairs)", fit=fit)
