@@ -132,7 +132,7 @@ class EnforcedUpscaler:
 
 def enforced_text(camera: Camera, iterations: int) -> str:
     """The PNG text that tells an enforced output from a plain one (resume compares it)."""
-    return f"{camera.name}, {iterations} iterations"
+    return f"{camera.name}, {iterations} iteration{'s' if iterations != 1 else ''}"
 
 
 # ---------------------------------------------------------------- resuming
