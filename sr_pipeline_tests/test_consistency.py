@@ -15,7 +15,8 @@ from conftest import tiny_sr_model
 from sr_pipeline.cli import main
 from sr_pipeline.serving.audit import match_pairs
 from sr_pipeline.serving.consistency import load_check
-from sr_pipeline.serving.upscale import EnforcedUpscaler, stored_consistency
+from sr_pipeline.serving.consistency import stored_consistency
+from sr_pipeline.serving.upscale import EnforcedUpscaler
 from sr_pipeline.sr.consistency import (
     BicubicCamera, ConsistencyPass, LearnedCamera, Thresholds, enforce_consistency, load_thresholds, measure,
     summarise,

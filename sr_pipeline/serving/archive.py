@@ -175,30 +175,12 @@ def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes |
     return grid_png([[bicubic, model] for _, bicubic, model in previews], optimize=True)
 
 
-def _text_record(text: dict[str, str]) -> dict | None:
-    """The manifest's consistency columns from an output's PNG text (keys of ``consistency_text``);
-    None when the text carries no (readable) verdict."""
-    from sr_pipeline.sr.image_io import TEXT_PREFIX
-
-    def get(name: str) -> str | None:
-        return text.get(f"{TEXT_PREFIX}consistency{name}")
-
-    if get("") is None:
-        return None
-    try:
-        return {"consistency_verdict": get(""), "consistency_psnr_y": float(get("_psnr_y")),
-                "consistency_flagged_share": float(get("_flagged_share")), "consistency_peak": float(get("_peak")),
-                "consistency_colour_shift": [float(c) for c in (get("_colour_shift") or "").split(",") if c],
-                "consistency_camera": get("_camera"), "consistency_reasons": get("_reasons") or ""}
-    except (TypeError, ValueError):
-        return None
-
-
 def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, previous: dict | None) -> dict | None:
     """The manifest record of an output already made by ``version``, or None if it must be (re)made.
 
     Its consistency columns come from the manifest, else from the PNG's text (None when neither has
     a verdict: the caller measures the file)."""
+    from sr_pipeline.serving.consistency import stored_consistency
     from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
 
     if not target.is_file():
@@ -213,7 +195,7 @@ def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, 
         return None
     created = text.get(f"{TEXT_PREFIX}created")
     return {"upscaled_at": pd.Timestamp(created) if created else pd.Timestamp.now(tz="UTC"), "seconds": None,
-            "steps": int(text.get(f"{TEXT_PREFIX}steps", 1)), **(_text_record(text) or {})}
+            "steps": int(text.get(f"{TEXT_PREFIX}steps", 1)), **(stored_consistency(text) or {})}
 
 
 def _write_manifest(path: Path, records: list[dict]) -> None:
@@ -360,18 +342,15 @@ def _verdict_record(layout: DataLayout, batch: str, image_id: str, scale: int, f
     return {**found.record(), "consistency_map": store.relative_to_root(layout, path)}
 
 
-def _measure_file(layout: DataLayout, check, row, target: Path, band: int = 256):
+def _measure_file(layout: DataLayout, check, row, target: Path):
     """(consistency, LR colour) of an archived output measured from its file against its source, for
     an output kept without a verdict or without its map; None when either file cannot be read."""
+    from sr_pipeline.serving.audit import measure_saved
     from sr_pipeline.sr.decode import read_image
 
     try:
         src = read_image(store.resolve_path(layout, row.stored_path))
-        out = read_image(target).colour
-        cp = check.start(src.colour, row.camera, keep_map=True)
-        for top in range(0, out.shape[0], band):
-            cp.feed(out[top:top + band])
-        return cp.finish(), src.colour
+        return measure_saved(check, src.colour, read_image(target).colour, row.camera, keep_map=True), src.colour
     except (ImageRejected, OSError, ValueError, MemoryError):
         return None
 

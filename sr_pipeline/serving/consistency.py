@@ -16,8 +16,8 @@ import numpy as np
 
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.consistency import (
-    THRESHOLDS_FILE, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera, Thresholds, load_thresholds,
-    thresholds_for,
+    THRESHOLDS_FILE, VERDICTS, Y_WEIGHTS, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera,
+    Thresholds, load_thresholds, thresholds_for,
 )
 from sr_pipeline.sr.image_io import TEXT_PREFIX
 
@@ -95,3 +95,24 @@ def consistency_text(result: Consistency) -> dict[str, str]:
     if rec["consistency_reasons"]:
         text[f"{TEXT_PREFIX}consistency_reasons"] = rec["consistency_reasons"]
     return text
+
+
+def stored_consistency(text: dict[str, str]) -> dict | None:
+    """The consistency figures an output's PNG text carries, as :meth:`Consistency.record` names them
+    (rounded as written); None when it was not judged. The reader of :func:`consistency_text`."""
+
+    def get(name: str) -> str | None:
+        return text.get(f"{TEXT_PREFIX}consistency{name}")
+
+    if get("") not in VERDICTS:
+        return None
+    try:
+        colour = [float(c) for c in (get("_colour_shift") or "").split(",") if c]
+        weights = Y_WEIGHTS.tolist()
+        intensity = sum(weights) * colour[0] if len(colour) == 1 else sum(w * c for w, c in zip(weights, colour))
+        return {"consistency_verdict": get(""), "consistency_psnr_y": float(get("_psnr_y")),
+                "consistency_flagged_share": float(get("_flagged_share")), "consistency_peak": float(get("_peak")),
+                "consistency_colour_shift": colour, "consistency_intensity_shift": round(intensity, 3),
+                "consistency_camera": get("_camera"), "consistency_reasons": get("_reasons") or ""}
+    except (TypeError, ValueError, IndexError):
+        return None

@@ -30,7 +30,7 @@ import torch
 from sr_pipeline.serving.audit import (
     check_judge_args, describe_check, load_consistency_check, map_path, measure_saved, write_map,
 )
-from sr_pipeline.serving.consistency import ConsistencyCheck, consistency_text
+from sr_pipeline.serving.consistency import ConsistencyCheck, consistency_text, stored_consistency
 from sr_pipeline.sr.consistency import Camera, Consistency, ConsistencyPass, enforce_consistency
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
@@ -255,28 +255,6 @@ def load_judge(args: argparse.Namespace, upscaler: Upscaler) -> ConsistencyCheck
     if args.no_consistency and not args.enforce_consistency:
         return None
     return load_consistency_check(upscaler.model.path, upscaler.scale, args.camera_model, args.consistency_thresholds)
-
-
-def stored_consistency(text: dict[str, str]) -> dict | None:
-    """The consistency figures an output's PNG text carries, as :meth:`Consistency.record` names them
-    (rounded as written); None when it was not judged."""
-    from sr_pipeline.sr.consistency import VERDICTS, Y_WEIGHTS
-
-    def get(name: str) -> str | None:
-        return text.get(f"{TEXT_PREFIX}consistency{name}")
-
-    if get("") not in VERDICTS:
-        return None
-    try:
-        colour = [float(c) for c in (get("_colour_shift") or "").split(",") if c]
-        weights = Y_WEIGHTS.tolist()
-        intensity = sum(weights) * colour[0] if len(colour) == 1 else sum(w * c for w, c in zip(weights, colour))
-        return {"consistency_verdict": get(""), "consistency_psnr_y": float(get("_psnr_y")),
-                "consistency_flagged_share": float(get("_flagged_share")), "consistency_peak": float(get("_peak")),
-                "consistency_colour_shift": colour, "consistency_intensity_shift": round(intensity, 3),
-                "consistency_camera": get("_camera"), "consistency_reasons": get("_reasons") or ""}
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argparse.Namespace) -> dict:
