@@ -33,7 +33,9 @@ from sr_pipeline.sr.checkpoints import load_sr_model
 from sr_pipeline.sr.config import Profile
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.evaluation.commands import evaluate_pairs
-from sr_pipeline.sr.pairs import find_pairs, first_number
+from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.metrics import laplacian_energy
+from sr_pipeline.sr.pairs import find_pairs, first_number, load_rgb
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.lpips_weights import load_lpips
 from sr_pipeline.sr.lr_sets import build_lr_sets
@@ -44,7 +46,11 @@ from sr_pipeline.training.run import colearn_outputs
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
-ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle"]
+ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle",
+             "first-g", "no-colour", "no-noise-match"]
+# RealSR holds two cameras; "realsr-canon" / "realsr-nikon" make one of them the field camera (its odd LR
+# images are the pool, its even pairs are scored), the cross-camera protocol of issue 14.
+FIELDS = ["realsr", "realsr-canon", "realsr-nikon", "neu"]
 REGISTRY = CameraRegistry.model_validate(
     {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}})
 
@@ -56,9 +62,15 @@ def _ablation(profile: Profile, name: str) -> Profile:
         c["use_downsampler"], c["fixed_degradation"] = False, "bicubic"
     elif name == "full-band-d-lr":
         c["d_lr_highpass"] = False
+    elif name == "first-g":  # the first design: eps' into the residual net, no colour, no noise branch
+        c["downsampler"].update(noise_model="input", colour_transform=False)
+        c["weights"].update(noise_match=0.0, colour_match=0.0)
+    elif name == "no-colour":
+        c["downsampler"]["colour_transform"] = False
+        c["weights"]["colour_match"] = 0.0
     else:
         c["weights"][{"no-d-hr": "adv_hr", "no-d-lr": "adv_lr", "no-distill": "distill",
-                      "no-lr-cycle": "cyc_lr"}[name]] = 0.0
+                      "no-lr-cycle": "cyc_lr", "no-noise-match": "noise_match"}[name]] = 0.0
     d["name"] = f"{profile.name}-{name}"
     return Profile.model_validate(d)
 
@@ -80,10 +92,15 @@ def _ingest(layout: DataLayout, files: list[Path], camera: str) -> None:
     print(f"  {camera}: {summary.accepted} accepted, {summary.duplicate} duplicate, {summary.quarantined} quarantined")
 
 
+def _camera_prefix(field: str) -> str:
+    """The RealSR file-name prefix of the field camera ("" for both cameras)."""
+    return {"realsr-canon": "Canon", "realsr-nikon": "Nikon"}.get(field, "")
+
+
 def _field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
     """(training pool, held-out images of the same camera that judge the LR sets' realism)."""
-    if field == "realsr":
-        lr = sorted((datasets / "realsr_x4" / "LR").iterdir())
+    if field.startswith("realsr"):
+        lr = sorted(p for p in (datasets / "realsr_x4" / "LR").iterdir() if p.name.startswith(_camera_prefix(field)))
         return ([p for p in lr if (first_number(p.name) or 0) % 2 == 1],
                 [p for p in lr if (first_number(p.name) or 0) % 2 == 0])
     holdout = set((datasets / "neu_det" / "HOLDOUT.txt").read_text().split())
@@ -97,14 +114,37 @@ def _centre(img: np.ndarray, side: int = 512) -> np.ndarray:
     return img[top: top + side, left: left + side]
 
 
+def _laplacian_ratios(g: LearnedDownsampler, pairs) -> tuple[float, float]:
+    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0, and of bicubic down(HR), over
+    that of the real LR of the same scene: below 1 the model blurs more than the camera (issue 14)."""
+    learned, bicubic = [], []
+    s = g.config.scale
+    with torch.inference_mode():
+        for p in pairs:
+            hr, lr = load_rgb(p.hr_path), load_rgb(p.lr_path)
+            if lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s) or hr.shape[0] % s or hr.shape[1] % s:
+                continue
+            x = to_tensor(hr)
+            ref = laplacian_energy(lr)
+            learned.append(laplacian_energy(to_uint8(g(x))) / ref)
+            bicubic.append(laplacian_energy(to_uint8(downsample(x, s))) / ref)
+    return float(np.median(learned)), float(np.median(bicubic))
+
+
 def _realism(downsampler_dir: Path, pairs, hr_sample: list[np.ndarray], field_holdout: list[np.ndarray]) -> dict:
-    """G's LR realism: PSNR-Y against RealSR's real LR (whole LR image, the convention of the issue's 31.62 dB
-    bicubic figure), and the LR set's statistics distance to held-out field LR."""
+    """G's LR realism: PSNR-Y against the real LR (whole LR image, the convention of the issue's 31.62 dB
+    bicubic figure), the Laplacian-energy ratio to the real LR, and the LR set's statistics distance to
+    held-out field LR with the noise level of each set."""
     paired = downsampler_realism(pairs, downsampler_dir)  # PSNR-Y over the whole LR image, as the report
-    sets = build_lr_sets(LearnedDownsampler.from_pretrained(downsampler_dir).eval(), hr_sample, field_holdout, k=2)
+    g = LearnedDownsampler.from_pretrained(downsampler_dir).eval()
+    sets = build_lr_sets(g, hr_sample, field_holdout, k=2)
+    lap_g, lap_bic = _laplacian_ratios(g, pairs)
     return {"psnr_learned": paired["learned_psnr"], "psnr_bicubic": paired["bicubic_psnr"],
+            "lap_learned": lap_g, "lap_bicubic": lap_bic,
             "dist_learned": sets.realism_learned["total"],
-            "dist_bicubic": sets.realism_bicubic["total"], "diversity": sets.diversity}
+            "dist_bicubic": sets.realism_bicubic["total"], "diversity": sets.diversity,
+            "noise_learned": sets.stats["learned"]["noise_sigma"], "noise_field": sets.stats["field"]["noise_sigma"],
+            "camera": g.camera_summary()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("datasets", type=Path, nargs="?", default=Path("../shared/datasets"),
                     help="folder holding realsr_x4, bsd100_hr, urban100_hr and neu_det")
     ap.add_argument("--profile", type=Path, default=Path("configs/bench-cpu.yaml"), help="training profile")
-    ap.add_argument("--field", choices=["realsr", "neu"], default="realsr", help="the field LR pool")
+    ap.add_argument("--field", choices=FIELDS, default="realsr",
+                    help="the field LR pool: RealSR's odd LR (both cameras, or one: realsr-canon, realsr-nikon, "
+                         "whose even pairs are then the ones scored) or NEU-DET")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     ap.add_argument("--ablations", nargs="*", default=ABLATIONS, choices=ABLATIONS,
                     help="ablations to train next to the co-learned student (default: all; none: only it)")
@@ -171,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         if "downsampler" in r.model_dirs:
             downsamplers[name] = r.model_dirs["downsampler"]
 
-    pairs = find_pairs(args.datasets / "realsr_x4", "even")
-    methods = {"teacher (T steps)": Upscaler(load_sr_model(teacher_dir), steps=profile.diffusion.num_steps)}
+    pairs = [p for p in find_pairs(args.datasets / "realsr_x4", "even") if p.name.startswith(_camera_prefix(args.field))]
+    teacher = load_sr_model(teacher_dir)
+    # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
+    methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
+               "teacher (1 step)": Upscaler(teacher, steps=1)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
     summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(), split="even")
     print("LR realism of the downsamplers", flush=True)
@@ -180,17 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     holdout = [store.load_image(p) for p in holdout_files]
     realism = {n: _realism(d, pairs, hr_sample, holdout) for n, d in downsamplers.items()}
 
-    lines = ["| method | PSNR-Y | SSIM-Y | LPIPS | ms/image | train s |", "|---|---|---|---|---|---|"]
+    lines = ["| method | PSNR-Y | SSIM-Y | LPIPS | HF energy / HR | ms/image | train s |", "|---|---|---|---|---|---|---|"]
     for name, m in summary["methods"].items():
         lp = "n/a" if m.get("lpips") is None else f"{m['lpips']:.4f}"
-        key = name.replace("student ", "") if name.startswith("student ") else ("teacher" if name.startswith("teacher") else "")
-        lines.append(f"| {name} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {lp} | {m['ms_per_image']:.1f} | "
+        hf = "n/a" if m.get("hf_ratio") is None else f"{m['hf_ratio']:.2f}x"
+        key = name.replace("student ", "") if name.startswith("student ") else ("teacher" if name == "teacher (T steps)" else "")
+        lines.append(f"| {name} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {lp} | {hf} | {m['ms_per_image']:.1f} | "
                      f"{times.get(key, 0):.0f} |")
-    holdout_name = "RealSR's even LR" if args.field == "realsr" else "NEU-DET HOLDOUT.txt"
-    lines += ["", f"| downsampler of | PSNR-Y(G(HR), real LR) | PSNR-Y(down(HR), real LR) | "
-              f"stats distance G / bicubic to {holdout_name} | LR diversity |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {r['psnr_learned']:.3f} | {r['psnr_bicubic']:.3f} | {r['dist_learned']:.3f} / "
-              f"{r['dist_bicubic']:.3f} | {r['diversity']:.4f} |" for n, r in realism.items()]
+    holdout_name = f"{_camera_prefix(args.field) or 'RealSR'}'s even LR" if args.field != "neu" else "NEU-DET HOLDOUT.txt"
+    lines += ["", f"| downsampler of | PSNR-Y(G(HR), real LR) | PSNR-Y(down(HR), real LR) | Laplacian G(HR) / real LR "
+              f"(bicubic) | stats distance G / bicubic to {holdout_name} | noise sigma G / field | LR diversity |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {r['psnr_learned']:.3f} | {r['psnr_bicubic']:.3f} | {r['lap_learned']:.2f}x "
+              f"({r['lap_bicubic']:.2f}x) | {r['dist_learned']:.3f} / {r['dist_bicubic']:.3f} | "
+              f"{r['noise_learned']:.2f} / {r['noise_field']:.2f} | {r['diversity']:.4f} |" for n, r in realism.items()]
     table = "\n".join(lines)
     print("\n" + table)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -204,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         f"command: `{command('bench_quality.py', argv)}`",
         f"total time: {time.perf_counter() - started:.0f} s",
     ], table)
-    (work / "bench_summary.json").write_text(json.dumps({"table": table, "times": times}, indent=2))
+    (work / "bench_summary.json").write_text(json.dumps(
+        {"table": table, "times": times, "methods": summary["methods"], "realism": realism}, indent=2, default=str))
     print(f"\nappended to {args.report}")
     return 0
 

@@ -69,12 +69,20 @@ class DownsamplerConfig(_Strict):
     channels: int = Field(32, ge=1)
     num_blocks: int = Field(4, ge=0)
     norm_num_groups: int = Field(8, ge=1)
-    kappa: float = Field(1.0, ge=0, description="kappa_d: y_T = down(x) + kappa_d * 0.99 * eps'")
+    kappa: float = Field(1.0, ge=0, description="kappa_d: y_T = down(x) + kappa_d * 0.99 * eps' (noise_model input)")
+    noise_model: Literal["input", "camera"] = Field(
+        "input", description="input: eps' enters the residual network (the first design); camera: blur residual, "
+        "then colour response, then signal-dependent noise drawn from eps' (issue 14, sr/downsampler.py)"
+    )
+    colour_transform: bool = Field(False, description="learn a colour matrix and offset after the structure term "
+                                   "(needs noise_model camera)")
 
     @model_validator(mode="after")
     def _check(self) -> "DownsamplerConfig":
         if self.channels % self.norm_num_groups:
             raise ValueError("downsampler.channels must be divisible by norm_num_groups")
+        if self.colour_transform and self.noise_model != "camera":
+            raise ValueError("downsampler.colour_transform needs downsampler.noise_model: camera")
         return self
 
 
@@ -97,6 +105,10 @@ class LossWeights(_Strict):
     struct: float = Field(1.0, ge=0, description="L1(lowpass(y_hat), lowpass(down(x)))")
     # Kept low: while U is still blurry the cycle pays G to sharpen, away from the field camera.
     cyc_lr: float = Field(0.1, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
+    noise_match: float = Field(0.0, ge=0, description="|noise level(y_hat) - noise level(y_r)| per channel "
+                               "(median |Haar HH|, i.e. the flat regions); trains G's noise branch")
+    colour_match: float = Field(0.0, ge=0, description="L1 between the low-band colour mean and covariance of y_hat "
+                                "and y_r batches; trains G's colour transform")
     inverse: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=0 of the teacher's x0, x_T)")
     consistency: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=T of U at t=0 of x, x)")
 
@@ -106,6 +118,10 @@ class ColearnConfig(_Strict):
 
     train: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=20)
     downsampler_lr: float = Field(1e-4, gt=0)
+    camera_params_lr: float = Field(
+        2e-3, gt=0, description="learning rate of G's colour and noise parameters (a few scalars: log noise levels, "
+        "a 3x3 noise kernel, a colour matrix); at downsampler_lr a noise level could move only ~10 % in 1000 steps"
+    )
     discriminator_lr: float = Field(1e-4, gt=0)
     discriminator_betas: tuple[float, float] = (0.5, 0.999)
     gan_loss: Literal["hinge", "nonsaturating"] = "hinge"

@@ -1,16 +1,32 @@
 """The learnable downsampler G (method.md section 3): HR image + noise -> a plausible field-camera LR.
 
-G runs at LR resolution on ``[y_T, down(x), pixel_unshuffle(x, s)]`` with
-``y_T = down(x) + kappa_d sqrt(eta_T) eps'`` and returns ``y_hat = down(x) + r``. The residual's
-last layer starts at zero, so an untrained G is exactly bicubic downsampling; different ``eps'``
-give different degradations of the same scene. A few residual blocks keep it far smaller than the
-upsampler, which runs a UNet on the same number of pixels.
+Two designs share one class (``noise_model`` in its config):
+
+- ``input`` (the first design): G runs at LR resolution on ``[y_T, down(x), pixel_unshuffle(x, s)]``
+  with ``y_T = down(x) + kappa_d sqrt(eta_T) eps'`` and returns ``down(x) + r``. Nothing makes the
+  network use eps', and measured it did not (LR diversity 0.002).
+- ``camera`` (issue 14): the parts a camera has, each learnable and each measurable apart.
+  1. **Blur and aliasing**: ``s = down(x) + r(down(x), pixel_unshuffle(x))``, deterministic. This is
+     the part L_struct holds to the scene (its low band must match down(x)'s).
+  2. **Colour and intensity response** (``colour_transform``): ``c = M s + b`` per pixel, a 3x3
+     matrix (1x1 gain for a grey camera) and an offset, starting at the identity. It acts *after*
+     the structure term, so a camera's cast or gain can be learned without moving the scene.
+  3. **Sensor noise** drawn from eps': ``n = sqrt(read^2 + gain * (c + 1) / 2) * (k * eps')``, a
+     Poisson-Gaussian (signal-dependent) level per channel and a 3x3 kernel k of unit energy for the
+     spatial correlation that demosaicking and compression leave. eps' = 0 gives the deterministic
+     ``c``; different eps' give different, equally plausible noise of the same level.
+  The design follows Ji et al. (NTIRE 2020 winner: blur and noise estimated from the real LR, noise
+  injected) and Fritsche et al. (frequency separation); docs/camera_model.md says why.
+
+The residual's last layer starts at zero and the colour transform at the identity, so an untrained
+G is bicubic downsampling plus (with ``camera``) about one level of noise.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +49,22 @@ class _ResBlock(nn.Module):
         return x + self.body(x)
 
 
+class CameraOutput(NamedTuple):
+    """G's output, the part before colour and noise (what L_struct compares with down(x)) and the
+    noise that was added (None at eps' = 0 or with the first design)."""
+
+    lr: torch.Tensor
+    structure: torch.Tensor
+    noise: torch.Tensor | None = None
+
+
+# Initial noise: one 8-bit level of read noise, almost no shot noise (values are in [-1, 1]).
+_INIT_READ_SIGMA = 2.0 / 255.0
+_INIT_SHOT_GAIN = 1e-5
+
+
 class LearnedDownsampler(ModelMixin, ConfigMixin):
-    """G(x, eps') -> y_hat: a single-step, noise-conditioned residual on bicubic downsampling."""
+    """G(x, eps') -> y_hat: a single-step, noise-conditioned camera model on bicubic downsampling."""
 
     config_name = "config.json"
 
@@ -48,11 +78,27 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         kappa: float = 1.0,
         sqrt_eta_end: float = 0.99,
+        noise_model: Literal["input", "camera"] = "input",
+        colour_transform: bool = False,
     ):
         super().__init__()
         if channels % norm_num_groups:
             raise ValueError("channels must be divisible by norm_num_groups")
-        c_in = 2 * image_channels + image_channels * scale * scale
+        if noise_model not in ("input", "camera"):
+            raise ValueError(f"noise_model must be 'input' or 'camera', not {noise_model!r}")
+        if colour_transform and noise_model != "camera":
+            raise ValueError("colour_transform needs noise_model 'camera'")
+        c = image_channels
+        c_in = (2 if noise_model == "input" else 1) * c + c * scale * scale
+        if noise_model == "camera":
+            self.log_read_sigma = nn.Parameter(torch.full((c,), math.log(_INIT_READ_SIGMA)))
+            self.log_shot_gain = nn.Parameter(torch.full((c,), math.log(_INIT_SHOT_GAIN)))
+            kernel = torch.zeros(c, 1, 3, 3)
+            kernel[:, 0, 1, 1] = 1.0
+            self.noise_kernel = nn.Parameter(kernel)
+        if colour_transform:
+            self.colour_matrix = nn.Parameter(torch.eye(c))
+            self.colour_offset = nn.Parameter(torch.zeros(c))
         self.conv_in = nn.Conv2d(c_in, channels, 3, padding=1)
         self.blocks = nn.Sequential(*(_ResBlock(channels, norm_num_groups) for _ in range(num_blocks)))
         self.norm_out = nn.GroupNorm(norm_num_groups, channels)
@@ -69,24 +115,83 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         s = self.config.scale
         return (x_hr.shape[0], self.config.image_channels, x_hr.shape[-2] // s, x_hr.shape[-1] // s)
 
-    def forward(self, x_hr: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """HR batch in [-1, 1] (sides multiples of ``scale``) and LR-shaped noise (None: zero) -> LR batch."""
+    def forward(self, x_hr: torch.Tensor, noise: torch.Tensor | None = None,
+                return_parts: bool = False) -> torch.Tensor | CameraOutput:
+        """HR batch in [-1, 1] (sides multiples of ``scale``) and LR-shaped noise (None: zero) -> LR batch
+        (with ``return_parts``, a ``CameraOutput`` that also holds the structure part)."""
         s = self.config.scale
         h, w = x_hr.shape[-2:]
         if h % s or w % s:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {s}")
-        return self.from_parts(downsample(x_hr, s), F.pixel_unshuffle(x_hr, s), noise)
+        out = self.camera_parts(downsample(x_hr, s), F.pixel_unshuffle(x_hr, s), noise)
+        return out if return_parts else out.lr
 
     def from_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
         """G from its LR-sized inputs: ``down(x)`` and ``pixel_unshuffle(x, scale)`` (which a caller
         streaming the HR image in row bands can build without holding it)."""
-        y_t = base if noise is None else base + self.noise_std * noise.to(base.dtype)
-        # As the upsampler's x_t, y_T is scaled to keep the input variance near one.
-        y_t = y_t / math.sqrt(self.noise_std**2 + 1)
-        h = self.conv_in(torch.cat([y_t, base, unshuffled], dim=1))
-        r = self.conv_out(F.silu(self.norm_out(self.blocks(h))))
-        return base + r
+        return self.camera_parts(base, unshuffled, noise).lr
+
+    def camera_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
+                     noise: torch.Tensor | None = None) -> CameraOutput:
+        if self.config.noise_model == "input":
+            y_t = base if noise is None else base + self.noise_std * noise.to(base.dtype)
+            # As the upsampler's x_t, y_T is scaled to keep the input variance near one.
+            y_t = y_t / math.sqrt(self.noise_std**2 + 1)
+            inputs = [y_t, base, unshuffled]
+        else:
+            inputs = [base, unshuffled]
+        h = self.conv_in(torch.cat(inputs, dim=1))
+        structure = base + self.conv_out(F.silu(self.norm_out(self.blocks(h))))
+        if self.config.noise_model == "input":
+            return CameraOutput(structure, structure)
+        out = self.colour(structure)
+        if noise is None:
+            return CameraOutput(out, structure)
+        n = self.sensor_noise(out.detach(), noise.to(out.dtype))
+        return CameraOutput(out + n, structure, n)
+
+    CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset")
+
+    def camera_parameters(self) -> list[nn.Parameter]:
+        """The few scalars of the colour and noise parts (trained at their own, higher learning rate)."""
+        return [p for n, p in self.named_parameters() if n in self.CAMERA_PARAMETERS]
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """The blur residual network's weights."""
+        return [p for n, p in self.named_parameters() if n not in self.CAMERA_PARAMETERS]
+
+    def colour(self, y: torch.Tensor) -> torch.Tensor:
+        """The colour and intensity response: ``M y + b`` per pixel (the identity without a transform)."""
+        if not self.config.colour_transform:
+            return y
+        return torch.einsum("ij,bjhw->bihw", self.colour_matrix, y) + self.colour_offset[None, :, None, None]
+
+    def noise_sigma(self, signal: torch.Tensor) -> torch.Tensor:
+        """Per-pixel noise standard deviation (in [-1, 1] units) at this signal level."""
+        read = torch.exp(2 * self.log_read_sigma)[None, :, None, None]
+        gain = torch.exp(self.log_shot_gain)[None, :, None, None]
+        return torch.sqrt(read + gain * ((signal + 1) / 2).clamp(min=0))
+
+    def sensor_noise(self, signal: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Signal-dependent, spatially correlated noise drawn from eps' (zero mean, per-pixel std ``noise_sigma``)."""
+        k = self.noise_kernel / self.noise_kernel.flatten(1).norm(dim=1).clamp(min=1e-8)[:, None, None, None]
+        correlated = F.conv2d(F.pad(eps, (1, 1, 1, 1), mode="reflect"), k, groups=eps.shape[1])
+        return self.noise_sigma(signal) * correlated
+
+    def camera_summary(self) -> dict:
+        """What the camera parts learned, in 8-bit levels, for reports and the docs (empty for ``input``)."""
+        if self.config.noise_model != "camera":
+            return {}
+        with torch.no_grad():
+            levels = [0.1, 0.5, 0.9]
+            sig = [self.noise_sigma(torch.full((1, self.config.image_channels, 1, 1), 2 * v - 1)).flatten() * 127.5
+                   for v in levels]
+            out = {"noise_sigma_levels": {f"{v:.1f}": [round(float(a), 3) for a in s] for v, s in zip(levels, sig)}}
+            if self.config.colour_transform:
+                out["colour_matrix"] = [[round(float(a), 4) for a in row] for row in self.colour_matrix]
+                out["colour_offset_levels"] = [round(float(a) * 127.5, 3) for a in self.colour_offset]
+        return out
 
 
 def load_downsampler(model_dir: Path, device: str = "cpu") -> LearnedDownsampler:

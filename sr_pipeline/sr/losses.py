@@ -71,6 +71,53 @@ def lowpass(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def _detail_bands(y: torch.Tensor) -> torch.Tensor:
+    """Three finest-scale detail responses on the interior pixels, stacked on a new dim 2: horizontal and
+    vertical second differences ([1, -2, 1] / sqrt 6) and the diagonal one ([[1, -1], [-1, 1]] / 2). Each
+    cancels a linear ramp, white noise of std sigma has std sigma in each, correlated noise less in some."""
+    c = y[..., 1:-1, 1:-1]
+    horizontal = (y[..., 1:-1, :-2] - 2 * c + y[..., 1:-1, 2:]) / math.sqrt(6)
+    vertical = (y[..., :-2, 1:-1] - 2 * c + y[..., 2:, 1:-1]) / math.sqrt(6)
+    diagonal = (c - y[..., 1:-1, 2:] - y[..., 2:, 1:-1] + y[..., 2:, 2:]) / 2
+    return torch.stack([horizontal, vertical, diagonal], dim=2)
+
+
+def flat_noise_sigma(y: torch.Tensor, sigma: float = 1.0, flat_share: float = 0.2) -> torch.Tensor:
+    """Noise level of a batch per channel and detail band (C x 3: horizontal, vertical, diagonal),
+    measured where the scene is flat (Ji et al. collect a camera's noise from its flat patches): the RMS
+    of each band over the ``flat_share`` of pixels with the weakest low-band gradient. Flatness is judged
+    on the detached low band, so batches of different scenes are measured alike and texture is not
+    mistaken for noise; three bands tell a noise level from its spatial correlation."""
+    with torch.no_grad():
+        low = lowpass(y.detach().float().mean(dim=1, keepdim=True), sigma)
+        gx = (low[..., 1:-1, 2:] - low[..., 1:-1, :-2]) / 2
+        gy = (low[..., 2:, 1:-1] - low[..., :-2, 1:-1]) / 2
+        grad = torch.hypot(gx, gy).flatten()
+        flat = grad <= torch.quantile(grad, flat_share)
+    bands = _detail_bands(y).permute(1, 2, 0, 3, 4).flatten(2)[..., flat]
+    return bands.pow(2).mean(dim=-1).add(1e-12).sqrt()
+
+
+def noise_match(y_hat: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """L1 between the flat-region noise levels (per channel and Haar band) of G's LR batch and a real
+    field LR batch."""
+    return (flat_noise_sigma(y_hat, sigma) - flat_noise_sigma(y_real, sigma).detach()).abs().mean()
+
+
+def colour_moments(y: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of the low-band pixel colours of a batch (the scene-scale colour, not the noise)."""
+    pixels = lowpass(y, sigma).transpose(0, 1).flatten(1)
+    mean = pixels.mean(dim=1)
+    centred = pixels - mean[:, None]
+    return mean, centred @ centred.T / max(1, pixels.shape[1] - 1)
+
+
+def colour_match(y_hat: torch.Tensor, y_real: torch.Tensor, sigma: float) -> torch.Tensor:
+    """L1 between the colour moments (mean, covariance) of G's LR batch and a real field LR batch."""
+    (m_a, c_a), (m_b, c_b) = colour_moments(y_hat, sigma), colour_moments(y_real.detach(), sigma)
+    return (m_a - m_b).abs().mean() + (c_a - c_b).abs().mean()
+
+
 class LPIPSLoss(nn.Module):
     """Frozen LPIPS distance (mean over the batch) between images in [-1, 1].
 

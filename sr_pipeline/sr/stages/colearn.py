@@ -30,12 +30,14 @@ from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.imageops import downsample, upsample
 from sr_pipeline.sr.losses import (
     LPIPSLoss,
+    colour_match,
     d_accuracy,
     d_adv_loss,
     g_adv_loss,
     l1,
     lowpass,
     mse,
+    noise_match,
     weighted_sum,
 )
 from sr_pipeline.sr.nets import SRUNet
@@ -45,7 +47,7 @@ from sr_pipeline.sr.trainer import TrainResult, run_stage
 from sr_pipeline.sr.training import EMA, check_finite, warmup_lambda
 
 # Terms that exist only with a learnable downsampler (they train G or judge its output).
-_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr")
+_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr", "noise_match", "colour_match")
 
 
 @contextlib.contextmanager
@@ -104,7 +106,8 @@ class CoLearner:
         if cfg.use_downsampler:
             dc = cfg.downsampler
             g = LearnedDownsampler(scale=profile.scale, channels=dc.channels, num_blocks=dc.num_blocks,
-                                   norm_num_groups=dc.norm_num_groups, kappa=dc.kappa)
+                                   norm_num_groups=dc.norm_num_groups, kappa=dc.kappa,
+                                   noise_model=dc.noise_model, colour_transform=dc.colour_transform)
         if self.weights["adv_hr"] > 0:
             d_hr = PatchDiscriminator(**cfg.d_hr.model_dump())
         if self.weights["adv_lr"] > 0:
@@ -113,7 +116,9 @@ class CoLearner:
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
         if g is not None:
-            groups.append({"params": list(g.parameters()), "lr": cfg.downsampler_lr})
+            groups.append({"params": g.network_parameters(), "lr": cfg.downsampler_lr})
+            if g.camera_parameters():
+                groups.append({"params": g.camera_parameters(), "lr": cfg.camera_params_lr})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(opt_gen, warmup_lambda(cfg.train.warmup_steps))
         discs = [d for d in (d_hr, d_lr) if d is not None]
@@ -143,11 +148,15 @@ class CoLearner:
 
     # -- steps 1 and 2
     def generate(self, x: torch.Tensor, y_fixed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """y_hat (G's LR of x, or the fixed LR), x_hat = U(y_hat, eps) and the teacher's x_tilde."""
+        """y_hat (G's LR of x, or the fixed LR), its structure part (what L_struct judges), x_hat = U(y_hat, eps)
+        and the teacher's x_tilde."""
         acc = self.accelerator
+        parts = None
         with self.timer("downsampler"), acc.autocast():
             if self.downsampler is not None:
-                y_hat = self.downsampler(x, torch.randn(self.unwrap(self.downsampler).lr_shape(x), device=x.device))
+                noise = torch.randn(self.unwrap(self.downsampler).lr_shape(x), device=x.device)
+                parts = self.downsampler(x, noise, return_parts=True)
+                y_hat = parts.lr
             elif y_fixed is not None:
                 y_hat = y_fixed
             else:
@@ -157,6 +166,12 @@ class CoLearner:
         with self.timer("student"), acc.autocast():
             x_hat = student_step(self.student, self.schedule, y_in, eps, self.scale)
         out = {"y_hat": y_hat, "y_in": y_in, "eps": eps, "x_hat": x_hat}
+        if parts is not None:
+            out["y_struct"] = parts.structure
+            # The matching terms train only their own part: the noise level through the noise alone, the
+            # colour response on the detached structure, so neither can blur or move the scene.
+            out["y_noise_view"] = y_hat if parts.noise is None else (y_hat - parts.noise).detach() + parts.noise
+            out["y_colour_view"] = self.unwrap(self.downsampler).colour(parts.structure.detach())
         if self.weights["distill"] > 0 or self.weights["inverse"] > 0:
             with self.timer("teacher"), torch.no_grad(), acc.autocast():
                 out["x_tilde"] = self.schedule.sample(self.teacher, upsample(y_in.detach(), self.scale), eps,
@@ -227,7 +242,10 @@ class CoLearner:
             "distill": lambda: mse(x_hat, gen["x_tilde"]),
             "adv_hr": lambda: g_adv_loss(d_hr(x_hat), kind),
             "adv_lr": lambda: g_adv_loss(d_lr(self.lr_band(y_hat)), kind),
-            "struct": lambda: l1(lowpass(y_hat, self.cfg.struct_sigma), lowpass(downsample(x, s), self.cfg.struct_sigma)),
+            "struct": lambda: l1(lowpass(gen["y_struct"], self.cfg.struct_sigma),
+                                 lowpass(downsample(x, s), self.cfg.struct_sigma)),
+            "noise_match": lambda: noise_match(gen["y_noise_view"], y_r, self.cfg.struct_sigma),
+            "colour_match": lambda: colour_match(gen["y_colour_view"], y_r, self.cfg.struct_sigma),
             "cyc_lr": cyc_lr,
             "inverse": inverse,
             "consistency": consistency,

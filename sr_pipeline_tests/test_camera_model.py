@@ -1,0 +1,155 @@
+"""The camera-model G (issue 14): deterministic at eps' = 0, noise drawn from eps' at a learnable,
+signal-dependent level, a colour response after the structure term, grey cameras, the matching losses."""
+
+import math
+
+import pytest
+import torch
+
+from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
+from sr_pipeline.sr.imageops import downsample
+from sr_pipeline.sr.losses import colour_match, flat_noise_sigma, noise_match
+
+CAMERA = dict(scale=4, channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera", colour_transform=True)
+
+
+def _perturbed(g: LearnedDownsampler) -> LearnedDownsampler:
+    torch.manual_seed(3)
+    torch.nn.init.normal_(g.conv_out.weight, std=0.05)
+    return g
+
+
+def _smooth_hr(n: int = 2, side: int = 64, channels: int = 3) -> torch.Tensor:
+    """A slowly varying HR batch: flat enough that the flat-region noise estimate sees only noise."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+    base = 0.5 * torch.sin(1.5 * xx) * torch.cos(yy)
+    return torch.stack([base + 0.1 * c for c in range(channels)]).expand(n, channels, side, side).clone()
+
+
+def test_zero_noise_is_deterministic_and_equals_no_noise():
+    g = _perturbed(LearnedDownsampler(**CAMERA)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(g(x), g(x))
+        assert torch.equal(g(x, torch.zeros(2, 3, 8, 8)), g(x))
+
+
+def test_different_noise_gives_different_lr_of_the_same_level():
+    g = _perturbed(LearnedDownsampler(**CAMERA)).eval()
+    with torch.no_grad():
+        g.log_read_sigma.fill_(math.log(4 / 127.5))  # 4 levels of read noise
+    x = _smooth_hr()
+    with torch.no_grad():
+        clean = g(x)
+        a, b = g(x, torch.randn(2, 3, 16, 16)), g(x, torch.randn(2, 3, 16, 16))
+    assert (a - b).abs().mean() > 1e-3
+    for noisy in (a, b):
+        assert (noisy - clean).std().item() * 127.5 == pytest.approx(4.0, rel=0.2)
+
+
+def test_noise_grows_with_the_signal_when_shot_noise_is_learned():
+    g = LearnedDownsampler(**CAMERA).eval()
+    with torch.no_grad():
+        g.log_shot_gain.fill_(math.log((8 / 127.5) ** 2))
+        dark, bright = g.noise_sigma(torch.full((1, 3, 1, 1), -0.9)), g.noise_sigma(torch.full((1, 3, 1, 1), 0.9))
+    assert (bright > 2 * dark).all()
+
+
+def test_colour_transform_changes_colour_but_not_the_structure_part():
+    g = LearnedDownsampler(**CAMERA).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        g.colour_matrix.copy_(torch.tensor([[1.1, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.8]]))
+        g.colour_offset.copy_(torch.tensor([0.05, 0.0, -0.05]))
+        parts = g(x, None, return_parts=True)
+    assert torch.equal(parts.structure, downsample(x, 4))  # the untrained residual is zero
+    assert (parts.lr[:, 0] - parts.structure[:, 0]).abs().mean() > 0.01
+    assert torch.allclose(parts.lr[:, 1], parts.structure[:, 1])
+
+
+def test_grey_camera_stays_one_channel():
+    g = LearnedDownsampler(**{**CAMERA, "image_channels": 1}).eval()
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        y = g(x, torch.randn(2, 1, 8, 8))
+    assert y.shape == (2, 1, 8, 8)
+    assert g.colour_matrix.shape == (1, 1)
+
+
+def test_camera_parameters_are_split_from_the_network_and_all_get_gradients():
+    g = _perturbed(LearnedDownsampler(**CAMERA))
+    names = {n for n, _ in g.named_parameters()}
+    assert {"log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset"} <= names
+    assert len(g.camera_parameters()) == 5
+    assert len(g.camera_parameters()) + len(g.network_parameters()) == len(list(g.parameters()))
+    g(torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, 3, 8, 8)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters())
+
+
+def test_save_and_load_keeps_the_camera_parts(tmp_path):
+    g = _perturbed(LearnedDownsampler(**CAMERA)).eval()
+    with torch.no_grad():
+        g.log_read_sigma.fill_(-3.0)
+        g.colour_offset.fill_(0.02)
+    g.save_pretrained(tmp_path)
+    loaded = load_downsampler(tmp_path)
+    x, n = torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(g(x, n), loaded(x, n))
+    assert loaded.camera_summary() == g.camera_summary()
+
+
+def test_first_design_still_loads_and_has_no_camera_parts():
+    g = LearnedDownsampler(scale=4, channels=8, num_blocks=1, norm_num_groups=4)
+    assert g.config.noise_model == "input" and g.camera_parameters() == [] and g.camera_summary() == {}
+    with pytest.raises(ValueError, match="colour_transform needs"):
+        LearnedDownsampler(scale=4, channels=8, num_blocks=1, norm_num_groups=4, colour_transform=True)
+
+
+def test_flat_noise_sigma_measures_noise_not_texture():
+    torch.manual_seed(0)
+    smooth = downsample(_smooth_hr(4, 128), 4)
+    textured = smooth + 0.3 * torch.sign(torch.sin(torch.arange(32.0) * 0.8))[None, None, None, :]  # 8-px stripes
+    for level in (2.0, 6.0):
+        noisy = smooth + torch.randn_like(smooth) * level / 127.5
+        assert (flat_noise_sigma(noisy) * 127.5).mean().item() == pytest.approx(level, rel=0.15)
+    # Strong texture in part of the batch does not read as noise where the scene is flat.
+    mixed = torch.cat([smooth[:2], textured[2:]]) + torch.randn_like(smooth) * 3 / 127.5
+    assert (flat_noise_sigma(mixed) * 127.5).mean().item() == pytest.approx(3.0, rel=0.25)
+
+
+def test_noise_match_trains_the_noise_level_toward_the_field_camera():
+    torch.manual_seed(0)
+    g = LearnedDownsampler(**{**CAMERA, "colour_transform": False})
+    x = _smooth_hr(4, 64)
+    field = downsample(x, 4) + torch.randn(4, 3, 16, 16) * 5 / 127.5
+    opt = torch.optim.Adam(g.camera_parameters(), lr=0.05)
+    for _ in range(150):
+        parts = g(x, torch.randn(4, 3, 16, 16), return_parts=True)
+        view = (parts.lr - parts.noise).detach() + parts.noise
+        loss = noise_match(view, field)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sigma = g.noise_sigma(torch.zeros(1, 3, 1, 1)).mean().item() * 127.5
+    assert sigma == pytest.approx(5.0, rel=0.25)
+    with torch.no_grad():  # white field noise: the learned noise is white too (equal level in every band)
+        levels = flat_noise_sigma(g(x, torch.randn(4, 3, 16, 16)) - g(x)).mean(dim=0) * 127.5
+    assert levels.min() > 0.7 * levels.max()
+
+
+def test_colour_match_learns_a_cast():
+    torch.manual_seed(0)
+    g = LearnedDownsampler(**CAMERA)
+    x = torch.rand(8, 3, 32, 32) * 1.6 - 0.8
+    cast = torch.tensor([1.1, 1.0, 0.85])[None, :, None, None]
+    field = downsample(x, 4) * cast + 0.05
+    opt = torch.optim.Adam([g.colour_matrix, g.colour_offset], lr=0.01)
+    before = colour_match(g.colour(downsample(x, 4)), field, 1.0).item()
+    for _ in range(200):
+        loss = colour_match(g.colour(downsample(x, 4)), field, 1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * before
+    assert g.colour_matrix[2, 2].item() < 0.95 and g.colour_matrix[0, 0].item() > 1.03
