@@ -153,3 +153,13 @@ def test_colour_match_learns_a_cast():
         opt.step()
     assert loss.item() < 0.2 * before
     assert g.colour_matrix[2, 2].item() < 0.95 and g.colour_matrix[0, 0].item() > 1.03
+
+
+def test_grey_camera_model_never_invents_colour():
+    g = _perturbed(LearnedDownsampler(**{**CAMERA, "colour_transform": False, "grey": True})).eval()
+    with torch.no_grad():
+        g.log_read_sigma.fill_(math.log(5 / 127.5))
+        y = g(torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, 3, 8, 8))  # even from a colour HR image
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    with pytest.raises(ValueError, match="grey camera model"):
+        LearnedDownsampler(**{**CAMERA, "grey": True})  # a colour transform makes no sense for grey

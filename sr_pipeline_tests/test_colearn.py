@@ -377,3 +377,28 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     assert info["field_image_ids"] == [r["image_id"] for r in rows[3:]]
     assert info["teacher"]["version"] == "t1" and json.loads((g / "training.json").read_text())["kind"] == "downsampler"
     assert latest_state(layout.run_dir("colearn", "tiny")) is None
+
+
+def test_grey_field_camera_is_trained_grey_end_to_end(tmp_path):
+    from sr_pipeline.sr.imageops import is_grey
+
+    teacher_dir = make_teacher(tmp_path)
+    student_dir, g_dir = outs(tmp_path)
+    grey_field = [np.repeat(im.mean(axis=-1, keepdims=True).astype(np.uint8), 3, axis=-1) for im in field_lr()]
+    profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
+                                                         noise_model="camera"))
+    stage = tc.ColearnStage(profile, teacher_dir, photos(), grey_field, student_dir, g_dir)
+    assert stage.grey and all(is_grey(im) for im in stage.hr_images)  # HR targets reduced to their luma
+    run_stage(stage, tmp_path / "run")
+    assert json.loads((student_dir / "training.json").read_text())["grey_field_camera"] is True
+    g = load_downsampler(g_dir)
+    assert g.config.grey
+    with torch.no_grad():
+        y = g(torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(1, 3, 8, 8))
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 0], y[:, 2])
+    # (Serving writes a grey recording's output grey: test_upscale_cli covers grey inputs end to end.)
+
+
+def test_colour_field_camera_is_not_treated_as_grey(tmp_path):
+    stage = tc.ColearnStage(tiny_profile(), make_teacher(tmp_path), photos(), field_lr(), *outs(tmp_path))
+    assert not stage.grey

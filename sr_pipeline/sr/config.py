@@ -107,6 +107,8 @@ class LossWeights(_Strict):
     cyc_lr: float = Field(0.1, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
     noise_match: float = Field(0.0, ge=0, description="|noise level(y_hat) - noise level(y_r)| per channel "
                                "(median |Haar HH|, i.e. the flat regions); trains G's noise branch")
+    sharpness_match: float = Field(0.0, ge=0, description="|edge sharpness(y_hat) - edge sharpness(y_r)| (full-band "
+                                   "over low-band gradient at strong edges); trains G's blur, not its noise")
     colour_match: float = Field(0.0, ge=0, description="L1 between the low-band colour mean and covariance of y_hat "
                                 "and y_r batches; trains G's colour transform")
     inverse: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=0 of the teacher's x0, x_T)")

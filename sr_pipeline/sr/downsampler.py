@@ -15,6 +15,8 @@ Two designs share one class (``noise_model`` in its config):
      Poisson-Gaussian (signal-dependent) level per channel and a 3x3 kernel k of unit energy for the
      spatial correlation that demosaicking and compression leave. eps' = 0 gives the deterministic
      ``c``; different eps' give different, equally plausible noise of the same level.
+  With ``grey`` (a grey field camera) the structure is one intensity per pixel and the noise one draw
+  shared by the three channels, so a grey camera's LR never carries invented colour.
   The design follows Ji et al. (NTIRE 2020 winner: blur and noise estimated from the real LR, noise
   injected) and Fritsche et al. (frequency separation); docs/camera_model.md says why.
 
@@ -80,6 +82,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         sqrt_eta_end: float = 0.99,
         noise_model: Literal["input", "camera"] = "input",
         colour_transform: bool = False,
+        grey: bool = False,
     ):
         super().__init__()
         if channels % norm_num_groups:
@@ -88,6 +91,8 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             raise ValueError(f"noise_model must be 'input' or 'camera', not {noise_model!r}")
         if colour_transform and noise_model != "camera":
             raise ValueError("colour_transform needs noise_model 'camera'")
+        if grey and (noise_model != "camera" or colour_transform):
+            raise ValueError("a grey camera model needs noise_model 'camera' and no colour_transform")
         c = image_channels
         c_in = (2 if noise_model == "input" else 1) * c + c * scale * scale
         if noise_model == "camera":
@@ -145,10 +150,15 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         structure = base + self.conv_out(F.silu(self.norm_out(self.blocks(h))))
         if self.config.noise_model == "input":
             return CameraOutput(structure, structure)
+        if self.config.grey:  # a grey camera: one intensity per pixel, one noise draw shared by the channels
+            structure = structure.mean(dim=1, keepdim=True).expand_as(structure)
         out = self.colour(structure)
         if noise is None:
             return CameraOutput(out, structure)
-        n = self.sensor_noise(out.detach(), noise.to(out.dtype))
+        if self.config.grey:  # the first channel's noise parameters, one draw for all channels
+            n = self.sensor_noise(out[:, :1].detach(), noise[:, :1].to(out.dtype)).expand_as(out)
+        else:
+            n = self.sensor_noise(out.detach(), noise.to(out.dtype))
         return CameraOutput(out + n, structure, n)
 
     CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset")
@@ -169,13 +179,15 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
 
     def noise_sigma(self, signal: torch.Tensor) -> torch.Tensor:
         """Per-pixel noise standard deviation (in [-1, 1] units) at this signal level."""
-        read = torch.exp(2 * self.log_read_sigma)[None, :, None, None]
-        gain = torch.exp(self.log_shot_gain)[None, :, None, None]
+        c = signal.shape[1]
+        read = torch.exp(2 * self.log_read_sigma[:c])[None, :, None, None]
+        gain = torch.exp(self.log_shot_gain[:c])[None, :, None, None]
         return torch.sqrt(read + gain * ((signal + 1) / 2).clamp(min=0))
 
     def sensor_noise(self, signal: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Signal-dependent, spatially correlated noise drawn from eps' (zero mean, per-pixel std ``noise_sigma``)."""
-        k = self.noise_kernel / self.noise_kernel.flatten(1).norm(dim=1).clamp(min=1e-8)[:, None, None, None]
+        kernel = self.noise_kernel[: eps.shape[1]]
+        k = kernel / kernel.flatten(1).norm(dim=1).clamp(min=1e-8)[:, None, None, None]
         correlated = F.conv2d(F.pad(eps, (1, 1, 1, 1), mode="reflect"), k, groups=eps.shape[1])
         return self.noise_sigma(signal) * correlated
 

@@ -28,3 +28,21 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     if x.ndim == 4:
         x = x[0]
     return x.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+# BT.601 luma, the weights a grey camera's sensor response is closest to.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def is_grey(img: np.ndarray, tolerance: int = 1) -> bool:
+    """Whether a uint8 HxWx3 image carries no colour (every pixel's channels within ``tolerance`` levels)."""
+    if img.ndim == 2 or img.shape[-1] == 1:
+        return True
+    rgb = np.asarray(img, dtype=np.int16)
+    return bool((rgb.max(axis=-1) - rgb.min(axis=-1)).max(initial=0) <= tolerance)
+
+
+def grey_rgb(img: np.ndarray) -> np.ndarray:
+    """The luma of a uint8 HxWx3 image, replicated to three channels (what a grey camera records)."""
+    y = np.asarray(img, dtype=np.float64) @ _LUMA
+    return np.repeat(np.clip(np.round(y), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)

@@ -104,6 +104,31 @@ def noise_match(y_hat: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0) -
     return (flat_noise_sigma(y_hat, sigma) - flat_noise_sigma(y_real, sigma).detach()).abs().mean()
 
 
+def edge_sharpness(y: torch.Tensor, sigma: float = 2.0, edge_share: float = 0.1) -> torch.Tensor:
+    """How sharp a batch's edges are, whatever the scene and its contrast: on the ``edge_share`` of pixels
+    with the strongest low-band gradient, the mean full-band gradient over the mean low-band gradient
+    (luma). A blur of width w gives about sqrt(w^2 + sigma^2) / w: near 1 for a blurry camera, larger
+    for a sharp one. Edges are chosen on the detached low band, so two pools are measured alike."""
+    luma = y.mean(dim=1, keepdim=True)
+    low = lowpass(luma, sigma)
+
+    def grad(img: torch.Tensor) -> torch.Tensor:
+        gx = (img[..., 1:-1, 2:] - img[..., 1:-1, :-2]) / 2
+        gy = (img[..., 2:, 1:-1] - img[..., :-2, 1:-1]) / 2
+        return torch.sqrt(gx * gx + gy * gy + 1e-12).flatten()
+
+    g_low = grad(low)
+    with torch.no_grad():
+        edges = g_low >= torch.quantile(g_low.detach().float(), 1 - edge_share)
+    return grad(luma)[edges].mean() / g_low[edges].mean().clamp(min=1e-8)
+
+
+def sharpness_match(y_hat: torch.Tensor, y_real: torch.Tensor) -> torch.Tensor:
+    """|edge sharpness(G's LR batch) - edge sharpness(field LR batch)|: G must blur as much as the
+    camera does, no more (a G that blurs more teaches the student to sharpen what was never blurred)."""
+    return (edge_sharpness(y_hat) - edge_sharpness(y_real).detach()).abs()
+
+
 def colour_moments(y: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance of the low-band pixel colours of a batch (the scene-scale colour, not the noise)."""
     pixels = lowpass(y, sigma).transpose(0, 1).flatten(1)

@@ -27,7 +27,7 @@ from sr_pipeline.sr.config import ColearnConfig, Profile
 from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.discriminators import PatchDiscriminator
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import downsample, upsample
+from sr_pipeline.sr.imageops import downsample, grey_rgb, is_grey, upsample
 from sr_pipeline.sr.losses import (
     LPIPSLoss,
     colour_match,
@@ -38,6 +38,7 @@ from sr_pipeline.sr.losses import (
     lowpass,
     mse,
     noise_match,
+    sharpness_match,
     weighted_sum,
 )
 from sr_pipeline.sr.nets import SRUNet
@@ -47,7 +48,7 @@ from sr_pipeline.sr.trainer import TrainResult, run_stage
 from sr_pipeline.sr.training import EMA, check_finite, warmup_lambda
 
 # Terms that exist only with a learnable downsampler (they train G or judge its output).
-_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr", "noise_match", "colour_match")
+_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr", "noise_match", "sharpness_match", "colour_match")
 
 
 @contextlib.contextmanager
@@ -89,7 +90,7 @@ class CoLearner:
     """The nets, optimisers and losses of one co-learning run, and its iteration in method.md's order."""
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
-                 lpips: LPIPSLoss | None = None, timer: StepTimer | None = None):
+                 lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
@@ -107,7 +108,8 @@ class CoLearner:
             dc = cfg.downsampler
             g = LearnedDownsampler(scale=profile.scale, channels=dc.channels, num_blocks=dc.num_blocks,
                                    norm_num_groups=dc.norm_num_groups, kappa=dc.kappa,
-                                   noise_model=dc.noise_model, colour_transform=dc.colour_transform)
+                                   noise_model=dc.noise_model, colour_transform=dc.colour_transform and not grey,
+                                   grey=grey)
         if self.weights["adv_hr"] > 0:
             d_hr = PatchDiscriminator(**cfg.d_hr.model_dump())
         if self.weights["adv_lr"] > 0:
@@ -171,6 +173,7 @@ class CoLearner:
             # The matching terms train only their own part: the noise level through the noise alone, the
             # colour response on the detached structure, so neither can blur or move the scene.
             out["y_noise_view"] = y_hat if parts.noise is None else (y_hat - parts.noise).detach() + parts.noise
+            out["y_blur_view"] = y_hat if parts.noise is None else y_hat - parts.noise + parts.noise.detach()
             out["y_colour_view"] = self.unwrap(self.downsampler).colour(parts.structure.detach())
         if self.weights["distill"] > 0 or self.weights["inverse"] > 0:
             with self.timer("teacher"), torch.no_grad(), acc.autocast():
@@ -245,6 +248,7 @@ class CoLearner:
             "struct": lambda: l1(lowpass(gen["y_struct"], self.cfg.struct_sigma),
                                  lowpass(downsample(x, s), self.cfg.struct_sigma)),
             "noise_match": lambda: noise_match(gen["y_noise_view"], y_r, self.cfg.struct_sigma),
+            "sharpness_match": lambda: sharpness_match(gen["y_blur_view"], y_r),
             "colour_match": lambda: colour_match(gen["y_colour_view"], y_r, self.cfg.struct_sigma),
             "cyc_lr": cyc_lr,
             "inverse": inverse,
@@ -300,6 +304,11 @@ class ColearnStage(Stage):
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
         self.needs_field = cfg.use_downsampler and (cfg.weights.adv_lr > 0 or cfg.weights.cyc_lr > 0)
+        # A grey field camera (issue 14): its student learns grey from grey (HR references are reduced to
+        # their luma) and its G makes grey LR, so nothing downstream invents colour.
+        self.grey = bool(field_lr_images) and all(is_grey(im) for im in field_lr_images)
+        if self.grey:
+            hr_images = [grey_rgb(im) for im in hr_images]
         if self.needs_field and not field_lr_images:
             raise ValueError("no field LR images: D_LR and the LR cycle need them "
                              "(or set colearn.use_downsampler: false)")
@@ -317,7 +326,8 @@ class ColearnStage(Stage):
 
     def build(self, accelerator) -> None:
         lpips, self.lpips_status = load_lpips_loss(self.cfg.weights.lpips, accelerator.device)
-        self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips)
+        self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
+                                 grey=self.grey and self.cfg.downsampler.noise_model == "camera")
         self.accelerator = accelerator
 
     def checkpointed(self) -> list:
@@ -363,6 +373,7 @@ class ColearnStage(Stage):
             "time_breakdown": learner.timer.breakdown(),
             "num_images": len(self.hr_images),
             "num_field_images": len(self.field_lr_images),
+            "grey_field_camera": self.grey,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
