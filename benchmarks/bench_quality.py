@@ -47,7 +47,8 @@ from sr_pipeline.training.run import colearn_outputs
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle",
-             "first-g", "no-colour", "no-noise-match", "no-sharpness-match"]
+             "first-g", "no-colour", "no-noise-match", "no-sharpness-match", "rec-grad-to-downsampler",
+             "plain-single-step"]
 # RealSR holds two cameras; "realsr-canon" / "realsr-nikon" make one of them the field camera (its odd LR
 # images are the pool, its even pairs are scored), the cross-camera protocol of issue 14.
 FIELDS = ["realsr", "realsr-canon", "realsr-nikon", "neu"]
@@ -65,6 +66,14 @@ def _ablation(profile: Profile, name: str) -> Profile:
     elif name == "first-g":  # the first design: eps' into the residual net, no colour, no noise branch
         c["downsampler"].update(noise_model="input", colour_transform=False)
         c["weights"].update(noise_match=0.0, sharpness_match=0.0, colour_match=0.0)
+    elif name == "rec-grad-to-downsampler":
+        c["rec_grad_to_downsampler"] = True
+    elif name == "plain-single-step":  # the student's network trained alone: no teacher, no GAN, no G
+        # From scratch it gets the teacher's optimiser, learning rate and length (a fair budget), not
+        # co-learning's gentle fine-tuning rate.
+        c.update(use_downsampler=False, fixed_degradation="synthetic", init_from_teacher=False,
+                 train={**d["teacher"], "seed": c["train"]["seed"]})
+        c["weights"] = {k: 0.0 for k in c["weights"]} | {"rec": 1.0}
     elif name == "no-colour":
         c["downsampler"]["colour_transform"] = False
         c["weights"]["colour_match"] = 0.0

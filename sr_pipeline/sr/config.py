@@ -145,6 +145,10 @@ class ColearnConfig(_Strict):
         "L_struct leaves free, so it judges the camera's blur, noise and compression rather than scene content "
         "or colour"
     )
+    init_from_teacher: bool = Field(
+        True, description="start the student from the teacher's weights (SinSR); false trains it from scratch "
+        "(the plain single-step baseline of issue 16)"
+    )
     use_downsampler: bool = Field(True, description="false: fixed degradation, no G, D_LR, L_struct or L_cyc_LR")
     fixed_degradation: Literal["bicubic", "synthetic"] = Field(
         "bicubic", description="the LR when use_downsampler is false: down(x), or the profile's degradation"

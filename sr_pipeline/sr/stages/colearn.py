@@ -101,7 +101,8 @@ class CoLearner:
 
         self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         student = SRUNet.from_config(teacher.config)
-        student.load_state_dict(teacher.state_dict())
+        if cfg.init_from_teacher:
+            student.load_state_dict(teacher.state_dict())
         student.train().requires_grad_(True)
         g = d_hr = d_lr = None
         if cfg.use_downsampler:
