@@ -163,3 +163,33 @@ def test_grey_camera_model_never_invents_colour():
     assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
     with pytest.raises(ValueError, match="grey camera model"):
         LearnedDownsampler(**{**CAMERA, "grey": True})  # a colour transform makes no sense for grey
+
+
+def test_edge_sharpness_falls_with_blur_and_ignores_contrast():
+    from sr_pipeline.sr.losses import edge_sharpness, lowpass
+
+    torch.manual_seed(0)
+    y = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8) * 2 - 1, size=32, mode="nearest")  # sharp blocks
+    values = [edge_sharpness(lowpass(y, s) if s else y).item() for s in (0, 0.7, 1.5)]
+    assert values[0] > values[1] > values[2] > 1.0
+    assert edge_sharpness(0.5 * y).item() == pytest.approx(values[0], rel=1e-4)
+
+
+def test_student_can_start_from_scratch_for_the_plain_baseline(tmp_path):
+    from accelerate import Accelerator
+
+    from conftest import tiny_sr_model
+    from sr_pipeline.sr.checkpoints import load_sr_model
+    from sr_pipeline.sr.config import ColearnConfig, DiffusionConfig, NetConfig, OptimConfig, Profile
+    from sr_pipeline.sr.stages.colearn import CoLearner
+
+    teacher = load_sr_model(tiny_sr_model(tmp_path / "t", {"kind": "teacher", "version": "t"}))
+    net = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
+    for init, same in ((True, True), (False, False)):
+        cfg = ColearnConfig(train=OptimConfig(steps=1, batch_size=2, patch_size=32), use_downsampler=False,
+                            init_from_teacher=init)
+        learner = CoLearner(Profile(name="p", net=net, diffusion=DiffusionConfig(num_steps=4), colearn=cfg),
+                            teacher.net, teacher.schedule, Accelerator(cpu=True))
+        student = learner.unwrap(learner.student).state_dict()
+        equal = all(torch.equal(v, student[k]) for k, v in teacher.net.state_dict().items())
+        assert equal is same
