@@ -105,8 +105,8 @@ class LossWeights(_Strict):
     struct: float = Field(1.0, ge=0, description="L1(lowpass(y_hat), lowpass(down(x)))")
     # Kept low: while U is still blurry the cycle pays G to sharpen, away from the field camera.
     cyc_lr: float = Field(0.1, ge=0, description="L1(G(U(y_r, eps), 0), y_r) on real field LR")
-    noise_match: float = Field(0.0, ge=0, description="|noise level(y_hat) - noise level(y_r)| per channel "
-                               "(median |Haar HH|, i.e. the flat regions); trains G's noise branch")
+    noise_match: float = Field(0.0, ge=0, description="|noise level(y_hat) - noise level(y_r)| per channel and "
+                               "detail band, measured where the scene is flat; trains only G's noise part")
     sharpness_match: float = Field(0.0, ge=0, description="|edge sharpness(y_hat) - edge sharpness(y_r)| (full-band "
                                    "over low-band gradient at strong edges); trains G's blur, not its noise")
     colour_match: float = Field(0.0, ge=0, description="L1 between the low-band colour mean and covariance of y_hat "
