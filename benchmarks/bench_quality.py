@@ -51,7 +51,7 @@ ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-disti
              "plain-single-step"]
 # What a default run trains beside the co-learned student (about 10 minutes each with a reused teacher);
 # plain-single-step trains for the teacher's length (about 30 minutes) and the rest are opt-in.
-DEFAULT_ABLATIONS = ["no-downsampler", "rec-grad-to-downsampler", "no-sharpness-match"]
+DEFAULT_ABLATIONS = ["no-downsampler", "rec-grad-to-downsampler", "first-g"]
 # RealSR holds two cameras; "realsr-canon" / "realsr-nikon" make one of them the field camera (its odd LR
 # images are the pool, its even pairs are scored), the cross-camera protocol of issue 14.
 FIELDS = ["realsr", "realsr-canon", "realsr-nikon", "neu"]
