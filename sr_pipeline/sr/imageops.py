@@ -30,8 +30,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
-# BT.601 luma, the weights a grey camera's sensor response is closest to.
-_LUMA = np.array([0.299, 0.587, 0.114])
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
 def is_grey(img: np.ndarray, tolerance: int = 1) -> bool:
@@ -44,5 +43,5 @@ def is_grey(img: np.ndarray, tolerance: int = 1) -> bool:
 
 def grey_rgb(img: np.ndarray) -> np.ndarray:
     """The luma of a uint8 HxWx3 image, replicated to three channels (what a grey camera records)."""
-    y = np.asarray(img, dtype=np.float64) @ _LUMA
+    y = np.asarray(img, dtype=np.float64) @ LUMA
     return np.repeat(np.clip(np.round(y), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
 from sr_pipeline.sr.decode import SourceImage
 from sr_pipeline.sr.image_io import TEXT_PREFIX
-from sr_pipeline.sr.imageops import upsample
+from sr_pipeline.sr.imageops import LUMA, upsample
 
 NOISE_BLOCK = 64  # HR pixels per side of one independently seeded noise block
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 # Memory model constants (bytes), calibrated against measured peak RSS on the CPU with margin
 # (sr_pipeline_tests/test_infer_memory.py checks estimate >= measured).

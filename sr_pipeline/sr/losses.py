@@ -71,6 +71,13 @@ def lowpass(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def _gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
+    """Central-difference gradient magnitude on the interior pixels (differentiable at zero)."""
+    gx = (img[..., 1:-1, 2:] - img[..., 1:-1, :-2]) / 2
+    gy = (img[..., 2:, 1:-1] - img[..., :-2, 1:-1]) / 2
+    return torch.sqrt(gx * gx + gy * gy + 1e-12)
+
+
 def _detail_bands(y: torch.Tensor) -> torch.Tensor:
     """Three finest-scale detail responses on the interior pixels, stacked on a new dim 2: horizontal and
     vertical second differences ([1, -2, 1] / sqrt 6) and the diagonal one ([[1, -1], [-1, 1]] / 2). Each
@@ -89,17 +96,14 @@ def flat_noise_sigma(y: torch.Tensor, sigma: float = 1.0, flat_share: float = 0.
     on the detached low band, so batches of different scenes are measured alike and texture is not
     mistaken for noise; three bands tell a noise level from its spatial correlation."""
     with torch.no_grad():
-        low = lowpass(y.detach().float().mean(dim=1, keepdim=True), sigma)
-        gx = (low[..., 1:-1, 2:] - low[..., 1:-1, :-2]) / 2
-        gy = (low[..., 2:, 1:-1] - low[..., :-2, 1:-1]) / 2
-        grad = torch.hypot(gx, gy).flatten()
+        grad = _gradient_magnitude(lowpass(y.detach().float().mean(dim=1, keepdim=True), sigma)).flatten()
         flat = grad <= torch.quantile(grad, flat_share)
     bands = _detail_bands(y).permute(1, 2, 0, 3, 4).flatten(2)[..., flat]
     return bands.pow(2).mean(dim=-1).add(1e-12).sqrt()
 
 
 def noise_match(y_hat: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """L1 between the flat-region noise levels (per channel and Haar band) of G's LR batch and a real
+    """L1 between the flat-region noise levels (per channel and detail band) of G's LR batch and a real
     field LR batch."""
     return (flat_noise_sigma(y_hat, sigma) - flat_noise_sigma(y_real, sigma).detach()).abs().mean()
 
@@ -110,17 +114,10 @@ def edge_sharpness(y: torch.Tensor, sigma: float = 2.0, edge_share: float = 0.1)
     (luma). A blur of width w gives about sqrt(w^2 + sigma^2) / w: near 1 for a blurry camera, larger
     for a sharp one. Edges are chosen on the detached low band, so two pools are measured alike."""
     luma = y.mean(dim=1, keepdim=True)
-    low = lowpass(luma, sigma)
-
-    def grad(img: torch.Tensor) -> torch.Tensor:
-        gx = (img[..., 1:-1, 2:] - img[..., 1:-1, :-2]) / 2
-        gy = (img[..., 2:, 1:-1] - img[..., :-2, 1:-1]) / 2
-        return torch.sqrt(gx * gx + gy * gy + 1e-12).flatten()
-
-    g_low = grad(low)
+    g_low = _gradient_magnitude(lowpass(luma, sigma)).flatten()
     with torch.no_grad():
         edges = g_low >= torch.quantile(g_low.detach().float(), 1 - edge_share)
-    return grad(luma)[edges].mean() / g_low[edges].mean().clamp(min=1e-8)
+    return _gradient_magnitude(luma).flatten()[edges].mean() / g_low[edges].mean().clamp(min=1e-8)
 
 
 def sharpness_match(y_hat: torch.Tensor, y_real: torch.Tensor) -> torch.Tensor:
