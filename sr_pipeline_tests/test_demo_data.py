@@ -12,7 +12,13 @@ from PIL import Image
 
 from sr_pipeline.intake import demo_data
 from sr_pipeline.storage import store
-from sr_pipeline.intake.demo_data import FIELD_CAMERA_MODEL, field_camera_degrade, field_camera_jpeg, make_demo_data
+from sr_pipeline.intake.demo_data import (
+    FIELD_CAMERA_MODEL,
+    GREY_CAMERA_MODEL,
+    field_camera_degrade,
+    field_camera_jpeg,
+    make_demo_data,
+)
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.uploads import poll_landing
@@ -32,8 +38,8 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 def test_counts_sizes_and_layout(demo):
     layout, result = demo
     assert 12 <= result.count("hr_reference") <= 24
-    assert 24 <= result.count("field_lr") <= 48
-    assert 6 <= result.count("calib_hr") == result.count("calib_lr") <= 8
+    assert 44 <= result.count("field_lr") <= 64
+    assert 12 <= result.count("calib_hr") == result.count("calib_lr") <= 16
     for entry in result.files:
         path = layout.landing / entry["path"]
         with Image.open(path) as im:
@@ -44,9 +50,16 @@ def test_counts_sizes_and_layout(demo):
             assert fmt == "PNG" and 128 <= w == h == side <= 192
         else:
             assert fmt == "JPEG" and (w, h) == (side // 4, side // 4)
-        assert entry["path"].startswith("ref_cam/" if entry["role"] == "hr_reference" else "field_cam/")
+        camera = entry["path"].split("/")[0]
+        assert camera == "ref_cam" if entry["role"] == "hr_reference" else camera in ("field_cam", "grey_cam")
+        if entry["role"] == "field_lr" and camera == "grey_cam":
+            with Image.open(path) as im:
+                assert im.mode == "L"  # the monochrome camera uploads greyscale
     pair_files = [f["path"] for f in result.files if f["role"].startswith("calib")]
-    assert all(p.startswith("field_cam/pairs/") and ("/hr/" in p or "/lr/" in p) for p in pair_files)
+    assert all(p.split("/")[1] == "pairs" and ("/hr/" in p or "/lr/" in p) for p in pair_files)
+    for camera in ("field_cam", "grey_cam"):  # each field camera has its own field images and calibration pairs
+        assert sum(f["path"].startswith(f"{camera}/pairs/") and "/hr/" in f["path"] for f in result.files) >= 6
+        assert sum(f["path"].startswith(f"{camera}/") and f["role"] == "field_lr" for f in result.files) >= 20
 
 
 def test_roles_use_disjoint_crops(demo):
@@ -70,6 +83,7 @@ def test_manifest_is_hidden_and_second_call_skips(demo):
     layout, result = demo
     manifest = json.loads((layout.landing / demo_data.MANIFEST_NAME).read_text())
     assert manifest["seed"] == 0 and len(manifest["files"]) == len(result.files)
+    assert set(manifest["field_camera_models"]) == {"field_cam", "grey_cam"}
     assert set(manifest["photo_licences"]) <= set(demo_data.PHOTOS)
     again = make_demo_data(layout, seed=0)
     assert again.skipped and len(again.files) == len(result.files)
@@ -110,11 +124,19 @@ def test_field_camera_degradation():
     with pytest.raises(ValueError):
         field_camera_jpeg(hr[:63], seed=0)
     assert FIELD_CAMERA_MODEL.scale == 4
+    grey = field_camera_degrade(hr, seed=3, name="x", model=GREY_CAMERA_MODEL)
+    assert grey.shape == (16, 24, 3) and (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    flat_grey = field_camera_degrade(flat, seed=0, name="flat", model=GREY_CAMERA_MODEL)[..., 0].astype(float)
+    flat_colour = field_camera_degrade(flat, seed=0, name="flat")[..., 1].astype(float)
+    assert flat_grey.std() > 1.5 * flat_colour.std()  # the grainy camera is the noisier one
 
 
-def test_the_demo_uploads_ingest_cleanly(demo, registry, tmp_path):
+def test_the_demo_uploads_ingest_cleanly(demo, tmp_path):
     import shutil
 
+    from sr_pipeline.intake.cameras import load_registry
+
+    registry = load_registry()  # configs/cameras.yaml lists the demo's cameras
     src, result = demo
     layout = DataLayout(tmp_path / "ingest")
     shutil.copytree(src.landing, layout.landing)

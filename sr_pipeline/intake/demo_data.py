@@ -3,10 +3,12 @@
 ``make_demo_data`` writes into the landing folder exactly what real cameras would upload:
 
 - ``landing/ref_cam/``: HR reference crops (PNG) from the high-resolution reference camera;
-- ``landing/field_cam/``: unpaired field images (JPEG) from a simulated old inspection camera
-  (:func:`field_camera_jpeg`, a fixed degradation the models are never told);
-- ``landing/field_cam/pairs/<name>/{hr,lr}/``: a small paired calibration set, the HR crop and the
-  same field camera's image of it, for evaluation only.
+- ``landing/<field camera>/``: unpaired field images (JPEG) from two simulated field cameras, each
+  with its own fixed degradation that the models are never told (:func:`field_camera_jpeg`):
+  ``field_cam``, an old colour camera (anisotropic blur, a warm colour cast, moderate noise, JPEG 70),
+  and ``grey_cam``, a grainy monochrome camera (sharp optics, strong signal-dependent noise, JPEG 85);
+- ``landing/<field camera>/pairs/<name>/{hr,lr}/``: a small paired calibration set per camera, the
+  HR crop and that camera's image of it, for evaluation only.
 
 The three roles come from disjoint tiles of the photos (a tile is used by one role only), so
 nothing in the calibration set or the field images was ever an HR reference. Everything is
@@ -29,17 +31,22 @@ from PIL import Image
 from scipy import ndimage
 
 from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.sr.image_io import LUMA
 from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 REF_CAMERA = "ref_cam"
 FIELD_CAMERA = "field_cam"
+GREY_CAMERA = "grey_cam"
 MANIFEST_NAME = ".demo-data.json"
 TILE = 160
 MAX_TILES_PER_PHOTO = 9  # keeps the big, smooth photos (retina, Hubble) from dominating
 N_REFERENCES = 20
 N_FIELD = 36
 N_PAIRS = 8
+# The second camera gets what is left of the 92 usable tiles (the first camera keeps its tiles for a seed).
+N_GREY_FIELD = 20
+N_GREY_PAIRS = 6
 
 # skimage.data loaders used, each bundled with scikit-image 0.26 (nothing is downloaded), and
 # the licence its docstring states (see data/README.md).
@@ -72,9 +79,13 @@ class FieldCameraModel:
     colour_gain: tuple[float, float, float] = (1.06, 1.0, 0.9)  # a warm cast
     colour_offset: float = 4.0  # lifted blacks
     jpeg_quality: int = 70
+    grey: bool = False  # a monochrome sensor: one luma value per pixel, stored as a greyscale JPEG
 
 
 FIELD_CAMERA_MODEL = FieldCameraModel()
+GREY_CAMERA_MODEL = FieldCameraModel(blur_sigmas=(0.8, 0.8), blur_angle_deg=0.0, read_noise=4.0, shot_noise=0.12,
+                                     colour_gain=(1.0, 1.0, 1.0), colour_offset=0.0, jpeg_quality=85, grey=True)
+CAMERA_MODELS = {FIELD_CAMERA: FIELD_CAMERA_MODEL, GREY_CAMERA: GREY_CAMERA_MODEL}
 
 
 def anisotropic_gaussian_kernel(sigmas: tuple[float, float], angle_deg: float) -> np.ndarray:
@@ -95,9 +106,9 @@ def _seed_for(seed: int, name: str) -> np.random.Generator:
 def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCameraModel = FIELD_CAMERA_MODEL) -> bytes:
     """What the simulated field camera uploads for an HxWx3 uint8 scene: JPEG bytes at 1/scale.
 
-    Blur (anisotropic Gaussian) -> area downsampling -> colour cast -> signal-dependent noise ->
-    8-bit quantisation -> JPEG. ``seed`` and ``name`` fix the noise. H and W must be multiples of
-    the scale.
+    Blur (anisotropic Gaussian) -> area downsampling -> colour cast (a grey camera: luma) ->
+    signal-dependent noise -> 8-bit quantisation -> JPEG. ``seed`` and ``name`` fix the noise. H and
+    W must be multiples of the scale.
     """
     s = model.scale
     h, w = hr.shape[:2]
@@ -108,12 +119,14 @@ def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCam
     x = np.stack([ndimage.convolve(x[..., c], kernel, mode="reflect") for c in range(3)], axis=-1)
     x = x.reshape(h // s, s, w // s, s, 3).mean(axis=(1, 3))
     x = x * np.asarray(model.colour_gain) + model.colour_offset
+    if model.grey:
+        x = x @ LUMA.astype(np.float64)
     rng = _seed_for(seed, name)
     sigma = np.sqrt(model.read_noise**2 + model.shot_noise * np.clip(x, 0, None))
     x = x + rng.normal(size=x.shape) * sigma
     lr = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(lr, "RGB").save(buf, format="JPEG", quality=model.jpeg_quality)
+    Image.fromarray(lr, "L" if model.grey else "RGB").save(buf, format="JPEG", quality=model.jpeg_quality)
     return buf.getvalue()
 
 
@@ -176,14 +189,17 @@ def assign_roles(tiles_by_photo: dict[str, list[Tile]], seed: int) -> dict[str, 
         for i in rng.permutation(len(photos)):
             order.append(queues[photos[i]].pop())
     need = N_PAIRS + N_REFERENCES + N_FIELD
-    if len(order) < need:
-        raise RuntimeError(f"only {len(order)} usable tiles, the demo needs {need}")
+    grey_need = N_GREY_PAIRS + N_GREY_FIELD
+    if len(order) < need + grey_need:
+        raise RuntimeError(f"only {len(order)} usable tiles, the demo needs {need + grey_need}")
     roles: dict[str, list[Tile]] = {"calibration": order[:N_PAIRS], "reference": [], "field": []}
     # interleave the rest so both training roles see every photo
     for tile in order[N_PAIRS:need]:
         want_field = len(roles["field"]) * N_REFERENCES <= len(roles["reference"]) * N_FIELD
         key = "field" if (want_field and len(roles["field"]) < N_FIELD) or len(roles["reference"]) >= N_REFERENCES else "reference"
         roles[key].append(tile)
+    roles["grey_calibration"] = order[need:need + N_GREY_PAIRS]
+    roles["grey_field"] = order[need + N_GREY_PAIRS:need + grey_need]
     return roles
 
 
@@ -240,20 +256,23 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
         size = int(rng.choice([128, 144, 160]))
         crop, box = _crop(photos[tile.photo], tile, size, rng)
         write(f"{REF_CAMERA}/{tile.name}.png", _png(crop), CameraRole.hr_reference, tile, box)
-    for tile in roles["field"]:
-        size = int(rng.choice([144, 160]))
-        crop, box = _crop(photos[tile.photo], tile, size, rng)
-        write(f"{FIELD_CAMERA}/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), CameraRole.field_lr, tile, box)
-    for tile in roles["calibration"]:
-        size = int(rng.choice([128, 144, 160]))
-        crop, box = _crop(photos[tile.photo], tile, size, rng)
-        base = f"{FIELD_CAMERA}/pairs/{tile.name}"
-        write(f"{base}/hr/{tile.name}.png", _png(crop), "calib_hr", tile, box)
-        write(f"{base}/lr/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name), "calib_lr", tile, box)
+    for camera, prefix in ((FIELD_CAMERA, ""), (GREY_CAMERA, "grey_")):
+        model = CAMERA_MODELS[camera]
+        for tile in roles[f"{prefix}field"]:
+            size = int(rng.choice([144, 160]))
+            crop, box = _crop(photos[tile.photo], tile, size, rng)
+            write(f"{camera}/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name, model), CameraRole.field_lr,
+                  tile, box)
+        for tile in roles[f"{prefix}calibration"]:
+            size = int(rng.choice([128, 144, 160]))
+            crop, box = _crop(photos[tile.photo], tile, size, rng)
+            base = f"{camera}/pairs/{tile.name}"
+            write(f"{base}/hr/{tile.name}.png", _png(crop), "calib_hr", tile, box)
+            write(f"{base}/lr/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name, model), "calib_lr", tile, box)
 
     manifest = {
         "seed": seed,
-        "field_camera_model": asdict(FIELD_CAMERA_MODEL),
+        "field_camera_models": {camera: asdict(model) for camera, model in CAMERA_MODELS.items()},
         "photo_licences": {name: PHOTOS[name] for name in sorted({f["photo"] for f in out.files})},
         "files": out.files,
     }
@@ -268,10 +287,11 @@ def run_cli(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"demo uploads already written to {result.landing} (seed {result.seed}); use --force to write them again")
         return 0
-    print(
-        f"wrote demo camera uploads to {result.landing} (seed {result.seed}): "
-        f"{result.count(CameraRole.hr_reference)} HR references in {REF_CAMERA}/, "
-        f"{result.count(CameraRole.field_lr)} field images in {FIELD_CAMERA}/, "
-        f"{result.count('calib_hr')} calibration pairs in {FIELD_CAMERA}/pairs/"
-    )
+    def of(camera: str, role: str) -> int:
+        return sum(1 for f in result.files if f["role"] == role and f["path"].startswith(f"{camera}/"))
+
+    cameras = ", ".join(f"{of(c, CameraRole.field_lr)} field images and {of(c, 'calib_hr')} calibration pairs in {c}/"
+                        for c in CAMERA_MODELS)
+    print(f"wrote demo camera uploads to {result.landing} (seed {result.seed}): "
+          f"{result.count(CameraRole.hr_reference)} HR references in {REF_CAMERA}/, {cameras}")
     return 0

@@ -17,6 +17,8 @@ from typing import IO
 
 import numpy as np
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
 MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sr_pipeline.sr.image_io import LUMA  # noqa: F401  (re-exported: the luma weights live beside the image I/O, torch-free)
+
 
 def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """up(y): bicubic upsampling to HR size."""
@@ -30,7 +32,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
 def is_grey(img: np.ndarray, tolerance: int = 1) -> bool:
