@@ -42,7 +42,8 @@ from deploy_fixtures import _connect, _server_problem, write_home  # noqa: E402
 from sr_pipeline.definitions import build_definitions  # noqa: E402
 from sr_pipeline.defs.resources import PlantStorage, TrainingSettings  # noqa: E402
 from test_postgres import (  # noqa: E402
-    ARCHIVE, EVALUATION_JOB, INGEST_JOB, PARTITIONS, SENSOR, store_cursor, training_keys, upload_plant_images,
+    ARCHIVE, CAMERA, CAMERA_JOB, EVALUATION_JOB, INGEST_JOB, PARTITIONS, SENSOR, TEACHER_JOB, store_cursor,
+    upload_plant_images,
 )
 from test_training_assets import TINY_PROFILE  # noqa: E402
 
@@ -88,7 +89,6 @@ def main_path(root: Path, home: Path) -> dict[str, float]:
     """The test's main path on the instance in ``home``; seconds per phase."""
     defs, storage = plant(root)
     upload_plant_images(storage.layout().landing)
-    trained = training_keys(defs)
     times: dict[str, float] = {}
 
     def timed(phase: str, step):
@@ -116,12 +116,14 @@ def main_path(root: Path, home: Path) -> dict[str, float]:
             timed("ingestion", lambda: check(ingest.execute_in_process(
                 instance=instance, partition_key=request.partition_key, asset_selection=request.asset_selection,
                 tags=request.tags), "ingestion"))
-        training = timed("training+gate", lambda: check(defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=trained), "training"))
+        timed("training+gate", lambda: check(defs.resolve_job_def(TEACHER_JOB).execute_in_process(instance=instance),
+                                             "teacher"))
+        training = timed("training+gate", lambda: check(defs.resolve_job_def(CAMERA_JOB).execute_in_process(
+            instance=instance, partition_key=CAMERA), "training"))
         if not all(c.passed for c in training.get_asset_check_evaluations()):
             raise SystemExit("the promotion gate did not pass: the flow is not the test's")
-        timed("report", lambda: check(defs.resolve_job_def(EVALUATION_JOB).execute_in_process(instance=instance),
-                                      "report"))
+        timed("report", lambda: check(defs.resolve_job_def(EVALUATION_JOB).execute_in_process(
+            instance=instance, partition_key=CAMERA), "report"))
         timed("archive", lambda: check(ingest.execute_in_process(
             instance=instance, partition_key=batches["field_cam"], asset_selection=[ARCHIVE]), "archive"))
     times["total"] = sum(times.values())

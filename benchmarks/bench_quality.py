@@ -60,11 +60,11 @@ REGISTRY = CameraRegistry.model_validate(
 
 
 def _ablation(profile: Profile, name: str) -> Profile:
+    if name == "no-downsampler":  # the gate's fixed-degradation challenger
+        return profile.fixed_degradation_challenger().model_copy(update={"name": f"{profile.name}-{name}"})
     d = profile.to_dict()
     c = d["colearn"]
-    if name == "no-downsampler":
-        c["use_downsampler"], c["fixed_degradation"] = False, "bicubic"
-    elif name == "full-band-d-lr":
+    if name == "full-band-d-lr":
         c["d_lr_highpass"] = False
     elif name == "first-g":  # the first design: eps' into the residual net, no colour, no noise branch
         c["downsampler"].update(noise_model="input", colour_transform=False)

@@ -54,7 +54,8 @@ def _handler(target: str):
 def _judge_options(p: argparse.ArgumentParser) -> None:
     """How outputs are judged against their input (``upscale`` and ``consistency`` share them)."""
     p.add_argument("--camera", default=None,
-                   help="camera id whose consistency thresholds apply (default: those fitted on all cameras)")
+                   help="field camera id: its promoted student is the default --model, and its consistency "
+                   "thresholds apply (default: the only camera with a promoted student; thresholds fitted on all)")
     p.add_argument("--camera-model", default=None, metavar="DIR|bicubic",
                    help="downsampler folder modelling the camera, or bicubic (default: the model's co-trained one)")
     p.add_argument("--consistency-thresholds", type=Path, default=None, metavar="FILE",
@@ -116,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder (default: the newest teacher)")
     p.add_argument("--downsampler-out", type=Path, default=None,
                    help="downsampler folder (default: <data>/models/downsampler/<the student's version>)")
+    p.add_argument("--camera", default=None,
+                   help="field camera to co-learn (one student and camera model per field camera; default: the "
+                   "only field camera with images in the catalog)")
+    p.add_argument("--cameras", type=Path, default=None, help="camera registry file (default configs/cameras.yaml)")
+    p.add_argument("--fixed-degradation", action="store_true",
+                   help="train the promotion gate's challenger instead: the same student on bicubic degradation, no "
+                   "camera model, no field images (default folder: <data>/models/student/fixed-<teacher version>)")
 
     p = sub.add_parser("upscale", help="upscale images with a student (1 step) or a teacher (--steps T)")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
@@ -193,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="make an existing student the promoted one (rollback: promote the previous version)")
     p.add_argument("version", help="student version as `sr-pipeline models` lists it (or its folder name)")
     p.add_argument("--reason", default=None, help="why; recorded in models/promotions.json")
+    p.add_argument("--camera", default=None,
+                   help="field camera to promote it for (default: the camera it was trained for; needed for the "
+                   "fixed-degradation challenger, which belongs to no camera)")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
     p.set_defaults(func=_handler("sr_pipeline.defs.promotion_events:promote_cli"))
 

@@ -21,11 +21,11 @@ from sr_pipeline.defs.retraining import retraining_sensor
 from sr_pipeline.defs.schedules import calibration_pairs_sensor, weekly_evaluation_schedule
 from sr_pipeline.defs.sensors import camera_upload_sensor
 from sr_pipeline.defs.training import (
+    camera_training_job,
     co_trained_student_and_downsampler,
     learned_degradation_lr_sets,
-    student_retraining_job,
     teacher_checkpoint,
-    training_job,
+    teacher_job,
 )
 
 
@@ -34,7 +34,7 @@ def build_definitions(storage: PlantStorage | None = None, training: TrainingSet
         assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
                 promoted_student, evaluation_report, upscaled_archive],
         asset_checks=[promotion_gate, archive_flagged_share],
-        jobs=[ingest_job, training_job, student_retraining_job, evaluation_job],
+        jobs=[ingest_job, teacher_job, camera_training_job, evaluation_job],
         schedules=[weekly_evaluation_schedule],
         sensors=[camera_upload_sensor, retraining_sensor, calibration_pairs_sensor],
         resources={

@@ -23,6 +23,7 @@ cameras:
   field_cam:
     role: field_lr
     scale: 4
+    min_field_images: 2  # the tests' tiny pools
 """
 
 
@@ -41,7 +42,8 @@ def cameras_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def registry() -> CameraRegistry:
     return CameraRegistry.model_validate(
-        {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}}
+        {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4,
+                                                                             "min_field_images": 2}}}
     )
 
 

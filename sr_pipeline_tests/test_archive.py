@@ -24,17 +24,19 @@ from sr_pipeline.defs.archive import upscaled_archive
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.sensors import build_camera_upload_sensor
 from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.storage.registry import record_promotion
 from sr_pipeline.sr.image_io import png_text
 
 BATCH = "field_cam-20260101T000000Z-abc123"
 
 
-def make_student(layout, version: str, seed: int = 0, promote: bool = True):
-    """A tiny random student folder, recorded as promoted (as ``promoted_student`` does)."""
-    path = tiny_sr_model(layout.models / "student" / version, {"kind": "student", "version": version}, seed=seed)
+def make_student(layout, version: str, seed: int = 0, promote: bool = True, camera: str = "field_cam"):
+    """A tiny random student folder of a field camera, recorded as promoted (as ``promoted_student`` does)."""
+    path = tiny_sr_model(layout.models / "student" / version, {"kind": "student", "version": version,
+                                                              "camera": camera}, seed=seed)
     if promote:
-        record_promotion(layout, version, str(path), "test")
+        record_promotion(layout, version, str(path), "test", camera)
     return path
 
 
@@ -212,9 +214,12 @@ def test_a_new_promotion_marks_archived_batches_stale(layout, storage, field_bat
         assert promote_cli(argparse.Namespace(version=version, reason=None, json=False, layout=layout)) == 0
         assert f"reported to Dagster in {home}" in capsys.readouterr().out
 
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("field_cameras", ["field_cam"])
     promote("v1")
     with dg.DagsterInstance.get() as instance:
         [event] = instance.fetch_materializations(promoted_student.key, limit=10).records
+        assert event.asset_materialization.partition == "field_cam"
         assert event.asset_materialization.tags["dagster/data_version"] == "v1"
         instance.add_dynamic_partitions("upload_batches", [field_batch])
         assert materialize([raw_plant_images, upscaled_archive], partition_key=field_batch, instance=instance,
@@ -225,3 +230,53 @@ def test_a_new_promotion_marks_archived_batches_stale(layout, storage, field_bat
         assert status(instance) == StaleStatus.STALE
     manifest = read_manifest(layout, field_batch)
     assert set(manifest["model_version"]) == {"v1"} and v2.is_dir()  # stale until the partition is re-run
+
+
+THREE_CAMERAS = """\
+cameras:
+  ref_cam: {role: hr_reference}
+  field_cam: {role: field_lr}
+  line2_cam: {role: field_lr, fallback_camera: field_cam}
+  line3_cam: {role: field_lr}
+"""
+
+
+def test_each_batch_is_upscaled_by_its_cameras_student_or_its_configured_fallback(layout, tmp_path, put_incoming,
+                                                                                   make_image):
+    """One student per field camera; a camera without one uses its fallback camera's only if cameras.yaml says so."""
+    from sr_pipeline.evaluation.promotion import served_student
+    from sr_pipeline.intake.cameras import load_registry
+
+    cameras = tmp_path / "three.yaml"
+    cameras.write_text(THREE_CAMERAS)
+    registry = load_registry(cameras)
+    storage = PlantStorage(data_root=str(layout.root), cameras_file=str(cameras))
+    batches = {}
+    for i, camera in enumerate(("field_cam", "line2_cam", "line3_cam")):
+        batches[camera] = f"{camera}-20260101T000000Z-{i}"
+        put_incoming(batches[camera], f"{camera}/x.png", make_image(24, 20, seed=10 + i))
+        ingest_batch(layout, registry, batches[camera])
+    own = make_student(layout, "v-field", camera="field_cam")
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("upload_batches", list(batches.values()))
+        runs = {c: materialize([upscaled_archive], partition_key=b, resources={"storage": storage},
+                               instance=instance, raise_on_error=False) for c, b in batches.items()}
+    assert runs["field_cam"].success and runs["line2_cam"].success
+    [md] = [m.metadata for m in runs["line2_cam"].asset_materializations_for_node("upscaled_archive")]
+    assert md["camera"].value == "line2_cam" and md["student_camera"].value == "field_cam"
+    assert md["fallback_student"].value is True
+    assert set(read_manifest(layout, batches["line2_cam"])["model_version"]) == {"v-field"}
+    assert not runs["line3_cam"].success  # no student, no fallback: a clear message, nothing written
+    [failure] = [e for e in runs["line3_cam"].all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.message
+    assert "no student has been promoted for field camera 'line3_cam'" in message and "fallback_camera" in message
+    assert not (layout.archive / batches["line3_cam"]).exists()
+
+    # line2_cam's own student, once promoted, replaces the fallback; the other cameras keep theirs.
+    mine = make_student(layout, "v-line2", seed=1, camera="line2_cam")
+    assert served_student(layout, registry, "line2_cam").path == mine
+    assert served_student(layout, registry, "field_cam").path == own
+    assert served_student(layout, registry, "line3_cam") is None
+    redo = archive_batch(layout, batches["line2_cam"], mine, tile=16, overlap=4)
+    assert redo.upscaled == 1 and set(read_manifest(layout, batches["line2_cam"])["model_version"]) == {"v-line2"}

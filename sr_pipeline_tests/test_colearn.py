@@ -358,15 +358,24 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     for role, imgs in (("hr_reference", photos()), ("field_lr", field_lr())):
         for img in imgs:
             image_id, path, _ = put_image(layout, Image.fromarray(img))
-            rows.append({"image_id": image_id, "batch": "b1", "camera": role, "role": role,
+            camera = "ref_cam" if role == "hr_reference" else "field_cam"
+            rows.append({"image_id": image_id, "batch": "b1", "camera": camera, "role": role,
                          "stored_path": relative_to_root(layout, path), "outcome": "accepted"})
     write_batch_catalog(layout, "b1", rows)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}).to_dict()))
-    argv = ["--data", str(layout.root), "train", "colearn", "--config", str(config)]
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text("cameras:\n  ref_cam: {role: hr_reference}\n  field_cam: {role: field_lr, min_field_images: 2}\n"
+                       "  grey_cam: {role: field_lr}\n")
+    argv = ["--data", str(layout.root), "train", "colearn", "--config", str(config), "--cameras", str(cameras)]
     assert main(argv) == 2 and "no teacher" in capsys.readouterr().err
     make_teacher(layout.root)  # -> <data>/models/teacher/t1
-    assert main(argv) == 0
+    # grey_cam has no images: refused with what to do, before anything is trained
+    assert main(argv + ["--camera", "grey_cam"]) == 2
+    assert "'grey_cam' has 0 unpaired field image(s)" in capsys.readouterr().err
+    assert main(argv + ["--camera", "ref_cam"]) == 2 and "needs a field_lr camera" in capsys.readouterr().err
+    assert main(argv + ["--camera", "nope"]) == 2 and "unknown camera 'nope'" in capsys.readouterr().err
+    assert main(argv) == 0  # the only field camera with images
     out = capsys.readouterr().out
     assert "student saved to" in out and "downsampler saved to" in out and "time per step" in out
     (student,) = (layout.models / "student").iterdir()
@@ -376,6 +385,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     assert info["image_ids"] == [r["image_id"] for r in rows[:3]]
     assert info["field_image_ids"] == [r["image_id"] for r in rows[3:]]
     assert info["teacher"]["version"] == "t1" and json.loads((g / "training.json").read_text())["kind"] == "downsampler"
+    assert info["camera"] == "field_cam"
     assert latest_state(layout.run_dir("colearn", "tiny")) is None
 
 

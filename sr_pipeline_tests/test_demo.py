@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from sr_pipeline import demo
-from sr_pipeline.storage import registry as models_registry
+from sr_pipeline.evaluation import promotion
 from sr_pipeline.storage.layout import DataLayout
 
 
@@ -20,17 +20,22 @@ def test_demo_ingests_without_the_archive_and_skips_it_when_nothing_is_promoted(
     demo.run_demo(DataLayout(tmp_path / "data"), instance)
     names = [name for name, _ in calls]
     ingest = [kw for name, kw in calls if name == "ingest_job"]
-    assert names == ["ingest_job"] * len(ingest) + ["training_job", "evaluation_job"]
-    assert len(ingest) >= 2  # the reference camera and the field camera batches at least
+    cameras = sorted(instance.get_dynamic_partitions("field_cameras"))
+    assert cameras == ["field_cam", "grey_cam"]  # the demo's two field cameras, each its own partition
+    assert names == (["ingest_job"] * len(ingest) + ["teacher_job"] + ["camera_training_job"] * len(cameras)
+                     + ["evaluation_job"] * len(cameras))
+    assert [kw["partition_key"] for name, kw in calls if name != "ingest_job" and name != "teacher_job"] == cameras * 2
+    assert len(ingest) >= 3  # the reference camera and the two field cameras' batches at least
     # The archive step needs a promoted student: before training, ingestion alone is selected.
     assert all(kw["asset_selection"] == [dg.AssetKey("raw_plant_images")] for kw in ingest)
 
 
 def test_demo_archives_only_the_field_batches_once_a_student_is_promoted(tmp_path, monkeypatch, instance):
     calls = _record_runs(monkeypatch)
-    monkeypatch.setattr(models_registry, "promoted_student_dir", lambda layout: Path("/models/student/v1"))
+    monkeypatch.setattr(promotion, "served_student", lambda layout, registry, camera: Path("/models/student/v1"))
     demo.run_demo(DataLayout(tmp_path / "data"), instance)
-    after = calls[[name for name, _ in calls].index("evaluation_job") + 1:]
+    names = [name for name, _ in calls]
+    after = calls[len(names) - names[::-1].index("evaluation_job"):]
     assert after and all(name == "ingest_job" for name, _ in after)
     assert all(kw["asset_selection"] == [dg.AssetKey("upscaled_archive")] for _, kw in after)
     field_keys = {kw["partition_key"] for _, kw in after}

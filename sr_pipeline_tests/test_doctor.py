@@ -39,6 +39,10 @@ def _leftovers(layout):
     temp_model = _file(layout.models / "student" / ".v3.ab12cd34" / "model.bin", b"12345").parent
     t = time.time() - 2 * HOUR
     os.utime(temp_model, (t, t))
+    # a field camera's report folder being written when the process died: reports/<camera>/.<date>.<tmp>/
+    temp_report = _file(layout.reports / "field_cam" / ".2026-01-01.k2j3" / "index.html").parent
+    os.utime(temp_report, (t, t))
+    old.append(temp_report)
     keep = [_file(layout.catalog / "images" / ".ingest.lock", age_s=2 * HOUR), _file(layout.models / "teacher" / "v1" / "info.json", age_s=2 * HOUR)]
     return old, young, temp_model, keep
 
@@ -104,7 +108,7 @@ def test_doctor_command_line(layout, tmp_path, cameras_file, capsys):
     base = ["--data", str(layout.root), "doctor", "--cameras", str(cameras_file)]
     assert main([*base, "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert len(out["stale_temps"]) == 6 and [b["batch"] for b in out["unfinished"]] == [batch]
+    assert len(out["stale_temps"]) == 7 and [b["batch"] for b in out["unfinished"]] == [batch]
 
     assert main([*base]) == 1
     assert f"doctor --finish --batch {batch}" in capsys.readouterr().out

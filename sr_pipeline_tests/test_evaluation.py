@@ -27,6 +27,7 @@ from sr_pipeline.evaluation.commands import promote_cli
 from sr_pipeline.evaluation.gate import CRITERIA, GateThresholds
 from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate, reference_student
 from sr_pipeline.defs.evaluation import GateSettings, evaluation_report, promoted_student, promotion_gate
+from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage.registry import promotions, record_promotion
@@ -75,7 +76,7 @@ def add_pairs(layout, registry, tmp_path: Path, seeds: list[int], batch: str, ca
     ingest_folder(layout, registry, src, camera, batch_key=batch)
 
 
-def save_sr(layout, kind: str, version: str, change=None, steps: int = 4) -> Path:
+def save_sr(layout, kind: str, version: str, change=None, steps: int = 4, **info) -> Path:
     torch.manual_seed(0)
     net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
                  num_train_timesteps=steps)
@@ -88,7 +89,7 @@ def save_sr(layout, kind: str, version: str, change=None, steps: int = 4) -> Pat
         net.save_pretrained(tmp)
         schedule.save_config(tmp)
 
-    return save_model_dir(layout.models / kind / version, save, {"kind": kind, "version": version})
+    return save_model_dir(layout.models / kind / version, save, {"kind": kind, "version": version, **info})
 
 
 def save_downsampler(layout, version: str) -> Path:
@@ -247,7 +248,7 @@ def test_plant_timezone():
 
 # --- the report folder -----------------------------------------------------------------------------
 
-SUMMARY_KEYS = {"schema", "report_date", "created", "device", "methods", "lpips", "pairs", "split", "scale",
+SUMMARY_KEYS = {"schema", "report_date", "camera", "created", "device", "methods", "lpips", "pairs", "split", "scale",
                 "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
                 "previous_reports", "reused"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "hf_ratio", "ms_per_image", "mp_per_s", "n", "median"}
@@ -338,18 +339,22 @@ def test_a_second_report_the_same_day_gets_a_suffix_and_compares_with_the_first(
 # --- Dagster: the asset and the blocking checks -----------------------------------------------------
 
 def _upstream(paths: dict[str, str]):
-    """Stands in for the training assets (same keys), returning folders made by the test."""
+    """Stands in for the training assets (same keys and partitions), returning folders made by the test."""
 
-    @dg.multi_asset(outs={k: dg.AssetOut() for k in ("teacher_checkpoint", "co_trained_student", "learned_downsampler")},
-                    name="fake_training")
+    @dg.asset(name="teacher_checkpoint")
+    def fake_teacher():
+        return dg.Output(paths["teacher_checkpoint"])
+
+    @dg.multi_asset(outs={k: dg.AssetOut() for k in ("co_trained_student", "learned_downsampler")},
+                    name="fake_training", partitions_def=field_cameras)
     def fake_training():
-        for k, v in paths.items():
-            yield dg.Output(v, output_name=k)
+        for k in ("co_trained_student", "learned_downsampler"):
+            yield dg.Output(paths[k], output_name=k, metadata={"model_path": dg.MetadataValue.path(paths[k])})
 
-    return fake_training
+    return [fake_teacher, fake_training]
 
 
-@dg.asset
+@dg.asset(partitions_def=field_cameras)
 def archive_probe(co_trained_student: str) -> str:
     """Downstream of the student, like the archive: must not run when the gate fails."""
     return co_trained_student
@@ -367,10 +372,12 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
     def run(student: Path, instance, selection=None):
         upstream = _upstream({"teacher_checkpoint": str(teacher), "co_trained_student": str(student),
                               "learned_downsampler": str(down)})
-        return materialize([upstream, promoted_student, evaluation_report, promotion_gate, archive_probe],
-                           resources=resources, instance=instance, raise_on_error=False, selection=selection)
+        return materialize([*upstream, promoted_student, evaluation_report, promotion_gate, archive_probe],
+                           resources=resources, instance=instance, raise_on_error=False, selection=selection,
+                           partition_key="field_cam")
 
     with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("field_cameras", ["field_cam"])
         ok = run(good, instance)
         assert ok.success
         checks = {c.check_name: c for c in ok.get_asset_check_evaluations()}
@@ -381,7 +388,8 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         [promo] = ok.asset_materializations_for_node("promoted_student")
         assert promo.tags["dagster/data_version"] == "s-good" and promo.metadata["action"].value == "promoted"
         report = Path(ok.output_for_node("evaluation_report"))
-        assert report.name == "index.html" and report.parent.parent == plant.reports
+        assert report.name == "index.html" and report.parent.parent == plant.reports / "field_cam"
+        assert checks["valid_outputs"].metadata["camera"].value == "field_cam"
         [mat] = ok.asset_materializations_for_node("evaluation_report")
         md = mat.metadata
         assert md["report"].value == str(report) and md["calibration_pairs"].value == 3
@@ -391,7 +399,7 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         assert md["gate_action"].value == "already_promoted"  # promoted_student recorded it just before
         assert md["reused_gate_scores"].value == "bicubic, candidate"  # the candidate was scored once
         assert md["psnr_gain_db"].value > 3
-        assert promotions(plant)[-1]["version"] == "s-good"
+        assert promotions(plant)[-1]["version"] == "s-good" and promotions(plant)[-1]["camera"] == "field_cam"
 
         bad = run(wild, instance)
         checks = {c.check_name: c for c in bad.get_asset_check_evaluations()}
@@ -413,9 +421,57 @@ def test_promoted_student_refuses_a_candidate_the_gate_did_not_judge(plant, came
     student = save_sr(plant, "student", "s1")
     upstream = _upstream({k: str(student) for k in ("teacher_checkpoint", "co_trained_student", "learned_downsampler")})
     with DagsterInstance.ephemeral() as instance:  # without the promotion_gate checks in the run
-        result = materialize([upstream, promoted_student], instance=instance,
+        instance.add_dynamic_partitions("field_cameras", ["field_cam"])
+        result = materialize([*upstream, promoted_student], instance=instance, partition_key="field_cam",
+                             selection=[upstream[1], promoted_student],
                              resources={"storage": PlantStorage(data_root=str(plant.root), cameras_file=str(cameras_file))},
                              raise_on_error=False)
     assert not result.success and promotions(plant) == []
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "no promotion gate result for student s1" in failure.event_specific_data.error.message
+
+
+# --- the fixed-degradation challenger ---------------------------------------------------------------
+
+def test_the_gate_promotes_the_fixed_degradation_challenger_when_it_beats_the_co_learned_student(plant):
+    from sr_pipeline.evaluation.promotion import promote_after_gate
+
+    teacher = save_sr(plant, "teacher", "t1")
+    fixed = save_sr(plant, "student", "fixed-t1", challenger=True, teacher={"version": "t1"})
+    co = save_sr(plant, "student", "s-co", offset, camera="field_cam", teacher={"version": "t1"})
+    assert ev.fixed_degradation_challenger(plant, co) == fixed and ev.fixed_degradation_challenger(plant, fixed) is None
+    decision = ev.evaluate_gate(plant, co, None, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    duel = decision.challenge
+    assert duel["winner"] == "challenger" and decision.served == "fixed-t1" and decision.passed
+    assert duel["fixed"]["psnr_y"] - duel["co_learned"]["psnr_y"] == pytest.approx(duel["psnr_margin_db"])
+    assert duel["psnr_margin_db"] > STRICT.psnr_tolerance_db
+    assert "the fixed-degradation student fixed-t1 beat the co-learned student s-co" in decision.plain()
+    done = promote_after_gate(plant, co, "field_cam")  # the gate's winner is what gets promoted, for this camera
+    assert done.version == "fixed-t1" and done.path == fixed.resolve()
+    assert promotions(plant)[-1]["camera"] == "field_cam" and promotions(plant)[-1]["version"] == "fixed-t1"
+    assert "beat the co-learned student" in promotions(plant)[-1]["reason"]
+    assert (fixed / "consistency.json").is_file()  # served now: its thresholds were fitted on the same pairs
+
+    out = ev.run_evaluation(plant, teacher, co, None, None, DAY, STRICT, lpips=FakeLPIPS(), device="cpu",
+                            camera="field_cam")
+    s = out.summary
+    assert out.report_dir == plant.reports / "field_cam" / "2026-03-02" and s["camera"] == "field_cam"
+    assert "challenger" in s["methods"] and s["models"]["challenger"]["version"] == "fixed-t1"
+    assert s["gate"]["challenge"]["winner"] == "challenger" and s["gate"]["action"] == "already_promoted"
+    assert s["served"] == "challenger" and "| fixed-degradation student |" in out.table_md
+    assert "fixed-degradation student fixed-t1 beat" in " ".join(s["headline"])
+
+
+def test_the_co_learned_student_is_kept_when_it_beats_or_ties_the_challenger(plant):
+    save_sr(plant, "student", "fixed-t2", offset, challenger=True, teacher={"version": "t2"})
+    co = save_sr(plant, "student", "s-co", camera="field_cam", teacher={"version": "t2"})
+    decision = ev.evaluate_gate(plant, co, None, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    assert decision.challenge["winner"] == "candidate" and decision.served == "s-co"
+    assert "the co-learned student s-co beat the fixed-degradation student fixed-t2" in decision.challenge["message"]
+    save_sr(plant, "student", "fixed-t3", challenger=True, teacher={"version": "t3"})
+    same = save_sr(plant, "student", "s-same", camera="field_cam", teacher={"version": "t3"})  # identical weights
+    tie = ev.evaluate_gate(plant, same, None, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    assert tie.challenge["winner"] == "candidate" and "tie" in tie.challenge["message"]
+    # without a challenger for its teacher there is no duel
+    alone = save_sr(plant, "student", "s-alone", camera="field_cam", teacher={"version": "t9"})
+    assert ev.evaluate_gate(plant, alone, None, STRICT, lpips=FakeLPIPS(), device="cpu").challenge is None

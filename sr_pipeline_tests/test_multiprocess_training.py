@@ -91,7 +91,7 @@ def tiny_profile(batch: int) -> Profile:
 
 
 @pytest.fixture
-def plant(layout, registry, tmp_path):
+def plant(layout, registry, tmp_path, cameras_file):
     """A catalog with 3 HR references and 3 field LR images, the tiny profile's YAML, and the launcher."""
     for role_cam, count, size, seed in (("ref_cam", 3, (64, 56), 0), ("field_cam", 3, (24, 20), 10)):
         src = tmp_path / role_cam
@@ -103,7 +103,7 @@ def plant(layout, registry, tmp_path):
     config.write_text(yaml.safe_dump(tiny_profile(BATCH).to_dict()))
     script = tmp_path / "recording_cli.py"
     script.write_text(RECORDING_CLI)
-    return layout, config, script
+    return layout, config, script, cameras_file
 
 
 def launch(layout, script: Path, kind: str, args: list[str], log: Path, stop_after: int | None = None):
@@ -187,7 +187,7 @@ def closeness(two: Path, one: Path, start: dict, steps: int | None = None) -> tu
 
 
 def test_two_processes_train_the_teacher_split_the_samples_and_resume(plant, tmp_path):
-    layout, config, script = plant
+    layout, config, script, _ = plant
     run, out, log = tmp_path / "run", layout.models / "teacher" / "v2proc", tmp_path / "samples"
     args = ["--config", str(config), "--run-dir", str(run), "--out", str(out)]
 
@@ -231,15 +231,15 @@ def test_two_processes_train_the_teacher_split_the_samples_and_resume(plant, tmp
 
 
 def test_two_processes_co_learn_the_student_and_the_downsampler(plant, tmp_path):
-    layout, config, script = plant
+    layout, config, script, cameras = plant
     teacher = tiny_sr_model(layout.models / "teacher" / "t1", {"kind": "teacher", "version": "t1"},
                             perturb=lambda net: torch.nn.init.normal_(net.unet.conv_out.weight, std=0.02))
     log = tmp_path / "samples"
-    done = launch(layout, script, "colearn", ["--config", str(config)], log)
+    done = launch(layout, script, "colearn", ["--config", str(config), "--cameras", str(cameras)], log)
     assert done.stdout.count("student saved to") == 1 and done.stdout.count("downsampler saved to") == 1
     (student,) = model_dirs(layout.models / "student")  # one version, written once, no temp folder
     (g_dir,) = model_dirs(layout.models / "downsampler")
-    assert student.name == g_dir.name and model_dirs(layout.run_dir("colearn", "tiny")) == []
+    assert student.name == g_dir.name and model_dirs(layout.run_dir("colearn", "tiny-field_cam")) == []
     info = json.loads((student / "training.json").read_text())
     assert info["steps"] == 4 and info["processes"] == 2 and info["teacher"]["version"] == "t1"
 

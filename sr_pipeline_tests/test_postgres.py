@@ -33,17 +33,20 @@ from sr_pipeline.definitions import build_definitions
 from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
 from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
 from sr_pipeline.storage import store
-from sr_pipeline.storage.registry import promoted_student_dir
+from sr_pipeline.evaluation.calibration import read_gate_record
+from sr_pipeline.storage.registry import challenger_dir, promoted_student_dir
 from test_evaluation import lr_texture, one_thread  # noqa: F401  (autouse: tiny networks, one torch thread)
 from test_training_assets import TINY_PROFILE
 
 pytestmark = pytest.mark.postgres
 
 # The only names of the asset graph this module relies on (everything else is derived from it):
-# the main path ends in these two assets; the unpartitioned assets upstream of them are "training".
+# the main path ends in these two assets; the assets upstream of them, but ingestion, are "training"
+# (the teacher, then the field camera's partition of the rest).
 REPORT, ARCHIVE = dg.AssetKey("evaluation_report"), dg.AssetKey("upscaled_archive")
 RAW, STUDENT = dg.AssetKey("raw_plant_images"), dg.AssetKey("co_trained_student")
 SENSOR, INGEST_JOB, EVALUATION_JOB, PARTITIONS = "camera_upload_sensor", "ingest_job", "evaluation_job", "upload_batches"
+TEACHER_JOB, CAMERA_JOB, CAMERA = "teacher_job", "camera_training_job", "field_cam"
 
 
 @pytest.fixture
@@ -79,10 +82,10 @@ def upload_plant_images(landing: Path) -> None:
 
 
 def training_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
-    """The unpartitioned assets upstream of the report and the archive (teacher, student, ...)."""
+    """The assets upstream of the report and the archive but ingestion (teacher, student, ...)."""
     graph = defs.resolve_asset_graph()
     upstream = dg.AssetSelection.assets(REPORT, ARCHIVE).upstream().resolve(graph)
-    return sorted(k for k in upstream if k != REPORT and not graph.get(k).is_partitioned)
+    return sorted(k for k in upstream if k not in (REPORT, ARCHIVE, RAW))
 
 
 def sensor_cursor(instance: DagsterInstance) -> str | None:
@@ -121,15 +124,20 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
             run_ids.add(done.run_id)
         store_cursor(pg_home, tick.cursor)
 
-        training = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=trained)
+        teacher = defs.resolve_job_def(TEACHER_JOB).execute_in_process(instance=instance)
+        assert teacher.success
+        assert instance.get_dynamic_partitions("field_cameras") == [CAMERA]  # added by the field batch's ingestion
+        training = defs.resolve_job_def(CAMERA_JOB).execute_in_process(instance=instance, partition_key=CAMERA)
         assert training.success
         checks = training.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
-        student = Path(defs.load_asset_value(STUDENT, instance=instance))
-        assert promoted_student_dir(layout) == student.resolve()
+        student = Path(defs.load_asset_value(STUDENT, instance=instance, partition_key=CAMERA))
+        # the gate served the better of the co-learned student and the fixed-degradation challenger
+        served = Path(read_gate_record(layout, student.name)["served_path"])
+        assert promoted_student_dir(layout, CAMERA) == served and served in (student.resolve(), challenger_dir(
+            layout, json.loads((student / "training.json").read_text())["teacher"]["version"]).resolve())
 
-        report = defs.resolve_job_def(EVALUATION_JOB).execute_in_process(instance=instance)
+        report = defs.resolve_job_def(EVALUATION_JOB).execute_in_process(instance=instance, partition_key=CAMERA)
         assert report.success
         report_path = instance.get_latest_materialization_event(REPORT).asset_materialization.metadata["report"].value
         assert Path(report_path).is_file()
@@ -137,13 +145,14 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
         archive = ingest.execute_in_process(instance=instance, partition_key=batches["field_cam"],
                                             asset_selection=[ARCHIVE])
         assert archive.success
-        run_ids |= {training.run_id, report.run_id, archive.run_id}
+        run_ids |= {teacher.run_id, training.run_id, report.run_id, archive.run_id}
 
     # Another machine (another DAGSTER_HOME, same database) sees all of it.
     with DagsterInstance.from_config(str(write_home(tmp_path / "other_home", with_postgres=True))) as other:
         assert {r.run_id for r in other.get_runs()} == run_ids
         assert all(r.status == DagsterRunStatus.SUCCESS for r in other.get_runs())
         assert set(other.get_dynamic_partitions(PARTITIONS)) == set(batches.values())
+        assert other.get_dynamic_partitions("field_cameras") == [CAMERA]
         assert other.get_materialized_partitions(RAW) == set(batches.values())
         assert other.get_materialized_partitions(ARCHIVE) == {batches["field_cam"]}
         for key in [*trained, REPORT]:

@@ -14,7 +14,8 @@ from conftest import encode, pixels
 from sr_pipeline.defs.evaluation import GateSettings, evaluation_job, evaluation_report, promotion_gate
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.defs.schedules import (
-    REPORT_INPUTS,
+    CAMERA_INPUTS,
+    TEACHER,
     WEEKLY_CRON,
     build_weekly_evaluation_schedule,
     calibration_pairs_sensor,
@@ -33,9 +34,13 @@ def add_pairs(layout, registry, tmp_path, names, batch):
     ingest_folder(layout, registry, src, "field_cam", batch_key=batch)
 
 
-def trained(instance):
-    for key in REPORT_INPUTS:
-        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+def trained(instance, camera="field_cam"):
+    """The teacher and one field camera's student and downsampler, as runless materialisations."""
+    if camera not in instance.get_dynamic_partitions("field_cameras"):
+        instance.add_dynamic_partitions("field_cameras", [camera])
+    instance.report_runless_asset_event(dg.AssetMaterialization(TEACHER))
+    for key in CAMERA_INPUTS:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=camera))
 
 
 def test_weekly_schedule_runs_monday_0600_in_the_plant_time_zone(monkeypatch):
@@ -51,16 +56,20 @@ def test_weekly_schedule_runs_monday_0600_in_the_plant_time_zone(monkeypatch):
         build_weekly_evaluation_schedule()
 
 
-def test_weekly_schedule_waits_for_a_trained_student():
+def test_weekly_schedule_makes_one_report_per_trained_field_camera():
     schedule = build_weekly_evaluation_schedule("Europe/Berlin")
     monday = datetime(2026, 3, 2, 6, 0, tzinfo=ZoneInfo("Europe/Berlin"))
     with dg.instance_for_test() as instance:  # a schedule context needs an instance with a ref
+        instance.add_dynamic_partitions("field_cameras", ["field_cam", "grey_cam"])
         skipped = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
-        assert isinstance(skipped, dg.SkipReason) and "co_trained_student" in skipped.skip_message
-        trained(instance)
-        request = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
-    assert isinstance(request, dg.RunRequest) and request.run_key == "weekly-2026-03-02"
-    assert request.tags["sr_pipeline/trigger"] == "weekly"
+        assert isinstance(skipped, dg.SkipReason) and "co_trained_student[field_cam]" in skipped.skip_message
+        trained(instance, "field_cam")
+        [request] = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
+        assert request.run_key == "weekly-2026-03-02-field_cam" and request.partition_key == "field_cam"
+        assert request.tags["sr_pipeline/trigger"] == "weekly"
+        trained(instance, "grey_cam")
+        requests = schedule(build_schedule_context(instance=instance, scheduled_execution_time=monday))
+    assert [r.partition_key for r in requests] == ["field_cam", "grey_cam"]
 
 
 def test_sensor_fires_on_new_calibration_pairs_only(layout, registry, tmp_path, cameras_file):
@@ -70,29 +79,31 @@ def test_sensor_fires_on_new_calibration_pairs_only(layout, registry, tmp_path, 
             return calibration_pairs_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
         none = tick()
-        assert isinstance(none, dg.SkipReason) and "0 calibration pairs" in none.skip_message
+        assert isinstance(none, dg.SkipReason) and "no field camera" in none.skip_message
         add_pairs(layout, registry, tmp_path, ["a", "b", "c"], "calib-1")
+        instance.add_dynamic_partitions("field_cameras", ["field_cam"])
         untrained = tick()
-        assert isinstance(untrained, dg.SkipReason) and "nothing to evaluate yet" in untrained.skip_message
+        assert isinstance(untrained, dg.SkipReason) and "never materialised" in untrained.skip_message
 
         trained(instance)
         first = tick()
-        assert isinstance(first, dg.SensorResult) and first.cursor == "3"
+        assert isinstance(first, dg.SensorResult) and first.cursor == '{"field_cam": 3}'
         [req] = first.run_requests
-        assert req.run_key == "calibration-pairs-3" and req.job_name is None  # the sensor's one job
-        assert calibration_pairs_sensor.job_name == "evaluation_job"
+        assert req.run_key == "calibration-pairs-field_cam-3" and req.partition_key == "field_cam"
+        assert req.job_name is None and calibration_pairs_sensor.job_name == "evaluation_job"  # the sensor's one job
 
-        same = tick(cursor="3")
+        same = tick(cursor=first.cursor)
         assert isinstance(same, dg.SkipReason) and "3 already evaluated" in same.skip_message
         add_pairs(layout, registry, tmp_path, ["d"], "calib-2")
-        more = tick(cursor="3")
-        assert more.cursor == "4" and more.run_requests[0].run_key == "calibration-pairs-4"
+        more = tick(cursor=first.cursor)
+        assert more.cursor == '{"field_cam": 4}' and more.run_requests[0].run_key == "calibration-pairs-field_cam-4"
         assert more.run_requests[0].tags["sr_pipeline/trigger"] == "1 new calibration pairs"
+        assert tick(cursor="3").cursor == '{"field_cam": 4}'  # an old single-count cursor starts afresh
 
-        # A report that already covered the pairs (e.g. the weekly one) counts as evaluated.
-        instance.report_runless_asset_event(dg.AssetMaterialization("evaluation_report",
+        # A report of the camera that already covered the pairs (e.g. the weekly one) counts as evaluated.
+        instance.report_runless_asset_event(dg.AssetMaterialization("evaluation_report", partition="field_cam",
                                                                     metadata={"calibration_pairs": 4}))
-        assert isinstance(tick(cursor="3"), dg.SkipReason)
+        assert isinstance(tick(cursor=first.cursor), dg.SkipReason)
 
 
 def test_definitions_with_the_evaluation_layer_load_without_torch():
@@ -114,6 +125,8 @@ def test_gate_checks_are_blocking_and_on_the_student():
     specs = {s.name: s for s in promotion_gate.check_specs}
     assert set(specs) == {"valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened"}
     assert all(s.blocking and s.asset_key == dg.AssetKey("co_trained_student") for s in specs.values())
+    assert not promotion_gate.node_def.input_defs or all(  # no input: it would load every camera's student
+        i.dagster_type.is_nothing for i in promotion_gate.node_def.input_defs)
     spec = evaluation_report.specs_by_key[dg.AssetKey("evaluation_report")]
     assert spec.group_name == "evaluation"
     assert {d.asset_key.to_user_string() for d in spec.deps} == {"teacher_checkpoint", "co_trained_student",
@@ -129,9 +142,13 @@ def test_promoted_student_sits_between_the_student_and_the_archive():
     assert graph.get(promoted).parent_keys == {dg.AssetKey("co_trained_student")}
     archive_parents = graph.get(dg.AssetKey("upscaled_archive")).parent_keys
     assert promoted in archive_parents and dg.AssetKey("co_trained_student") not in archive_parents
-    for job in ("training_job", "student_retraining_job"):  # the gate's checks and the promotion run with the student
-        selected = defs.resolve_job_def(job).asset_layer.selected_asset_keys
-        assert {dg.AssetKey("co_trained_student"), promoted} <= selected
+    # the gate's checks and the promotion run with the student, per field camera
+    selected = defs.resolve_job_def("camera_training_job").asset_layer.selected_asset_keys
+    assert {dg.AssetKey("co_trained_student"), promoted} <= selected
+    for key in ("co_trained_student", "learned_downsampler", "promoted_student", "evaluation_report",
+                "learned_degradation_lr_sets"):
+        assert graph.get(dg.AssetKey(key)).partitions_def.name == "field_cameras"
+    assert graph.get(dg.AssetKey("teacher_checkpoint")).partitions_def is None
 
 
 def test_gate_settings_read_the_environment(monkeypatch):

@@ -137,7 +137,7 @@ def test_plant_storage_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("SR_PIPELINE_DATA", str(tmp_path / "elsewhere"))
     storage = PlantStorage()
     assert storage.layout().root == (tmp_path / "elsewhere").resolve()
-    assert set(storage.registry().ids()) == {"ref_cam", "field_cam"}  # configs/cameras.yaml
+    assert set(storage.registry().ids()) == {"ref_cam", "field_cam", "grey_cam"}  # configs/cameras.yaml
 
 
 def test_ingestion_runs_in_its_own_pool_limited_by_dagster_yaml():

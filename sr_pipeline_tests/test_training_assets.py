@@ -15,10 +15,11 @@ from sr_pipeline.defs.training import (
     GPU_K8S_TAGS,
     co_trained_student_and_downsampler,
     learned_degradation_lr_sets,
+    camera_training_job,
     teacher_checkpoint,
-    training_job,
 )
 from sr_pipeline.intake.ingest import ingest_folder
+from sr_pipeline.storage import store
 from conftest import encode, pixels
 
 TINY_PROFILE = """
@@ -44,18 +45,38 @@ def tiny_profile(tmp_path: Path) -> Path:
     return path
 
 
+TWO_FIELD_CAMERAS = """\
+cameras:
+  ref_cam: {role: hr_reference}
+  field_cam: {role: field_lr, min_field_images: 3}
+  line2_cam: {role: field_lr, min_field_images: 3}
+"""
+
+
 @pytest.fixture
-def ingested(layout, registry, tmp_path):
+def cameras_file(tmp_path: Path) -> Path:
+    """Two field cameras (each gets its own student); tiny pools are enough for the tiny profile."""
+    path = tmp_path / "two_field_cameras.yaml"
+    path.write_text(TWO_FIELD_CAMERAS)
+    return path
+
+
+@pytest.fixture
+def ingested(layout, cameras_file, tmp_path):
+    from sr_pipeline.intake.cameras import load_registry
+
+    registry = load_registry(cameras_file)
     src = tmp_path / "uploads"
     src.mkdir()
     for i in range(3):
         (src / f"ref{i}.png").write_bytes(encode(pixels(64, 56, seed=i)))
     ingest_folder(layout, registry, src, "ref_cam", batch_key="ref_cam-20260101T000000-abc")
-    field = tmp_path / "field"
-    field.mkdir()
-    for i in range(3):
-        (field / f"f{i}.png").write_bytes(encode(pixels(24, 20, seed=10 + i)))
-    ingest_folder(layout, registry, field, "field_cam", batch_key="field_cam-20260101T000000-def")
+    for camera, n, seed in (("field_cam", 3, 10), ("line2_cam", 2, 50)):
+        field = tmp_path / camera
+        field.mkdir()
+        for i in range(n):
+            (field / f"f{i}.png").write_bytes(encode(pixels(24, 20, seed=seed + i)))
+        ingest_folder(layout, registry, field, camera, batch_key=f"{camera}-20260101T000000-def")
     return layout
 
 
@@ -90,13 +111,21 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
                  "pipes_subprocess_client": dg.PipesSubprocessClient(),
                  "lr_sets": LRSetSettings(variants_per_image=2)}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler,
-                              learned_degradation_lr_sets],
-                             selection=[teacher_checkpoint, co_trained_student_and_downsampler,
-                                        learned_degradation_lr_sets],
-                             resources=resources, instance=instance)
+        instance.add_dynamic_partitions("field_cameras", ["field_cam", "line2_cam"])
+        teacher_run = materialize([raw_plant_images, teacher_checkpoint], selection=[teacher_checkpoint],
+                                  resources=resources, instance=instance)
+        assert teacher_run.success
+        assets = [raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets]
+        result = materialize(assets, selection=[co_trained_student_and_downsampler, learned_degradation_lr_sets],
+                             resources=resources, instance=instance, partition_key="field_cam")
         assert result.success
-        teacher = result.output_for_node("teacher_checkpoint")
+        # line2_cam has 2 field images, below its min_field_images: a clear failure, nothing trained
+        short = materialize(assets, selection=[co_trained_student_and_downsampler], resources=resources,
+                            instance=instance, partition_key="line2_cam", raise_on_error=False)
+        assert not short.success
+        failure = " ".join(str(e.event_specific_data) for e in short.all_events if e.is_failure)
+        assert "'line2_cam' has 2 unpaired field image(s)" in failure and "min_field_images" in failure
+        teacher = teacher_run.output_for_node("teacher_checkpoint")
         student = Path(result.output_for_node("co_trained_student_and_downsampler", "co_trained_student"))
         g = Path(result.output_for_node("co_trained_student_and_downsampler", "learned_downsampler"))
         mats = {e.asset_key.to_user_string(): e.event_specific_data.materialization
@@ -105,10 +134,24 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
     assert student.name == g.name  # one version for the pair
     md = mats["co_trained_student"].metadata
     assert md["steps"].value == 3 and md["teacher"].value == teacher and md["num_field_images"].value == 3
+    assert md["camera"].value == "field_cam" and mats["co_trained_student"].partition == "field_cam"
+    info = json.loads((student / "training.json").read_text())
+    field_cam_ids = set(store.list_images(ingested, role="field_lr", cameras=["field_cam"])["image_id"])
+    assert info["camera"] == "field_cam" and set(info["field_image_ids"]) == field_cam_ids  # its own images only
+    assert json.loads((g / "training.json").read_text())["camera"] == "field_cam"
+    # the fixed-degradation challenger of this teacher, trained once beside the first camera's student
+    challenger = Path(md["fixed_degradation_challenger"].value)
+    assert challenger == ingested.models / "student" / f"fixed-{Path(teacher).name}"
+    fixed_info = json.loads((challenger / "training.json").read_text())
+    assert fixed_info["challenger"] is True and fixed_info["camera"] is None and fixed_info["num_field_images"] == 0
+    assert fixed_info["profile"]["colearn"]["use_downsampler"] is False
+    students = sorted(p.parent.name for p in (ingested.models / "student").glob("*/training.json"))
+    assert students == sorted([student.name, challenger.name])  # line2_cam trained nothing
     assert md["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
     assert md["discriminator_accuracy"].value.startswith("![discriminator accuracy](")
     lr_md = mats["learned_degradation_lr_sets"].metadata
     assert lr_md["images"].value == 6  # 3 HR references x 2 variants
+    assert lr_md["camera"].value == "field_cam"
     assert Path(lr_md["catalog"].value).is_file()
     assert lr_md["diversity_l1"].value > 0
     assert {"realism_distance_learned", "realism_distance_bicubic", "preview"} <= set(lr_md)
@@ -132,7 +175,7 @@ def test_training_assets_are_in_the_gpu_pool_with_the_k8s_gpu_request():
     assert limits == {"nvidia.com/gpu": "1"}
     assert json.loads(teacher_checkpoint.op.tags["dagster-k8s/config"]) == GPU_K8S_TAGS["dagster-k8s/config"]
     assert spec.group_name == "training"
-    assert training_job.executor_def.name == "multiprocess"
+    assert camera_training_job.executor_def.name == "multiprocess"
 
 
 def test_training_command_is_the_cli_under_accelerate_launch(tiny_profile):

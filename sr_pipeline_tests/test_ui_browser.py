@@ -31,6 +31,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 from cdp import Page
 from deploy_fixtures import REPO_ROOT, child_env, require, start_group, stop_group, write_home
 from sr_pipeline.definitions import build_definitions
+from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.promotion_events import report_promotion
 from sr_pipeline.evaluation.promotion import find_student, promote_version
 from sr_pipeline.sr.checkpoints import model_version
@@ -40,6 +41,7 @@ from test_evaluation import add_pairs, save_downsampler, save_sr
 pytestmark = pytest.mark.browser
 
 REPORT = "evaluation_report"
+CAMERA = "field_cam"
 BIN = Path(sys.executable).parent
 
 
@@ -59,16 +61,21 @@ def record_model_assets(instance: DagsterInstance, layout: DataLayout, teacher: 
     def teacher_value() -> str:
         return str(teacher)
 
-    @dg.multi_asset(outs={"co_trained_student": dg.AssetOut(), "learned_downsampler": dg.AssetOut()})
+    @dg.multi_asset(outs={"co_trained_student": dg.AssetOut(), "learned_downsampler": dg.AssetOut()},
+                    partitions_def=field_cameras)
     def student_values():
         return str(student), str(downsampler)
 
-    assert dg.materialize([teacher_value, student_values], instance=instance).success
+    instance.add_dynamic_partitions(field_cameras.name, [CAMERA])
+    assert dg.materialize([teacher_value], instance=instance).success
+    assert dg.materialize([student_values], instance=instance, partition_key=CAMERA).success
     # As `sr-pipeline promote` records it: the promotion log, then the runless promoted_student event.
-    entry = promote_version(layout, find_student(layout, model_version(student)), "the plant's first student")
-    report_promotion(instance, entry["version"], entry["path"], entry["reason"])
+    row = find_student(layout, model_version(student)) | {"camera": CAMERA}
+    entry = promote_version(layout, row, "the plant's first student")
+    report_promotion(instance, entry["version"], entry["path"], entry["reason"], entry["camera"])
     # calibration_pairs_sensor would otherwise request its own evaluation run for the 3 pairs.
-    instance.report_runless_asset_event(dg.AssetMaterialization(REPORT, metadata={"calibration_pairs": 3}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(REPORT, partition=CAMERA,
+                                                                metadata={"calibration_pairs": 3}))
 
 
 @pytest.fixture
@@ -175,11 +182,26 @@ def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_
         page.goto(f"{base}/assets/{REPORT}")
         page.wait_for("document.body && document.body.innerText.includes('Latest materialization')",
                       "the report asset's page", timeout=120)
-        page.click("button", "the Materialize button", text="Materialize")
+        # A partitioned asset: Materialize opens the partition dialog (one field camera here), then launch.
+        page.click("button", "the Materialize button", text="Materialize…")
+        # The dialog opens on "failed and missing" (none here: the report exists); choose All, which the
+        # dialog may only take once its partitions have loaded, so it is chosen again until 1 is selected.
+        launch = page.wait_for(
+            """(() => { const seen = [...document.querySelectorAll('[role=dialog] button')]
+                   .filter(e => e.getBoundingClientRect().width > 0);
+                const go = seen.find(e => /^Launch 1 run/.test(e.innerText.trim()) && !e.disabled);
+                if (go) return go.innerText.trim();
+                const all = seen.find(e => e.innerText.trim() === 'All');
+                if (all) all.click();
+                return null; })()""",
+            "the partition dialog's launch button for 1 run", timeout=120)
+        page.click("button", "the launch button", text=launch)
+        page.wait_for("!document.querySelector('[role=dialog]')", "the dialog to close once launched", timeout=120)
         run, event = wait_for_run(home, page)
         report = event.asset_materialization.metadata["report"].value
         assert event.run_id == run.run_id and Path(report).is_file()
-        assert run.job_name == "__ASSET_JOB" and run.asset_selection == {dg.AssetKey(REPORT)}
+        assert Path(report).parent.parent.name == CAMERA and event.asset_materialization.partition == CAMERA
+        assert run.asset_selection == {dg.AssetKey(REPORT)} and run.tags.get("dagster/partition") == CAMERA
 
         page.goto(f"{base}/assets/{REPORT}")  # the Overview tab's Metadata table: the latest materialisation
         page.wait_for(

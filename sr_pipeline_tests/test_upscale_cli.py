@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import tiny_sr_model
 from sr_pipeline.cli import main
+from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.storage.layout import DataLayout
 
 FAST = ["--tile", "16", "--overlap", "4"]
 
@@ -170,3 +172,59 @@ def test_bad_consistency_options_are_usage_errors(tmp_path, student_dir, capsys,
                        *[where.get(e, e) for e in extra])
     assert named in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_model_is_the_named_cameras_promoted_student(tmp_path, capsys):
+    """One promoted student per field camera: without --model, --camera picks whose (needed once several have one)."""
+    from sr_pipeline.storage.registry import record_promotion
+
+    data = tmp_path / "data"
+    models = {}
+    for i, camera in enumerate(("field_cam", "grey_cam")):
+        models[camera] = tiny_sr_model(data / "models" / "student" / f"s-{camera}",
+                                       {"kind": "student", "version": f"s-{camera}", "camera": camera}, seed=i)
+        record_promotion(DataLayout(data), f"s-{camera}", str(models[camera]), "test", camera)
+    img = _image(tmp_path / "a.png")
+    code = main(["--data", str(data), "upscale", str(img), "--out", str(tmp_path / "o"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "field_cam, grey_cam" in err and "--camera" in err and not (tmp_path / "o").exists()
+    code = main(["--data", str(data), "upscale", str(img), "--out", str(tmp_path / "o"), "--camera", "grey_cam", *FAST])
+    assert code == 0, capsys.readouterr().err
+    out = next((tmp_path / "o").glob("*.png"))
+    assert png_text(out)["sr_pipeline:model_version"] == "s-grey_cam"
+    code = main(["--data", str(data), "upscale", str(img), "--out", str(tmp_path / "o2"), "--camera", "line3", *FAST])
+    assert code == 2 and "no student has been promoted for field camera 'line3'" in capsys.readouterr().err
+    # `sr-pipeline models` says which camera each student is promoted for
+    assert main(["--data", str(data), "models", "--json"]) == 0
+    rows = {r["version"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["s-grey_cam"]["promoted_for"] == ["grey_cam"] and rows["s-grey_cam"]["camera"] == "grey_cam"
+    assert main(["--data", str(data), "models"]) == 0
+    table = capsys.readouterr().out
+    assert "promoted for" in table and any(line.startswith("student") and line.rstrip().endswith("field_cam")
+                                          for line in table.splitlines())
+
+
+def test_promote_by_hand_is_per_field_camera(tmp_path, capsys):
+    from sr_pipeline.storage.registry import promoted_student_dir, record_promotion
+
+    data = tmp_path / "data"
+    layout = DataLayout(data)
+    old = tiny_sr_model(data / "models" / "student" / "s-old", {"kind": "student", "version": "s-old",
+                                                               "camera": "field_cam"})
+    new = tiny_sr_model(data / "models" / "student" / "s-new", {"kind": "student", "version": "s-new",
+                                                               "camera": "field_cam"}, seed=1)
+    fixed = tiny_sr_model(data / "models" / "student" / "fixed-t1", {"kind": "student", "version": "fixed-t1",
+                                                                    "challenger": True}, seed=2)
+    grey = tiny_sr_model(data / "models" / "student" / "s-grey", {"kind": "student", "version": "s-grey",
+                                                                 "camera": "grey_cam"}, seed=3)
+    for version, path, camera in (("s-old", old, "field_cam"), ("s-new", new, "field_cam"), ("s-grey", grey, "grey_cam")):
+        record_promotion(layout, version, str(path), "test", camera)
+    assert main(["--data", str(data), "promote", "s-old"]) == 0  # the rollback, for the camera it was trained for
+    assert "field camera field_cam's images" in capsys.readouterr().out
+    assert promoted_student_dir(layout, "field_cam") == old and promoted_student_dir(layout, "grey_cam") == grey
+    assert main(["--data", str(data), "promote", "s-old", "--camera", "grey_cam"]) == 2
+    assert "trained for field camera 'field_cam', not 'grey_cam'" in capsys.readouterr().err
+    assert main(["--data", str(data), "promote", "fixed-t1"]) == 2  # the challenger serves whom? it must be said
+    assert "--camera" in capsys.readouterr().err
+    assert main(["--data", str(data), "promote", "fixed-t1", "--camera", "grey_cam"]) == 0
+    assert promoted_student_dir(layout, "grey_cam") == fixed and promoted_student_dir(layout, "field_cam") == old

@@ -1,11 +1,13 @@
-"""The ``upscaled_archive`` asset: each upload batch's field LR images through the promoted student.
+"""The ``upscaled_archive`` asset: each upload batch's field LR images through the student promoted
+for the batch's field camera.
 
-Partitioned like ``raw_plant_images``; it depends on it and on ``promoted_student`` (whose data
-version is the promoted model's version), so the lineage shows which student made each archived
-batch and a new promotion marks the batches made by the old one stale. The model used is the one the
-promotion log names now (``promoted_student_dir``, which ``sr-pipeline promote`` may have changed
-without a run), recorded per file. The work is in :mod:`sr_pipeline.serving.archive`; torch is
-imported only when a run upscales.
+Partitioned like ``raw_plant_images``; it depends on it and on every camera's ``promoted_student``
+(whose data version is the promoted model's version), so the lineage shows which students made the
+archived batches and a new promotion marks batches stale. The model used is the one the promotion
+log names now for the batch's camera (``served_student``: the camera's own promoted student, or its
+``fallback_camera``'s while it has none and only if cameras.yaml sets one; ``sr-pipeline promote``
+may change it without a run), recorded per file. The work is in :mod:`sr_pipeline.serving.archive`;
+torch is imported only when a run upscales.
 
 Each output's consistency verdict (``ok`` / ``check``, issue 12) is in the manifest; a partition's
 metadata shows how many outputs were flagged and which, and the ``archive_flagged_share`` check
@@ -78,13 +80,14 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
 @dg.asset(
     partitions_def=upload_batches,
     group_name="archive",
-    deps=[raw_plant_images, dg.AssetKey("promoted_student")],
+    deps=[raw_plant_images, dg.AssetDep("promoted_student", partition_mapping=dg.AllPartitionMapping())],
     kinds={"pytorch", "parquet"},
     # Its own pool (limit 1 by dagster.yaml's default): a backfill over many batches upscales one batch at
     # a time instead of loading a model and a tile band per run at once, without waiting on training.
     pool="upscale",
     description=(
-        "The batch's accepted field LR images upscaled by the promoted student (tiled, memory-bounded), as "
+        "The batch's accepted field LR images upscaled by the student promoted for its field camera (or the "
+        "camera's configured fallback camera's; tiled, memory-bounded), as "
         "PNGs under archive/<batch>/ with the model version and source hash in their metadata, and a "
         "manifest (archive/<batch>/manifest.parquet). Each output's consistency with its input (verdict ok / "
         "check, heat maps of check outputs under archive/<batch>/consistency_maps/) is in the manifest and the "
@@ -94,17 +97,33 @@ def _outputs_markdown(manifest, limit: int = MAX_TABLE_ROWS) -> str:
 )
 def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                      storage: PlantStorage) -> dg.MaterializeResult:
-    from sr_pipeline.serving.archive import archive_batch, flagged, preview_strip
-    from sr_pipeline.storage.registry import promoted_student_dir
+    from sr_pipeline.evaluation.promotion import no_student_message, served_student
+    from sr_pipeline.serving.archive import archive_batch, batch_field_cameras, flagged, preview_strip
     from sr_pipeline.sr.figures import png_markdown
 
     layout = storage.layout()
-    model_dir = promoted_student_dir(layout)
-    if model_dir is None:
-        raise dg.Failure("no student has been promoted yet: materialise co_trained_student and promoted_student "
-                         "(a student that passes the promotion gate) or promote one with `sr-pipeline promote`")
+    registry = storage.registry()
     batch = context.partition_key
-    context.log.info(f"archiving batch {batch} with student {model_dir}")
+    try:
+        cameras = batch_field_cameras(layout, batch)
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from exc
+    if len(cameras) > 1:
+        raise dg.Failure(f"batch {batch} holds images of several field cameras ({', '.join(cameras)}); each camera "
+                         "has its own student, so upload each camera's images in its own batch")
+    if not cameras:
+        context.log.info(f"batch {batch} holds no field LR images: nothing to upscale")
+        return dg.MaterializeResult(metadata={"images": 0, "upscaled": 0},
+                                    data_version=dg.DataVersion(fingerprint([batch, "no field images"])))
+    camera = cameras[0]
+    served = served_student(layout, registry, camera)
+    if served is None:
+        raise dg.Failure(no_student_message(registry, camera))
+    model_dir = served.path
+    if served.fallback:
+        context.log.warning(f"field camera {camera} has no promoted student of its own: using its fallback camera "
+                            f"{served.camera}'s student {served.version} (fallback_camera in cameras.yaml)")
+    context.log.info(f"archiving batch {batch} of field camera {camera} with student {model_dir}")
     try:
         result = archive_batch(
             layout, batch, model_dir, tile=config.tile, overlap=config.overlap, tile_batch=config.tile_batch,
@@ -131,6 +150,9 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
         "skipped_already_done": result.skipped,
         "model_version": result.model_version,
         "model_path": dg.MetadataValue.path(result.model_path),
+        "camera": camera,
+        "student_camera": served.camera,
+        "fallback_student": served.fallback,
         "manifest": dg.MetadataValue.path(str(result.manifest_path)),
         "dagster/row_count": len(manifest),
         "outputs": dg.MetadataValue.md(_outputs_markdown(manifest)),

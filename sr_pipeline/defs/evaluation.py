@@ -1,5 +1,6 @@
 """The promotion gate (blocking checks on ``co_trained_student``), ``promoted_student`` and the
-``evaluation_report`` asset.
+``evaluation_report`` asset, all per field camera (the ``field_cameras`` partition): a camera's
+student is judged on that camera's calibration pairs against that camera's promoted student.
 
 The gate is a ``multi_asset_check`` with four blocking specs (valid outputs, not worse than
 bicubic, not worse than the promoted student, not over-sharpened). It runs right after the student is trained, before
@@ -21,10 +22,26 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.defs.training import GPU_K8S_TAGS
 
 STUDENT = dg.AssetKey("co_trained_student")
+
+
+def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> str:
+    """The folder the newest materialisation of ``key``'s ``partition`` recorded (its ``model_path`` metadata).
+
+    The gate is not partitioned itself (partitioned checks are a Dagster preview), so an input would load
+    every camera's student; it reads its own camera's from the instance instead."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has no materialisation for field camera {partition!r}")
+    value = records[0].asset_materialization.metadata.get("model_path")
+    if value is None:
+        raise dg.Failure(f"the newest {key.to_user_string()} of field camera {partition!r} recorded no path")
+    return str(value.value)
 
 
 def _env_float(name: str, default: str) -> float:
@@ -85,52 +102,56 @@ def _check_metadata(values: dict) -> dict:
 
 @dg.multi_asset_check(
     specs=GATE_CHECKS,
-    ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
     pool="gpu",
     op_tags=GPU_K8S_TAGS,  # every gpu-pool step asks Kubernetes for a GPU (test_k8s_jobs.py)
-    description="The promotion gate: scores the candidate, the promoted student and bicubic on the calibration "
-    "pairs; promoted_student records a candidate that passes all four checks.",
+    description="The promotion gate of one field camera (the run's partition): scores its candidate, its promoted "
+    "student and bicubic on its calibration pairs; promoted_student records a candidate that passes all four checks.",
 )
-def promotion_gate(context: dg.AssetCheckExecutionContext, co_trained_student: str, storage: PlantStorage,
-                   gate: GateSettings):
+def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage, gate: GateSettings):
     from sr_pipeline.evaluation.calibration import evaluate_gate
     from sr_pipeline.evaluation.promotion import reference_student
     from sr_pipeline.sr.checkpoints import model_version
 
+    if not context.has_partition_key:
+        raise dg.Failure("promotion_gate judges one field camera's student: run it with co_trained_student's "
+                         "partition (the camera id)")
+    camera = context.partition_key
     layout = storage.layout()
-    candidate = Path(co_trained_student)
-    ref = reference_student(layout, model_version(candidate))
+    candidate = Path(materialized_path(context.instance, STUDENT, camera))
+    ref = reference_student(layout, model_version(candidate), camera)
     decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
-                             device=gate.device)
+                             device=gate.device, camera=camera)
     context.log.info(decision.plain())
     for c in decision.criteria:
         yield dg.AssetCheckResult(
             asset_key=STUDENT, check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.ERROR,
             description=c.message,
             metadata={**_check_metadata(c.values), "gate_action": decision.action, "candidate": decision.candidate,
-                      "compared_with": decision.reference or "none"},
+                      "compared_with": decision.reference or "none", "camera": camera},
         )
 
 
 @dg.asset(
     group_name="promotion",
     ins={"co_trained_student": dg.AssetIn(key=STUDENT)},
-    description="The student the archive uses (its value is the checkpoint folder, its data version the model "
-    "version). Materialises only after the blocking promotion_gate checks on co_trained_student passed in the same "
-    "run, and records the promotion; a student an operator rolled back from is not re-promoted (the promoted one "
-    "stays). `sr-pipeline promote VERSION` reports a runless materialisation of it.",
+    partitions_def=field_cameras,
+    description="The student the archive uses for the field camera (its value is the checkpoint folder, its data "
+    "version the model version). Materialises only after the blocking promotion_gate checks on co_trained_student "
+    "passed in the same run, and records the promotion; a student an operator rolled back from is not re-promoted "
+    "(the promoted one stays). `sr-pipeline promote VERSION` reports a runless materialisation of it.",
 )
 def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
                      storage: PlantStorage) -> dg.Output[str]:
     from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate
 
     try:
-        done = promote_after_gate(storage.layout(), Path(co_trained_student))
+        done = promote_after_gate(storage.layout(), Path(co_trained_student), context.partition_key)
     except PromotionError as exc:
         raise dg.Failure(str(exc)) from exc
-    context.log.info(f"{done.action}: the promoted student is {done.version}")
+    context.log.info(f"{done.action}: the promoted student of field camera {context.partition_key} is {done.version}")
     return dg.Output(str(done.path), data_version=dg.DataVersion(done.version),
                      metadata={"model_version": done.version, "model_path": dg.MetadataValue.path(str(done.path)),
+                               "camera": context.partition_key,
                                "action": done.action, "candidate": dg.MetadataValue.path(co_trained_student)})
 
 
@@ -154,6 +175,7 @@ def _report_metadata(outcome) -> dict:
         "promoted": s["gate"]["action"] == "already_promoted",
         "reused_gate_scores": ", ".join(outcome.reused) or "none",
         "calibration_pairs": int(s["pairs"]),
+        "camera": str(s.get("camera") or ""),
         "device": s["device"],
         "candidate": dg.MetadataValue.path(s["models"]["candidate"]["path"]),
         "teacher": dg.MetadataValue.path(s["models"]["teacher"]["path"]),
@@ -179,10 +201,11 @@ def _report_metadata(outcome) -> dict:
     op_tags=GPU_K8S_TAGS,
     kinds={"pytorch", "html"},
     deps=[promoted_student],
-    description="The weekly evaluation report (data/reports/<date>/index.html): bicubic, the teacher, the new and the "
-    "promoted student on the calibration pairs, the downsampler's LR realism, the gate decision, trends and "
-    "crops. Reads the promotion log (after promoted_student) and reuses the gate's scores of the candidate. "
-    "Its value is the report's path.",
+    partitions_def=field_cameras,
+    description="The weekly evaluation report of one field camera (data/reports/CAMERA/DATE/index.html): "
+    "bicubic, the teacher, the camera's new and promoted student on its calibration pairs, its downsampler's LR "
+    "realism, the gate decision, trends and crops. Reads the promotion log (after promoted_student) and reuses "
+    "the gate's scores of the candidate. Its value is the report's path.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str, co_trained_student: str,
                       learned_downsampler: str, storage: PlantStorage, gate: GateSettings) -> dg.Output[str]:
@@ -192,11 +215,13 @@ def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str
     from sr_pipeline.sr.pairs import EvaluationError
 
     layout = storage.layout()
+    camera = context.partition_key
     candidate = Path(co_trained_student)
-    ref = reference_student(layout, model_version(candidate))
+    ref = reference_student(layout, model_version(candidate), camera)
     try:
         outcome = run_evaluation(layout, Path(teacher_checkpoint), candidate, Path(ref["path"]) if ref else None,
-                                 Path(learned_downsampler), plant_today(), gate.thresholds(), device=gate.device)
+                                 Path(learned_downsampler), plant_today(), gate.thresholds(), device=gate.device,
+                                 camera=camera)
     except EvaluationError as exc:
         raise dg.Failure(str(exc)) from exc
     for line in outcome.headline:
@@ -207,6 +232,6 @@ def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str
 evaluation_job = dg.define_asset_job(
     "evaluation_job",
     selection=dg.AssetSelection.assets(evaluation_report),
-    description="Re-evaluates the current models on the calibration pairs and writes the dated report "
-    "(weekly schedule; new calibration pairs).",
+    description="Re-evaluates one field camera's current models on its calibration pairs and writes its dated "
+    "report (weekly schedule, one run per camera; new calibration pairs of the camera).",
 )

@@ -21,7 +21,8 @@ from dagster import (
 )
 
 from sr_pipeline.storage import store
-from sr_pipeline.defs.partitions import upload_batches
+from sr_pipeline.defs.partitions import add_field_camera_partitions, upload_batches
+from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.intake.ingest import IngestSummary, ingest_batch
 from sr_pipeline.storage.layout import DataLayout
@@ -83,12 +84,18 @@ def _data_version(summary: IngestSummary) -> DataVersion:
     description=(
         "Camera uploads of one batch, validated, decoded (EXIF orientation applied), normalised to "
         "8-bit RGB, stored once by content hash and catalogued (catalog/images/<batch>.parquet). "
-        "Bad files are quarantined with a JSON reason; duplicates are recorded, not stored twice."
+        "Bad files are quarantined with a JSON reason; duplicates are recorded, not stored twice. A field "
+        "camera's first accepted images add its field_cameras partition."
     ),
 )
 def raw_plant_images(context: AssetExecutionContext, storage: PlantStorage) -> MaterializeResult:
     layout = storage.layout()
-    summary = ingest_batch(layout, storage.registry(), context.partition_key)
+    registry = storage.registry()
+    summary = ingest_batch(layout, registry, context.partition_key)
+    field = {f.camera for f in summary.files if f.outcome != store.QUARANTINED and f.role == CameraRole.field_lr}
+    for camera in add_field_camera_partitions(context.instance, field):
+        context.log.info(f"new field camera {camera}: added its field_cameras partition (its own camera model and "
+                         "student)")
     context.log.info(
         f"batch {summary.batch}: {summary.files_in} files, {summary.accepted} accepted, "
         f"{summary.duplicate} duplicate, {summary.quarantined} quarantined"

@@ -4,9 +4,10 @@ requested; Dagster stores it together with the run requests and the partition ad
 either happens completely or not at all. ``run_key`` is the batch key, which makes each batch's run
 unique forever.
 
-Once a student is promoted (``promoted_student_dir``), the run of a field camera's batch also
-materialises ``upscaled_archive`` for that batch; otherwise the run selects ``raw_plant_images``
-alone. The tag ``sr_pipeline/archive`` says which.
+Once a student serves the batch's field camera (its own promoted one, or its configured fallback
+camera's: ``served_student``), the run of that camera's batch also materialises ``upscaled_archive``
+for that batch; otherwise the run selects ``raw_plant_images`` alone. The tag ``sr_pipeline/archive``
+says which.
 """
 
 
@@ -29,7 +30,7 @@ from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCamera
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.storage.registry import promoted_student_dir
+from sr_pipeline.evaluation.promotion import served_student
 from sr_pipeline.intake.uploads import poll_landing, stable_seconds_from_env
 
 INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
@@ -40,11 +41,14 @@ def _interval_from_env() -> int:
     return int(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS))
 
 
-def _archives(registry: CameraRegistry, camera: str) -> bool:
+def _archives(layout, registry: CameraRegistry, camera: str) -> bool:
+    """Whether a batch of ``camera`` is upscaled in its ingestion run: a field camera that a student serves."""
     try:
-        return registry.get(camera).role == CameraRole.field_lr
+        if registry.get(camera).role != CameraRole.field_lr:
+            return False
     except UnknownCameraError:
         return False
+    return served_student(layout, registry, camera) is not None
 
 
 def build_camera_upload_sensor(
@@ -66,7 +70,7 @@ def build_camera_upload_sensor(
         description=(
             "Claims camera uploads in <data>/landing/<camera>/ once their size and mtime are stable, "
             "one upload batch per camera per tick, adds the batch partition and requests its ingestion "
-            "(and, once a student is promoted, the batch's upscaled archive)."
+            "(and, once a student serves the batch's field camera, the batch's upscaled archive)."
         ),
     )
     def _camera_upload_sensor(context: SensorEvaluationContext, storage: PlantStorage) -> SensorResult:
@@ -86,10 +90,9 @@ def build_camera_upload_sensor(
             what = "recovered unrequested batch" if batch.recovered else f"claimed {len(batch.files)} file(s)"
             context.log.info(f"{batch.batch_key}: {what}")
         keys = [b.batch_key for b in result.batches]
-        have_student = promoted_student_dir(layout) is not None
         requests = []
         for b in result.batches:
-            archive = have_student and _archives(registry, b.camera)
+            archive = _archives(layout, registry, b.camera)
             requests.append(RunRequest(
                 run_key=b.batch_key,
                 partition_key=b.batch_key,

@@ -1,7 +1,10 @@
 """Training assets: launched as separate processes through Dagster Pipes, in the ``gpu`` pool.
 
-No torch import here: the Dagster process never initialises CUDA. Each asset picks the output
-folder and a resumable run folder keyed by its inputs, so a retried run resumes a crashed one.
+One teacher for the plant (unpartitioned); one co-learned student, learned downsampler and set of
+learned LR images per field camera (partitioned by ``field_cameras``: each camera's model learns
+from that camera's field images only). No torch import here: the Dagster process never initialises
+CUDA. Each asset picks the output folder and a resumable run folder keyed by its inputs, so a
+retried run resumes a crashed one.
 """
 
 
@@ -10,9 +13,14 @@ from pathlib import Path
 import dagster as dg
 
 from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
 from sr_pipeline.storage.versions import fingerprint, new_version
+
+# Every upload batch can hold images of the camera (and HR references): all of them feed each camera's training.
+ALL_UPLOADS = dg.AssetDep(raw_plant_images, partition_mapping=dg.AllPartitionMapping())
+
 
 def gpu_k8s_tags(gpus: int = 1) -> dict:
     """Asks Kubernetes (k8s_job_executor / dagster-k8s run launcher) for ``gpus`` GPUs for the step's pod."""
@@ -36,7 +44,8 @@ def training_metadata(model_dir: Path) -> dict:
     info = json.loads((model_dir / "training.json").read_text())
     history = info.get("history") or []
     md: dict = {
-        "path": dg.MetadataValue.path(str(model_dir)),
+        # not "path": Dagster's filesystem IO manager writes its own "path" (the pickled value's) over it
+        "model_path": dg.MetadataValue.path(str(model_dir)),
         "version": info.get("version", model_dir.name),
         "steps": int(info.get("steps", 0)),
         "wall_time_s": round(float(info.get("wall_time_s", 0.0)), 1),
@@ -79,7 +88,7 @@ def _launch(context, training: TrainingSettings, client: dg.PipesSubprocessClien
 
 @dg.asset(
     group_name="training",
-    deps=[raw_plant_images],
+    deps=[ALL_UPLOADS],
     pool="gpu",
     op_tags=TRAINING_K8S_TAGS,
     kinds={"pytorch"},
@@ -111,19 +120,42 @@ def teacher_checkpoint(
     return dg.Output(str(out_dir), metadata=training_metadata(out_dir), data_version=dg.DataVersion(version))
 
 
+def _ensure_challenger(context, training: TrainingSettings, client: dg.PipesSubprocessClient, layout, profile: Path,
+                       teacher: str, hr_ids: list[str]) -> Path:
+    """The fixed-degradation challenger of this teacher (trained once per teacher, reused by every camera's gate)."""
+    from sr_pipeline.sr.checkpoints import model_version
+    from sr_pipeline.storage.registry import challenger_dir
+
+    out = challenger_dir(layout, model_version(Path(teacher)))
+    if (out / "training.json").is_file():
+        context.log.info(f"reusing the fixed-degradation challenger {out.name} of teacher {Path(teacher).name}")
+        return out
+    run_dir = _run_dir(layout, "challenger", profile, hr_ids, [teacher])
+    context.log.info(f"training the fixed-degradation challenger {out.name} (bicubic degradation, no camera model; "
+                     "once per teacher, every camera's promotion gate compares its student with it)")
+    _launch(context, training, client, "colearn", layout,
+            ["--config", str(profile), "--teacher", teacher, "--fixed-degradation", "--out", str(out),
+             "--run-dir", str(run_dir), "--resume"], {})
+    if not (out / "training.json").is_file():
+        raise dg.Failure(f"the challenger's training finished without writing {out}")
+    return out
+
+
 @dg.multi_asset(
     outs={
         "co_trained_student": dg.AssetOut(
             group_name="training", kinds={"pytorch"},
-            description="The single-step student (EMA weights) distilled from the teacher and co-trained with "
-            "the learned downsampler against two discriminators. Its value is the checkpoint folder's path."),
+            description="The field camera's single-step student (EMA weights) distilled from the teacher and "
+            "co-trained with its learned downsampler against two discriminators. Its value is the checkpoint "
+            "folder's path."),
         "learned_downsampler": dg.AssetOut(
             group_name="training", kinds={"pytorch"},
-            description="The learnable downsampler G: how the plant's field cameras degrade a scene. "
-            "Its value is the checkpoint folder's path."),
+            description="The learnable downsampler G of one field camera: how that camera degrades a scene "
+            "(blur, sensor noise; docs/camera_model.md). Its value is the checkpoint folder's path."),
     },
     ins={"teacher_checkpoint": dg.AssetIn()},
-    deps=[raw_plant_images],
+    deps=[ALL_UPLOADS],
+    partitions_def=field_cameras,
     pool="gpu",
     op_tags=TRAINING_K8S_TAGS,
 )
@@ -135,41 +167,56 @@ def co_trained_student_and_downsampler(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ):
     from sr_pipeline.storage.store import list_images
+    from sr_pipeline.training.run import too_few_field_images
 
     layout = storage.layout()
+    camera = context.partition_key
+    registry = storage.registry()
+    if camera not in registry or registry.get(camera).role != CameraRole.field_lr:
+        raise dg.Failure(f"partition {camera!r} is not a field_lr camera of the camera registry "
+                         f"(field cameras: {', '.join(registry.ids(CameraRole.field_lr)) or 'none'})")
     hr = list_images(layout, role=CameraRole.hr_reference)
-    field = list_images(layout, role=CameraRole.field_lr)
-    if hr.empty or field.empty:
-        raise dg.Failure("co-learning needs HR references and unpaired field LR images in the catalog")
+    field = list_images(layout, role=CameraRole.field_lr, cameras=[camera])
+    if hr.empty:
+        raise dg.Failure("co-learning needs HR references in the catalog; upload to an hr_reference camera first")
+    too_few = too_few_field_images(registry, camera, len(field))
+    if too_few is not None:
+        raise dg.Failure(too_few)
     profile = training.profile_path()
     version = new_version()
     student_dir = layout.model_dir("student", version)
     downsampler_dir = layout.model_dir("downsampler", version)
-    run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint])
-    context.log.info(f"co-learning {version} from teacher {teacher_checkpoint}: {len(hr)} HR references, "
-                     f"{len(field)} field LR images, profile {profile}")
+    run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint, camera])
+    context.log.info(f"co-learning {version} for field camera {camera} from teacher {teacher_checkpoint}: "
+                     f"{len(hr)} HR references, {len(field)} of the camera's field LR images, profile {profile}")
     _launch(context, training, pipes_subprocess_client, "colearn", layout,
-            ["--config", str(profile), "--teacher", teacher_checkpoint, "--out", str(student_dir),
+            ["--config", str(profile), "--teacher", teacher_checkpoint, "--camera", camera,
+             "--cameras", str(Path(storage.cameras_file).resolve()), "--out", str(student_dir),
              "--downsampler-out", str(downsampler_dir), "--run-dir", str(run_dir), "--resume"],
             {"student": "co_trained_student", "downsampler": "learned_downsampler"})
     if not (student_dir / "training.json").is_file():
         raise dg.Failure(f"co-learning finished without writing {student_dir}")
+    challenger = _ensure_challenger(context, training, pipes_subprocess_client, layout, profile, teacher_checkpoint,
+                                    list(hr["image_id"]))
     if not (downsampler_dir / "training.json").is_file():
         raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
     for name, path in (("co_trained_student", student_dir), ("learned_downsampler", downsampler_dir)):
         metadata = training_metadata(path)
         metadata["teacher"] = dg.MetadataValue.path(teacher_checkpoint)
+        metadata["camera"] = camera
+        metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(str(challenger))
         yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 
 
 @dg.asset(
     group_name="degradation",
-    deps=[raw_plant_images],
+    deps=[ALL_UPLOADS],
+    partitions_def=field_cameras,
     kinds={"pytorch"},
-    description="For each HR reference, K LR variants from the learned downsampler (different noise): "
-    "stored and catalogued like uploads, with their diversity and realism against the field LR pool next "
-    "to bicubic LR.",
+    description="For each HR reference, K LR variants from the field camera's learned downsampler (different "
+    "noise): stored and catalogued like uploads, with their diversity and realism against that camera's field "
+    "LR images next to bicubic LR.",
 )
 def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
                                 storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
@@ -189,6 +236,7 @@ def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downs
             "catalog": dg.MetadataValue.path(str(result.catalog_path)),
             "images": result.rows,
             "downsampler": dg.MetadataValue.path(learned_downsampler),
+            "camera": str(s.get("camera") or context.partition_key),
             "diversity_l1": float(s["diversity_l1"]),
             "realism_distance_learned": float(learned["total"]),
             "realism_distance_bicubic": float(bicubic["total"]),
@@ -203,19 +251,21 @@ def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downs
 
 _TRAINING_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 1})
 
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.groups("training", "degradation", "promotion"),
-    description="Trains the teacher, then co-trains the student and the downsampler, then makes the learned "
-    "LR sets. Steps run one at a time (the gpu pool also limits them across runs); on Kubernetes swap the "
-    "executor for dagster_k8s.k8s_job_executor (docs/kubernetes.md).",
+teacher_job = dg.define_asset_job(
+    "teacher_job",
+    selection=dg.AssetSelection.assets("teacher_checkpoint"),
+    description="Trains the teacher on every HR reference (one teacher for the plant). Then run "
+    "camera_training_job for each field camera.",
     executor_def=_TRAINING_EXECUTOR,
 )
 
-student_retraining_job = dg.define_asset_job(
-    "student_retraining_job",
+camera_training_job = dg.define_asset_job(
+    "camera_training_job",
     selection=dg.AssetSelection.assets("co_trained_student", "promoted_student", "learned_downsampler",
                                        "learned_degradation_lr_sets"),
-    description="Retrains the student and the downsampler on the current data with the current teacher.",
+    description="One field camera (the run's partition): co-trains its student and downsampler from the current "
+    "teacher on its field images, gates the student on its calibration pairs, promotes it and makes its learned "
+    "LR sets. Steps run one at a time (the gpu pool also limits them across runs); on Kubernetes swap the "
+    "executor for dagster_k8s.k8s_job_executor (docs/kubernetes.md).",
     executor_def=_TRAINING_EXECUTOR,
 )

@@ -56,9 +56,12 @@ def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, st
     return rows, unread
 
 
-def archive_consistency(layout: DataLayout, report_date: date, tz: str | None = None) -> ArchiveConsistency:
-    """The archive's outputs restored up to ``report_date``, days in the plant's time zone (``tz``,
-    else ``$SR_PIPELINE_PLANT_TZ``, else UTC)."""
+def archive_consistency(layout: DataLayout, report_date: date, tz: str | None = None,
+                        camera: str | None = None) -> ArchiveConsistency:
+    """The archive's outputs (one field camera's when given) restored up to ``report_date``, days in the
+    plant's time zone (``tz``, else ``$SR_PIPELINE_PLANT_TZ``, else UTC)."""
     rows, unread = archive_rows(layout)
+    if camera is not None:
+        rows = [r for r in rows if r.get("camera") == camera]
     return ArchiveConsistency.from_rows(rows, report_date, plant_timezone(tz), unread)
 

@@ -34,6 +34,7 @@ from sr_pipeline.evaluation.gate import (
     GateDecision,
     GateThresholds,
     OutputWatch,
+    challenge,
     choose_action,
     decide,
     no_pairs_criteria,
@@ -44,7 +45,7 @@ from sr_pipeline.sr.pairs import EvaluationError, Pair
 from sr_pipeline.sr.scoring import Scores, metrics, model_state
 from sr_pipeline.storage.atomic import temp_dir
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import promotions
+from sr_pipeline.storage.registry import challenger_dir, promotions
 
 if TYPE_CHECKING:
     from sr_pipeline.evaluation.consistency_fit import CalibrationConsistency
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 PLANT_TZ_ENV = "SR_PIPELINE_PLANT_TZ"
 GATE_FILE = "gate.json"
 CROPS_FILE = "crops.npz"
-KEPT_METHODS = ("bicubic", "candidate", "promoted")
+KEPT_METHODS = ("bicubic", "candidate", "challenger", "promoted")
 
 
 def plant_timezone(name: str | None = None) -> ZoneInfo:
@@ -69,11 +70,17 @@ def plant_today(tz: str | None = None) -> date:
     return datetime.now(plant_timezone(tz)).date()
 
 
-def calibration_pairs(layout: DataLayout) -> list[Pair]:
-    """The catalog's complete calibration pairs as :class:`~sr_pipeline.sr.pairs.Pair`."""
+def calibration_pairs(layout: DataLayout, camera: str | None = None) -> list[Pair]:
+    """The catalog's complete calibration pairs (one field camera's when given) as :class:`~sr_pipeline.sr.pairs.Pair`."""
     from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
-    return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout)]
+    cameras = [camera] if camera is not None else None
+    return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout, cameras)]
+
+
+def reports_root(layout: DataLayout, camera: str | None = None) -> Path:
+    """Where a camera's dated reports go: ``reports/<camera>/<date>/`` (``reports/<date>/`` without one)."""
+    return layout.reports / camera if camera is not None else layout.reports
 
 
 def pair_cameras(layout: DataLayout) -> dict[str, str]:
@@ -140,7 +147,7 @@ def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reus
             consistency.see(image, lr, sr, hr)
 
     methods = {**(reuse or {}), **{m.role: m.upscaler for m in models}}
-    order = [r for r in ("teacher", "candidate", "promoted") if r in methods]
+    order = [r for r in ("teacher", "candidate", "challenger", "promoted") if r in methods]
     return score_pairs(pairs, {r: methods[r] for r in order}, scale, lpips=lpips, on_output=on_output, reuse=kept)
 
 
@@ -220,7 +227,7 @@ def gate_dir(layout: DataLayout, version: str) -> Path:
 
 
 def _keep(layout: DataLayout, version: str, key: dict, scores: Scores, watch: OutputWatch,
-          decision: GateDecision, reason: str) -> None:
+          decision: GateDecision, reason: str, served_path: Path) -> None:
     kept = scores.only(list(KEPT_METHODS))
     folder = gate_dir(layout, version)
     buf = io.BytesIO()
@@ -228,7 +235,8 @@ def _keep(layout: DataLayout, version: str, key: dict, scores: Scores, watch: Ou
                                 for m, c in crops.items()})
     write_bytes(folder / CROPS_FILE, buf.getvalue())
     record = {"candidate": version, "key": key, "reference": decision.reference, "decision": decision.to_dict(),
-              "reason": reason, "watch": asdict(watch), "methods": kept.methods, "rows": kept.rows,
+              "reason": reason, "served_path": str(Path(served_path).resolve()), "watch": asdict(watch),
+              "methods": kept.methods, "rows": kept.rows,
               "images": list(kept.crops), "summary": kept.summary,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_bytes(folder / GATE_FILE, json.dumps(record, indent=2).encode())  # NaN/inf kept as in the rows
@@ -259,35 +267,59 @@ def _kept_scores(layout: DataLayout, version: str, key: dict) -> tuple[Scores, O
 # --- the gate -------------------------------------------------------------------------------------
 
 def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | None, thresholds: GateThresholds,
-                  *, lpips: Any = None, device: str = "auto") -> GateDecision:
+                  *, lpips: Any = None, device: str = "auto", camera: str | None = None) -> GateDecision:
     """The gate alone (no teacher, no report): bicubic, the candidate and the promoted student on the
-    calibration pairs. Keeps the scores and the decision for the report and ``promoted_student``;
-    records nothing in the promotion log (the action says what the log allows)."""
+    calibration pairs of the candidate's field camera (``camera``; every pair when None). Keeps the
+    scores and the decision for the report and ``promoted_student``; records nothing in the promotion
+    log (the action says what the log allows)."""
     from sr_pipeline.sr.devices import resolve_device
 
     version = model_version(candidate_dir)
-    pairs = calibration_pairs(layout)
+    pairs = calibration_pairs(layout, camera)
     reference = model_version(promoted_dir) if promoted_dir is not None else None
     if not pairs:
         criteria = no_pairs_criteria()
-        action, since = choose_action(promotions(layout), version, False, promote=False)
+        action, since = choose_action(promotions(layout, camera), version, False, promote=False)
         return GateDecision(version, reference, criteria, action, thresholds, since)
     device = resolve_device(device)
     metric = _lpips(lpips, device)
     key = scores_key(pairs, model_state({"lpips": metric})[1])
-    models = [_load("candidate", candidate_dir, device)]
+    models = {"candidate": _load("candidate", candidate_dir, device)}
+    fixed = fixed_degradation_challenger(layout, candidate_dir)
+    if fixed is not None:
+        models["challenger"] = _load("challenger", fixed, device)
     if promoted_dir is not None:
-        models.append(_load("promoted", promoted_dir, device))
-    scale = int(models[0].upscaler.scale)
+        models["promoted"] = _load("promoted", promoted_dir, device)
+    scale = int(models["candidate"].upscaler.scale)
     fit = _consistency(layout, candidate_dir, scale, key)
-    scores = _score(models, pairs, scale, metric, consistency=fit)
+    scores = _score(list(models.values()), pairs, scale, metric, consistency=fit)
     fit.save()
-    criteria = decide(scores.rows, scores.summary, models[0].watch, thresholds, reference)
+    duel = challenge(scores.rows, thresholds, version, model_version(fixed)) if fixed is not None else None
+    winner = duel["winner"] if duel else "candidate"
+    served_dir = Path(fixed) if winner == "challenger" else Path(candidate_dir)
+    criteria = decide(scores.rows, scores.summary, models[winner].watch, thresholds, reference, candidate=winner)
     passed = all(c.passed for c in criteria)
-    action, since = choose_action(promotions(layout), version, passed, promote=False)
-    decision = GateDecision(version, reference, criteria, action, thresholds, since)
-    _keep(layout, version, key, scores, models[0].watch, decision, promotion_reason(criteria, len(pairs)))
+    served = model_version(served_dir)
+    action, since = choose_action(promotions(layout, camera), served, passed, promote=False)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since, served, duel)
+    if winner == "challenger":  # it may be served: its consistency thresholds come from these pairs too
+        ensure_consistency(layout, served_dir, pairs, key, device)
+    reason = promotion_reason(criteria, len(pairs)) + (f"; {duel['message']}" if duel else "")
+    _keep(layout, version, key, scores, models[winner].watch, decision, reason, served_dir)
     return decision
+
+
+def fixed_degradation_challenger(layout: DataLayout, candidate_dir: Path) -> Path | None:
+    """The fixed-degradation challenger distilled from the candidate's teacher, when one was trained (and the
+    candidate is not itself a challenger)."""
+    from sr_pipeline.sr.checkpoints import read_info
+
+    info = read_info(Path(candidate_dir))
+    teacher = (info.get("teacher") or {}).get("version")
+    if info.get("challenger") or not teacher:
+        return None
+    path = challenger_dir(layout, teacher)
+    return path if (path / "training.json").is_file() else None
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -308,29 +340,35 @@ class EvaluationOutcome:
         return self.report_dir / "index.html"
 
 
-def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None) -> dict[str, Any]:
+def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None,
+                 challenger: Path | None = None) -> dict[str, Any]:
     def info(path: Path, steps: int | None = None) -> dict[str, Any]:
         out = {"version": model_version(path), "path": str(Path(path).resolve())}
         return out | ({"steps": steps} if steps is not None else {})
 
     by_role = {m.role: info(m.path, m.steps) for m in models}
     by_role.setdefault("candidate", info(candidate_dir, 1))
-    order = [r for r in ("teacher", "candidate", "promoted") if r in by_role]
+    if challenger is not None:
+        by_role.setdefault("challenger", info(challenger, 1))
+    order = [r for r in ("teacher", "candidate", "challenger", "promoted") if r in by_role]
     return {r: by_role[r] for r in order} | {"downsampler": info(downsampler_dir) if downsampler_dir else None}
 
 
 def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, promoted_dir: Path | None,
                    downsampler_dir: Path | None, report_date: date, thresholds: GateThresholds = GateThresholds(),
-                   *, lpips: Any = None, device: str = "auto") -> EvaluationOutcome:
-    """Evaluate (reusing the gate's scores of the candidate when they match), decide, write the report."""
+                   *, lpips: Any = None, device: str = "auto", camera: str | None = None) -> EvaluationOutcome:
+    """Evaluate (reusing the gate's scores of the candidate when they match), decide, write the report:
+    one field camera's (``camera``: its calibration pairs, promotions, archive and ``reports/<camera>/``)
+    or, without one, every pair's."""
     from sr_pipeline.evaluation.consistency_fit import consistency_summary
     from sr_pipeline.sr import report
     from sr_pipeline.sr.devices import device_label, resolve_device
     from sr_pipeline.evaluation.archive_consistency import archive_consistency  # it imports plant_timezone from here
 
-    pairs = calibration_pairs(layout)
+    pairs = calibration_pairs(layout, camera)
     if not pairs:
-        raise EvaluationError("no calibration pairs in the catalog: upload HR/LR pairs under a field camera "
+        where = f"field camera {camera!r}" if camera is not None else "a field camera"
+        raise EvaluationError(f"no calibration pairs in the catalog: upload HR/LR pairs under {where} "
                               "(pairs/<name>/hr/ + pairs/<name>/lr/) before evaluating")
     device = resolve_device(device)
     metric = _lpips(lpips, device)
@@ -343,9 +381,13 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     teacher = _load("teacher", teacher_dir, device, teacher=True)
     scale = int(teacher.upscaler.scale)
     models, reuse, watch, kept_scores, fit = [teacher], {}, None, None, None
+    duel, served_version = None, version
     if kept is not None:
-        kept_scores, watch, record = kept
-        keep = ["bicubic", "candidate"] + (["promoted"] if reference and record["reference"] == reference else [])
+        kept_scores, watch, record = kept  # the watch of the model the gate judged (the duel's winner)
+        duel = record["decision"].get("challenge")
+        served_version = record["decision"].get("served") or version
+        keep = (["bicubic", "candidate"] + (["challenger"] if "challenger" in record["methods"] else [])
+                + (["promoted"] if reference and record["reference"] == reference else []))
         kept_scores = kept_scores.only(keep)
         reuse = {m: None for m in keep if m != "bicubic"}
     else:
@@ -362,38 +404,45 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         ensure_consistency(layout, candidate_dir, pairs, key, device)
     realism = downsampler_realism(pairs, downsampler_dir, device) if downsampler_dir is not None else None
 
-    criteria = decide(scores.rows, scores.summary, watch, thresholds, reference)
-    action, since = choose_action(promotions(layout), version, all(c.passed for c in criteria), promote=False)
-    decision = GateDecision(version, reference, criteria, action, thresholds, since)
-    served = "candidate" if action == "already_promoted" else ("promoted" if reference is not None else None)
+    judged = duel["winner"] if duel and duel["winner"] in scores.methods else "candidate"
+    criteria = decide(scores.rows, scores.summary, watch, thresholds, reference, candidate=judged)
+    action, since = choose_action(promotions(layout, camera), served_version, all(c.passed for c in criteria),
+                                  promote=False)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since, served_version, duel)
+    served = judged if action == "already_promoted" else ("promoted" if reference is not None else None)
 
     summary = finite_json({
         "schema": "sr_pipeline.evaluation/1",
         "report_date": report_date.isoformat(),
+        "camera": camera,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_label(device),
         **scores.summary,
         "labels": {"bicubic": "plain enlargement (bicubic)", "teacher": f"teacher ({teacher.steps} steps)",
-                   "candidate": "new student", "promoted": "promoted student"},
-        "models": _models_info(models, candidate_dir, downsampler_dir),
+                   "candidate": "new student", "challenger": "fixed-degradation student",
+                   "promoted": "promoted student"},
+        "models": _models_info(models, candidate_dir, downsampler_dir,
+                               fixed_degradation_challenger(layout, candidate_dir) if "challenger" in scores.methods
+                               else None),
         "realism": realism,
         "consistency": consistency_summary(candidate_dir),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,
     })
-    layout.reports.mkdir(parents=True, exist_ok=True)
-    history = report.load_history(layout.reports)
-    archive = archive_consistency(layout, report_date)
+    root = reports_root(layout, camera)
+    root.mkdir(parents=True, exist_ok=True)
+    history = report.load_history(root)
+    archive = archive_consistency(layout, report_date, camera=camera)
     lines = report.headline(summary, history, archive)
     summary["headline"] = lines
     summary["previous_reports"] = len(history)
-    tmp = temp_dir(layout.reports, f".{report_date.isoformat()}.")
+    tmp = temp_dir(root, f".{report_date.isoformat()}.")
     try:
         write_metrics_parquet(scores.rows, tmp / "metrics.parquet")
         write_json(tmp / "summary.json", summary)
         write_bytes(tmp / "index.html", report.render_report(summary, scores, history, lines, archive).encode("utf-8"))
-        final = publish_dir(tmp, layout.reports, report_date.isoformat())
+        final = publish_dir(tmp, root, report_date.isoformat())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -154,12 +154,13 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def promote_cli(args: argparse.Namespace, report: Callable[[str, str, str], Path | None] | None = None) -> int:
+def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] | None = None) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
-    one (the rollback: promote the previous version). Recorded in the append-only promotions log;
-    ``report(version, path, reason)`` (the Dagster side passes one) tells the orchestrator and returns
+    one of its field camera (the rollback: promote the previous version). Recorded in the append-only
+    promotions log; ``report(entry)`` (the Dagster side passes one) tells the orchestrator and returns
     where it reported, or None."""
     from sr_pipeline.evaluation.promotion import find_student, promote_version
+    from sr_pipeline.storage.registry import promotions
 
     layout = args.layout
     row = find_student(layout, args.version)
@@ -167,19 +168,31 @@ def promote_cli(args: argparse.Namespace, report: Callable[[str, str, str], Path
         print(f"error: no student {args.version!r} under {layout.models / 'student'} (see `sr-pipeline models`)",
               file=sys.stderr)
         return 2
+    camera = getattr(args, "camera", None)
+    if row.get("camera") and camera and camera != row["camera"]:
+        print(f"error: student {row['version']} was trained for field camera {row['camera']!r}, not {camera!r}",
+              file=sys.stderr)
+        return 2
+    if camera:  # a student of no camera (the fixed-degradation challenger) is promoted for the camera named
+        row = row | {"camera": camera}
+    elif not row.get("camera") and any(e.get("camera") for e in promotions(layout)):
+        print(f"error: student {row['version']} belongs to no field camera (the fixed-degradation challenger); say "
+              "which camera it should serve with --camera", file=sys.stderr)
+        return 2
     reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
     entry = promote_version(layout, row, reason)
     if entry is None:
         print(f"{row['version']} is already the promoted student; nothing recorded")
         return 0
     try:
-        home = report(entry["version"], entry["path"], reason) if report else None
+        home = report(entry) if report else None
     except Exception as exc:  # the promotion is recorded; the UI only misses the event
         home = None
         print(f"warning: could not report the promotion to Dagster ({type(exc).__name__}: {exc})", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(entry | {"dagster_home": str(home) if home else None}, indent=2))
     else:
-        print(f"promoted student {entry['version']} ({reason}); the archive uses it from now on"
+        whose = f"field camera {entry['camera']}'s images" if entry.get("camera") else "the field images"
+        print(f"promoted student {entry['version']} ({reason}); the archive uses it for {whose} from now on"
               + (f"; reported to Dagster in {home}" if home else ""))
     return 0

@@ -87,6 +87,8 @@ class GateDecision:
     action: str  # would_promote | already_promoted | rejected | not_repromoted (promoted: promoted_student's)
     thresholds: GateThresholds
     promoted_since: str | None = None  # for already_promoted: when the candidate was promoted
+    served: str | None = None  # the version the gate judged and would promote: the candidate, or the challenger that beat it
+    challenge: dict[str, Any] | None = None  # the co-learned candidate against the fixed-degradation challenger
 
     @property
     def passed(self) -> bool:
@@ -96,16 +98,21 @@ class GateDecision:
         return [c.message for c in self.criteria if not c.passed]
 
     def plain(self) -> str:
-        """One sentence a manager can read."""
-        who = f"The new student {self.candidate}"
+        """One sentence a manager can read (two when the fixed-degradation challenger won)."""
+        if self.challenge and self.challenge["winner"] == "challenger":
+            duel = self.challenge["message"] + " "
+            return duel + self._plain(f"The fixed-degradation student {self.served}", self.served or self.candidate)
+        return self._plain(f"The new student {self.candidate}", self.candidate)
+
+    def _plain(self, who: str, version: str) -> str:
         if self.action == "would_promote":
             return (f"{who} passes the promotion gate but is not promoted yet (the promoted_student asset or "
                     "`sr-pipeline promote` records a promotion).")
         if self.action == "already_promoted":
             if self.passed:
-                return (f"Student {self.candidate} has been the promoted model since {self.promoted_since} (the "
+                return (f"Student {version} has been the promoted model since {self.promoted_since} (the "
                         f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
-            return (f"The promoted student {self.candidate} no longer passes the gate ("
+            return (f"The promoted student {version} no longer passes the gate ("
                     + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
         if self.action == "not_repromoted":
             return (f"{who} passes the gate but was rolled back by an operator earlier, so it is not promoted "
@@ -118,6 +125,7 @@ class GateDecision:
             "passed": self.passed, "action": self.action, "candidate": self.candidate, "reference": self.reference,
             "criteria": [asdict(c) for c in self.criteria], "thresholds": asdict(self.thresholds),
             "promoted_since": self.promoted_since, "plain": self.plain(),
+            "served": self.served or self.candidate, "challenge": self.challenge,
         }
 
 
@@ -225,6 +233,35 @@ def decide(rows: list[dict[str, Any]], availability: dict[str, dict[str, Any]], 
     else:
         versus = _versus_promoted(rows, measured, thresholds, reference, candidate, promoted)
     return _validity(watch), beats, versus, _sharpness(rows, thresholds, candidate)
+
+
+def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate: str, challenger: str
+              ) -> dict[str, Any]:
+    """The co-learned ``candidate`` against the fixed-degradation ``challenger`` (rows of methods
+    ``candidate`` and ``challenger``): fidelity first, so the higher PSNR-Y wins by more than the PSNR
+    tolerance; within it, the lower LPIPS by more than the LPIPS tolerance; a tie keeps the co-learned."""
+    scores = {role: {"psnr_y": _mean(rows, role, "psnr_y"), "lpips": _mean(rows, role, "lpips")}
+              for role in ("candidate", "challenger")}
+    co, fixed = scores["candidate"], scores["challenger"]
+    d_psnr = (fixed["psnr_y"] or 0.0) - (co["psnr_y"] or 0.0)
+    d_lpips = None if co["lpips"] is None or fixed["lpips"] is None else fixed["lpips"] - co["lpips"]
+    tol_p, tol_l = thresholds.psnr_tolerance_db, thresholds.lpips_tolerance
+    psnr_tie = abs(d_psnr) <= tol_p
+    won = d_psnr > tol_p or (psnr_tie and d_lpips is not None and d_lpips < -tol_l)
+    lost = d_psnr < -tol_p or (psnr_tie and d_lpips is not None and d_lpips > tol_l)
+    winner, loser = ("challenger", "candidate") if won else ("candidate", "challenger")
+    names = {"candidate": f"the co-learned student {candidate}",
+             "challenger": f"the fixed-degradation student {challenger}"}
+    lp = "" if d_lpips is None else f", LPIPS {scores[winner]['lpips']:.4f} against {scores[loser]['lpips']:.4f}"
+    figures = f"PSNR-Y {scores[winner]['psnr_y']:.2f} dB against {scores[loser]['psnr_y']:.2f} dB{lp}"
+    if won or lost:
+        message = f"On the camera's calibration pairs {names[winner]} beat {names[loser]}: {figures}."
+    else:
+        message = (f"On the camera's calibration pairs {names['candidate']} and {names['challenger']} tie within "
+                   f"the gate's tolerances ({figures}); the co-learned one is kept.")
+    return {"winner": winner, "candidate": candidate, "challenger": challenger, "co_learned": co, "fixed": fixed,
+            "psnr_margin_db": abs(d_psnr), "lpips_margin": None if d_lpips is None else abs(d_lpips),
+            "message": message}
 
 
 def no_pairs_criteria() -> tuple[Criterion, ...]:

@@ -44,12 +44,23 @@ class CameraRole(StrEnum):
     field_lr = "field_lr"
 
 
+DEFAULT_MIN_FIELD_IMAGES = 8
+
+
 class Camera(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: CameraRole
     scale: int = Field(default=4, ge=1, le=16)
     description: str = ""
+    # Field cameras only: each one gets its own camera model and student (a Dagster partition).
+    min_field_images: int = Field(
+        default=DEFAULT_MIN_FIELD_IMAGES, ge=1,
+        description="co-learning refuses to train this camera's model on fewer unpaired field images")
+    fallback_camera: str | None = Field(
+        default=None,
+        description="another field camera whose promoted student upscales this camera's images while this "
+        "one has none of its own (never used unless set)")
 
 
 class CameraRegistry(BaseModel):
@@ -67,6 +78,20 @@ class CameraRegistry(BaseModel):
                 raise ValueError(
                     f"camera id {camera_id!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
                 )
+        for camera_id, cam in cameras.items():
+            fallback = cam.fallback_camera
+            if fallback is None:
+                continue
+            if cam.role != CameraRole.field_lr:
+                raise ValueError(f"camera {camera_id!r}: fallback_camera is for field_lr cameras only")
+            if fallback == camera_id:
+                raise ValueError(f"camera {camera_id!r}: fallback_camera cannot be the camera itself")
+            if fallback not in cameras or cameras[fallback].role != CameraRole.field_lr:
+                raise ValueError(f"camera {camera_id!r}: fallback_camera {fallback!r} is not a field_lr camera "
+                                 "of this registry")
+            if cameras[fallback].scale != cam.scale:
+                raise ValueError(f"camera {camera_id!r}: fallback_camera {fallback!r} has scale "
+                                 f"{cameras[fallback].scale}, this camera {cam.scale}")
         return cameras
 
     def get(self, camera_id: str) -> Camera:

@@ -85,6 +85,9 @@ def _is_temp_file(name: str) -> bool:
 def _temp_folder_parents(layout: DataLayout) -> set[Path]:
     """Folders where hidden sub-folders are temp folders of atomic folder writes."""
     parents = {layout.reports}
+    if layout.reports.is_dir():  # each field camera's reports: reports/<camera>/.<date>.<tmp>/
+        parents |= {Path(e.path) for e in os.scandir(layout.reports)
+                    if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")}
     if layout.models.is_dir():
         parents |= {Path(e.path) for e in os.scandir(layout.models) if e.is_dir(follow_symlinks=False)}
     return parents

@@ -117,6 +117,11 @@ def field_images(layout: DataLayout, batch: str) -> pd.DataFrame:
     return df.sort_values(["source_name", "image_id"], kind="stable").reset_index(drop=True)
 
 
+def batch_field_cameras(layout: DataLayout, batch: str) -> list[str]:
+    """The field cameras whose images the batch holds (one for every batch the upload sensor claims)."""
+    return sorted(set(field_images(layout, batch)["camera"]))
+
+
 @dataclass
 class ArchiveResult:
     batch: str

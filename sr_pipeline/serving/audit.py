@@ -196,9 +196,12 @@ def _model_dir(args: argparse.Namespace) -> Path | None:
     if args.model is not None:
         check_model_folder("--model", args.model)
         return Path(args.model)
-    from sr_pipeline.storage.registry import promoted_student_dir
+    from sr_pipeline.storage.registry import promoted_student_for
 
-    return promoted_student_dir(args.layout)
+    try:
+        return promoted_student_for(args.layout, args.camera)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _score(lr_path: Path, sr_path: Path, checks: Callable[[int], ConsistencyCheck],

@@ -223,14 +223,18 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
     from sr_pipeline.sr.checkpoints import load_sr_model
     from sr_pipeline.sr.devices import resolve_device
-    from sr_pipeline.storage.registry import promoted_student_dir
+    from sr_pipeline.storage.registry import promoted_student_for
 
     device = resolve_device(args.device)
     model_dir = args.model
     if model_dir is None:
-        model_dir = promoted_student_dir(args.layout)
+        try:
+            model_dir = promoted_student_for(args.layout, args.camera)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         if model_dir is None:
-            raise UsageError("no student has been promoted yet; pass --model DIR")
+            whose = f" for field camera {args.camera!r}" if args.camera else ""
+            raise UsageError(f"no student has been promoted{whose} yet; pass --model DIR")
     model_dir = Path(model_dir)
     check_model_folder("--model", model_dir)
     try:

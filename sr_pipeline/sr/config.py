@@ -232,3 +232,12 @@ class Profile(_Strict):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+    def fixed_degradation_challenger(self) -> "Profile":
+        """The same profile with the fixed (bicubic) degradation instead of a learned camera model: the
+        student the promotion gate holds every co-learned student against (issue 14), and the
+        bench's no-downsampler ablation."""
+        d = self.to_dict()
+        d["colearn"].update(use_downsampler=False, fixed_degradation="bicubic")
+        d["name"] = f"{self.name}-fixed-degradation"
+        return Profile.model_validate(d)

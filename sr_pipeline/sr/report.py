@@ -118,7 +118,8 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
             how = "images as close to the true high-resolution image as"
         else:
             how = f"images {abs(gain):.2f} dB {'closer to' if gain > 0 else 'further from'} the true image than"
-        text = (f"**Image quality.** On {n} calibration pairs from the plant's field cameras, {who} makes "
+        source = f"field camera {summary['camera']}" if summary.get("camera") else "the plant's field cameras"
+        text = (f"**Image quality.** On {n} calibration pairs from {source}, {who} makes "
                 f"{how} plain enlargement (PSNR-Y {_metric(summary, shown, 'psnr_y'):.2f} dB against "
                 f"{_metric(summary, 'bicubic', 'psnr_y'):.2f} dB; higher is better)")
         if g["lpips"] is not None and g["lpips_bicubic"] is not None:
@@ -158,6 +159,9 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
 
     gate = summary.get("gate") or {}
     lines.append("**Promotion.** " + gate.get("plain", "The promotion gate did not run."))
+    duel = gate.get("challenge")
+    if duel and duel.get("winner") != "challenger":  # a winning challenger is already named in the promotion line
+        lines.append("**Learned camera model against the fixed degradation.** " + duel["message"])
 
     speed = []
     for role in ("candidate", "teacher"):
@@ -371,9 +375,10 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     lines = headline(summary, history, archive) if lines is None else lines
     gate = summary.get("gate") or {}
     labels = summary.get("labels", {})
+    camera = f"field camera {summary['camera']}, " if summary.get("camera") else ""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Image restoration report "
-             f"{esc(str(summary.get('report_date')))}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Image restoration report, {esc(str(summary.get('report_date')))}</h1>",
+             f"{esc(camera)}{esc(str(summary.get('report_date')))}</title><style>{_STYLE}</style></head><body>",
+             f"<h1>Image restoration report, {esc(camera)}{esc(str(summary.get('report_date')))}</h1>",
              f"<p class='sub'>{summary.get('pairs')} calibration pairs, x{summary.get('scale')}, on "
              f"{esc(str(summary.get('device')))}. Generated {esc(str(summary.get('created')))}.</p>",
              f"<section id='headline' class='{'pass' if gate.get('passed', True) else 'fail'}'>"

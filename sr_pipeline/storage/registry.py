@@ -1,10 +1,13 @@
 """Every checkpoint under ``<data>/models/<kind>/<version>/``: the newest of a kind, and which
-student is promoted.
+student is promoted for each field camera.
 
-Promotions are an append-only JSON log (``models/promotions.json``) written by the
+Students and downsamplers are trained per field camera; their training.json names it
+(``camera``). Promotions are an append-only JSON log (``models/promotions.json``) written by the
 ``promoted_student`` asset once the promotion gate passed (or by ``sr-pipeline promote`` for a
-rollback; :mod:`sr_pipeline.evaluation.promotion`); the newest entry is the promoted student. A
-student the gate rejected is never served by default. ``sr-pipeline models`` prints this registry.
+rollback; :mod:`sr_pipeline.evaluation.promotion`); the newest entry of a camera is that camera's
+promoted student. Entries written before students were per camera carry no camera and stand for
+every camera until that camera has its own. A student the gate rejected is never served by default.
+``sr-pipeline models`` prints this registry.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from sr_pipeline.storage.layout import DataLayout
 PROMOTIONS_FILE = "promotions.json"
 
 
-def list_models(layout: DataLayout, kind: str | None = None) -> list[dict]:
-    """One dict per model folder (newest last): kind, version, path, created and recorded metrics."""
+def list_models(layout: DataLayout, kind: str | None = None, camera: str | None = None) -> list[dict]:
+    """One dict per model folder (newest last): kind, version, path, camera, created and recorded metrics;
+    only the given field camera's when ``camera`` is set (models trained before cameras were recorded
+    count for every camera)."""
     rows = []
     if not layout.models.is_dir():
         return rows
@@ -35,11 +40,15 @@ def list_models(layout: DataLayout, kind: str | None = None) -> list[dict]:
             continue
         if kind and info.get("kind") != kind:
             continue
+        # A camera's own models; the fixed-degradation challenger belongs to no camera's history.
+        if camera is not None and (info.get("challenger") or info.get("camera") not in (camera, None)):
+            continue
         rows.append({
             "kind": info.get("kind", info_file.parent.parent.name),
             "version": info.get("version", info_file.parent.name),
             "path": str(info_file.parent),
             "created": info.get("created"),
+            "camera": info.get("camera"),
             "profile": (info.get("profile") or {}).get("name"),
             "steps": info.get("steps"),
             "final_loss": info.get("final_loss"),
@@ -49,15 +58,24 @@ def list_models(layout: DataLayout, kind: str | None = None) -> list[dict]:
     return rows
 
 
-def newest_model(layout: DataLayout, kind: str) -> dict | None:
-    """The most recently created model of a kind (its ``list_models`` row), or None."""
-    rows = list_models(layout, kind)
+def challenger_version(teacher_version: str) -> str:
+    """The version of the fixed-degradation challenger distilled from a teacher (one per teacher, every camera's)."""
+    return f"fixed-{teacher_version}"
+
+
+def challenger_dir(layout: DataLayout, teacher_version: str) -> Path:
+    return layout.model_dir("student", challenger_version(teacher_version))
+
+
+def newest_model(layout: DataLayout, kind: str, camera: str | None = None) -> dict | None:
+    """The most recently created model of a kind (of one field camera when given), or None."""
+    rows = list_models(layout, kind, camera)
     return rows[-1] if rows else None
 
 
-def newest_info(layout: DataLayout, kind: str) -> dict | None:
-    """The training.json of the newest model of a kind, or None."""
-    row = newest_model(layout, kind)
+def newest_info(layout: DataLayout, kind: str, camera: str | None = None) -> dict | None:
+    """The training.json of the newest model of a kind (of one field camera when given), or None."""
+    row = newest_model(layout, kind, camera)
     return read_info(Path(row["path"])) if row else None
 
 
@@ -67,44 +85,80 @@ def newest_teacher(layout: DataLayout) -> Path | None:
     return Path(row["path"]) if row else None
 
 
-def promotions(layout: DataLayout) -> list[dict]:
-    """The append-only promotion log, oldest first."""
+def promotions(layout: DataLayout, camera: str | None = None) -> list[dict]:
+    """The append-only promotion log, oldest first; with ``camera``, the entries that apply to it
+    (its own and the camera-less entries from before students were per camera)."""
     path = layout.models / PROMOTIONS_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    if camera is None:
+        return entries
+    own = [e for e in entries if e.get("camera") == camera]
+    # A camera's own promotion replaces the camera-less ones, which only stand in until it has one.
+    return own if own else [e for e in entries if e.get("camera") is None]
 
 
-def record_promotion(layout: DataLayout, version: str, path: str, reason: str) -> dict:
-    """Append a promotion (atomically); the newest entry is the promoted student."""
+def record_promotion(layout: DataLayout, version: str, path: str, reason: str, camera: str | None = None) -> dict:
+    """Append a promotion (atomically); the newest entry of a camera is its promoted student."""
     entries = promotions(layout)
     entry = {"version": version, "path": path, "reason": reason,
              "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if camera is not None:
+        entry["camera"] = camera
     entries.append(entry)
     atomic_write(layout.models / PROMOTIONS_FILE, lambda fh: fh.write(json.dumps(entries, indent=2).encode()))
     return entry
 
 
-def promoted_student_dir(layout: DataLayout) -> Path | None:
-    """The promoted student's folder, or None while no student has passed the gate."""
-    entries = promotions(layout)
+def promoted_student_dir(layout: DataLayout, camera: str | None = None) -> Path | None:
+    """The field camera's promoted student's folder (any camera's newest without ``camera``), or None
+    while none has passed the gate."""
+    entries = promotions(layout, camera)
     if entries and Path(entries[-1]["path"]).is_dir():
         return Path(entries[-1]["path"])
     return None
 
 
+def promoted_cameras(layout: DataLayout) -> dict[str, Path]:
+    """Each field camera with a promoted student, and that student's folder."""
+    cameras = sorted({e["camera"] for e in promotions(layout) if e.get("camera")})
+    found = {c: promoted_student_dir(layout, c) for c in cameras}
+    return {c: p for c, p in found.items() if p is not None}
+
+
+def promoted_student_for(layout: DataLayout, camera: str | None) -> Path | None:
+    """The promoted student of ``camera``, or, without one, of the only field camera that has one.
+
+    Raises ``ValueError`` naming the cameras when several have one and ``camera`` is None."""
+    if camera is not None:
+        return promoted_student_dir(layout, camera)
+    cameras = promoted_cameras(layout)
+    if len(cameras) > 1:
+        raise ValueError(f"each field camera has its own promoted student ({', '.join(sorted(cameras))}): "
+                         "say whose with --camera, or pass --model")
+    return next(iter(cameras.values())) if cameras else promoted_student_dir(layout)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     layout = args.layout
     rows = list_models(layout)
-    promoted = promoted_student_dir(layout)
+    entries = promotions(layout)
+    served: dict[Path, list[str]] = {}  # a student folder -> the field cameras it is promoted for
+    for camera in sorted({e.get("camera") or "" for e in entries}):
+        path = promoted_student_dir(layout, camera or None)
+        if path is not None:
+            served.setdefault(path.resolve(), []).append(camera or "all")
     for r in rows:
-        r["promoted"] = promoted is not None and Path(r["path"]) == promoted
+        cams = served.get(Path(r["path"]).resolve(), []) if r["kind"] == "student" else []
+        r["promoted"] = bool(cams)
+        r["promoted_for"] = cams
     if args.json:
         print(json.dumps({"models": rows, "promotions": promotions(layout)}, indent=2))
         return 0
     if not rows:
         print(f"no models under {layout.models}")
         return 0
-    print(f"{'kind':<12} {'version':<32} {'profile':<10} {'steps':>6}  {'created':<25} promoted")
+    print(f"{'kind':<12} {'version':<32} {'camera':<12} {'profile':<28} {'steps':>6}  {'created':<25} promoted for")
     for r in rows:
-        print(f"{r['kind']:<12} {r['version']:<32} {str(r['profile']):<10} {str(r['steps']):>6}  "
-              f"{str(r['created']):<25} {'*' if r['promoted'] else ''}")
+        print(f"{r['kind']:<12} {r['version']:<32} {str(r['camera'] or '-'):<12} {str(r['profile']):<28} "
+              f"{str(r['steps']):>6}  {str(r['created']):<25} {', '.join(r['promoted_for'])}")
     return 0

@@ -28,6 +28,7 @@ def _pipes_session():
 
 
 def _train(args: argparse.Namespace, report):
+    from sr_pipeline.intake.cameras import load_registry
     from sr_pipeline.sr.config import Profile
     from sr_pipeline.training import run
 
@@ -35,8 +36,12 @@ def _train(args: argparse.Namespace, report):
     common = dict(out=args.out, run_dir=args.run_dir, resume=args.resume, report=report)
     if args.model_kind == "teacher":
         return run.train_teacher_from_catalog(args.layout, profile, **common)
+    if args.fixed_degradation:
+        return run.train_challenger_from_catalog(args.layout, profile, teacher=args.teacher, **common)
+    registry = load_registry(args.cameras) if args.cameras is not None else None
     return run.train_colearn_from_catalog(args.layout, profile, teacher=args.teacher,
-                                          downsampler_out=args.downsampler_out, **common)
+                                          downsampler_out=args.downsampler_out, camera=args.camera,
+                                          registry=registry, **common)
 
 
 def _summary(kind: str, result) -> str:
@@ -74,6 +79,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """The ``train`` handler: ``args.model_kind`` is ``teacher`` or ``colearn``; the data root is ``args.layout``."""
+    from sr_pipeline.intake.cameras import CameraRegistryError, UnknownCameraError
     from sr_pipeline.sr.config import ProfileError
     from sr_pipeline.sr.training import format_progress
 
@@ -82,7 +88,8 @@ def run_cli(args: argparse.Namespace) -> int:
         try:
             check_args(args)
             result = _train(args, report)
-        except (ProfileError, ValueError, FileExistsError, FileNotFoundError) as exc:  # UsageError is a ValueError
+        except (ProfileError, ValueError, FileExistsError, FileNotFoundError, UnknownCameraError,
+                CameraRegistryError) as exc:  # UsageError is a ValueError
             print(f"error: {one_sentence(exc)}", file=sys.stderr)
             if pipes:
                 pipes.log.error(str(exc))

@@ -40,9 +40,12 @@ def make_lr_sets(layout: DataLayout, downsampler_dir: Path, k: int = 4, seed: in
     from sr_pipeline.sr.downsampler import LearnedDownsampler
     from sr_pipeline.sr.lr_sets import build_lr_sets, preview_grid
 
-    version = read_info(downsampler_dir).get("version", Path(downsampler_dir).name)
+    info = read_info(downsampler_dir)
+    version = info.get("version", Path(downsampler_dir).name)
+    camera = info.get("camera")  # the field camera G models: its images are the realism reference
     hr_rows = store.list_images(layout, role=CameraRole.hr_reference)
-    field_rows = store.list_images(layout, role=CameraRole.field_lr).head(max_field_images)
+    field_rows = store.list_images(layout, role=CameraRole.field_lr,
+                                   cameras=[camera] if camera else None).head(max_field_images)
     if hr_rows.empty or field_rows.empty:
         raise ValueError("learned LR sets need HR references and field LR images in the catalog")
     hr = [store.load_image(p) for p in hr_rows["path"]]
@@ -54,11 +57,11 @@ def make_lr_sets(layout: DataLayout, downsampler_dir: Path, k: int = 4, seed: in
         for variant, s in zip(variants, seeds):
             image_id, path, _ = store.put_image(layout, Image.fromarray(variant))
             rows.append({"image_id": image_id, "source_image_id": hr_id, "seed": s,
-                         "downsampler_version": version, "width": variant.shape[1], "height": variant.shape[0],
+                         "downsampler_version": version, "camera": camera or "", "width": variant.shape[1], "height": variant.shape[0],
                          "stored_path": store.relative_to_root(layout, path)})
     path = lr_set_catalog_path(layout, version)
     if not path.exists():  # written once per downsampler version; a re-run finds the same images
         table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
         store.atomic_write(path, lambda fh: pq.write_table(table, fh))
     preview = preview_grid(hr, sets.bicubic, sets.variants, int(model.config.scale))
-    return LRSetResult(path, {"downsampler_version": version, **sets.summary()}, preview, len(rows))
+    return LRSetResult(path, {"downsampler_version": version, "camera": camera, **sets.summary()}, preview, len(rows))

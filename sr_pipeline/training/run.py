@@ -1,9 +1,10 @@
 """The catalog side of training: which images, which teacher, which folders and versions.
 
 The ML core (:mod:`sr_pipeline.sr.stages`) trains on arrays it is given into folders it is given;
-this module reads the accepted images from the catalog, picks ``layout.model_dir(kind, version)``
-with a new version and the run folder ``layout.run_dir(kind, profile name)`` unless the caller chose
-them, finds the newest teacher, and calls the core.
+this module reads the accepted images from the catalog (co-learning: one field camera's, see
+:func:`field_camera_images`), picks ``layout.model_dir(kind, version)`` with a new version and the
+run folder ``layout.run_dir(kind, profile name[-camera])`` unless the caller chose them, finds the
+newest teacher, and calls the core.
 """
 
 from __future__ import annotations
@@ -15,16 +16,59 @@ import numpy as np
 
 from sr_pipeline.sr.config import Profile
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import newest_teacher
+from sr_pipeline.storage.registry import challenger_dir, newest_teacher
 from sr_pipeline.storage.store import list_images, load_image
 from sr_pipeline.storage.versions import new_version
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, load_registry
 
 
-def catalog_images(layout: DataLayout, role: str) -> tuple[list[np.ndarray], list[str]]:
-    """Every accepted catalogued image of a role (``hr_reference``, ``field_lr``) with its image id."""
-    rows = list_images(layout, role=role)
+def catalog_images(layout: DataLayout, role: str, camera: str | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Every accepted catalogued image of a role (``hr_reference``, ``field_lr``), of one camera when
+    given, with its image id."""
+    rows = list_images(layout, role=role, cameras=[camera] if camera is not None else None)
     return [load_image(p) for p in rows["path"]], list(rows["image_id"])
+
+
+def field_camera_counts(layout: DataLayout) -> dict[str, int]:
+    """Accepted unpaired field images per field camera in the catalog."""
+    rows = list_images(layout, role=CameraRole.field_lr)
+    return {str(k): int(v) for k, v in rows.groupby("camera").size().items()} if not rows.empty else {}
+
+
+def too_few_field_images(registry: CameraRegistry, camera: str, count: int) -> str | None:
+    """The message when ``camera`` has fewer field images than its ``min_field_images``, else None."""
+    need = registry.get(camera).min_field_images
+    if count >= need:
+        return None
+    text = (f"field camera {camera!r} has {count} unpaired field image(s); co-learning its camera model needs at "
+            f"least {need} (min_field_images in the camera registry): upload more of its images")
+    fallback = registry.get(camera).fallback_camera
+    if fallback is not None:
+        return text + f". Meanwhile its images are upscaled by the student of its fallback camera {fallback!r}"
+    return text + ". No fallback_camera is set for it, so its images wait for its own student"
+
+
+def field_camera_images(layout: DataLayout, camera: str | None = None, registry: CameraRegistry | None = None
+                        ) -> tuple[str, list[np.ndarray], list[str]]:
+    """(camera, images, image ids) of one field camera: ``camera``, or the only field camera with images.
+
+    Raises ``ValueError`` with what to do when the camera is unknown, not a field camera, ambiguous
+    or has fewer images than its ``min_field_images``."""
+    registry = registry if registry is not None else load_registry()
+    counts = field_camera_counts(layout)
+    if camera is None:
+        if len(counts) != 1:
+            listed = ", ".join(f"{c} ({n})" for c, n in sorted(counts.items())) or "none"
+            raise ValueError("say which field camera to co-learn (--camera): one student is trained per field "
+                             f"camera, and the catalog holds field images of {listed}")
+        camera = next(iter(counts))
+    if registry.get(camera).role != CameraRole.field_lr:  # UnknownCameraError (a KeyError) names the known ones
+        raise ValueError(f"camera {camera!r} is a {registry.get(camera).role} camera; co-learning needs a field_lr camera")
+    message = too_few_field_images(registry, camera, counts.get(camera, 0))
+    if message is not None:
+        raise ValueError(message)
+    images, ids = catalog_images(layout, CameraRole.field_lr, camera)
+    return camera, images, ids
 
 
 def colearn_outputs(layout: DataLayout, profile: Profile, student_out: Path | None = None,
@@ -52,21 +96,47 @@ def train_teacher_from_catalog(layout: DataLayout, profile: Profile, *, out: Pat
     return train_teacher(profile, images, run_dir, out, resume=resume, report=report, image_ids=ids)
 
 
-def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,
-                               out: Path | None = None, downsampler_out: Path | None = None,
-                               run_dir: Path | None = None, resume: bool = False,
-                               report: Callable[[dict], None] | None = None):
-    """Co-learn the student and G from a teacher (default: the newest) on the catalog's HR and field LR."""
-    from sr_pipeline.sr.stages.colearn import train_colearn
-
+def _teacher_and_references(layout: DataLayout, teacher: Path | None) -> tuple[Path, list[np.ndarray], list[str]]:
+    """The teacher to distil (default: the newest) and every HR reference with its id; ValueError when either is missing."""
     teacher = Path(teacher) if teacher else newest_teacher(layout)
     if teacher is None:
         raise ValueError(f"no teacher under {layout.models / 'teacher'}: train one first (sr-pipeline train teacher)")
     hr, hr_ids = catalog_images(layout, CameraRole.hr_reference)
     if not hr:
         raise ValueError(f"no HR reference images in the catalog under {layout.root}")
-    field_lr, field_ids = catalog_images(layout, CameraRole.field_lr)
+    return teacher, hr, hr_ids
+
+
+def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,
+                               out: Path | None = None, downsampler_out: Path | None = None,
+                               run_dir: Path | None = None, resume: bool = False,
+                               report: Callable[[dict], None] | None = None, camera: str | None = None,
+                               registry: CameraRegistry | None = None):
+    """Co-learn one field camera's student and G (``camera``, or the only field camera) from a teacher
+    (default: the newest) on the catalog's HR references and that camera's field LR images."""
+    from sr_pipeline.sr.stages.colearn import train_colearn
+
+    teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
+    camera, field_lr, field_ids = field_camera_images(layout, camera, registry)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
-    run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", profile.name)
+    run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
-                         image_ids=hr_ids, field_image_ids=field_ids)
+                         image_ids=hr_ids, field_image_ids=field_ids, camera=camera)
+
+
+def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,
+                                  out: Path | None = None, run_dir: Path | None = None, resume: bool = False,
+                                  report: Callable[[dict], None] | None = None):
+    """Distil the fixed-degradation challenger from a teacher (default: the newest) on the HR references:
+    the profile's student with bicubic degradation and no camera model, one per teacher, which the
+    promotion gate holds every camera's co-learned student against. Default folder:
+    ``models/student/fixed-<teacher version>``."""
+    from sr_pipeline.sr.checkpoints import model_version
+    from sr_pipeline.sr.stages.colearn import train_colearn
+
+    teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
+    fixed = profile.fixed_degradation_challenger()
+    out = Path(out) if out else challenger_dir(layout, model_version(teacher))
+    run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{fixed.name}-{out.name}")
+    return train_colearn(fixed, teacher, hr, [], run_dir, out, None, resume=resume, report=report,
+                         image_ids=hr_ids, challenger=True)

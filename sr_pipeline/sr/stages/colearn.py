@@ -300,7 +300,8 @@ class ColearnStage(Stage):
 
     def __init__(self, profile: Profile, teacher_dir: Path, hr_images: list[np.ndarray],
                  field_lr_images: list[np.ndarray], student_out: Path, downsampler_out: Path | None = None, *,
-                 image_ids: list[str] | None = None, field_image_ids: list[str] | None = None):
+                 image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
+                 camera: str | None = None, challenger: bool = False):
         cfg = profile.colearn
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
@@ -322,6 +323,8 @@ class ColearnStage(Stage):
             raise ValueError(f"the teacher upscales x{self.teacher.net.config.scale}, the profile x{profile.scale}")
         self.hr_images, self.field_lr_images = hr_images, field_lr_images
         self.image_ids, self.field_image_ids = image_ids or [], field_image_ids or []
+        self.camera = camera  # the field camera whose images these are (recorded, not used in training)
+        self.challenger = challenger  # the gate's fixed-degradation challenger (recorded: served per camera only if it wins)
         self.student_out = Path(student_out)
         self.downsampler_out = Path(downsampler_out) if cfg.use_downsampler else None
 
@@ -374,6 +377,8 @@ class ColearnStage(Stage):
             "time_breakdown": learner.timer.breakdown(),
             "num_images": len(self.hr_images),
             "num_field_images": len(self.field_lr_images),
+            "camera": self.camera,
+            "challenger": self.challenger,
             "grey_field_camera": self.grey,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
@@ -397,9 +402,11 @@ class ColearnStage(Stage):
 def train_colearn(profile: Profile, teacher_dir: Path, hr_images: list[np.ndarray], field_lr_images: list[np.ndarray],
                   run_dir: Path, student_out: Path, downsampler_out: Path | None = None, *, resume: bool = False,
                   report: Callable[[dict], None] | None = None, stop_after: int | None = None,
-                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None) -> TrainResult | None:
-    """Co-learn (or resume) U and G into the given folders (the student's name is the version);
-    None when ``stop_after`` interrupts it on purpose."""
+                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
+                  camera: str | None = None, challenger: bool = False) -> TrainResult | None:
+    """Co-learn (or resume) U and G into the given folders (the student's name is the version) on one
+    field camera's images (``camera`` names it in training.json); None when ``stop_after`` interrupts
+    it on purpose."""
     stage = ColearnStage(profile, teacher_dir, hr_images, field_lr_images, student_out, downsampler_out,
-                         image_ids=image_ids, field_image_ids=field_image_ids)
+                         image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger)
     return run_stage(stage, run_dir, resume=resume, report=report, stop_after=stop_after)
