@@ -193,3 +193,43 @@ def test_student_can_start_from_scratch_for_the_plain_baseline(tmp_path):
         student = learner.unwrap(learner.student).state_dict()
         equal = all(torch.equal(v, student[k]) for k, v in teacher.net.state_dict().items())
         assert equal is same
+
+
+KERNEL = dict(scale=4, noise_model="camera", blur_model="kernel")
+
+
+def _laplacian_energy(y: torch.Tensor) -> float:
+    lap = y[..., 1:-1, 1:-1] * 4 - y[..., :-2, 1:-1] - y[..., 2:, 1:-1] - y[..., 1:-1, :-2] - y[..., 1:-1, 2:]
+    return float(lap.pow(2).mean())
+
+
+def test_the_kernel_camera_model_starts_at_bicubic_and_can_only_blur(tmp_path):
+    g = LearnedDownsampler(**KERNEL).eval()
+    assert g.network_parameters() == [] and {n for n, _ in g.named_parameters()} <= set(g.CAMERA_PARAMETERS)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1  # all texture: the hardest case for "never adds detail"
+    with torch.no_grad():
+        assert torch.allclose(g(x), downsample(x, 4), atol=2e-3)  # starts (almost) at bicubic downsampling
+        k = g.blur_kernel()
+        assert float(k.min()) >= 0 and float(k.sum()) == pytest.approx(1.0)
+        base = _laplacian_energy(downsample(x, 4))
+        for sigmas, angle in (((0.8, 0.8), 0.0), ((2.5, 0.4), 0.7), ((0.1, 3.0), -1.2)):
+            g.blur_log_sigma.copy_(torch.log(torch.tensor(sigmas)) / 5.0)
+            g.blur_angle.fill_(angle)
+            assert _laplacian_energy(g(x)) < base  # a non-negative kernel summing to one never sharpens
+        assert g.camera_summary()["blur_sigmas_hr_px"] == pytest.approx([0.1, 3.0], abs=1e-3)
+        g.save_pretrained(tmp_path / "g")
+        again = load_downsampler(tmp_path / "g")
+        assert again.config.blur_model == "kernel" and torch.allclose(again(x), g(x))
+        # the grain comes from eps' alone: with noise, HF energy rises above the deterministic output's
+        g.log_read_sigma.fill_(math.log(6 / 127.5))
+        assert _laplacian_energy(g(x, torch.randn(2, 3, 16, 16))) > _laplacian_energy(g(x))
+
+
+def test_the_kernel_camera_model_needs_the_camera_noise_model():
+    from sr_pipeline.sr.config import DownsamplerConfig
+
+    with pytest.raises(ValueError, match="noise_model"):
+        LearnedDownsampler(scale=4, noise_model="input", blur_model="kernel")
+    with pytest.raises(ValueError, match="noise_model"):
+        DownsamplerConfig(noise_model="input", blur_model="kernel")

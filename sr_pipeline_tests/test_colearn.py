@@ -412,3 +412,17 @@ def test_grey_field_camera_is_trained_grey_end_to_end(tmp_path):
 def test_colour_field_camera_is_not_treated_as_grey(tmp_path):
     stage = tc.ColearnStage(tiny_profile(), make_teacher(tmp_path), photos(), field_lr(), *outs(tmp_path))
     assert not stage.grey
+
+
+def test_the_kernel_camera_model_trains_its_blur_and_noise_with_no_network(tmp_path):
+    """blur_model kernel: only the Gaussian's and the noise's parameters exist, and co-learning moves them."""
+    teacher_dir = make_teacher(tmp_path)
+    student_dir, g_dir = outs(tmp_path)
+    profile = tiny_profile(downsampler=DownsamplerConfig(noise_model="camera", blur_model="kernel"))
+    stage = tc.ColearnStage(profile, teacher_dir, photos(), field_lr(), student_dir, g_dir)
+    run_stage(stage, tmp_path / "run")
+    g = load_downsampler(g_dir)
+    fresh = type(g)(scale=4, noise_model="camera", blur_model="kernel")
+    assert g.config.blur_model == "kernel" and g.network_parameters() == []
+    assert not torch.equal(g.blur_log_sigma, fresh.blur_log_sigma)  # the blur was trained ...
+    assert not torch.equal(g.log_read_sigma, fresh.log_read_sigma)  # ... and the noise

@@ -76,6 +76,11 @@ class DownsamplerConfig(_Strict):
     )
     colour_transform: bool = Field(False, description="learn a colour matrix and offset after the structure term "
                                    "(needs noise_model camera)")
+    blur_model: Literal["residual", "kernel"] = Field(
+        "residual", description="residual: a network's residual on bicubic downsampling; kernel: a learned "
+        "anisotropic Gaussian before it, which can only blur, so all grain must come from the noise drawn from "
+        "eps' (needs noise_model camera; docs/camera_model.md)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DownsamplerConfig":
@@ -83,6 +88,8 @@ class DownsamplerConfig(_Strict):
             raise ValueError("downsampler.channels must be divisible by norm_num_groups")
         if self.colour_transform and self.noise_model != "camera":
             raise ValueError("downsampler.colour_transform needs downsampler.noise_model: camera")
+        if self.blur_model == "kernel" and self.noise_model != "camera":
+            raise ValueError("downsampler.blur_model kernel needs downsampler.noise_model: camera")
         return self
 
 

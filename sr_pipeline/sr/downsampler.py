@@ -63,6 +63,12 @@ class CameraOutput(NamedTuple):
 # Initial noise: one 8-bit level of read noise, almost no shot noise (values are in [-1, 1]).
 _INIT_READ_SIGMA = 2.0 / 255.0
 _INIT_SHOT_GAIN = 1e-5
+# blur_model kernel: a Gaussian blur of the HR image before bicubic downsampling, starting near a delta.
+# Its log-sigmas are stored divided by _BLUR_RATE so that Adam, whose steps are about the learning rate
+# in size, moves them _BLUR_RATE times faster than the noise scalars: a camera may blur by 2-3 HR pixels.
+_INIT_BLUR_SIGMA = 0.3  # HR pixels
+_BLUR_RATE = 5.0
+_MAX_BLUR_RADIUS = 12
 
 
 class LearnedDownsampler(ModelMixin, ConfigMixin):
@@ -83,6 +89,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         noise_model: Literal["input", "camera"] = "input",
         colour_transform: bool = False,
         grey: bool = False,
+        blur_model: Literal["residual", "kernel"] = "residual",
     ):
         super().__init__()
         if channels % norm_num_groups:
@@ -93,6 +100,10 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             raise ValueError("colour_transform needs noise_model 'camera'")
         if grey and (noise_model != "camera" or colour_transform):
             raise ValueError("a grey camera model needs noise_model 'camera' and no colour_transform")
+        if blur_model not in ("residual", "kernel"):
+            raise ValueError(f"blur_model must be 'residual' or 'kernel', not {blur_model!r}")
+        if blur_model == "kernel" and noise_model != "camera":
+            raise ValueError("blur_model 'kernel' needs noise_model 'camera' (the noise then carries all grain)")
         c = image_channels
         c_in = (2 if noise_model == "input" else 1) * c + c * scale * scale
         if noise_model == "camera":
@@ -104,6 +115,10 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         if colour_transform:
             self.colour_matrix = nn.Parameter(torch.eye(c))
             self.colour_offset = nn.Parameter(torch.zeros(c))
+        if blur_model == "kernel":  # an anisotropic Gaussian: it can only blur, never draw texture
+            self.blur_log_sigma = nn.Parameter(torch.full((2,), math.log(_INIT_BLUR_SIGMA) / _BLUR_RATE))
+            self.blur_angle = nn.Parameter(torch.zeros(1))
+            return
         self.conv_in = nn.Conv2d(c_in, channels, 3, padding=1)
         self.blocks = nn.Sequential(*(_ResBlock(channels, norm_num_groups) for _ in range(num_blocks)))
         self.norm_out = nn.GroupNorm(norm_num_groups, channels)
@@ -139,6 +154,9 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
 
     def camera_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
                      noise: torch.Tensor | None = None) -> CameraOutput:
+        if self.config.blur_model == "kernel":
+            structure = downsample(self.blur(F.pixel_shuffle(unshuffled, self.config.scale)), self.config.scale)
+            return self._camera_output(structure, noise)
         if self.config.noise_model == "input":
             y_t = base if noise is None else base + self.noise_std * noise.to(base.dtype)
             # As the upsampler's x_t, y_T is scaled to keep the input variance near one.
@@ -150,6 +168,10 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         structure = base + self.conv_out(F.silu(self.norm_out(self.blocks(h))))
         if self.config.noise_model == "input":
             return CameraOutput(structure, structure)
+        return self._camera_output(structure, noise)
+
+    def _camera_output(self, structure: torch.Tensor, noise: torch.Tensor | None) -> CameraOutput:
+        """Grey, colour response and sensor noise after the structure part."""
         if self.config.grey:  # a grey camera: one intensity per pixel, one noise draw shared by the channels
             structure = structure.mean(dim=1, keepdim=True).expand_as(structure)
         out = self.colour(structure)
@@ -161,7 +183,31 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             n = self.sensor_noise(out.detach(), noise.to(out.dtype))
         return CameraOutput(out + n, structure, n)
 
-    CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset")
+    CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset",
+                         "blur_log_sigma", "blur_angle")
+
+    def blur_sigmas(self) -> torch.Tensor:
+        """The kernel's two standard deviations in HR pixels (blur_model kernel)."""
+        return torch.exp(_BLUR_RATE * self.blur_log_sigma)
+
+    def blur_kernel(self) -> torch.Tensor:
+        """The anisotropic Gaussian (sums to one, non-negative: its response never exceeds one at any frequency)."""
+        sig = self.blur_sigmas().clamp(max=_MAX_BLUR_RADIUS / 3)
+        r = int(min(_MAX_BLUR_RADIUS, math.ceil(3 * float(sig.detach().max()))))
+        ax = torch.arange(-r, r + 1, dtype=sig.dtype, device=sig.device)
+        y, x = torch.meshgrid(ax, ax, indexing="ij")
+        cos, sin = torch.cos(self.blur_angle), torch.sin(self.blur_angle)
+        u, v = cos * x + sin * y, -sin * x + cos * y
+        k = torch.exp(-0.5 * ((u / sig[0]) ** 2 + (v / sig[1]) ** 2))
+        return k / k.sum()
+
+    def blur(self, x_hr: torch.Tensor) -> torch.Tensor:
+        k = self.blur_kernel().to(x_hr.dtype)
+        r = k.shape[-1] // 2
+        if r == 0:
+            return x_hr
+        c = x_hr.shape[1]
+        return F.conv2d(F.pad(x_hr, (r, r, r, r), mode="reflect"), k.expand(c, 1, *k.shape), groups=c)
 
     def camera_parameters(self) -> list[nn.Parameter]:
         """The few scalars of the colour and noise parts (trained at their own, higher learning rate)."""
@@ -200,6 +246,9 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             sig = [self.noise_sigma(torch.full((1, self.config.image_channels, 1, 1), 2 * v - 1)).flatten() * 127.5
                    for v in levels]
             out = {"noise_sigma_levels": {f"{v:.1f}": [round(float(a), 3) for a in s] for v, s in zip(levels, sig)}}
+            if self.config.blur_model == "kernel":
+                out["blur_sigmas_hr_px"] = [round(float(a), 3) for a in self.blur_sigmas()]
+                out["blur_angle_deg"] = round(math.degrees(float(self.blur_angle)), 1)
             if self.config.colour_transform:
                 out["colour_matrix"] = [[round(float(a), 4) for a in row] for row in self.colour_matrix]
                 out["colour_offset_levels"] = [round(float(a) * 127.5, 3) for a in self.colour_offset]

@@ -110,7 +110,7 @@ class CoLearner:
             g = LearnedDownsampler(scale=profile.scale, channels=dc.channels, num_blocks=dc.num_blocks,
                                    norm_num_groups=dc.norm_num_groups, kappa=dc.kappa,
                                    noise_model=dc.noise_model, colour_transform=dc.colour_transform and not grey,
-                                   grey=grey)
+                                   grey=grey, blur_model=dc.blur_model)
         if self.weights["adv_hr"] > 0:
             d_hr = PatchDiscriminator(**cfg.d_hr.model_dump())
         if self.weights["adv_lr"] > 0:
@@ -119,7 +119,8 @@ class CoLearner:
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
         if g is not None:
-            groups.append({"params": g.network_parameters(), "lr": cfg.downsampler_lr})
+            if g.network_parameters():  # none with blur_model kernel
+                groups.append({"params": g.network_parameters(), "lr": cfg.downsampler_lr})
             if g.camera_parameters():
                 groups.append({"params": g.camera_parameters(), "lr": cfg.camera_params_lr})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
