@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=None,
                        help=f"{out_kind} folder to write (default: <data>/models/{out_kind}/<new version>)")
         p.add_argument("--run-dir", type=Path, default=None,
-                       help=f"resumable state folder (default: <data>/runs/{kind}/<profile>)")
+                       help=f"resumable state folder (default: <data>/runs/{kind}/<profile>"
+                       + ("-<camera>)" if kind == "colearn" else ")"))
         p.set_defaults(func=_handler("sr_pipeline.training.launch:run_cli"))
     # colearn only (the last parser of the loop):
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder (default: the newest teacher)")
