@@ -475,3 +475,21 @@ def test_the_co_learned_student_is_kept_when_it_beats_or_ties_the_challenger(pla
     # without a challenger for its teacher there is no duel
     alone = save_sr(plant, "student", "s-alone", camera="field_cam", teacher={"version": "t9"})
     assert ev.evaluate_gate(plant, alone, None, STRICT, lpips=FakeLPIPS(), device="cpu").challenge is None
+
+
+def test_the_challenger_can_be_served_again_after_the_camera_moved_on_from_it(plant):
+    """The no-re-promotion rule protects students an operator rolled back from, not the shared baseline."""
+    from sr_pipeline.evaluation.gate import choose_action
+    from sr_pipeline.evaluation.promotion import promote_after_gate
+
+    log = [{"version": "fixed-t1", "promoted_at": "t0"}, {"version": "s-co", "promoted_at": "t1"}]
+    assert choose_action(log, "fixed-t1", True, promote=True) == ("not_repromoted", None)
+    assert choose_action(log, "fixed-t1", True, promote=True, baseline=True) == ("promoted", None)
+    fixed = save_sr(plant, "student", "fixed-t1", challenger=True, teacher={"version": "t1"})
+    good = save_sr(plant, "student", "s-good", camera="field_cam", teacher={"version": "t0"})  # no challenger
+    record_promotion(plant, "fixed-t1", str(fixed), "earlier", "field_cam")
+    record_promotion(plant, "s-good", str(good), "then a co-learned student", "field_cam")
+    worse = save_sr(plant, "student", "s-worse", offset, camera="field_cam", teacher={"version": "t1"})
+    decision = ev.evaluate_gate(plant, worse, good, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    assert decision.served == "fixed-t1" and decision.action == "would_promote"
+    assert promote_after_gate(plant, worse, "field_cam").version == "fixed-t1"

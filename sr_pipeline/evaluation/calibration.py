@@ -300,7 +300,8 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     criteria = decide(scores.rows, scores.summary, models[winner].watch, thresholds, reference, candidate=winner)
     passed = all(c.passed for c in criteria)
     served = model_version(served_dir)
-    action, since = choose_action(promotions(layout, camera), served, passed, promote=False)
+    action, since = choose_action(promotions(layout, camera), served, passed, promote=False,
+                                  baseline=winner == "challenger")
     decision = GateDecision(version, reference, criteria, action, thresholds, since, served, duel)
     if winner == "challenger":  # it may be served: its consistency thresholds come from these pairs too
         ensure_consistency(layout, served_dir, pairs, key, device)
@@ -407,7 +408,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     judged = duel["winner"] if duel and duel["winner"] in scores.methods else "candidate"
     criteria = decide(scores.rows, scores.summary, watch, thresholds, reference, candidate=judged)
     action, since = choose_action(promotions(layout, camera), served_version, all(c.passed for c in criteria),
-                                  promote=False)
+                                  promote=False, baseline=served_version != version)
     decision = GateDecision(version, reference, criteria, action, thresholds, since, served_version, duel)
     served = judged if action == "already_promoted" else ("promoted" if reference is not None else None)
 

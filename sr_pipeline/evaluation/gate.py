@@ -269,18 +269,21 @@ def no_pairs_criteria() -> tuple[Criterion, ...]:
     return tuple(Criterion(name, False, missing) for name in CRITERIA)
 
 
-def choose_action(entries: list[dict], version: str, passed: bool, promote: bool) -> tuple[str, str | None]:
+def choose_action(entries: list[dict], version: str, passed: bool, promote: bool,
+                  baseline: bool = False) -> tuple[str, str | None]:
     """(action, promoted_since) for a candidate given the promotion log (oldest first).
 
     ``promote``: whether the caller records a promotion when the gate allows one (the
     ``promoted_student`` asset does; the checks and the report only say what would happen).
+    ``baseline``: the version is the fixed-degradation challenger, which the gate may serve again
+    after a camera moved on from it (the no-re-promotion rule is for students an operator rolled back).
     """
     current = entries[-1]["version"] if entries else None
     if current == version:
         return "already_promoted", entries[-1]["promoted_at"]
     if not passed:
         return "rejected", None
-    if any(e["version"] == version for e in entries):
+    if not baseline and any(e["version"] == version for e in entries):
         return "not_repromoted", None
     return ("promoted" if promote else "would_promote"), None
 
