@@ -70,7 +70,7 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
     field_ids = registry.ids(CameraRole.field_lr)
     uploaded = {b.camera for b in polled.batches if b.camera in field_ids}
     add_field_camera_partitions(instance, uploaded)  # ingestion adds them too; a stubbed or earlier run may not
-    cameras = sorted(set(instance.get_dynamic_partitions(field_cameras.name)) | uploaded)
+    cameras = sorted(instance.get_dynamic_partitions(field_cameras.name))
     print(f"3/5 training: the teacher, then per field camera ({', '.join(cameras)}) its camera model and student, "
           "the promotion gate, the promoted student and the learned LR sets (the long part)", flush=True)
     _run(defs.resolve_job_def("teacher_job"), instance)

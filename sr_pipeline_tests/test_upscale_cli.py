@@ -228,3 +228,19 @@ def test_promote_by_hand_is_per_field_camera(tmp_path, capsys):
     assert "--camera" in capsys.readouterr().err
     assert main(["--data", str(data), "promote", "fixed-t1", "--camera", "grey_cam"]) == 0
     assert promoted_student_dir(layout, "grey_cam") == fixed and promoted_student_dir(layout, "field_cam") == old
+
+
+def test_models_labels_a_promotion_from_before_cameras_as_standing_for_all(tmp_path, capsys):
+    """A camera-less (older) promotion is listed as 'all', not mistaken for the newest camera's student."""
+    from sr_pipeline.storage.registry import record_promotion
+
+    data = tmp_path / "data"
+    layout = DataLayout(data)
+    old = tiny_sr_model(data / "models" / "student" / "s-old", {"kind": "student", "version": "s-old"})
+    new = tiny_sr_model(data / "models" / "student" / "s-cam", {"kind": "student", "version": "s-cam",
+                                                               "camera": "field_cam"}, seed=1)
+    record_promotion(layout, "s-old", str(old), "before cameras")
+    record_promotion(layout, "s-cam", str(new), "test", "field_cam")
+    assert main(["--data", str(data), "models", "--json"]) == 0
+    rows = {r["version"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["s-old"]["promoted_for"] == ["all"] and rows["s-cam"]["promoted_for"] == ["field_cam"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from sr_pipeline.defs.partitions import field_cameras
+from sr_pipeline.defs.partitions import field_cameras, latest_materialization
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.defs.training import GPU_K8S_TAGS
 
@@ -34,11 +34,10 @@ def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
 
     The gate is not partitioned itself (partitioned checks are a Dagster preview), so an input would load
     every camera's student; it reads its own camera's from the instance instead."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-    if not records or records[0].asset_materialization is None:
+    event = latest_materialization(instance, key, partition)
+    if event is None:
         raise dg.Failure(f"{key.to_user_string()} has no materialisation for field camera {partition!r}")
-    value = records[0].asset_materialization.metadata.get("model_path")
+    value = event.metadata.get("model_path")
     if value is None:
         raise dg.Failure(f"the newest {key.to_user_string()} of field camera {partition!r} recorded no path")
     return str(value.value)

@@ -6,16 +6,27 @@ the upload sensor add it), so the partitions follow the cameras that actually up
 camera id of ``configs/cameras.yaml``.
 """
 
-from dagster import DynamicPartitionsDefinition
+from dagster import AssetKey, AssetRecordsFilter, DynamicPartitionsDefinition
 
 upload_batches = DynamicPartitionsDefinition(name="upload_batches")
 field_cameras = DynamicPartitionsDefinition(name="field_cameras")
 
 
+def missing_field_camera_partitions(instance, cameras) -> list[str]:
+    """The ``cameras`` that the instance has no field_cameras partition for yet, sorted."""
+    return sorted(set(cameras) - set(instance.get_dynamic_partitions(field_cameras.name)))
+
+
 def add_field_camera_partitions(instance, cameras) -> list[str]:
     """Add the partitions of ``cameras`` that the instance does not have yet; the ones added."""
-    have = set(instance.get_dynamic_partitions(field_cameras.name))
-    new = sorted(set(cameras) - have)
+    new = missing_field_camera_partitions(instance, cameras)
     if new:
         instance.add_dynamic_partitions(field_cameras.name, new)
     return new
+
+
+def latest_materialization(instance, key: AssetKey, partition: str | None = None):
+    """The newest materialisation of ``key`` (of one partition when given), or None."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+    return records[0].asset_materialization if records else None

@@ -9,7 +9,7 @@ state request at most one run per camera. Manual materialisation always works al
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from sr_pipeline.defs.partitions import field_cameras
+from sr_pipeline.defs.partitions import field_cameras, missing_field_camera_partitions
 from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
 from sr_pipeline.defs.training import camera_training_job, teacher_job
 from sr_pipeline.training.retraining import retraining_decisions
@@ -39,7 +39,6 @@ def retraining_sensor(context: SensorEvaluationContext, storage: PlantStorage, r
             requests.append(RunRequest(run_key=d.key, job_name=camera_training_job.name, partition_key=d.camera,
                                        tags=tags | {"sr_pipeline/camera": d.camera}))
     # Images ingested outside Dagster (sr-pipeline ingest) never added their camera's partition.
-    known = set(context.instance.get_dynamic_partitions(field_cameras.name))
-    new = sorted(set(cameras) - known)
+    new = missing_field_camera_partitions(context.instance, cameras)
     return SensorResult(run_requests=requests,
                         dynamic_partitions_requests=[field_cameras.build_add_request(new)] if new else [])

@@ -13,7 +13,7 @@ import json
 import dagster as dg
 
 from sr_pipeline.defs.evaluation import evaluation_job
-from sr_pipeline.defs.partitions import field_cameras
+from sr_pipeline.defs.partitions import field_cameras, latest_materialization
 from sr_pipeline.defs.resources import PlantStorage
 
 WEEKLY_CRON = "0 6 * * 1"  # Monday 06:00
@@ -22,17 +22,11 @@ TEACHER = dg.AssetKey("teacher_checkpoint")
 CAMERA_INPUTS = (dg.AssetKey("co_trained_student"), dg.AssetKey("learned_downsampler"))
 
 
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None):
-    """The newest materialisation (of one partition when given), or None."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
-    return records[0].asset_materialization if records else None
-
-
 def missing_inputs(instance: dg.DagsterInstance, camera: str) -> list[str]:
     """The camera's report inputs that have never been materialised."""
-    missing = [TEACHER.to_user_string()] if _latest(instance, TEACHER) is None else []
-    return missing + [f"{k.to_user_string()}[{camera}]" for k in CAMERA_INPUTS if _latest(instance, k, camera) is None]
+    missing = [TEACHER.to_user_string()] if latest_materialization(instance, TEACHER) is None else []
+    return missing + [f"{k.to_user_string()}[{camera}]" for k in CAMERA_INPUTS
+                      if latest_materialization(instance, k, camera) is None]
 
 
 def ready_cameras(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
@@ -77,7 +71,7 @@ def build_weekly_evaluation_schedule(timezone: str | None = None,
 
 
 def _reported_pairs(instance: dg.DagsterInstance, camera: str) -> int:
-    event = _latest(instance, REPORT, camera)
+    event = latest_materialization(instance, REPORT, camera)
     if event is None:
         return 0
     value = event.metadata.get("calibration_pairs")

@@ -54,12 +54,16 @@ def model_camera(model_dir: Path) -> str | None:
     return read_info(Path(model_dir)).get("camera")
 
 
+def _fallback_camera(registry: CameraRegistry, camera: str) -> str | None:
+    return registry.get(camera).fallback_camera if camera in registry else None
+
+
 def served_student(layout: DataLayout, registry: CameraRegistry, camera: str) -> ServedStudent | None:
     """The student that upscales ``camera``'s images, or None when it has none and no fallback is configured."""
     own = promoted_student_dir(layout, camera)
     if own is not None:
         return ServedStudent(own, camera, False)
-    fallback = registry.get(camera).fallback_camera if camera in registry else None
+    fallback = _fallback_camera(registry, camera)
     if fallback is not None:
         theirs = promoted_student_dir(layout, fallback)
         if theirs is not None:
@@ -69,7 +73,7 @@ def served_student(layout: DataLayout, registry: CameraRegistry, camera: str) ->
 
 def no_student_message(registry: CameraRegistry, camera: str) -> str:
     """Why a camera's images cannot be upscaled yet, and what to do."""
-    fallback = registry.get(camera).fallback_camera if camera in registry else None
+    fallback = _fallback_camera(registry, camera)
     text = (f"no student has been promoted for field camera {camera!r}: materialise co_trained_student and "
             f"promoted_student for partition {camera!r} (a student that passes the promotion gate on this camera's "
             "calibration pairs) or promote one with `sr-pipeline promote`")

@@ -141,12 +141,12 @@ def promoted_student_for(layout: DataLayout, camera: str | None) -> Path | None:
 def run_cli(args: argparse.Namespace) -> int:
     layout = args.layout
     rows = list_models(layout)
-    entries = promotions(layout)
     served: dict[Path, list[str]] = {}  # a student folder -> the field cameras it is promoted for
-    for camera in sorted({e.get("camera") or "" for e in entries}):
-        path = promoted_student_dir(layout, camera or None)
-        if path is not None:
-            served.setdefault(path.resolve(), []).append(camera or "all")
+    for camera, path in promoted_cameras(layout).items():
+        served.setdefault(path.resolve(), []).append(camera)
+    legacy = [e for e in promotions(layout) if not e.get("camera")]  # stands for cameras without their own
+    if legacy and Path(legacy[-1]["path"]).is_dir():
+        served.setdefault(Path(legacy[-1]["path"]).resolve(), []).append("all")
     for r in rows:
         cams = served.get(Path(r["path"]).resolve(), []) if r["kind"] == "student" else []
         r["promoted"] = bool(cams)
