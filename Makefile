@@ -19,10 +19,15 @@ help:
 	@echo "make bench          run the benchmarks that need no external data"
 	@echo "make clean-data     delete everything under data/ (uploads, store, models, Dagster history)"
 
+# A download cut off mid-file (seen on CI: a 55 MB wheel stopped at 25 MB six times running)
+# fails the whole install, so each pip step is retried a few times before giving up.
+RETRY := for attempt in 1 2 3; do
+RETRY_END := && break; [ $$attempt = 3 ] && exit 1; echo "pip failed (attempt $$attempt of 3); retrying in 20 s" >&2; sleep 20; done
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	$(RETRY) $(BIN)/pip install --quiet --upgrade pip $(RETRY_END)
+	$(RETRY) $(BIN)/pip install --quiet --resume-retries 10 -e '.[$(EXTRAS)]' $(RETRY_END)
 	touch $(STAMP)
 
 install: $(STAMP)
