@@ -25,7 +25,7 @@ import torch
 from scipy.stats import wasserstein_distance
 
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.imageops import LUMA, downsample, to_tensor, to_uint8
 
 DEGRADATION_STATISTICS = ("noise_sigma", "log_laplacian_var", "gradient_mean", "spectrum_slope", "hf_ratio")
 COLOUR_STATISTICS = ("mean_r", "mean_g", "mean_b", "saturation")
@@ -62,7 +62,8 @@ def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
 # ---- per-image statistics --------------------------------------------------------------------------
 
 def _luma(img: np.ndarray) -> np.ndarray:
-    return np.asarray(img, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+    # float64: the statistics below take medians and spectra of small differences
+    return np.asarray(img, dtype=np.float64) @ LUMA.astype(np.float64)
 
 
 def noise_sigma(gray: np.ndarray) -> float:
