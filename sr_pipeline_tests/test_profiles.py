@@ -1,0 +1,42 @@
+"""Every training profile shipped in configs/ loads, validates and is what its file name says."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sr_pipeline.sr.config import Profile
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "cameras.yaml")
+
+
+def _changed(base: dict, other: dict, prefix: str = "") -> set[str]:
+    """Dotted keys whose values differ between two profile mappings."""
+    keys = set(base) | set(other)
+    out: set[str] = set()
+    for k in keys:
+        a, b = base.get(k), other.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out |= _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.add(prefix + k)
+    return out
+
+
+def test_the_shipped_profiles_are_found():
+    names = {p.relative_to(REPO / "configs").as_posix() for p in PROFILES}
+    assert {"cpu-demo.yaml", "bench-cpu.yaml", "gpu.yaml", "sizes/bench-cpu-3m.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
+def test_each_profile_validates_and_is_named_after_its_file(path):
+    profile = Profile.from_yaml(path)
+    assert profile.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sizes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_size_profile_changes_only_the_network(path):
+    base = Profile.from_yaml(REPO / "configs" / "bench-cpu.yaml").to_dict()
+    assert _changed(base, Profile.from_yaml(path).to_dict()) - {"name"} <= {
+        "net.block_out_channels", "net.layers_per_block", "net.norm_num_groups"}
