@@ -40,3 +40,11 @@ def test_a_size_profile_changes_only_the_network(path):
     base = Profile.from_yaml(REPO / "configs" / "bench-cpu.yaml").to_dict()
     assert _changed(base, Profile.from_yaml(path).to_dict()) - {"name"} <= {
         "net.block_out_channels", "net.layers_per_block", "net.norm_num_groups"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("bench-cpu-*.yaml")), ids=lambda p: p.stem)
+def test_a_preset_changes_only_co_learning_loss_weights(path):
+    """The fidelity and perceptual presets are bench-cpu trained the same way, weighted differently."""
+    base = Profile.from_yaml(REPO / "configs" / "bench-cpu.yaml").to_dict()
+    changed = _changed(base, Profile.from_yaml(path).to_dict()) - {"name"}
+    assert changed and all(key.startswith("colearn.weights.") for key in changed)
