@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
 from sr_pipeline.sr.imageops import downsample
@@ -221,6 +222,8 @@ def test_the_kernel_camera_model_starts_at_bicubic_and_can_only_blur(tmp_path):
         g.save_pretrained(tmp_path / "g")
         again = load_downsampler(tmp_path / "g")
         assert again.config.blur_model == "kernel" and torch.allclose(again(x), g(x))
+        # the streaming entry point (LR-sized parts) gives exactly what forward gives
+        assert torch.equal(g.from_parts(downsample(x, 4), F.pixel_unshuffle(x, 4)), g(x))
         # the grain comes from eps' alone: with noise, HF energy rises above the deterministic output's
         g.log_read_sigma.fill_(math.log(6 / 127.5))
         assert _laplacian_energy(g(x, torch.randn(2, 3, 16, 16))) > _laplacian_energy(g(x))

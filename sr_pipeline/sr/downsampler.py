@@ -143,7 +143,10 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         h, w = x_hr.shape[-2:]
         if h % s or w % s:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {s}")
-        out = self.camera_parts(downsample(x_hr, s), F.pixel_unshuffle(x_hr, s), noise)
+        if self.config.blur_model == "kernel":  # needs only the HR: no bicubic base, no unshuffled copy
+            out = self._camera_output(downsample(self.blur(x_hr), s), noise)
+        else:
+            out = self.camera_parts(downsample(x_hr, s), F.pixel_unshuffle(x_hr, s), noise)
         return out if return_parts else out.lr
 
     def from_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
@@ -154,7 +157,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
 
     def camera_parts(self, base: torch.Tensor, unshuffled: torch.Tensor,
                      noise: torch.Tensor | None = None) -> CameraOutput:
-        if self.config.blur_model == "kernel":
+        if self.config.blur_model == "kernel":  # from_parts: the HR is rebuilt exactly from its unshuffled copy
             structure = downsample(self.blur(F.pixel_shuffle(unshuffled, self.config.scale)), self.config.scale)
             return self._camera_output(structure, noise)
         if self.config.noise_model == "input":

@@ -119,8 +119,8 @@ class CoLearner:
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
         if g is not None:
-            if g.network_parameters():  # none with blur_model kernel
-                groups.append({"params": g.network_parameters(), "lr": cfg.downsampler_lr})
+            if network := g.network_parameters():  # none with blur_model kernel
+                groups.append({"params": network, "lr": cfg.downsampler_lr})
             if g.camera_parameters():
                 groups.append({"params": g.camera_parameters(), "lr": cfg.camera_params_lr})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
