@@ -166,6 +166,21 @@ def test_grey_camera_model_never_invents_colour():
         LearnedDownsampler(**{**CAMERA, "grey": True})  # a colour transform makes no sense for grey
 
 
+def test_grey_camera_model_records_the_luma_of_a_colour_scene():
+    """A grey G fed a colour HR image (calibration pairs, LR sets) gives the luma a grey sensor records,
+    as its training references were made (grey_rgb), not the channels' mean."""
+    from sr_pipeline.sr.imageops import LUMA
+
+    g = LearnedDownsampler(**{**CAMERA, "colour_transform": False, "grey": True, "blur_model": "kernel"}).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, 1] = 0.8  # a green scene: luma 0.587 * 0.8, mean 0.8 / 3
+    with torch.no_grad():
+        y = g(x)
+        y_grey = g(torch.einsum("c,bchw->bhw", torch.as_tensor(LUMA), x)[:, None].expand_as(x))
+    assert torch.allclose(y, torch.full_like(y, float(LUMA[1]) * 0.8), atol=1e-5)
+    assert torch.allclose(y, y_grey, atol=1e-5)  # the same as from the scene's own grey picture
+
+
 def test_edge_sharpness_falls_with_blur_and_ignores_contrast():
     from sr_pipeline.sr.losses import edge_sharpness, lowpass
 

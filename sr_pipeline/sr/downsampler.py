@@ -36,7 +36,15 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from sr_pipeline.sr.imageops import downsample
+from sr_pipeline.sr.imageops import LUMA, downsample
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """The intensity a grey sensor records of an RGB batch (the luma, as ``grey_rgb`` makes the training
+    references), so a grey G fed a colour HR image matches its camera rather than the channels' mean."""
+    if x.shape[1] != len(LUMA):
+        return x.mean(dim=1, keepdim=True)
+    return torch.einsum("c,bchw->bhw", torch.as_tensor(LUMA, dtype=x.dtype, device=x.device), x)[:, None]
 
 
 class _ResBlock(nn.Module):
@@ -176,7 +184,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
     def _camera_output(self, structure: torch.Tensor, noise: torch.Tensor | None) -> CameraOutput:
         """Grey, colour response and sensor noise after the structure part."""
         if self.config.grey:  # a grey camera: one intensity per pixel, one noise draw shared by the channels
-            structure = structure.mean(dim=1, keepdim=True).expand_as(structure)
+            structure = _luma(structure).expand_as(structure)
         out = self.colour(structure)
         if noise is None:
             return CameraOutput(out, structure)
