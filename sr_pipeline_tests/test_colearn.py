@@ -363,10 +363,11 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
                          "stored_path": relative_to_root(layout, path), "outcome": "accepted"})
     write_batch_catalog(layout, "b1", rows)
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}).to_dict()))
+    camera_g = DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera")
+    config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}, downsampler=camera_g).to_dict()))
     cameras = tmp_path / "cameras.yaml"
-    cameras.write_text("cameras:\n  ref_cam: {role: hr_reference}\n  field_cam: {role: field_lr, min_field_images: 2}\n"
-                       "  grey_cam: {role: field_lr}\n")
+    cameras.write_text("cameras:\n  ref_cam: {role: hr_reference}\n  field_cam: {role: field_lr, min_field_images: 2,"
+                       " camera_model: {colour_transform: true}}\n  grey_cam: {role: field_lr}\n")
     argv = ["--data", str(layout.root), "train", "colearn", "--config", str(config), "--cameras", str(cameras)]
     assert main(argv) == 2 and "no teacher" in capsys.readouterr().err
     make_teacher(layout.root)  # -> <data>/models/teacher/t1
@@ -386,6 +387,9 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     assert info["field_image_ids"] == [r["image_id"] for r in rows[3:]]
     assert info["teacher"]["version"] == "t1" and json.loads((g / "training.json").read_text())["kind"] == "downsampler"
     assert info["camera"] == "field_cam"
+    # the camera's own camera_model choice from the registry, over the profile's
+    assert json.loads((g / "config.json").read_text())["colour_transform"] is True
+    assert info["profile"]["colearn"]["weights"]["colour_match"] == 1.0
     assert latest_state(layout.run_dir("colearn", "tiny")) is None
 
 

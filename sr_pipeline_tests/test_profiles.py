@@ -48,3 +48,33 @@ def test_a_preset_changes_only_co_learning_loss_weights(path):
     base = Profile.from_yaml(REPO / "configs" / "bench-cpu.yaml").to_dict()
     changed = _changed(base, Profile.from_yaml(path).to_dict()) - {"name"}
     assert changed and all(key.startswith("colearn.weights.") for key in changed)
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
+def test_each_shipped_camera_model_choice_fits_each_profile(path):
+    """configs/cameras.yaml's per-camera camera_model choices must train with whichever profile is chosen."""
+    from sr_pipeline.intake.cameras import CameraRole, load_registry
+
+    registry = load_registry(REPO / "configs" / "cameras.yaml")
+    profile = Profile.from_yaml(path)
+    for camera in registry.ids(CameraRole.field_lr):
+        choice = registry.camera_model_choice(camera)
+        tuned = profile.for_camera(camera, choice).colearn
+        for key in ("blur_model", "colour_transform"):
+            assert getattr(tuned.downsampler, key) == choice.get(key, getattr(profile.colearn.downsampler, key))
+
+
+def test_a_camera_choice_overrides_only_the_camera_model():
+    from sr_pipeline.sr.config import ProfileError
+
+    demo = Profile.from_yaml(REPO / "configs" / "cpu-demo.yaml")
+    assert demo.for_camera("cam", {}) is demo and demo.for_camera("cam", None) is demo
+    colour = demo.for_camera("cam", {"colour_transform": True})
+    assert colour.colearn.downsampler.colour_transform and colour.colearn.weights.colour_match == 1.0  # else untrained
+    assert _changed(demo.to_dict(), colour.to_dict()) == {"colearn.downsampler.colour_transform",
+                                                           "colearn.weights.colour_match"}
+    assert demo.for_camera("cam", {"colour_transform": True, "colour_match": 0.3}).colearn.weights.colour_match == 0.3
+    kernel = demo.for_camera("cam", {"blur_model": "kernel", "noise_match": 2.0})
+    assert _changed(demo.to_dict(), kernel.to_dict()) == {"colearn.downsampler.blur_model", "colearn.weights.noise_match"}
+    with pytest.raises(ProfileError, match="(?s)camera 'cam'.*blur_model"):
+        demo.for_camera("cam", {"blur_model": "gaussian"})

@@ -148,3 +148,18 @@ def test_registry_rejects_a_bad_fallback_camera():
         with pytest.raises(ValidationError, match=words):
             CameraRegistry.model_validate({"cameras": base | {"b" if bad.get("fallback_camera") != "nope" and
                                                                "itself" != words else "a": {"role": "field_lr", **bad}}})
+
+
+def test_registry_keeps_camera_model_choices_to_field_cameras():
+    from sr_pipeline.intake.cameras import CameraRegistry
+
+    base = {"ref_cam": {"role": "hr_reference"}}
+    registry = CameraRegistry.model_validate({"cameras": base | {"a": {"role": "field_lr",
+                                                                       "camera_model": {"blur_model": "kernel"}}}})
+    assert registry.camera_model_choice("a") == {"blur_model": "kernel"}
+    assert registry.camera_model_choice("ref_cam") == {}
+    with pytest.raises(ValueError, match="camera_model is for field_lr cameras only"):
+        CameraRegistry.model_validate({"cameras": {"ref_cam": {"role": "hr_reference",
+                                                               "camera_model": {"colour_transform": True}}}})
+    with pytest.raises(ValueError, match="extra"):  # a typo is named, not ignored
+        CameraRegistry.model_validate({"cameras": base | {"a": {"role": "field_lr", "camera_model": {"blur": "kernel"}}}})

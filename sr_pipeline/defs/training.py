@@ -8,6 +8,7 @@ retried run resumes a crashed one.
 """
 
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -186,9 +187,13 @@ def co_trained_student_and_downsampler(
     version = new_version()
     student_dir = layout.model_dir("student", version)
     downsampler_dir = layout.model_dir("downsampler", version)
-    run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]], [teacher_checkpoint, camera])
+    # The camera's own camera-model choices are part of what is trained: an edit starts a new run.
+    choice = registry.camera_model_choice(camera)
+    run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]],
+                       [teacher_checkpoint, camera, *([json.dumps(choice, sort_keys=True)] if choice else [])])
     context.log.info(f"co-learning {version} for field camera {camera} from teacher {teacher_checkpoint}: "
-                     f"{len(hr)} HR references, {len(field)} of the camera's field LR images, profile {profile}")
+                     f"{len(hr)} HR references, {len(field)} of the camera's field LR images, profile {profile}"
+                     + (f", the camera's camera_model {choice}" if choice else ""))
     _launch(context, training, pipes_subprocess_client, "colearn", layout,
             ["--config", str(profile), "--teacher", teacher_checkpoint, "--camera", camera,
              "--cameras", str(Path(storage.cameras_file).resolve()), "--out", str(student_dir),

@@ -47,6 +47,24 @@ class CameraRole(StrEnum):
 DEFAULT_MIN_FIELD_IMAGES = 8
 
 
+class CameraModelChoice(BaseModel):
+    """A field camera's own choices for its camera model G, over the training profile's
+    (``colearn.downsampler`` and the matching loss weights); unset fields keep the profile's.
+    Checked against the profile when the camera's co-learning starts (``Profile.for_camera``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blur_model: str | None = Field(
+        default=None, description="residual (a network's residual on bicubic downsampling) or kernel (a learned "
+        "anisotropic Gaussian that can only blur, so all grain comes from the noise: for grainy cameras)")
+    colour_transform: bool | None = Field(
+        default=None, description="learn a colour matrix and offset: only where the reference and field "
+        "cameras photograph the same kind of scenes, or a difference in content is learned as a cast")
+    colour_match: float | None = Field(default=None, ge=0, description="weight of the colour-statistics term "
+                                       "(default 1.0 where this camera turns colour_transform on)")
+    noise_match: float | None = Field(default=None, ge=0, description="weight of the flat-region noise term")
+
+
 class Camera(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +79,9 @@ class Camera(BaseModel):
         default=None,
         description="another field camera whose promoted student upscales this camera's images while this "
         "one has none of its own (never used unless set)")
+    camera_model: CameraModelChoice | None = Field(
+        default=None, description="field cameras only: this camera's choices for its camera model G over the "
+        "training profile's (configs/cameras.yaml explains when to use which)")
 
 
 class CameraRegistry(BaseModel):
@@ -79,6 +100,8 @@ class CameraRegistry(BaseModel):
                     f"camera id {camera_id!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
                 )
         for camera_id, cam in cameras.items():
+            if cam.camera_model is not None and cam.role != CameraRole.field_lr:
+                raise ValueError(f"camera {camera_id!r}: camera_model is for field_lr cameras only")
             fallback = cam.fallback_camera
             if fallback is None:
                 continue
@@ -99,6 +122,11 @@ class CameraRegistry(BaseModel):
             return self.cameras[camera_id]
         except KeyError:
             raise UnknownCameraError(camera_id, sorted(self.cameras)) from None
+
+    def camera_model_choice(self, camera_id: str) -> dict:
+        """The camera's own camera-model choices (``camera_model``), only the fields it sets; {} for none."""
+        choice = self.get(camera_id).camera_model
+        return choice.model_dump(exclude_none=True) if choice is not None else {}
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self.cameras

@@ -240,6 +240,29 @@ class Profile(_Strict):
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
+    def for_camera(self, camera: str, choice: dict | None) -> "Profile":
+        """This profile with one field camera's camera-model choices (``camera_model`` in the camera
+        registry: blur_model, colour_transform, colour_match, noise_match; None or empty: unchanged).
+        A camera that turns the colour transform on without a colour_match weight, on a profile whose
+        weight is 0, gets 1.0: otherwise nothing but the LR cycle would train the transform."""
+        choice = {k: v for k, v in (choice or {}).items() if v is not None}
+        if not choice:
+            return self
+        d = self.to_dict()
+        downsampler, weights = d["colearn"]["downsampler"], d["colearn"]["weights"]
+        for key in ("blur_model", "colour_transform"):
+            if key in choice:
+                downsampler[key] = choice[key]
+        for key in ("colour_match", "noise_match"):
+            if key in choice:
+                weights[key] = choice[key]
+        if choice.get("colour_transform") and "colour_match" not in choice and not weights["colour_match"]:
+            weights["colour_match"] = 1.0
+        try:
+            return Profile.model_validate(d)
+        except ValidationError as exc:
+            raise ProfileError(f"camera {camera!r}: its camera_model does not fit profile {self.name!r}:\n{exc}") from None
+
     def fixed_degradation_challenger(self) -> "Profile":
         """The same profile with the fixed (bicubic) degradation instead of a learned camera model: the
         student the promotion gate holds every co-learned student against (issue 14), and the

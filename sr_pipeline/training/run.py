@@ -113,11 +113,14 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
                                report: Callable[[dict], None] | None = None, camera: str | None = None,
                                registry: CameraRegistry | None = None):
     """Co-learn one field camera's student and G (``camera``, or the only field camera) from a teacher
-    (default: the newest) on the catalog's HR references and that camera's field LR images."""
+    (default: the newest) on the catalog's HR references and that camera's field LR images, with the
+    camera's own ``camera_model`` choices from the registry over the profile's."""
     from sr_pipeline.sr.stages.colearn import train_colearn
 
+    registry = registry if registry is not None else load_registry()
     teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
     camera, field_lr, field_ids = field_camera_images(layout, camera, registry)
+    profile = profile.for_camera(camera, registry.camera_model_choice(camera))
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
