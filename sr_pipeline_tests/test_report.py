@@ -100,6 +100,8 @@ def test_headline_in_plain_language(tmp_path):
     assert first[2] == "**Promotion.** The new student s9 was promoted."
     assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
     assert "more closely than plain shrinking: PSNR-Y 31.00 dB against 30.00 dB" in first[4]
+    level = dict(now, realism={**now["realism"], "learned_psnr": 34.006, "bicubic_psnr": 34.013})
+    assert "about as closely as plain shrinking: PSNR-Y 34.01 dB against 34.01 dB" in report.headline(level, [])[4]
 
     last = dict(now, report_date="2026-03-02", pairs=3)
     last["methods"] = {**now["methods"], "candidate": {**now["methods"]["candidate"],
