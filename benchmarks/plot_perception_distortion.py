@@ -48,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    span = max(lp for _, _, lp in points) - min(lp for _, _, lp in points) or 1.0
     for label, psnr, lp in points:
         ax.scatter(lp, psnr, s=28)
-        ax.annotate(label, (lp, psnr), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # A label would run into a point just to its right at about the same PSNR-Y: put it below instead.
+        crowded = any(0 < lp2 - lp < 0.2 * span and abs(p2 - psnr) < 0.02 for _, p2, lp2 in points)
+        ax.annotate(label, (lp, psnr), fontsize=7, xytext=(4, -10 if crowded else 3), textcoords="offset points")
     ax.set_xlabel("LPIPS (lower is better)")
     ax.set_ylabel("PSNR-Y, dB (higher is better)")
     ax.set_title(args.title, fontsize=9)
