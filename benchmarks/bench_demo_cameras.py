@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from sr_pipeline.evaluation.calibration import calibration_pairs, downsampler_realism
 from sr_pipeline.intake.cameras import CameraRole
-from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, anisotropic_gaussian_kernel
-from sr_pipeline.sr.image_io import LUMA
+from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_response
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.lr_sets import build_lr_sets
@@ -44,13 +42,11 @@ from report_md import append_section, command, machine  # benchmarks/report_md.p
 
 
 def camera_deterministic(hr: np.ndarray, cam: FieldCameraModel) -> np.ndarray:
-    """The camera's blur, area downsampling and colour cast (grey: luma) of a uint8 HR image, unrounded."""
-    k = anisotropic_gaussian_kernel(cam.blur_sigmas, cam.blur_angle_deg)
-    x = np.stack([ndimage.convolve(hr[..., c].astype(np.float64), k, mode="reflect") for c in range(3)], -1)
-    h, w, s = hr.shape[0], hr.shape[1], cam.scale
-    x = x.reshape(h // s, s, w // s, s, 3).mean(axis=(1, 3)) * np.asarray(cam.colour_gain) + cam.colour_offset
-    if cam.grey:
-        x = np.repeat((x @ LUMA.astype(np.float64))[..., None], 3, axis=-1)
+    """The camera's blur, area downsampling and colour cast (grey: luma) of a uint8 HR image, as a
+    rounded uint8 HxWx3 LR image."""
+    x = field_camera_response(hr, cam)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=-1)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -73,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
              "G / bicubic / the camera's field images | LR-set statistics distance G / bicubic |",
              "|---|---|---|---|---|---|---|"]
     facts = []
+    hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
     for camera, cam in CAMERA_MODELS.items():
         pairs = calibration_pairs(layout, camera)
         g_dir = newest_downsampler(layout, camera)
@@ -86,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             g_noise = float(g.noise_sigma(torch.zeros(1, 3, 1, 1))[0, 0, 0, 0]) * 127.5 if g.config.noise_model == "camera" else math.nan
         sensor = math.sqrt(cam.read_noise**2 + cam.shot_noise * 127.5)
-        hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
         field = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.field_lr, cameras=[camera])["path"]]
         sets = build_lr_sets(g, hr, field, k=2, seed=0).summary()
         noise = {k: sets["mean_stats"][k]["noise_sigma"] for k in ("learned", "bicubic", "field")}

@@ -103,13 +103,10 @@ def _seed_for(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, digest])
 
 
-def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCameraModel = FIELD_CAMERA_MODEL) -> bytes:
-    """What the simulated field camera uploads for an HxWx3 uint8 scene: JPEG bytes at 1/scale.
-
-    Blur (anisotropic Gaussian) -> area downsampling -> colour cast (a grey camera: luma) ->
-    signal-dependent noise -> 8-bit quantisation -> JPEG. ``seed`` and ``name`` fix the noise. H and
-    W must be multiples of the scale.
-    """
+def field_camera_response(hr: np.ndarray, model: FieldCameraModel = FIELD_CAMERA_MODEL) -> np.ndarray:
+    """The simulated camera's deterministic part for an HxWx3 uint8 scene, unrounded float at 1/scale:
+    blur (anisotropic Gaussian) -> area downsampling -> colour cast (a grey camera: luma, HxW). H and W
+    must be multiples of the scale. (The best any deterministic camera model could match.)"""
     s = model.scale
     h, w = hr.shape[:2]
     if h % s or w % s:
@@ -121,6 +118,17 @@ def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCam
     x = x * np.asarray(model.colour_gain) + model.colour_offset
     if model.grey:
         x = x @ LUMA.astype(np.float64)
+    return x
+
+
+def field_camera_jpeg(hr: np.ndarray, seed: int, name: str = "", model: FieldCameraModel = FIELD_CAMERA_MODEL) -> bytes:
+    """What the simulated field camera uploads for an HxWx3 uint8 scene: JPEG bytes at 1/scale.
+
+    Blur (anisotropic Gaussian) -> area downsampling -> colour cast (a grey camera: luma) ->
+    signal-dependent noise -> 8-bit quantisation -> JPEG. ``seed`` and ``name`` fix the noise. H and
+    W must be multiples of the scale.
+    """
+    x = field_camera_response(hr, model)
     rng = _seed_for(seed, name)
     sigma = np.sqrt(model.read_noise**2 + model.shot_noise * np.clip(x, 0, None))
     x = x + rng.normal(size=x.shape) * sigma
