@@ -353,14 +353,18 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     from sr_pipeline.storage.layout import DataLayout
     from sr_pipeline.storage.store import put_image, relative_to_root, write_batch_catalog
 
+    from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma
+
     layout = DataLayout(tmp_path / "data")
     rows = []
+    camera_jpeg = JpegSettings((annex_k_luma(80), annex_k_luma(80)), "4:2:0")  # what its uploads' headers said
     for role, imgs in (("hr_reference", photos()), ("field_lr", field_lr())):
         for img in imgs:
             image_id, path, _ = put_image(layout, Image.fromarray(img))
             camera = "ref_cam" if role == "hr_reference" else "field_cam"
             rows.append({"image_id": image_id, "batch": "b1", "camera": camera, "role": role,
-                         "stored_path": relative_to_root(layout, path), "outcome": "accepted"})
+                         "stored_path": relative_to_root(layout, path), "outcome": "accepted",
+                         "jpeg": camera_jpeg.to_json() if role == "field_lr" else None})
     write_batch_catalog(layout, "b1", rows)
     config = tmp_path / "tiny.yaml"
     camera_g = DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera")
@@ -379,6 +383,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     assert main(argv) == 0  # the only field camera with images
     out = capsys.readouterr().out
     assert "student saved to" in out and "downsampler saved to" in out and "time per step" in out
+    assert "field_cam: 100% of its uploads are JPEG (4:2:0, quality about 80)" in out
     (student,) = (layout.models / "student").iterdir()
     (g,) = (layout.models / "downsampler").iterdir()
     assert student.name == g.name  # one version for the pair
@@ -389,6 +394,9 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     assert info["camera"] == "field_cam"
     # the camera's own camera_model choice from the registry, over the profile's
     assert json.loads((g / "config.json").read_text())["colour_transform"] is True
+    # the camera's JPEG settings from its uploads' catalog rows, which its G compresses with
+    assert load_downsampler(g).jpeg == camera_jpeg
+    assert info["jpeg_stage"] is True and info["field_jpeg"] == {"subsampling": "4:2:0", "quality_estimate": 80}
     assert info["profile"]["colearn"]["weights"]["colour_match"] == 1.0
     assert latest_state(layout.run_dir("colearn", "tiny")) is None
 

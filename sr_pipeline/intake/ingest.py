@@ -252,7 +252,7 @@ class _BatchRun:
             image_id=None, batch=self.batch, camera=item.camera, role=role, pair_name=pair_name,
             source_name=item.relpath, original_name=display_name(hex_name), original_name_hex=hex_name,
             width=None, height=None, orig_format=None, orig_mode=None, bytes=None, received_at=self.now,
-            stored_path=None, outcome=None, reason=None, notes=None,
+            stored_path=None, outcome=None, reason=None, notes=None, jpeg=None,
         )  # fmt: skip
         base.update(values)
         return base
@@ -301,7 +301,7 @@ class _BatchRun:
             item, image_id=image_id, width=decoded.width, height=decoded.height, orig_format=decoded.orig_format,
             orig_mode=decoded.orig_mode, bytes=st.st_size, stored_path=store.relative_to_root(self.layout, path),
             outcome=outcome, reason=store.DUPLICATE if outcome == store.DUPLICATE else None,
-            notes=",".join(decoded.notes) or None,
+            notes=",".join(decoded.notes) or None, jpeg=decoded.jpeg,
         )  # fmt: skip
 
     def earlier_quarantine_rows(self, pending: set[str]) -> list[dict]:

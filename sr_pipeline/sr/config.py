@@ -81,6 +81,11 @@ class DownsamplerConfig(_Strict):
         "anisotropic Gaussian before it, which can only blur, so all grain must come from the noise drawn from "
         "eps' (needs noise_model camera; docs/camera_model.md)"
     )
+    jpeg_stage: bool = Field(
+        True, description="when most of the field camera's uploads are JPEG, compress G's noisy LR with the "
+        "encoder settings read from their headers (quantisation tables, chroma subsampling; sr/jpeg.py), so the "
+        "noise G learns is the sensor's before compression (needs noise_model camera to have any effect)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DownsamplerConfig":
@@ -242,7 +247,7 @@ class Profile(_Strict):
 
     def for_camera(self, camera: str, choice: dict | None) -> "Profile":
         """This profile with one field camera's camera-model choices (``camera_model`` in the camera
-        registry: blur_model, colour_transform, colour_match, noise_match; None or empty: unchanged).
+        registry: blur_model, colour_transform, jpeg_stage, colour_match, noise_match; None or empty: unchanged).
         A camera that turns the colour transform on without a colour_match weight, on a profile whose
         weight is 0, gets 1.0: otherwise nothing but the LR cycle would train the transform."""
         choice = {k: v for k, v in (choice or {}).items() if v is not None}
@@ -250,7 +255,7 @@ class Profile(_Strict):
             return self
         d = self.to_dict()
         downsampler, weights = d["colearn"]["downsampler"], d["colearn"]["weights"]
-        for key in ("blur_model", "colour_transform"):
+        for key in ("blur_model", "colour_transform", "jpeg_stage"):
             if key in choice:
                 downsampler[key] = choice[key]
         for key in ("colour_match", "noise_match"):

@@ -51,6 +51,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from sr_pipeline.sr.image_io import PNG_SIGNATURE, png_chunk
+from sr_pipeline.sr.jpeg_settings import JpegSettings, jpeg_settings
 
 # Reason codes (machine-readable; they appear in catalogs and quarantine JSON files).
 EMPTY_FILE = "empty_file"
@@ -131,6 +132,8 @@ class DecodedImage:
     """For an upload that already is a plain 8-bit RGB PNG: the same compressed pixel data with
     only the critical chunks (see :func:`canonical_png`), which the store can keep as is instead
     of encoding the pixels again (PNG encoding is most of the ingest time)."""
+    jpeg: str | None = None
+    """A JPEG upload's encoder settings (``JpegSettings`` as JSON), which a camera model compresses with."""
 
     @property
     def width(self) -> int:
@@ -253,14 +256,16 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     return im
 
 
-def _decode(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, str, str, list[str]]:
-    """The decoded, oriented image, its original format and mode, and the notes so far."""
+def _decode(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, str, str, list[str], JpegSettings | None]:
+    """The decoded, oriented image, its original format and mode, the notes so far and, for a JPEG,
+    its encoder settings (read before orientation makes a new image without them)."""
     im = _open(data, limits)
     orig_format, orig_mode = str(im.format), im.mode
+    jpeg = jpeg_settings(im)
     notes: list[str] = []
     if getattr(im, "n_frames", 1) > 1:
         notes.append("first_frame")
-    return _apply_orientation(im, notes), orig_format, orig_mode, notes
+    return _apply_orientation(im, notes), orig_format, orig_mode, notes, jpeg
 
 
 def _apply_orientation(im: Image.Image, notes: list[str]) -> Image.Image:
@@ -287,10 +292,11 @@ def decode_image(data: bytes, name: str, limits: DecodeLimits = DecodeLimits()) 
     """Decode and normalise one upload (``name`` is used only for its extension)."""
     _check_bytes(len(data), limits)
     check_name(name)
-    im, orig_format, orig_mode, notes = _decode(data, limits)
+    im, orig_format, orig_mode, notes, jpeg = _decode(data, limits)
     rgb = to_rgb(im, notes)
     passthrough = canonical_png(data) if orig_format == "PNG" and orig_mode == "RGB" and not notes else None
-    return DecodedImage(image=rgb, orig_format=orig_format, orig_mode=orig_mode, notes=tuple(notes), canonical_png=passthrough)
+    return DecodedImage(image=rgb, orig_format=orig_format, orig_mode=orig_mode, notes=tuple(notes),
+                        canonical_png=passthrough, jpeg=jpeg.to_json() if jpeg else None)
 
 
 def decode_file(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
@@ -450,7 +456,7 @@ def _png_colour_16bit(data: bytes) -> bool:
 def decode_for_upscale(data: bytes, limits: DecodeLimits = UPSCALE_LIMITS) -> SourceImage:
     """Decode file bytes keeping grey, alpha and 16-bit grey (rules in the module docstring)."""
     _check_bytes(len(data), limits)
-    im, orig_format, orig_mode, notes = _decode(data, limits)
+    im, orig_format, orig_mode, notes, _ = _decode(data, limits)
     if _png_colour_16bit(data):
         notes.append("16bit_colour_reduced")
     colour, alpha = _upscale_pixels(im, notes)

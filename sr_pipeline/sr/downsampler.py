@@ -13,8 +13,11 @@ Two designs share one class (``noise_model`` in its config):
      the structure term, so a camera's cast or gain can be learned without moving the scene.
   3. **Sensor noise** drawn from eps': ``n = sqrt(read^2 + gain * (c + 1) / 2) * (k * eps')``, a
      Poisson-Gaussian (signal-dependent) level per channel and a 3x3 kernel k of unit energy for the
-     spatial correlation that demosaicking and compression leave. eps' = 0 gives the deterministic
-     ``c``; different eps' give different, equally plausible noise of the same level.
+     spatial correlation that demosaicking leaves. eps' = 0 gives the deterministic ``c``; different
+     eps' give different, equally plausible noise of the same level.
+  4. **Compression** (``jpeg``, not learned): a camera whose uploads are JPEG has its noisy LR
+     compressed with the encoder settings read from those files (sr/jpeg.py), so the noise level above
+     is the sensor's before compression. eps' = 0 (the camera's optics and response) is not compressed.
   With ``grey`` (a grey field camera) the structure is one intensity per pixel and the noise one draw
   shared by the three channels, so a grey camera's LR never carries invented colour.
   The design follows Ji et al. (NTIRE 2020 winner: blur and noise estimated from the real LR, noise
@@ -37,6 +40,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from sr_pipeline.sr.imageops import LUMA, downsample
+from sr_pipeline.sr.jpeg import jpeg_roundtrip
+from sr_pipeline.sr.jpeg_settings import SUBSAMPLING, JpegSettings
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +103,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         colour_transform: bool = False,
         grey: bool = False,
         blur_model: Literal["residual", "kernel"] = "residual",
+        jpeg: dict | None = None,
     ):
         super().__init__()
         if channels % norm_num_groups:
@@ -112,6 +118,9 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             raise ValueError(f"blur_model must be 'residual' or 'kernel', not {blur_model!r}")
         if blur_model == "kernel" and noise_model != "camera":
             raise ValueError("blur_model 'kernel' needs noise_model 'camera' (the noise then carries all grain)")
+        if jpeg is not None and noise_model != "camera":
+            raise ValueError("a jpeg stage needs noise_model 'camera'")
+        self.jpeg = JpegSettings.from_config(jpeg) if jpeg is not None else None
         c = image_channels
         c_in = (2 if noise_model == "input" else 1) * c + c * scale * scale
         if noise_model == "camera":
@@ -192,7 +201,18 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             n = self.sensor_noise(out[:, :1].detach(), noise[:, :1].to(out.dtype)).expand_as(out)
         else:
             n = self.sensor_noise(out.detach(), noise.to(out.dtype))
-        return CameraOutput(out + n, structure, n)
+        lr = out + n
+        if self.jpeg is not None:
+            lr = jpeg_roundtrip(lr, self.jpeg, self._block_phase())
+        return CameraOutput(lr, structure, n)
+
+    def _block_phase(self) -> tuple[int, int]:
+        """Where the JPEG block grid starts: a training crop's phase in the camera's frame is unknown, so a
+        random one (else D_LR could tell fakes by their grid); a whole image's grid starts at its corner."""
+        if not self.training:
+            return (0, 0)
+        sx, sy = (1, 1) if self.jpeg.grey else SUBSAMPLING[self.jpeg.subsampling]
+        return (int(torch.randint(8 * sy, ())), int(torch.randint(8 * sx, ())))
 
     CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset",
                          "blur_log_sigma", "blur_angle")
@@ -260,6 +280,8 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             if self.config.blur_model == "kernel":
                 out["blur_sigmas_hr_px"] = [round(float(a), 3) for a in self.blur_sigmas()]
                 out["blur_angle_deg"] = round(math.degrees(float(self.blur_angle)), 1)
+            if self.jpeg is not None:
+                out["jpeg"] = self.jpeg.describe()
             if self.config.colour_transform:
                 out["colour_matrix"] = [[round(float(a), 4) for a in row] for row in self.colour_matrix]
                 out["colour_offset_levels"] = [round(float(a) * 127.5, 3) for a in self.colour_offset]

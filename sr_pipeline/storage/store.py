@@ -59,6 +59,9 @@ CATALOG_SCHEMA = pa.schema(
         ("outcome", pa.string()),
         ("reason", pa.string()),
         ("notes", pa.string()),
+        # A JPEG upload's encoder settings (sr/jpeg_settings.py, JSON); null for other formats and for
+        # catalogs written before the column.
+        ("jpeg", pa.string()),
     ]
 )
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)

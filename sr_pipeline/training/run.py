@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sr_pipeline.sr.config import Profile
+from sr_pipeline.sr.jpeg_settings import JpegSettings, common_settings
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import challenger_dir, newest_teacher
 from sr_pipeline.storage.store import list_images, load_image
@@ -71,6 +72,15 @@ def field_camera_images(layout: DataLayout, camera: str | None = None, registry:
     return camera, images, ids
 
 
+def field_camera_jpeg(layout: DataLayout, camera: str) -> tuple[JpegSettings | None, float]:
+    """The JPEG settings most of a field camera's accepted uploads were encoded with (None when fewer
+    than half are JPEG with one set of tables: then its uploads say nothing reliable about its encoder)
+    and the share of its uploads that carry them."""
+    rows = list_images(layout, role=CameraRole.field_lr, cameras=[camera])
+    settings, share = common_settings(v if isinstance(v, str) else None for v in rows["jpeg"])
+    return (settings if share >= 0.5 else None), share
+
+
 def colearn_outputs(layout: DataLayout, profile: Profile, student_out: Path | None = None,
                     downsampler_out: Path | None = None) -> tuple[Path, Path | None]:
     """The student's folder and, when the profile trains G, the downsampler's: one version for the pair."""
@@ -121,10 +131,15 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
     teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
     camera, field_lr, field_ids = field_camera_images(layout, camera, registry)
     profile = profile.for_camera(camera, registry.camera_model_choice(camera))
+    jpeg, share = field_camera_jpeg(layout, camera)
+    if jpeg is not None and profile.colearn.use_downsampler and profile.colearn.downsampler.jpeg_stage:
+        q = jpeg.describe()
+        print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
+              " its camera model compresses the same way", flush=True)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
-                         image_ids=hr_ids, field_image_ids=field_ids, camera=camera)
+                         image_ids=hr_ids, field_image_ids=field_ids, camera=camera, field_jpeg=jpeg)
 
 
 def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,

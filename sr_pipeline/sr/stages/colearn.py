@@ -28,6 +28,7 @@ from sr_pipeline.sr.diffusion import ResShiftSchedule
 from sr_pipeline.sr.discriminators import PatchDiscriminator
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.imageops import downsample, grey_rgb, is_grey, upsample
+from sr_pipeline.sr.jpeg_settings import JpegSettings
 from sr_pipeline.sr.losses import (
     LPIPSLoss,
     colour_match,
@@ -90,7 +91,8 @@ class CoLearner:
     """The nets, optimisers and losses of one co-learning run, and its iteration in method.md's order."""
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
-                 lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False):
+                 lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False,
+                 jpeg: JpegSettings | None = None):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
@@ -110,7 +112,8 @@ class CoLearner:
             g = LearnedDownsampler(scale=profile.scale, channels=dc.channels, num_blocks=dc.num_blocks,
                                    norm_num_groups=dc.norm_num_groups, kappa=dc.kappa,
                                    noise_model=dc.noise_model, colour_transform=dc.colour_transform and not grey,
-                                   grey=grey, blur_model=dc.blur_model)
+                                   grey=grey, blur_model=dc.blur_model,
+                                   jpeg=jpeg.to_config() if jpeg is not None else None)
         if self.weights["adv_hr"] > 0:
             d_hr = PatchDiscriminator(**cfg.d_hr.model_dump())
         if self.weights["adv_lr"] > 0:
@@ -302,7 +305,7 @@ class ColearnStage(Stage):
     def __init__(self, profile: Profile, teacher_dir: Path, hr_images: list[np.ndarray],
                  field_lr_images: list[np.ndarray], student_out: Path, downsampler_out: Path | None = None, *,
                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
-                 camera: str | None = None, challenger: bool = False):
+                 camera: str | None = None, challenger: bool = False, field_jpeg: JpegSettings | None = None):
         cfg = profile.colearn
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
@@ -326,13 +329,18 @@ class ColearnStage(Stage):
         self.image_ids, self.field_image_ids = image_ids or [], field_image_ids or []
         self.camera = camera  # the field camera whose images these are (recorded, not used in training)
         self.challenger = challenger  # the gate's fixed-degradation challenger (recorded: served per camera only if it wins)
+        # The field camera's JPEG settings (read from its uploads), which G compresses its LR with.
+        self.field_jpeg = field_jpeg
+        self.jpeg_stage = (field_jpeg is not None and cfg.use_downsampler and cfg.downsampler.jpeg_stage
+                           and cfg.downsampler.noise_model == "camera")
         self.student_out = Path(student_out)
         self.downsampler_out = Path(downsampler_out) if cfg.use_downsampler else None
 
     def build(self, accelerator) -> None:
         lpips, self.lpips_status = load_lpips_loss(self.cfg.weights.lpips, accelerator.device)
         self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
-                                 grey=self.grey and self.cfg.downsampler.noise_model == "camera")
+                                 grey=self.grey and self.cfg.downsampler.noise_model == "camera",
+                                 jpeg=self.field_jpeg if self.jpeg_stage else None)
         self.accelerator = accelerator
 
     def checkpointed(self) -> list:
@@ -381,6 +389,8 @@ class ColearnStage(Stage):
             "camera": self.camera,
             "challenger": self.challenger,
             "grey_field_camera": self.grey,
+            "field_jpeg": self.field_jpeg.describe() if self.field_jpeg is not None else None,
+            "jpeg_stage": self.jpeg_stage,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
@@ -404,10 +414,12 @@ def train_colearn(profile: Profile, teacher_dir: Path, hr_images: list[np.ndarra
                   run_dir: Path, student_out: Path, downsampler_out: Path | None = None, *, resume: bool = False,
                   report: Callable[[dict], None] | None = None, stop_after: int | None = None,
                   image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
-                  camera: str | None = None, challenger: bool = False) -> TrainResult | None:
+                  camera: str | None = None, challenger: bool = False,
+                  field_jpeg: JpegSettings | None = None) -> TrainResult | None:
     """Co-learn (or resume) U and G into the given folders (the student's name is the version) on one
-    field camera's images (``camera`` names it in training.json); None when ``stop_after`` interrupts
-    it on purpose."""
+    field camera's images (``camera`` names it in training.json; ``field_jpeg``: its uploads' JPEG
+    settings, see ColearnStage); None when ``stop_after`` interrupts it on purpose."""
     stage = ColearnStage(profile, teacher_dir, hr_images, field_lr_images, student_out, downsampler_out,
-                         image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger)
+                         image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger,
+                         field_jpeg=field_jpeg)
     return run_stage(stage, run_dir, resume=resume, report=report, stop_after=stop_after)
