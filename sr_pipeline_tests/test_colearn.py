@@ -438,3 +438,20 @@ def test_the_kernel_camera_model_trains_its_blur_and_noise_with_no_network(tmp_p
     assert g.config.blur_model == "kernel" and g.network_parameters() == []
     assert not torch.equal(g.blur_log_sigma, fresh.blur_log_sigma)  # the blur was trained ...
     assert not torch.equal(g.log_read_sigma, fresh.log_read_sigma)  # ... and the noise
+
+
+def test_the_jpeg_stage_is_used_only_with_the_camera_g_and_when_the_profile_allows_it(tmp_path):
+    from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma
+
+    jpeg = JpegSettings((annex_k_luma(70), annex_k_luma(70)), "4:2:0")
+    teacher_dir = make_teacher(tmp_path)
+
+    def stage(**downsampler):
+        dc = DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4, **downsampler)
+        return tc.ColearnStage(tiny_profile(downsampler=dc), teacher_dir, photos(), field_lr(), *outs(tmp_path),
+                               field_jpeg=jpeg)
+
+    assert stage(noise_model="camera").jpeg_stage
+    assert not stage(noise_model="camera", jpeg_stage=False).jpeg_stage
+    assert not stage(noise_model="input").jpeg_stage  # the first design has no camera parts to put it after
+    assert not tc.ColearnStage(tiny_profile(), teacher_dir, photos(), field_lr(), *outs(tmp_path)).jpeg_stage

@@ -61,7 +61,7 @@ def test_each_shipped_camera_model_choice_fits_each_profile(path):
     for camera in registry.ids(CameraRole.field_lr):
         choice = registry.camera_model_choice(camera)
         tuned = profile.for_camera(camera, choice).colearn
-        for key in ("blur_model", "colour_transform"):
+        for key in ("blur_model", "colour_transform", "jpeg_stage"):
             assert getattr(tuned.downsampler, key) == choice.get(key, getattr(profile.colearn.downsampler, key))
 
 
@@ -77,5 +77,8 @@ def test_a_camera_choice_overrides_only_the_camera_model():
     assert demo.for_camera("cam", {"colour_transform": True, "colour_match": 0.3}).colearn.weights.colour_match == 0.3
     kernel = demo.for_camera("cam", {"blur_model": "kernel", "noise_match": 2.0})
     assert _changed(demo.to_dict(), kernel.to_dict()) == {"colearn.downsampler.blur_model", "colearn.weights.noise_match"}
+    assert demo.colearn.downsampler.jpeg_stage  # on unless a camera's uploads were re-encoded
+    no_jpeg = demo.for_camera("cam", {"jpeg_stage": False})
+    assert _changed(demo.to_dict(), no_jpeg.to_dict()) == {"colearn.downsampler.jpeg_stage"}
     with pytest.raises(ProfileError, match="(?s)camera 'cam'.*blur_model"):
         demo.for_camera("cam", {"blur_model": "gaussian"})
