@@ -153,3 +153,12 @@ def test_in_training_the_block_grid_phase_is_random(tmp_path):
     phases = {g._block_phase() for _ in range(40)}
     assert len(phases) > 5 and all(0 <= r < 16 and 0 <= c < 16 for r, c in phases)
     assert g.eval()._block_phase() == (0, 0)
+
+
+def test_a_grey_g_compresses_only_the_luma_even_when_its_files_were_colour_jpegs():
+    settings = JpegSettings((annex_k_luma(50), annex_k_luma(50)), "4:2:0")
+    g = LearnedDownsampler(noise_model="camera", channels=8, num_blocks=1, grey=True, jpeg=settings.to_config()).eval()
+    assert g.jpeg == JpegSettings(settings.tables[:1], "grey")
+    with torch.no_grad():
+        y = g(torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 3, 16, 16))
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 0], y[:, 2])

@@ -121,6 +121,10 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         if jpeg is not None and noise_model != "camera":
             raise ValueError("a jpeg stage needs noise_model 'camera'")
         self.jpeg = JpegSettings.from_config(jpeg) if jpeg is not None else None
+        if grey and self.jpeg is not None and not self.jpeg.grey:
+            # grey scenes stored as colour JPEGs (NEU-DET): their chroma is flat, so only the luma is
+            # compressed, and G's LR stays exactly grey
+            self.jpeg = JpegSettings(self.jpeg.tables[:1], "grey")
         c = image_channels
         c_in = (2 if noise_model == "input" else 1) * c + c * scale * scale
         if noise_model == "camera":
