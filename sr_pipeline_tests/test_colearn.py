@@ -371,7 +371,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     config.write_text(yaml.safe_dump(tiny_profile(train={"steps": 2}, downsampler=camera_g).to_dict()))
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text("cameras:\n  ref_cam: {role: hr_reference}\n  field_cam: {role: field_lr, min_field_images: 2,"
-                       " camera_model: {colour_transform: true}}\n  grey_cam: {role: field_lr}\n")
+                       " camera_model: {colour_transform: true, jpeg_stage: true}}\n  grey_cam: {role: field_lr}\n")
     argv = ["--data", str(layout.root), "train", "colearn", "--config", str(config), "--cameras", str(cameras)]
     assert main(argv) == 2 and "no teacher" in capsys.readouterr().err
     make_teacher(layout.root)  # -> <data>/models/teacher/t1
@@ -451,7 +451,7 @@ def test_the_jpeg_stage_is_used_only_with_the_camera_g_and_when_the_profile_allo
         return tc.ColearnStage(tiny_profile(downsampler=dc), teacher_dir, photos(), field_lr(), *outs(tmp_path),
                                field_jpeg=jpeg)
 
-    assert stage(noise_model="camera").jpeg_stage
-    assert not stage(noise_model="camera", jpeg_stage=False).jpeg_stage
-    assert not stage(noise_model="input").jpeg_stage  # the first design has no camera parts to put it after
+    assert stage(noise_model="camera", jpeg_stage=True).jpeg_stage
+    assert not stage(noise_model="camera").jpeg_stage  # off unless asked for
+    assert not stage(noise_model="input", jpeg_stage=True).jpeg_stage  # the first design has no camera parts to put it after
     assert not tc.ColearnStage(tiny_profile(), teacher_dir, photos(), field_lr(), *outs(tmp_path)).jpeg_stage

@@ -77,8 +77,8 @@ def test_a_camera_choice_overrides_only_the_camera_model():
     assert demo.for_camera("cam", {"colour_transform": True, "colour_match": 0.3}).colearn.weights.colour_match == 0.3
     kernel = demo.for_camera("cam", {"blur_model": "kernel", "noise_match": 2.0})
     assert _changed(demo.to_dict(), kernel.to_dict()) == {"colearn.downsampler.blur_model", "colearn.weights.noise_match"}
-    assert demo.colearn.downsampler.jpeg_stage  # on unless a camera's uploads were re-encoded
-    no_jpeg = demo.for_camera("cam", {"jpeg_stage": False})
-    assert _changed(demo.to_dict(), no_jpeg.to_dict()) == {"colearn.downsampler.jpeg_stage"}
+    assert not demo.colearn.downsampler.jpeg_stage  # off in the profiles (measured), chosen per camera
+    jpeg = demo.for_camera("cam", {"jpeg_stage": True})
+    assert _changed(demo.to_dict(), jpeg.to_dict()) == {"colearn.downsampler.jpeg_stage"}
     with pytest.raises(ProfileError, match="(?s)camera 'cam'.*blur_model"):
         demo.for_camera("cam", {"blur_model": "gaussian"})

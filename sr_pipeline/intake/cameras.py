@@ -62,7 +62,8 @@ class CameraModelChoice(BaseModel):
         "cameras photograph the same kind of scenes, or a difference in content is learned as a cast")
     jpeg_stage: bool | None = Field(
         default=None, description="compress G's LR with the encoder settings read from this camera's JPEG uploads "
-        "(default on; off where the uploads were re-encoded by something other than the camera)")
+        "(the profiles leave it off: measured in docs/camera_model.md; never where the uploads were re-encoded by "
+        "something other than the camera)")
     colour_match: float | None = Field(default=None, ge=0, description="weight of the colour-statistics term "
                                        "(default 1.0 where this camera turns colour_transform on)")
     noise_match: float | None = Field(default=None, ge=0, description="weight of the flat-region noise term")

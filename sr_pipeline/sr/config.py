@@ -82,9 +82,11 @@ class DownsamplerConfig(_Strict):
         "eps' (needs noise_model camera; docs/camera_model.md)"
     )
     jpeg_stage: bool = Field(
-        True, description="when most of the field camera's uploads are JPEG, compress G's noisy LR with the "
+        False, description="when most of the field camera's uploads are JPEG, compress G's noisy LR with the "
         "encoder settings read from their headers (quantisation tables, chroma subsampling; sr/jpeg.py), so the "
-        "noise G learns is the sensor's before compression (needs noise_model camera to have any effect)"
+        "noise G learns is the sensor's before compression (needs noise_model camera). Off by default: on the "
+        "demo it did not bring the learned noise to the sensors' and worsened the grey camera's LR set "
+        "(docs/camera_model.md)"
     )
 
     @model_validator(mode="after")
