@@ -9,8 +9,11 @@ that `sr-pipeline demo` filled, on those pairs (PSNR-Y against the real LR, whol
 - G(HR) at eps' = 0, the camera's newest (or promoted) downsampler.
 Then the noise: the camera's sensor noise at mid-grey before its JPEG, G's learned level there, and the
 LR-set noise statistic (measured on images, after the camera's JPEG) of G's LR set, of bicubic-down's
-and of the camera's own field images, with the LR sets' statistics distances. Prints one table and
-appends it to docs/benchmarks.md.
+and of the camera's own field images, with the LR sets' statistics distances. A second table asks
+whether the flat-region noise statistic that trains G's noise (``losses.flat_noise_sigma``, on 32-pixel
+LR centre crops) can identify the sensor's noise: it scores the camera's field images (G's target),
+the true camera applied to the HR references (optics alone, then with its noise and JPEG) and G on the
+same references with its learned noise. Prints both tables and appends them to docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_demo_cameras.py data
 """
@@ -29,9 +32,10 @@ import torch
 
 from sr_pipeline.evaluation.calibration import calibration_pairs, downsampler_realism
 from sr_pipeline.intake.cameras import CameraRole
-from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_response
+from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_degrade, field_camera_response
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.losses import flat_noise_sigma
 from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.pairs import load_rgb
 from sr_pipeline.sr.scoring import metric
@@ -48,6 +52,41 @@ def camera_deterministic(hr: np.ndarray, cam: FieldCameraModel) -> np.ndarray:
     if x.ndim == 2:
         x = np.repeat(x[..., None], 3, axis=-1)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+FLAT_CROP = 32  # LR pixels, about the co-learning crops (64 HR -> 16 LR) and large enough for the statistic
+
+
+def _centre(img: np.ndarray, side: int) -> np.ndarray:
+    top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    return img[top:top + side, left:left + side]
+
+
+def _batch(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
+
+
+def flat_noise(images: list[np.ndarray]) -> float:
+    """noise_match's statistic (flat-region detail, mean over channels and bands) of equal-sized uint8 LR images, in levels."""
+    return float(flat_noise_sigma(_batch(images)).mean()) * 127.5
+
+
+def flat_noise_figures(camera: str, cam: FieldCameraModel, g: LearnedDownsampler, hr: list[np.ndarray],
+                       field: list[np.ndarray]) -> dict[str, float]:
+    """The second table's row: the statistic on the field images, on the true camera's LR of the HR
+    references (optics alone; optics, noise and JPEG) and on G's (its learned noise, eps' seed 0)."""
+    side = FLAT_CROP * cam.scale
+    crops = [_centre(im, side) for im in hr if min(im.shape[:2]) >= side]
+    to_rgb = lambda x: np.repeat(x[..., None], 3, axis=-1) if x.ndim == 2 else x  # noqa: E731
+    optics = [to_rgb(np.clip(np.rint(field_camera_response(c, cam)), 0, 255).astype(np.uint8)) for c in crops]
+    whole = [field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]
+    x = _batch(crops)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        y = g(x, torch.randn(g.lr_shape(x), generator=gen))
+    learned = [((im.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy() for im in y]
+    return {"field": flat_noise([_centre(im, FLAT_CROP) for im in field if min(im.shape[:2]) >= FLAT_CROP]),
+            "optics": flat_noise(optics), "camera": flat_noise(whole), "g": flat_noise(learned), "refs": len(crops)}
 
 
 def newest_downsampler(layout: DataLayout, camera: str) -> Path | None:
@@ -69,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
              "G / bicubic / the camera's field images | LR-set statistics distance G / bicubic |",
              "|---|---|---|---|---|---|---|"]
     facts = []
+    flat_lines = ["| camera | references | the camera's field images (the target) | the true camera on the references: "
+                  "optics only / optics, noise and JPEG | G on the references, its learned noise |",
+                  "|---|---|---|---|---|"]
     hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
     for camera, cam in CAMERA_MODELS.items():
         pairs = calibration_pairs(layout, camera)
@@ -92,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{noise['learned']:.2f} / {noise['bicubic']:.2f} / {noise['field']:.2f} | "
             f"{sets['realism_distance_learned']['total']:.3f} / {sets['realism_distance_bicubic']['total']:.3f} |")
         facts.append(f"{camera}: downsampler {g_dir.name}, camera parts {json.dumps(g.camera_summary())}")
+        flat = flat_noise_figures(camera, cam, g, hr, field)
+        flat_lines.append(f"| {camera} | {flat['refs']} | {flat['field']:.2f} | {flat['optics']:.2f} / "
+                          f"{flat['camera']:.2f} | {flat['g']:.2f} |")
     if not facts:
         print(f"no demo camera with calibration pairs and a downsampler under {args.data}: run `sr-pipeline demo` first",
               file=sys.stderr)
         return 2
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\nFlat-region noise statistic (noise_match's, 8-bit levels, 32-pixel LR centre crops):\n\n" + \
+        "\n".join(flat_lines)
     print(table)
     append_section(args.report, "the demo cameras' learned camera models against the known cameras", [
         f"machine: {machine('cpu')}", f"data: {args.data}", *facts,
