@@ -63,11 +63,14 @@ def _centre(img: np.ndarray, side: int) -> np.ndarray:
 
 
 def _batch(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
+    return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
 
 
 def flat_noise(images: list[np.ndarray]) -> float:
-    """noise_match's statistic (flat-region detail, mean over channels and bands) of equal-sized uint8 LR images, in levels."""
+    """noise_match's statistic (flat-region detail, mean over channels and bands) of equal-sized uint8 LR images,
+    in levels (NaN for none)."""
+    if not images:
+        return math.nan
     return float(flat_noise_sigma(_batch(images)).mean()) * 127.5
 
 
@@ -80,6 +83,8 @@ def flat_noise_figures(camera: str, cam: FieldCameraModel, g: LearnedDownsampler
     to_rgb = lambda x: np.repeat(x[..., None], 3, axis=-1) if x.ndim == 2 else x  # noqa: E731
     optics = [to_rgb(np.clip(np.rint(field_camera_response(c, cam)), 0, 255).astype(np.uint8)) for c in crops]
     whole = [field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]
+    if not crops:
+        return {"field": math.nan, "optics": math.nan, "camera": math.nan, "g": math.nan, "refs": 0}
     x = _batch(crops)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
