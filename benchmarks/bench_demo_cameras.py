@@ -13,7 +13,10 @@ and of the camera's own field images, with the LR sets' statistics distances. A 
 whether the flat-region noise statistic that trains G's noise (``losses.flat_noise_sigma``, on 32-pixel
 LR centre crops) can identify the sensor's noise: it scores the camera's field images (G's target),
 the true camera applied to the HR references (optics alone, then with its noise and JPEG) and G on the
-same references with its learned noise. Prints both tables and appends them to docs/benchmarks.md.
+same references with its learned noise. A third asks whether the noise term points to the sensor's
+level: the term (L1 between the two statistics, as co-learning computes it on batches of 8 training-size
+crops) averaged over 48 batches, with G's learned noise scaled by 0.5-4. Prints the tables and appends
+them to docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_demo_cameras.py data
 """
@@ -21,6 +24,7 @@ same references with its learned noise. Prints both tables and appends them to d
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -35,7 +39,7 @@ from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_degrade, field_camera_response
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.losses import flat_noise_sigma
+from sr_pipeline.sr.losses import flat_noise_sigma, noise_match
 from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.pairs import load_rgb
 from sr_pipeline.sr.scoring import metric
@@ -94,6 +98,35 @@ def flat_noise_figures(camera: str, cam: FieldCameraModel, g: LearnedDownsampler
             "optics": flat_noise(optics), "camera": flat_noise(whole), "g": flat_noise(learned), "refs": len(crops)}
 
 
+NOISE_SCALES = (0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def noise_term_landscape(g: LearnedDownsampler, hr: list[np.ndarray], field: list[np.ndarray], batches: int = 48,
+                         batch: int = 8, seed: int = 0) -> list[float]:
+    """The noise term (8-bit levels) averaged over ``batches`` batches of ``batch`` random crops (HR 64, field 16
+    pixels, co-learning's sizes), with G's learned noise level scaled by each of NOISE_SCALES."""
+    rng = np.random.default_rng(seed)
+    side = 16
+
+    def crop(im: np.ndarray, p: int) -> np.ndarray:
+        top, left = rng.integers(im.shape[0] - p + 1), rng.integers(im.shape[1] - p + 1)
+        return im[top:top + p, left:left + p]
+
+    pairs = [(_batch([crop(hr[rng.integers(len(hr))], side * g.config.scale) for _ in range(batch)]),
+              _batch([crop(field[rng.integers(len(field))], side) for _ in range(batch)])) for _ in range(batches)]
+    out = []
+    for f in NOISE_SCALES:
+        scaled = copy.deepcopy(g)
+        with torch.no_grad():
+            scaled.log_read_sigma += math.log(f)  # read sigma x f, shot gain x f^2: the whole level x f
+            scaled.log_shot_gain += 2 * math.log(f)
+            gen = torch.Generator().manual_seed(seed)
+            terms = [float(noise_match(scaled(x, torch.randn(scaled.lr_shape(x), generator=gen)), y)) * 127.5
+                     for x, y in pairs]
+        out.append(float(np.mean(terms)))
+    return out
+
+
 def newest_downsampler(layout: DataLayout, camera: str) -> Path | None:
     found = [d for d in sorted((layout.models / "downsampler").glob("*"))
              if (d / "training.json").is_file() and read_info(d).get("camera") == camera]
@@ -116,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     flat_lines = ["| camera | references | the camera's field images (the target) | the true camera on the references: "
                   "optics only / optics, noise and JPEG | G on the references, its learned noise |",
                   "|---|---|---|---|---|"]
+    landscape_lines = ["| camera | " + " | ".join(f"noise x{f:g}" for f in NOISE_SCALES) + " |",
+                       "|---|" + "---|" * len(NOISE_SCALES)]
     hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
     for camera, cam in CAMERA_MODELS.items():
         pairs = calibration_pairs(layout, camera)
@@ -142,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         flat = flat_noise_figures(camera, cam, g, hr, field)
         flat_lines.append(f"| {camera} | {flat['refs']} | {flat['field']:.2f} | {flat['optics']:.2f} / "
                           f"{flat['camera']:.2f} | {flat['g']:.2f} |")
+        if g.config.noise_model == "camera":
+            landscape = noise_term_landscape(g, hr, field)
+            landscape_lines.append(f"| {camera} | " + " | ".join(f"{v:.3f}" for v in landscape) + " |")
     if not facts:
         print(f"no demo camera with calibration pairs and a downsampler under {args.data}: run `sr-pipeline demo` first",
               file=sys.stderr)
         return 2
     table = "\n".join(lines) + "\n\nFlat-region noise statistic (noise_match's, 8-bit levels, 32-pixel LR centre crops):\n\n" + \
-        "\n".join(flat_lines)
+        "\n".join(flat_lines) + "\n\nThe noise term (levels; mean of 48 batches of 8 training-size crops) with G's " + \
+        "learned noise level scaled:\n\n" + "\n".join(landscape_lines)
     print(table)
     append_section(args.report, "the demo cameras' learned camera models against the known cameras", [
         f"machine: {machine('cpu')}", f"data: {args.data}", *facts,
