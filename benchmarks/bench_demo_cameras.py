@@ -137,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the data root `sr-pipeline demo` filled")
     ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument("--downsampler", action="append", default=[], metavar="CAMERA=FOLDER",
+                    help="score this downsampler folder for CAMERA instead of the camera's newest under the data root "
+                         "(e.g. one trained by `sr-pipeline train colearn --downsampler-out` with other settings)")
     args = ap.parse_args(argv)
+    chosen = {}
+    for item in args.downsampler:
+        camera, sep, folder = item.partition("=")
+        if not sep or camera not in CAMERA_MODELS or not (Path(folder) / "config.json").is_file():
+            ap.error(f"--downsampler {item!r}: give CAMERA=FOLDER with CAMERA one of {', '.join(CAMERA_MODELS)} "
+                     "and FOLDER a saved downsampler")
+        chosen[camera] = Path(folder)
     layout = DataLayout(args.data)
     psnr_y = metric("psnr_y").fn
     started = time.perf_counter()
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
     for camera, cam in CAMERA_MODELS.items():
         pairs = calibration_pairs(layout, camera)
-        g_dir = newest_downsampler(layout, camera)
+        g_dir = chosen.get(camera) or newest_downsampler(layout, camera)
         if not pairs or g_dir is None:
             print(f"{camera}: no calibration pairs or no downsampler under {args.data}; skipped")
             continue
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{real['learned_psnr'] - real['bicubic_psnr']:+.3f} dB | {sensor:.2f} / {g_noise:.2f} | "
             f"{noise['learned']:.2f} / {noise['bicubic']:.2f} / {noise['field']:.2f} | "
             f"{sets['realism_distance_learned']['total']:.3f} / {sets['realism_distance_bicubic']['total']:.3f} |")
-        facts.append(f"{camera}: downsampler {g_dir.name}, camera parts {json.dumps(g.camera_summary())}")
+        facts.append(f"{camera}: downsampler {g_dir if camera in chosen else g_dir.name}, camera parts {json.dumps(g.camera_summary())}")
         flat = flat_noise_figures(camera, cam, g, hr, field)
         flat_lines.append(f"| {camera} | {flat['refs']} | {flat['field']:.2f} | {flat['optics']:.2f} / "
                           f"{flat['camera']:.2f} | {flat['g']:.2f} |")
