@@ -162,3 +162,22 @@ def test_a_grey_g_compresses_only_the_luma_even_when_its_files_were_colour_jpegs
     with torch.no_grad():
         y = g(torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 3, 16, 16))
     assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 0], y[:, 2])
+
+
+def test_a_malformed_header_gives_no_settings_rather_than_an_error():
+    class Broken:
+        format, mode = "JPEG", "RGB"
+
+        @property
+        def quantization(self):
+            raise OSError("truncated DQT segment")
+
+    assert jpeg_settings(Broken()) is None
+
+
+def test_the_compression_ignores_autocast():
+    settings = JpegSettings((annex_k_luma(70), annex_k_luma(70)), "4:2:0")
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = jpeg_roundtrip(x, settings)
+    assert y.dtype == x.dtype and torch.equal(y, jpeg_roundtrip(x, settings))

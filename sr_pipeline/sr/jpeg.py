@@ -52,7 +52,13 @@ def jpeg_roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, i
     """A (B, C, H, W) batch in [-1, 1] as the camera's JPEG encoder and a libjpeg decoder leave it.
 
     ``offset`` shifts the block grid (rows, columns), for crops whose grid phase in the camera's full
-    frame is unknown. A grey setting compresses the first channel and repeats it over C."""
+    frame is unknown. A grey setting compresses the first channel and repeats it over C. Runs in float32
+    whatever autocast asks for: bf16 matmuls would round DCT coefficients by several levels."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _roundtrip(x, settings, offset)
+
+
+def _roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, int]) -> torch.Tensor:
     b, c, h, w = x.shape
     sx, sy = (1, 1) if settings.grey else SUBSAMPLING[settings.subsampling]
     my, mx = 8 * sy, 8 * sx

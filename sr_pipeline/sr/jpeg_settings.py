@@ -79,15 +79,15 @@ def jpeg_settings(im: Image.Image) -> JpegSettings | None:
         return None
     from PIL import JpegImagePlugin
 
-    tables = getattr(im, "quantization", None) or {}
     try:
+        tables = getattr(im, "quantization", None) or {}
         if im.mode == "L":
             return JpegSettings((tuple(tables[0]),), "grey")
         sampling = _PIL_SAMPLING.get(JpegImagePlugin.get_sampling(im))
         if sampling is None or im.mode != "RGB" or len(tables) < 2:
             return None  # CMYK, unusual sampling: not a camera model's business
         return JpegSettings((tuple(tables[0]), tuple(tables[1])), sampling)
-    except (KeyError, ValueError, TypeError):
+    except Exception:  # a malformed header must never cost the image itself: no settings, that is all
         return None
 
 
