@@ -171,6 +171,12 @@ class ColearnConfig(_Strict):
     d_hr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=3)
     d_lr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=2)
 
+    @property
+    def compresses_like_the_camera(self) -> bool:
+        """Whether G gets the field camera's JPEG stage (when the camera's uploads are JPEG): only a camera
+        G has the noise the compression follows."""
+        return self.use_downsampler and self.downsampler.jpeg_stage and self.downsampler.noise_model == "camera"
+
 
 class ProfileError(ValueError):
     """A profile file that is missing, unreadable or invalid; the message says which and why."""

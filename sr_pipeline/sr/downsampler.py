@@ -41,7 +41,7 @@ from torch import nn
 
 from sr_pipeline.sr.imageops import LUMA, downsample
 from sr_pipeline.sr.jpeg import jpeg_roundtrip
-from sr_pipeline.sr.jpeg_settings import SUBSAMPLING, JpegSettings
+from sr_pipeline.sr.jpeg_settings import JpegSettings
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +215,7 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         random one (else D_LR could tell fakes by their grid); a whole image's grid starts at its corner."""
         if not self.training:
             return (0, 0)
-        sx, sy = (1, 1) if self.jpeg.grey else SUBSAMPLING[self.jpeg.subsampling]
+        sx, sy = self.jpeg.factors
         return (int(torch.randint(8 * sy, ())), int(torch.randint(8 * sx, ())))
 
     CAMERA_PARAMETERS = ("log_read_sigma", "log_shot_gain", "noise_kernel", "colour_matrix", "colour_offset",

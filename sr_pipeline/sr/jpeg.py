@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sr_pipeline.sr.jpeg_settings import SUBSAMPLING, JpegSettings
+from sr_pipeline.sr.jpeg_settings import JpegSettings
 
 # JFIF's colour conversion (what libjpeg's encoder and decoder use).
 _RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
@@ -60,7 +60,7 @@ def jpeg_roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, i
 
 def _roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, int]) -> torch.Tensor:
     b, c, h, w = x.shape
-    sx, sy = (1, 1) if settings.grey else SUBSAMPLING[settings.subsampling]
+    sx, sy = settings.factors
     my, mx = 8 * sy, 8 * sx
     oy, ox = offset[0] % my, offset[1] % mx
     pad_b, pad_r = (-(h + oy)) % my, (-(w + ox)) % mx
@@ -71,8 +71,8 @@ def _roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, int])
         y = _quantise_plane(v[:, 0] - 128, settings.tables[0]) + 128
         out = _round(y.clamp(0, 255))[:, None].expand(-1, c, -1, -1)
     else:
-        ycc = torch.einsum("ij,bjhw->bihw", torch.tensor(_RGB_TO_YCBCR, dtype=v.dtype, device=v.device), v)
-        ycc = _round(ycc + torch.tensor([0.0, 128.0, 128.0], dtype=v.dtype, device=v.device)[None, :, None, None])
+        shift = torch.tensor([0.0, 128.0, 128.0], dtype=v.dtype, device=v.device)[None, :, None, None]
+        ycc = _round(torch.einsum("ij,bjhw->bihw", torch.tensor(_RGB_TO_YCBCR, dtype=v.dtype, device=v.device), v) + shift)
         luma = _quantise_plane(ycc[:, 0] - 128, settings.tables[0]) + 128
         chroma = ycc[:, 1:]
         if (sy, sx) != (1, 1):
@@ -83,7 +83,7 @@ def _roundtrip(x: torch.Tensor, settings: JpegSettings, offset: tuple[int, int])
         if (sy, sx) != (1, 1):  # libjpeg's fancy upsampling: the triangle filter, i.e. half-pixel bilinear
             chroma = F.interpolate(chroma, scale_factor=(sy, sx), mode="bilinear", align_corners=False)
         ycc = torch.cat([_round(luma.clamp(0, 255))[:, None], chroma], dim=1)
-        ycc = ycc - torch.tensor([0.0, 128.0, 128.0], dtype=v.dtype, device=v.device)[None, :, None, None]
+        ycc = ycc - shift
         out = _round(torch.einsum("ij,bjhw->bihw", torch.tensor(_YCBCR_TO_RGB, dtype=v.dtype, device=v.device),
                                   ycc).clamp(0, 255))
     out = out[..., oy:oy + h, ox:ox + w]

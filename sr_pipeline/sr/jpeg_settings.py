@@ -44,6 +44,11 @@ class JpegSettings:
     def grey(self) -> bool:
         return self.subsampling == "grey"
 
+    @property
+    def factors(self) -> tuple[int, int]:
+        """The chroma subsampling's (horizontal, vertical) factors; (1, 1) for grey."""
+        return (1, 1) if self.grey else SUBSAMPLING[self.subsampling]
+
     def to_config(self) -> dict:
         return {"tables": [list(t) for t in self.tables], "subsampling": self.subsampling}
 

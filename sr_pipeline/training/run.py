@@ -132,7 +132,7 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
     camera, field_lr, field_ids = field_camera_images(layout, camera, registry)
     profile = profile.for_camera(camera, registry.camera_model_choice(camera))
     jpeg, share = field_camera_jpeg(layout, camera)
-    if jpeg is not None and profile.colearn.use_downsampler and profile.colearn.downsampler.jpeg_stage:
+    if jpeg is not None and profile.colearn.compresses_like_the_camera:
         q = jpeg.describe()
         print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
               " its camera model compresses the same way", flush=True)

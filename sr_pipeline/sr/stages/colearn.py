@@ -331,8 +331,7 @@ class ColearnStage(Stage):
         self.challenger = challenger  # the gate's fixed-degradation challenger (recorded: served per camera only if it wins)
         # The field camera's JPEG settings (read from its uploads), which G compresses its LR with.
         self.field_jpeg = field_jpeg
-        self.jpeg_stage = (field_jpeg is not None and cfg.use_downsampler and cfg.downsampler.jpeg_stage
-                           and cfg.downsampler.noise_model == "camera")
+        self.jpeg_stage = field_jpeg is not None and cfg.compresses_like_the_camera
         self.student_out = Path(student_out)
         self.downsampler_out = Path(downsampler_out) if cfg.use_downsampler else None
 
