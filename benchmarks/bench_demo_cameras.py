@@ -39,6 +39,7 @@ from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_degrade, field_camera_response
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.imageops import to_tensor, to_uint8
 from sr_pipeline.sr.losses import flat_noise_sigma, noise_match
 from sr_pipeline.sr.lr_sets import build_lr_sets
 from sr_pipeline.sr.pairs import load_rgb
@@ -67,7 +68,7 @@ def _centre(img: np.ndarray, side: int) -> np.ndarray:
 
 
 def _batch(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
+    return torch.cat([to_tensor(im) for im in images])
 
 
 def flat_noise(images: list[np.ndarray]) -> float:
@@ -78,24 +79,22 @@ def flat_noise(images: list[np.ndarray]) -> float:
     return float(flat_noise_sigma(_batch(images)).mean()) * 127.5
 
 
-def flat_noise_figures(camera: str, cam: FieldCameraModel, g: LearnedDownsampler, hr: list[np.ndarray],
+def flat_noise_figures(cam: FieldCameraModel, g: LearnedDownsampler, hr: list[np.ndarray],
                        field: list[np.ndarray]) -> dict[str, float]:
     """The second table's row: the statistic on the field images, on the true camera's LR of the HR
     references (optics alone; optics, noise and JPEG) and on G's (its learned noise, eps' seed 0)."""
     side = FLAT_CROP * cam.scale
     crops = [_centre(im, side) for im in hr if min(im.shape[:2]) >= side]
-    to_rgb = lambda x: np.repeat(x[..., None], 3, axis=-1) if x.ndim == 2 else x  # noqa: E731
-    optics = [to_rgb(np.clip(np.rint(field_camera_response(c, cam)), 0, 255).astype(np.uint8)) for c in crops]
-    whole = [field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]
     if not crops:
         return {"field": math.nan, "optics": math.nan, "camera": math.nan, "g": math.nan, "refs": 0}
     x = _batch(crops)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         y = g(x, torch.randn(g.lr_shape(x), generator=gen))
-    learned = [((im.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy() for im in y]
     return {"field": flat_noise([_centre(im, FLAT_CROP) for im in field if min(im.shape[:2]) >= FLAT_CROP]),
-            "optics": flat_noise(optics), "camera": flat_noise(whole), "g": flat_noise(learned), "refs": len(crops)}
+            "optics": flat_noise([camera_deterministic(c, cam) for c in crops]),
+            "camera": flat_noise([field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]),
+            "g": flat_noise([to_uint8(im) for im in y]), "refs": len(crops)}
 
 
 NOISE_SCALES = (0.5, 1.0, 2.0, 3.0, 4.0)
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{noise['learned']:.2f} / {noise['bicubic']:.2f} / {noise['field']:.2f} | "
             f"{sets['realism_distance_learned']['total']:.3f} / {sets['realism_distance_bicubic']['total']:.3f} |")
         facts.append(f"{camera}: downsampler {g_dir if camera in chosen else g_dir.name}, camera parts {json.dumps(g.camera_summary())}")
-        flat = flat_noise_figures(camera, cam, g, hr, field)
+        flat = flat_noise_figures(cam, g, hr, field)
         flat_lines.append(f"| {camera} | {flat['refs']} | {flat['field']:.2f} | {flat['optics']:.2f} / "
                           f"{flat['camera']:.2f} | {flat['g']:.2f} |")
         if g.config.noise_model == "camera":
