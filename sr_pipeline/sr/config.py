@@ -138,6 +138,14 @@ class ColearnConfig(_Strict):
         2e-3, gt=0, description="learning rate of G's colour and noise parameters (a few scalars: log noise levels, "
         "a 3x3 noise kernel, a colour matrix); at downsampler_lr a noise level could move only ~10 % in 1000 steps"
     )
+    noise_fit_every: int = Field(
+        0, ge=0, description="every N co-learning steps, starting at the first, scale G's whole sensor noise by the "
+        "factor that best matches the field camera's flat-region noise on a fixed calibration set (a 1-D search, "
+        "sr/noise_fit.py), instead of leaving the level to gradient steps that move it at most ~camera_params_lr "
+        "in log per step (only a camera-model G has a noise level: ignored otherwise); 0: off"
+    )
+    noise_fit_crops: int = Field(128, ge=8, description="HR and field crops (training size) in the noise fit's "
+                                 "calibration set")
     discriminator_lr: float = Field(1e-4, gt=0)
     discriminator_betas: tuple[float, float] = (0.5, 0.999)
     gan_loss: Literal["hinge", "nonsaturating"] = "hinge"
@@ -170,6 +178,11 @@ class ColearnConfig(_Strict):
     downsampler: DownsamplerConfig = DownsamplerConfig()
     d_hr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=3)
     d_lr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=2)
+
+    @property
+    def fits_noise_level(self) -> bool:
+        """Whether G's noise level is fitted to the field camera's by search (only a camera G has one)."""
+        return self.noise_fit_every > 0 and self.use_downsampler and self.downsampler.noise_model == "camera"
 
     @property
     def compresses_like_the_camera(self) -> bool:

@@ -43,6 +43,7 @@ from sr_pipeline.sr.losses import (
     weighted_sum,
 )
 from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.noise_fit import fit_noise_level
 from sr_pipeline.sr.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.timing import StepTimer
 from sr_pipeline.sr.trainer import TrainResult, run_stage
@@ -341,6 +342,21 @@ class ColearnStage(Stage):
                                  grey=self.grey and self.cfg.downsampler.noise_model == "camera",
                                  jpeg=self.field_jpeg if self.jpeg_stage else None)
         self.accelerator = accelerator
+        self.noise_calibration = self._noise_calibration_set() if self.cfg.fits_noise_level else None
+        self.noise_fits: list[dict] = []
+
+    def _noise_calibration_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Fixed HR and field crops (training size, their own seed: the same on every process) for the noise fit."""
+        from sr_pipeline.sr.data import HRCrops, UnpairedLR
+
+        if not self.field_lr_images:
+            return None
+        n, patch, seed = self.cfg.noise_fit_crops, self.opt.patch_size, self.opt.seed * 1_000_003 + 1
+        hr = HRCrops(self.hr_images, patch, seed)
+        field = UnpairedLR(self.field_lr_images, patch // self.profile.scale, seed)
+        device = self.accelerator.device
+        return (torch.stack([hr[i] for i in range(n)]).to(device),
+                torch.stack([field[i] for i in range(n)]).to(device))
 
     def checkpointed(self) -> list:
         return [self.learner.ema, self.learner.lr_sched, self.learner.timer]
@@ -370,6 +386,11 @@ class ColearnStage(Stage):
 
     def step(self, batch: tuple, step: int) -> dict[str, float]:
         x, y_r, y_fixed = batch
+        if self.noise_calibration is not None and (step - 1) % self.cfg.noise_fit_every == 0:
+            fit = fit_noise_level(self.learner.unwrap(self.learner.downsampler), *self.noise_calibration,
+                                  self.cfg.struct_sigma, seed=step)
+            self.noise_fits.append({"step": step, "factor": round(fit.factor, 4),
+                                    "term_before": round(fit.term_before, 6), "term_after": round(fit.term_after, 6)})
         return self.learner.iteration(x, y_r, y_fixed, step)
 
     def info(self, history: list[dict]) -> dict:
@@ -390,6 +411,8 @@ class ColearnStage(Stage):
             "grey_field_camera": self.grey,
             "field_jpeg": self.field_jpeg.describe() if self.field_jpeg is not None else None,
             "jpeg_stage": self.jpeg_stage,
+            # each fit of G's noise level since this process started (a resumed run lists only its own)
+            "noise_fits": self.noise_fits,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
