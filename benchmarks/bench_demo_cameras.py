@@ -15,8 +15,9 @@ LR centre crops) can identify the sensor's noise: it scores the camera's field i
 the true camera applied to the HR references (optics alone, then with its noise and JPEG) and G on the
 same references with its learned noise. A third asks whether the noise term points to the sensor's
 level: the term (L1 between the two statistics, as co-learning computes it on batches of 8 training-size
-crops) averaged over 48 batches, with G's learned noise scaled by 0.5-4. Prints the tables and appends
-them to docs/benchmarks.md.
+crops) averaged over 48 batches, with G's learned noise scaled by 0.5-4. With ``--student``, a fourth
+scores students (and bicubic) on the camera's calibration pairs. Prints the tables and appends them to
+docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_demo_cameras.py data
 """
@@ -126,6 +127,23 @@ def noise_term_landscape(g: LearnedDownsampler, hr: list[np.ndarray], field: lis
     return out
 
 
+def student_rows(camera: str, pairs: list, folders: dict[str, Path]) -> list[str]:
+    """Table rows: bicubic and each student on the camera's calibration pairs (the demo report's scoring)."""
+    from sr_pipeline.sr.checkpoints import load_sr_model
+    from sr_pipeline.sr.infer import Upscaler
+    from sr_pipeline.sr.lpips_weights import load_lpips
+    from sr_pipeline.sr.scoring import score_pairs
+
+    methods = {label: Upscaler(load_sr_model(folder), steps=1) for label, folder in folders.items()}
+    summary = score_pairs(pairs, methods, 4, lpips=load_lpips()).summary
+    rows = []
+    for name, m in summary["methods"].items():
+        lp = "n/a" if m.get("lpips") is None else f"{m['lpips']:.4f}"
+        hf = "n/a" if m.get("hf_ratio") is None else f"{m['hf_ratio']:.2f}x"
+        rows.append(f"| {camera} | {len(pairs)} | {name} | {m['psnr_y']:.3f} | {lp} | {hf} |")
+    return rows
+
+
 def newest_downsampler(layout: DataLayout, camera: str) -> Path | None:
     found = [d for d in sorted((layout.models / "downsampler").glob("*"))
              if (d / "training.json").is_file() and read_info(d).get("camera") == camera]
@@ -139,7 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--downsampler", action="append", default=[], metavar="CAMERA=FOLDER",
                     help="score this downsampler folder for CAMERA instead of the camera's newest under the data root "
                          "(e.g. one trained by `sr-pipeline train colearn --downsampler-out` with other settings)")
+    ap.add_argument("--student", action="append", default=[], metavar="CAMERA=LABEL=FOLDER",
+                    help="also score this student folder on CAMERA's calibration pairs (PSNR-Y, LPIPS, HF energy over "
+                         "the HR, beside bicubic); repeatable, e.g. to compare students trained with other settings")
     args = ap.parse_args(argv)
+    students: dict[str, dict[str, Path]] = {}
+    for item in args.student:
+        camera, _, rest = item.partition("=")
+        label, sep, folder = rest.partition("=")
+        if not sep or camera not in CAMERA_MODELS or not label or not (Path(folder) / "config.json").is_file():
+            ap.error(f"--student {item!r}: give CAMERA=LABEL=FOLDER with CAMERA one of {', '.join(CAMERA_MODELS)} "
+                     "and FOLDER a saved student")
+        students.setdefault(camera, {})[label] = Path(folder)
     chosen = {}
     for item in args.downsampler:
         camera, sep, folder = item.partition("=")
@@ -160,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                   "|---|---|---|---|---|"]
     landscape_lines = ["| camera | " + " | ".join(f"noise x{f:g}" for f in NOISE_SCALES) + " |",
                        "|---|" + "---|" * len(NOISE_SCALES)]
+    student_lines = ["| camera | pairs | upscaler | PSNR-Y | LPIPS | HF energy / HR |", "|---|---|---|---|---|---|"]
     hr = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.hr_reference)["path"]]
     for camera, cam in CAMERA_MODELS.items():
         pairs = calibration_pairs(layout, camera)
@@ -167,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs or g_dir is None:
             print(f"{camera}: no calibration pairs or no downsampler under {args.data}; skipped")
             continue
+        if camera in students:
+            student_lines += student_rows(camera, pairs, students[camera])
         real = downsampler_realism(pairs, g_dir)
         oracle = float(np.mean([psnr_y(camera_deterministic(load_rgb(p.hr_path), cam), load_rgb(p.lr_path), 0)
                                 for p in pairs]))
@@ -196,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines) + "\n\nFlat-region noise statistic (noise_match's, 8-bit levels, 32-pixel LR centre crops):\n\n" + \
         "\n".join(flat_lines) + "\n\nThe noise term (levels; mean of 48 batches of 8 training-size crops) with G's " + \
         "learned noise level scaled:\n\n" + "\n".join(landscape_lines)
+    if len(student_lines) > 2:
+        table += "\n\nStudents on the camera's calibration pairs:\n\n" + "\n".join(student_lines)
     print(table)
     append_section(args.report, "the demo cameras' learned camera models against the known cameras", [
         f"machine: {machine('cpu')}", f"data: {args.data}", *facts,

@@ -25,15 +25,20 @@ from sr_pipeline.sr.losses import flat_noise_sigma
 
 # Candidate factors: e^-2.5 .. e^2.5 (0.08x .. 12x) in steps of e^0.05 (5 %), the best refined by a parabola.
 _LOG_SPAN, _LOG_STEP = 2.5, 0.05
+# A fit that lowers the term by less than this share is not applied: where G's structure, not its noise, sets
+# the flat-region statistic (a residual G on RealSR's Canon camera), the term hardly depends on the level and
+# its minimum wanders from fit to fit (measured: 0.08x, 2.6x, 0.15x, 7.4x ... for gains of 0.1-1.6 %).
+_MIN_GAIN = 0.05
 
 
 class NoiseFit(NamedTuple):
-    """The factor applied to G's noise and the noise term before and after (mean L1 between flat-region
-    noise levels, in [-1, 1] units)."""
+    """The best factor for G's noise, the noise term before and at it (mean L1 between flat-region noise
+    levels, in [-1, 1] units), and whether it was applied (it lowered the term by at least ``_MIN_GAIN``)."""
 
     factor: float
     term_before: float
     term_after: float
+    applied: bool
 
 
 def noise_term_by_factor(g: LearnedDownsampler, x_hr: torch.Tensor, target: torch.Tensor, eps: torch.Tensor,
@@ -56,7 +61,8 @@ def noise_term_by_factor(g: LearnedDownsampler, x_hr: torch.Tensor, target: torc
 def fit_noise_level(g: LearnedDownsampler, x_hr: torch.Tensor, y_field: torch.Tensor, sigma: float = 1.0,
                     seed: int = 0) -> NoiseFit:
     """Scale G's noise (in place) by the factor that minimises the noise term between G's LR of the HR crops
-    ``x_hr`` and the field crops ``y_field``; the same ``seed`` gives the same eps' on every process."""
+    ``x_hr`` and the field crops ``y_field``, when that clearly lowers the term; the same ``seed`` gives the
+    same eps' on every process."""
     if g.config.noise_model != "camera":
         raise ValueError("only a camera-model G (noise_model camera) has a noise level to fit")
     was_training = g.training
@@ -80,8 +86,10 @@ def fit_noise_level(g: LearnedDownsampler, x_hr: torch.Tensor, y_field: torch.Te
                                            torch.tensor([log_f]), sigma)[0])
         if after > float(terms[best]):  # the parabola overshot a kink of the L1 term: keep the grid point
             log_f, after = float(grid[best]), float(terms[best])
-        g.log_read_sigma.add_(log_f)
-        g.log_shot_gain.add_(2 * log_f)
-        return NoiseFit(math.exp(log_f), before, after)
+        applied = after <= (1 - _MIN_GAIN) * before
+        if applied:
+            g.log_read_sigma.add_(log_f)
+            g.log_shot_gain.add_(2 * log_f)
+        return NoiseFit(math.exp(log_f), before, after, applied)
     finally:
         g.train(was_training)

@@ -390,7 +390,8 @@ class ColearnStage(Stage):
             fit = fit_noise_level(self.learner.unwrap(self.learner.downsampler), *self.noise_calibration,
                                   self.cfg.struct_sigma, seed=step)
             self.noise_fits.append({"step": step, "factor": round(fit.factor, 4),
-                                    "term_before": round(fit.term_before, 6), "term_after": round(fit.term_after, 6)})
+                                    "term_before": round(fit.term_before, 6), "term_after": round(fit.term_after, 6),
+                                    "applied": fit.applied})
         return self.learner.iteration(x, y_r, y_fixed, step)
 
     def info(self, history: list[dict]) -> dict:
