@@ -63,6 +63,7 @@ def test_each_shipped_camera_model_choice_fits_each_profile(path):
         tuned = profile.for_camera(camera, choice).colearn
         for key in ("blur_model", "colour_transform", "jpeg_stage"):
             assert getattr(tuned.downsampler, key) == choice.get(key, getattr(profile.colearn.downsampler, key))
+        assert tuned.noise_fit_every == choice.get("noise_fit_every", profile.colearn.noise_fit_every)
 
 
 def test_a_camera_choice_overrides_only_the_camera_model():
@@ -80,5 +81,9 @@ def test_a_camera_choice_overrides_only_the_camera_model():
     assert not demo.colearn.downsampler.jpeg_stage  # off in the profiles (measured), chosen per camera
     jpeg = demo.for_camera("cam", {"jpeg_stage": True})
     assert _changed(demo.to_dict(), jpeg.to_dict()) == {"colearn.downsampler.jpeg_stage"}
+    assert demo.colearn.noise_fit_every == 0  # off in the profiles, chosen per camera
+    fitted = demo.for_camera("cam", {"blur_model": "kernel", "noise_fit_every": 50})
+    assert _changed(demo.to_dict(), fitted.to_dict()) == {"colearn.downsampler.blur_model", "colearn.noise_fit_every"}
+    assert fitted.colearn.fits_noise_level
     with pytest.raises(ProfileError, match="(?s)camera 'cam'.*blur_model"):
         demo.for_camera("cam", {"blur_model": "gaussian"})

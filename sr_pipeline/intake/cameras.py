@@ -67,6 +67,10 @@ class CameraModelChoice(BaseModel):
     colour_match: float | None = Field(default=None, ge=0, description="weight of the colour-statistics term "
                                        "(default 1.0 where this camera turns colour_transform on)")
     noise_match: float | None = Field(default=None, ge=0, description="weight of the flat-region noise term")
+    noise_fit_every: int | None = Field(
+        default=None, ge=0, description="every N co-learning steps, set G's noise level by a direct search against "
+        "this camera's flat-region noise (colearn.noise_fit_every; 0 off): for a kernel blur model, whose grain all "
+        "comes from the noise (measured in docs/camera_model.md)")
 
 
 class Camera(BaseModel):

@@ -268,7 +268,8 @@ class Profile(_Strict):
 
     def for_camera(self, camera: str, choice: dict | None) -> "Profile":
         """This profile with one field camera's camera-model choices (``camera_model`` in the camera
-        registry: blur_model, colour_transform, jpeg_stage, colour_match, noise_match; None or empty: unchanged).
+        registry: blur_model, colour_transform, jpeg_stage, colour_match, noise_match, noise_fit_every; None or
+        empty: unchanged).
         A camera that turns the colour transform on without a colour_match weight, on a profile whose
         weight is 0, gets 1.0: otherwise nothing but the LR cycle would train the transform."""
         choice = {k: v for k, v in (choice or {}).items() if v is not None}
@@ -282,6 +283,8 @@ class Profile(_Strict):
         for key in ("colour_match", "noise_match"):
             if key in choice:
                 weights[key] = choice[key]
+        if "noise_fit_every" in choice:
+            d["colearn"]["noise_fit_every"] = choice["noise_fit_every"]
         if choice.get("colour_transform") and "colour_match" not in choice and not weights["colour_match"]:
             weights["colour_match"] = 1.0
         try:
