@@ -42,7 +42,7 @@ from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.imageops import to_tensor, to_uint8
 from sr_pipeline.sr.losses import flat_noise_sigma, noise_match
-from sr_pipeline.sr.lr_sets import build_lr_sets
+from sr_pipeline.sr.lr_sets import LRSets, build_lr_sets, modcrop, realism_distance, set_stats
 from sr_pipeline.sr.pairs import load_rgb
 from sr_pipeline.sr.scoring import metric
 from sr_pipeline.storage import store
@@ -96,6 +96,20 @@ def flat_noise_figures(cam: FieldCameraModel, g: LearnedDownsampler, hr: list[np
             "optics": flat_noise([camera_deterministic(c, cam) for c in crops]),
             "camera": flat_noise([field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]),
             "g": flat_noise([to_uint8(im) for im in y]), "refs": len(crops)}
+
+
+def true_camera_distances(cam: FieldCameraModel, hr: list[np.ndarray], sets: LRSets,
+                          field: list[np.ndarray]) -> dict[str, float]:
+    """LR-set statistics distances to the true camera applied to the same HR references (as many noise draws as
+    ``sets`` has variants): G's and bicubic's, and the true camera's own distance to its field images. The
+    field images show other scenes, so their distance mixes scene with camera; against the true camera on the
+    same scenes only the camera differs."""
+    k = len(sets.variants[0])
+    true = set_stats([field_camera_degrade(modcrop(im, cam.scale), 0, f"ref{i}-{j}", cam)
+                      for i, im in enumerate(hr) for j in range(k)])
+    return {"g": realism_distance(set_stats([v for vs in sets.variants for v in vs]), true)["total"],
+            "bicubic": realism_distance(set_stats(sets.bicubic), true)["total"],
+            "true_to_field": realism_distance(true, set_stats(field))["total"]}
 
 
 NOISE_SCALES = (0.5, 1.0, 2.0, 3.0, 4.0)
@@ -181,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     lines = ["| camera | pairs | PSNR-Y vs real LR: bicubic-down / the camera's own blur and cast / G at eps'=0 | "
              "G - bicubic-down | sensor noise at mid-grey, camera (before JPEG) / G | LR-set noise statistic: "
-             "G / bicubic / the camera's field images | LR-set statistics distance G / bicubic |",
-             "|---|---|---|---|---|---|---|"]
+             "G / bicubic / the camera's field images | LR-set statistics distance to the field images: G / bicubic / "
+             "the true camera on the references | distance to the true camera on the same references: G / bicubic |",
+             "|---|---|---|---|---|---|---|---|"]
     facts = []
     flat_lines = ["| camera | references | the camera's field images (the target) | the true camera on the references: "
                   "optics only / optics, noise and JPEG | G on the references, its learned noise |",
@@ -207,13 +222,15 @@ def main(argv: list[str] | None = None) -> int:
             g_noise = float(g.noise_sigma(torch.zeros(1, 3, 1, 1))[0, 0, 0, 0]) * 127.5 if g.config.noise_model == "camera" else math.nan
         sensor = math.sqrt(cam.read_noise**2 + cam.shot_noise * 127.5)
         field = [store.load_image(p) for p in store.list_images(layout, role=CameraRole.field_lr, cameras=[camera])["path"]]
-        sets = build_lr_sets(g, hr, field, k=2, seed=0).summary()
+        lr_sets = build_lr_sets(g, hr, field, k=2, seed=0)
+        sets, truth = lr_sets.summary(), true_camera_distances(cam, hr, lr_sets, field)
         noise = {k: sets["mean_stats"][k]["noise_sigma"] for k in ("learned", "bicubic", "field")}
         lines.append(
             f"| {camera} | {real['pairs']} | {real['bicubic_psnr']:.3f} / {oracle:.3f} / {real['learned_psnr']:.3f} | "
             f"{real['learned_psnr'] - real['bicubic_psnr']:+.3f} dB | {sensor:.2f} / {g_noise:.2f} | "
             f"{noise['learned']:.2f} / {noise['bicubic']:.2f} / {noise['field']:.2f} | "
-            f"{sets['realism_distance_learned']['total']:.3f} / {sets['realism_distance_bicubic']['total']:.3f} |")
+            f"{sets['realism_distance_learned']['total']:.3f} / {sets['realism_distance_bicubic']['total']:.3f} / "
+            f"{truth['true_to_field']:.3f} | {truth['g']:.3f} / {truth['bicubic']:.3f} |")
         facts.append(f"{camera}: downsampler {g_dir if camera in chosen else g_dir.name}, camera parts {json.dumps(g.camera_summary())}")
         flat = flat_noise_figures(cam, g, hr, field)
         flat_lines.append(f"| {camera} | {flat['refs']} | {flat['field']:.2f} | {flat['optics']:.2f} / "

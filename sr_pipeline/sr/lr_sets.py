@@ -33,7 +33,8 @@ STATISTICS = DEGRADATION_STATISTICS + COLOUR_STATISTICS
 COLOUR_FLOOR = 0.01
 
 
-def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """The image cropped at its bottom and right to sides that are multiples of ``scale``."""
     h, w = img.shape[0] // scale * scale, img.shape[1] // scale * scale
     if h == 0 or w == 0:
         raise ValueError(f"image {img.shape[:2]} is smaller than the scale {scale}")
@@ -44,7 +45,7 @@ def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 def generate_variants(model: LearnedDownsampler, hr: np.ndarray, seeds: Sequence[int],
                       device: str | torch.device = "cpu") -> list[np.ndarray]:
     """One uint8 LR image per seed: G(x, eps'_seed) of the HR image (cropped to a multiple of the scale)."""
-    x = to_tensor(_modcrop(hr, model.config.scale)).to(device)
+    x = to_tensor(modcrop(hr, model.config.scale)).to(device)
     out = []
     for seed in seeds:
         gen = torch.Generator().manual_seed(int(seed))
@@ -56,7 +57,7 @@ def generate_variants(model: LearnedDownsampler, hr: np.ndarray, seeds: Sequence
 @torch.no_grad()
 def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     """down(x) as uint8: the LR an untrained G would make."""
-    return to_uint8(downsample(to_tensor(_modcrop(hr, scale)), scale))
+    return to_uint8(downsample(to_tensor(modcrop(hr, scale)), scale))
 
 
 # ---- per-image statistics --------------------------------------------------------------------------
