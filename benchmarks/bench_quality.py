@@ -67,7 +67,7 @@ def _ablation(profile: Profile, name: str) -> Profile:
     if name == "full-band-d-lr":
         c["d_lr_highpass"] = False
     elif name == "first-g":  # the first design: eps' into the residual net, no colour, no noise branch
-        c["downsampler"].update(noise_model="input", colour_transform=False)
+        c["downsampler"].update(noise_model="input", colour_transform=False, blur_model="residual", jpeg_stage=False)
         c["weights"].update(noise_match=0.0, sharpness_match=0.0, colour_match=0.0)
     elif name == "rec-grad-to-downsampler":
         c["rec_grad_to_downsampler"] = True
@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         times = {"teacher": time.perf_counter() - t0}
     students: dict[str, Path] = {}
     downsamplers: dict[str, Path] = {}
-    for name in ["co-learned", *args.ablations]:
-        p = profile if name == "co-learned" else _ablation(profile, name)
+    # Every ablation's profile is built before anything trains, so one that cannot exist fails at once.
+    runs = {"co-learned": profile, **{name: _ablation(profile, name) for name in args.ablations}}
+    for name, p in runs.items():
         t0 = time.perf_counter()
         r = train_colearn(p, teacher_dir, hr, field, layout.run_dir("colearn", name), *colearn_outputs(layout, p),
                           image_ids=list(hr_rows["image_id"]), field_image_ids=list(field_rows["image_id"]))
