@@ -85,8 +85,8 @@ class DownsamplerConfig(_Strict):
         False, description="when most of the field camera's uploads are JPEG, compress G's noisy LR with the "
         "encoder settings read from their headers (quantisation tables, chroma subsampling; sr/jpeg.py), so the "
         "noise G learns is the sensor's before compression (needs noise_model camera). Off by default: on the "
-        "demo it did not bring the learned noise to the sensors' and worsened the grey camera's LR set "
-        "(docs/camera_model.md)"
+        "demo it did not bring the learned noise to the sensors' and moved the grey camera's LR set away from "
+        "the true camera (it brought the colour camera's closer; docs/camera_model.md)"
     )
 
     @model_validator(mode="after")
