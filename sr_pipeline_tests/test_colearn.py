@@ -301,9 +301,12 @@ def test_tiny_run_writes_student_and_downsampler_folders(tmp_path):
     assert latest_state(tmp_path / "run") is None
 
 
-def test_interrupted_run_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("camera_g", [False, True], ids=["first-g", "camera-g-with-noise-fit"])
+def test_interrupted_run_resumes_bit_identically(tmp_path, camera_g):
     teacher_dir = make_teacher(tmp_path)
-    profile, run = tiny_profile(), tmp_path / "run"
+    fitted = dict(downsampler=DownsamplerConfig(noise_model="camera", blur_model="kernel"), noise_fit_every=3,
+                  noise_fit_crops=8)
+    profile, run = tiny_profile(**(fitted if camera_g else {})), tmp_path / "run"
     data = (profile, teacher_dir, photos(), field_lr())
     assert tc.train_colearn(*data, run, *outs(tmp_path, "unused"), stop_after=3) is None
     assert saved_record(latest_state(run)).step == 2

@@ -100,7 +100,9 @@ def test_co_learning_fits_the_noise_on_schedule_and_records_each_fit(tmp_path):
     stage = tc.ColearnStage(tiny_profile(downsampler=camera_g, noise_fit_every=3, noise_fit_crops=8), teacher_dir,
                             photos(), field_lr(), student_dir, g_dir)
     run_stage(stage, tmp_path / "run")
-    fits = json.loads((g_dir / "training.json").read_text())["noise_fits"]
+    info = json.loads((g_dir / "training.json").read_text())
+    fits = info["noise_fits"]
+    assert "noise_fit" in info["time_breakdown"]  # its cost is shown beside the training step's parts
     assert [f["step"] for f in fits] == [1, 4]  # the first step, then every 3
     assert fits[0]["applied"] and fits[0]["factor"] > 3  # field_lr: 12-level noise
     assert _level(load_downsampler(g_dir)) > 3

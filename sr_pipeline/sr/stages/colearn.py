@@ -387,8 +387,9 @@ class ColearnStage(Stage):
     def step(self, batch: tuple, step: int) -> dict[str, float]:
         x, y_r, y_fixed = batch
         if self.noise_calibration is not None and (step - 1) % self.cfg.noise_fit_every == 0:
-            fit = fit_noise_level(self.learner.unwrap(self.learner.downsampler), *self.noise_calibration,
-                                  self.cfg.struct_sigma, seed=step)
+            with self.learner.timer("noise_fit"):
+                fit = fit_noise_level(self.learner.unwrap(self.learner.downsampler), *self.noise_calibration,
+                                      self.cfg.struct_sigma, seed=step)
             self.noise_fits.append({"step": step, "factor": round(fit.factor, 4),
                                     "term_before": round(fit.term_before, 6), "term_after": round(fit.term_after, 6),
                                     "applied": fit.applied})
