@@ -46,7 +46,8 @@ def noise_term_by_factor(g: LearnedDownsampler, x_hr: torch.Tensor, target: torc
                          log_factors: torch.Tensor, sigma: float) -> torch.Tensor:
     """The noise term of G's LR of ``x_hr`` with its noise scaled by each ``exp(log_factors)``, for one draw eps'.
 
-    The noise is linear in its level, so G runs once: LR(f) = c + f n (then the camera's JPEG stage, if any)."""
+    The noise is linear in its level, so G runs twice (with and without eps'), not once per factor:
+    LR(f) = c + f n, then the camera's JPEG stage, if any."""
     noise = g(x_hr, eps, return_parts=True).noise
     base = g(x_hr, None)  # the structure after the colour response: what the noise is added to
     terms = []
