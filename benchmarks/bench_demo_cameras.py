@@ -131,9 +131,8 @@ def noise_term_landscape(g: LearnedDownsampler, hr: list[np.ndarray], field: lis
     out = []
     for f in NOISE_SCALES:
         scaled = copy.deepcopy(g)
+        scaled.scale_noise(f)
         with torch.no_grad():
-            scaled.log_read_sigma += math.log(f)  # read sigma x f, shot gain x f^2: the whole level x f
-            scaled.log_shot_gain += 2 * math.log(f)
             gen = torch.Generator().manual_seed(seed)
             terms = [float(noise_match(scaled(x, torch.randn(scaled.lr_shape(x), generator=gen)), y)) * 127.5
                      for x, y in pairs]

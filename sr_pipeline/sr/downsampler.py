@@ -265,6 +265,13 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         gain = torch.exp(self.log_shot_gain[:c])[None, :, None, None]
         return torch.sqrt(read + gain * ((signal + 1) / 2).clamp(min=0))
 
+    @torch.no_grad()
+    def scale_noise(self, factor: float) -> None:
+        """Multiply the noise level by ``factor`` at every signal level (read sigma x f, shot gain x f^2), keeping
+        its signal dependence and correlation."""
+        self.log_read_sigma.add_(math.log(factor))
+        self.log_shot_gain.add_(2 * math.log(factor))
+
     def sensor_noise(self, signal: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Signal-dependent, spatially correlated noise drawn from eps' (zero mean, per-pixel std ``noise_sigma``)."""
         kernel = self.noise_kernel[: eps.shape[1]]

@@ -71,9 +71,9 @@ def fit_noise_level(g: LearnedDownsampler, x_hr: torch.Tensor, y_field: torch.Te
     g.eval()  # the JPEG grid at its corner: the search compares factors on identical LR
     try:
         gen = torch.Generator().manual_seed(seed)
-        eps = torch.randn(g.lr_shape(x_hr), generator=gen).to(device=x_hr.device, dtype=x_hr.dtype)
+        eps = torch.randn(g.lr_shape(x_hr), generator=gen).to(x_hr.device)
         target = flat_noise_sigma(y_field.float(), sigma)
-        x_hr, eps = x_hr.float(), eps.float()
+        x_hr = x_hr.float()
 
         def term(log_factors: torch.Tensor) -> torch.Tensor:
             return noise_term_by_factor(g, x_hr, target, eps, log_factors, sigma).double().cpu()
@@ -97,8 +97,7 @@ def fit_noise_level(g: LearnedDownsampler, x_hr: torch.Tensor, y_field: torch.Te
             log_f, after = float(grid[best]), float(terms[best])
         applied = after <= (1 - _MIN_GAIN) * before
         if applied:
-            g.log_read_sigma.add_(log_f)
-            g.log_shot_gain.add_(2 * log_f)
+            g.scale_noise(math.exp(log_f))
         return NoiseFit(math.exp(log_f), before, after, applied)
     finally:
         g.train(was_training)
