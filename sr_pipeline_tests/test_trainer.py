@@ -177,6 +177,23 @@ def test_ema_update_is_the_expected_lerp():
     assert not ema.model.training and not any(p.requires_grad for p in ema.model.parameters())
 
 
+def test_ema_warmup_two_is_a_running_mean_until_the_decay_caps_it():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.75, warmup=2)
+
+    def step(value: float, s: int) -> float:
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(model, step=s)
+        return float(ema.model.weight)
+
+    assert step(2.0, 1) == pytest.approx((2 * 1.0 + 2.0) / 3)  # decay 2/3: the start weighs twice
+    assert step(5.0, 2) == pytest.approx((2 * 1.0 + 2.0 + 5.0) / 4)  # decay 3/4
+    assert step(-1.0, 3) == pytest.approx(0.75 * 9.0 / 4 - 0.25)  # (1+3)/(2+3) = 0.8 is capped at 0.75
+
+
 def test_the_teacher_folder_holds_the_ema_weights(tmp_path):
     from test_train_teacher import tiny_profile
 

@@ -54,6 +54,11 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_warmup: int = Field(
+        10, ge=2, description="the EMA's decay at step s is min(ema_decay, (1 + s) / (ema_warmup + s)); 10 as in "
+        "diffusers, so at 1,000 steps the decay is still under 0.991; 2 keeps a running mean of every step until "
+        "the decay reaches ema_decay"
+    )
     save_every: int = Field(200, ge=1, description="write resumable state every N steps")
     log_every: int = Field(25, ge=1)
     seed: int = Field(0, ge=0)

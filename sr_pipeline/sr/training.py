@@ -58,14 +58,14 @@ def seed_everything(seed: int) -> None:
 class EMA:
     """Exponential moving average of a model's weights; the copy that is saved and served."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: int = 10):
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         # Warm-up of the decay (as in diffusers' EMAModel) so early averages are not dominated by init.
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = min(self.decay, (1 + step) / (self.warmup + step))
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):

@@ -119,7 +119,7 @@ class CoLearner:
             d_hr = PatchDiscriminator(**cfg.d_hr.model_dump())
         if self.weights["adv_lr"] > 0:
             d_lr = PatchDiscriminator(**cfg.d_lr.model_dump())
-        self.ema = EMA(student, cfg.train.ema_decay)
+        self.ema = EMA(student, cfg.train.ema_decay, cfg.train.ema_warmup)
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
         if g is not None:

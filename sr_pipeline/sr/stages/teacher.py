@@ -59,7 +59,7 @@ class TeacherStage(Stage):
     def build(self, accelerator) -> None:
         cfg = self.opt
         net, self.schedule = build_teacher(self.profile)
-        self.ema = EMA(net, cfg.ema_decay)
+        self.ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_steps))
         self.net, self.optimizer = accelerator.prepare(net, optimizer)
