@@ -251,3 +251,14 @@ def test_the_kernel_camera_model_needs_the_camera_noise_model():
         LearnedDownsampler(scale=4, noise_model="input", blur_model="kernel")
     with pytest.raises(ValueError, match="noise_model"):
         DownsamplerConfig(noise_model="input", blur_model="kernel")
+
+
+def test_set_blur_sigma_makes_an_isotropic_kernel_of_that_width():
+    g = LearnedDownsampler(**KERNEL).eval()
+    g.blur_angle.data.fill_(0.9)
+    g.set_blur_sigma(2.0)
+    assert g.camera_summary()["blur_sigmas_hr_px"] == pytest.approx([2.0, 2.0], abs=1e-4)
+    k = g.blur_kernel()
+    assert torch.allclose(k, k.T, atol=1e-6)  # isotropic: the angle no longer matters
+    with pytest.raises(ValueError, match="kernel"):
+        LearnedDownsampler(scale=4, noise_model="camera").set_blur_sigma(1.0)

@@ -272,6 +272,13 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         self.log_read_sigma.add_(math.log(factor))
         self.log_shot_gain.add_(2 * math.log(factor))
 
+    @torch.no_grad()
+    def set_blur_sigma(self, sigma: float) -> None:
+        """Make the kernel an isotropic Gaussian of ``sigma`` HR pixels (blur_model kernel)."""
+        if self.config.blur_model != "kernel":
+            raise ValueError("set_blur_sigma needs blur_model kernel")
+        self.blur_log_sigma.fill_(math.log(sigma) / _BLUR_RATE)
+
     def sensor_noise(self, signal: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Signal-dependent, spatially correlated noise drawn from eps' (zero mean, per-pixel std ``noise_sigma``)."""
         kernel = self.noise_kernel[: eps.shape[1]]

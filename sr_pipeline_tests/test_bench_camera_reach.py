@@ -1,0 +1,68 @@
+"""benchmarks/bench_camera_reach.py on a tiny made-up datasets folder: the floor, bicubic and each grid point
+reach the report, and a G it cannot vary is refused."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr_pipeline.sr.downsampler import LearnedDownsampler
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_camera_reach", REPO / "benchmarks" / "bench_camera_reach.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "datasets"
+    for name, n in (("bsd100_hr", 3), ("urban100_hr", 3)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            ramp = np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))
+            img = np.clip(ramp + rng.normal(0, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"img_{i:03d}.png")
+    neu = root / "neu_det"
+    neu.mkdir()
+    for i in range(8):
+        grey = np.clip(128 + rng.normal(0, 6 + i, (40, 40)), 0, 255).astype(np.uint8)
+        Image.fromarray(np.repeat(grey[..., None], 3, 2)).save(neu / f"steel_{i}.jpg", quality=90)
+    (neu / "HOLDOUT.txt").write_text("steel_0.jpg\nsteel_5.jpg\n")
+    return root
+
+
+def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tmp_path, monkeypatch):
+    bench = _bench(monkeypatch)
+    g = LearnedDownsampler(scale=4, noise_model="camera", blur_model="kernel", grey=True)
+    g.save_pretrained(tmp_path / "g")
+    report = tmp_path / "report.md"
+    assert bench.main([str(datasets), "--field", "neu", "--downsampler", str(tmp_path / "g"), "--blur-sigmas", "1", "2",
+                       "--noise-factors", "1", "3", "--contrast", "1", "0.5", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "the camera's own pool, 2 images (the floor)" in text and "bicubic-down of the HR sample" in text
+    rows = [line for line in text.splitlines() if line.startswith("| G: ")]
+    assert len(rows) == 2 * 2 * 2 and sum("contrast x0.5" in r for r in rows) == 4
+    assert "best point of G's family (contrast x1): G: blur" in text
+
+
+def test_a_residual_g_is_refused(datasets, tmp_path, monkeypatch):
+    bench = _bench(monkeypatch)
+    LearnedDownsampler(scale=4, noise_model="camera").save_pretrained(tmp_path / "g")
+    with pytest.raises(SystemExit):
+        bench.main([str(datasets), "--downsampler", str(tmp_path / "g"), "--report", str(tmp_path / "r.md")])
+
+
+def test_contrast_scales_about_the_mean(monkeypatch):
+    img = np.array([[[100] * 3, [200] * 3]], dtype=np.uint8)
+    out = _bench(monkeypatch).with_contrast(img, 0.5)
+    assert out[0, 0, 0] == 125 and out[0, 1, 0] == 175
