@@ -52,6 +52,11 @@ def camera_variant(g: LearnedDownsampler, blur_sigma: float, noise_factor: float
     return out
 
 
+def _lr_set(g: LearnedDownsampler, hr: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Two noise draws of G per HR image (build_lr_sets' seeds)."""
+    return [v for i, im in enumerate(hr) for v in generate_variants(g, im, [seed + 1000 * i, seed + 1000 * i + 1])]
+
+
 def _row(label: str, dist: dict[str, float], noise: float) -> str:
     return (f"| {label} | **{dist['total']:.3f}** | "
             + " | ".join(f"{dist[k]:.2f}" for k in DEGRADATION_STATISTICS) + f" | {noise:.2f} |")
@@ -97,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     bic = set_stats([bicubic_lr(im, g.config.scale) for im in hr])
     rows.append(_row("bicubic-down of the HR sample", realism_distance(bic, holdout), float(np.mean(bic["noise_sigma"]))))
     learned = g.camera_summary().get("blur_sigmas_hr_px")
+    trained = set_stats(_lr_set(g, hr, args.seed))
+    rows.append(_row(f"G as trained (blur {learned[0]:.1f} x {learned[1]:.1f} px)", realism_distance(trained, holdout),
+                     float(np.mean(trained["noise_sigma"]))))
     best = (math.inf, "")
     for sigma in args.blur_sigmas:
         for f in args.noise_factors:
             gv = camera_variant(g, sigma, f)
-            lr = [v for i, im in enumerate(hr) for v in generate_variants(gv, im, [args.seed + 1000 * i, args.seed + 1000 * i + 1])]
+            lr = _lr_set(gv, hr, args.seed)
             for a in args.contrast:
                 st = set_stats([with_contrast(v, a) for v in lr] if a != 1.0 else lr)
                 d = realism_distance(st, holdout)

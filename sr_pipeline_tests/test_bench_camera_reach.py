@@ -50,6 +50,7 @@ def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tm
                        "--noise-factors", "1", "3", "--contrast", "1", "0.5", "--report", str(report)]) == 0
     text = report.read_text()
     assert "the camera's own pool, 2 images (the floor)" in text and "bicubic-down of the HR sample" in text
+    assert "G as trained (blur" in text
     rows = [line for line in text.splitlines() if line.startswith("| G: ")]
     assert len(rows) == 2 * 2 * 2 and sum("contrast x0.5" in r for r in rows) == 4
     assert "best point of G's family (contrast x1): G: blur" in text
