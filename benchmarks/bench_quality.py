@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sr_pipeline.storage import store
@@ -44,6 +45,7 @@ from sr_pipeline.sr.stages.teacher import train_teacher
 from sr_pipeline.storage.versions import new_version
 from sr_pipeline.training.run import colearn_outputs
 
+from per_camera import camera_of, per_camera_table  # benchmarks/per_camera.py
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-distill", "no-lr-cycle",
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {n} | {r['psnr_learned']:.3f} | {r['psnr_bicubic']:.3f} | {r['lap_learned']:.2f}x, "
               f"{r['lap_noisy']:.2f}x ({r['lap_bicubic']:.2f}x) | {r['dist_learned']:.3f} / {r['dist_bicubic']:.3f} | "
               f"{r['noise_learned']:.2f} / {r['noise_field']:.2f} | {r['diversity']:.4f} |" for n, r in realism.items()]
+    if len({camera_of(p.name) for p in pairs}) > 1:  # RealSR's two cameras differ in difficulty: say where it gains
+        lines += ["", "Per camera:", "", per_camera_table(pd.read_parquet(work / "eval" / "metrics.parquet"))]
     table = "\n".join(lines)
     print("\n" + table)
     device = "cuda" if torch.cuda.is_available() else "cpu"
