@@ -153,3 +153,20 @@ def tiny_sr_model(out_dir: Path, info: dict, *, seed: int = 0, perturb: Callable
         schedule.save_config(tmp)
 
     return save_model_dir(out_dir, save, info)
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch) -> Callable:
+    """Import a script of benchmarks/ by name, with that folder on sys.path as when it runs."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,24 +2,12 @@
 reach the report, and a G it cannot vary is refused."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sr_pipeline.sr.downsampler import LearnedDownsampler
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_camera_reach", REPO / "benchmarks" / "bench_camera_reach.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -41,8 +29,8 @@ def datasets(tmp_path):
     return root
 
 
-def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tmp_path, monkeypatch):
-    bench = _bench(monkeypatch)
+def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tmp_path, load_benchmark):
+    bench = load_benchmark("bench_camera_reach")
     g = LearnedDownsampler(scale=4, noise_model="camera", blur_model="kernel", grey=True)
     g.save_pretrained(tmp_path / "g")
     report = tmp_path / "report.md"
@@ -56,14 +44,14 @@ def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tm
     assert "best point of G's family (contrast x1): G: blur" in text
 
 
-def test_a_residual_g_is_refused(datasets, tmp_path, monkeypatch):
-    bench = _bench(monkeypatch)
+def test_a_residual_g_is_refused(datasets, tmp_path, load_benchmark):
+    bench = load_benchmark("bench_camera_reach")
     LearnedDownsampler(scale=4, noise_model="camera").save_pretrained(tmp_path / "g")
     with pytest.raises(SystemExit):
         bench.main([str(datasets), "--downsampler", str(tmp_path / "g"), "--report", str(tmp_path / "r.md")])
 
 
-def test_contrast_scales_about_the_mean(monkeypatch):
+def test_contrast_scales_about_the_mean(load_benchmark):
     img = np.array([[[100] * 3, [200] * 3]], dtype=np.uint8)
-    out = _bench(monkeypatch).with_contrast(img, 0.5)
+    out = load_benchmark("bench_camera_reach").with_contrast(img, 0.5)
     assert out[0, 0, 0] == 125 and out[0, 1, 0] == 175

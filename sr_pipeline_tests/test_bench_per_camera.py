@@ -1,22 +1,13 @@
 """benchmarks/per_camera.py: per-camera means of an evaluation's per-pair metrics."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def per_camera(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("per_camera", REPO / "benchmarks" / "per_camera.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def per_camera(load_benchmark):
+    return load_benchmark("per_camera")
 
 
 def _metrics() -> pd.DataFrame:

@@ -91,15 +91,10 @@ def test_a_camera_choice_overrides_only_the_camera_model():
 
 @pytest.mark.parametrize("choice", [{}, {"blur_model": "kernel", "noise_fit_every": 50},
                                     {"colour_transform": True, "jpeg_stage": True}], ids=["profile", "kernel", "jpeg"])
-def test_every_bench_quality_ablation_exists_for_each_profile_and_camera_choice(choice, monkeypatch):
+def test_every_bench_quality_ablation_exists_for_each_profile_and_camera_choice(choice, load_benchmark):
     """bench_quality trains the ablations after the co-learned student: one that cannot be built (the first
     design has no kernel blur) must not surface 20 minutes into a run."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_quality")
     for path in PROFILES:
         profile = Profile.from_yaml(path).for_camera("cam", choice)
         for name in bench.ABLATIONS:
