@@ -43,12 +43,16 @@ def test_a_size_profile_changes_only_the_network(path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("bench-cpu-*.yaml")), ids=lambda p: p.stem)
-def test_a_preset_changes_only_loss_weights_or_the_teachers_kappa(path):
-    """The fidelity and perceptual presets are bench-cpu's networks and lengths: only the co-learning loss
-    weights and the diffusion's kappa (the teacher's start noise) may differ."""
+def test_a_preset_changes_only_loss_weights_or_its_own_teacher(path):
+    """The fidelity and perceptual presets are bench-cpu's networks and co-learning: only the co-learning loss
+    weights, the diffusion's kappa (the teacher's start noise) and, for a preset that trains its own teacher,
+    that teacher's length (and how often it saves and logs) may differ."""
     base = Profile.from_yaml(REPO / "configs" / "bench-cpu.yaml").to_dict()
     changed = _changed(base, Profile.from_yaml(path).to_dict()) - {"name"}
-    assert changed and all(key.startswith("colearn.weights.") or key == "diffusion.kappa" for key in changed)
+    own_teacher = "diffusion.kappa" in changed
+    teacher_length = {"teacher.steps", "teacher.save_every", "teacher.log_every"}
+    assert changed and all(key.startswith("colearn.weights.") or key == "diffusion.kappa"
+                           or (own_teacher and key in teacher_length) for key in changed)
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
