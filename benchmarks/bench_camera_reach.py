@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the floor's pool sample and G's noise draws")
     ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"), help="markdown file to append to")
     args = ap.parse_args(argv)
+    needed = ["bsd100_hr", "urban100_hr"] + (["neu_det"] if args.field == "neu" else ["realsr_x4/LR"])
+    missing = [n for n in needed if not (args.datasets / n).is_dir()]
+    if missing:
+        ap.error(f"{args.datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
+    if min(args.blur_sigmas + args.noise_factors) <= 0 or min(args.contrast) < 0:
+        ap.error("--blur-sigmas and --noise-factors must be positive, --contrast non-negative")
     if not (args.downsampler / "config.json").is_file():
         ap.error(f"--downsampler {args.downsampler} is not a downsampler folder (no config.json)")
     torch.set_num_threads(1)
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
              f"held-out noise sigma: {float(np.mean(holdout['noise_sigma'])):.2f} levels",
              f"G: {args.downsampler} (learned blur {learned} HR px, noise {g.camera_summary().get('noise_sigma_levels')})",
              f"command: `{command('bench_camera_reach.py', argv)}`",
-             f"best point of G's family (contrast x1): {best[1]}, distance {best[0]:.3f}",
+             (f"best point of G's family (contrast x1): {best[1]}, distance {best[0]:.3f}" if best[1]
+              else "no contrast x1 point in the grid"),
              f"total time: {time.perf_counter() - started:.0f} s"]
     append_section(args.report, f"how close G's camera family can come to {args.field}'s held-out images", facts,
                    "Distances are bench_quality's statistics distance (Wasserstein-1 per statistic in units of the "

@@ -44,11 +44,18 @@ def test_the_reach_table_has_the_floor_bicubic_and_every_grid_point(datasets, tm
     assert "best point of G's family (contrast x1): G: blur" in text
 
 
-def test_a_residual_g_is_refused(datasets, tmp_path, load_benchmark):
+def test_a_residual_g_bad_settings_and_a_missing_folder_are_refused(datasets, tmp_path, load_benchmark, capsys):
     bench = load_benchmark("bench_camera_reach")
     LearnedDownsampler(scale=4, noise_model="camera").save_pretrained(tmp_path / "g")
-    with pytest.raises(SystemExit):
-        bench.main([str(datasets), "--downsampler", str(tmp_path / "g"), "--report", str(tmp_path / "r.md")])
+    LearnedDownsampler(scale=4, noise_model="camera", blur_model="kernel").save_pretrained(tmp_path / "k")
+    report = ["--report", str(tmp_path / "r.md")]
+    for argv, message in (([str(datasets), "--downsampler", str(tmp_path / "g")], "needs a kernel G"),
+                          ([str(datasets), "--downsampler", str(tmp_path / "k"), "--blur-sigmas", "0"], "positive"),
+                          ([str(tmp_path), "--downsampler", str(tmp_path / "k")], "lacks bsd100_hr")):
+        with pytest.raises(SystemExit):
+            bench.main(argv + report)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_contrast_scales_about_the_mean(load_benchmark):
