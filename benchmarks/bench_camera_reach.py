@@ -32,9 +32,8 @@ from sr_pipeline.sr.lr_sets import (DEGRADATION_STATISTICS, bicubic_lr, generate
                                     set_stats)
 from sr_pipeline.sr.pairs import load_rgb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import FIELDS, _centre, _field_pool  # noqa: E402  (the same pools and HR sample)
-from report_md import append_section, command, machine  # noqa: E402
+from bench_quality import FIELDS, field_pool, realism_hr_sample  # the same pools and HR sample
+from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 
 def with_contrast(img: np.ndarray, gain: float) -> np.ndarray:
@@ -93,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--downsampler {args.downsampler} has blur_model {g.config.blur_model}; this needs a kernel G")
 
     hr_files = sorted((args.datasets / "bsd100_hr").glob("*.png")) + sorted((args.datasets / "urban100_hr").glob("*.png"))
-    hr = [_centre(load_rgb(p)) for p in hr_files[::3]]
-    pool_files, holdout_files = _field_pool(args.datasets, args.field)
+    hr = realism_hr_sample([load_rgb(p) for p in hr_files])
+    pool_files, holdout_files = field_pool(args.datasets, args.field)
     holdout = set_stats([load_rgb(p) for p in holdout_files])
     rng = np.random.default_rng(args.seed)
     pool_sample = [pool_files[i] for i in rng.choice(len(pool_files), len(holdout_files), replace=False)]

@@ -48,6 +48,7 @@ from sr_pipeline.sr.scoring import metric
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 
+from bench_quality import centre_crop  # benchmarks/bench_quality.py
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 
@@ -61,11 +62,6 @@ def camera_deterministic(hr: np.ndarray, cam: FieldCameraModel) -> np.ndarray:
 
 
 FLAT_CROP = 32  # LR pixels, about the co-learning crops (64 HR -> 16 LR) and large enough for the statistic
-
-
-def _centre(img: np.ndarray, side: int) -> np.ndarray:
-    top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
-    return img[top:top + side, left:left + side]
 
 
 def _batch(images: list[np.ndarray]) -> torch.Tensor:
@@ -85,14 +81,14 @@ def flat_noise_figures(cam: FieldCameraModel, g: LearnedDownsampler, hr: list[np
     """The second table's row: the statistic on the field images, on the true camera's LR of the HR
     references (optics alone; optics, noise and JPEG) and on G's (its learned noise, eps' seed 0)."""
     side = FLAT_CROP * cam.scale
-    crops = [_centre(im, side) for im in hr if min(im.shape[:2]) >= side]
+    crops = [centre_crop(im, side) for im in hr if min(im.shape[:2]) >= side]
     if not crops:
         return {"field": math.nan, "optics": math.nan, "camera": math.nan, "g": math.nan, "refs": 0}
     x = _batch(crops)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         y = g(x, torch.randn(g.lr_shape(x), generator=gen))
-    return {"field": flat_noise([_centre(im, FLAT_CROP) for im in field if min(im.shape[:2]) >= FLAT_CROP]),
+    return {"field": flat_noise([centre_crop(im, FLAT_CROP) for im in field if min(im.shape[:2]) >= FLAT_CROP]),
             "optics": flat_noise([camera_deterministic(c, cam) for c in crops]),
             "camera": flat_noise([field_camera_degrade(c, 0, f"flat-{i}", cam) for i, c in enumerate(crops)]),
             "g": flat_noise([to_uint8(im) for im in y]), "refs": len(crops)}

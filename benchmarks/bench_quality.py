@@ -112,7 +112,7 @@ def _camera_prefix(field: str) -> str:
     return {"realsr-canon": "Canon", "realsr-nikon": "Nikon"}.get(field, "")
 
 
-def _field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
+def field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
     """(training pool, held-out images of the same camera that judge the LR sets' realism)."""
     if field.startswith("realsr"):
         lr = sorted(p for p in (datasets / "realsr_x4" / "LR").iterdir() if p.name.startswith(_camera_prefix(field)))
@@ -123,10 +123,17 @@ def _field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
     return [p for p in images if p.name not in holdout], [p for p in images if p.name in holdout]
 
 
-def _centre(img: np.ndarray, side: int = 512) -> np.ndarray:
+def centre_crop(img: np.ndarray, side: int = 512) -> np.ndarray:
+    """The centre ``side`` x ``side`` crop (or less along a shorter side)."""
     h, w = img.shape[:2]
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
     return img[top: top + side, left: left + side]
+
+
+def realism_hr_sample(hr: list[np.ndarray]) -> list[np.ndarray]:
+    """The HR references whose LR sets are compared with the field camera's held-out images: every third one,
+    centre-cropped, so the statistics stay quick to compute."""
+    return [centre_crop(im) for im in hr[::3]]
 
 
 def _laplacian_ratios(g: LearnedDownsampler, pairs) -> tuple[float, float, float]:
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data root {work}; ingesting", flush=True)
     hr_files = sorted((args.datasets / "bsd100_hr").glob("*.png")) + sorted((args.datasets / "urban100_hr").glob("*.png"))
     _ingest(layout, hr_files, "ref_cam")
-    field_files, holdout_files = _field_pool(args.datasets, args.field)
+    field_files, holdout_files = field_pool(args.datasets, args.field)
     _ingest(layout, field_files, "field_cam")
     hr_rows = store.list_images(layout, role="hr_reference")
     field_rows = store.list_images(layout, role="field_lr")
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
     summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(), split="even")
     print("LR realism of the downsamplers", flush=True)
-    hr_sample = [_centre(im) for im in hr[::3]]
+    hr_sample = realism_hr_sample(hr)
     holdout = [store.load_image(p) for p in holdout_files]
     realism = {n: _realism(d, pairs, hr_sample, holdout) for n, d in downsamplers.items()}
 
