@@ -32,7 +32,7 @@ from sr_pipeline.sr.lr_sets import (DEGRADATION_STATISTICS, bicubic_lr, generate
                                     set_stats)
 from sr_pipeline.sr.pairs import load_rgb
 
-from bench_quality import FIELDS, field_pool, realism_hr_sample  # the same pools and HR sample
+from bench_quality import FIELDS, field_pool, realism_hr_sample, require_folders  # the same pools and HR sample
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"), help="markdown file to append to")
     args = ap.parse_args(argv)
     needed = ["bsd100_hr", "urban100_hr"] + (["neu_det"] if args.field == "neu" else ["realsr_x4/LR"])
-    missing = [n for n in needed if not (args.datasets / n).is_dir()]
-    if missing:
-        ap.error(f"{args.datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
+    require_folders(ap, args.datasets, needed)
     if min(args.blur_sigmas + args.noise_factors) <= 0 or min(args.contrast) < 0:
         ap.error("--blur-sigmas and --noise-factors must be positive, --contrast non-negative")
     if not (args.downsampler / "config.json").is_file():

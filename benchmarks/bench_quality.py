@@ -112,6 +112,13 @@ def _camera_prefix(field: str) -> str:
     return {"realsr-canon": "Canon", "realsr-nikon": "Nikon"}.get(field, "")
 
 
+def require_folders(ap: argparse.ArgumentParser, datasets: Path, needed: list[str]) -> None:
+    """Stop with a usage error naming every dataset folder under ``datasets`` that is missing."""
+    missing = [n for n in needed if not (datasets / n).is_dir()]
+    if missing:
+        ap.error(f"{datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
+
+
 def field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
     """(training pool, held-out images of the same camera that judge the LR sets' realism)."""
     if field.startswith("realsr"):
@@ -193,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the training seeds (teacher and co-learning) to measure seed spread")
     args = ap.parse_args(argv)
     needed = ["realsr_x4/HR", "realsr_x4/LR", "bsd100_hr", "urban100_hr"] + (["neu_det"] if args.field == "neu" else [])
-    missing = [n for n in needed if not (args.datasets / n).is_dir()]
-    if missing:
-        ap.error(f"{args.datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
+    require_folders(ap, args.datasets, needed)
     if args.teacher is not None and not (args.teacher / "training.json").is_file():
         ap.error(f"--teacher {args.teacher} is not a trained teacher folder (no training.json)")
     profile = Profile.from_yaml(args.profile)
