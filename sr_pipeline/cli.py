@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the promoted student)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps: a student runs 1; a teacher runs its T unless set (1..T)")
-    p.add_argument("--noise-scale", type=float, default=0.0,
-                   help="start noise: 0 starts at the mean (fidelity first, default); 1 samples eps ~ N(0, I)")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="start noise: 0 starts at the mean (fidelity first), 1 samples eps ~ N(0, I); default: "
+                        "the model's own (a student's distillation start noise, a teacher's 0)")
     p.add_argument("--seed", type=number(int, 0, "a seed"), default=0,
                    help="start-noise seed, used when --noise-scale > 0")
     p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")

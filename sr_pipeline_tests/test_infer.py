@@ -51,6 +51,21 @@ def test_start_noise_is_seeded_and_consistent_across_tiles(teacher_dir):
     assert np.array_equal(one, same) and not np.array_equal(one, other)
 
 
+def test_a_student_is_served_at_the_start_noise_it_was_distilled_at(tmp_path, teacher_dir):
+    noisy = tiny_sr_model(tmp_path / "student" / "n1", {"kind": "student", "version": "n1",
+                                                         "profile": {"colearn": {"start_noise_scale": 1.0}}})
+    mean = tiny_sr_model(tmp_path / "student" / "n0", {"kind": "student", "version": "n0", "profile": {}})
+    lr = lr_image(24, 28, seed=2)
+    assert Upscaler(load_sr_model(noisy)).noise_scale == 1.0
+    assert Upscaler(load_sr_model(mean)).noise_scale == 0.0  # older students carry no start_noise_scale
+    assert Upscaler(load_sr_model(teacher_dir)).noise_scale == 0.0
+    # an explicit scale wins, and the default output is the one at the distillation scale
+    assert Upscaler(load_sr_model(noisy), noise_scale=0.0).noise_scale == 0.0
+    default = Upscaler(load_sr_model(noisy), seed=3)(lr)
+    assert np.array_equal(default, Upscaler(load_sr_model(noisy), seed=3, noise_scale=1.0)(lr))
+    assert not np.array_equal(default, Upscaler(load_sr_model(noisy), seed=3, noise_scale=0.0)(lr))
+
+
 def test_small_images_and_bad_settings(teacher_dir):
     model = load_sr_model(teacher_dir)
     assert Upscaler(model, steps=1, tiles=TileSettings(tile=16, overlap=4))(lr_image(5, 7)).shape == (20, 28, 3)

@@ -204,7 +204,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise _out_of_range("--memory-budget", args.memory_budget, "a finite number >= 0 (GiB; 0: no limit)")
     if args.steps is not None and args.steps < 1:
         raise _out_of_range("--steps", args.steps, ">= 1 (sampler steps)")
-    if not (math.isfinite(args.noise_scale) and args.noise_scale >= 0):
+    if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale >= 0):
         raise _out_of_range("--noise-scale", args.noise_scale, "a finite number >= 0")
     missing = [str(p) for p in args.inputs if not p.exists()]
     if missing:

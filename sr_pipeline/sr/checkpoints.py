@@ -30,6 +30,15 @@ class LoadedModel:
     def version(self) -> str:
         return self.info.get("version", self.path.name)
 
+    @property
+    def served_noise_scale(self) -> float:
+        """The start-noise scale this model is served at by default: a student's is the one it was
+        distilled at (``colearn.start_noise_scale``; 0 for older students), a teacher's is 0."""
+        if self.kind != "student":
+            return 0.0
+        colearn = (self.info.get("profile") or {}).get("colearn") or {}
+        return float(colearn.get("start_noise_scale", 0.0) or 0.0)
+
 
 INFO_FILE = "training.json"
 

@@ -10,12 +10,13 @@ estimates it and lowers the batch (or refuses) to stay within a budget (4 GiB by
 The blending weights are outer products of 1-D feathers on a full grid of tile positions, so their
 sum is the outer product of two 1-D sums: no HR-sized weight map is needed.
 
-The sampler starts from x_T = up(y) + kappa sqrt(eta_T) * noise_scale * eps. The default
-noise_scale 0 starts at the prior's mean: fidelity first, as inspection needs (on the demo's
-calibration pairs the 15-step teacher gained 2.3 dB PSNR-Y over eps ~ N(0, I), which trades PSNR
-for hallucinated texture). With noise_scale > 0, eps is drawn per fixed HR block from the seed and
-the block's position, so overlapping tiles see the same noise and the result is deterministic for a
-seed whatever the tiling.
+The sampler starts from x_T = up(y) + kappa sqrt(eta_T) * noise_scale * eps. By default a student
+runs at the noise scale it was distilled at (``colearn.start_noise_scale`` in its training.json: a
+student distilled from the prior's mean breaks down from eps ~ N(0, I)), a teacher at 0, the
+prior's mean: fidelity first, as inspection needs (on the demo's calibration pairs the 15-step
+teacher gained 2.3 dB PSNR-Y over eps ~ N(0, I), which trades PSNR for hallucinated texture). With
+noise_scale > 0, eps is drawn per fixed HR block from the seed and the block's position, so
+overlapping tiles see the same noise and the result is deterministic for a seed whatever the tiling.
 
 On a GPU the network runs under bf16 autocast in channels-last layout, optionally compiled.
 
@@ -161,12 +162,14 @@ class Upscaler:
     """A loaded checkpoint plus how to run it; ``__call__`` maps LR HxWx3 uint8/uint16 to HR."""
 
     def __init__(self, model: LoadedModel, steps: int = 1, seed: int = 0, tiles: TileSettings = TileSettings(),
-                 device: str = "cpu", noise_scale: float = 0.0, *, compile: bool = False,
+                 device: str = "cpu", noise_scale: float | None = None, *, compile: bool = False,
                  memory_budget: int | None = DEFAULT_MEMORY_BUDGET):
         if model.schedule is None:
             raise ValueError(f"{model.path} has no diffusion schedule")
         if not 1 <= steps <= model.schedule.num_steps:
             raise ValueError(f"--steps must be in 1..{model.schedule.num_steps} for {model.path}")
+        if noise_scale is None:  # the model's own: a student is served at the start noise it was distilled at
+            noise_scale = model.served_noise_scale
         if noise_scale < 0:
             raise ValueError("noise_scale must be >= 0")
         self.model, self.steps, self.seed, self.tiles, self.device = model, steps, seed, tiles, device
