@@ -458,3 +458,26 @@ def test_the_jpeg_stage_is_used_only_with_the_camera_g_and_when_the_profile_allo
     assert not stage(noise_model="camera").jpeg_stage  # off unless asked for
     assert not stage(noise_model="input", jpeg_stage=True).jpeg_stage  # the first design has no camera parts to put it after
     assert not tc.ColearnStage(tiny_profile(), teacher_dir, photos(), field_lr(), *outs(tmp_path)).jpeg_stage
+
+
+def test_input_sharpness_spread_moves_the_students_lr_between_gs_and_bicubic(tmp_path):
+    x, _ = batch()
+    plain = learner_for(tmp_path / "plain", tiny_profile())
+    gen = plain.generate(x)
+    assert torch.equal(gen["y_in"], gen["y_hat"].detach())  # off by default: the student sees G's LR
+
+    spread = learner_for(tmp_path / "spread", tiny_profile(input_sharpness_spread=1.0))
+    with torch.no_grad():  # move G off bicubic (its residual starts near zero)
+        for p in spread.unwrap(spread.downsampler).conv_out.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(3)
+    gen = spread.generate(x)
+    y_hat, y_in, bicubic = gen["y_hat"].detach(), gen["y_in"], downsample(x, 4)
+    # per crop, y_in = y_hat + share * (down(x) - y_hat) with one share in [0, 1] for the whole crop
+    for i in range(x.shape[0]):
+        share = float(((y_in[i] - y_hat[i]) * (bicubic[i] - y_hat[i])).sum() / ((bicubic[i] - y_hat[i]) ** 2).sum())
+        assert 0.0 <= share <= 1.0
+        assert torch.allclose(y_in[i], y_hat[i] + share * (bicubic[i] - y_hat[i]), atol=1e-5)
+    assert not torch.equal(y_in, y_hat)
+    # G's own terms still judge G's LR, not the student's input
+    assert "y_struct" in gen and gen["y_hat"].requires_grad

@@ -162,6 +162,11 @@ class ColearnConfig(_Strict):
         0.0, ge=0, description="scale of the start noise eps of student and teacher: 0 distils the path that "
         "is served (inference starts at the prior's mean for fidelity); 1 is SinSR's eps ~ N(0, I)"
     )
+    input_sharpness_spread: float = Field(
+        0.0, ge=0, le=1, description="the student's training LR is G's LR moved towards the sharper bicubic "
+        "down(x) by a per-crop share drawn from U(0, spread): one camera model has one blur, but a camera's "
+        "images differ in focus, and a student that saw only G's blur over-sharpens the sharper ones. 0: off"
+    )
     rec_grad_to_downsampler: bool = Field(
         False, description="let the HR-side losses (rec, LPIPS, distill, adv_hr) reach G through U; off, "
         "U sees y_hat detached, so G cannot learn to hide information for U"

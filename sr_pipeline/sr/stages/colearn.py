@@ -170,6 +170,9 @@ class CoLearner:
             else:
                 y_hat = downsample(x, self.scale)
         y_in = y_hat if self.cfg.rec_grad_to_downsampler else y_hat.detach()
+        if self.cfg.input_sharpness_spread > 0 and self.downsampler is not None:
+            share = torch.rand(x.shape[0], 1, 1, 1, device=x.device) * self.cfg.input_sharpness_spread
+            y_in = y_in + share * (downsample(x, self.scale) - y_in)
         eps = torch.randn_like(x) * self.cfg.start_noise_scale
         with self.timer("student"), acc.autocast():
             x_hat = student_step(self.student, self.schedule, y_in, eps, self.scale)
