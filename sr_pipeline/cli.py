@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", type=Path, default=None, help="teacher folder, run with --steps")
     p.add_argument("--steps", type=number(int, 1, "sampler steps"), default=None,
                    help="teacher sampler steps (default: its T)")
+    p.add_argument("--noise-scale", type=float, action="append", default=None,
+                   help="score every model at this start noise (repeatable: one row per model and scale; "
+                        "default: each model's own, a student's distillation start noise, a teacher's 0)")
     p.add_argument("--scale", type=number(int, 1, "the HR/LR size ratio"), default=4,
                    help="HR side / LR side of every pair and of every model (default 4)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

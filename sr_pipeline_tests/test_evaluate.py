@@ -236,3 +236,23 @@ def test_gate_fails_an_over_sharpening_student() -> None:
     assert decide(rows([1.1, 1.4, 1.5]), avail, OutputWatch(images=3), GateThresholds(max_hf_ratio=1.5), None)[-1].passed
     with pytest.raises(ValueError, match="max_hf_ratio"):
         GateThresholds(max_hf_ratio=float("nan"))
+
+
+def test_models_are_scored_at_each_noise_scale_asked_for(tmp_path: Path) -> None:
+    from conftest import tiny_sr_model
+
+    student = tiny_sr_model(tmp_path / "student" / "v1", {"kind": "student", "version": "v1",
+                                                          "profile": {"colearn": {"start_noise_scale": 1.0}}})
+    teacher = tiny_sr_model(tmp_path / "teacher" / "t1", {"kind": "teacher", "version": "t1"})
+    own = commands.model_methods([student], teacher, steps=2)
+    assert {n: m.noise_scale for n, m in own.items()} == {"student:v1": 1.0, "teacher-2step": 0.0}
+    swept = commands.model_methods([student], teacher, steps=2, noise_scales=[0.0, 0.5])
+    assert {n: m.noise_scale for n, m in swept.items()} == {
+        "student:v1 noise 0": 0.0, "student:v1 noise 0.5": 0.5,
+        "teacher-2step noise 0": 0.0, "teacher-2step noise 0.5": 0.5}
+    root = write_pairs(tmp_path / "p", [2, 4])
+    lr = np.asarray(Image.open(next((root / "LR").iterdir())).convert("RGB"))
+    assert not np.array_equal(swept["student:v1 noise 0"](lr), swept["student:v1 noise 0.5"](lr))
+    args = argparse.Namespace(pairs=root, split="all", out=tmp_path / "o", json=False, scale=4, model=[student],
+                              noise_scale=[-1.0])
+    assert commands.evaluate_cli(args) == 2

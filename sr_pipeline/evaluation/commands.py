@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -52,20 +53,27 @@ def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: i
 
 
 def model_methods(models: list[Path], teacher: Path | None = None, steps: int | None = None,
-                  device: str = "cpu") -> dict[str, Method]:
-    """name -> LR->SR callable: each student with 1 step, the teacher with ``steps`` (default T)."""
-    from sr_pipeline.sr.checkpoints import model_version, read_info
+                  device: str = "cpu", noise_scales: list[float] | None = None) -> dict[str, Method]:
+    """name -> LR->SR callable: each student with 1 step, the teacher with ``steps`` (default T). Each
+    model runs at its own start noise, or at each of ``noise_scales`` (names then end in " noise S")."""
+    from sr_pipeline.sr.checkpoints import load_sr_model, model_version, read_info
     from sr_pipeline.sr.infer import Upscaler
+
+    scales: list[float | None] = list(noise_scales) if noise_scales else [None]
+
+    def add(base: str, model_dir: Path, steps: int) -> None:
+        model = load_sr_model(Path(model_dir), device)
+        for s in scales:
+            methods[base if s is None else f"{base} noise {s:g}"] = Upscaler(model, device=device, steps=steps,
+                                                                           noise_scale=s)
 
     methods: dict[str, Method] = {}
     for model_dir in models:
-        name = f"{read_info(Path(model_dir)).get('kind', 'model')}:{model_version(Path(model_dir))}"
-        methods[name] = Upscaler.from_dir(Path(model_dir), device=device, steps=1)
+        add(f"{read_info(Path(model_dir)).get('kind', 'model')}:{model_version(Path(model_dir))}", model_dir, 1)
     if teacher is not None:
         if steps is None:
             steps = int(json.loads((Path(teacher) / "scheduler_config.json").read_text())["num_steps"])
-        up = Upscaler.from_dir(Path(teacher), device=device, steps=steps)
-        methods[f"teacher-{up.steps}step"] = up
+        add(f"teacher-{steps}step", teacher, steps)
     return methods
 
 
@@ -103,6 +111,9 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--scale {scale} is out of range; it must be an integer >= 1 (the HR/LR size ratio)")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps {steps} is out of range; it must be an integer >= 1 (sampler steps)")
+    for s in getattr(args, "noise_scale", None) or []:
+        if not (math.isfinite(s) and s >= 0):
+            raise UsageError(f"--noise-scale {s} is out of range; it must be a finite number >= 0")
     for model in getattr(args, "model", None) or []:
         check_model_folder("--model", model)
     if getattr(args, "teacher", None) is not None:
@@ -118,7 +129,8 @@ def cli_methods(args: argparse.Namespace, scale: int) -> dict[str, Method]:
 
         try:
             device = resolve_device(getattr(args, "device", "auto"))
-            methods |= model_methods(list(args.model or []), args.teacher, getattr(args, "steps", None), device)
+            methods |= model_methods(list(args.model or []), args.teacher, getattr(args, "steps", None), device,
+                                     getattr(args, "noise_scale", None))
         except (FileNotFoundError, ValueError, OSError, DeviceUnavailable) as exc:
             raise UsageError(one_sentence(exc)) from None
     for name, fn in methods.items():
