@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start noise: 0 starts at the mean (fidelity first), 1 samples eps ~ N(0, I); default: "
                         "the model's own (a student's distillation start noise, a teacher's 0)")
     p.add_argument("--seed", type=number(int, 0, "a seed"), default=0,
-                   help="start-noise seed, used when --noise-scale > 0")
+                   help="start-noise seed, used when the start noise (--noise-scale or the model's own) is > 0")
     p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")
     p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
     p.add_argument("--batch", type=int, default=4, help="tiles per network call (lowered to fit --memory-budget)")
