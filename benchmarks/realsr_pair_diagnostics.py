@@ -30,17 +30,13 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sr_pipeline.sr.metrics import laplacian_energy, rgb_to_y  # noqa: E402
+from sr_pipeline.sr.metrics import laplacian_energy, psnr, rgb_to_y  # noqa: E402
 from sr_pipeline.sr.pairs import bicubic_upscale, find_pairs, load_rgb  # noqa: E402
 
 from per_camera import camera_of  # noqa: E402  benchmarks/per_camera.py
 
 BORDER = 4
 SHIFTS = np.arange(-0.5, 0.51, 0.25)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
 
 
 def pair_figures(hr: np.ndarray, lr: np.ndarray, scale: int) -> dict[str, float]:
@@ -50,10 +46,10 @@ def pair_figures(hr: np.ndarray, lr: np.ndarray, scale: int) -> dict[str, float]
     crop = y_up[BORDER:-BORDER, BORDER:-BORDER]
     design = np.stack([crop.ravel(), np.ones(crop.size)], 1)
     coef, *_ = np.linalg.lstsq(design, y_hr.ravel(), rcond=None)
-    shifted = max(_psnr(ndimage.shift(y_up, (dy, dx), order=3, mode="nearest")[BORDER:-BORDER, BORDER:-BORDER], y_hr)
+    shifted = max(psnr(ndimage.shift(y_up, (dy, dx), order=3, mode="nearest")[BORDER:-BORDER, BORDER:-BORDER], y_hr)
                   for dy in SHIFTS for dx in SHIFTS)
     down = np.asarray(Image.fromarray(hr).resize(lr.shape[1::-1], Image.Resampling.BICUBIC))
-    return {"psnr_y": _psnr(crop, y_hr), "gain_offset": _psnr((design @ coef).reshape(crop.shape), y_hr),
+    return {"psnr_y": psnr(crop, y_hr), "gain_offset": psnr((design @ coef).reshape(crop.shape), y_hr),
             "best_shift": shifted, "sharpness": laplacian_energy(lr) / laplacian_energy(down)}
 
 
@@ -86,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     sharpness = df.set_index("image")["sharpness"]
     for run in args.run:
         metrics = pd.read_parquet(run / "eval" / "metrics.parquet")
-        psnr = metrics.pivot(index="image", columns="method", values="psnr_y")
+        psnr_by_method = metrics.pivot(index="image", columns="method", values="psnr_y")
         print(f"\n{run}: each method's PSNR-Y gain over bicubic against the sharpness ratio "
               f"(Spearman rho per camera; mean gain on pairs with ratio >= {args.sharp:g} / the rest)")
         print("| method | " + " | ".join(f"{c}: rho" for c in sorted(df.camera.unique())) + " | sharp / rest |")
         print("|---|" + "---|" * (df.camera.nunique() + 1))
-        for method in [m for m in psnr.columns if m != "bicubic"]:
-            gain = (psnr[method] - psnr["bicubic"]).dropna()
+        for method in [m for m in psnr_by_method.columns if m != "bicubic"]:
+            gain = (psnr_by_method[method] - psnr_by_method["bicubic"]).dropna()
             ratio = sharpness.reindex(gain.index)
             cells = []
             for cam in sorted(df.camera.unique()):

@@ -60,6 +60,7 @@ def model_methods(models: list[Path], teacher: Path | None = None, steps: int | 
     from sr_pipeline.sr.infer import Upscaler
 
     scales: list[float | None] = list(noise_scales) if noise_scales else [None]
+    methods: dict[str, Method] = {}
 
     def add(base: str, model_dir: Path, steps: int) -> None:
         model = load_sr_model(Path(model_dir), device)
@@ -67,7 +68,6 @@ def model_methods(models: list[Path], teacher: Path | None = None, steps: int | 
             methods[base if s is None else f"{base} noise {s:g}"] = Upscaler(model, device=device, steps=steps,
                                                                            noise_scale=s)
 
-    methods: dict[str, Method] = {}
     for model_dir in models:
         add(f"{read_info(Path(model_dir)).get('kind', 'model')}:{model_version(Path(model_dir))}", model_dir, 1)
     if teacher is not None:

@@ -54,7 +54,8 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return 16.0 + _as_rgb(img, "img") @ _Y_WEIGHTS
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR (dB) of two same-shaped float arrays (inf when equal)."""
     mse = float(np.mean((a - b) ** 2))
     if mse == 0.0:
         return math.inf
@@ -64,7 +65,7 @@ def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 4) -> float:
     """PSNR (dB) on the Y channel, peak 255, after cropping ``crop_border`` px at each border."""
     a, b = _checked_pair(sr, hr)
-    return _psnr(_crop(rgb_to_y(a), crop_border), _crop(rgb_to_y(b), crop_border))
+    return psnr(_crop(rgb_to_y(a), crop_border), _crop(rgb_to_y(b), crop_border))
 
 
 def _gaussian_1d(size: int = _SSIM_WINDOW, sigma: float = _SSIM_SIGMA) -> np.ndarray:
