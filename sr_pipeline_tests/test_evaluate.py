@@ -256,3 +256,13 @@ def test_models_are_scored_at_each_noise_scale_asked_for(tmp_path: Path) -> None
     args = argparse.Namespace(pairs=root, split="all", out=tmp_path / "o", json=False, scale=4, model=[student],
                               noise_scale=[-1.0])
     assert commands.evaluate_cli(args) == 2
+
+
+def test_models_are_scored_alone_and_at_each_self_ensemble_asked_for(tmp_path: Path) -> None:
+    from conftest import tiny_sr_model
+
+    student = tiny_sr_model(tmp_path / "student" / "v1", {"kind": "student", "version": "v1"})
+    methods = commands.model_methods([student], noise_scales=[0.0], self_ensembles=[1, 8])
+    assert {n: m.self_ensemble for n, m in methods.items()} == {"student:v1 noise 0": 1,
+                                                                "student:v1 noise 0 x8 ensemble": 8}
+    assert commands.model_methods([student])["student:v1"].self_ensemble == 1

@@ -66,6 +66,31 @@ def test_a_student_is_served_at_the_start_noise_it_was_distilled_at(tmp_path, te
     assert not np.array_equal(default, Upscaler(load_sr_model(noisy), seed=3, noise_scale=0.0)(lr))
 
 
+def test_self_ensemble_averages_the_turned_back_outputs_and_commutes_with_flips(teacher_dir):
+    model = load_sr_model(teacher_dir)
+    lr = lr_image(16, 16, seed=4)
+    one_tile = TileSettings(tile=16, overlap=0, batch=1)
+    x8 = Upscaler(model, steps=2, tiles=one_tile, self_ensemble=8)
+    alone = Upscaler(model, steps=2, tiles=one_tile)
+    # x8 is the mean of the model run on each of the square's eight symmetries, each turned back
+    expected = np.mean([np.rot90(alone(np.ascontiguousarray(np.rot90(lr[:, ::-1] if flip else lr, k)))
+                                 .astype(np.float64), -k)[:, ::-1 if flip else 1]
+                        for flip in (False, True) for k in range(4)], axis=0)
+    out = x8(lr)
+    assert np.abs(out - expected).max() <= 1.0  # each single output was rounded to 8 bits
+    # so flipping or turning the input flips or turns the output (up to rounding), unlike the model alone
+    assert np.abs(x8(np.ascontiguousarray(lr[:, ::-1])).astype(int) - out[:, ::-1]).max() <= 1
+    assert np.abs(x8(np.ascontiguousarray(np.rot90(lr))).astype(int) - np.rot90(out)).max() <= 1
+    assert not np.array_equal(out, alone(lr))
+    # with start noise the result is still fixed by the seed, and tiles still agree where they overlap
+    noisy = dict(steps=2, noise_scale=1.0, seed=7, self_ensemble=4)
+    big = lr_image(24, 28, seed=5)
+    a = Upscaler(model, tiles=TileSettings(tile=16, overlap=8), **noisy)(big)
+    assert np.array_equal(a, Upscaler(model, tiles=TileSettings(tile=16, overlap=8), **noisy)(big))
+    with pytest.raises(ValueError, match="self_ensemble"):
+        Upscaler(model, self_ensemble=3)
+
+
 def test_small_images_and_bad_settings(teacher_dir):
     model = load_sr_model(teacher_dir)
     assert Upscaler(model, steps=1, tiles=TileSettings(tile=16, overlap=4))(lr_image(5, 7)).shape == (20, 28, 3)
@@ -210,6 +235,13 @@ def test_output_metadata_names_the_model_and_source(teacher_dir, tmp_path):
     assert out.info["sr_pipeline:model_version"] == "v1" and out.info["sr_pipeline:model_kind"] == "teacher"
     assert out.info["sr_pipeline:source_sha256"] == hashlib.sha256(data).hexdigest()
     assert out.info["sr_pipeline:steps"] == "1" and out.info["sr_pipeline:source_name"] == "meta.png"
+    assert "sr_pipeline:self_ensemble" not in out.info
+    # an output made with self-ensemble says so, and is not taken for one made without it
+    again = _upscale_file(tmp_path, teacher_dir, "meta.png", data, "--self-ensemble", "2")
+    assert again.info["sr_pipeline:self_ensemble"] == "2"
+    src = tmp_path / "modes" / "meta.png"
+    assert main(["upscale", str(src), "--out", str(tmp_path / "modes_out"), "--model", str(teacher_dir),
+                 "--steps", "1", "--tile", "16", "--overlap", "4"]) == 1
 
 
 def test_cli_steps_rules_and_folders(teacher_dir, student_dir, tmp_path, capsys):

@@ -29,10 +29,16 @@ def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, ou
     ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
     reason is reported) or None (not computed). Returns the summary.
     """
+    from tqdm import tqdm
+
     from sr_pipeline.sr.report import render_benchmark_page
     from sr_pipeline.sr.scoring import score_pairs
 
-    scores = score_pairs(pairs, methods, scale, lpips=lpips, split=split)
+    # one tick per scored output (bicubic included), on a terminal only, like upscale's
+    with tqdm(total=len(pairs) * (len(methods) + 1), unit="output", file=sys.stderr, disable=None,
+              dynamic_ncols=True) as bar:
+        scores = score_pairs(pairs, methods, scale, lpips=lpips, split=split,
+                             on_output=lambda *_: bar.update(1))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics_parquet(scores.rows, out_dir / "metrics.parquet")
@@ -53,20 +59,24 @@ def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: i
 
 
 def model_methods(models: list[Path], teacher: Path | None = None, steps: int | None = None,
-                  device: str = "cpu", noise_scales: list[float] | None = None) -> dict[str, Method]:
+                  device: str = "cpu", noise_scales: list[float] | None = None,
+                  self_ensembles: list[int] | None = None) -> dict[str, Method]:
     """name -> LR->SR callable: each student with 1 step, the teacher with ``steps`` (default T). Each
-    model runs at its own start noise, or at each of ``noise_scales`` (names then end in " noise S")."""
+    model runs at its own start noise, or at each of ``noise_scales`` (names then end in " noise S"),
+    and alone, or at each of ``self_ensembles`` (n > 1 adds " x{n} ensemble" to the name)."""
     from sr_pipeline.sr.checkpoints import load_sr_model, model_version, read_info
     from sr_pipeline.sr.infer import Upscaler
 
     scales: list[float | None] = list(noise_scales) if noise_scales else [None]
+    ensembles = list(self_ensembles) if self_ensembles else [1]
     methods: dict[str, Method] = {}
 
     def add(base: str, model_dir: Path, steps: int) -> None:
         model = load_sr_model(Path(model_dir), device)
         for s in scales:
-            methods[base if s is None else f"{base} noise {s:g}"] = Upscaler(model, device=device, steps=steps,
-                                                                           noise_scale=s)
+            for n in ensembles:
+                name = (base if s is None else f"{base} noise {s:g}") + ("" if n == 1 else f" x{n} ensemble")
+                methods[name] = Upscaler(model, device=device, steps=steps, noise_scale=s, self_ensemble=n)
 
     for model_dir in models:
         add(f"{read_info(Path(model_dir)).get('kind', 'model')}:{model_version(Path(model_dir))}", model_dir, 1)
@@ -130,7 +140,7 @@ def cli_methods(args: argparse.Namespace, scale: int) -> dict[str, Method]:
         try:
             device = resolve_device(getattr(args, "device", "auto"))
             methods |= model_methods(list(args.model or []), args.teacher, getattr(args, "steps", None), device,
-                                     getattr(args, "noise_scale", None))
+                                     getattr(args, "noise_scale", None), getattr(args, "self_ensemble", None))
         except (FileNotFoundError, ValueError, OSError, DeviceUnavailable) as exc:
             raise UsageError(one_sentence(exc)) from None
     for name, fn in methods.items():

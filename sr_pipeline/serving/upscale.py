@@ -161,7 +161,7 @@ def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
     if found.get(version) != text[version]:
         return f"{target} exists and was made by model {found.get(version)}, not {text[version]}; {replace}"
     for key, label in (("steps", "steps"), ("scale", "scale"), ("noise", "noise"),
-                       ("consistency_enforced", "enforced consistency")):
+                       ("self_ensemble", "self-ensemble"), ("consistency_enforced", "enforced consistency")):
         old, new = found.get(TEXT_PREFIX + key), text.get(TEXT_PREFIX + key)
         if old != new:
             return f"{target} exists and was made with {label} {old or 'none'}, not {new or 'none'}; {replace}"
@@ -250,7 +250,7 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
         raise _out_of_range("--steps", steps, f"in 1..{num_steps} for {model_dir}")
     budget = None if args.memory_budget == 0 else int(args.memory_budget * 2**30)
     return Upscaler(model, device=device, steps=steps, seed=args.seed, noise_scale=args.noise_scale,
-                    compile=args.compile, memory_budget=budget,
+                    compile=args.compile, memory_budget=budget, self_ensemble=args.self_ensemble,
                     tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
 
 
