@@ -32,7 +32,7 @@ from sr_pipeline.sr.lr_sets import (DEGRADATION_STATISTICS, bicubic_lr, generate
                                     set_stats)
 from sr_pipeline.sr.pairs import load_rgb
 
-from bench_quality import FIELDS, field_pool, realism_hr_sample, require_folders  # the same pools and HR sample
+from bench_quality import DATASET_FIELDS, field_pool, realism_hr_sample, require_folders  # the same pools and HR sample
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("datasets", type=Path, nargs="?", default=Path("../shared/datasets"),
                     help="folder holding bsd100_hr, urban100_hr and the field camera's images")
-    ap.add_argument("--field", choices=FIELDS, default="neu", help="the field camera (bench_quality's pools)")
+    ap.add_argument("--field", choices=DATASET_FIELDS, default="neu", help="the field camera (bench_quality's pools)")
     ap.add_argument("--downsampler", type=Path, required=True,
                     help="a trained kernel-blur G folder (its noise shape is kept; blur and level are varied)")
     ap.add_argument("--blur-sigmas", type=float, nargs="+", default=[0.3, 1.0, 2.0, 3.0],

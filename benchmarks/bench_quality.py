@@ -2,7 +2,11 @@
 
 Protocol (../shared/datasets/README.md): HR references from bsd100_hr and urban100_hr; the field LR
 pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET minus HOLDOUT.txt with
-``--field neu``; evaluation on RealSR's 50 even-numbered pairs. Trains the teacher (or reuses one,
+``--field neu``; evaluation on RealSR's 50 even-numbered pairs. ``--field city100-nikon`` or
+``city100-iphone`` takes one of City100's two cameras instead (x4 pairs made by
+benchmarks/city100_pairs.py from its registered captures; nothing here was tuned on them): with only
+5 images per camera its LR images are both the field pool and the pairs scored, which is the
+product's own use (a plant's archive is its field pool) but not a held-out test. Trains the teacher (or reuses one,
 ``--teacher``), the co-learned student and the ablations from the same teacher, measures each
 downsampler's LR realism (PSNR-Y against RealSR's real LR; statistics distance to held-out images of
 the field camera), then prints one table and appends it, with date, machine, profile and command, to
@@ -45,6 +49,7 @@ from sr_pipeline.sr.stages.teacher import train_teacher
 from sr_pipeline.storage.versions import new_version
 from sr_pipeline.training.run import colearn_outputs
 
+from city100_pairs import make_pairs as make_city100_pairs  # benchmarks/city100_pairs.py
 from per_camera import camera_of, per_camera_table  # benchmarks/per_camera.py
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
@@ -56,7 +61,9 @@ ABLATIONS = ["no-downsampler", "no-d-hr", "no-d-lr", "full-band-d-lr", "no-disti
 DEFAULT_ABLATIONS = ["no-downsampler", "rec-grad-to-downsampler", "first-g"]
 # RealSR holds two cameras; "realsr-canon" / "realsr-nikon" make one of them the field camera (its odd LR
 # images are the pool, its even pairs are scored), the cross-camera protocol of issue 14.
-FIELDS = ["realsr", "realsr-canon", "realsr-nikon", "neu"]
+DATASET_FIELDS = ["realsr", "realsr-canon", "realsr-nikon", "neu"]  # pools read straight from the datasets folder
+CITY100_CAMERAS = {"city100-nikon": "NikonD5500", "city100-iphone": "iPhoneX"}
+FIELDS = DATASET_FIELDS + list(CITY100_CAMERAS)
 REGISTRY = CameraRegistry.model_validate(
     {"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {"role": "field_lr", "scale": 4}}})
 
@@ -119,8 +126,22 @@ def require_folders(ap: argparse.ArgumentParser, datasets: Path, needed: list[st
         ap.error(f"{datasets} lacks {', '.join(missing)} (see ../shared/datasets/README.md)")
 
 
-def field_pool(datasets: Path, field: str) -> tuple[list[Path], list[Path]]:
-    """(training pool, held-out images of the same camera that judge the LR sets' realism)."""
+def city100_pairs_dir(datasets: Path, work: Path) -> Path:
+    """City100's x4 pairs (both cameras), made once per data root."""
+    out = work / "city100_x4"
+    if not (out / "LR").is_dir():
+        make_city100_pairs(datasets, out)
+    return out
+
+
+def field_pool(datasets: Path, field: str, work: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(training pool, held-out images of the same camera that judge the LR sets' realism; for a City100
+    camera the pool itself, which has no held-out images, made under ``work``)."""
+    if field in CITY100_CAMERAS:
+        if work is None:
+            raise ValueError(f"field {field} makes its pairs first: pass a work folder")
+        lr = sorted((city100_pairs_dir(datasets, work) / "LR").glob(f"{CITY100_CAMERAS[field]}_*.png"))
+        return lr, lr
     if field.startswith("realsr"):
         lr = sorted(p for p in (datasets / "realsr_x4" / "LR").iterdir() if p.name.startswith(_camera_prefix(field)))
         return ([p for p in lr if (first_number(p.name) or 0) % 2 == 1],
@@ -186,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, default=Path("configs/bench-cpu.yaml"), help="training profile")
     ap.add_argument("--field", choices=FIELDS, default="realsr",
                     help="the field LR pool: RealSR's odd LR (both cameras, or one: realsr-canon, realsr-nikon, "
-                         "whose even pairs are then the ones scored) or NEU-DET")
+                         "whose even pairs are then the ones scored), NEU-DET, or one of City100's cameras "
+                         "(city100-nikon, city100-iphone: its 5 LR are the pool and its 5 pairs are scored)")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     ap.add_argument("--ablations", nargs="*", default=DEFAULT_ABLATIONS, choices=ABLATIONS,
                     help="ablations and baselines to train next to the co-learned student (default: "
@@ -199,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="override the training seeds (teacher and co-learning) to measure seed spread")
     args = ap.parse_args(argv)
-    needed = ["realsr_x4/HR", "realsr_x4/LR", "bsd100_hr", "urban100_hr"] + (["neu_det"] if args.field == "neu" else [])
+    needed = ["bsd100_hr", "urban100_hr"] + (["city100_test5"] if args.field in CITY100_CAMERAS
+                                             else ["realsr_x4/HR", "realsr_x4/LR"])
+    needed += ["neu_det"] if args.field == "neu" else []
     require_folders(ap, args.datasets, needed)
     if args.teacher is not None and not (args.teacher / "training.json").is_file():
         ap.error(f"--teacher {args.teacher} is not a trained teacher folder (no training.json)")
@@ -216,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data root {work}; ingesting", flush=True)
     hr_files = sorted((args.datasets / "bsd100_hr").glob("*.png")) + sorted((args.datasets / "urban100_hr").glob("*.png"))
     _ingest(layout, hr_files, "ref_cam")
-    field_files, holdout_files = field_pool(args.datasets, args.field)
+    field_files, holdout_files = field_pool(args.datasets, args.field, work)
     _ingest(layout, field_files, "field_cam")
     hr_rows = store.list_images(layout, role="hr_reference")
     field_rows = store.list_images(layout, role="field_lr")
@@ -245,13 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         if "downsampler" in r.model_dirs:
             downsamplers[name] = r.model_dirs["downsampler"]
 
-    pairs = [p for p in find_pairs(args.datasets / "realsr_x4", "even") if p.name.startswith(_camera_prefix(args.field))]
+    if args.field in CITY100_CAMERAS:
+        pairs = [p for p in find_pairs(city100_pairs_dir(args.datasets, work), "all")
+                 if camera_of(p.name) == CITY100_CAMERAS[args.field]]
+        pairs_name = f"City100's {len(pairs)} {CITY100_CAMERAS[args.field]} pairs (x4 from its registered captures)"
+    else:
+        pairs = [p for p in find_pairs(args.datasets / "realsr_x4", "even")
+                 if p.name.startswith(_camera_prefix(args.field))]
+        pairs_name = f"RealSR's {len(pairs)} even pairs"
     teacher = load_sr_model(teacher_dir)
     # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
     methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
                "teacher (1 step)": Upscaler(teacher, steps=1)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
-    summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(), split="even")
+    summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(),
+                             split="all" if args.field in CITY100_CAMERAS else "even")
     print("LR realism of the downsamplers", flush=True)
     hr_sample = realism_hr_sample(hr)
     holdout = [store.load_image(p) for p in holdout_files]
@@ -264,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         key = name.replace("student ", "") if name.startswith("student ") else ("teacher" if name == "teacher (T steps)" else "")
         lines.append(f"| {name} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {lp} | {hf} | {m['ms_per_image']:.1f} | "
                      f"{times.get(key, 0):.0f} |")
-    holdout_name = f"{_camera_prefix(args.field) or 'RealSR'}'s even LR" if args.field != "neu" else "NEU-DET HOLDOUT.txt"
+    holdout_name = {"neu": "NEU-DET HOLDOUT.txt", "city100-nikon": "the pool itself",
+                    "city100-iphone": "the pool itself"}.get(args.field, f"{_camera_prefix(args.field) or 'RealSR'}'s even LR")
     lines += ["", f"| downsampler of | PSNR-Y(G(HR), real LR) | PSNR-Y(down(HR), real LR) | Laplacian G(HR) / real LR: "
               f"eps'=0, with noise (bicubic) | stats distance G / bicubic to {holdout_name} | noise sigma G / field | LR diversity |",
               "|---|---|---|---|---|---|---|"]
@@ -281,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         f"profile: {profile.name} (teacher {profile.teacher.steps} steps, co-learning "
         f"{profile.colearn.train.steps} steps, seed {profile.colearn.train.seed})",
         f"data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
-        f"evaluated on RealSR's {len(pairs)} even pairs",
+        f"evaluated on {pairs_name}",
         f"teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}",
         f"command: `{command('bench_quality.py', argv)}`",
         f"total time: {time.perf_counter() - started:.0f} s",

@@ -44,3 +44,17 @@ def test_missing_or_mismatched_inputs_are_refused(city, tmp_path, capsys):
     with pytest.raises(SystemExit):
         city.main([str(tmp_path), str(tmp_path / "out")])
     assert "has no registered LR" in capsys.readouterr().err
+
+
+def test_bench_quality_takes_one_city100_camera_as_its_field_pool(load_benchmark, tmp_path):
+    bench = load_benchmark("bench_quality")
+    img = np.full((16, 16, 3), 100, np.uint8)
+    for cam in ("NikonD5500", "iPhoneX"):
+        for n in ("001", "016"):
+            _write(tmp_path / "data" / "city100_test5" / cam / "HR" / f"{n}.png", img)
+            _write(tmp_path / "data" / "city100_test5" / cam / "LR_aligned" / f"{n}.png", img)
+    pool, judged = bench.field_pool(tmp_path / "data", "city100-iphone", tmp_path / "work")
+    assert [p.name for p in pool] == ["iPhoneX_001.png", "iPhoneX_016.png"] and judged == pool
+    assert (tmp_path / "work" / "city100_x4" / "HR" / "NikonD5500_016.png").is_file()
+    with pytest.raises(ValueError, match="work folder"):
+        bench.field_pool(tmp_path / "data", "city100-nikon")
