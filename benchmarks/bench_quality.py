@@ -127,10 +127,12 @@ def require_folders(ap: argparse.ArgumentParser, datasets: Path, needed: list[st
 
 
 def city100_pairs_dir(datasets: Path, work: Path) -> Path:
-    """City100's x4 pairs (both cameras), made once per data root."""
+    """City100's x4 pairs (both cameras), made once per data root (a run stopped half-way makes them again)."""
     out = work / "city100_x4"
-    if not (out / "LR").is_dir():
+    done = out / ".complete"
+    if not done.is_file():
         make_city100_pairs(datasets, out)
+        done.touch()
     return out
 
 
