@@ -16,6 +16,9 @@ from pathlib import Path
 
 from sr_pipeline.errors import EXIT_USAGE, UsageError, one_sentence
 
+# infer.SELF_ENSEMBLE_SIZES, restated so that parsing arguments does not import torch (a test keeps them equal)
+SELF_ENSEMBLE_CHOICES = (1, 2, 4, 8)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (the full usage stays in ``--help``)."""
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model's own (a student's distillation start noise, a teacher's 0)")
     p.add_argument("--seed", type=number(int, 0, "a seed"), default=0,
                    help="start-noise seed, used when the start noise (--noise-scale or the model's own) is > 0")
-    p.add_argument("--self-ensemble", type=int, choices=[1, 2, 4, 8], default=1,
+    p.add_argument("--self-ensemble", type=int, choices=SELF_ENSEMBLE_CHOICES, default=1,
                    help="average each tile's output over N flips and quarter turns (N times the time; default 1: "
                         "the model alone; docs/benchmarks.md has what it gains)")
     p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels (memory is bounded by it)")
@@ -195,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-scale", type=float, action="append", default=None,
                    help="score every model at this start noise (repeatable: one row per model and scale; "
                         "default: each model's own, a student's distillation start noise, a teacher's 0)")
-    p.add_argument("--self-ensemble", type=int, choices=[1, 2, 4, 8], action="append", default=None,
+    p.add_argument("--self-ensemble", type=int, choices=SELF_ENSEMBLE_CHOICES, action="append", default=None,
                    help="score every model averaged over N flips and turns of each tile (repeatable: one row per "
                         "model and N; N times the time; default 1, the model alone)")
     p.add_argument("--scale", type=number(int, 1, "the HR/LR size ratio"), default=4,

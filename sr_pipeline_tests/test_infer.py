@@ -89,6 +89,10 @@ def test_self_ensemble_averages_the_turned_back_outputs_and_commutes_with_flips(
     assert np.array_equal(a, Upscaler(model, tiles=TileSettings(tile=16, overlap=8), **noisy)(big))
     with pytest.raises(ValueError, match="self_ensemble"):
         Upscaler(model, self_ensemble=3)
+    from sr_pipeline.cli import SELF_ENSEMBLE_CHOICES
+    from sr_pipeline.sr.infer import SELF_ENSEMBLE_SIZES
+
+    assert SELF_ENSEMBLE_CHOICES == SELF_ENSEMBLE_SIZES  # the command line offers what the upscaler takes
 
 
 def test_small_images_and_bad_settings(teacher_dir):
