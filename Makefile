@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # dev: the test tools; postgres and k8s: what the deployment tests exercise (docs/deploy.md).
 EXTRAS ?= dev,postgres,k8s
-export DAGSTER_HOME := $(CURDIR)/data/dagster_home
-export SR_PIPELINE_DATA ?= $(CURDIR)/data
+# The demo's instance and data root, for the demo and the UI only: the tests make their own per test
+# (sr_pipeline_tests/conftest.py) and never see these.
+DEMO_HOME := $(CURDIR)/data/dagster_home
+DEMO_DATA := $(CURDIR)/data
+demo ui: export DAGSTER_HOME := $(DEMO_HOME)
+demo ui: export SR_PIPELINE_DATA ?= $(DEMO_DATA)
 
 .PHONY: help install demo test ui lpips-weights bench clean-data
 
@@ -32,22 +36,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
+$(DEMO_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DEMO_HOME)
 	cp dagster.yaml $@
 
 lpips-weights: install
 	$(BIN)/sr-pipeline lpips-weights
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install $(DEMO_HOME)/dagster.yaml
 	-$(BIN)/sr-pipeline lpips-weights
 	$(BIN)/sr-pipeline demo
 
 test: install
 	-$(BIN)/sr-pipeline lpips-weights
-	$(BIN)/pytest -q
+	env -u DAGSTER_HOME -u SR_PIPELINE_DATA $(BIN)/pytest -q
 
-ui: install $(DAGSTER_HOME)/dagster.yaml
+ui: install $(DEMO_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml  # never 0.0.0.0: see docs/deploy.md
 
 bench: install

@@ -1,4 +1,9 @@
-"""Shared fixtures: a data layout in tmp_path, a two-camera registry, small image and model factories."""
+"""Shared fixtures: a data layout in tmp_path, a two-camera registry, small image and model factories.
+
+Every test runs with its own ``DAGSTER_HOME`` and ``SR_PIPELINE_DATA`` in a temporary folder
+(:func:`own_dagster_home_and_data_root`), so nothing a test does reaches the demo's instance or data
+root, whatever the shell or the Makefile exported.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,16 @@ cameras:
     scale: 4
     min_field_images: 2  # the tests' tiny pools
 """
+
+
+@pytest.fixture(autouse=True)
+def own_dagster_home_and_data_root(tmp_path_factory, monkeypatch) -> Path:
+    """This test's own, empty ``DAGSTER_HOME`` and data root (``SR_PIPELINE_DATA``); the folder holding both."""
+    base = tmp_path_factory.mktemp("state")
+    (base / "dagster_home").mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(base / "dagster_home"))
+    monkeypatch.setenv("SR_PIPELINE_DATA", str(base / "data"))
+    return base
 
 
 @pytest.fixture

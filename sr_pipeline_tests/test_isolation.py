@@ -1,0 +1,66 @@
+"""The test suite never touches state it did not create: a user's Dagster instance and data root
+stay as they were while the suite's promotion operations run."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from conftest import tiny_sr_model
+from deploy_fixtures import REPO_ROOT, child_env
+from sr_pipeline.defs.promotion_events import report_promotion
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.storage.registry import record_promotion
+
+# the tests that promote by hand (`sr-pipeline promote`, which reports to $DAGSTER_HOME) and list models
+PROMOTING_TESTS = [
+    "sr_pipeline_tests/test_upscale_cli.py::test_promote_by_hand_is_per_field_camera",
+    "sr_pipeline_tests/test_upscale_cli.py::test_models_labels_a_promotion_from_before_cameras_as_standing_for_all",
+]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and the sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def promoted_events(home: Path) -> list[tuple[str | None, str]]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(dg.AssetKey("promoted_student"), limit=100).records
+        return [(r.asset_materialization.partition, r.asset_materialization.tags["dagster/data_version"])
+                for r in records]
+
+
+def test_the_suite_leaves_an_existing_instance_and_data_root_unchanged(own_dagster_home_and_data_root, tmp_path):
+    # the fixture gives this test its own instance and data root, never the caller's
+    import os
+
+    assert Path(os.environ["DAGSTER_HOME"]).is_relative_to(own_dagster_home_and_data_root)
+    assert Path(os.environ["SR_PIPELINE_DATA"]).is_relative_to(own_dagster_home_and_data_root)
+    # a user's instance with a promotion in its event log, and their data root
+    home, data = tmp_path / "user_home", tmp_path / "user_data"
+    home.mkdir()
+    layout = DataLayout(data)
+    student = tiny_sr_model(layout.model_dir("student", "s-user"), {"kind": "student", "version": "s-user",
+                                                                     "camera": "field_cam"})
+    record_promotion(layout, "s-user", str(student), "the user's own", "field_cam")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        report_promotion(instance, "s-user", str(student), "the user's own", "field_cam")
+    before_home, before_data = snapshot(home), snapshot(data)
+    assert promoted_events(home) == [("field_cam", "s-user")]
+
+    # the suite's promotion tests, run as `make test` would with the user's variables exported
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'inner'}",
+         *PROMOTING_TESTS],
+        cwd=REPO_ROOT, env=child_env(DAGSTER_HOME=str(home), SR_PIPELINE_DATA=str(data)),
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout
+    assert promoted_events(home) == [("field_cam", "s-user")]
+    assert snapshot(home) == before_home and snapshot(data) == before_data
