@@ -116,7 +116,7 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage
                          "partition (the camera id)")
     camera = context.partition_key
     layout = storage.layout()
-    candidate = Path(materialized_path(context.instance, STUDENT, camera))
+    candidate = layout.resolve(materialized_path(context.instance, STUDENT, camera))  # this root's, if moved
     ref = reference_student(layout, model_version(candidate), camera)
     decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
                              device=gate.device, camera=camera)

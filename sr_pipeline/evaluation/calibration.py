@@ -235,7 +235,7 @@ def _keep(layout: DataLayout, version: str, key: dict, scores: Scores, watch: Ou
                                 for m, c in crops.items()})
     write_bytes(folder / CROPS_FILE, buf.getvalue())
     record = {"candidate": version, "key": key, "reference": decision.reference, "decision": decision.to_dict(),
-              "reason": reason, "served_path": str(Path(served_path).resolve()), "watch": asdict(watch),
+              "reason": reason, "served_path": layout.relative(Path(served_path).resolve()), "watch": asdict(watch),
               "methods": kept.methods, "rows": kept.rows,
               "images": list(kept.crops), "summary": kept.summary,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

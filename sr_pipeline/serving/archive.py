@@ -277,7 +277,7 @@ def archive_batch(
         base = {
             "source_image_id": row.image_id, "batch": batch, "camera": row.camera, "source_name": row.source_name,
             "source_path": row.stored_path, "output_path": store.relative_to_root(layout, target),
-            "model_version": version, "model_path": str(model_dir), "scale": scale,
+            "model_version": version, "model_path": layout.relative(model_dir), "scale": scale,
             "width": int(row.width) * scale, "height": int(row.height) * scale,
         }
         done = _done_record(layout, target, row.image_id, version, previous.get(row.image_id))

@@ -1,7 +1,9 @@
 """Where runtime state lives under the data root (``data/`` by default, ``SR_PIPELINE_DATA`` overrides).
 
 Every component takes a :class:`DataLayout` rather than building paths itself, so tests can point
-the whole pipeline at a temporary folder.
+the whole pipeline at a temporary folder. Paths written into files under the data root are relative
+to it (:meth:`DataLayout.relative`, read back with :meth:`DataLayout.resolve`), so a data root
+copied, moved or restored elsewhere keeps working from its new place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,34 @@ def default_data_root() -> Path:
 @dataclass(frozen=True)
 class DataLayout:
     root: Path
+
+    def relative(self, path: Path | str) -> str:
+        """``path`` as it is stored in a file under the data root: relative to the root (POSIX
+        separators) when it is inside it, else absolute."""
+        path = Path(path)
+        if not path.is_absolute():
+            return path.as_posix()
+        for inside, root in ((path, self.root), (path.resolve(), self.root.resolve())):
+            try:
+                return inside.relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return str(path)
+
+    def resolve(self, stored: Path | str) -> Path:
+        """A path stored with :meth:`relative` as a path to open: a relative one under this root. An
+        absolute one (written before paths were relative) that names a model folder
+        (``.../models/<kind>/<version>``) which this root holds too is this root's, so a copied data
+        root serves its own models, never the original's; any other absolute path is kept."""
+        path = Path(stored)
+        if not path.is_absolute():
+            return self.root / path
+        parts = path.parts
+        if len(parts) >= 3 and parts[-3] == "models":
+            own = self.model_dir(parts[-2], parts[-1])
+            if own.is_dir():
+                return own
+        return path
 
     @property
     def landing(self) -> Path:

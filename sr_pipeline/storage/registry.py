@@ -8,6 +8,11 @@ rollback; :mod:`sr_pipeline.evaluation.promotion`); the newest entry of a camera
 promoted student. Entries written before students were per camera carry no camera and stand for
 every camera until that camera has its own. A student the gate rejected is never served by default.
 ``sr-pipeline models`` prints this registry.
+
+Each entry's ``path`` is stored relative to the data root, so a copied or restored data root serves
+its own students; older absolute entries are read through :meth:`DataLayout.resolve`. A log that
+cannot be read (empty, cut off, not a list of promotions) is a :class:`PromotionLogError` naming the
+file and the remedy, never an empty log: the next promotion would otherwise overwrite it.
 """
 
 from __future__ import annotations
@@ -17,11 +22,51 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sr_pipeline.errors import UsageError
 from sr_pipeline.sr.checkpoints import INFO_FILE, is_model_dir, read_info
 from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 PROMOTIONS_FILE = "promotions.json"
+
+
+class PromotionLogError(UsageError):
+    """``models/promotions.json`` exists but is not a promotion log; the message names it and the remedy."""
+
+
+def promotions_path(layout: DataLayout) -> Path:
+    return layout.models / PROMOTIONS_FILE
+
+
+def _read_log(layout: DataLayout) -> list[dict]:
+    """The log's entries as stored (paths relative to the data root, or absolute in older entries)."""
+    path = promotions_path(layout)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _log_error(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    if not text.strip():
+        raise _log_error(path, "is empty")
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _log_error(path, f"is cut off or not JSON ({exc})") from None
+    if not isinstance(entries, list):
+        raise _log_error(path, f"holds a JSON {type(entries).__name__}, not a list of promotions")
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("version"), str)
+                and isinstance(entry.get("path"), str)):
+            raise _log_error(path, f"entry {i + 1} is not a promotion (it needs a version and a path)")
+    return entries
+
+
+def _log_error(path: Path, what: str) -> PromotionLogError:
+    return PromotionLogError(
+        f"the promotion log {path} {what}: restore it from a backup of the data root (docs/deploy.md), or repair "
+        "it by hand (a JSON list of promotions, oldest first, each with a version and a path); moving it aside "
+        "forgets every promotion")
 
 
 def list_models(layout: DataLayout, kind: str | None = None, camera: str | None = None) -> list[dict]:
@@ -88,8 +133,7 @@ def newest_teacher(layout: DataLayout) -> Path | None:
 def promotions(layout: DataLayout, camera: str | None = None) -> list[dict]:
     """The append-only promotion log, oldest first; with ``camera``, the entries that apply to it
     (its own and the camera-less entries from before students were per camera)."""
-    path = layout.models / PROMOTIONS_FILE
-    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = [e | {"path": str(layout.resolve(e["path"]))} for e in _read_log(layout)]
     if camera is None:
         return entries
     own = [e for e in entries if e.get("camera") == camera]
@@ -98,15 +142,16 @@ def promotions(layout: DataLayout, camera: str | None = None) -> list[dict]:
 
 
 def record_promotion(layout: DataLayout, version: str, path: str, reason: str, camera: str | None = None) -> dict:
-    """Append a promotion (atomically); the newest entry of a camera is its promoted student."""
-    entries = promotions(layout)
-    entry = {"version": version, "path": path, "reason": reason,
+    """Append a promotion (atomically; ``path`` stored relative to the data root); the newest entry of a
+    camera is its promoted student. Returns the entry with its path as this root resolves it."""
+    entries = _read_log(layout)
+    entry = {"version": version, "path": layout.relative(path), "reason": reason,
              "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if camera is not None:
         entry["camera"] = camera
     entries.append(entry)
-    atomic_write(layout.models / PROMOTIONS_FILE, lambda fh: fh.write(json.dumps(entries, indent=2).encode()))
-    return entry
+    atomic_write(promotions_path(layout), lambda fh: fh.write(json.dumps(entries, indent=2).encode()))
+    return entry | {"path": str(layout.resolve(entry["path"]))}
 
 
 def promoted_student_dir(layout: DataLayout, camera: str | None = None) -> Path | None:

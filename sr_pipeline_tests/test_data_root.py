@@ -1,0 +1,114 @@
+"""A data root is a folder that can be moved: paths stored under it are relative to it, a copy made
+with docs/deploy.md's backup recipe serves its own students, and a broken promotion log is one line
+naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import tiny_sr_model
+from sr_pipeline.cli import main
+from sr_pipeline.evaluation.promotion import served_student
+from sr_pipeline.intake.ingest import ingest_batch
+from sr_pipeline.serving.archive import archive_batch, read_manifest
+from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.storage.registry import PROMOTIONS_FILE, promoted_student_dir, record_promotion
+
+BATCH = "field_cam-20260101T000000Z-move01"
+FAST = ["--tile", "16", "--overlap", "4"]
+
+
+def restore(src: DataLayout, dest: DataLayout) -> None:
+    """docs/deploy.md's backup, restored at another path: the store before the catalog, the model folders
+    before promotions.json, then the archive and the quarantine."""
+    for part in ("store", "catalog"):
+        shutil.copytree(src.root / part, dest.root / part)
+    shutil.copytree(src.models, dest.models, ignore=shutil.ignore_patterns(PROMOTIONS_FILE))
+    shutil.copy2(src.models / PROMOTIONS_FILE, dest.models / PROMOTIONS_FILE)
+    for part in ("archive", "quarantine"):
+        if (src.root / part).is_dir():
+            shutil.copytree(src.root / part, dest.root / part)
+
+
+def test_promotions_are_stored_relative_to_the_data_root(layout):
+    student = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1",
+                                                                "camera": "field_cam"})
+    entry = record_promotion(layout, "s1", str(student), "test", "field_cam")
+    [stored] = json.loads((layout.models / PROMOTIONS_FILE).read_text())
+    assert stored["path"] == "models/student/s1" and entry["path"] == str(student)
+    assert promoted_student_dir(layout, "field_cam") == student
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["relative", "absolute-from-before"])
+def test_a_restored_copy_serves_its_own_students(layout, registry, put_incoming, make_image, tmp_path, capsys,
+                                                 legacy):
+    put_incoming(BATCH, "field_cam/astronaut.png", make_image(24, 20, seed=1))
+    ingest_batch(layout, registry, BATCH)
+    old = tiny_sr_model(layout.model_dir("student", "s-old"), {"kind": "student", "version": "s-old",
+                                                               "camera": "field_cam"})
+    new = tiny_sr_model(layout.model_dir("student", "s-new"), {"kind": "student", "version": "s-new",
+                                                               "camera": "field_cam"}, seed=1)
+    record_promotion(layout, "s-new", str(new), "gate", "field_cam")
+    record_promotion(layout, "s-old", str(old), "rollback", "field_cam")
+    if legacy:  # a log written before paths were relative names the original folders
+        log = layout.models / PROMOTIONS_FILE
+        log.write_text(json.dumps([e | {"path": str(layout.root / e["path"])} for e in json.loads(log.read_text())]))
+    archived = archive_batch(layout, BATCH, old, tile=16, overlap=4)
+    assert archived.upscaled == 1
+
+    copy = DataLayout(tmp_path / "elsewhere" / "data")
+    restore(layout, copy)
+    shutil.rmtree(layout.root)  # the original is gone: nothing may still be read from it
+
+    assert promoted_student_dir(copy, "field_cam") == copy.model_dir("student", "s-old")
+    assert main(["--data", str(copy.root), "models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    rows = {r["version"]: r for r in listed["models"]}
+    assert rows["s-old"]["promoted_for"] == ["field_cam"] and rows["s-new"]["promoted_for"] == []
+    assert all(e["path"].startswith(str(copy.root)) for e in listed["promotions"])
+
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    img.write_bytes(make_image(20, 16, seed=3))
+    code = main(["--data", str(copy.root), "upscale", str(img), "--out", str(tmp_path / "out"), "--camera",
+                 "field_cam", *FAST])
+    assert code == 0, capsys.readouterr().err
+    assert png_text(tmp_path / "out" / "a_x4.png")["sr_pipeline:model_version"] == "s-old"
+
+    served = served_student(copy, registry, "field_cam")
+    again = archive_batch(copy, BATCH, served.path, tile=16, overlap=4)
+    assert (again.upscaled, again.skipped, again.failed) == (0, 1, {})  # the copied outputs are the copy's
+    [row] = read_manifest(copy, BATCH).itertuples()
+    assert (copy.root / row.output_path).is_file() and copy.resolve(row.model_path) == served.path
+    assert not row.model_path.startswith("/")
+
+
+BROKEN = {
+    "empty": "",
+    "truncated": '[{"version": "s1", "path": "models/stud',
+    "not a list": '{"version": "s1"}',
+    "bad entry": '[{"version": "s1"}]',
+}
+
+
+@pytest.mark.parametrize("text", BROKEN.values(), ids=BROKEN.keys())
+def test_a_broken_promotion_log_is_one_line_naming_the_file(tmp_path, capsys, make_image, text):
+    data = tmp_path / "data"
+    layout = DataLayout(data)
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    log = layout.models / PROMOTIONS_FILE
+    log.write_text(text)
+    img = tmp_path / "a.png"
+    img.write_bytes(make_image(20, 16))
+    for argv in (["models"], ["models", "--json"], ["promote", "s1"],
+                 ["upscale", str(img), "--out", str(tmp_path / "out"), "--camera", "field_cam", *FAST]):
+        assert main(["--data", str(data), *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert not out and len(err.strip().splitlines()) == 1, (argv, err)
+        assert str(log) in err and "restore it from a backup" in err and "Traceback" not in err, (argv, err)
+    assert log.read_text() == text  # never overwritten by the promotion that failed
+    assert not (tmp_path / "out").exists()
