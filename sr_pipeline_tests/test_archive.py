@@ -66,7 +66,7 @@ def test_archive_writes_outputs_and_manifest_and_is_idempotent(layout, field_bat
     assert set(manifest["model_version"]) == {"v1"} and manifest["upscaled_at"].notna().all()
     for row in manifest.itertuples():
         out = layout.root / row.output_path
-        assert out == output_path(layout, field_batch, row.source_image_id, 4)
+        assert out == output_path(layout, field_batch, row.source_name.rsplit(".", 1)[0], 4)  # a.png -> a_x4.png
         src = images.set_index("image_id").loc[row.source_image_id]
         with Image.open(out) as im:
             assert im.size == (src["width"] * 4, src["height"] * 4) and im.mode == "RGB"
@@ -280,3 +280,42 @@ def test_each_batch_is_upscaled_by_its_cameras_student_or_its_configured_fallbac
     assert served_student(layout, registry, "line3_cam") is None
     redo = archive_batch(layout, batches["line2_cam"], mine, tile=16, overlap=4)
     assert redo.upscaled == 1 and set(read_manifest(layout, batches["line2_cam"])["model_version"]) == {"v-line2"}
+
+
+def test_outputs_keep_their_source_names_and_the_manifest_maps_both(layout, registry, put_incoming, make_image):
+    """Outputs are named after the cleaned source name; a hash suffix only where two would share a name;
+    outputs named by image id by older versions are renamed, not made again."""
+    from sr_pipeline.serving.archive import map_path as heat_path
+
+    batch = "field_cam-20260101T000000Z-names1"
+    put_incoming(batch, "field_cam/astronaut_r2c2.png", make_image(24, 20, seed=1))
+    put_incoming(batch, "field_cam/weld.png", make_image(24, 20, seed=2))
+    put_incoming(batch, "field_cam/weld.jpg", make_image(24, 20, seed=3, fmt="JPEG"))
+    put_incoming(batch, "field_cam/line 2/weld.png", make_image(24, 20, seed=4))
+    ingest_batch(layout, registry, batch)
+    v1 = make_student(layout, "v1")
+    archive_batch(layout, batch, v1, tile=16, overlap=4)
+    manifest = read_manifest(layout, batch)
+    names = dict(zip(manifest["source_name"], manifest["output_path"]))
+    ids = dict(zip(manifest["source_name"], manifest["source_image_id"]))
+    folder = f"archive/{batch}"
+    assert names["astronaut_r2c2.png"] == f"{folder}/astronaut_r2c2_x4.png"
+    assert names["weld.png"] == f"{folder}/weld-{ids['weld.png'][:8]}_x4.png"  # weld.jpg would share 'weld'
+    assert names["weld.jpg"] == f"{folder}/weld-{ids['weld.jpg'][:8]}_x4.png"
+    [sub] = [n for n in names if n.endswith("/weld.png")]
+    assert names[sub] == f"{folder}/{sub.rsplit('/', 1)[0].replace('/', '__')}__weld_x4.png"
+    assert len(set(names.values())) == 4 and all((layout.root / p).is_file() for p in names.values())
+    assert sorted(p.name for p in (layout.archive / batch).glob("*.png")) == sorted(p.rsplit("/", 1)[1]
+                                                                                 for p in names.values())
+
+    # an archive written by an older version, named by image id: renamed in place, nothing redone
+    old_name = layout.archive / batch / f"{ids['astronaut_r2c2.png']}_x4.png"
+    (layout.root / names["astronaut_r2c2.png"]).rename(old_name)
+    old_map = heat_path(layout, batch, ids["astronaut_r2c2.png"], 4)
+    old_map.parent.mkdir(exist_ok=True)
+    old_map.write_bytes(b"map")
+    again = archive_batch(layout, batch, v1, tile=16, overlap=4)
+    assert (again.upscaled, again.skipped) == (0, 4) and not old_name.exists()
+    assert (layout.root / names["astronaut_r2c2.png"]).is_file()
+    assert heat_path(layout, batch, "astronaut_r2c2", 4).read_bytes() == b"map" and not old_map.exists()
+    assert dict(zip(read_manifest(layout, batch)["source_name"], read_manifest(layout, batch)["output_path"])) == names

@@ -155,7 +155,7 @@ def test_the_archive_flags_a_planted_line_lists_it_and_maps_where_it_is(layout, 
     assert float(text[f"{TEXT_PREFIX}consistency_peak"]) == pytest.approx(bad["consistency_peak"], abs=0.05)
 
     heat = layout.root / bad["consistency_map"]
-    assert heat == map_path(layout, field_batch, images.loc["b.jpg", "image_id"], 4)
+    assert heat == map_path(layout, field_batch, "b", 4)
     assert heat.parent == layout.archive / field_batch / "consistency_maps"
     rgb = np.asarray(Image.open(heat).convert("RGB")).astype(int)
     k = rgb.shape[1] // int(images.loc["b.jpg", "width"])  # map pixels per LR pixel

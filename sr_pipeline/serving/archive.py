@@ -1,9 +1,13 @@
 """The upscaled archive of one upload batch: its field LR images through the promoted student.
 
-Outputs go to ``<data>/archive/<batch>/<image_id>_x<scale>.png`` (each written to a temp file and
-renamed), with the model version, the source image id and the source file's sha256 in the PNG's
-text chunks. ``<data>/archive/<batch>/manifest.parquet`` lists one row per archived image (source
-image id, output path, model version, time) and is replaced atomically at the end of each run.
+Outputs go to ``<data>/archive/<batch>/<name>_x<scale>.png``, where ``<name>`` is the cleaned source
+name the file was claimed as, flattened (``line1/a.png`` -> ``line1__a``), with ``-<8 hex of the image
+id>`` added only where two images of the batch would share it (or the name is very long); each is
+written to a temp file and renamed, with the model version, the source image id and the source
+file's sha256 in the PNG's text chunks. ``<data>/archive/<batch>/manifest.parquet`` lists one row
+per archived image (source image id and name, output path relative to the data root, model version,
+time) and is replaced atomically at the end of each run. Outputs named by image id by older
+versions are renamed in place when their batch is archived again.
 
 Every output is checked against what its camera recorded while it is written (issue 12): the
 model's co-trained camera model and the thresholds fitted for the image's field camera
@@ -22,11 +26,13 @@ replaced, so re-upscaling old batches after a promotion is a backfill over the b
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -41,6 +47,7 @@ from sr_pipeline.intake.cameras import CameraRole
 MANIFEST_NAME = "manifest.parquet"
 FIELD_LR = CameraRole.field_lr
 PREVIEW_CROP = 96  # HR pixels per side of a preview crop
+MAX_STEM = 120  # characters of a source name kept in an output's file name
 MANIFEST_SCHEMA = pa.schema(
     [
         ("source_image_id", pa.string()),
@@ -80,15 +87,39 @@ def manifest_path(layout: DataLayout, batch: str) -> Path:
     return archive_dir(layout, batch) / MANIFEST_NAME
 
 
-def output_path(layout: DataLayout, batch: str, image_id: str, scale: int) -> Path:
-    return archive_dir(layout, batch) / f"{image_id}_x{scale}.png"
+def output_stem(source_name: str) -> str:
+    """A cleaned source name as one file stem: its folders joined with ``__``, its extension dropped."""
+    path = PurePosixPath(source_name)
+    return "__".join([*path.parent.parts, path.stem]) if path.parent.parts else path.stem
 
 
-def map_path(layout: DataLayout, batch: str, image_id: str, scale: int) -> Path:
+def output_stems(images: pd.DataFrame) -> dict[str, str]:
+    """image id -> the stem of its output: :func:`output_stem` of its source name, with the image id's
+    first 8 hex digits added where two images of the batch share that stem or it is very long."""
+    stems = {row.image_id: output_stem(row.source_name) for row in images.itertuples(index=False)}
+    uses = Counter(stems.values())
+    return {image_id: stem if uses[stem] == 1 and 0 < len(stem) <= MAX_STEM else f"{stem[:MAX_STEM]}-{image_id[:8]}"
+            for image_id, stem in stems.items()}
+
+
+def output_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
+    """Where the output of stem ``stem`` (:func:`output_stems`) goes."""
+    return archive_dir(layout, batch) / f"{stem}_x{scale}.png"
+
+
+def map_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
     """Where the heat map of a ``check`` output goes."""
     from sr_pipeline.sr.consistency import MAP_FILE_SUFFIX
 
-    return archive_dir(layout, batch) / MAPS_DIR / f"{image_id}_x{scale}{MAP_FILE_SUFFIX}"
+    return archive_dir(layout, batch) / MAPS_DIR / f"{stem}_x{scale}{MAP_FILE_SUFFIX}"
+
+
+def _adopt_legacy(layout: DataLayout, batch: str, image_id: str, stem: str, scale: int) -> None:
+    """Rename an output (and its heat map) named by image id, as older versions wrote them, to its stem."""
+    for old, new in ((output_path(layout, batch, image_id, scale), output_path(layout, batch, stem, scale)),
+                     (map_path(layout, batch, image_id, scale), map_path(layout, batch, stem, scale))):
+        if old != new and old.is_file() and not new.exists():
+            os.replace(old, new)
 
 
 def flagged(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -272,8 +303,11 @@ def archive_batch(
     scale = model_scale(model_dir)
     models = _Models(model_dir, scale, device, tile, overlap, tile_batch, memory_budget)
     records, remeasured = [], 0
+    stems = output_stems(images)
     for row in images.itertuples(index=False):
-        target = output_path(layout, batch, row.image_id, scale)
+        stem = stems[row.image_id]
+        _adopt_legacy(layout, batch, row.image_id, stem, scale)
+        target = output_path(layout, batch, stem, scale)
         base = {
             "source_image_id": row.image_id, "batch": batch, "camera": row.camera, "source_name": row.source_name,
             "source_path": row.stored_path, "output_path": store.relative_to_root(layout, target),
@@ -282,12 +316,11 @@ def archive_batch(
         }
         done = _done_record(layout, target, row.image_id, version, previous.get(row.image_id))
         if done is not None:
-            done = _with_map(layout, batch, row.image_id, scale, done)
+            done = _with_map(layout, batch, stem, scale, done)
             if pd.isna(done.get("consistency_verdict")) or (done["consistency_verdict"] == CHECK
                                                              and done["consistency_map"] is None):
                 found = _measure_file(layout, models.check, row, target)  # None: unreadable, made again
-                done = None if found is None else {**done, **_verdict_record(layout, batch, row.image_id, scale,
-                                                                             *found)}
+                done = None if found is None else {**done, **_verdict_record(layout, batch, stem, scale, *found)}
                 remeasured += done is not None
         if done is not None:
             records.append({**base, **{k: done[k] for k in ("upscaled_at", "seconds", "steps", *CONSISTENCY_COLUMNS)}})
@@ -295,7 +328,7 @@ def archive_batch(
             continue
         models.load()  # outside the per-image errors: a broken model fails the run
         try:
-            record = _upscale_one(layout, models, row, batch, target, compress_level,
+            record = _upscale_one(layout, models, row, batch, stem, target, compress_level,
                                   keep_preview=len(result.previews) < max_previews, result=result)
             records.append({**base, **record})
             result.upscaled += 1
@@ -309,7 +342,9 @@ def archive_batch(
     unchanged = (result.upscaled == 0 and remeasured == 0 and result.manifest_path.is_file()
                  and set(previous) == {r["source_image_id"] for r in records}
                  and all(previous[r["source_image_id"]]["model_version"] == version
-                         and pd.notna(previous[r["source_image_id"]]["consistency_verdict"]) for r in records))
+                         and pd.notna(previous[r["source_image_id"]]["consistency_verdict"])
+                         and all(previous[r["source_image_id"]][k] == r[k] for k in ("output_path", "model_path"))
+                         for r in records))
     if not unchanged:
         _write_manifest(result.manifest_path, records)
     result.manifest = read_manifest(layout, batch)
@@ -327,19 +362,19 @@ def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int
                              memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
 
 
-def _with_map(layout: DataLayout, batch: str, image_id: str, scale: int, done: dict) -> dict:
+def _with_map(layout: DataLayout, batch: str, stem: str, scale: int, done: dict) -> dict:
     """``done`` with its ``consistency_map``: the heat map of a ``check`` output when it exists."""
-    path = map_path(layout, batch, image_id, scale)
+    path = map_path(layout, batch, stem, scale)
     listed = done.get("consistency_verdict") == CHECK and path.is_file()
     return {**done, "consistency_map": store.relative_to_root(layout, path) if listed else None}
 
 
-def _verdict_record(layout: DataLayout, batch: str, image_id: str, scale: int, found, lr: np.ndarray) -> dict:
+def _verdict_record(layout: DataLayout, batch: str, stem: str, scale: int, found, lr: np.ndarray) -> dict:
     """The manifest's consistency columns of a measured output; writes a ``check`` output's heat map
     (and removes a stale one left by an earlier output that was flagged)."""
     from sr_pipeline.sr.consistency import map_png
 
-    path = map_path(layout, batch, image_id, scale)
+    path = map_path(layout, batch, stem, scale)
     if found.verdict != CHECK:
         path.unlink(missing_ok=True)
         return {**found.record(), "consistency_map": None}
@@ -360,7 +395,7 @@ def _measure_file(layout: DataLayout, check, row, target: Path):
         return None
 
 
-def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, target: Path, compress_level: int, *,
+def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, stem: str, target: Path, compress_level: int, *,
                  keep_preview: bool, result: ArchiveResult) -> dict:
     import time
 
@@ -384,4 +419,4 @@ def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, target: P
         if crops is not None:
             result.previews.append((row.source_name, *crops))
     return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": seconds,
-            **_verdict_record(layout, batch, row.image_id, upscaler.scale, found, src.colour)}
+            **_verdict_record(layout, batch, stem, upscaler.scale, found, src.colour)}
