@@ -158,6 +158,8 @@ def test_gate_passes_a_good_student_and_blocks_a_nan_or_wild_one(plant):
     values = passed.criteria[1].values
     assert values["psnr_y"] > values["bicubic_psnr_y"] + 3 and values["lpips"] < values["bicubic_lpips"]
     assert passed.criteria[2].message.startswith("no promoted student")
+    kept = json.loads((plant.run_dir("gate", "s-good") / "gate.json").read_text())
+    assert kept["served_path"] == "models/student/s-good"  # relative to the data root, which can move
     done = promote_after_gate(plant, good)
     assert (done.action, done.version, done.path) == ("promoted", "s-good", good.resolve())
     [entry] = promotions(plant)

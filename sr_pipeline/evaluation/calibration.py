@@ -243,12 +243,16 @@ def _keep(layout: DataLayout, version: str, key: dict, scores: Scores, watch: Ou
 
 
 def read_gate_record(layout: DataLayout, version: str) -> dict | None:
-    """The gate's kept decision and scores for a candidate version, or None."""
+    """The gate's kept decision and scores for a candidate version, or None; its ``served_path`` (stored
+    relative to the data root) as this root resolves it."""
     path = gate_dir(layout, version) / GATE_FILE
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if isinstance(record, dict) and record.get("served_path"):
+        record["served_path"] = str(layout.resolve(record["served_path"]))
+    return record
 
 
 def _kept_scores(layout: DataLayout, version: str, key: dict) -> tuple[Scores, OutputWatch, dict] | None:

@@ -114,8 +114,7 @@ def promote_after_gate(layout: DataLayout, candidate_dir: Path, camera: str | No
                              "run its promotion_gate checks again")
     # The gate judged (and would promote) the better of the co-learned candidate and the fixed-degradation challenger.
     served = record["decision"].get("served") or version
-    served_path = str(layout.resolve(record["served_path"]) if record.get("served_path")
-                      else Path(candidate_dir).resolve())
+    served_path = record.get("served_path") or str(Path(candidate_dir).resolve())
     action, _ = choose_action(promotions(layout, camera), served, True, promote=True, baseline=served != version)
     entry = None
     if action == "promoted":
