@@ -96,3 +96,15 @@ def test_the_tiny_cpu_check_runs_every_step_and_appends_its_table(gpu_check, tmp
     assert "FAIL" not in text and "skipped: needs" not in text
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md", "rows.json"]  # its temp folder is gone
+
+
+def test_the_wheelhouse_pins_the_core_without_what_the_gpu_machine_holds(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("wheelhouse", BENCHMARKS / "wheelhouse.py")
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+    names = {pin.split("==")[0] for pin in wheelhouse.pins()}
+    assert {"diffusers", "accelerate", "safetensors", "scipy", "pydantic", "pyyaml", "huggingface-hub"} <= names
+    held = {"torch", "torchvision", "numpy", "pillow", "triton", "sympy"}
+    assert not names & held and not any(n.startswith(("nvidia-", "cuda-")) for n in names)
+    assert not names & {"dagster", "pandas", "pyarrow", "scikit-image", "matplotlib", "lpips"}  # the check needs none
