@@ -316,7 +316,7 @@ def upscale_rows(check: Check, student: LoadedModel, teacher: LoadedModel, src: 
         extra = f", first image {r['first_s']:.1f} s (compiling)" if compile else ""
         check.add(f"student upscale{' (compiled)' if compile else ''}",
                   f"{label}{t} -> {t * s} px tiles, batch {batch}{', torch.compile' if compile else ''}",
-                  f"{r['out_mps']:.2f} out MP/s ({r['s_per_image']:.3f} s per {src.colour.shape[1] * s}x"
+                  f"{r['out_mps']:.3g} out MP/s ({r['s_per_image']:.3f} s per {src.colour.shape[1] * s}x"
                   f"{src.colour.shape[0] * s} image, best of {r['images']}), {r['peak_mib']:.0f} "
                   f"{peak_label(device)}, consistency {r['verdict']}{extra}", r["seconds"])
     if compile or not found:
@@ -330,7 +330,7 @@ def upscale_rows(check: Check, student: LoadedModel, teacher: LoadedModel, src: 
                   memory_budget=None)
     r = time_upscaler(up, src, camera, device, budget)
     check.add("teacher upscale", f"{label}{steps} steps, batch {batch}",
-              f"{r['out_mps']:.2f} out MP/s ({r['s_per_image']:.3f} s per image), {r['peak_mib']:.0f} "
+              f"{r['out_mps']:.3g} out MP/s ({r['s_per_image']:.3f} s per image), {r['peak_mib']:.0f} "
               f"{peak_label(device)}", r["seconds"])
     if batch in found:
         ratio = r["s_per_image"] / found[batch]["s_per_image"]
@@ -407,7 +407,7 @@ def cpu_row(check: Check, student: LoadedModel, src: SourceImage, threads: int) 
         part = "" if done[0] == total else f", estimated from {done[0]} of {total} tiles (budget)"
         check.add("CPU fallback", f"same student and image, fp32, {threads} thread{'s' if threads != 1 else ''}, "
                   f"batch 1 (batch {batch} on the device; one tile per call lets the budget stop it mid-image)",
-                  f"{out_px / seconds / 1e6:.3f} out MP/s{part}", seconds)
+                  f"{out_px / seconds / 1e6:.3g} out MP/s{part}", seconds)
     finally:
         torch.set_num_threads(before)
 
@@ -463,7 +463,7 @@ def train_row(check: Check, name: str, run: Callable[[Watch], object], opt, budg
     sps, mps = watch.rates()
     finite = watch.finite() and "non-finite" not in note
     lpips = result.info.get("lpips") if result is not None else None
-    check.add(name, setting, f"{sps:.1f} samples/s, {mps:.3f} HR MP/s, {peak_mib(mem, device):.0f} "
+    check.add(name, setting, f"{sps:.3g} samples/s, {mps:.3g} HR MP/s, {peak_mib(mem, device):.0f} "
               f"{peak_label(device)}, losses finite: {'yes' if finite else 'NO'}"
               + (f", LPIPS loss: {lpips}" if lpips else "") + note, seconds, ok=finite)
     return getattr(result, "model_dir", None)
