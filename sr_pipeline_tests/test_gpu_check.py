@@ -108,3 +108,24 @@ def test_the_wheelhouse_pins_the_core_without_what_the_gpu_machine_holds(monkeyp
     held = {"torch", "torchvision", "numpy", "pillow", "triton", "sympy"}
     assert not names & held and not any(n.startswith(("nvidia-", "cuda-")) for n in names)
     assert not names & {"dagster", "pandas", "pyarrow", "scikit-image", "matplotlib", "lpips"}  # the check needs none
+
+
+def test_a_training_run_past_its_budget_is_stopped_at_a_log_window(gpu_check):
+    watch = gpu_check.Watch(budget=0.0)
+    with pytest.raises(gpu_check.OutOfTime):
+        watch({"step": 20, "total_steps": 200, "loss": 0.5, "samples_per_s": 10.0, "hr_mp_per_s": 0.6})
+    watch({"step": 200, "total_steps": 200, "loss": float("nan"), "samples_per_s": 12.0, "hr_mp_per_s": 0.8})  # the last: kept
+    assert watch.rates() == (12.0, 0.8)  # the first window (start-up) is left out
+    assert not watch.finite()
+
+
+def test_steps_without_their_budget_are_skipped_and_the_check_fails(gpu_check, tmp_path):
+    report = tmp_path / "benchmarks.md"
+    code = gpu_check.main(["--tiny", "--device", "cpu", "--threads", "1", "--budget", "0", "--report", str(report),
+                           "--work-dir", str(tmp_path)])
+    text = report.read_text()
+    assert code == 1
+    for step in ("student", "consistency", "cpu", "train", "colearn"):
+        assert f"| {step} | skipped | needs" in text, step
+    assert "| resume check | skipped | needs the finished teacher run (**FAIL**) |" in text
+    assert "teacher training |" not in text and "upscale | fp32" not in text
