@@ -13,7 +13,7 @@ DEMO_DATA := $(CURDIR)/data
 demo ui: export DAGSTER_HOME := $(DEMO_HOME)
 demo ui: export SR_PIPELINE_DATA ?= $(DEMO_DATA)
 
-.PHONY: help install demo test ui lpips-weights bench clean-data
+.PHONY: help install demo test ui lpips-weights bench gpu-check wheelhouse clean-data
 
 help:
 	@echo "make demo           install, make the bundled demo data and materialise every asset"
@@ -21,6 +21,8 @@ help:
 	@echo "make ui             open the Dagster UI (dagster dev) on http://127.0.0.1:3000 (local only)"
 	@echo "make lpips-weights  make LPIPS's AlexNet weights available offline"
 	@echo "make bench          run the benchmarks that need no external data"
+	@echo "make gpu-check      prove the GPU path on one GPU in under 8 minutes (benchmarks/gpu_check.py)"
+	@echo "make wheelhouse     the wheels a machine holding only torch needs for the GPU check (<= 60 MB)"
 	@echo "make clean-data     delete everything under data/ (uploads, store, models, Dagster history)"
 
 # A download cut off mid-file (seen on CI: a 55 MB wheel stopped at 25 MB six times running)
@@ -58,6 +60,20 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_degrade.py
 	$(BIN)/python benchmarks/bench_speed.py
+
+# On a GPU machine that holds only torch and the wheelhouse no virtual environment is made: the
+# check runs with the venv's Python when there is one, else python3 (CHECK_PYTHON=... to choose).
+CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+WHEELHOUSE ?= wheelhouse
+
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(CHECK_PYTHON) benchmarks/gpu_check.py --device cuda
+
+# Made afresh each time; the script prints the folder's size and fails over 60 MB (docs/multi-gpu.md).
+wheelhouse: install
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python benchmarks/wheelhouse.py $(WHEELHOUSE)
+	du -sh $(WHEELHOUSE)
 
 clean-data:
 	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +

@@ -267,8 +267,8 @@ class _Models:
     def check(self):
         from sr_pipeline.serving.consistency import load_check
 
-        try:
-            return load_check(self.model_dir, self.scale)
+        try:  # judged where the upscaler runs
+            return load_check(self.model_dir, self.scale, device=self.upscaler.device)
         except ValueError as exc:
             raise ValueError(f"cannot judge the outputs' consistency: {exc}") from None
 

@@ -61,12 +61,12 @@ def check_judge_args(camera_model: str | None, thresholds_file: Path | None) -> 
 
 
 def load_consistency_check(model_dir: Path | None, scale: int, camera_model: str | None,
-                           thresholds_file: Path | None) -> ConsistencyCheck:
-    """:func:`load_check` (on the CPU: the measure runs once per image on LR-sized arrays) with its
+                           thresholds_file: Path | None, device: str = "cpu") -> ConsistencyCheck:
+    """:func:`load_check` on ``device`` (the upscaler's while upscaling; the CPU for audits) with its
     refusals as one-sentence :class:`UsageError`."""
     check_judge_args(camera_model, thresholds_file)
     try:
-        return load_check(model_dir, scale, camera_model=camera_model, thresholds_file=thresholds_file)
+        return load_check(model_dir, scale, camera_model=camera_model, thresholds_file=thresholds_file, device=device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

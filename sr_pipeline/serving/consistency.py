@@ -43,12 +43,13 @@ class ConsistencyCheck:
     camera: Camera
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     thresholds_source: str = "built-in defaults"
+    device: str = "cpu"  # where the passes compute (a learned camera is loaded there)
 
     def thresholds_of(self, camera_id: str | None) -> Thresholds:
         return thresholds_for(self.thresholds, camera_id)
 
     def start(self, lr: np.ndarray, camera_id: str | None = None, *, keep_map: bool = False) -> ConsistencyPass:
-        return ConsistencyPass(self.camera, lr, self.thresholds_of(camera_id), keep_map=keep_map)
+        return ConsistencyPass(self.camera, lr, self.thresholds_of(camera_id), keep_map=keep_map, device=self.device)
 
     def held_bytes(self, lr_height: int, lr_width: int) -> int:
         return ConsistencyPass.held_bytes(self.camera, lr_height, lr_width)
@@ -77,8 +78,8 @@ def load_check(model_dir: Path | None, scale: int, *, camera_model: str | None =
     if thresholds_file is None and model_dir is not None and (Path(model_dir) / THRESHOLDS_FILE).is_file():
         thresholds_file = Path(model_dir) / THRESHOLDS_FILE
     if thresholds_file is None:
-        return ConsistencyCheck(camera)
-    return ConsistencyCheck(camera, load_thresholds(Path(thresholds_file)), str(thresholds_file))
+        return ConsistencyCheck(camera, device=device)
+    return ConsistencyCheck(camera, load_thresholds(Path(thresholds_file)), str(thresholds_file), device=device)
 
 
 def consistency_text(result: Consistency) -> dict[str, str]:

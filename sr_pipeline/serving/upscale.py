@@ -258,7 +258,11 @@ def load_judge(args: argparse.Namespace, upscaler: Upscaler) -> ConsistencyCheck
     """The consistency check of the run (None with ``--no-consistency`` and nothing to enforce)."""
     if args.no_consistency and not args.enforce_consistency:
         return None
-    return load_consistency_check(upscaler.model.path, upscaler.scale, args.camera_model, args.consistency_thresholds)
+    # The pass runs where the upscaler does; the enforced projection holds the whole output, which the
+    # memory plan counts in host memory, so with it the camera stays on the CPU.
+    device = "cpu" if args.enforce_consistency else upscaler.device
+    return load_consistency_check(upscaler.model.path, upscaler.scale, args.camera_model, args.consistency_thresholds,
+                                  device)
 
 
 def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argparse.Namespace) -> dict:

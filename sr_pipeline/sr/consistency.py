@@ -293,20 +293,23 @@ class ConsistencyPass:
 
     ``lr`` is the recorded input (uint8/uint16, grey, RGB or with alpha); fed rows are the output
     in the same dtype (grey or RGB; an alpha channel is ignored). ``grey``: compare intensity only.
+    ``device``: where the pass computes (the upscaler's, so a GPU upscale is not judged on the CPU);
+    a learned camera must be on it too. The figures come back as Python floats and numpy maps.
     """
 
     def __init__(self, camera: Camera, lr: np.ndarray, thresholds: Thresholds, *, grey: bool | None = None,
-                 keep_map: bool = False):
+                 keep_map: bool = False, device: str | torch.device = "cpu"):
         self.camera, self.thresholds, self.keep_map = camera, thresholds, keep_map
+        self.device = torch.device(device)
         arr = np.asarray(lr)
         self.grey = (arr.ndim == 2 or arr.shape[2] in (1, 2)) if grey is None else grey
-        self.y = _as_unit_chw(arr)
+        self.y = _as_unit_chw(arr).to(self.device)
         self.h, self.w = self.y.shape[1:]
         s = camera.scale
         self.H, self.W = self.h * s, self.w * s
-        self.base = torch.empty(3, self.h, self.w)
-        self.unshuffled = torch.empty(3 * s * s, self.h, self.w) if camera.whole_image else None
-        self._buf = torch.empty(3, 0, self.W)  # HR rows [_buf_top, rows_in) still needed
+        self.base = torch.empty(3, self.h, self.w, device=self.device)
+        self.unshuffled = torch.empty(3 * s * s, self.h, self.w, device=self.device) if camera.whole_image else None
+        self._buf = torch.empty(3, 0, self.W, device=self.device)  # HR rows [_buf_top, rows_in) still needed
         self._buf_top = 0
         self.rows_in = 0
         self.lr_done = 0  # LR rows of base computed
@@ -323,7 +326,7 @@ class ConsistencyPass:
 
     def feed(self, rows: np.ndarray) -> None:
         """The next HR rows of the output (n, W*scale[, C]) uint8/uint16, as written to the file."""
-        band = _as_unit_chw(rows)
+        band = _as_unit_chw(rows).to(self.device)
         if band.shape[2] != self.W:
             raise ValueError(f"expected output rows {self.W} pixels wide, got {band.shape[2]}")
         if self.rows_in + band.shape[1] > self.H:
@@ -362,7 +365,7 @@ class ConsistencyPass:
 
 def summarise(down: torch.Tensor, y: torch.Tensor, camera: str, t: Thresholds, *, grey: bool = False,
               keep_map: bool = False) -> Consistency:
-    """Figures and verdict from camera(x_hat) and y, both (3, h, w) in [-1, 1]."""
+    """Figures and verdict from camera(x_hat) and y, both (3, h, w) in [-1, 1] on one device."""
     r = (down.clamp(-1, 1) - y) * 127.5  # 8-bit levels
     r_y = torch.einsum("chw,c->hw", r, Y_WEIGHTS.to(r))
     mse = float(r_y.square().mean())
@@ -377,9 +380,10 @@ def summarise(down: torch.Tensor, y: torch.Tensor, camera: str, t: Thresholds, *
     local = ring_maxima(local_ratio(smooth, structure, t.local_floor, t.local_slope)) if t.local else (0.0, 0.0)
     v, reasons = verdict(psnr, share, peak, colour, t, local)
     return Consistency(psnr, share, peak, colour, intensity, camera, v, reasons,
-                       map=(smooth / t.pixel).numpy() if keep_map else None,
-                       abs_residual=smooth.numpy() if keep_map else None,
-                       structure=structure.numpy() if keep_map else None, local_peak=local[0], border_peak=local[1])
+                       map=(smooth / t.pixel).cpu().numpy() if keep_map else None,
+                       abs_residual=smooth.cpu().numpy() if keep_map else None,
+                       structure=structure.cpu().numpy() if keep_map else None, local_peak=local[0],
+                       border_peak=local[1])
 
 
 def local_ratio(abs_residual, structure, floor: float, slope: float):
