@@ -17,6 +17,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sr_pipeline.errors import check_info_file
 from sr_pipeline.sr.checkpoints import INFO_FILE, is_model_dir, read_info
 from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
@@ -34,10 +35,7 @@ def list_models(layout: DataLayout, kind: str | None = None, camera: str | None 
     for info_file in sorted(layout.models.glob(f"*/*/{INFO_FILE}")):
         if not is_model_dir(info_file.parent):
             continue
-        try:
-            info = json.loads(info_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        info = check_info_file(info_file)  # a corrupt one is named, never silently left out
         if kind and info.get("kind") != kind:
             continue
         # A camera's own models; the fixed-degradation challenger belongs to no camera's history.
