@@ -59,6 +59,10 @@ _BAND_COPIES = 3  # accumulator, normalised rows, the caller's conversion tempor
 _OVERHEAD = 32 * 2**20  # allocator slack
 
 
+class NonFiniteOutput(ValueError):
+    """The network's output holds NaN or infinities (a start noise too large, a broken checkpoint)."""
+
+
 @dataclass(frozen=True)
 class TileSettings:
     tile: int = 128  # LR pixels per tile side
@@ -269,9 +273,10 @@ class Upscaler:
         }
         per_tile = self._net_bytes_per_tile(t)
         batch = self.tiles.batch
-        if self.memory_budget is not None:
-            while batch > 1 and sum(fixed.values()) + batch * per_tile > self.memory_budget:
-                batch -= 1
+        if self.memory_budget is not None and sum(fixed.values()) + batch * per_tile > self.memory_budget:
+            # the largest batch that fits, by division (not a step at a time: --batch may be huge)
+            batch = int(min(batch - 1, max(1, (self.memory_budget - sum(fixed.values())) // per_tile)))
+            batch = max(1, batch)
         plan = MemoryPlan(batch, {**fixed, "tiles": batch * per_tile})
         if self.memory_budget is not None and plan.total > self.memory_budget:
             raise MemoryError(f"a {width}x{height} image needs {plan.describe()}, over the budget of "
@@ -346,6 +351,8 @@ class Upscaler:
             end_out = min(end, H * s)
             if end_out > top:
                 rows = acc[:end_out - top, :Wo] / (wy[top:end_out, None, None] * wx[None])
+                if not np.isfinite(rows).all():
+                    raise NonFiniteOutput(f"the network gave NaN or infinite values (HR rows {top}..{end_out - 1})")
                 yield rows
 
         for y in ys:
