@@ -210,7 +210,7 @@ def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
 
 
 def _inside(path: Path, folders: list[Path]) -> bool:
-    real = path.resolve()
+    real = path.parent.resolve() / path.name  # the entry itself is not followed (it may be a looping link)
     return any(real == f or f in real.parents for f in folders)
 
 
