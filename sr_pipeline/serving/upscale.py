@@ -2,8 +2,11 @@
 
 - Resumable: an existing output whose provenance text says it is a finished output of the same
   source (sha256) by the same model version and sampler settings is kept and counted as
-  ``skipped``, so rerunning after a crash finishes the rest and exits 0. Any other existing output
-  is a conflict (a failure naming what differs) unless ``--overwrite``.
+  ``skipped``, so rerunning after a crash finishes the rest and exits 0, once it decodes whole (a
+  damaged one is made again). One that another run publishes meanwhile is ``skipped`` as well. Any
+  other existing output is a conflict (a failure naming what differs) unless ``--overwrite``.
+- Never published: an output with NaN or infinities, or flat where its input is not (the failure
+  names the setting to change). Files under ``--out`` and the heat-map folder are never inputs.
 - Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder,
   camera model or thresholds file) are one sentence on stderr and exit code 2, before any output is
   written. Files that cannot be read or written are reported per file and make the exit code 1.
