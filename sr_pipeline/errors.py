@@ -68,21 +68,12 @@ def check_model_folder(option: str, path: Path) -> None:
 def check_info_file(info_file: Path) -> dict:
     """A model's training.json, read: one that is not a readable JSON object is a ``UsageError``
     naming the file (never skipped, never replaced by a default)."""
-    import json
+    from sr_pipeline.sr.checkpoints import read_info
 
     try:
-        info = json.loads(Path(info_file).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{info_file} is corrupt ({type(exc).__name__}: {one_line(exc)}); restore it from a "
-                         "backup or remove its model folder") from None
-    if not isinstance(info, dict):
-        raise UsageError(f"{info_file} is corrupt (not a JSON object); restore it from a backup or remove its "
-                         "model folder")
-    return info
-
-
-def one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return read_info(Path(info_file).parent)
+    except (OSError, ValueError) as exc:
+        raise UsageError(one_sentence(exc)) from None
 
 
 def check_input_file(option: str, path: Path, what: str = "file") -> None:

@@ -31,9 +31,11 @@ def co_trained_downsampler(model_dir: Path) -> Path | None:
         info = read_info(model_dir)
     except FileNotFoundError:
         info = {}
-    except (OSError, ValueError) as exc:  # never a silent fall back to bicubic: the file is named
-        raise ValueError(f"cannot read {model_dir / 'training.json'} ({type(exc).__name__}: {exc}); "
-                         "restore it or pass --camera-model") from None
+    except ValueError as exc:  # never a silent fall back to bicubic: read_info names the corrupt file
+        raise ValueError(f"{exc} (or pass --camera-model)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {model_dir / 'training.json'} ({exc.strerror or exc}); "
+                         "fix its permissions or pass --camera-model") from None
     recorded = info.get("downsampler") if isinstance(info, dict) else None
     candidates = [Path(recorded)] if recorded else []
     candidates.append(model_dir.parent.parent / "downsampler" / model_dir.name)

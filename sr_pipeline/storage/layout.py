@@ -6,6 +6,7 @@ the whole pipeline at a temporary folder.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,7 @@ DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 
 
 def default_data_root() -> Path:
-    from sr_pipeline.checks import env_path
-
-    return Path(env_path("SR_PIPELINE_DATA", DEFAULT_DATA_ROOT)).resolve()
+    return Path(os.environ.get("SR_PIPELINE_DATA", DEFAULT_DATA_ROOT)).resolve()
 
 
 @dataclass(frozen=True)
