@@ -116,7 +116,24 @@ ENV_SETTINGS = {
     "SR_PIPELINE_SENSOR_INTERVAL": lambda: env_number("SR_PIPELINE_SENSOR_INTERVAL", 30, 1, 86400,
                                                       "seconds between sensor ticks", kind=int),
     "SR_PIPELINE_PLANT_TZ": lambda: env_path("SR_PIPELINE_PLANT_TZ"),
+    "SR_PIPELINE_PROFILE": lambda: env_path("SR_PIPELINE_PROFILE"),
+    "SR_PIPELINE_TRAIN_PROCESSES": lambda: env_number("SR_PIPELINE_TRAIN_PROCESSES", 1, 1, 1024,
+                                                      "accelerate processes", kind=int),
+    "SR_PIPELINE_RETRAIN_STUDENT": lambda: env_number("SR_PIPELINE_RETRAIN_STUDENT", 20, 1, MAX_COUNT,
+                                                      "new images that retrain a student", kind=int),
+    "SR_PIPELINE_RETRAIN_TEACHER": lambda: env_number("SR_PIPELINE_RETRAIN_TEACHER", 100, 1, MAX_COUNT,
+                                                      "new HR references that retrain the teacher", kind=int),
+    "SR_PIPELINE_GATE_PSNR_TOLERANCE_DB": lambda: env_number("SR_PIPELINE_GATE_PSNR_TOLERANCE_DB", 0.05, 0, 100,
+                                                             "dB of PSNR-Y a candidate may lose"),
+    "SR_PIPELINE_GATE_LPIPS_TOLERANCE": lambda: env_number("SR_PIPELINE_GATE_LPIPS_TOLERANCE", 0.005, 0, 1,
+                                                           "LPIPS a candidate may lose"),
+    "SR_PIPELINE_GATE_MAX_HF_RATIO": lambda: env_number("SR_PIPELINE_GATE_MAX_HF_RATIO", 1.25, 1e-3, 1000,
+                                                        "high-frequency energy over the HR's"),
+    "SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE": lambda: env_number("SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE", 0.05, 0, 1,
+                                                                "share of a batch flagged check"),
 }
+NUMERIC_SETTINGS = frozenset(name for name in ENV_SETTINGS if name not in (
+    "SR_PIPELINE_DATA", "SR_PIPELINE_CAMERAS", "SR_PIPELINE_PLANT_TZ", "SR_PIPELINE_PROFILE"))
 
 
 def check_environment() -> None:

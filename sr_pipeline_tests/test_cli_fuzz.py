@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from sr_pipeline.checks import ENV_SETTINGS
+from sr_pipeline.checks import ENV_SETTINGS, NUMERIC_SETTINGS
 from sr_pipeline.cli import build_parser, main
 from test_cli_bad_input import Files, _bases, _commands
 
@@ -96,7 +96,7 @@ def test_every_environment_setting_survives_hostile_values(setting, tmp_path, ca
         monkeypatch.setenv(setting, value)
         code, err = _run(["--data", str(tmp_path / "data"), "models"], capsys)
         assert _judge([], code, err) is None, (setting, value, code, err)
-    numeric = setting in ("SR_PIPELINE_STABLE_SECONDS", "SR_PIPELINE_SENSOR_INTERVAL")
+    numeric = setting in NUMERIC_SETTINGS
     for value in ("", "a\nb", *(("nan", "inf", "1e26") if numeric else ())):
         monkeypatch.setenv(setting, value)
         code, err = _run(["--data", str(tmp_path / "data"), "models"], capsys)
