@@ -62,6 +62,18 @@ def check_model_folder(option: str, path: Path) -> None:
     if not is_model_dir(path):
         raise UsageError(f"{option} {path} is not a model folder (no {INFO_FILE}); "
                          "pass one that `sr-pipeline models` lists")
+    check_info_file(path / INFO_FILE)
+
+
+def check_info_file(info_file: Path) -> dict:
+    """A model's training.json, read: one that is not a readable JSON object is a ``UsageError``
+    naming the file (never skipped, never replaced by a default)."""
+    from sr_pipeline.sr.checkpoints import read_info
+
+    try:
+        return read_info(Path(info_file).parent)
+    except (OSError, ValueError) as exc:
+        raise UsageError(one_sentence(exc)) from None
 
 
 def check_input_file(option: str, path: Path, what: str = "file") -> None:

@@ -115,7 +115,7 @@ def test_upscale_cli_with_the_teacher(teacher_dir, tmp_path, capsys):
     code = main(["upscale", str(src), "--out", str(out), "--model", str(teacher_dir), "--steps", "4", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1  # one bad file: reported, skipped, non-zero exit
-    assert report["ok"] == 1 and report["failed"] == 1
+    assert report["succeeded"] == 1 and report["failed"] == 1
     assert Image.open(out / "a_x4.png").size == (208, 160)
     # An existing output is never overwritten without --overwrite: kept when it is this source's, else a failure.
     before = (out / "a_x4.png").read_bytes()
@@ -260,7 +260,7 @@ def test_cli_steps_rules_and_folders(teacher_dir, student_dir, tmp_path, capsys)
     code = main(["upscale", str(src), "--out", str(out), "--model", str(student_dir), "--tile", "16", "--overlap", "4",
                  "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 1 and report["ok"] == 2 and report["failed"] == 1 and report["steps"] == 1
+    assert code == 1 and report["succeeded"] == 2 and report["failed"] == 1 and report["steps"] == 1
     assert (out / "a_x4.png").is_file() and (out / "sub" / "a_x4.png").is_file()
     [bad] = [f for f in report["files"] if f["status"] == "failed"]
     assert "already writes" in bad["reason"]

@@ -92,7 +92,7 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, student_dir, capsys):
 
 
 @pytest.mark.parametrize("option, value, allowed", [
-    ("--tile", "0", ">= 1"), ("--tile", "-8", ">= 1"), ("--overlap", "-1", "0.."), ("--overlap", "16", "0..15"),
+    ("--tile", "0", ">= 1"), ("--tile", "-8", ">= 1"), ("--overlap", "-1", ">= 0"), ("--overlap", "16", "0..15"),
     ("--batch", "0", ">= 1"), ("--memory-budget", "-1", ">= 0"), ("--memory-budget", "inf", ">= 0"),
     ("--memory-budget", "nan", ">= 0"), ("--steps", "0", ">= 1"), ("--steps", "9", "1..4"),
     ("--noise-scale", "-0.5", ">= 0"),

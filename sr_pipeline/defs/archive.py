@@ -15,11 +15,10 @@ warns (never blocks) when the flagged share of a batch exceeds ``max_flagged_sha
 env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).
 """
 
-import os
-
 import dagster as dg
 from pydantic import Field
 
+from sr_pipeline.checks import ENV_SETTINGS
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
@@ -45,7 +44,7 @@ class FlaggedShareConfig(dg.Config):
     """When the ``archive_flagged_share`` check warns (run config of the check)."""
 
     max_flagged_share: float = Field(
-        default_factory=lambda: float(os.environ.get(MAX_FLAGGED_SHARE_ENV, DEFAULT_MAX_FLAGGED_SHARE)), ge=0, le=1,
+        default_factory=lambda: float(ENV_SETTINGS[MAX_FLAGGED_SHARE_ENV]()), ge=0, le=1,
         description="the share of a batch's outputs (0-1) that may be flagged `check` by the consistency verdict "
         f"before the check warns; env {MAX_FLAGGED_SHARE_ENV}, default {DEFAULT_MAX_FLAGGED_SHARE}")
 

@@ -44,7 +44,10 @@ def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
 
 
 def _env_float(name: str, default: str) -> float:
-    return float(os.environ.get(name, default))
+    """A numeric setting through the shared validator (its own default and bounds)."""
+    from sr_pipeline.checks import ENV_SETTINGS
+
+    return float(ENV_SETTINGS[name]())
 
 
 def _env_bool(name: str, default: str) -> bool:

@@ -9,15 +9,22 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from sr_pipeline.checks import ENV_SETTINGS
 from sr_pipeline.intake.cameras import CameraRegistry, default_cameras_file, load_registry
 from sr_pipeline.storage.layout import DataLayout, default_data_root
+
+
+def _checked_data_root() -> Path:
+    """``default_data_root`` once ``$SR_PIPELINE_DATA`` passed the shared validator (empty is refused)."""
+    ENV_SETTINGS["SR_PIPELINE_DATA"]()
+    return default_data_root()
 
 
 class PlantStorage(ConfigurableResource):
     """The data root (``$SR_PIPELINE_DATA`` or ./data) and the camera registry file."""
 
     data_root: str = Field(
-        default_factory=lambda: str(default_data_root()),
+        default_factory=lambda: str(_checked_data_root()),
         description="data root holding landing/, incoming/, store/, catalog/, quarantine/, ...",
     )
     cameras_file: str = Field(
@@ -43,7 +50,7 @@ class TrainingSettings(ConfigurableResource):
         description="training profile YAML (configs/cpu-demo.yaml, configs/gpu.yaml); env SR_PIPELINE_PROFILE",
     )
     num_processes: int = Field(
-        default_factory=lambda: int(os.environ.get("SR_PIPELINE_TRAIN_PROCESSES", "1")),
+        default_factory=lambda: ENV_SETTINGS["SR_PIPELINE_TRAIN_PROCESSES"](),
         description="processes for `accelerate launch` (one per GPU); env SR_PIPELINE_TRAIN_PROCESSES",
     )
     use_accelerate: bool = Field(True, description="launch through `accelerate launch` (else plain python)")
@@ -83,9 +90,9 @@ class RetrainSettings(ConfigurableResource):
     """Thresholds of new catalogued images that trigger automatic retraining."""
 
     student_threshold: int = Field(
-        default_factory=lambda: int(os.environ.get("SR_PIPELINE_RETRAIN_STUDENT", "20")), ge=1,
+        default_factory=lambda: ENV_SETTINGS["SR_PIPELINE_RETRAIN_STUDENT"](), ge=1,
         description="new field LR + HR images since the student that retrain it; env SR_PIPELINE_RETRAIN_STUDENT")
     teacher_threshold: int = Field(
-        default_factory=lambda: int(os.environ.get("SR_PIPELINE_RETRAIN_TEACHER", "100")), ge=1,
+        default_factory=lambda: ENV_SETTINGS["SR_PIPELINE_RETRAIN_TEACHER"](), ge=1,
         description="new HR references since the teacher that retrain it (and the student); "
         "env SR_PIPELINE_RETRAIN_TEACHER")

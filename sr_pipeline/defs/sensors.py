@@ -12,7 +12,6 @@ says which.
 
 
 import json
-import os
 import time
 from collections.abc import Callable
 
@@ -38,7 +37,10 @@ DEFAULT_INTERVAL_SECONDS = 30
 
 
 def _interval_from_env() -> int:
-    return int(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS))
+    """``$SR_PIPELINE_SENSOR_INTERVAL`` through the shared validator (empty, NaN, huge: refused)."""
+    from sr_pipeline.checks import ENV_SETTINGS
+
+    return ENV_SETTINGS[INTERVAL_ENV]()
 
 
 def _archives(layout, registry: CameraRegistry, camera: str) -> bool:

@@ -6,7 +6,6 @@ a typo in the file fails with a message that names the field, not with a KeyErro
 
 from __future__ import annotations
 
-import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -146,7 +145,9 @@ class CameraRegistry(BaseModel):
 
 
 def default_cameras_file() -> Path:
-    return Path(os.environ.get("SR_PIPELINE_CAMERAS", DEFAULT_CAMERAS_FILE)).resolve()
+    from sr_pipeline.checks import env_path
+
+    return Path(env_path("SR_PIPELINE_CAMERAS", DEFAULT_CAMERAS_FILE)).resolve()
 
 
 def load_registry(path: str | Path | None = None) -> CameraRegistry:

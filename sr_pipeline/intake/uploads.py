@@ -43,16 +43,10 @@ FILE, SYMLINK, SPECIAL = "file", "symlink", "special"
 
 
 def stable_seconds_from_env() -> float:
-    raw = os.environ.get(STABLE_SECONDS_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_STABLE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{STABLE_SECONDS_ENV}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise ValueError(f"{STABLE_SECONDS_ENV} must be >= 0, got {value}")
-    return value
+    """``$SR_PIPELINE_STABLE_SECONDS`` (default 10); empty, NaN, infinite or over a day is refused."""
+    from sr_pipeline.checks import ENV_SETTINGS
+
+    return ENV_SETTINGS[STABLE_SECONDS_ENV]()
 
 
 # ---------------------------------------------------------------- names

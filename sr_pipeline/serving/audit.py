@@ -29,7 +29,7 @@ import numpy as np
 from sr_pipeline.errors import UsageError, check_input_file, check_model_folder, check_output_folder
 from sr_pipeline.serving.consistency import BICUBIC, ConsistencyCheck, co_trained_downsampler, load_check
 from sr_pipeline.sr.consistency import (
-    MAP_FILE_SUFFIX, BicubicCamera, Consistency, LearnedCamera, load_thresholds, map_png,
+    MAP_FILE_SUFFIX, THRESHOLDS_FILE, BicubicCamera, Consistency, LearnedCamera, load_thresholds, map_png,
 )
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
 from sr_pipeline.storage.atomic import atomic_write
@@ -58,6 +58,35 @@ def check_judge_args(camera_model: str | None, thresholds_file: Path | None) -> 
         if not (path / "config.json").is_file():
             raise UsageError(f"--camera-model {path} is not a downsampler folder (no config.json); "
                              f"pass one such as <data>/models/downsampler/<version>, or '{BICUBIC}'")
+
+
+def check_camera_id(camera: str | None, model_dir: Path | None, thresholds_file: Path | None = None) -> None:
+    """With a model named, ``--camera`` must be a camera that the camera registry, the model's
+    training.json or its thresholds know; an unknown one (a typing mistake) is a ``UsageError``
+    rather than silently judged by the thresholds fitted on all cameras."""
+    if camera is None or model_dir is None:
+        return
+    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.sr.checkpoints import read_info
+
+    try:
+        known = set(load_registry().ids())
+    except ValueError as exc:
+        raise UsageError(f"--camera {camera} cannot be checked: {exc}") from None
+    try:
+        known.add(read_info(Path(model_dir)).get("camera"))
+    except (OSError, ValueError, AttributeError):
+        pass  # check_model_folder names a bad training.json
+    source = thresholds_file or Path(model_dir) / THRESHOLDS_FILE
+    if Path(source).is_file():
+        try:
+            known |= set(load_thresholds(Path(source)))
+        except ValueError:
+            pass  # check_judge_args and load_check name a bad thresholds file
+    known = sorted(k for k in known if k and k != "all")
+    if camera not in known:
+        raise UsageError(f"--camera {camera!r} is not a known camera (known: {', '.join(known) or 'none'}); "
+                         "pass one of them or leave --camera out")
 
 
 def load_consistency_check(model_dir: Path | None, scale: int, camera_model: str | None,
@@ -172,8 +201,11 @@ def _checks(args: argparse.Namespace,
     scale; bicubic any."""
     g_dir = None
     if args.camera_model != BICUBIC:
-        g_dir = Path(args.camera_model) if args.camera_model else (co_trained_downsampler(model_dir)
-                                                                    if model_dir else None)
+        try:
+            g_dir = Path(args.camera_model) if args.camera_model else (co_trained_downsampler(model_dir)
+                                                                        if model_dir else None)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     try:  # bicubic serves every scale: 4 only stands in until a pair's own scale is known
         g_scale = int(json.loads((g_dir / "config.json").read_text())["scale"]) if g_dir else 4
     except (OSError, ValueError, KeyError, TypeError):
@@ -237,6 +269,7 @@ def run_cli(args: argparse.Namespace) -> int:
         check_output_folder("--map", args.map, "the heat maps, named <SR stem>_consistency.png")
     check_judge_args(args.camera_model, args.consistency_thresholds)
     model_dir = _model_dir(args)
+    check_camera_id(args.camera, model_dir, args.consistency_thresholds)
     base, checks = _checks(args, model_dir)
     rows, counts = [], {"ok": 0, "check": 0, "failed": 0}
     for lr_path, sr_path, problem in match_pairs(args.lr, args.sr):
@@ -254,7 +287,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": None if model_dir is None else str(model_dir),
                           "consistency": describe_check(base, args.camera), "pairs": rows,
-                          "scored": counts["ok"] + counts["check"], **counts}, indent=2))
+                          "succeeded": counts["ok"] + counts["check"], **counts}, indent=2))
     elif rows:
         print(f"{len(rows)} pairs: {counts['ok']} ok, {counts['check']} need a person's look (check), "
               f"{counts['failed']} could not be scored")

@@ -28,9 +28,15 @@ def co_trained_downsampler(model_dir: Path) -> Path | None:
     """The downsampler trained with a student (None for a teacher or a student without one)."""
     model_dir = Path(model_dir)
     try:
-        recorded = read_info(model_dir).get("downsampler")
-    except (OSError, ValueError):
-        recorded = None
+        info = read_info(model_dir)
+    except FileNotFoundError:
+        info = {}
+    except ValueError as exc:  # never a silent fall back to bicubic: read_info names the corrupt file
+        raise ValueError(f"{exc} (or pass --camera-model)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {model_dir / 'training.json'} ({exc.strerror or exc}); "
+                         "fix its permissions or pass --camera-model") from None
+    recorded = info.get("downsampler") if isinstance(info, dict) else None
     candidates = [Path(recorded)] if recorded else []
     candidates.append(model_dir.parent.parent / "downsampler" / model_dir.name)
     return next((p for p in candidates if (p / "config.json").is_file()), None)

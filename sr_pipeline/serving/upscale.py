@@ -2,8 +2,11 @@
 
 - Resumable: an existing output whose provenance text says it is a finished output of the same
   source (sha256) by the same model version and sampler settings is kept and counted as
-  ``skipped``, so rerunning after a crash finishes the rest and exits 0. Any other existing output
-  is a conflict (a failure naming what differs) unless ``--overwrite``.
+  ``skipped``, so rerunning after a crash finishes the rest and exits 0, once it decodes whole (a
+  damaged one is made again). One that another run publishes meanwhile is ``skipped`` as well. Any
+  other existing output is a conflict (a failure naming what differs) unless ``--overwrite``.
+- Never published: an output with NaN or infinities, or flat where its input is not (the failure
+  names the setting to change). Files under ``--out`` and the heat-map folder are never inputs.
 - Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder,
   camera model or thresholds file) are one sentence on stderr and exit code 2, before any output is
   written. Files that cannot be read or written are reported per file and make the exit code 1.
@@ -28,13 +31,13 @@ import numpy as np
 import torch
 
 from sr_pipeline.serving.audit import (
-    check_judge_args, describe_check, load_consistency_check, map_path, measure_saved, write_map,
+    check_camera_id, check_judge_args, describe_check, load_consistency_check, map_path, measure_saved, write_map,
 )
 from sr_pipeline.serving.consistency import ConsistencyCheck, consistency_text, stored_consistency
 from sr_pipeline.sr.consistency import Camera, Consistency, ConsistencyPass, enforce_consistency
 from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
 from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
-from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows, provenance_text
+from sr_pipeline.sr.infer import NonFiniteOutput, TileSettings, Upscaler, iter_output_rows, provenance_text
 from sr_pipeline.errors import UsageError, check_model_folder, check_output_folder
 from sr_pipeline.storage.atomic import atomic_write
 
@@ -64,12 +67,20 @@ def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text:
     def write(fh) -> None:
         writer = PngStreamWriter(fh, src.width * upscaler.scale, src.height * upscaler.scale,
                                  MODE_CHANNELS[mode], src.bit_depth, text, compress_level)
+        lo, hi = None, None
         for rows in iter_output_rows(upscaler, src, drop_alpha=drop_alpha, progress=progress, held=held):
             if on_rows is not None:
                 on_rows(writer.rows_written, rows)
             if consistency is not None:
                 consistency.feed(rows)
             writer.write_rows(rows)
+            colour = rows[..., :MODE_CHANNELS[src.output_mode(True)]]
+            lo = colour.min() if lo is None else min(lo, colour.min())
+            hi = colour.max() if hi is None else max(hi, colour.max())
+        full = 65535 if src.colour.dtype == np.uint16 else 255
+        if lo == hi and int(src.colour.max()) - int(src.colour.min()) > full // 100:  # never published
+            raise DegenerateOutput(f"the output of {src.width}x{src.height} input is one flat value ({lo}) where "
+                                   f"the input is not; {_blame(upscaler)}")
         if consistency is not None:
             found.append(consistency.finish())
         writer.close(consistency_text(found[0]) if found else None)
@@ -78,7 +89,35 @@ def write_upscaled_png(upscaler: Upscaler, src: SourceImage, target: Path, text:
         atomic_write(target, write, sync_dir=False, exclusive=not overwrite)
     except FileExistsError:
         raise FileExistsError(f"{target} exists (pass --overwrite to replace it)") from None
+    except NonFiniteOutput as exc:
+        raise DegenerateOutput(f"{exc}; {_blame(upscaler)}") from None
     return mode, (found[0] if found else None)
+
+
+class DegenerateOutput(ValueError):
+    """An output that must not be published: non-finite, or flat where its input is not."""
+
+
+def _blame(upscaler) -> str:
+    """The setting most likely at fault for a degenerate output, as the fix to try."""
+    inner = getattr(upscaler, "upscaler", upscaler)
+    if inner.noise_scale > 0:
+        return f"--noise-scale {inner.noise_scale:g} swamps the input: lower it (0 starts at the mean)"
+    return f"the model {inner.model.path} gives no usable output: check it (`sr-pipeline models`) or pass another --model"
+
+
+def output_intact(path: Path) -> str | None:
+    """None when the PNG at ``path`` decodes whole with every chunk's CRC right; otherwise why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # every chunk's CRC, image data included
+        with Image.open(path) as im:
+            im.load()  # and the pixels inflate to the full size
+    except Exception as exc:  # any decoder complaint means the file is not what we wrote
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
 
 
 # ---------------------------------------------------------------- enforced consistency
@@ -173,18 +212,48 @@ def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
 # ---------------------------------------------------------------- the command
 
 
-def plan_outputs(inputs: list[Path], out: Path, scale: int) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: a folder's images keep their sub-folders under ``out``."""
+def _inside(path: Path, folders: list[Path]) -> bool:
+    real = path.parent.resolve() / path.name  # the entry itself is not followed (it may be a looping link)
+    return any(real == f or f in real.parents for f in folders)
+
+
+def plan_outputs(inputs: list[Path], out: Path, scale: int, *, exclude: tuple[Path, ...] = (),
+                 skipped: list[tuple[Path, str]] | None = None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: a folder's images keep their sub-folders under ``out``.
+
+    Files under ``out`` (and the ``exclude`` folders, such as the heat maps') are never inputs, so an
+    ``--out`` inside an input folder does not upscale its own outputs again. Entries of a folder that
+    are not taken (links that loop or point nowhere, links to folders, special files) are appended to
+    ``skipped`` with the reason.
+    """
+    own = [Path(f).resolve() for f in (out, *exclude)]
     pairs = []
     for p in inputs:
         if p.is_dir():
-            for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                            and not f.name.startswith(".")):
-                rel = f.relative_to(p)
-                pairs.append((f, out / rel.parent / f"{f.stem}_x{scale}.png"))
+            for f in sorted(p.rglob("*")):
+                if f.name.startswith(".") or _inside(f, own):
+                    continue
+                if f.is_file():
+                    if f.suffix.lower() in IMAGE_EXTENSIONS:
+                        rel = f.relative_to(p)
+                        pairs.append((f, out / rel.parent / f"{f.stem}_x{scale}.png"))
+                elif skipped is not None and (f.is_symlink() or not f.is_dir()):
+                    skipped.append((f, _not_taken(f)))
         else:
             pairs.append((p, out / f"{p.stem}_x{scale}.png"))
     return pairs
+
+
+def _not_taken(path: Path) -> str:
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "a link that loops; not followed"
+        except OSError:
+            return "a link to nothing; not followed"
+        return "a link to a folder; links to folders are not followed"
+    return "not a regular file"
 
 
 def _out_of_range(option: str, value, allowed: str) -> UsageError:
@@ -237,6 +306,9 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
             raise UsageError(f"no student has been promoted{whose} yet; pass --model DIR")
     model_dir = Path(model_dir)
     check_model_folder("--model", model_dir)
+    check_camera_id(args.camera, model_dir, args.consistency_thresholds)
+    if sys.stderr.isatty():  # a person waits: say what the seconds go to (a script keeps its one-line errors)
+        print(f"loading the model in {model_dir} ...", file=sys.stderr, flush=True)
     try:
         model = load_sr_model(model_dir, device)
     except Exception as exc:  # missing files, bad JSON, corrupt weights, no permission, ...
@@ -269,7 +341,10 @@ def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argpa
     row = result.record()
     if args.consistency_map is not None:
         rel = target.parent.relative_to(args.out)
-        row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel)))
+        try:  # the output is published whatever becomes of its map: a lost map is its own failure
+            row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel)))
+        except OSError as exc:
+            row["consistency_map_failed"] = f"{exc.strerror or exc}: {exc.filename or args.consistency_map}"
     return row
 
 
@@ -303,18 +378,33 @@ def _upscale_one(upscaler: Upscaler, path: Path, target: Path, args: argparse.Na
         extra = {ENFORCED_KEY: enforced_text(check.camera, args.enforce_iterations)}
     text = provenance_text(upscaler, src, path.name, drop_alpha=args.drop_alpha, extra=extra)
     judge = check is not None and not args.no_consistency
+
+    def kept(reason: str) -> dict:
+        row = {"status": "skipped", "reason": reason}
+        return {**row, **_kept_consistency(check, src, target, args)} if judge else row
+
+    replace, redone = args.overwrite, None
     if target.exists() and not args.overwrite:
         conflict = existing_conflict(target, text)
         if conflict is not None:
             raise FileExistsError(conflict)
-        row = {"status": "skipped", "reason": "already done, kept"}
-        return {**row, **_kept_consistency(check, src, target, args)} if judge else row
+        damage = output_intact(target)
+        if damage is None:
+            return kept("already done, kept")
+        replace, redone = True, f"the kept output was damaged ({damage}); made again"
     writer = EnforcedUpscaler(upscaler, check.camera, args.enforce_iterations) if args.enforce_consistency else upscaler
     cpass = check.start(src.colour, args.camera, keep_map=args.consistency_map is not None) if judge else None
-    mode, result = write_upscaled_png(writer, src, target, text, drop_alpha=args.drop_alpha,
-                                      overwrite=args.overwrite, progress=progress, consistency=cpass)
+    try:
+        mode, result = write_upscaled_png(writer, src, target, text, drop_alpha=args.drop_alpha,
+                                          overwrite=replace, progress=progress, consistency=cpass)
+    except FileExistsError:  # another run published it meanwhile: the same output is done, not a conflict
+        if existing_conflict(target, text) is None and output_intact(target) is None:
+            return kept("done meanwhile by another run, kept")
+        raise
     row = {"status": "upscaled", "mode": mode, "seconds": round(time.perf_counter() - t0, 3),
            "size": [src.width * upscaler.scale, src.height * upscaler.scale]}
+    if redone:
+        row["note"] = redone
     return row if result is None else {**row, **_judged_row(result, src, target, args)}
 
 
@@ -322,6 +412,10 @@ def _line(path: Path, target: Path, row: dict) -> str:
     if "reason" in row and row["status"] != "skipped":
         return f"{path}: {row['status']} ({row['reason']})"
     said = f"{path}: {row['status']}" + (f" ({row['reason']})" if "reason" in row else f" -> {target}")
+    if "note" in row:
+        said += f" ({row['note']})"
+    if "consistency_map_failed" in row:
+        said += f"; heat map not written ({row['consistency_map_failed']})"
     verdict = row.get("consistency_verdict")
     if verdict is not None:
         said += f"; consistency {verdict}" + (f": {row['consistency_reasons']}" if row["consistency_reasons"] else "")
@@ -342,10 +436,15 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:  # UsageError, DeviceUnavailable, the Upscaler's own checks
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    pairs = plan_outputs(list(args.inputs), args.out, upscaler.scale)
+    not_taken: list[tuple[Path, str]] = []
+    maps = () if args.consistency_map is None else (args.consistency_map,)
+    pairs = plan_outputs(list(args.inputs), args.out, upscaler.scale, exclude=maps, skipped=not_taken)
+    for path, why in not_taken:
+        print(f"{path}: skipped ({why})", file=sys.stderr)
     sizes = [probe_size(p) if p.is_file() else None for p, _ in pairs]
     tiles = [0 if size is None else upscaler.tile_count(size[1], size[0]) for size in sizes]
     results, counts, claimed = [], {"upscaled": 0, "skipped": 0, "failed": 0}, {}
+    map_counts = {"maps_written": 0, "maps_failed": 0}
     bar = tqdm(total=sum(tiles), unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
     for (path, target), n_tiles in zip(pairs, tiles):
         row = {"input": str(path), "output": str(target)}
@@ -365,20 +464,24 @@ def run_cli(args: argparse.Namespace) -> int:
         except (ImageRejected, FileExistsError, OSError, ValueError, MemoryError) as exc:
             row.update(status="failed", reason=str(exc))
         counts[row["status"]] += 1
+        if "consistency_map" in row or "consistency_map_failed" in row:
+            map_counts["maps_failed" if "consistency_map_failed" in row else "maps_written"] += 1
         bar.update(max(0, n_tiles - done))
         results.append(row)
         if not args.json:
             bar.write(_line(path, target, row), file=sys.stderr)
     bar.close()
-    flagged = sum(row.get("consistency_verdict") == "check" for row in results)
+    verdicts = {v: sum(row.get("consistency_verdict") == v for row in results) for v in ("ok", "check")}
+    succeeded = counts["upscaled"] + counts["skipped"]
     if args.json:
         judged = None if check is None or args.no_consistency else describe_check(check, args.camera)
         print(json.dumps({"model": str(upscaler.model.path), "model_version": upscaler.version,
                           "steps": upscaler.steps, "consistency": judged, "files": results, **counts,
-                          "ok": counts["upscaled"] + counts["skipped"], "check": flagged}, indent=2))
+                          "succeeded": succeeded, **verdicts, **map_counts,
+                          "not_taken": [{"input": str(p), "reason": why} for p, why in not_taken]}, indent=2))
     elif not pairs:
         print("error: no input images found", file=sys.stderr)
     elif check is not None and not args.no_consistency:
-        print(f"{flagged} of {counts['upscaled'] + counts['skipped']} outputs need a person's look "
+        print(f"{verdicts['check']} of {succeeded} outputs need a person's look "
               f"(consistency check)", file=sys.stderr)
-    return 1 if counts["failed"] or not pairs else 0
+    return 1 if counts["failed"] or map_counts["maps_failed"] or not pairs else 0

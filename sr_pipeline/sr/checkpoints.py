@@ -49,11 +49,23 @@ def is_model_dir(path: Path) -> bool:
     return not path.name.startswith(".") and (path / INFO_FILE).is_file()
 
 
+class CorruptModelInfo(ValueError):
+    """A training.json that is not a readable JSON object; the message names the file."""
+
+
 def read_info(model_dir: Path) -> dict:
     path = Path(model_dir) / INFO_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a model folder (no {INFO_FILE})")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptModelInfo(f"{path} is corrupt ({type(exc).__name__}: {exc}); restore it from a backup or "
+                               "remove its model folder") from None
+    if not isinstance(info, dict):
+        raise CorruptModelInfo(f"{path} is corrupt (not a JSON object); restore it from a backup or remove its "
+                               "model folder")
+    return info
 
 
 def model_version(model_dir: Path) -> str:

@@ -5,7 +5,8 @@ are taken one tile row at a time: a float accumulator holds only the HR rows of 
 row, and rows that no later tile touches are normalised and handed on (to a uint8/uint16 array,
 or straight into a streaming PNG). Peak memory is therefore the input image plus a band of
 ``tile * scale`` HR rows plus one batch of tiles, whatever the image height; ``Upscaler.plan``
-estimates it and lowers the batch (or refuses) to stay within a budget (4 GiB by default).
+estimates it and lowers the batch (or refuses) to stay within a budget (4 GiB by default). Rows
+with NaN or infinities are never handed on (:class:`NonFiniteOutput`).
 
 The blending weights are outer products of 1-D feathers on a full grid of tile positions, so their
 sum is the outer product of two 1-D sums: no HR-sized weight map is needed.
@@ -57,6 +58,10 @@ _ENSEMBLE_COPIES = 3  # with self-ensemble: the turned LR and noise, and the run
 _NET_WORKING = 6  # activation tensors per UNet level besides its skips (resnet temporaries, concats)
 _BAND_COPIES = 3  # accumulator, normalised rows, the caller's conversion temporaries
 _OVERHEAD = 32 * 2**20  # allocator slack
+
+
+class NonFiniteOutput(ValueError):
+    """The network's output holds NaN or infinities (a start noise too large, a broken checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -269,9 +274,10 @@ class Upscaler:
         }
         per_tile = self._net_bytes_per_tile(t)
         batch = self.tiles.batch
-        if self.memory_budget is not None:
-            while batch > 1 and sum(fixed.values()) + batch * per_tile > self.memory_budget:
-                batch -= 1
+        if self.memory_budget is not None and sum(fixed.values()) + batch * per_tile > self.memory_budget:
+            # the largest batch that fits, by division (not a step at a time: --batch may be huge)
+            batch = int(min(batch - 1, max(1, (self.memory_budget - sum(fixed.values())) // per_tile)))
+            batch = max(1, batch)
         plan = MemoryPlan(batch, {**fixed, "tiles": batch * per_tile})
         if self.memory_budget is not None and plan.total > self.memory_budget:
             raise MemoryError(f"a {width}x{height} image needs {plan.describe()}, over the budget of "
@@ -346,6 +352,8 @@ class Upscaler:
             end_out = min(end, H * s)
             if end_out > top:
                 rows = acc[:end_out - top, :Wo] / (wy[top:end_out, None, None] * wx[None])
+                if not np.isfinite(rows.sum(dtype=np.float64)):  # one NaN or inf shows in the sum; no mask held
+                    raise NonFiniteOutput(f"the network gave NaN or infinite values (HR rows {top}..{end_out - 1})")
                 yield rows
 
         for y in ys:

@@ -83,6 +83,18 @@ def _publish_new(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
+NAME_MAX = 255  # bytes in one file name on the usual file systems
+_TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # mkstemp adds 8 random characters
+
+
+def temp_prefix(name: str) -> str:
+    """``.<name>.`` cut (on a character boundary) so the temp file's whole name stays within
+    :data:`NAME_MAX` bytes whenever ``name`` itself does."""
+    room = NAME_MAX - _TEMP_EXTRA
+    cut = os.fsencode(name)[:room].decode("utf-8", errors="ignore") if len(os.fsencode(name)) > room else name
+    return f".{cut}."
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None] | bytes, *, durable: bool = True,
                  sync_dir: bool = True, exclusive: bool = False) -> Path:
     """Write ``path`` through a temp file in the same folder and ``os.replace`` it into place.
@@ -94,7 +106,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None] | bytes, *, dura
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             if isinstance(write, (bytes, bytearray, memoryview)):

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sr_pipeline.errors import UsageError
-from sr_pipeline.sr.checkpoints import INFO_FILE, is_model_dir, read_info
+from sr_pipeline.sr.checkpoints import INFO_FILE, CorruptModelInfo, is_model_dir, read_info
 from sr_pipeline.storage.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
@@ -79,10 +80,7 @@ def list_models(layout: DataLayout, kind: str | None = None, camera: str | None 
     for info_file in sorted(layout.models.glob(f"*/*/{INFO_FILE}")):
         if not is_model_dir(info_file.parent):
             continue
-        try:
-            info = json.loads(info_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        info = read_info(info_file.parent)  # a corrupt one is named (CorruptModelInfo), never silently left out
         if kind and info.get("kind") != kind:
             continue
         # A camera's own models; the fixed-degradation challenger belongs to no camera's history.
@@ -185,7 +183,11 @@ def promoted_student_for(layout: DataLayout, camera: str | None) -> Path | None:
 
 def run_cli(args: argparse.Namespace) -> int:
     layout = args.layout
-    rows = list_models(layout)
+    try:
+        rows = list_models(layout)
+    except CorruptModelInfo as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     served: dict[Path, list[str]] = {}  # a student folder -> the field cameras it is promoted for
     for camera, path in promoted_cameras(layout).items():
         served.setdefault(path.resolve(), []).append(camera)
