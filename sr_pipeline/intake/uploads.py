@@ -211,11 +211,24 @@ def batch_lock(layout: DataLayout, batch_key: str) -> Iterator[None]:
 
 
 def is_batch_locked(layout: DataLayout, batch_key: str) -> bool:
+    """Whether a process holds the batch's lock; creates nothing, so it works on a read-only root.
+
+    A holder always has the lock file; a file without a holder (left by ``kill -9``) is free.
+    """
+    path = layout.incoming / ".locks" / f"{check_batch_key(batch_key)}.lock"
     try:
-        with batch_lock(layout, batch_key):
-            return False
-    except BatchBusyError:
-        return True
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+    return False
 
 
 class BatchBusyError(RuntimeError):
