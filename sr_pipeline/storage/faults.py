@@ -31,7 +31,7 @@ class DiskFault(OSError):
         super().__init__(cause.errno, self.sentence())
 
     def sentence(self) -> str:
-        where = f" ({self.path})" if self.path else ""
+        where = f" ({self.path})" if self.path and str(self.path) not in self.step else ""
         return f"{_KINDS[self.cause.errno]} while {self.step}{where}"
 
     def __str__(self) -> str:
