@@ -594,8 +594,8 @@ def _announce(layout: DataLayout, batch_key: str) -> None:
 def left_to_do(layout: DataLayout, exc: BaseException, batch_key: str | None) -> str:
     """One line after a fault: what to repair, then the command that finishes the batch."""
     if isinstance(exc, store.CatalogDamaged):
-        return f"run `sr-pipeline --data {layout.root} doctor --rebuild-catalog`, then run this command again"
-    if isinstance(exc, DiskFault):
+        first = f"rebuild the catalog with `sr-pipeline --data {layout.root} doctor --rebuild-catalog`, then "
+    elif isinstance(exc, DiskFault):
         fix = {errno.ENOSPC: "free space on the disk of", errno.EDQUOT: "free space on the disk of",
                errno.EROFS: "make writable"}.get(exc.errno, "give this user write access to")  # fmt: skip
         first = f"{fix} {layout.root}, then "
