@@ -299,3 +299,35 @@ def test_a_real_full_then_read_only_tmpfs(tmp_path, capsys, monkeypatch):
         assert not list(names_path(layout, "x").parent.glob("*.json"))
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("later_first", [True, False])
+def test_a_sensor_claim_stopped_half_way_finishes_both_batches(layout, registry, monkeypatch, later_first):
+    """The sensor's claim hits a read-only root after two renames (and cannot shorten its list):
+    the rest stays in landing and a later poll claims it; each batch finishes, in either order
+    (the completeness rule must not hold the first batch for files the second one holds)."""
+    from sr_pipeline.intake import uploads
+    from sr_pipeline.intake.ingest import ingest_batch
+
+    for i in range(6):
+        path = layout.landing / "ref_cam" / f"up {i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(pixels(40, 32, seed=i)))
+    real_rename, real_write = os.rename, uploads.atomic_write
+    monkeypatch.setattr(os, "rename", _FailAfter(real_rename, 2, errno.EROFS, when=lambda a, b: "/landing/" in str(a)))
+    monkeypatch.setattr(uploads, "atomic_write", _FailAfter(real_write, 1, errno.EROFS))  # the list, then not its pruning
+    with pytest.raises(OSError):
+        uploads.poll_landing(layout, registry, {}, now=1e9, stable_seconds=0)
+    first = next(p.stem for p in names_path(layout, "x").parent.glob("*.json"))
+    assert len(uploads.read_names(layout, first)) == 6  # lists all six, holds two
+    monkeypatch.setattr(os, "rename", real_rename)
+    monkeypatch.setattr(uploads, "atomic_write", real_write)
+
+    later = uploads.poll_landing(layout, registry, {}, now=1e9 + 60, stable_seconds=0).batches
+    second = next(b.batch_key for b in later if b.batch_key != first)
+    for batch in (second, first) if later_first else (first, second):
+        ingest_batch(layout, registry, batch)
+    df = store.read_catalog(layout)
+    assert sorted(df["original_name"]) == [f"up {i}.png" for i in range(6)]
+    assert (df["outcome"] == store.ACCEPTED).sum() == 6
+    assert not list(names_path(layout, "x").parent.glob("*.json"))

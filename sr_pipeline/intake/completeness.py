@@ -5,8 +5,9 @@ folder, camera, copy or move) before it claims anything, so a claim stopped by a
 read-only root, ``kill -9``) is resumed from the source by the next ingestion of the batch. A name
 that is in neither the batch folder nor the quarantine makes the batch :class:`IncompleteBatch`:
 no catalog is written and the name list is kept, and the error says which files and where they are.
-A camera upload the sensor listed but did not move (it changed meanwhile) is still in the landing
-folder for a later batch: its name is dropped from this batch's list.
+A camera upload the sensor listed but did not move (a claim stopped half-way) is still in the
+landing folder, or was claimed since by a later batch whose list holds it: its name is dropped from
+this batch's list.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+import pandas as pd
 
 from sr_pipeline.intake.uploads import check_batch_key, names_path, read_names
 from sr_pipeline.storage import store
@@ -55,6 +58,24 @@ def _original(hex_name: str) -> str:
     return os.fsdecode(bytes.fromhex(hex_name))
 
 
+def _listed_elsewhere(layout: DataLayout, batch: str) -> set[tuple[str, str]]:
+    """``(camera, original hex)`` of the files other batches claimed since this one: held in their
+    incoming folder, or catalogued after this batch's list was written."""
+    since = pd.Timestamp(names_path(layout, batch).stat().st_mtime, unit="s", tz="UTC")
+    df = store.read_catalog(layout, columns=["camera", "original_name_hex", "batch", "received_at"], skip_damaged=True)
+    df = df[(df["batch"] != batch) & (df["received_at"] >= since)]
+    found = set(zip(df["camera"], df["original_name_hex"]))
+    for path in names_path(layout, batch).parent.glob("*.json"):
+        if path.stem == batch:
+            continue
+        try:
+            names = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        found |= {(rel.split("/", 1)[0], h) for rel, h in names.items() if os.path.lexists(layout.incoming / path.stem / rel)}
+    return found
+
+
 def missing_names(layout: DataLayout, batch: str, rows: list[dict]) -> dict[str, str]:
     """``{claimed path: where the file is}`` for each listed name that no row records.
 
@@ -77,7 +98,7 @@ def missing_names(layout: DataLayout, batch: str, rows: list[dict]) -> dict[str,
                           else f"gone from the source folder, it was {path}")
         else:
             path = layout.landing / camera / _original(hex_name)
-            if os.path.lexists(path):
+            if os.path.lexists(path) or (camera, hex_name) in _listed_elsewhere(layout, batch):
                 unclaimed.append(rel)
             else:
                 where[rel] = f"neither in {layout.incoming / batch} nor in the landing folder (was {path})"
