@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 HASH_KEY = b"sr_pipeline.content_sha256"
@@ -28,12 +30,31 @@ class DamagedFile(ValueError):
         super().__init__(f"{path} is damaged ({why})")
 
 
+def _column_bytes(column: pa.ChunkedArray) -> list[bytes]:
+    """A canonical byte form of one column: null mask, then values (strings: lengths, then bytes)."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    mask = np.packbits(arr.is_null().to_numpy(zero_copy_only=False)).tobytes()
+    if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
+        filled = pc.fill_null(arr, "" if pa.types.is_string(arr.type) else b"")
+        offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32)[filled.offset : filled.offset + len(filled) + 1]
+        data = filled.buffers()[2]
+        payload = b"" if data is None else data.to_pybytes()[offsets[0] : offsets[-1]]
+        return [mask, np.diff(offsets).astype("<i4").tobytes(), payload]
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_timestamp(arr.type):
+        values = pc.fill_null(arr, pa.scalar(0, arr.type)).to_numpy(zero_copy_only=False)
+        return [mask, values.astype(values.dtype.newbyteorder("<")).tobytes()]
+    return [mask, json.dumps(arr.to_pylist(), default=str).encode()]
+
+
 def content_hash(table: pa.Table) -> str:
-    """sha256 of the table's values (schema order, column names included), independent of chunking."""
+    """sha256 of the table's values (schema order, column names and types included), independent
+    of chunking and buffer layout."""
     digest = hashlib.sha256()
     for name, column in zip(table.schema.names, table.columns):
-        digest.update(json.dumps([name, column.type.__str__()]).encode())
-        digest.update(json.dumps(column.to_pylist(), default=str, ensure_ascii=True).encode())
+        digest.update(json.dumps([name, str(column.type), len(column)]).encode())
+        for part in _column_bytes(column):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
     return digest.hexdigest()
 
 
