@@ -21,7 +21,8 @@ free byte) and a read-only root (the bind mount the sensor, workers and ``doctor
 read-only; the cameras write through the tmpfs itself, so uploads keep arriving). A sensor tick that
 fails is retried at the next tick; a worker that fails prints one sentence and the command that
 finishes its batch, and that printed command (only) is run once the episode is over, again until it
-succeeds. The same checks apply: nothing lost, nothing counted twice.
+succeeds. The same checks apply: nothing lost, nothing counted twice. (The tmpfs goes with the
+run: ``--keep`` keeps nothing then.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +94,7 @@ def worker_main(root: str, cameras_file: str, batch: str, durable: bool) -> int:
     from sr_pipeline.intake.cameras import load_registry
     from sr_pipeline.intake.completeness import IncompleteBatch
     from sr_pipeline.intake.ingest import ingest_batch, left_to_do
+    from sr_pipeline.storage import store
     from sr_pipeline.storage.faults import DiskFault
     from sr_pipeline.storage.layout import DataLayout
 
@@ -99,7 +102,7 @@ def worker_main(root: str, cameras_file: str, batch: str, durable: bool) -> int:
     layout = DataLayout(Path(root))
     try:
         ingest_batch(layout, load_registry(cameras_file), batch, workers=1, durable=durable)
-    except (DiskFault, IncompleteBatch) as exc:  # what a run of the sensor's asset reports
+    except (DiskFault, IncompleteBatch, store.CatalogDamaged) as exc:  # what a run of the sensor's asset reports
         print(f"error: {exc}\nleft to do: {left_to_do(layout, exc, batch)}", file=sys.stderr)
         return 1
     return 0
@@ -108,7 +111,10 @@ def worker_main(root: str, cameras_file: str, batch: str, durable: bool) -> int:
 class Faults:
     """Disk-full and read-only episodes on a tmpfs data root (mounted here; needs root)."""
 
+    made: list[Faults] = []
+
     def __init__(self, tmp: Path, count: int, seconds: float, span_s: float, size_mb: int):
+        Faults.made.append(self)
         self.mnt, self.view = tmp / "tmpfs", tmp / "view"
         self.mnt.mkdir()
         self.view.mkdir()
@@ -162,6 +168,8 @@ class Faults:
     def close(self) -> None:
         if self.active:
             self._end()
+        if self in Faults.made:
+            Faults.made.remove(self)
         subprocess.run(["umount", "-l", str(self.view)], capture_output=True)
         subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
 
@@ -288,6 +296,14 @@ def check(layout, uploads: list[tuple[str, bytes, str]], distinct_good: int) -> 
 
 
 def main() -> int:
+    try:
+        return _main()
+    finally:
+        for faults in Faults.made:  # a run stopped half-way (Ctrl-C) leaves no mount behind
+            faults.close()
+
+
+def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="uploads (default 2000)")
     parser.add_argument("--bad", type=float, default=0.05, help="share of broken uploads (default 0.05)")
@@ -383,9 +399,8 @@ def main() -> int:
     if args.keep:
         print(f"data root kept: {layout.root}")
     else:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(workers.ready_dir, ignore_errors=True)
     return 1 if errors else 0
 
 
