@@ -331,3 +331,30 @@ def test_a_sensor_claim_stopped_half_way_finishes_both_batches(layout, registry,
     assert sorted(df["original_name"]) == [f"up {i}.png" for i in range(6)]
     assert (df["outcome"] == store.ACCEPTED).sum() == 6
     assert not list(names_path(layout, "x").parent.glob("*.json"))
+
+
+def test_plain_doctor_creates_nothing_so_a_read_only_root_only_reports(layout, src, capsys, monkeypatch):
+    fault = _FailAfter(shutil.copy2, 4, errno.ENOSPC)
+    monkeypatch.setattr(shutil, "copy2", fault)
+    code, out = _ingest(layout, src, capsys)
+    monkeypatch.setattr(shutil, "copy2", fault.real)
+    before = sorted(str(p) for p in layout.root.rglob("*"))
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def read_only_open(path, flags, *args):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "mkdir", _FailAfter(real_mkdir, 0, errno.EROFS))
+    assert main(["--data", str(layout.root), "doctor"]) == 1
+    assert main(_printed_command(out.err)) == 1  # --finish: the batch's lock cannot be taken
+    report = capsys.readouterr()
+    assert "4 file(s) in incoming of 12 listed" in report.out
+    assert "read-only while taking the lock" in report.out and "Traceback" not in report.err
+    assert sorted(str(p) for p in layout.root.rglob("*")) == before
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert main(_printed_command(out.err)) == 0
+    _accounted(layout)
