@@ -358,3 +358,25 @@ def test_plain_doctor_creates_nothing_so_a_read_only_root_only_reports(layout, s
     monkeypatch.setattr(os, "mkdir", real_mkdir)
     assert main(_printed_command(out.err)) == 0
     _accounted(layout)
+
+
+def test_a_catalog_older_than_checksums_is_checked_against_the_store(layout, src, capsys):
+    """The probe's flipped ``image_id`` in a catalog written before checksums: doctor finds the
+    accepted id the store does not hold, and the rebuild counts each stored image once."""
+    import pyarrow.parquet as pq
+
+    path = _ingested(layout, src, capsys)
+    table = pq.read_table(path).replace_schema_metadata(None)
+    ids = table["image_id"].to_pylist()
+    first = next(i for i, o in enumerate(table["outcome"].to_pylist()) if o == store.ACCEPTED)
+    ids[first] = ("1" if ids[first][0] != "1" else "2") + ids[first][1:]  # one flipped character
+    pq.write_table(table.set_column(0, "image_id", store.pa.array(ids, store.pa.string())), path)  # legacy: no hash
+
+    assert main(["--data", str(layout.root), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "written before catalogs carried a checksum" in out
+    assert f"damaged catalog {path}" in out and "not in the image store" in out
+    assert main(["--data", str(layout.root), "doctor", "--rebuild-catalog"]) == 0, capsys.readouterr().out
+    df = store.read_catalog(layout)
+    assert (df["outcome"] == store.ACCEPTED).sum() == 10 == sum(1 for _ in layout.image_store.rglob("*.png"))
+    assert df[df["outcome"] == store.ACCEPTED]["image_id"].is_unique

@@ -13,7 +13,8 @@
 * Leftover name files ``incoming/.names/<batch>.json`` of catalogued batches that have no incoming
   folder, older than ``--min-age``. A name file without a catalog is an unfinished batch: its list is
   never removed while a name lacks an outcome.
-* Damaged catalogs (content unlike their checksum, or unreadable): listed with the remedy;
+* Damaged catalogs (content unlike their checksum, unreadable, or naming an accepted image the
+  store does not hold; the last is the only check a catalog older than checksums gets): listed with the remedy;
   ``--rebuild-catalog`` moves them aside and rebuilds them (:mod:`rebuild`).
 * Stale temp files in output folders named with ``--out`` (an upscale ``--out`` after ``kill -9``).
 
@@ -84,6 +85,8 @@ class DoctorReport:
     """After ``--rebuild-catalog``: what was moved aside and rebuilt."""
     cannot_act: str | None = None
     """Why the asked-for repairs were not made (a read-only root, a disk fault)."""
+    unverified_catalogs: list[str] = field(default_factory=list)
+    """Catalogs written before checksums: only checked against the store (not a problem by itself)."""
 
     def problems_left(self) -> int:
         temps = sum(1 for t in self.stale_temps if not t.removed)
@@ -289,8 +292,10 @@ def examine(
                 report.names_removed = True
     except DiskFault as exc:
         report.cannot_act = str(exc)
+    damaged, unverified = store.damaged_catalogs(layout)
     report.damaged_catalogs = [{"path": str(d.path), "why": d.why, "remedy": "sr-pipeline doctor --rebuild-catalog"}
-                               for d in store.damaged_catalogs(layout)]  # fmt: skip
+                               for d in damaged]  # fmt: skip
+    report.unverified_catalogs = [str(p) for p in unverified]
     return report
 
 
@@ -315,6 +320,9 @@ def _print_human(report: DoctorReport, clean: bool) -> None:
         print(f"rebuilt {len(r['damaged'])} damaged catalog(s) (moved to {Path(r['damaged'][0]).parent}): "
               f"quarantine rows {r['rebuilt']}, {r['recovered_images']} stored image(s) no catalog accepted "
               f"in batch {r['recovered_batch']}")  # fmt: skip
+    if report.unverified_catalogs:
+        print(f"{len(report.unverified_catalogs)} catalog(s) written before catalogs carried a checksum "
+              "(checked against the image store only)")
     for d in report.damaged_catalogs:
         print(f"damaged catalog {d['path']} ({d['why']}): not counted; rebuild with: {d['remedy']}")
     if report.cannot_act:

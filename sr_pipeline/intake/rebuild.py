@@ -60,7 +60,7 @@ def rebuild_catalogs(layout: DataLayout, registry: CameraRegistry, now: datetime
     now = now or datetime.now(timezone.utc)
     result = RebuildResult()
     with store.catalog_lock(layout):
-        damaged = store.damaged_catalogs(layout)
+        damaged, _ = store.damaged_catalogs(layout)
         if not damaged:
             return result
         aside = layout.catalog / "damaged"

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from sr_pipeline.storage.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
@@ -213,15 +214,32 @@ def catalog_files(layout: DataLayout) -> list[Path]:
     return sorted(p for p in catalog_dir(layout).glob("*.parquet") if not p.name.startswith("."))
 
 
-def damaged_catalogs(layout: DataLayout) -> list[CatalogDamaged]:
-    """Every batch catalog that fails its check (unreadable, or content unlike its checksum)."""
-    damaged = []
+def damaged_catalogs(layout: DataLayout) -> tuple[list[CatalogDamaged], list[Path]]:
+    """``(damaged, unverified)``: the batch catalogs that fail their check (unreadable, content
+    unlike its checksum, or an accepted row whose image is not in the store), and those written
+    before catalogs carried a checksum (only the store check applies to them)."""
+    damaged, unverified = [], []
     for path in catalog_files(layout):
         try:
-            _read_catalog_file(path)
-        except CatalogDamaged as exc:
-            damaged.append(exc)
-    return damaged
+            table, verified = read_checked(path, CATALOG_SCHEMA)
+        except DamagedFile as exc:
+            damaged.append(CatalogDamaged(exc))
+            continue
+        if not verified:
+            unverified.append(path)
+        ids = table.filter(pc.equal(table["outcome"], ACCEPTED))["image_id"].to_pylist()
+        lost = [i for i in ids if not _is_stored(layout, i)]
+        if lost:
+            why = f"{len(lost)} accepted image id(s) it names are not in the image store, e.g. {str(lost[0])[:20]}"
+            damaged.append(CatalogDamaged(DamagedFile(path, why)))
+    return damaged, unverified
+
+
+def _is_stored(layout: DataLayout, image_id: str | None) -> bool:
+    try:
+        return image_id is not None and image_path(layout, image_id).exists()
+    except ValueError:  # not even an id
+        return False
 
 
 def read_batch_catalog(layout: DataLayout, batch: str) -> pd.DataFrame:
