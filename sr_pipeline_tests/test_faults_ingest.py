@@ -380,3 +380,28 @@ def test_a_catalog_older_than_checksums_is_checked_against_the_store(layout, src
     df = store.read_catalog(layout)
     assert (df["outcome"] == store.ACCEPTED).sum() == 10 == sum(1 for _ in layout.image_store.rglob("*.png"))
     assert df[df["outcome"] == store.ACCEPTED]["image_id"].is_unique
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_fault_while_writing_the_name_list_is_one_sentence(layout, src, capsys, monkeypatch, code):
+    from sr_pipeline.intake import uploads
+
+    fault = _FailAfter(uploads.atomic_write, 0, code)
+    monkeypatch.setattr(uploads, "atomic_write", fault)
+    exit_code, out = _ingest(layout, src, capsys)
+    _one_sentence(exit_code, out.err, "while recording the names of batch")
+    monkeypatch.setattr(uploads, "atomic_write", fault.real)
+    assert main(_printed_command(out.err)) == 0, capsys.readouterr().out
+    _accounted(layout)
+
+
+def test_a_fault_before_anything_is_claimed_says_to_run_the_command_again(layout, src, capsys, monkeypatch):
+    fault = _atomic_write_failing(monkeypatch, errno.ENOSPC, 0, lambda p: "/.sources/" in p)
+    code, out = _ingest(layout, src, capsys)
+    _one_sentence(code, out.err, "while recording the source of batch")
+    assert "run this command again (nothing was claimed)" in out.err
+    monkeypatch.setattr(store, "atomic_write", fault.real)
+    assert main(["--data", str(layout.root), "doctor", "--finish"]) == 0  # removes the reserved, empty folder
+    code, out = _ingest(layout, src, capsys)
+    assert code == 0
+    _accounted(layout)

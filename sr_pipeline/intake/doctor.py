@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
-from sr_pipeline.intake.completeness import IncompleteBatch
+from sr_pipeline.intake.completeness import IncompleteBatch, read_source
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, check_batch_key, is_batch_locked, names_path, read_names
 from sr_pipeline.storage import store
@@ -179,7 +179,8 @@ def find_unfinished(layout: DataLayout, now: float) -> list[UnfinishedBatch]:
             continue  # finished; its quarantine folder is its record
         folder = incoming.get(batch) or quarantined.get(batch) or listed[batch]
         files = sum(1 for p in folder.rglob("*") if not p.is_dir()) if batch in incoming else 0
-        empty = batch in incoming and batch not in quarantined and batch not in listed and not any(folder.iterdir())
+        empty = (batch in incoming and batch not in quarantined and batch not in listed
+                 and read_source(layout, batch) is None and not any(folder.iterdir()))
         state = "busy" if is_batch_locked(layout, batch) else "catalogued" if catalogued else "empty" if empty else "claimed"
         age = round(now - folder.stat().st_mtime, 1)
         found.append(UnfinishedBatch(batch, state, files, age, finish_command(layout, batch), len(read_names(layout, batch))))

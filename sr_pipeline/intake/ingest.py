@@ -32,6 +32,7 @@ import stat
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -402,28 +403,27 @@ def ingest_batch(
 ) -> IngestSummary:
     """Ingest ``incoming/<batch_key>/``; idempotent (a catalogued batch returns its summary)."""
     check_batch_key(batch_key)
-    with at_step(f"taking the lock of batch {batch_key}"):
-        lock = batch_lock(layout, batch_key)
-        lock.__enter__()
-    try:
+    with ExitStack() as held:
+        with at_step(f"taking the lock of batch {batch_key}"):
+            held.enter_context(batch_lock(layout, batch_key))
         _resume_claims(layout, batch_key, clock)
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=durable)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _resume_claims(layout: DataLayout, batch_key: str, clock: Callable[[], datetime]) -> int:
-    """Claim again, from the recorded source folder, the listed files a stopped claim did not reach."""
+    """Claim again, from the recorded source folder, the listed files a stopped claim did not reach
+    (all of the folder if the claim stopped before it could list them)."""
     source = read_source(layout, batch_key)
     if source is None or store.batch_catalog_path(layout, batch_key).exists() or not Path(source["source"]).is_dir():
         return 0
     listed = {(rel.split("/", 1)[0], hex_name) for rel, hex_name in read_names(layout, batch_key).items()}
+    everything = not listed
     quarantined = set()
     for json_path in (layout.quarantine / batch_key).glob("*.json") if (layout.quarantine / batch_key).is_dir() else ():
         record = json.loads(json_path.read_text())
         quarantined.add((record["camera"], record["relative_path"]))
     uploads = [u for u in scan_tree(Path(source["source"]), source["camera"])
-               if (u.camera, original_hex(u.relpath)) in listed]  # fmt: skip
+               if everything or (u.camera, original_hex(u.relpath)) in listed]  # fmt: skip
     dests = plan_destinations(layout, batch_key, uploads)
     todo = [u for u, d in zip(uploads, dests)
             if not os.path.lexists(d) and (u.camera, d.relative_to(layout.incoming / batch_key / u.camera).as_posix()) not in quarantined]  # fmt: skip
@@ -494,13 +494,16 @@ def claim_files(
     """
     batch_dir = layout.incoming / check_batch_key(batch_key)
     claimed = []
-    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
+    with at_step(f"recording the names of batch {batch_key}"):
+        dests = plan_destinations(layout, batch_key, uploads)
+    for upload, dest in zip(uploads, dests):
         rel = dest.relative_to(batch_dir).as_posix()
         if not move and upload.kind == SPECIAL:
             message = f"not a regular file (FIFO, socket or device): left in the source folder {upload.path.parent}"
             relpath = rel.split("/", 1)[1]
             record = quarantine_record(batch_key, camera, relpath, rel, SPECIAL_FILE, message, None, now or utc_now(), None)
-            write_quarantine_record(layout, record)
+            with at_step(f"recording the quarantine of {upload.path}"):
+                write_quarantine_record(layout, record)
             continue
         with at_step(f"copying {upload.path} into {batch_dir}"):
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -563,10 +566,9 @@ def ingest_folder(
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
     if announce is not None:
         announce(batch_key)
-    with at_step(f"taking the lock of batch {batch_key}"):
-        lock = batch_lock(layout, batch_key)
-        lock.__enter__()
-    try:
+    with ExitStack() as held:
+        with at_step(f"taking the lock of batch {batch_key}"):
+            held.enter_context(batch_lock(layout, batch_key))
         with at_step(f"recording the source of batch {batch_key}"):
             record_source(layout, batch_key, src, camera, move)
         claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
@@ -578,8 +580,6 @@ def ingest_folder(
             drop_source(layout, batch_key)
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _announce(layout: DataLayout, batch_key: str) -> None:
@@ -601,7 +601,7 @@ def left_to_do(layout: DataLayout, exc: BaseException, batch_key: str | None) ->
         first = f"{fix} {layout.root}, then "
     else:
         first = "put the missing files back where they were listed, then "
-    if batch_key is None:
+    if batch_key is None or (read_source(layout, batch_key) is None and not read_names(layout, batch_key)):
         return first + "run this command again (nothing was claimed)"
     return first + f"run: sr-pipeline --data {layout.root} doctor --finish --batch {batch_key}"
 
