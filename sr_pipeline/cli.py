@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true", help="remove the stale temp files (and name files of finished batches)")
     p.add_argument("--finish", action="store_true", help="ingest the unfinished batches nobody is ingesting now")
     p.add_argument("--batch", type=NAME, action="append", default=[], help="only this batch (repeatable)")
+    p.add_argument("--rebuild-catalog", action="store_true",
+                   help="move damaged catalogs aside and rebuild them from the image store and quarantine records")
+    p.add_argument("--out", action="append", default=[], type=PATH,
+                   help="also look for stale temp files in this output folder, e.g. an upscale --out (repeatable)")
     p.add_argument("--min-age", type=number(float, 0, "seconds", 10 * 365 * 86400), default=3600.0,
                    help="temp files younger than this many seconds are left alone (default 3600)")
     p.add_argument("--cameras", type=PATH, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")

@@ -10,8 +10,16 @@
   files still in incoming. Each comes with the command that finishes it; ``--finish`` runs
   :func:`ingest_batch` on those nobody is ingesting now (idempotent, so finishing a batch that
   its Dagster run will ingest later is harmless: the run reads the catalog back).
-* Leftover name files ``incoming/.names/<batch>.json`` of batches that have no incoming folder
-  (finished, or a claim that moved nothing), older than ``--min-age``.
+* Leftover name files ``incoming/.names/<batch>.json`` of catalogued batches that have no incoming
+  folder, older than ``--min-age``. A name file without a catalog is an unfinished batch: its list is
+  never removed while a name lacks an outcome.
+* Damaged catalogs (content unlike their checksum, unreadable, or naming an accepted image the
+  store does not hold; the last is the only check a catalog older than checksums gets): listed with the remedy;
+  ``--rebuild-catalog`` moves them aside and rebuilds them (:mod:`rebuild`).
+* Stale temp files in output folders named with ``--out`` (an upscale ``--out`` after ``kill -9``).
+
+A full disk, a read-only root or a refused permission is one sentence (exit 1). On a root it cannot
+write, ``doctor`` only looks (it takes no lock, creates nothing) and says that it cannot act.
 """
 
 from __future__ import annotations
@@ -28,9 +36,11 @@ from pathlib import Path
 
 from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
+from sr_pipeline.intake.completeness import IncompleteBatch, read_source
 from sr_pipeline.intake.ingest import ingest_batch
-from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, is_batch_locked, names_path
+from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, check_batch_key, is_batch_locked, names_path, read_names
 from sr_pipeline.storage import store
+from sr_pipeline.storage.faults import DiskFault, at_step
 from sr_pipeline.storage.layout import DataLayout
 
 DEFAULT_MIN_AGE_S = 3600.0
@@ -54,6 +64,8 @@ class UnfinishedBatch:
     files: int
     age_s: float
     command: str
+    listed: int = 0
+    """Names in the batch's list (every one must get an outcome before the batch is finished)."""
     finished: dict | None = None
     """After ``--finish``: files_in, accepted, duplicate, quarantined."""
     error: str | None = None
@@ -67,12 +79,20 @@ class DoctorReport:
     unfinished: list[UnfinishedBatch] = field(default_factory=list)
     leftover_name_files: list[str] = field(default_factory=list)
     names_removed: bool = False
+    damaged_catalogs: list[dict] = field(default_factory=list)
+    """``{"path", "why", "remedy"}`` of each catalog that fails its check."""
+    rebuilt: dict | None = None
+    """After ``--rebuild-catalog``: what was moved aside and rebuilt."""
+    cannot_act: str | None = None
+    """Why the asked-for repairs were not made (a read-only root, a disk fault)."""
+    unverified_catalogs: list[str] = field(default_factory=list)
+    """Catalogs written before checksums: only checked against the store (not a problem by itself)."""
 
     def problems_left(self) -> int:
         temps = sum(1 for t in self.stale_temps if not t.removed)
         batches = sum(1 for b in self.unfinished if b.finished is None)
         names = 0 if self.names_removed else len(self.leftover_name_files)
-        return temps + batches + names
+        return temps + batches + names + len(self.damaged_catalogs) + (1 if self.cannot_act else 0)
 
 
 # ---------------------------------------------------------------- stale temp files
@@ -97,9 +117,9 @@ def _tree_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def find_stale_temps(layout: DataLayout, min_age_s: float, now: float) -> list[StaleTemp]:
+def find_stale_temps(layout: DataLayout, min_age_s: float, now: float, out_dirs: list[Path] = ()) -> list[StaleTemp]:
     roots = [layout.image_store.parent, layout.catalog, layout.models, layout.runs, layout.archive, layout.reports,
-             layout.incoming, layout.quarantine]  # fmt: skip
+             layout.incoming, layout.quarantine, *out_dirs]  # fmt: skip
     folder_parents = _temp_folder_parents(layout)
     found = []
     for root in roots:
@@ -151,34 +171,46 @@ def _batch_folders(folder: Path) -> dict[str, Path]:
 
 def find_unfinished(layout: DataLayout, now: float) -> list[UnfinishedBatch]:
     incoming, quarantined = _batch_folders(layout.incoming), _batch_folders(layout.quarantine)
+    listed = _listed_batches(layout)
     found = []
-    for batch in sorted(set(incoming) | set(quarantined)):
+    for batch in sorted(set(incoming) | set(quarantined) | set(listed)):
         catalogued = store.batch_catalog_path(layout, batch).exists()
         if catalogued and batch not in incoming:
             continue  # finished; its quarantine folder is its record
-        folder = incoming.get(batch) or quarantined[batch]
+        folder = incoming.get(batch) or quarantined.get(batch) or listed[batch]
         files = sum(1 for p in folder.rglob("*") if not p.is_dir()) if batch in incoming else 0
-        empty = batch in incoming and batch not in quarantined and not any(folder.iterdir())
+        empty = (batch in incoming and batch not in quarantined and batch not in listed
+                 and read_source(layout, batch) is None and not any(folder.iterdir()))
         state = "busy" if is_batch_locked(layout, batch) else "catalogued" if catalogued else "empty" if empty else "claimed"
         age = round(now - folder.stat().st_mtime, 1)
-        found.append(UnfinishedBatch(batch, state, files, age, finish_command(layout, batch)))
+        found.append(UnfinishedBatch(batch, state, files, age, finish_command(layout, batch), len(read_names(layout, batch))))
     return found
 
 
+def _listed_batches(layout: DataLayout) -> dict[str, Path]:
+    """Batches with a name file (and so a list of files that must each get an outcome)."""
+    folder = names_path(layout, "x").parent
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in folder.glob("*.json") if BATCH_KEY_RE.match(p.stem) and ".." not in p.stem}
+
+
 def finish(layout: DataLayout, batches: list[UnfinishedBatch], cameras_file: Path | None) -> None:
+    """Ingest each batch; a fault or a missing file is that batch's one-sentence error (it stays listed)."""
     registry = load_registry(cameras_file)
     for batch in batches:
         if batch.state == "busy":
             batch.error = "being ingested by another process"
             continue
-        if batch.state == "empty":
-            (layout.incoming / batch.batch).rmdir()
-            batch.finished = {"files_in": 0, "accepted": 0, "duplicate": 0, "quarantined": 0}
-            continue
         try:
+            if batch.state == "empty":
+                with at_step(f"removing the empty batch folder {layout.incoming / batch.batch}"):
+                    (layout.incoming / batch.batch).rmdir()
+                batch.finished = {"files_in": 0, "accepted": 0, "duplicate": 0, "quarantined": 0}
+                continue
             summary = ingest_batch(layout, registry, batch.batch)
-        except BatchBusyError as exc:
-            batch.error = str(exc)
+        except (BatchBusyError, DiskFault, IncompleteBatch, store.CatalogDamaged, FileNotFoundError) as exc:
+            batch.error = one_sentence(exc)
             continue
         batch.finished = {k: getattr(summary, k) for k in ("files_in", "accepted", "duplicate", "quarantined")}
 
@@ -193,9 +225,29 @@ def leftover_name_files(layout: DataLayout, min_age_s: float, now: float) -> lis
         return []
     left = []
     for path in sorted(folder.glob("*.json")):
-        if not (layout.incoming / path.stem).exists() and now - path.stat().st_mtime >= min_age_s:
+        if (layout.incoming / path.stem).exists() or not store.batch_catalog_path(layout, path.stem).exists():
+            continue  # without a catalog, the list is the only record of what the batch must hold
+        if now - path.stat().st_mtime >= min_age_s:
             left.append(str(path))
     return left
+
+
+def known_batch(layout: DataLayout, batch: str) -> bool:
+    return any(p.exists() for p in (layout.incoming / batch, layout.quarantine / batch, names_path(layout, batch),
+                                     store.batch_catalog_path(layout, batch)))  # fmt: skip
+
+
+def writable(layout: DataLayout) -> str | None:
+    """None if the data root can be written; else the sentence saying why not (nothing is created to find out)."""
+    probe = layout.root if layout.root.exists() else next(p for p in layout.root.parents if p.exists())
+    if os.access(probe, os.W_OK):
+        return None
+    try:
+        read_only = os.statvfs(probe).f_flag & os.ST_RDONLY
+    except OSError:
+        read_only = False
+    why = "is on a read-only file system" if read_only else "cannot be written by this user"
+    return f"the data root {layout.root} {why}: reported only, nothing was finished, cleaned or rebuilt"
 
 
 # ---------------------------------------------------------------- the whole check
@@ -210,20 +262,41 @@ def examine(
     only: list[str] | None = None,
     cameras_file: Path | None = None,
     now: float | None = None,
+    out_dirs: list[Path] = (),
+    rebuild: bool = False,
 ) -> DoctorReport:
-    """Look (and with ``clean`` / ``finish_batches`` act); ``only`` limits the batches finished and listed."""
+    """Look (and with ``clean`` / ``finish_batches`` / ``rebuild`` act); ``only`` limits the batches
+    finished and listed; ``out_dirs`` are output folders searched for stale temp files too."""
     now = time.time() if now is None else now
     report = DoctorReport(root=str(layout.root), min_age_s=min_age_s)
-    report.unfinished = [b for b in find_unfinished(layout, now) if not only or b.batch in only]
-    if finish_batches:
-        finish(layout, report.unfinished, cameras_file)
-    report.stale_temps = find_stale_temps(layout, min_age_s, now)  # after finishing: it may leave none
-    report.leftover_name_files = leftover_name_files(layout, min_age_s, now)
-    if clean:
-        remove_temps(report.stale_temps)
-        for path in report.leftover_name_files:
-            Path(path).unlink(missing_ok=True)
-        report.names_removed = True
+    acting = clean or finish_batches or rebuild
+    if acting:
+        report.cannot_act = writable(layout)
+        if report.cannot_act:
+            clean = finish_batches = rebuild = False
+    try:
+        if rebuild:
+            from sr_pipeline.intake.rebuild import rebuild_catalogs
+
+            with at_step("rebuilding the damaged catalogs"):
+                report.rebuilt = asdict(rebuild_catalogs(layout, load_registry(cameras_file)))
+        report.unfinished = [b for b in find_unfinished(layout, now) if not only or b.batch in only]
+        if finish_batches:
+            finish(layout, report.unfinished, cameras_file)
+        report.stale_temps = find_stale_temps(layout, min_age_s, now, list(out_dirs))  # after finishing: it may leave none
+        report.leftover_name_files = leftover_name_files(layout, min_age_s, now)
+        if clean:
+            with at_step("removing stale temp files and name files of finished batches"):
+                remove_temps(report.stale_temps)
+                for path in report.leftover_name_files:
+                    Path(path).unlink(missing_ok=True)
+                report.names_removed = True
+    except DiskFault as exc:
+        report.cannot_act = str(exc)
+    damaged, unverified = store.damaged_catalogs(layout)
+    report.damaged_catalogs = [{"path": str(d.path), "why": d.why, "remedy": "sr-pipeline doctor --rebuild-catalog"}
+                               for d in damaged]  # fmt: skip
+    report.unverified_catalogs = [str(p) for p in unverified]
     return report
 
 
@@ -238,14 +311,28 @@ def _print_human(report: DoctorReport, clean: bool) -> None:
         if b.finished is not None:
             print(f"  {b.batch}: finished: {b.finished}")
         else:
-            print(f"  {b.batch}: {b.state}, {b.files} file(s) in incoming, {b.age_s:.0f} s old"
+            listed = f" of {b.listed} listed" if b.listed else ""
+            print(f"  {b.batch}: {b.state}, {b.files} file(s) in incoming{listed}, {b.age_s:.0f} s old"
                   + (f" ({b.error})" if b.error else f"; finish with: {b.command}"))  # fmt: skip
     if report.leftover_name_files:
         print(f"{len(report.leftover_name_files)} name file(s) of finished batches ({'removed' if report.names_removed else 'left'})")
+    if report.rebuilt and report.rebuilt["damaged"]:
+        r = report.rebuilt
+        print(f"rebuilt {len(r['damaged'])} damaged catalog(s) (moved to {Path(r['damaged'][0]).parent}): "
+              f"quarantine rows {r['rebuilt']}, {r['recovered_images']} stored image(s) no catalog accepted "
+              f"in batch {r['recovered_batch']}")  # fmt: skip
+    if report.unverified_catalogs:
+        print(f"{len(report.unverified_catalogs)} catalog(s) written before catalogs carried a checksum "
+              "(checked against the image store only)")
+    for d in report.damaged_catalogs:
+        print(f"damaged catalog {d['path']} ({d['why']}): not counted; rebuild with: {d['remedy']}")
+    if report.cannot_act:
+        print(f"cannot act: {report.cannot_act}")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``sr-pipeline doctor [--clean] [--finish] [--batch KEY ...] [--min-age S] [--cameras FILE] [--json]``.
+    """``sr-pipeline doctor [--clean] [--finish] [--rebuild-catalog] [--batch KEY ...] [--out DIR ...]
+    [--min-age S] [--cameras FILE] [--json]``.
 
     Exit status 0 when nothing is left to fix, 1 when something is (stale files without
     ``--clean``, unfinished batches without ``--finish``), 2 on a usage error.
@@ -256,8 +343,21 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         if args.cameras is not None:
             check_input_file("--cameras", args.cameras, "camera registry file (like configs/cameras.yaml)")
+        for batch in args.batch:
+            try:
+                check_batch_key(batch)
+            except ValueError as exc:
+                raise UsageError(f"--batch: {exc}") from None
+            if not known_batch(args.layout, batch):
+                raise UsageError(f"--batch {batch} is not a batch of {args.layout.root} "
+                                 "(no incoming folder, quarantine folder, name file or catalog)")
+        out_dirs = [Path(d) for d in getattr(args, "out", None) or []]
+        for d in out_dirs:
+            if not d.is_dir():
+                raise UsageError(f"--out {d} is not a folder; pass an output folder to search for stale temp files")
         report = examine(args.layout, min_age_s=args.min_age, clean=args.clean, finish_batches=args.finish,
-                         only=args.batch or None, cameras_file=args.cameras)  # fmt: skip
+                         only=args.batch or None, cameras_file=args.cameras, out_dirs=out_dirs,
+                         rebuild=getattr(args, "rebuild_catalog", False))  # fmt: skip
     except (CameraRegistryError, UsageError) as exc:
         print(f"error: {one_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,7 +8,11 @@ A batch is the folder ``incoming/<batch>/<camera>/...`` (filled by the sensor, o
 then are the incoming files deleted. A run that dies midway leaves the unprocessed and the stored
 files in incoming and the quarantined ones (with their JSON) in quarantine; the retry rebuilds the
 quarantined rows from the JSON files and processes the rest, so the accounting
-``files in = accepted + duplicates + quarantined`` holds whatever happened before.
+``files in = accepted + duplicates + quarantined`` holds whatever happened before. A batch is
+catalogued only when every name its ``.names`` list holds has an outcome (:mod:`completeness`): a
+claim stopped by a fault is resumed from its source folder, and a file that cannot be found is named.
+A full disk, a read-only root or a refused permission stops the step it hits as a
+:class:`DiskFault`, told in one sentence with the command that finishes the batch.
 
 Each row keeps the cleaned name the file was claimed as (``source_name``) and the name it arrived
 with (``original_name``, exact bytes in ``original_name_hex``, from the batch's name file). Of two
@@ -19,6 +23,7 @@ are read again and the batch catalog written under :func:`store.catalog_lock`.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +32,7 @@ import stat
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -35,6 +41,8 @@ import pandas as pd
 
 from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.storage import store
+from sr_pipeline.storage.faults import DiskFault, at_step
+from sr_pipeline.intake.completeness import IncompleteBatch, drop_source, missing_names, read_source, record_source
 from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
 from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_file
 from sr_pipeline.storage.layout import DataLayout
@@ -360,6 +368,7 @@ def _remove_batch_folder(layout: DataLayout, batch: str, rows: list[dict], items
         shutil.rmtree(batch_dir)  # only empty folders and our own temp files remain
     if not leftovers:
         drop_names(layout, batch)
+        drop_source(layout, batch)
     return leftovers
 
 
@@ -394,8 +403,33 @@ def ingest_batch(
 ) -> IngestSummary:
     """Ingest ``incoming/<batch_key>/``; idempotent (a catalogued batch returns its summary)."""
     check_batch_key(batch_key)
-    with batch_lock(layout, batch_key):
+    with ExitStack() as held:
+        with at_step(f"taking the lock of batch {batch_key}"):
+            held.enter_context(batch_lock(layout, batch_key))
+        _resume_claims(layout, batch_key, clock)
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=durable)
+
+
+def _resume_claims(layout: DataLayout, batch_key: str, clock: Callable[[], datetime]) -> int:
+    """Claim again, from the recorded source folder, the listed files a stopped claim did not reach
+    (all of the folder if the claim stopped before it could list them)."""
+    source = read_source(layout, batch_key)
+    if source is None or store.batch_catalog_path(layout, batch_key).exists() or not Path(source["source"]).is_dir():
+        return 0
+    listed = {(rel.split("/", 1)[0], hex_name) for rel, hex_name in read_names(layout, batch_key).items()}
+    everything = not listed
+    quarantined = set()
+    for json_path in (layout.quarantine / batch_key).glob("*.json") if (layout.quarantine / batch_key).is_dir() else ():
+        record = json.loads(json_path.read_text())
+        quarantined.add((record["camera"], record["relative_path"]))
+    uploads = [u for u in scan_tree(Path(source["source"]), source["camera"])
+               if everything or (u.camera, original_hex(u.relpath)) in listed]  # fmt: skip
+    dests = plan_destinations(layout, batch_key, uploads)
+    todo = [u for u, d in zip(uploads, dests)
+            if not os.path.lexists(d) and (u.camera, d.relative_to(layout.incoming / batch_key / u.camera).as_posix()) not in quarantined]  # fmt: skip
+    if todo:
+        claim_files(layout, batch_key, source["camera"], todo, move=source["move"], now=clock())
+    return len(todo)
 
 
 def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durable) -> IngestSummary:
@@ -405,32 +439,40 @@ def _ingest_locked(layout, registry, batch_key, *, limits, workers, clock, durab
         df = store.read_batch_catalog(layout, batch_key)
         rows = [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict("records")]
         summary = _summary(layout, batch_key, rows, already=True)
-        summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, _batch_items(batch_dir))
+        with at_step(f"removing the ingested files of batch {batch_key} from {batch_dir}"):
+            summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, _batch_items(batch_dir))
         return summary
 
     items = _batch_items(batch_dir)
     run = _BatchRun(layout, registry, batch_key, limits, clock(), durable)
-    if not items and not run.quarantine_dir.is_dir():
+    if not items and not run.quarantine_dir.is_dir() and not read_names(layout, batch_key):
         raise FileNotFoundError(f"batch {batch_key!r} has no claimed files in {batch_dir} and no catalog")
 
     pending = {item.path.relative_to(batch_dir).as_posix() for item in items}
     rows = run.earlier_quarantine_rows(pending)
     workers = workers or min(4, os.cpu_count() or 1)
-    if workers > 1 and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-            rows.extend(pool.map(run.process, items))
-    else:
-        rows.extend(run.process(item) for item in items)
-    if durable:  # the stored images' folder entries reach the disk before the catalog names them
-        for folder in sorted({(layout.root / r["stored_path"]).parent for r in rows if r["outcome"] == store.ACCEPTED}):
-            store.fsync_dir(folder)
-    with store.catalog_lock(layout):
-        # Another ingestion may have catalogued some of these images since this run started.
-        _mark_accepted_elsewhere(rows, store.accepted_ids(layout, exclude_batch=batch_key))
-        _deduplicate(rows)
-        store.write_batch_catalog(layout, batch_key, rows)
+    with at_step(f"storing the images and quarantining the rejected files of batch {batch_key}"):
+        if workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+                rows.extend(pool.map(run.process, items))
+        else:
+            rows.extend(run.process(item) for item in items)
+        if durable:  # the stored images' folder entries reach the disk before the catalog names them
+            for folder in sorted({(layout.root / r["stored_path"]).parent for r in rows if r["outcome"] == store.ACCEPTED}):
+                store.fsync_dir(folder)
+    with at_step(f"checking that every listed file of batch {batch_key} has an outcome"):
+        missing = missing_names(layout, batch_key, rows)
+    if missing:  # no catalog, and the name list stays: the batch is not finished
+        raise IncompleteBatch(batch_key, missing, len(read_names(layout, batch_key)))
+    with at_step("taking the catalog lock"), store.catalog_lock(layout):
+        with at_step(f"writing the catalog of batch {batch_key}"):
+            # Another ingestion may have catalogued some of these images since this run started.
+            _mark_accepted_elsewhere(rows, store.accepted_ids(layout, exclude_batch=batch_key))
+            _deduplicate(rows)
+            store.write_batch_catalog(layout, batch_key, rows)
     summary = _summary(layout, batch_key, rows, already=False)
-    summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, items)
+    with at_step(f"removing the ingested files of batch {batch_key} from {batch_dir}"):
+        summary.left_in_incoming = _remove_batch_folder(layout, batch_key, rows, items)
     return summary
 
 
@@ -452,28 +494,44 @@ def claim_files(
     """
     batch_dir = layout.incoming / check_batch_key(batch_key)
     claimed = []
-    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
+    with at_step(f"recording the names of batch {batch_key}"):
+        dests = plan_destinations(layout, batch_key, uploads)
+    for upload, dest in zip(uploads, dests):
         rel = dest.relative_to(batch_dir).as_posix()
         if not move and upload.kind == SPECIAL:
             message = f"not a regular file (FIFO, socket or device): left in the source folder {upload.path.parent}"
             relpath = rel.split("/", 1)[1]
             record = quarantine_record(batch_key, camera, relpath, rel, SPECIAL_FILE, message, None, now or utc_now(), None)
-            write_quarantine_record(layout, record)
+            with at_step(f"recording the quarantine of {upload.path}"):
+                write_quarantine_record(layout, record)
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.lexists(dest):
-            claimed.append(rel)
-            continue
-        if move:
-            os.rename(upload.path, dest)
-        elif upload.kind == SYMLINK:
-            os.symlink(os.readlink(upload.path), dest)
-        else:
-            tmp = dest.with_name(f".{dest.name}.claim.tmp")
-            shutil.copy2(upload.path, tmp, follow_symlinks=False)
-            os.replace(tmp, dest)
+        with at_step(f"copying {upload.path} into {batch_dir}"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(dest):
+                claimed.append(rel)
+                continue
+            if move:
+                os.rename(upload.path, dest)
+            elif upload.kind == SYMLINK:
+                os.symlink(os.readlink(upload.path), dest)
+            else:
+                _copy_via_temp(upload.path, dest)
         claimed.append(rel)
     return claimed
+
+
+def _copy_via_temp(src: Path, dest: Path) -> None:
+    """Copy through a hidden temp file; a copy that fails (full disk) leaves no temp file behind."""
+    tmp = dest.with_name(f".{dest.name}.claim.tmp")
+    try:
+        shutil.copy2(src, tmp, follow_symlinks=False)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def ingest_folder(
@@ -501,19 +559,25 @@ def ingest_folder(
         raise NotADirectoryError(f"source folder {src} does not exist or is not a folder")
     uploads = scan_tree(src, camera)
     if batch_key is None:
-        batch_key = reserve_batch_key(layout, camera, [u.relpath for u in uploads], clock())
+        with at_step(f"reserving a batch folder in {layout.incoming}"):
+            batch_key = reserve_batch_key(layout, camera, [u.relpath for u in uploads], clock())
     check_batch_key(batch_key)
     if store.batch_catalog_path(layout, batch_key).exists():
         raise FileExistsError(f"batch {batch_key!r} is already ingested ({store.batch_catalog_path(layout, batch_key)})")
     if announce is not None:
         announce(batch_key)
-    with batch_lock(layout, batch_key):
+    with ExitStack() as held:
+        with at_step(f"taking the lock of batch {batch_key}"):
+            held.enter_context(batch_lock(layout, batch_key))
+        with at_step(f"recording the source of batch {batch_key}"):
+            record_source(layout, batch_key, src, camera, move)
         claim_files(layout, batch_key, camera, uploads, move=move, now=clock())
         batch_dir = layout.incoming / batch_key
         if batch_dir.is_dir() and not any(batch_dir.iterdir()):
             batch_dir.rmdir()  # reserved, but nothing was claimed into it
         if not batch_dir.is_dir() and not (layout.quarantine / batch_key).is_dir():
             # nothing to ingest: no catalog is written for an empty folder
+            drop_source(layout, batch_key)
             return IngestSummary(batch=batch_key, catalog_path=store.batch_catalog_path(layout, batch_key))
         return _ingest_locked(layout, registry, batch_key, limits=limits, workers=workers, clock=clock, durable=True)
 
@@ -525,6 +589,21 @@ def _announce(layout: DataLayout, batch_key: str) -> None:
         f"sr-pipeline --data {layout.root} doctor --finish --batch {batch_key})",
         file=sys.stderr, flush=True,
     )  # fmt: skip
+
+
+def left_to_do(layout: DataLayout, exc: BaseException, batch_key: str | None) -> str:
+    """One line after a fault: what to repair, then the command that finishes the batch."""
+    if isinstance(exc, store.CatalogDamaged):
+        first = f"rebuild the catalog with `sr-pipeline --data {layout.root} doctor --rebuild-catalog`, then "
+    elif isinstance(exc, DiskFault):
+        fix = {errno.ENOSPC: "free space on the disk of", errno.EDQUOT: "free space on the disk of",
+               errno.EROFS: "make writable"}.get(exc.errno, "give this user write access to")  # fmt: skip
+        first = f"{fix} {layout.root}, then "
+    else:
+        first = "put the missing files back where they were listed, then "
+    if batch_key is None or (read_source(layout, batch_key) is None and not read_names(layout, batch_key)):
+        return first + "run this command again (nothing was claimed)"
+    return first + f"run: sr-pipeline --data {layout.root} doctor --finish --batch {batch_key}"
 
 
 def _print_human(summary: IngestSummary) -> None:
@@ -551,10 +630,20 @@ def run_cli(args: argparse.Namespace) -> int:
         if getattr(args, "cameras", None) is not None:
             check_input_file("--cameras", args.cameras, "camera registry file (like configs/cameras.yaml)")
         registry = load_registry(getattr(args, "cameras", None))
+        named: list[str] = []
+
+        def announce(key: str) -> None:
+            named.append(key)
+            _announce(layout, key)
+
         summary = ingest_folder(
             layout, registry, args.src_dir, args.camera, getattr(args, "batch", None), move=getattr(args, "move", False),
-            announce=lambda key: _announce(layout, key),
+            announce=announce,
         )  # fmt: skip
+    except (DiskFault, IncompleteBatch, store.CatalogDamaged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"left to do: {left_to_do(layout, exc, named[0] if named else None)}", file=sys.stderr)
+        return 1
     except (CameraRegistryError, UnknownCameraError, NotADirectoryError, FileExistsError, BatchBusyError, ValueError) as exc:
         print(f"error: {one_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -205,11 +205,24 @@ def batch_lock(layout: DataLayout, batch_key: str) -> Iterator[None]:
 
 
 def is_batch_locked(layout: DataLayout, batch_key: str) -> bool:
+    """Whether a process holds the batch's lock; creates nothing, so it works on a read-only root.
+
+    A holder always has the lock file; a file without a holder (left by ``kill -9``) is free.
+    """
+    path = layout.incoming / ".locks" / f"{check_batch_key(batch_key)}.lock"
     try:
-        with batch_lock(layout, batch_key):
-            return False
-    except BatchBusyError:
-        return True
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+    return False
 
 
 class BatchBusyError(RuntimeError):
@@ -300,29 +313,44 @@ def plan_destinations(layout: DataLayout, batch_key: str, uploads: list[Upload])
 def claim_by_rename(layout: DataLayout, batch_key: str, uploads: list[Upload]) -> list[str]:
     """Move uploads into ``incoming/<batch>/<camera>/<safe path>``; returns the claimed paths
     (relative to the batch folder). An upload that changed or vanished since it was observed
-    stays where it is."""
+    stays where it is; its name is taken off the batch's list, which ends holding exactly the
+    claimed files (also when a fault stops the claim half-way, where the disk still allows it)."""
     batch_dir = layout.incoming / check_batch_key(batch_key)
     claimed: list[str] = []
-    for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
-        try:
-            st = os.lstat(upload.path)
-        except FileNotFoundError:
-            continue
-        if (st.st_size, st.st_mtime_ns) != (upload.size, upload.mtime_ns):
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(upload.path, dest)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                raise OSError(f"landing and incoming must be on one filesystem to claim atomically: {exc}") from exc
-            raise
-        claimed.append(dest.relative_to(batch_dir).as_posix())
-    if not claimed:
-        drop_names(layout, batch_key)
+    try:
+        for upload, dest in zip(uploads, plan_destinations(layout, batch_key, uploads)):
+            try:
+                st = os.lstat(upload.path)
+            except FileNotFoundError:
+                continue
+            if (st.st_size, st.st_mtime_ns) != (upload.size, upload.mtime_ns):
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(upload.path, dest)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    raise OSError(f"landing and incoming must be on one filesystem to claim atomically: {exc}") from exc
+                raise
+            claimed.append(dest.relative_to(batch_dir).as_posix())
+    finally:
+        _keep_only_claimed(layout, batch_key, claimed)
     return claimed
+
+
+def _keep_only_claimed(layout: DataLayout, batch_key: str, claimed: list[str]) -> None:
+    try:
+        if not claimed:
+            drop_names(layout, batch_key)
+            return
+        names = read_names(layout, batch_key)
+        if set(names) != set(claimed):
+            kept = {rel: names[rel] for rel in claimed if rel in names}
+            atomic_write(names_path(layout, batch_key), json.dumps(kept, indent=0, sort_keys=True).encode())
+    except OSError:
+        pass  # a disk that refuses this too: ingestion drops the names still in landing (completeness.py)
 
 
 def unique_batch_key(layout: DataLayout, camera: str, relpaths: list[str], when: datetime) -> str:

@@ -6,7 +6,8 @@ settings gets the same id, and the id does not change if the PNG encoder does. I
 PNG (lossless; fast zlib level) at ``<image_store>/<id[:2]>/<id>.png``.
 
 The catalog is one Parquet file per upload batch, ``<catalog>/images/<batch>.parquet``, written
-once, atomically; :func:`read_catalog` concatenates them. Every claimed upload has one row:
+once, atomically, with a checksum of its content (:mod:`checked_parquet`); :func:`read_catalog`
+concatenates them and refuses a damaged one (:class:`CatalogDamaged`) rather than count it. Every claimed upload has one row:
 ``accepted`` (stored), ``duplicate`` (its pixels were already accepted: the row points at the
 existing image) or ``quarantined`` (``stored_path`` is the quarantined file, ``reason`` says why; null for a special
 file left in a source folder). ``source_name`` is the cleaned path the file was claimed as,
@@ -26,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 from PIL import Image
 
 from sr_pipeline.storage.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
+from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
 
 ACCEPTED, DUPLICATE, QUARANTINED = "accepted", "duplicate", "quarantined"
@@ -180,7 +182,7 @@ def write_batch_catalog(layout: DataLayout, batch: str, rows: Iterable[dict]) ->
     if path.exists():
         raise FileExistsError(f"the catalog of batch {batch!r} already exists: {path}")
     table = catalog_table(rows)
-    return atomic_write(path, lambda fh: pq.write_table(table, fh))
+    return atomic_write(path, lambda fh: write_checked(table, fh))
 
 
 _PANDAS_TYPES = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
@@ -190,15 +192,75 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
+class CatalogDamaged(DamagedFile):
+    """A batch catalog that cannot be trusted; its message names the file and the remedy."""
+
+    def __init__(self, damaged: DamagedFile):
+        super().__init__(damaged.path, damaged.why)
+
+    def __str__(self) -> str:
+        return (f"catalog file {self.path} is damaged ({self.why}); its rows are not counted: "
+                "run `sr-pipeline doctor --rebuild-catalog` to rebuild it from the image store")
+
+
+def _read_catalog_file(path: Path, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
+    try:
+        return read_checked(path, schema)[0]
+    except DamagedFile as exc:
+        raise CatalogDamaged(exc) from None
+
+
+def catalog_files(layout: DataLayout) -> list[Path]:
+    return sorted(p for p in catalog_dir(layout).glob("*.parquet") if not p.name.startswith("."))
+
+
+def damaged_catalogs(layout: DataLayout) -> tuple[list[CatalogDamaged], list[Path]]:
+    """``(damaged, unverified)``: the batch catalogs that fail their check (unreadable, content
+    unlike its checksum, or an accepted row whose image is not in the store), and those written
+    before catalogs carried a checksum (only the store check applies to them)."""
+    damaged, unverified = [], []
+    for path in catalog_files(layout):
+        try:
+            table, verified = read_checked(path, CATALOG_SCHEMA)
+        except DamagedFile as exc:
+            damaged.append(CatalogDamaged(exc))
+            continue
+        if not verified:
+            unverified.append(path)
+        ids = table.filter(pc.equal(table["outcome"], ACCEPTED))["image_id"].to_pylist()
+        lost = [i for i in ids if not _is_stored(layout, i)]
+        if lost:
+            why = f"{len(lost)} accepted image id(s) it names are not in the image store, e.g. {str(lost[0])[:20]}"
+            damaged.append(CatalogDamaged(DamagedFile(path, why)))
+    return damaged, unverified
+
+
+def _is_stored(layout: DataLayout, image_id: str | None) -> bool:
+    try:
+        return image_id is not None and image_path(layout, image_id).exists()
+    except ValueError:  # not even an id
+        return False
+
+
 def read_batch_catalog(layout: DataLayout, batch: str) -> pd.DataFrame:
-    return _to_pandas(pq.read_table(batch_catalog_path(layout, batch), schema=CATALOG_SCHEMA))
+    return _to_pandas(_read_catalog_file(batch_catalog_path(layout, batch)))
 
 
-def read_catalog(layout: DataLayout, columns: list[str] | None = None) -> pd.DataFrame:
-    """All batches' rows, in batch-file order (an empty frame with the catalog columns if none)."""
-    schema = CATALOG_SCHEMA if columns is None else pa.schema([CATALOG_SCHEMA.field(c) for c in columns])
-    files = sorted(p for p in catalog_dir(layout).glob("*.parquet") if not p.name.startswith("."))
-    tables = [pq.read_table(p, columns=list(schema.names), schema=schema) for p in files]
+def read_catalog(layout: DataLayout, columns: list[str] | None = None, *, skip_damaged: bool = False) -> pd.DataFrame:
+    """All batches' rows, in batch-file order (an empty frame with the catalog columns if none).
+
+    Each file is checked whole against its checksum; a damaged one raises :class:`CatalogDamaged`
+    (or, with ``skip_damaged``, is left out), so its rows are never merged into counts.
+    """
+    names = list(CATALOG_COLUMNS if columns is None else columns)
+    tables = []
+    for path in catalog_files(layout):
+        try:
+            tables.append(_read_catalog_file(path).select(names))
+        except CatalogDamaged:
+            if not skip_damaged:
+                raise
+    schema = pa.schema([CATALOG_SCHEMA.field(c) for c in names])
     return _to_pandas(pa.concat_tables(tables) if tables else schema.empty_table())
 
 
