@@ -94,8 +94,8 @@ def test_headline_in_plain_language(tmp_path):
 
     first = report.headline(now, [])
     assert first[0].startswith("**Image quality.** On 4 calibration pairs")
-    assert f"{g['psnr_gain_db']:.2f} dB closer to the true image than" in first[0]
-    assert f"{g['lpips_drop_pct']:.0f}% lower" in first[0]
+    assert f"is better than plain enlargement ({g['psnr_gain_db']:+.2f} dB PSNR-Y, " in first[0]
+    assert f"LPIPS {g['lpips']:.3f} against {g['lpips_bicubic']:.3f}" in first[0]
     assert "first report" in first[1]
     assert first[2] == "**Promotion.** The new student s9 was promoted."
     assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
@@ -108,11 +108,12 @@ def test_headline_in_plain_language(tmp_path):
                                                         "psnr_y": now["methods"]["candidate"]["psnr_y"] - 0.5}}
     trend = report.headline(now, [last])[1]
     assert trend.startswith("**Trend.** Last report (2026-03-02, 3 pairs)")
-    assert "0.50 dB better than last time" in trend and "calibration set changed" in trend
+    assert "This report is better than the last (+0.50 dB PSNR-Y, LPIPS level" in trend
+    assert "calibration set changed" in trend
 
     rejected = make_summary(scores, "2026-03-09", served="promoted", promoted=False)
     lines = report.headline(rejected, [])
-    assert "(promoted student" in lines[0] and "further from" in lines[0]  # nearest is worse than bicubic
+    assert "(promoted student" in lines[0] and "is worse than plain enlargement" in lines[0]  # nearest is worse
     assert "not promoted" in lines[2]
 
     no_lpips = dict(now, lpips={"available": False, "reason": "no weights"})
