@@ -265,7 +265,7 @@ def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argpa
     row = result.record()
     if args.consistency_map is not None:
         rel = target.parent.relative_to(args.out)
-        row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel)))
+        row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel), target))
     return row
 
 
