@@ -370,6 +370,15 @@ def data_relative(path: Path | str, root: Path | None) -> str:
     return Path(*p.parts[-2:]).as_posix() if len(p.parts) > 2 else p.name
 
 
+def _without_machine_path(fit: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The consistency fit's summary with its file (and a reason naming it) under the data root."""
+    if not fit.get("path"):
+        return fit
+    shown = data_relative(fit["path"], root)
+    reason = fit.get("reason")
+    return fit | {"path": shown, "reason": reason.replace(str(fit["path"]), shown) if isinstance(reason, str) else reason}
+
+
 def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, promoted_dir: Path | None,
                    downsampler_dir: Path | None, report_date: date, thresholds: GateThresholds = GateThresholds(),
                    *, lpips: Any = None, device: str = "auto", camera: str | None = None) -> EvaluationOutcome:
@@ -441,7 +450,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                                fixed_degradation_challenger(layout, candidate_dir) if "challenger" in scores.methods
                                else None, layout.root),
         "realism": realism,
-        "consistency": consistency_summary(candidate_dir),
+        "consistency": _without_machine_path(consistency_summary(candidate_dir), layout.root),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,

@@ -429,8 +429,8 @@ def fit_html(fit: Any) -> str:
     if fit.get("available") is False:
         return f"<p class='note'>Consistency thresholds not fitted: {esc(str(fit.get('reason')))}</p>"
     cameras = fit.get("cameras") if isinstance(fit.get("cameras"), dict) else {}
-    notes = [f"{esc(str(k).replace('_', ' '))}: {esc(str(v))}" for k, v in fit.items()
-             if k not in ("cameras", "available") and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    notes = [f"{esc(str(k).replace('_', ' '))}: {esc(str(v))}" for k, v in fit.items()  # no file paths on the page
+             if k not in ("cameras", "available", "path") and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
     if not cameras:
         return "<p class='note'>" + ("; ".join(notes) or "The consistency fit recorded no cameras.") + "</p>"
     head = "".join(f"<th>{label}</th>" for _, label, _ in _THRESHOLD_COLUMNS)
