@@ -21,6 +21,7 @@ from sr_pipeline.sr.consistency import (
     BicubicCamera, ConsistencyPass, LearnedCamera, Thresholds, enforce_consistency, load_thresholds, measure,
     summarise,
 )
+from sr_pipeline.sr.consistency_map import LEGEND, LINE, panel_map_box
 from sr_pipeline.sr.decode import read_image
 from sr_pipeline.sr.downsampler import LearnedDownsampler
 from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
@@ -296,8 +297,8 @@ def test_the_map_is_written_per_output_and_locates_a_pasted_defect(tmp_path, stu
                                "--consistency-map", tmp_path / "maps")
     heat = tmp_path / "maps" / "sub" / "a_x4_consistency.png"
     assert code == 0 and report["files"][0]["consistency_map"] == str(heat)
-    with Image.open(heat) as im:
-        assert im.mode == "RGB" and max(im.size) >= 256 and im.size[0] % 20 == 0
+    with Image.open(heat) as im:  # the map (a panel LR | output | map when flagged), with its legend
+        assert im.mode == "RGB" and max(im.size) >= 256 and im.height >= len(LEGEND) * LINE + 20
     # The audit's map finds a spot pasted into the output.
     lr, out = _camera_pair()
     pairs = tmp_path / "pairs"
@@ -308,8 +309,10 @@ def test_the_map_is_written_per_output_and_locates_a_pasted_defect(tmp_path, stu
     _image(pairs / "sr" / "p_x4.png", defect)
     code, audit, _ = _audit(capsys, tmp_path, "--lr", pairs / "lr", "--sr", pairs / "sr", "--map", tmp_path / "amaps")
     assert code == 1 and audit["check"] == 1 and audit["pairs"][0]["consistency_verdict"] == "check"
-    picture = np.asarray(Image.open(tmp_path / "amaps" / "p_x4_consistency.png"))
-    k = picture.shape[0] // lr.shape[0]
+    panel = np.asarray(Image.open(tmp_path / "amaps" / "p_x4_consistency.png"))  # LR | output | map
+    top, left, h, w = panel_map_box(lr.shape[:2])
+    k = h // lr.shape[0]
+    picture = panel[top:top + h, left:left + w]
     red = (picture[..., 0] > 200) & (picture[..., 1] < 100)
     ys, xs = np.nonzero(red)
     assert len(ys), "the map shows no flagged region"

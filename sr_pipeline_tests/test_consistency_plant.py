@@ -28,6 +28,7 @@ from sr_pipeline.serving.archive import (
 )
 from sr_pipeline.serving.consistency import load_check
 from sr_pipeline.sr.consistency import LearnedCamera, load_thresholds, measure
+from sr_pipeline.sr.consistency_map import panel_map_box
 from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
 from sr_pipeline.sr.infer import Upscaler
 from sr_pipeline.sr.pairs import load_rgb
@@ -157,8 +158,10 @@ def test_the_archive_flags_a_planted_line_lists_it_and_maps_where_it_is(layout, 
     heat = layout.root / bad["consistency_map"]
     assert heat == map_path(layout, field_batch, "b", 4)
     assert heat.parent == layout.archive / field_batch / "consistency_maps"
-    rgb = np.asarray(Image.open(heat).convert("RGB")).astype(int)
-    k = rgb.shape[1] // int(images.loc["b.jpg", "width"])  # map pixels per LR pixel
+    panel = np.asarray(Image.open(heat).convert("RGB")).astype(int)  # a flagged output: LR | output | map
+    top, left, h, w = panel_map_box((int(images.loc["b.jpg", "height"]), int(images.loc["b.jpg", "width"])))
+    rgb = panel[top:top + h, left:left + w]
+    k = w // int(images.loc["b.jpg", "width"])  # map pixels per LR pixel
     ys, xs = np.nonzero(rgb[..., 0] - rgb[..., 2] >= 127)  # red: the map value is >= 1 (flagged)
     assert len(ys) and (ys // k).min() >= 8 and (ys // k).max() <= 12  # the line is LR row 10 (+ blur)
     assert (xs // k).min() >= 8 and (xs // k).max() <= 22  # LR columns 10-20 (+ blur)

@@ -30,14 +30,17 @@ def test_demo_ingests_without_the_archive_and_skips_it_when_nothing_is_promoted(
     assert all(kw["asset_selection"] == [dg.AssetKey("raw_plant_images")] for kw in ingest)
 
 
-def test_demo_archives_only_the_field_batches_once_a_student_is_promoted(tmp_path, monkeypatch, instance):
+def test_demo_archives_the_field_batches_then_writes_the_reports(tmp_path, monkeypatch, instance):
     calls = _record_runs(monkeypatch)
     monkeypatch.setattr(promotion, "served_student", lambda layout, registry, camera: Path("/models/student/v1"))
     demo.run_demo(DataLayout(tmp_path / "data"), instance)
     names = [name for name, _ in calls]
-    after = calls[len(names) - names[::-1].index("evaluation_job"):]
-    assert after and all(name == "ingest_job" for name, _ in after)
-    assert all(kw["asset_selection"] == [dg.AssetKey("upscaled_archive")] for _, kw in after)
-    field_keys = {kw["partition_key"] for _, kw in after}
+    trained = len(names) - names[::-1].index("camera_training_job")
+    archive = calls[trained:names.index("evaluation_job")]
+    # The reports come last, so each one describes the archive its camera's batches were just written to.
+    assert names[names.index("evaluation_job"):] == ["evaluation_job"] * 2
+    assert archive and all(name == "ingest_job" for name, _ in archive)
+    assert all(kw["asset_selection"] == [dg.AssetKey("upscaled_archive")] for _, kw in archive)
+    field_keys = {kw["partition_key"] for _, kw in archive}
     ingested = {kw["partition_key"] for name, kw in calls if kw.get("asset_selection") == [dg.AssetKey("raw_plant_images")]}
     assert field_keys < ingested  # a strict subset: the HR reference batches are not archived

@@ -94,8 +94,8 @@ def test_headline_in_plain_language(tmp_path):
 
     first = report.headline(now, [])
     assert first[0].startswith("**Image quality.** On 4 calibration pairs")
-    assert f"{g['psnr_gain_db']:.2f} dB closer to the true image than" in first[0]
-    assert f"{g['lpips_drop_pct']:.0f}% lower" in first[0]
+    assert f"is better than plain enlargement ({g['psnr_gain_db']:+.2f} dB PSNR-Y, " in first[0]
+    assert f"LPIPS {g['lpips']:.3f} against {g['lpips_bicubic']:.3f}" in first[0]
     assert "first report" in first[1]
     assert first[2] == "**Promotion.** The new student s9 was promoted."
     assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
@@ -108,11 +108,12 @@ def test_headline_in_plain_language(tmp_path):
                                                         "psnr_y": now["methods"]["candidate"]["psnr_y"] - 0.5}}
     trend = report.headline(now, [last])[1]
     assert trend.startswith("**Trend.** Last report (2026-03-02, 3 pairs)")
-    assert "0.50 dB better than last time" in trend and "calibration set changed" in trend
+    assert "This report is better than the last (+0.50 dB PSNR-Y, LPIPS level" in trend
+    assert "calibration set changed" in trend
 
     rejected = make_summary(scores, "2026-03-09", served="promoted", promoted=False)
     lines = report.headline(rejected, [])
-    assert "(promoted student" in lines[0] and "further from" in lines[0]  # nearest is worse than bicubic
+    assert "(promoted student" in lines[0] and "is worse than plain enlargement" in lines[0]  # nearest is worse
     assert "not promoted" in lines[2]
 
     no_lpips = dict(now, lpips={"available": False, "reason": "no weights"})
@@ -176,3 +177,40 @@ def test_benchmark_page_and_text_table_follow_the_registry(tmp_path):
     assert "best, median and worst image of teacher" in page
     text = report.text_table(scores.summary).splitlines()
     assert text[1].split()[:4] == ["method", "PSNR-Y", "SSIM-Y", "LPIPS"] and len(text) == 2 + 4
+
+
+def _rows(gains_db: list[float], lpips_delta: float = -0.02) -> list[dict]:
+    """Per-image rows: bicubic at 28 dB / 0.40 LPIPS, the candidate ``gains_db`` above it."""
+    rows = []
+    for i, g in enumerate(gains_db):
+        rows.append({"method": "bicubic", "image": f"img{i}.png", "psnr_y": 28.0, "lpips": 0.40})
+        rows.append({"method": "candidate", "image": f"img{i}.png", "psnr_y": 28.0 + g, "lpips": 0.40 + lpips_delta})
+    return rows
+
+
+def test_the_headline_leads_with_the_median_and_names_the_worst_image(tmp_path):
+    # One image carries the mean (+6.81 dB); the median is about 0.5 dB and one image of eight is worse.
+    gains_db = [6.81, 0.52, 0.49, 0.55, 0.47, 0.51, 0.60, -0.40]
+    spread = report.gain_spread(_rows(gains_db), "candidate")
+    assert spread["median_db"] == pytest.approx(0.515) and spread["mean_db"] == pytest.approx(np.mean(gains_db))
+    assert spread["better"] == 7 and spread["images"] == 8 and spread["worst_image"] == "img7.png"
+    summary = make_summary(make_scores(tmp_path), "2026-03-09", per_image_gain={"candidate": spread})
+    line = report.headline(summary, [])[0]
+    median, mean = line.index("median +0.52 dB PSNR-Y"), line.index(f"mean {np.mean(gains_db):+.2f} dB")
+    assert median < line.index("better on 7 of 8 images") < mean
+    assert "worst image img7.png, -0.40 dB" in line
+    # A better PSNR-Y beside a worse LPIPS is a trade image by image, never counted as better.
+    assert report.gain_spread(_rows(gains_db, lpips_delta=+0.02), "candidate")["better"] == 0
+
+
+def test_the_page_names_models_readably_and_shows_no_machine_path(tmp_path):
+    scores = make_scores(tmp_path / "pairs")
+    summary = make_summary(scores, "2026-03-09", camera="field_cam", consistency={
+        "available": False, "path": "models/student/20260309T060000Z-ab12cd/consistency.json", "reason": "not fitted"})
+    summary["models"] = {"candidate": {"version": "20260309T060000Z-ab12cd", "steps": 1,
+                                       "path": "/srv/plant/secret/models/student/20260309T060000Z-ab12cd",
+                                       "folder": "models/student/20260309T060000Z-ab12cd"}}
+    page = report.render_report(summary, scores, [])
+    assert "/srv/plant" not in page and "secret" not in page
+    assert "new student of field_cam trained 2026-03-09 (ab12cd)" in page
+    assert "<td class='detail'>models/student/20260309T060000Z-ab12cd</td>" in page

@@ -82,15 +82,18 @@ def test_the_manager_line_counts_this_weeks_outputs_in_the_plants_time_zone(arch
     assert view.later == 1 and len(view.outputs) == len(OUTPUTS) - 1
     assert {o.source_name for o in view.this_week()} == {
         "a-late-local.png", "b-mid.png", "a-worst.png", "a-ok.png", "b-spot.png", *(f"a-bulk{i}.png" for i in range(6))}
+    state = view.state_text()  # which archive the report describes: when it was read, what it held
+    assert state.startswith("The archive as read at ") and f"{len(view.outputs)} restored images in 2 batches" in state
     line = view.manager_line()
     assert line == ("**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04) "
-                    "need a person's look; see the list in the report.")
+                    "need a person's look (a-worst.png, b-mid.png, b-spot.png); see the list in the report.")
     scores = make_scores(archive.root / "pairs")
     lines = report.headline(make_summary(scores, DAY.isoformat()), [], view)
     assert lines[-1] == line
     page = report.render_report(make_summary(scores, DAY.isoformat()), scores, [], lines, view)
     headline = page[page.index("id='headline'"):page.index("</section>")]
-    assert "look; <a href='#consistency-flagged'>see the list</a>." in headline and "id='consistency-flagged'" in page
+    assert "look (a-worst.png, b-mid.png, b-spot.png); <a href='#consistency-flagged'>see the list</a>." in headline
+    assert "id='archive-state'>The archive as read at " in page and "id='consistency-flagged'" in page
     # In UTC the late outputs move a day back: "a-next-day" (flagged) joins the week, "b-spot" leaves it.
     utc = archive_consistency(archive, DAY, "UTC")
     assert utc.later == 0 and "3 of 11 images" in utc.manager_line()
@@ -154,7 +157,8 @@ def test_manifests_written_before_the_check_count_as_not_measured(archive):
     write_manifest(archive, "b0", old, measured=False)
     view = archive_consistency(archive, DAY, TZ)
     assert view.manager_text() == ("3 of 11 checked images restored this week (the 7 days to 2026-03-04) need a "
-                                   "person's look; see the list in the report. 2 more were not checked (restored "
+                                   "person's look (a-worst.png, b-mid.png, b-spot.png); see the list in the report. "
+                                   "2 more were not checked (restored "
                                    "before the consistency check existed).")
     weekly = view.weekly()
     c = weekly.cell(weekly.weeks[-1], "cam-c")

@@ -198,8 +198,8 @@ def test_operator_materialises_the_report_from_the_ui(chromium, dagster_ui, tmp_
         page.click("button", "the launch button", text=launch)
         page.wait_for("!document.querySelector('[role=dialog]')", "the dialog to close once launched", timeout=120)
         run, event = wait_for_run(home, page)
-        report = event.asset_materialization.metadata["report"].value
-        assert event.run_id == run.run_id and Path(report).is_file()
+        report = tmp_path / "data" / event.asset_materialization.metadata["report"].value  # under the data root
+        assert event.run_id == run.run_id and report.is_file()
         assert Path(report).parent.parent.name == CAMERA and event.asset_materialization.partition == CAMERA
         assert run.asset_selection == {dg.AssetKey(REPORT)} and run.tags.get("dagster/partition") == CAMERA
 

@@ -157,7 +157,9 @@ def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
                                "action": done.action, "candidate": dg.MetadataValue.path(co_trained_student)})
 
 
-def _report_metadata(outcome) -> dict:
+def _report_metadata(outcome, data_root: Path) -> dict:
+    """The report's metadata: a manager's page, so models by readable name and paths under the data root."""
+    from sr_pipeline.evaluation.calibration import data_relative
     from sr_pipeline.sr.figures import png_markdown
     from sr_pipeline.sr.report import gains
     from sr_pipeline.sr.scoring import metrics
@@ -165,7 +167,7 @@ def _report_metadata(outcome) -> dict:
     s = outcome.summary
     g = gains(s)
     md = {
-        "report": dg.MetadataValue.path(str(outcome.report_path)),
+        "report": data_relative(outcome.report_path, data_root),
         "summary": dg.MetadataValue.md("\n".join(f"- {line}" for line in outcome.headline)),
         "metrics": dg.MetadataValue.md(outcome.table_md),
         "crops": dg.MetadataValue.md(png_markdown(outcome.crops_png, "LR | bicubic | teacher | student | HR (median image)")),
@@ -179,8 +181,8 @@ def _report_metadata(outcome) -> dict:
         "calibration_pairs": int(s["pairs"]),
         "camera": str(s.get("camera") or ""),
         "device": s["device"],
-        "candidate": dg.MetadataValue.path(s["models"]["candidate"]["path"]),
-        "teacher": dg.MetadataValue.path(s["models"]["teacher"]["path"]),
+        "candidate": _name_and_folder(s, "candidate", data_root),
+        "teacher": _name_and_folder(s, "teacher", data_root),
     }
     numbers = {"psnr_gain_db": g["psnr_gain_db"], "lpips": g["lpips"], "lpips_bicubic": g["lpips_bicubic"],
                "student_ms_per_image": s["methods"]["candidate"]["ms_per_image"],
@@ -195,6 +197,14 @@ def _report_metadata(outcome) -> dict:
         if value is not None:
             md[f"served_{m.name}"] = float(value)
     return md
+
+
+def _name_and_folder(summary: dict, role: str, data_root: Path) -> str:
+    from sr_pipeline.evaluation.calibration import data_relative
+    from sr_pipeline.sr.report import model_name
+
+    info = summary["models"][role]
+    return f"{model_name(summary, role)} ({info.get('folder') or data_relative(info['path'], data_root)})"
 
 
 @dg.asset(
@@ -228,7 +238,7 @@ def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str
         raise dg.Failure(str(exc)) from exc
     for line in outcome.headline:
         context.log.info(line.replace("**", ""))
-    return dg.Output(str(outcome.report_path), metadata=_report_metadata(outcome))
+    return dg.Output(str(outcome.report_path), metadata=_report_metadata(outcome, layout.root))
 
 
 evaluation_job = dg.define_asset_job(

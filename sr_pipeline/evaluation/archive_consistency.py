@@ -9,7 +9,7 @@ the report.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -60,8 +60,9 @@ def archive_consistency(layout: DataLayout, report_date: date, tz: str | None = 
                         camera: str | None = None) -> ArchiveConsistency:
     """The archive's outputs (one field camera's when given) restored up to ``report_date``, days in the
     plant's time zone (``tz``, else ``$SR_PIPELINE_PLANT_TZ``, else UTC)."""
+    read_at = datetime.now(timezone.utc)
     rows, unread = archive_rows(layout)
     if camera is not None:
         rows = [r for r in rows if r.get("camera") == camera]
-    return ArchiveConsistency.from_rows(rows, report_date, plant_timezone(tz), unread)
+    return ArchiveConsistency.from_rows(rows, report_date, plant_timezone(tz), unread, read_at)
 

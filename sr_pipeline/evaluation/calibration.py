@@ -346,9 +346,12 @@ class EvaluationOutcome:
 
 
 def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None,
-                 challenger: Path | None = None) -> dict[str, Any]:
+                 challenger: Path | None = None, root: Path | None = None) -> dict[str, Any]:
+    """Per role: version, absolute ``path`` (for engineers' tools) and ``folder``, the path under the
+    data root (``root``) that pages and metadata show instead."""
     def info(path: Path, steps: int | None = None) -> dict[str, Any]:
-        out = {"version": model_version(path), "path": str(Path(path).resolve())}
+        out = {"version": model_version(path), "path": str(Path(path).resolve()),
+               "folder": data_relative(path, root)}
         return out | ({"steps": steps} if steps is not None else {})
 
     by_role = {m.role: info(m.path, m.steps) for m in models}
@@ -357,6 +360,27 @@ def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Pat
         by_role.setdefault("challenger", info(challenger, 1))
     order = [r for r in ("teacher", "candidate", "challenger", "promoted") if r in by_role]
     return {r: by_role[r] for r in order} | {"downsampler": info(downsampler_dir) if downsampler_dir else None}
+
+
+def data_relative(path: Path | str, root: Path | None) -> str:
+    """``path`` as the pages show it: under the data root, relative to it (``models/student/<v>``);
+    elsewhere only its last two parts, never a machine's absolute path."""
+    p = Path(path).resolve()
+    if root is not None:
+        try:
+            return p.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return Path(*p.parts[-2:]).as_posix() if len(p.parts) > 2 else p.name
+
+
+def _without_machine_path(fit: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The consistency fit's summary with its file (and a reason naming it) under the data root."""
+    if not fit.get("path"):
+        return fit
+    shown = data_relative(fit["path"], root)
+    reason = fit.get("reason")
+    return fit | {"path": shown, "reason": reason.replace(str(fit["path"]), shown) if isinstance(reason, str) else reason}
 
 
 def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, promoted_dir: Path | None,
@@ -428,12 +452,15 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                    "promoted": "promoted student"},
         "models": _models_info(models, candidate_dir, downsampler_dir,
                                fixed_degradation_challenger(layout, candidate_dir) if "challenger" in scores.methods
-                               else None),
+                               else None, layout.root),
         "realism": realism,
-        "consistency": consistency_summary(candidate_dir),
+        "consistency": _without_machine_path(consistency_summary(candidate_dir), layout.root),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,
+        "per_image_gain": {m: report.gain_spread(scores.rows, m, {"psnr_y": thresholds.psnr_tolerance_db,
+                                                                  "lpips": thresholds.lpips_tolerance})
+                           for m in scores.methods if m != "bicubic"},
     })
     root = reports_root(layout, camera)
     root.mkdir(parents=True, exist_ok=True)

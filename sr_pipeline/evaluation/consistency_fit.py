@@ -4,7 +4,9 @@ While the gate scores a candidate student on the calibration pairs, :class:`Cali
 sees each of its outputs (the scoring hook, outside the timed region: one camera pass per output, no
 second upscale), measures it against its LR with the candidate's co-trained camera model (bicubic-down
 when it has none), and keeps the LR-sized residual map and the output's true PSNR-Y against the HR.
-From those, :func:`sr_pipeline.sr.consistency.fit_thresholds` fits thresholds per field camera (for a
+From those, :func:`sr_pipeline.sr.consistency.fit_thresholds` fits thresholds per field camera and,
+when the camera model is a G, a second set for bicubic-down from the same outputs (``--camera-model
+bicubic`` never borrows G's limits), per field camera (for a
 camera with at least :data:`MIN_CAMERA_PAIRS` pairs; the others use the ``all`` entry, always fitted
 on every pair). They are published atomically as ``consistency.json`` in the candidate's folder, where
 :func:`sr_pipeline.serving.consistency.load_check` finds them, and carry the fingerprint of the pairs
@@ -24,7 +26,8 @@ import numpy as np
 from sr_pipeline.serving.consistency import BICUBIC, co_trained_downsampler, load_check
 from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.sr.consistency import (
-    THRESHOLDS_FILE, CalibrationSample, Thresholds, fit_thresholds, load_thresholds, measure, save_thresholds,
+    THRESHOLDS_FILE, BicubicCamera, CalibrationSample, Thresholds, camera_model_kind, fit_thresholds,
+    load_thresholds, measure, save_thresholds,
 )
 from sr_pipeline.storage.atomic import atomic_write
 
@@ -49,48 +52,67 @@ class CalibrationConsistency:
         g_dir = co_trained_downsampler(model_dir)
         # The check alone (no thresholds file): the fit only needs the residuals.
         self.check = load_check(None, scale, camera_model=str(g_dir) if g_dir else BICUBIC)
+        # Bicubic-down (`--camera-model bicubic`) gets limits of its own: its residuals are not G's.
+        self.second = BicubicCamera(scale) if g_dir else None
         self.model_dir, self.scale, self.cameras, self.pairs_key = Path(model_dir), scale, cameras, pairs_key
         self.samples: dict[str, CalibrationSample] = {}
+        self.second_samples: dict[str, CalibrationSample] = {}
 
     def see(self, image: str, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> None:
         from sr_pipeline.sr.scoring import metric
 
-        found = measure(self.check.camera, sr, lr, Thresholds(), keep_map=True)
-        found.map = None  # the fit reads the residual in levels; half the memory per pair
-        self.samples[image] = CalibrationSample(found, float(metric("psnr_y").fn(sr, hr, self.scale)))
+        true_psnr = float(metric("psnr_y").fn(sr, hr, self.scale))
+        for camera, samples in ((self.check.camera, self.samples), (self.second, self.second_samples)):
+            if camera is not None:
+                found = measure(camera, sr, lr, Thresholds(), keep_map=True)
+                found.map = None  # the fit reads the residual in levels; half the memory per pair
+                samples[image] = CalibrationSample(found, true_psnr)
 
-    def fit(self) -> dict[str, Thresholds]:
-        """Per-camera thresholds (cameras with enough pairs) and the ``all`` entry."""
+    def _fit(self, samples: dict[str, CalibrationSample], camera_model: str) -> dict[str, Thresholds]:
         by_camera: dict[str, list[CalibrationSample]] = {}
-        for image, sample in self.samples.items():
+        for image, sample in samples.items():
             camera = self.cameras.get(image)
             if camera is not None and camera != ALL:
                 by_camera.setdefault(camera, []).append(sample)
         groups = {cam: s for cam, s in by_camera.items() if len(s) >= MIN_CAMERA_PAIRS}
-        groups[ALL] = list(self.samples.values())
+        groups[ALL] = list(samples.values())
         fitted = {}
-        for cam, samples in sorted(groups.items()):
-            t = fit_thresholds(samples, cam)
+        for cam, group in sorted(groups.items()):
+            t = fit_thresholds(group, cam)
             rho = t.fit.get(SPEARMAN)
-            extra = {PAIRS_KEY: self.pairs_key, "camera_model": self.check.camera.name,
+            extra = {PAIRS_KEY: self.pairs_key, "camera_model": camera_model,
                      SPEARMAN: rho if rho is not None and math.isfinite(rho) else None}  # strict JSON
             fitted[cam] = dataclasses.replace(t, fit={**t.fit, **extra})
         return fitted
 
+    def fit(self) -> dict[str, Thresholds]:
+        """Per-camera thresholds (cameras with enough pairs) and the ``all`` entry, for the model's own
+        camera model (its G, else bicubic-down)."""
+        return self._fit(self.samples, self.check.camera.name)
+
+    def fit_second(self) -> dict[str, dict[str, Thresholds]]:
+        """The same for bicubic-down when the own camera model is a G (``{}`` otherwise), by kind."""
+        if self.second is None:
+            return {}
+        return {camera_model_kind(self.second.name): self._fit(self.second_samples, self.second.name)}
+
     def save(self) -> Path:
         """Fit and publish ``consistency.json`` in the model's folder (atomically); its path."""
         path = thresholds_path(self.model_dir)
-        save_thresholds(path, self.fit(), lambda p, data: atomic_write(p, data))
+        save_thresholds(path, self.fit(), lambda p, data: atomic_write(p, data), self.fit_second())
         return path
 
 
 def fitted_on(model_dir: Path, pairs_key: str) -> bool:
-    """Whether the model's ``consistency.json`` is readable and was fitted on these pairs."""
+    """Whether the model's ``consistency.json`` is readable and was fitted on these pairs, for its own
+    camera model and for bicubic-down."""
     try:
         fitted = load_thresholds(thresholds_path(model_dir))
+        bicubic = load_thresholds(thresholds_path(model_dir), BICUBIC)
     except ValueError:
         return False
-    return ALL in fitted and all(t.fit.get(PAIRS_KEY) == pairs_key for t in fitted.values())
+    return (ALL in fitted and ALL in bicubic
+            and all(t.fit.get(PAIRS_KEY) == pairs_key for t in [*fitted.values(), *bicubic.values()]))
 
 
 def consistency_summary(model_dir: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sr_pipeline.sr.scoring import Metric, metrics
+from sr_pipeline.sr.wording import compare, model_label
 
 CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened")
 BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
@@ -101,8 +102,9 @@ class GateDecision:
         """One sentence a manager can read (two when the fixed-degradation challenger won)."""
         if self.challenge and self.challenge["winner"] == "challenger":
             duel = self.challenge["message"] + " "
-            return duel + self._plain(f"The fixed-degradation student {self.served}", self.served or self.candidate)
-        return self._plain(f"The new student {self.candidate}", self.candidate)
+            served = self.served or self.candidate
+            return duel + self._plain(f"The fixed-degradation {model_label(served)}", served)
+        return self._plain(f"The new {model_label(self.candidate)}", self.candidate)
 
     def _plain(self, who: str, version: str) -> str:
         if self.action == "would_promote":
@@ -110,14 +112,14 @@ class GateDecision:
                     "`sr-pipeline promote` records a promotion).")
         if self.action == "already_promoted":
             if self.passed:
-                return (f"Student {version} has been the promoted model since {self.promoted_since} (the "
+                return (f"The {model_label(version)} has been the promoted model since {self.promoted_since} (the "
                         f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
-            return (f"The promoted student {version} no longer passes the gate ("
+            return (f"The promoted {model_label(version)} no longer passes the gate ("
                     + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
         if self.action == "not_repromoted":
             return (f"{who} passes the gate but was rolled back by an operator earlier, so it is not promoted "
                     "again automatically (`sr-pipeline promote` restores it).")
-        kept = f"the archive keeps using {self.reference}" if self.reference else "no student is in use yet"
+        kept = f"the archive keeps using the {model_label(self.reference)}" if self.reference else "no student is in use yet"
         return f"{who} was not promoted: " + "; ".join(self.failures()) + f". So {kept}."
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,7 +241,9 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
               ) -> dict[str, Any]:
     """The co-learned ``candidate`` against the fixed-degradation ``challenger`` (rows of methods
     ``candidate`` and ``challenger``): fidelity first, so the higher PSNR-Y wins by more than the PSNR
-    tolerance; within it, the lower LPIPS by more than the LPIPS tolerance; a tie keeps the co-learned."""
+    tolerance; within it, the lower LPIPS by more than the LPIPS tolerance; a tie keeps the co-learned.
+    The message words the figures by :func:`~sr_pipeline.sr.wording.compare`: a winner with a worse
+    LPIPS is said to trade, not to beat."""
     scores = {role: {"psnr_y": _mean(rows, role, "psnr_y"), "lpips": _mean(rows, role, "lpips")}
               for role in ("candidate", "challenger")}
     co, fixed = scores["candidate"], scores["challenger"]
@@ -250,15 +254,15 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
     won = d_psnr > tol_p or (psnr_tie and d_lpips is not None and d_lpips < -tol_l)
     lost = d_psnr < -tol_p or (psnr_tie and d_lpips is not None and d_lpips > tol_l)
     winner, loser = ("challenger", "candidate") if won else ("candidate", "challenger")
-    names = {"candidate": f"the co-learned student {candidate}",
-             "challenger": f"the fixed-degradation student {challenger}"}
-    lp = "" if d_lpips is None else f", LPIPS {scores[winner]['lpips']:.4f} against {scores[loser]['lpips']:.4f}"
-    figures = f"PSNR-Y {scores[winner]['psnr_y']:.2f} dB against {scores[loser]['psnr_y']:.2f} dB{lp}"
+    names = {"candidate": f"the co-learned {model_label(candidate)}",
+             "challenger": f"the fixed-degradation {model_label(challenger)}"}
+    said = compare(scores[winner], scores[loser], {"psnr_y": tol_p, "lpips": tol_l})
     if won or lost:
-        message = f"On the camera's calibration pairs {names[winner]} beat {names[loser]}: {figures}."
+        message = (f"On the camera's calibration pairs {said.sentence(names[winner], names[loser])}; fidelity "
+                   f"comes first, so the gate judges {names[winner]}.")
     else:
-        message = (f"On the camera's calibration pairs {names['candidate']} and {names['challenger']} tie within "
-                   f"the gate's tolerances ({figures}); the co-learned one is kept.")
+        message = (f"On the camera's calibration pairs {said.sentence(names['candidate'], names['challenger'])}; "
+                   "the co-learned one is kept.")
     return {"winner": winner, "candidate": candidate, "challenger": challenger, "co_learned": co, "fixed": fixed,
             "psnr_margin_db": abs(d_psnr), "lpips_margin": None if d_lpips is None else abs(d_lpips),
             "message": message}

@@ -320,7 +320,8 @@ def archive_batch(
             if pd.isna(done.get("consistency_verdict")) or (done["consistency_verdict"] == CHECK
                                                              and done["consistency_map"] is None):
                 found = _measure_file(layout, models.check, row, target)  # None: unreadable, made again
-                done = None if found is None else {**done, **_verdict_record(layout, batch, stem, scale, *found)}
+                done = None if found is None else {**done, **_verdict_record(layout, batch, stem, scale,
+                                                                             *found, target)}
                 remeasured += done is not None
         if done is not None:
             records.append({**base, **{k: done[k] for k in ("upscaled_at", "seconds", "steps", *CONSISTENCY_COLUMNS)}})
@@ -369,16 +370,18 @@ def _with_map(layout: DataLayout, batch: str, stem: str, scale: int, done: dict)
     return {**done, "consistency_map": store.relative_to_root(layout, path) if listed else None}
 
 
-def _verdict_record(layout: DataLayout, batch: str, stem: str, scale: int, found, lr: np.ndarray) -> dict:
-    """The manifest's consistency columns of a measured output; writes a ``check`` output's heat map
-    (and removes a stale one left by an earlier output that was flagged)."""
+def _verdict_record(layout: DataLayout, batch: str, stem: str, scale: int, found, lr: np.ndarray,
+                    output: Path) -> dict:
+    """The manifest's consistency columns of a measured output; writes a ``check`` output's panel (LR,
+    the ``output`` file, heat map; and removes a stale one left by an earlier output that was flagged)."""
     from sr_pipeline.sr.consistency import map_png
+    from sr_pipeline.sr.decode import read_image
 
     path = map_path(layout, batch, stem, scale)
     if found.verdict != CHECK:
         path.unlink(missing_ok=True)
         return {**found.record(), "consistency_map": None}
-    store.atomic_write(path, map_png(found, lr), sync_dir=False)
+    store.atomic_write(path, map_png(found, lr, output=read_image(output).colour), sync_dir=False)
     return {**found.record(), "consistency_map": store.relative_to_root(layout, path)}
 
 
@@ -419,4 +422,4 @@ def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, stem: str
         if crops is not None:
             result.previews.append((row.source_name, *crops))
     return {"steps": upscaler.steps, "upscaled_at": datetime.now(timezone.utc), "seconds": seconds,
-            **_verdict_record(layout, batch, stem, upscaler.scale, found, src.colour)}
+            **_verdict_record(layout, batch, stem, upscaler.scale, found, src.colour, target)}

@@ -118,9 +118,12 @@ def measure_saved(check: ConsistencyCheck, lr: np.ndarray, sr: np.ndarray, camer
     return cp.finish()
 
 
-def write_map(result: Consistency, lr: np.ndarray, path: Path) -> Path:
-    """The heat map of ``result`` over its input, published atomically at ``path``."""
-    atomic_write(path, map_png(result, lr), sync_dir=False)
+def write_map(result: Consistency, lr: np.ndarray, path: Path, output: np.ndarray | Path | None = None) -> Path:
+    """The heat map of ``result`` over its input, published atomically at ``path``; for a ``check``
+    output with ``output`` (the image, or its file, read only then) the panel LR | output | map."""
+    if isinstance(output, Path):
+        output = read_image(output).colour if result.verdict == "check" else None
+    atomic_write(path, map_png(result, lr, output=output), sync_dir=False)
     return path
 
 
@@ -247,7 +250,7 @@ def _score(lr_path: Path, sr_path: Path, checks: Callable[[int], ConsistencyChec
     row = {"status": "scored", "scale": scale, **result.record()}
     if args.map is not None:
         rel = sr_path.parent.relative_to(args.sr) if args.sr.is_dir() else Path()
-        row["consistency_map"] = str(write_map(result, lr.colour, map_path(args.map, sr_path, rel)))
+        row["consistency_map"] = str(write_map(result, lr.colour, map_path(args.map, sr_path, rel), sr.colour))
     return row
 
 

@@ -4,7 +4,8 @@ A student's outputs are judged with the downsampler G co-trained with it (the le
 field camera; ``downsampler`` in its ``training.json``, else the sibling folder of the same
 version), or bicubic-down when it has none or ``--camera-model bicubic`` asks for the model-free
 second opinion. Thresholds come from the ``consistency.json`` fitted on the calibration pairs and
-stored in the model's folder (per field camera), else the built-in defaults; the output says which.
+stored in the model's folder (per field camera and per kind of camera model: G's limits never judge
+bicubic-down), else the built-in defaults; the output says which.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from sr_pipeline.sr.checkpoints import read_info
 from sr_pipeline.sr.consistency import (
     THRESHOLDS_FILE, VERDICTS, Y_WEIGHTS, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera,
-    Thresholds, load_thresholds, thresholds_for,
+    Thresholds, camera_model_kind, load_thresholds, thresholds_for,
 )
 from sr_pipeline.sr.image_io import TEXT_PREFIX
 
@@ -85,7 +86,11 @@ def load_check(model_dir: Path | None, scale: int, *, camera_model: str | None =
         thresholds_file = Path(model_dir) / THRESHOLDS_FILE
     if thresholds_file is None:
         return ConsistencyCheck(camera, device=device)
-    return ConsistencyCheck(camera, load_thresholds(Path(thresholds_file)), str(thresholds_file), device=device)
+    fitted = load_thresholds(Path(thresholds_file), camera.name)
+    if not fitted:  # never judge with limits fitted for another camera model (G's are not bicubic's)
+        return ConsistencyCheck(camera, {}, f"built-in defaults ({thresholds_file} holds no thresholds fitted for "
+                                        f"{camera_model_kind(camera.name)} camera models)", device=device)
+    return ConsistencyCheck(camera, fitted, str(thresholds_file), device=device)
 
 
 def consistency_text(result: Consistency) -> dict[str, str]:

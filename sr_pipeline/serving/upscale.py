@@ -342,7 +342,8 @@ def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argpa
     if args.consistency_map is not None:
         rel = target.parent.relative_to(args.out)
         try:  # the output is published whatever becomes of its map: a lost map is its own failure
-            row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel)))
+            row["consistency_map"] = str(write_map(result, src.colour, map_path(args.consistency_map, target, rel),
+                                                   target))
         except OSError as exc:
             row["consistency_map_failed"] = f"{exc.strerror or exc}: {exc.filename or args.consistency_map}"
     return row

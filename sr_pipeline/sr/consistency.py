@@ -61,6 +61,7 @@ VISIBLE_LEVELS = 4.0  # floor of the pixel threshold; the least smoothed residua
 VISIBLE_PEAK = 8.0  # floor of the peak limit (levels)
 VISIBLE_PSNR = 40.0  # ceiling of the consistency PSNR-Y limit (dB)
 VISIBLE_COLOUR = 2.0  # floor of the colour limit (levels)
+PSNR_MARGIN_DB = 1.0  # how far below its limit a consistency PSNR-Y alone, without flagged pixels, makes `check`
 LOCAL_FIELDS = ("local_floor", "local_slope", "local_peak", "border_peak")
 
 
@@ -182,21 +183,49 @@ class Thresholds:
 THRESHOLDS_FILE = "consistency.json"
 
 
-def save_thresholds(path: Path, by_camera: dict[str, Thresholds], write) -> None:
-    """``write(path, bytes)`` publishes the per-camera thresholds (an atomic writer)."""
-    body = {"cameras": {cam: t.to_dict() for cam, t in sorted(by_camera.items())}}
+BICUBIC_MODEL = "bicubic"
+LEARNED_MODEL = "learned"
+
+
+def camera_model_kind(name: str | None) -> str:
+    """``bicubic`` or ``learned`` (a G) for a camera model's name (``Camera.name``, a fit's
+    ``camera_model``)."""
+    return BICUBIC_MODEL if name == BicubicCamera.name else LEARNED_MODEL
+
+
+def save_thresholds(path: Path, by_camera: dict[str, Thresholds], write,
+                    other_models: dict[str, dict[str, Thresholds]] | None = None) -> None:
+    """``write(path, bytes)`` publishes the per-camera thresholds (an atomic writer). ``by_camera`` is
+    fitted for the model's own camera model; ``other_models`` (by kind, e.g. ``bicubic``) for others."""
+    body: dict = {"cameras": {cam: t.to_dict() for cam, t in sorted(by_camera.items())}}
+    if other_models:
+        body["camera_models"] = {kind: {cam: t.to_dict() for cam, t in sorted(found.items())}
+                                 for kind, found in sorted(other_models.items())}
     write(Path(path), (json.dumps(body, indent=2) + "\n").encode())
 
 
-def load_thresholds(path: Path) -> dict[str, Thresholds]:
-    """Per-camera thresholds from a ``consistency.json`` (ValueError naming the file when bad)."""
+def load_thresholds(path: Path, camera_model: str | None = None) -> dict[str, Thresholds]:
+    """Per-camera thresholds from a ``consistency.json`` (ValueError naming the file when bad).
+
+    ``camera_model`` (a camera model's name, or ``bicubic`` / ``learned``): only thresholds fitted
+    for that kind of camera model, ``{}`` when the file has none. A threshold set that does not say
+    which camera model it was fitted for (written by hand) serves any. None: the file's own set."""
     try:
         data = json.loads(Path(path).read_text())
-        return {cam: Thresholds.from_dict(t) for cam, t in data["cameras"].items()}
+        own = {cam: Thresholds.from_dict(t) for cam, t in data["cameras"].items()}
+        others = {kind: {cam: Thresholds.from_dict(t) for cam, t in found.items()}
+                  for kind, found in (data.get("camera_models") or {}).items()}
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"cannot read consistency thresholds from {path} ({type(exc).__name__}: {exc})") from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    if camera_model is None:
+        return own
+    kind = camera_model if camera_model in (BICUBIC_MODEL, LEARNED_MODEL) else camera_model_kind(camera_model)
+    fitted_for = {t.fit.get("camera_model") for t in own.values()}
+    if fitted_for == {None} or {camera_model_kind(n) for n in fitted_for if n} == {kind}:
+        return own
+    return others.get(kind, {})
 
 
 def thresholds_for(by_camera: dict[str, Thresholds], camera: str | None) -> Thresholds:
@@ -239,28 +268,48 @@ class Consistency:
         }
 
 
+def _versus(value: float, limit: float, digits: int, unit: str = "") -> tuple[str, str]:
+    """``value`` and ``limit`` with enough digits (up to 3 more) that the printed figures differ the
+    way the numbers do: never "39.7 dB is below 39.7 dB"."""
+    for d in range(digits, digits + 4):
+        a, b = f"{value:.{d}f}", f"{limit:.{d}f}"
+        if a != b:
+            break
+    return a + unit, b + unit
+
+
 def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
             t: Thresholds, local: tuple[float, float] = (0.0, 0.0)) -> tuple[str, list[str]]:
     """``("ok" | "check", reasons)``: every threshold an output breaks, in words. ``local``: the
-    output's (local_peak, border_peak)."""
+    output's (local_peak, border_peak).
+
+    A consistency PSNR-Y below its limit counts only with evidence a person can see on the map: some
+    flagged pixels, or a PSNR at least :data:`PSNR_MARGIN_DB` below the limit. A PSNR figure alone a
+    rounding away from its limit made verdicts nobody could find on the image.
+    """
     reasons = []
     if peak > t.peak:
-        reasons.append(f"a region disagrees with the input by {peak:.0f} levels (limit {t.peak:.0f})")
+        v, lim = _versus(peak, t.peak, 0)
+        reasons.append(f"a region disagrees with the input by {v} levels (limit {lim})")
     if t.local:
         over = [(value / limit, value, limit, where) for value, limit, where in (
             (local[0], t.local_peak, ""), (local[1], t.border_peak or t.local_peak, " at the image edge"))
             if value > limit]
         if over:
             _, value, limit, where = max(over)
-            reasons.append(f"a region{where} stands out from its surroundings: {value:.1f} x the disagreement "
-                           f"its structure explains (limit {limit:.1f})")
+            v, lim = _versus(value, limit, 1)
+            reasons.append(f"a region{where} stands out from its surroundings: {v} x the disagreement "
+                           f"its structure explains (limit {lim})")
     if share > t.share:
-        reasons.append(f"{100 * share:.2f}% of input pixels disagree (limit {100 * t.share:.2f}%)")
-    if psnr_y < t.psnr:
-        reasons.append(f"consistency PSNR-Y {psnr_y:.1f} dB is below {t.psnr:.1f} dB")
+        v, lim = _versus(100 * share, 100 * t.share, 2, "%")
+        reasons.append(f"{v} of input pixels disagree (limit {lim})")
+    if psnr_y < t.psnr and (share > 0 or psnr_y < t.psnr - PSNR_MARGIN_DB):
+        v, lim = _versus(psnr_y, t.psnr, 1, " dB")
+        reasons.append(f"consistency PSNR-Y {v} is below {lim}")
     worst = max((abs(c) for c in colour), default=0.0)
     if worst > t.colour:
-        reasons.append(f"colour/intensity shifted by {worst:.1f} levels (limit {t.colour:.1f})")
+        v, lim = _versus(worst, t.colour, 1)
+        reasons.append(f"colour/intensity shifted by {v} levels (limit {lim})")
     return ("check" if reasons else "ok"), reasons
 
 
@@ -429,23 +478,27 @@ def measure(camera: Camera, sr: np.ndarray, lr: np.ndarray, thresholds: Threshol
 # ---------------------------------------------------------------- the map a person reads
 
 
-def map_png(result: Consistency, lr: np.ndarray, min_side: int = 256) -> bytes:
-    """A heat map over the dimmed input at LR size (enlarged by whole pixels up to ``min_side`` for
-    small inputs): yellow where the output starts to disagree, red where it is flagged (map value
-    >= 1). PNG bytes."""
+def _lr_intensity(lr: np.ndarray) -> np.ndarray:
+    return (_as_unit_chw(np.asarray(lr))[0].numpy() + 1.0) * 127.5  # first channel's intensity, 0-255
+
+
+def map_png(result: Consistency, lr: np.ndarray, min_side: int = 256, output: np.ndarray | None = None) -> bytes:
+    """The heat map (:mod:`.consistency_map`: two tints and a legend) over the dimmed input at LR size,
+    enlarged by whole pixels up to ``min_side``; with ``output`` (the restored image) and a ``check``
+    verdict, the panel LR | output | map. PNG bytes."""
+    from sr_pipeline.sr import consistency_map
+
     if result.map is None:
         raise ValueError("the consistency was measured without keep_map")
-    base = (_as_unit_chw(np.asarray(lr))[0].numpy() + 1.0) * 127.5  # first channel's intensity
-    grey = (0.35 * base)[..., None].repeat(3, axis=2)
-    heat = np.clip(result.map, 0.0, 2.0)[..., None] / 2.0  # 1.0 (flagged) is half way
-    colour = np.stack([np.full_like(result.map, 255.0), 255.0 * np.clip(2.0 - 2.0 * heat[..., 0], 0, 1),
-                       np.zeros_like(result.map)], axis=2)
-    out = np.where(heat > 0.25, (1 - heat) * grey + heat * colour, grey)
-    k = max(1, -(-min_side // max(out.shape[:2])))
-    out = out.repeat(k, axis=0).repeat(k, axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    intensity = _lr_intensity(lr)
+    if output is not None and result.verdict == "check":
+        return consistency_map.panel_png(result.map, intensity, _rgb8(lr), _rgb8(output), min_side)
+    return consistency_map.map_png(result.map, intensity, min_side)
+
+
+def _rgb8(img: np.ndarray) -> np.ndarray:
+    """uint8/uint16 grey, RGB or with alpha -> uint8 RGB for a picture."""
+    return np.rint((_as_unit_chw(np.asarray(img)).permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- fitting thresholds

@@ -29,6 +29,7 @@ WEEK_DAYS = 7
 WEEKS_SHOWN = 12
 WORST_SHOWN = 8
 LISTED_MAX = 200
+NAMED_MAX = 6  # flagged images named in the manager's line (the list in the report holds them all)
 ALL_CAMERAS = "all cameras"
 SEE_LIST = "see the list in the report"
 NOT_MEASURED_WHY = "restored before the consistency check existed"
@@ -173,13 +174,24 @@ class ArchiveConsistency:
     outputs: list[ArchivedOutput]
     unread: dict[str, str] = field(default_factory=dict)  # batch -> why its manifest was skipped
     later: int = 0  # outputs restored after the report date, left out
+    read_at: datetime | None = None  # when the manifests were read: the archive state the report describes
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict[str, Any]], report_date: date, tz: tzinfo,
-                  unread: dict[str, str] | None = None) -> "ArchiveConsistency":
+                  unread: dict[str, str] | None = None, read_at: datetime | None = None) -> "ArchiveConsistency":
         every = [ArchivedOutput.from_row(r, tz) for r in rows]
         kept = [o for o in every if o.day is None or o.day <= report_date]
-        return cls(report_date, kept, dict(unread or {}), len(every) - len(kept))
+        return cls(report_date, kept, dict(unread or {}), len(every) - len(kept), read_at)
+
+    def state_text(self) -> str:
+        """Which archive state the report describes: when it was read, its batches and newest output."""
+        when = f"as read at {_utc(self.read_at)}" if self.read_at else "as read for this report"
+        if not self.outputs:
+            return f"The archive {when} held no restored image."
+        batches = len({o.batch for o in self.outputs})
+        newest = max((o.upscaled_at for o in self.outputs if o.upscaled_at), default=None)
+        return (f"The archive {when}: {_count(len(self.outputs), 'restored image')} in {batches:,} "
+                f"batch{'' if batches == 1 else 'es'}" + (f", the newest restored {_utc(newest)}." if newest else "."))
 
     @property
     def week_start(self) -> date:
@@ -237,8 +249,10 @@ class ArchiveConsistency:
                     f"against the camera ({NOT_MEASURED_WHY}).")
         checked = _count(week.measured, ("checked " if week.not_measured else "") + "image")
         if week.flagged:
+            names = [o.source_name for o in self.flagged(self.this_week())]
+            shown = ", ".join(names[:NAMED_MAX]) + (f" and {len(names) - NAMED_MAX} more" if len(names) > NAMED_MAX else "")
             text = (f"{week.flagged:,} of {checked} restored {span} {'needs' if week.flagged == 1 else 'need'} "
-                    f"a person's look; {SEE_LIST}.")
+                    f"a person's look ({shown}); {SEE_LIST}.")
         else:
             text = (f"None of the {checked} restored {span} needs a person's look: "
                     f"{'it agrees' if week.measured == 1 else 'each one agrees'} with what the camera recorded.")
@@ -246,6 +260,10 @@ class ArchiveConsistency:
             text += (f" {week.not_measured:,} more {_be(week.not_measured, past=True)} not checked "
                      f"({NOT_MEASURED_WHY}).")
         return text
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _count(n: int, noun: str) -> str:
@@ -411,8 +429,8 @@ def fit_html(fit: Any) -> str:
     if fit.get("available") is False:
         return f"<p class='note'>Consistency thresholds not fitted: {esc(str(fit.get('reason')))}</p>"
     cameras = fit.get("cameras") if isinstance(fit.get("cameras"), dict) else {}
-    notes = [f"{esc(str(k).replace('_', ' '))}: {esc(str(v))}" for k, v in fit.items()
-             if k not in ("cameras", "available") and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    notes = [f"{esc(str(k).replace('_', ' '))}: {esc(str(v))}" for k, v in fit.items()  # no file paths on the page
+             if k not in ("cameras", "available", "path") and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
     if not cameras:
         return "<p class='note'>" + ("; ".join(notes) or "The consistency fit recorded no cameras.") + "</p>"
     head = "".join(f"<th>{label}</th>" for _, label, _ in _THRESHOLD_COLUMNS)
@@ -445,6 +463,7 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
         parts.append(f"<p>{link_list(esc(archive.manager_text()))} An image is flagged <code>check</code> when the camera model, applied to the "
                      "restored image, does not give back what the camera recorded: some of its detail may be "
                      "invented. The archive keeps every flagged image; each counts once, in the week it was last restored.</p>")
+        parts.append(f"<p class='note' id='archive-state'>{esc(archive.state_text())}</p>")
         parts += [f"<p class='note'>Batch {esc(b)} skipped: {esc(why)}</p>" for b, why in archive.unread.items()]
         if archive.later:
             parts.append(f"<p class='note'>{_count(archive.later, 'image')} restored after "

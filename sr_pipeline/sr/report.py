@@ -27,6 +27,7 @@ import numpy as np
 from sr_pipeline.sr.consistency_report import ArchiveConsistency, link_list, section_html, weekly_markdown
 from sr_pipeline.sr.figures import figure_png, figures_html, grid_png, png_data_uri
 from sr_pipeline.sr.scoring import Scores, metric, metrics
+from sr_pipeline.sr.wording import compare, model_label
 
 SUMMARY_FILE = "summary.json"
 CROP_METHODS = ("bicubic", "teacher", "candidate", "promoted")
@@ -93,42 +94,81 @@ def _signed(x: float, digits: int = 2) -> str:
     return f"{x:+.{digits}f}"
 
 
-def _model_name(summary: dict[str, Any], role: str) -> str:
+def model_name(summary: dict[str, Any], role: str) -> str:
+    """The readable name of a role's model (camera, training date, short id), never a raw id or a path."""
     info = summary.get("models", {}).get(role) or {}
-    return f"{summary.get('labels', {}).get(role, role)} {info.get('version', '')}".strip()
+    return model_label(info.get("version"), summary.get("labels", {}).get(role, role), summary.get("camera"))
+
+
+def gain_spread(rows: list[dict[str, Any]], method: str, tolerances: dict[str, float] | None = None
+                ) -> dict[str, Any] | None:
+    """Per image, ``method`` against bicubic: the median and mean PSNR-Y gain (dB), on how many images
+    it is better by the wording rule (:func:`~sr_pipeline.sr.wording.compare`, PSNR-Y and LPIPS), and
+    the worst image by PSNR-Y gain. None when the rows hold no such images."""
+    base = {r["image"]: r for r in rows if r["method"] == "bicubic"}
+    mine = [r for r in rows if r["method"] == method and r["image"] in base]
+    gains_db = [(r["image"], r["psnr_y"] - base[r["image"]]["psnr_y"]) for r in mine
+                if r.get("psnr_y") is not None and math.isfinite(r["psnr_y"] - base[r["image"]]["psnr_y"])]
+    if not gains_db:
+        return None
+    keys = ("psnr_y", "lpips")
+    better = sum(compare({k: r.get(k) for k in keys}, {k: base[r["image"]].get(k) for k in keys},
+                         tolerances).verdict == "better" for r in mine)
+    worst = min(gains_db, key=lambda x: x[1])
+    values = [g for _, g in gains_db]
+    return {"median_db": float(np.median(values)), "mean_db": float(np.mean(values)), "better": int(better),
+            "images": len(mine), "worst_image": worst[0], "worst_db": float(worst[1])}
+
+
+def _quality_line(summary: dict[str, Any], shown: str, who: str, g: dict[str, float | None]) -> str:
+    n = summary.get("pairs", 0)
+    source = f"field camera {summary['camera']}" if summary.get("camera") else "the plant's field cameras"
+    spread = (summary.get("per_image_gain") or {}).get(shown)
+    tol = _tolerances(summary)
+    said = compare({"psnr_y": _metric(summary, shown, "psnr_y"), "lpips": _metric(summary, shown, "lpips")},
+                   {"psnr_y": _metric(summary, "bicubic", "psnr_y"), "lpips": _metric(summary, "bicubic", "lpips")},
+                   tol)
+    if spread:
+        text = (f"**Image quality.** On {n} calibration pairs from {source}, {who} gains a median "
+                f"{_signed(spread['median_db'])} dB PSNR-Y over plain enlargement and is better on "
+                f"{spread['better']} of {spread['images']} images (mean {_signed(spread['mean_db'])} dB; worst image "
+                f"{spread['worst_image']}, {_signed(spread['worst_db'])} dB). Over all pairs "
+                f"{said.sentence('it', 'plain enlargement')}")
+    else:
+        text = (f"**Image quality.** On {n} calibration pairs from {source}, "
+                f"{said.sentence(who, 'plain enlargement')}")
+    text += (f": PSNR-Y {_metric(summary, shown, 'psnr_y'):.2f} dB against "
+             f"{_metric(summary, 'bicubic', 'psnr_y'):.2f} dB (higher is better)")
+    if g["lpips"] is not None and g["lpips_bicubic"] is not None:
+        text += f", LPIPS {g['lpips']:.3f} against {g['lpips_bicubic']:.3f} (lower is better)."
+    else:
+        text += f". LPIPS was not measured: {summary.get('lpips', {}).get('reason')}."
+    return text
+
+
+def _tolerances(summary: dict[str, Any]) -> dict[str, float]:
+    t = (summary.get("gate") or {}).get("thresholds") or {}
+    return {k: v for k, v in (("psnr_y", t.get("psnr_tolerance_db")), ("lpips", t.get("lpips_tolerance")))
+            if v is not None}
 
 
 def headline(summary: dict[str, Any], history: list[dict[str, Any]],
              archive: ArchiveConsistency | None = None) -> list[str]:
     """The plain-language summary, one short paragraph per topic (markdown: only ``**bold**``); with
-    the archive, how many of this week's restored images need a person's look."""
+    the archive, how many of this week's restored images need a person's look. Every comparison is
+    worded by :func:`~sr_pipeline.sr.wording.compare`."""
     lines = []
     served = summary.get("served")
     shown = served or "candidate"  # with no model in use, describe the rejected candidate
-    who = f"the model now in use ({_model_name(summary, served)})" if served else \
-        f"the {_model_name(summary, 'candidate')} (not in use)"
+    who = f"the model now in use ({model_name(summary, served)})" if served else \
+        f"the {model_name(summary, 'candidate')} (not in use)"
     g = gains(summary, shown)
     n = summary.get("pairs", 0)
     if g["psnr_gain_db"] is None:
         lines.append(f"**Image quality.** No model could be compared with plain enlargement on the {n} "
                      "calibration pairs.")
     else:
-        gain = g["psnr_gain_db"]
-        if abs(gain) < 0.005:
-            how = "images as close to the true high-resolution image as"
-        else:
-            how = f"images {abs(gain):.2f} dB {'closer to' if gain > 0 else 'further from'} the true image than"
-        source = f"field camera {summary['camera']}" if summary.get("camera") else "the plant's field cameras"
-        text = (f"**Image quality.** On {n} calibration pairs from {source}, {who} makes "
-                f"{how} plain enlargement (PSNR-Y {_metric(summary, shown, 'psnr_y'):.2f} dB against "
-                f"{_metric(summary, 'bicubic', 'psnr_y'):.2f} dB; higher is better)")
-        if g["lpips"] is not None and g["lpips_bicubic"] is not None:
-            word = "lower" if g["lpips_drop"] >= 0 else "higher"
-            text += (f", and their perceptual difference from it (LPIPS, lower is better) is {g['lpips']:.3f} "
-                     f"against {g['lpips_bicubic']:.3f}, {abs(g['lpips_drop_pct']):.0f}% {word}.")
-        else:
-            text += f". LPIPS was not measured: {summary.get('lpips', {}).get('reason')}."
-        lines.append(text)
+        lines.append(_quality_line(summary, shown, who, g))
 
     previous = [h for h in history if gains(h)["psnr_gain_db"] is not None]
     if not history:
@@ -138,12 +178,11 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
     else:
         last = previous[-1]
         lg = gains(last)
-        delta = g["psnr_gain_db"] - lg["psnr_gain_db"]
-        trend = (f"{delta:.2f} dB better than" if delta >= 0.005 else f"{-delta:.2f} dB worse than"
-                 if delta <= -0.005 else "the same as")
+        said = compare({"psnr_y": g["psnr_gain_db"], "lpips": g["lpips"]},
+                       {"psnr_y": lg["psnr_gain_db"], "lpips": lg["lpips"]}, _tolerances(summary))
         text = (f"**Trend.** Last report ({last['report_date']}, {last.get('pairs')} pairs): "
                 f"{_signed(lg['psnr_gain_db'])} dB over plain enlargement; this report: "
-                f"{_signed(g['psnr_gain_db'])} dB, {trend} last time")
+                f"{_signed(g['psnr_gain_db'])} dB. {said.sentence('This report', 'the last')}")
         if lg["lpips_drop_pct"] is not None and g["lpips_drop_pct"] is not None:
             text += (f"; LPIPS {abs(g['lpips_drop_pct']):.0f}% {'lower' if g['lpips_drop_pct'] >= 0 else 'higher'} "
                      f"than plain enlargement (last time {abs(lg['lpips_drop_pct']):.0f}% "
@@ -174,10 +213,8 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
 
     realism = summary.get("realism") or {}
     if realism.get("available"):
-        diff = realism["learned_psnr"] - realism["bicubic_psnr"]
-        # Within 0.05 dB (the gate's PSNR tolerance) the two are level: a manager should not read 34.01
-        # against 34.01 as "less closely".
-        how = "more closely than" if diff >= 0.05 else "less closely than" if diff <= -0.05 else "about as closely as"
+        said = compare({"psnr_y": realism["learned_psnr"]}, {"psnr_y": realism["bicubic_psnr"]}, _tolerances(summary))
+        how = {"better": "more closely than", "worse": "less closely than"}.get(said.verdict, "about as closely as")
         lines.append(
             f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
             f"{how} plain shrinking: PSNR-Y {realism['learned_psnr']:.2f} dB "
@@ -409,11 +446,13 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append("</section>")
 
     models = summary.get("models", {})
-    rows = "".join(f"<tr><td>{esc(role)}</td><td>{esc(str(m.get('version')))}</td><td>{esc(str(m.get('steps', '')))}</td>"
-                   f"<td class='detail'>{esc(str(m.get('path')))}</td></tr>"
+    rows = "".join(f"<tr><td>{esc(role)}</td><td>{esc(model_name(summary, role))}</td>"
+                   f"<td>{esc(str(m.get('version')))}</td><td>{esc(str(m.get('steps', '')))}</td>"
+                   f"<td class='detail'>{esc(str(m.get('folder') or Path(str(m.get('path'))).name))}</td></tr>"
                    for role, m in models.items() if m)
-    parts.append("<section><h2>For engineers</h2><h3>Models</h3><table id='models'><tr><th>role</th><th>version</th>"
-                 f"<th>steps</th><th class='detail'>folder</th></tr>{rows}</table><h3>Per image</h3>"
+    parts.append("<section><h2>For engineers</h2><h3>Models</h3><table id='models'><tr><th>role</th><th>model</th>"
+                 "<th>version</th><th>steps</th><th class='detail'>folder (under the data root)</th></tr>"
+                 f"{rows}</table><h3>Per image</h3>"
                  + per_image_table_html(scores.rows, scores.methods, labels) + "</section></body></html>")
     return "\n".join(parts)
 
