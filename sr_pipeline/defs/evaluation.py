@@ -151,10 +151,12 @@ def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
     except PromotionError as exc:
         raise dg.Failure(str(exc)) from exc
     context.log.info(f"{done.action}: the promoted student of field camera {context.partition_key} is {done.version}")
+    layout = storage.layout()  # the metadata a person reads names folders under the data root, not the machine's
     return dg.Output(str(done.path), data_version=dg.DataVersion(done.version),
-                     metadata={"model_version": done.version, "model_path": dg.MetadataValue.path(str(done.path)),
-                               "camera": context.partition_key,
-                               "action": done.action, "candidate": dg.MetadataValue.path(co_trained_student)})
+                     metadata={"model_version": done.version,
+                               "model_path": dg.MetadataValue.path(layout.relative(done.path)),
+                               "camera": context.partition_key, "action": done.action,
+                               "candidate": dg.MetadataValue.path(layout.relative(co_trained_student))})
 
 
 def _report_metadata(outcome, data_root: Path) -> dict:
