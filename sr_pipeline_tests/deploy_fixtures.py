@@ -117,8 +117,10 @@ def pg_database(monkeypatch):
 
 
 @pytest.fixture
-def pg_home(pg_database, tmp_path) -> Path:
-    """A DAGSTER_HOME whose instance keeps runs, events and schedules in the scratch database."""
+def pg_home(pg_database, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME whose instance keeps runs, events and schedules in the scratch database, and
+    the steps' captured logs in ``dagster_logs/`` of the test's data root (``tmp_path/data``)."""
+    monkeypatch.setenv("SR_PIPELINE_COMPUTE_LOGS", str(tmp_path / "data" / "dagster_logs"))
     return write_home(tmp_path / "dagster_home", with_postgres=True)
 
 
