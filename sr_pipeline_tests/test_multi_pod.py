@@ -53,6 +53,7 @@ CAMERA = "field_cam"
 # Every asset of the flow, materialised once each (partitions: one per upload batch, one per camera).
 ASSETS = {"raw_plant_images": 2, "teacher_checkpoint": 1, "co_trained_student": 1, "learned_downsampler": 1,
           "learned_degradation_lr_sets": 1, "promoted_student": 1, "evaluation_report": 1, "upscaled_archive": 1}
+OTHER_SENSORS = ("calibration_pairs_sensor", "retraining_sensor")
 TIMEOUT = 600  # per wait; on a busy 2-core machine the co-learning step alone took ~3 min
 FAILURES = (DagsterEventType.RUN_FAILURE, DagsterEventType.STEP_FAILURE, DagsterEventType.ENGINE_EVENT)
 
@@ -94,6 +95,13 @@ class Webserver:
         assert result["__typename"] == "LaunchRunSuccess", result
         return result["run"]["runId"]
 
+    def stop_sensor(self, name: str) -> None:
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": name}
+        sensor = self.query(SENSOR, selector=selector)["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        stopped = self.query(STOP_SENSOR, id=sensor["id"])["stopSensor"]
+        assert stopped["instigationState"]["status"] == "STOPPED", stopped
+
     def step_logs(self, run_id: str) -> dict[str, str]:
         """Each captured log of the run (keyed by its steps), stdout and stderr, as the run page shows it."""
         events = self.query(EVENTS, runId=run_id)["logsForRun"]["events"]
@@ -113,6 +121,10 @@ REEXECUTE = """mutation($params: ReexecutionParams!) { launchRunReexecution(reex
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message stack } } }"""
 EVENTS = """query($runId: ID!) { logsForRun(runId: $runId) { __typename
   ... on EventConnection { events { __typename ... on LogsCapturedEvent { fileKey stepKeys } } } } }"""
+SENSOR = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  __typename ... on Sensor { id } ... on PythonError { message } } }"""
+STOP_SENSOR = """mutation($id: String!) { stopSensor(id: $id) {
+  __typename ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
 CAPTURED = """query($logKey: [String!]!) { capturedLogs(logKey: $logKey) { stdout stderr } }"""
 
 
@@ -200,6 +212,10 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
                 return None
 
         wait_for("the webserver", web_up, procs=procs, logs=logs)
+        # The operator turns off the sensors that would launch runs of their own (an evaluation once a
+        # student is promoted, retraining): every run of this test is one it asked for.
+        for sensor in OTHER_SENSORS:
+            web.stop_sensor(sensor)
         # The operator's own reads of the database, from a home of its own.
         with DagsterInstance.from_config(str(homes["operator"])) as instance:
             def run(run_id: str, status: DagsterRunStatus = DagsterRunStatus.SUCCESS) -> None:
@@ -261,7 +277,11 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             for run_id in runs[:2] + runs[3:]:
                 step_logs = web.step_logs(run_id)
                 assert step_logs and all(text.strip() for text in step_logs.values()), (run_id, step_logs)
-            times = {instance.get_run_by_id(r).job_name + "/" + r[:8]: step_seconds(instance, r) for r in runs}
+            times = {}
+            for r in runs:
+                record = instance.get_run_record_by_id(r)
+                times[f"{record.dagster_run.job_name}/{r[:8]}"] = step_seconds(instance, r) | {
+                    "run (queued to finished)": round(record.end_time - record.create_timestamp.timestamp(), 1)}
             pod_homes = {Path(instance.get_run_by_id(r).tags[WORKER_HOME_TAG]) for r in runs}
 
         # Each run worker's home (one per run) holds its dagster.yaml and nothing else; no service's home
