@@ -267,6 +267,12 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             made = Counter(e.dagster_event.asset_key.to_user_string() for r in runs for e in instance.all_logs(
                 r, of_type=DagsterEventType.ASSET_MATERIALIZATION))
             assert made == ASSETS
+            assert {r.run_id for r in instance.get_runs()} == set(runs)  # no run but those asked for
+            # Values written by one pod, read by another (from dagster_io/, through the io manager).
+            loaded = lambda r: {e.dagster_event.event_specific_data.input_name  # noqa: E731
+                                for e in instance.all_logs(r, of_type=DagsterEventType.LOADED_INPUT)}
+            assert "teacher_checkpoint" in loaded(training)
+            assert {"teacher_checkpoint", "co_trained_student", "learned_downsampler"} <= loaded(report)
             assert instance.get_run_by_id(retry).parent_run_id == teacher
             assert Path(instance.get_latest_materialization_event(dg.AssetKey(
                 "evaluation_report")).asset_materialization.metadata["report"].value).is_file()
@@ -277,6 +283,8 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             for run_id in runs[:2] + runs[3:]:
                 step_logs = web.step_logs(run_id)
                 assert step_logs and all(text.strip() for text in step_logs.values()), (run_id, step_logs)
+                logged = {step for keys in step_logs for step in keys.split(",")}
+                assert set(step_seconds(instance, run_id)) <= logged, (run_id, logged)
             times = {}
             for r in runs:
                 record = instance.get_run_record_by_id(r)
