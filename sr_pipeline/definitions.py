@@ -29,7 +29,16 @@ from sr_pipeline.defs.training import (
 )
 
 
+def step_values_io_manager(storage: PlantStorage) -> dg.FilesystemIOManager:
+    """Values passed between steps (checkpoint and report paths), kept under the data root's ``dagster_io/``.
+
+    Not Dagster's default (``$DAGSTER_HOME/storage``): every run worker, every step process and every
+    pod sees the data root, but on Kubernetes each pod has its own ``DAGSTER_HOME`` (docs/deploy.md)."""
+    return dg.FilesystemIOManager(base_dir=str(storage.layout().root / "dagster_io"))
+
+
 def build_definitions(storage: PlantStorage | None = None, training: TrainingSettings | None = None) -> dg.Definitions:
+    storage = storage or PlantStorage()
     return dg.Definitions(
         assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
                 promoted_student, evaluation_report, upscaled_archive],
@@ -38,7 +47,8 @@ def build_definitions(storage: PlantStorage | None = None, training: TrainingSet
         schedules=[weekly_evaluation_schedule],
         sensors=[camera_upload_sensor, retraining_sensor, calibration_pairs_sensor],
         resources={
-            "storage": storage or PlantStorage(),
+            "storage": storage,
+            "io_manager": step_values_io_manager(storage),
             "training": training or TrainingSettings(),
             "lr_sets": LRSetSettings(),
             "retrain": RetrainSettings(),

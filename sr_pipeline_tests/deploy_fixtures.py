@@ -117,9 +117,26 @@ def pg_database(monkeypatch):
 
 
 @pytest.fixture
-def pg_home(pg_database, tmp_path) -> Path:
-    """A DAGSTER_HOME whose instance keeps runs, events and schedules in the scratch database."""
+def pg_home(pg_database, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME whose instance keeps runs, events and schedules in the scratch database, and
+    the steps' captured logs in ``dagster_logs/`` of the test's data root (``tmp_path/data``)."""
+    monkeypatch.setenv("SR_PIPELINE_COMPUTE_LOGS", str(tmp_path / "data" / "dagster_logs"))
     return write_home(tmp_path / "dagster_home", with_postgres=True)
+
+
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Wall time of each step of the run that succeeded, from its STEP_START and STEP_SUCCESS events
+    (the figures of docs/benchmarks.md: printed by the deployment tests, seen with ``pytest -s``)."""
+    from dagster import DagsterEventType
+
+    start, done = {}, {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event and event.event_type == DagsterEventType.STEP_START:
+            start[event.step_key] = record.timestamp
+        elif event and event.event_type == DagsterEventType.STEP_SUCCESS:
+            done[event.step_key] = record.timestamp
+    return {step: round(done[step] - start[step], 1) for step in done}
 
 
 def start_group(cmd: list[str], log: Path, env: dict, cwd: Path = REPO_ROOT) -> subprocess.Popen:

@@ -10,12 +10,14 @@ step's ``dagster-k8s/config`` tag (``get_user_defined_k8s_config``), through
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
-from deploy_fixtures import REPO_ROOT, require
+from deploy_fixtures import REPO_ROOT, instance_config, require
 from sr_pipeline.definitions import build_definitions
+from sr_pipeline.defs.resources import PlantStorage
 
 pytestmark = pytest.mark.k8s
 
@@ -114,3 +116,46 @@ def test_the_user_deployment_serves_this_code_location(dagster_k8s):
     assert {e["name"]: e["value"] for e in deployment["env"]}["SR_PIPELINE_DATA"] in {
         v.split("=", 1)[1] for v in launcher["envVars"] if v.startswith("SR_PIPELINE_DATA=")}
     assert {m["mountPath"] for m in deployment["volumeMounts"]} >= {m["mountPath"] for m in launcher["volumeMounts"]}
+
+
+def under(path: str, mount_path: str) -> bool:
+    return Path(path).is_relative_to(mount_path)
+
+
+def test_values_and_logs_between_pods_live_on_the_shared_data_volume(dagster_k8s):
+    """Each pod has its own DAGSTER_HOME: what one step hands to another (the io manager's values) and
+    what the webserver shows (captured logs) must be on the volume that every step pod and the
+    webserver mount, not in $DAGSTER_HOME/storage."""
+    from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+
+    values = helm_values()
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    data_root = dict(v.split("=", 1) for v in launcher["envVars"])["SR_PIPELINE_DATA"]
+    claim = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in launcher["volumes"]}
+
+    # The chart writes computeLogManager into the instance's dagster.yaml; it is dagster.yaml's own block.
+    manager = values["computeLogManager"]
+    assert manager["type"] == "CustomComputeLogManager"
+    custom = manager["config"]["customComputeLogManager"]
+    documented = instance_config(with_postgres=True)["compute_logs"]
+    assert (custom["module"], custom["class"]) == (documented["module"], documented["class"])
+    module = __import__(custom["module"], fromlist=[custom["class"]])
+    assert issubclass(getattr(module, custom["class"]), LocalComputeLogManager)
+    logs_dir = custom["config"]["base_dir"]
+
+    # The io manager of the code location, as the pods load it (SR_PIPELINE_DATA = the volume's path).
+    defs = build_definitions(storage=PlantStorage(data_root=data_root, cameras_file="configs/cameras.yaml"))
+    values_dir = defs.resources["io_manager"].base_dir
+    assert under(values_dir, data_root) and under(logs_dir, data_root)
+
+    for step, tags in gpu_steps().items():  # every step pod writes both, on the shared claim
+        job, _ = step_job(values, step, tags)
+        [container] = job.spec.template.spec.containers
+        [mount] = [m for m in container.volume_mounts if m.mount_path == data_root]
+        assert not mount.read_only and claim[mount.name] == "sr-pipeline-data", step
+
+    # The webserver reads the captured logs to show them: it mounts the same claim (read-only is enough).
+    web = values["dagsterWebserver"]
+    web_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in web["volumes"]}
+    assert any(under(logs_dir, m["mountPath"]) for m in web["volumeMounts"]
+               if web_claims.get(m["name"]) == "sr-pipeline-data")

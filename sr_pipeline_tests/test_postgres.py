@@ -28,7 +28,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from conftest import encode, pixels
-from deploy_fixtures import REPO_ROOT, child_env, pg_database, pg_home, start_group, stop_group, write_home  # noqa: F401
+from deploy_fixtures import (REPO_ROOT, child_env, pg_database, pg_home, start_group, step_seconds,  # noqa: F401
+                             stop_group, write_home)
 from sr_pipeline.definitions import build_definitions
 from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
 from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
@@ -146,6 +147,8 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
                                             asset_selection=[ARCHIVE])
         assert archive.success
         run_ids |= {teacher.run_id, training.run_id, report.run_id, archive.run_id}
+        times = {f"{instance.get_run_by_id(r).job_name}/{r[:8]}": step_seconds(instance, r) for r in run_ids}
+        print("\nseconds per step (single process):", json.dumps(times, indent=1))
 
     # Another machine (another DAGSTER_HOME, same database) sees all of it.
     with DagsterInstance.from_config(str(write_home(tmp_path / "other_home", with_postgres=True))) as other:

@@ -30,9 +30,10 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from cdp import Page
 from deploy_fixtures import REPO_ROOT, child_env, require, start_group, stop_group, write_home
-from sr_pipeline.definitions import build_definitions
+from sr_pipeline.definitions import build_definitions, step_values_io_manager
 from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.promotion_events import report_promotion
+from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import find_student, promote_version
 from sr_pipeline.sr.checkpoints import model_version
 from sr_pipeline.storage.layout import DataLayout
@@ -67,8 +68,10 @@ def record_model_assets(instance: DagsterInstance, layout: DataLayout, teacher: 
         return str(student), str(downsampler)
 
     instance.add_dynamic_partitions(field_cameras.name, [CAMERA])
-    assert dg.materialize([teacher_value], instance=instance).success
-    assert dg.materialize([student_values], instance=instance, partition_key=CAMERA).success
+    # Kept where the code location's io manager reads them: the data root's dagster_io/.
+    resources = {"io_manager": step_values_io_manager(PlantStorage(data_root=str(layout.root)))}
+    assert dg.materialize([teacher_value], instance=instance, resources=resources).success
+    assert dg.materialize([student_values], instance=instance, partition_key=CAMERA, resources=resources).success
     # As `sr-pipeline promote` records it: the promotion log, then the runless promoted_student event.
     row = find_student(layout, model_version(student)) | {"camera": CAMERA}
     entry = promote_version(layout, row, "the plant's first student")
