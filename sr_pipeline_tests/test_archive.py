@@ -319,3 +319,40 @@ def test_outputs_keep_their_source_names_and_the_manifest_maps_both(layout, regi
     assert (layout.root / names["astronaut_r2c2.png"]).is_file()
     assert heat_path(layout, batch, "astronaut_r2c2", 4).read_bytes() == b"map" and not old_map.exists()
     assert dict(zip(read_manifest(layout, batch)["source_name"], read_manifest(layout, batch)["output_path"])) == names
+
+
+def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batch):
+    from sr_pipeline.evaluation.archive_consistency import archive_rows
+    from sr_pipeline.storage.checked_parquet import DamagedFile
+
+    v1 = make_student(layout, "v1")
+    archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    path = manifest_path(layout, field_batch)
+    good = read_manifest(layout, field_batch)
+
+    # One flipped byte inside a manifest value: caught on read, never merged into the report's counts.
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(b"v1")  # the model_version column's value
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedFile, match="manifest.parquet"):
+        read_manifest(layout, field_batch)
+    rows, unread = archive_rows(layout)
+    assert rows == [] and field_batch in unread and "damaged" in unread[field_batch]
+
+    # Re-materialising rebuilds it from the outputs' own records, upscaling nothing again.
+    said = []
+    rebuilt = archive_batch(layout, field_batch, v1, tile=16, overlap=4, log=said.append)
+    assert (rebuilt.upscaled, rebuilt.skipped) == (0, 2) and any("damaged" in s for s in said)
+    assert sorted(read_manifest(layout, field_batch)["output_path"]) == sorted(good["output_path"])
+
+    # An output whose image data was damaged is not kept as done: it is made again.
+    out = layout.root / good["output_path"].iloc[0]
+    raw = bytearray(out.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+    out.write_bytes(bytes(raw))
+    redo = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    assert (redo.upscaled, redo.skipped) == (1, 1)
+    with Image.open(out) as im:
+        im.load()  # decodes whole again

@@ -182,7 +182,10 @@ def archive_flagged_share(context: dg.AssetCheckExecutionContext, config: Flagge
     if not context.has_partition_key:
         raise dg.Failure("archive_flagged_share judges one upload batch: run it with upscaled_archive's partition")
     batch = context.partition_key
-    manifest = read_manifest(storage.layout(), batch)
+    try:
+        manifest = read_manifest(storage.layout(), batch)
+    except ValueError as exc:  # a damaged manifest (DamagedFile names it): re-materialise the partition
+        raise dg.Failure(f"{exc}; re-materialise upscaled_archive for batch {batch} to rebuild it") from exc
     rows, share = flagged(manifest), flagged_share(manifest)
     passed = share <= config.max_flagged_share
     words = (f"batch {batch}: {len(rows)} of {len(manifest)} outputs ({100 * share:.1f} %) need a person's look; "

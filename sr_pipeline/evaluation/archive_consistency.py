@@ -13,12 +13,12 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sr_pipeline.evaluation.calibration import plant_timezone
 from sr_pipeline.serving.archive import manifest_path
 from sr_pipeline.sr.consistency_report import ArchiveConsistency
 from sr_pipeline.storage import store
+from sr_pipeline.storage.checked_parquet import read_checked
 from sr_pipeline.storage.layout import DataLayout
 
 
@@ -43,8 +43,8 @@ def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, st
         try:
             # Not through the current schema: an older manifest keeps the columns it has.
             path = manifest_path(layout, batch)
-            present = set(pq.read_schema(path).names)
-            batch_rows = pq.read_table(path, columns=[c for c in COLUMNS if c in present]).to_pylist()
+            table = read_checked(path, None)[0]  # checksum verified where one was written
+            batch_rows = table.select([c for c in COLUMNS if c in table.schema.names]).to_pylist()
         except (OSError, pa.ArrowException, ValueError) as exc:
             unread[batch] = f"its manifest could not be read ({type(exc).__name__}: {exc})"
             continue

@@ -37,10 +37,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sr_pipeline.sr.decode import ImageRejected
 from sr_pipeline.storage import store
+from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.cameras import CameraRole
 
@@ -133,9 +133,12 @@ def flagged_share(manifest: pd.DataFrame) -> float:
 
 
 def read_manifest(layout: DataLayout, batch: str) -> pd.DataFrame:
-    """A batch's manifest (paths relative to the data root); empty with the columns if none."""
+    """A batch's manifest (paths relative to the data root); empty with the columns if none.
+
+    Raises :class:`DamagedFile` (naming the file) when it fails its checksum: re-materialising the
+    batch's ``upscaled_archive`` partition rebuilds it from the outputs' own PNG records."""
     path = manifest_path(layout, batch)
-    table = pq.read_table(path, schema=MANIFEST_SCHEMA) if path.is_file() else MANIFEST_SCHEMA.empty_table()
+    table = read_checked(path, MANIFEST_SCHEMA)[0] if path.is_file() else MANIFEST_SCHEMA.empty_table()
     return table.to_pandas()
 
 
@@ -214,12 +217,14 @@ def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes |
 def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, previous: dict | None) -> dict | None:
     """The manifest record of an output already made by ``version``, or None if it must be (re)made.
 
-    Its consistency columns come from the manifest, else from the PNG's text (None when neither has
-    a verdict: the caller measures the file)."""
+    An output is kept only when it decodes whole (a damaged file is made again, whatever the manifest
+    says). Its consistency columns come from the manifest, else from the PNG's text (None when neither
+    has a verdict: the caller measures the file)."""
     from sr_pipeline.serving.consistency import stored_consistency
+    from sr_pipeline.serving.upscale import output_intact
     from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
 
-    if not target.is_file():
+    if not target.is_file() or output_intact(target) is not None:
         return None
     if previous is not None and previous["model_version"] == version and pd.notna(previous["consistency_verdict"]):
         return previous
@@ -237,7 +242,7 @@ def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, 
 def _write_manifest(path: Path, records: list[dict]) -> None:
     rows = [{k: r.get(k) for k in MANIFEST_SCHEMA.names} for r in records]
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    store.atomic_write(path, lambda fh: pq.write_table(table, fh))
+    store.atomic_write(path, lambda fh: write_checked(table, fh))
 
 
 def model_scale(model_dir: Path) -> int:
@@ -299,7 +304,11 @@ def archive_batch(
     result = ArchiveResult(batch, version, str(model_dir), manifest_path(layout, batch))
     images = field_images(layout, batch)
     result.images = len(images)
-    previous = {r["source_image_id"]: r for r in read_manifest(layout, batch).to_dict("records")}
+    try:
+        previous = {r["source_image_id"]: r for r in read_manifest(layout, batch).to_dict("records")}
+    except DamagedFile as exc:  # every output carries its own record: the manifest is rebuilt from them
+        (log or print)(f"{exc}; rebuilding it from the outputs' own records")
+        previous = {}
     scale = model_scale(model_dir)
     models = _Models(model_dir, scale, device, tile, overlap, tile_batch, memory_budget)
     records, remeasured = [], 0

@@ -65,8 +65,9 @@ def write_checked(table: pa.Table, fh: IO[bytes]) -> None:
     pq.write_table(table.replace_schema_metadata(meta), fh, write_page_checksum=True)
 
 
-def read_checked(path: Path, schema: pa.Schema) -> tuple[pa.Table, bool]:
-    """``(table, verified)``: the file read as ``schema``, and whether it carried a hash (that matched)."""
+def read_checked(path: Path, schema: pa.Schema | None) -> tuple[pa.Table, bool]:
+    """``(table, verified)``: the file read as ``schema`` (None: its own), and whether it carried a hash
+    (that matched)."""
     try:
         stored = (pq.read_schema(path).metadata or {}).get(HASH_KEY)
         table = pq.read_table(path, schema=schema, page_checksum_verification=True).replace_schema_metadata(None)

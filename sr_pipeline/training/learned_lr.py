@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sr_pipeline.storage import store
+from sr_pipeline.storage.checked_parquet import write_checked
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.cameras import CameraRole
 
@@ -62,6 +62,6 @@ def make_lr_sets(layout: DataLayout, downsampler_dir: Path, k: int = 4, seed: in
     path = lr_set_catalog_path(layout, version)
     if not path.exists():  # written once per downsampler version; a re-run finds the same images
         table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-        store.atomic_write(path, lambda fh: pq.write_table(table, fh))
+        store.atomic_write(path, lambda fh: write_checked(table, fh))  # verifies itself on read
     preview = preview_grid(hr, sets.bicubic, sets.variants, int(model.config.scale))
     return LRSetResult(path, {"downsampler_version": version, "camera": camera, **sets.summary()}, preview, len(rows))
