@@ -166,13 +166,16 @@ def tiny_profile(base: Profile) -> Profile:
     return Profile.model_validate(d)
 
 
-def check_profile(profile: Profile, sizes: Sizes) -> Profile:
-    """The profile with the check's step counts: saved half way (the resume check), logged often."""
+def check_profile(profile: Profile, sizes: Sizes, device: str) -> Profile:
+    """The profile with the check's step counts: saved half way (the resume check), logged often. Off
+    a GPU it trains in fp32, as its rows say (bf16 autocast on a CPU is slow and lossy)."""
     d = profile.to_dict()
     half = sizes.teacher_steps // 2
     d["teacher"].update(steps=sizes.teacher_steps, save_every=half, log_every=sizes.log_every)
     d["colearn"]["train"].update(steps=sizes.colearn_steps, save_every=sizes.colearn_steps,
                                  log_every=max(1, min(sizes.log_every, sizes.colearn_steps // 2)))
+    if not device.startswith("cuda"):
+        d["teacher"]["mixed_precision"] = d["colearn"]["train"]["mixed_precision"] = "no"
     return Profile.model_validate(d)
 
 
@@ -592,7 +595,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     base = Profile.from_yaml(args.profile)
-    profile = check_profile(tiny_profile(base) if args.tiny else base, sizes)
+    profile = check_profile(tiny_profile(base) if args.tiny else base, sizes, device)
     compile_rows = args.compile == "on" or (args.compile == "auto" and device.startswith("cuda"))
 
     environment_row(check)

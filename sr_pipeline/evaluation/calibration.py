@@ -130,7 +130,9 @@ def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Mo
     steps = model.schedule.num_steps if teacher else 1
     watch = OutputWatch()
     model.net.register_forward_hook(watch.hook)
-    return _Model(role, Path(model_dir), steps, Upscaler(model, steps=steps, device=device), watch)
+    upscaler = Upscaler(model, steps=steps, device=device)
+    upscaler.reject_nonfinite = False  # the watch counts them: the gate blocks such a model with its reason
+    return _Model(role, Path(model_dir), steps, upscaler, watch)
 
 
 def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reuse: dict[str, None] | None = None,

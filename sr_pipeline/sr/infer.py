@@ -200,6 +200,9 @@ class Upscaler:
         if self_ensemble not in SELF_ENSEMBLE_SIZES:
             raise ValueError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE_SIZES))}")
         self.self_ensemble = self_ensemble
+        # Outputs with NaN or infinities raise NonFiniteOutput; a judge that counts them itself (the
+        # promotion gate's output watch) turns this off to score the model's invalid outputs as they are.
+        self.reject_nonfinite = True
         self.model, self.steps, self.seed, self.tiles, self.device = model, steps, seed, tiles, device
         self.noise_scale = noise_scale
         self.memory_budget = memory_budget
@@ -352,7 +355,7 @@ class Upscaler:
             end_out = min(end, H * s)
             if end_out > top:
                 rows = acc[:end_out - top, :Wo] / (wy[top:end_out, None, None] * wx[None])
-                if not np.isfinite(rows.sum(dtype=np.float64)):  # one NaN or inf shows in the sum; no mask held
+                if self.reject_nonfinite and not np.isfinite(rows.sum(dtype=np.float64)):  # one NaN/inf shows in the sum
                     raise NonFiniteOutput(f"the network gave NaN or infinite values (HR rows {top}..{end_out - 1})")
                 yield rows
 
