@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_ylabel("PSNR-Y, dB (higher is better)")
     ax.set_title(args.title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     if published:
         ax.scatter([], [], marker="s", color="0.55", label="published (OSEDiff's tables)")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     write_bytes(args.out, figure_png(fig))
     print(f"wrote {args.out}")
     return 0
