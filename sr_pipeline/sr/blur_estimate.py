@@ -16,9 +16,9 @@ Gaussian before bicubic downsampling that makes an ideally sharp scene look like
 Real HR references are not ideally sharp either. G blurs its HR references, so the blur it must add is
 the camera's less the references' own: with ``references`` the estimate measures those too (bicubic-down
 by ``scale``, the same statistic) and returns ``sqrt(camera^2 - references^2)`` (Gaussians add in
-quadrature). The derivative scales, the share of edges and the median were chosen on RealSR's Canon camera,
-the isolation test (4 LR px, 5 % slack) on synthetic scenes; docs/camera_model.md and docs/benchmarks.md give
-the measured errors on other cameras.
+quadrature). The quantile (the median, against the quartiles) was chosen on RealSR's Canon camera, the
+isolation test (4 LR px, 5 % slack) on synthetic scenes, the rest set beforehand; docs/camera_model.md and
+docs/benchmarks.md give the measured errors on other cameras.
 Edges read noise and in-camera sharpening as sharpness, so a noisy or sharpened camera reads less blurred.
 """
 
@@ -36,8 +36,9 @@ from sr_pipeline.sr.image_io import LUMA
 
 # Derivative scales (LR pixels) of the two gradient magnitudes, the share of each image's edge points kept
 # (the strongest), the quantile of their ratios that stands for the camera, and the weakest gradient
-# (0-255 levels per pixel) that counts as an edge: chosen on RealSR's Canon camera. ISOLATION (LR pixels each way)
-# and PROFILE_SLACK: the isolation test of _isolated, set on synthetic scenes (smooth against detailed).
+# (0-255 levels per pixel) that counts as an edge: set beforehand, except QUANTILE, chosen on RealSR's Canon camera
+# among 0.25, 0.5 and 0.75. ISOLATION (LR pixels each way) and PROFILE_SLACK: the isolation test of _isolated,
+# set on synthetic scenes (smooth against detailed).
 S1, S2 = 0.5, 1.0
 EDGE_SHARE = 0.1
 QUANTILE = 0.5
