@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"command: `{command('blur_estimate_check.py', argv)}`",
                  f"references: {len(refs)} images of {args.references} (their own absolute blur: {ref_blur:.2f} HR px)",
                  f"estimator setting: quantile {QUANTILE} chosen on RealSR's {TUNED_ON} camera (among 0.25, 0.5, 0.75, "
-                 "before the isolation test was added; not chosen again after), "
+                 "before the isolation test was added, and again after it among 0.5-0.9), "
                  f"the edges' isolation test ({ISOLATION} LR px each way) on synthetic scenes, derivative scales "
                  "(0.5, 1.0 LR px) and the strongest 10 % of edge points set beforehand; the other three cameras "
                  "are reported once",

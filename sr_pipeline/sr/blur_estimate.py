@@ -37,7 +37,7 @@ from sr_pipeline.sr.image_io import LUMA
 # Derivative scales (LR pixels) of the two gradient magnitudes, the share of each image's edge points kept
 # (the strongest), the quantile of their ratios that stands for the camera, and the weakest gradient
 # (0-255 levels per pixel) that counts as an edge: set beforehand, except QUANTILE, chosen on RealSR's Canon camera
-# among 0.25, 0.5 and 0.75 (before the isolation test was added). ISOLATION (LR pixels each way) and PROFILE_SLACK: the isolation test of _isolated,
+# (among 0.25-0.75 before the isolation test was added, 0.5-0.9 after). ISOLATION (LR pixels each way) and PROFILE_SLACK: the isolation test of _isolated,
 # set on synthetic scenes (smooth against detailed).
 S1, S2 = 0.5, 1.0
 EDGE_SHARE = 0.1
