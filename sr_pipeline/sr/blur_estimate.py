@@ -7,7 +7,8 @@ This estimate reads the blur from the *shape* of the strongest edges instead of 
 by a Gaussian of sigma c, the gradient magnitude taken at derivative scale s peaks at
 ``A / sqrt(2 pi (c^2 + s^2))``, so the ratio of the peaks at two scales s1 < s2,
 ``sqrt((c^2 + s2^2) / (c^2 + s1^2))``, depends on the blur only. The ratio is taken at the edge points
-(gradient maxima along the gradient) among the strongest tenth of each image, and the median over a
+(gradient maxima along the gradient, on an isolated step: the profile across rises monotonically for 4 LR
+px each way) among the strongest tenth of each image, and the median over a
 camera's images is turned into a blur by a calibration that runs the same statistic on synthetic
 dead-leaves scenes (discs of scale-invariant sizes: sharp step edges at every scale) blurred by a Gaussian
 of known sigma and bicubic-downsampled by ``scale``. The result is the sigma, in HR pixels, of the
