@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model and N; N times the time; default 1, the model alone)")
     p.add_argument("--scale", type=number(int, 1, "the HR/LR size ratio", 64), default=4,
                    help="HR side / LR side of every pair and of every model (default 4)")
+    p.add_argument("--no-border-crop", action="store_true",
+                   help="score PSNR-Y and SSIM-Y on the whole image (pyiqa's default, used by published RealSR "
+                        "tables) instead of leaving --scale pixels out at each border")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", type=PATH, required=True, help="where metrics.parquet, summary.json, index.html go")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -23,11 +23,12 @@ from sr_pipeline.sr.scoring import Method
 
 
 def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
-                   lpips: Any = None, split: str | None = None) -> dict[str, Any]:
+                   lpips: Any = None, split: str | None = None, crop_border: int | None = None) -> dict[str, Any]:
     """Score bicubic and every method on ``pairs``; write parquet, summary.json and index.html.
 
     ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
-    reason is reported) or None (not computed). Returns the summary.
+    reason is reported) or None (not computed). ``crop_border``: pixels left out at each border by
+    PSNR-Y and SSIM-Y (default ``scale``; 0 is pyiqa's convention). Returns the summary.
     """
     from tqdm import tqdm
 
@@ -38,7 +39,7 @@ def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, ou
     with tqdm(total=len(pairs) * (len(methods) + 1), unit="output", file=sys.stderr, disable=None,
               dynamic_ncols=True) as bar:
         scores = score_pairs(pairs, methods, scale, lpips=lpips, split=split,
-                             on_output=lambda *_: bar.update(1))
+                             on_output=lambda *_: bar.update(1), crop_border=crop_border)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics_parquet(scores.rows, out_dir / "metrics.parquet")
@@ -48,14 +49,16 @@ def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, ou
 
 
 def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: int = 4,
-                    extra_methods: dict[str, Method] | None = None, lpips: Any = None) -> dict[str, Any]:
+                    extra_methods: dict[str, Method] | None = None, lpips: Any = None,
+                    crop_border: int | None = None) -> dict[str, Any]:
     """:func:`find_pairs` + :func:`evaluate_pairs`, loading LPIPS-alex unless a metric is given."""
     pairs = find_pairs(pairs_dir, split)
     if lpips is None:
         from sr_pipeline.sr.lpips_weights import load_lpips
 
         lpips = load_lpips()
-    return evaluate_pairs(pairs, dict(extra_methods or {}), scale, out_dir, lpips=lpips, split=split)
+    return evaluate_pairs(pairs, dict(extra_methods or {}), scale, out_dir, lpips=lpips, split=split,
+                          crop_border=crop_border)
 
 
 def model_methods(models: list[Path], teacher: Path | None = None, steps: int | None = None,
@@ -164,7 +167,8 @@ def evaluate_cli(args: argparse.Namespace) -> int:
         check_evaluate_args(args)
         check_pairs(find_pairs(Path(args.pairs), split), scale)
         methods = cli_methods(args, scale)
-        summary = evaluate_folder(Path(args.pairs), Path(args.out), split=split, scale=scale, extra_methods=methods)
+        summary = evaluate_folder(Path(args.pairs), Path(args.out), split=split, scale=scale, extra_methods=methods,
+                                  crop_border=0 if getattr(args, "no_border_crop", False) else None)
     except (UsageError, EvaluationError, FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {one_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE

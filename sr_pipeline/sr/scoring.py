@@ -6,7 +6,8 @@ rows, the summary statistics, the parquet columns, every table (:mod:`.report`) 
 comparisons (:mod:`sr_pipeline.evaluation.gate`), so adding a metric is one :func:`register` call.
 
 A *method* is any callable ``LR uint8 HxWx3 -> SR uint8 (scale*H)x(scale*W)x3``; bicubic (PIL) is
-always included. PSNR-Y and SSIM-Y crop ``scale`` pixels at each border (see :mod:`.metrics`). A
+always included. PSNR-Y and SSIM-Y crop ``scale`` pixels at each border (see :mod:`.metrics`), or
+``crop_border`` pixels when given (0 is the convention of pyiqa's defaults and of OSEDiff's RealSR table). A
 metric that needs a model (LPIPS needs AlexNet, :mod:`.lpips_weights`) is scored only when that
 model is given and available; otherwise its values are NaN and the reason is reported.
 """
@@ -32,8 +33,9 @@ _CROP = 128  # HR pixels per side of the reports' side-by-side crops
 
 @dataclass(frozen=True)
 class Metric:
-    """A full-reference metric. ``fn(sr, hr, scale)``, or ``fn(sr, hr, scale, model)`` when ``needs``
-    names the model (given to :func:`score_pairs` under that name) it is computed with."""
+    """A full-reference metric. ``fn(sr, hr, border)``, or ``fn(sr, hr, border, model)`` when ``needs``
+    names the model (given to :func:`score_pairs` under that name) it is computed with; ``border`` is the
+    pixels cropped at each border (the scale factor unless the scoring pass says otherwise)."""
 
     name: str
     label: str
@@ -96,14 +98,14 @@ def row_columns() -> list[str]:
     return ["method", "image", *(m.name for m in metrics()), "ms"]
 
 
-register(Metric("psnr_y", "PSNR-Y", lambda sr, hr, scale: psnr_y(sr, hr, scale), True, 2, "dB", gate=True))
-register(Metric("ssim_y", "SSIM-Y", lambda sr, hr, scale: ssim_y(sr, hr, scale), True, 4))
-register(Metric("lpips", "LPIPS", lambda sr, hr, scale, model: model(sr, hr), False, 4, needs="lpips", gate=True))
+register(Metric("psnr_y", "PSNR-Y", lambda sr, hr, border: psnr_y(sr, hr, border), True, 2, "dB", gate=True))
+register(Metric("ssim_y", "SSIM-Y", lambda sr, hr, border: ssim_y(sr, hr, border), True, 4))
+register(Metric("lpips", "LPIPS", lambda sr, hr, border, model: model(sr, hr), False, 4, needs="lpips", gate=True))
 # Not compared against bicubic (whose ratio is far below 1): the gate's over-sharpening criterion
 # holds its median to GateThresholds.max_hf_ratio instead.
-register(Metric("hf_ratio", "HF energy / HR", lambda sr, hr, scale: hf_ratio(sr, hr, scale), False, 2, "x"))
+register(Metric("hf_ratio", "HF energy / HR", lambda sr, hr, border: hf_ratio(sr, hr, border), False, 2, "x"))
 
-PROTOCOL = ("PSNR/SSIM on Y (BT.601), {scale} px border cropped, SSIM Gaussian 11x11 sigma 1.5; "
+PROTOCOL = ("PSNR/SSIM on Y (BT.601), {border} px border cropped, SSIM Gaussian 11x11 sigma 1.5; "
             "LPIPS v0.1 AlexNet on RGB in [-1, 1]; HF energy = mean squared Laplacian of Y over the HR's; "
             "bicubic = PIL BICUBIC")
 
@@ -210,7 +212,7 @@ def _reused_row(reuse: Scores, method: str, image: str) -> dict[str, Any]:
 
 def score_pairs(pairs: list[Pair], methods: dict[str, Method | None], scale: int, lpips: Any = None,
                 split: str | None = None, on_output: OutputHook | None = None,
-                reuse: Scores | None = None) -> Scores:
+                reuse: Scores | None = None, crop_border: int | None = None) -> Scores:
     """Score bicubic and every method on ``pairs`` with every registered metric, in memory.
 
     ``lpips`` is the model the LPIPS metric needs (an ``LPIPSMetric``, an ``Unavailable`` whose reason
@@ -218,7 +220,12 @@ def score_pairs(pairs: list[Pair], methods: dict[str, Method | None], scale: int
     timed per image. ``on_output(method, image, lr, sr, hr)`` is called for every output, outside the
     timed region. The methods in ``reuse`` (scores kept from an earlier pass on the same pairs) are
     not run again: their rows and crops are taken over (their value in ``methods`` may be None).
+    ``crop_border`` is the pixels PSNR-Y, SSIM-Y and the HF ratio leave out at each border (default
+    ``scale``, the SR literature's convention; 0 scores the whole image, as pyiqa does by default).
     """
+    border = scale if crop_border is None else int(crop_border)
+    if border < 0:
+        raise EvaluationError(f"crop_border must be >= 0, got {crop_border}")
     if not pairs:
         raise EvaluationError("no pairs to evaluate")
     if "bicubic" in methods:
@@ -258,7 +265,7 @@ def score_pairs(pairs: list[Pair], methods: dict[str, Method | None], scale: int
             sr = _check_output(sr, hr.shape, name, pair.name)
             if on_output is not None:
                 on_output(name, pair.name, lr, sr, hr)
-            values = {m.name: (m.fn(sr, hr, scale, models[m.needs]) if m.needs else m.fn(sr, hr, scale))
+            values = {m.name: (m.fn(sr, hr, border, models[m.needs]) if m.needs else m.fn(sr, hr, border))
                       if m in computed else math.nan for m in metrics()}
             rows.append({"method": name, "image": pair.name, **values, "ms": ms, "pixels": sr.shape[0] * sr.shape[1]})
             crops[pair.name][name] = sr[top:top + size, left:left + size]
@@ -270,6 +277,7 @@ def score_pairs(pairs: list[Pair], methods: dict[str, Method | None], scale: int
         "pairs": len(pairs),
         "split": split,
         "scale": scale,
-        "protocol": PROTOCOL.format(scale=scale),
+        "crop_border": border,
+        "protocol": PROTOCOL.format(border=border),
     }
     return Scores(summary=summary, rows=rows, refs=refs, crops=crops, methods=list(all_methods), reused=reused)
