@@ -322,13 +322,17 @@ def test_outputs_keep_their_source_names_and_the_manifest_maps_both(layout, regi
 
 
 def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batch):
-    from sr_pipeline.evaluation.archive_consistency import archive_rows
+    from datetime import date
+
+    from sr_pipeline.evaluation.archive_consistency import archive_consistency, archive_rows
     from sr_pipeline.storage.checked_parquet import DamagedFile
 
     v1 = make_student(layout, "v1")
     archive_batch(layout, field_batch, v1, tile=16, overlap=4)
     path = manifest_path(layout, field_batch)
     good = read_manifest(layout, field_batch)
+    rows, unread = archive_rows(layout)  # the report reads it with its own schema: the checksum holds there too
+    assert len(rows) == 2 and unread == {}
 
     # One flipped byte inside a manifest value: caught on read, never merged into the report's counts.
     data = bytearray(path.read_bytes())
@@ -339,6 +343,10 @@ def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batc
         read_manifest(layout, field_batch)
     rows, unread = archive_rows(layout)
     assert rows == [] and field_batch in unread and "damaged" in unread[field_batch]
+    assert str(layout.root) not in unread[field_batch]  # no machine path on a manager's page
+    mine = archive_consistency(layout, date.today(), camera="field_cam")
+    assert field_batch in mine.unread and "could not be read" in mine.manager_text()
+    assert archive_consistency(layout, date.today(), camera="grey_cam").unread == {}  # not another camera's
 
     # Re-materialising rebuilds it from the outputs' own records, upscaling nothing again.
     said = []

@@ -15,10 +15,11 @@ from typing import Any
 import pyarrow as pa
 
 from sr_pipeline.evaluation.calibration import plant_timezone
-from sr_pipeline.serving.archive import manifest_path
+from sr_pipeline.intake.uploads import batch_key_camera
+from sr_pipeline.serving.archive import batch_field_cameras, manifest_path
 from sr_pipeline.sr.consistency_report import ArchiveConsistency
 from sr_pipeline.storage import store
-from sr_pipeline.storage.checked_parquet import read_checked
+from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked
 from sr_pipeline.storage.layout import DataLayout
 
 
@@ -37,16 +38,22 @@ def archived_batches(layout: DataLayout) -> list[str]:
 
 
 def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """(every batch's manifest rows, {batch: why its manifest was skipped})."""
+    """(every batch's manifest rows, {batch: why its manifest was skipped}); the reasons name files
+    under the data root, never the machine's path."""
     rows, unread = [], {}
     for batch in archived_batches(layout):
+        path = manifest_path(layout, batch)
         try:
             # Not through the current schema: an older manifest keeps the columns it has.
-            path = manifest_path(layout, batch)
             table = read_checked(path, None)[0]  # checksum verified where one was written
             batch_rows = table.select([c for c in COLUMNS if c in table.schema.names]).to_pylist()
+        except DamagedFile as exc:
+            unread[batch] = (f"its manifest could not be read: {layout.relative(path)} is damaged ({exc.why}); "
+                             "re-materialise upscaled_archive for this batch to rebuild it")
+            continue
         except (OSError, pa.ArrowException, ValueError) as exc:
-            unread[batch] = f"its manifest could not be read ({type(exc).__name__}: {exc})"
+            why = str(exc).replace(str(layout.root), "<data>")
+            unread[batch] = f"its manifest could not be read: {layout.relative(path)} ({type(exc).__name__}: {why})"
             continue
         for row in batch_rows:
             ref = row.get("consistency_map")
@@ -54,6 +61,15 @@ def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, st
             row.setdefault("batch", batch)
             rows.append(row)
     return rows, unread
+
+
+def _batch_cameras(layout: DataLayout, batch: str) -> set[str | None]:
+    """The field cameras of a batch, from its catalog, else from its key; {None} when neither says (an
+    unread batch of unknown camera is shown on every camera's page rather than on none)."""
+    try:
+        return set(batch_field_cameras(layout, batch)) or {None}
+    except (OSError, ValueError, pa.ArrowException):
+        return {batch_key_camera(batch)}
 
 
 def archive_consistency(layout: DataLayout, report_date: date, tz: str | None = None,
@@ -64,5 +80,6 @@ def archive_consistency(layout: DataLayout, report_date: date, tz: str | None = 
     rows, unread = archive_rows(layout)
     if camera is not None:
         rows = [r for r in rows if r.get("camera") == camera]
+        unread = {b: why for b, why in unread.items() if _batch_cameras(layout, b) & {camera, None}}
     return ArchiveConsistency.from_rows(rows, report_date, plant_timezone(tz), unread, read_at)
 

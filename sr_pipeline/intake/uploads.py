@@ -97,6 +97,12 @@ def make_batch_key(camera: str, relpaths: list[str], when: datetime) -> str:
     return check_batch_key(f"{camera}-{stamp}-{digest}")
 
 
+def batch_key_camera(batch_key: str) -> str | None:
+    """The camera a key made by :func:`make_batch_key` names; None for a key chosen by hand."""
+    m = re.fullmatch(r"(.+)-\d{8}T\d{6}-[0-9a-f]{8}", batch_key)
+    return m.group(1) if m else None
+
+
 # ---------------------------------------------------------------- scanning
 
 

@@ -233,6 +233,10 @@ class ArchiveConsistency:
 
     def manager_text(self) -> str:
         """How many of this week's restored images need a person's look, in plain words."""
+        if not self.outputs and self.unread:
+            n = len(self.unread)
+            return (f"{n:,} archive {'batch' if n == 1 else 'batches'} could not be read "
+                    "(listed below with what to do), so no restored image could be counted.")
         if not self.outputs:
             return "No image has been restored into the archive yet, so none has been checked."
         week = Counts()

@@ -31,6 +31,7 @@ from sr_pipeline.sr.wording import compare, model_label
 
 SUMMARY_FILE = "summary.json"
 CROP_METHODS = ("bicubic", "teacher", "candidate", "promoted")
+CAMERALESS_ROLES = ("teacher", "challenger")
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}.sub{color:#555;margin-top:0}section{margin:1.5em 0}
@@ -97,7 +98,9 @@ def _signed(x: float, digits: int = 2) -> str:
 def model_name(summary: dict[str, Any], role: str) -> str:
     """The readable name of a role's model (camera, training date, short id), never a raw id or a path."""
     info = summary.get("models", {}).get(role) or {}
-    return model_label(info.get("version"), summary.get("labels", {}).get(role, role), summary.get("camera"))
+    # The teacher and the fixed-degradation challenger serve every camera: they are nobody's own.
+    camera = None if role in CAMERALESS_ROLES else summary.get("camera")
+    return model_label(info.get("version"), summary.get("labels", {}).get(role, role), camera)
 
 
 def gain_spread(rows: list[dict[str, Any]], method: str, tolerances: dict[str, float] | None = None

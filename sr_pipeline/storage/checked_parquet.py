@@ -46,12 +46,20 @@ def _column_bytes(column: pa.ChunkedArray) -> list[bytes]:
     return [mask, json.dumps(arr.to_pylist(), default=str).encode()]
 
 
+def _type_name(t: pa.DataType) -> str:
+    """A column type's name without the list item's field name (written as ``item``, read back from
+    Parquet as ``element``), so a hash written with one schema checks out when read with the other."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    return str(t)
+
+
 def content_hash(table: pa.Table) -> str:
     """sha256 of the table's values (schema order, column names and types included), independent
     of chunking and buffer layout."""
     digest = hashlib.sha256()
     for name, column in zip(table.schema.names, table.columns):
-        digest.update(json.dumps([name, str(column.type), len(column)]).encode())
+        digest.update(json.dumps([name, _type_name(column.type), len(column)]).encode())
         for part in _column_bytes(column):
             digest.update(len(part).to_bytes(8, "little"))
             digest.update(part)
