@@ -253,7 +253,7 @@ def test_plant_timezone():
 
 SUMMARY_KEYS = {"schema", "report_date", "camera", "created", "device", "methods", "lpips", "pairs", "split", "scale",
                 "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
-                "previous_reports", "reused", "per_image_gain"}
+                "previous_reports", "reused", "per_image_gain", "crop_border"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "hf_ratio", "ms_per_image", "mp_per_s", "n", "median"}
 
 
