@@ -23,7 +23,8 @@ MAX_COUNT = 1_000_000
 def check_text(text: str, what: str = "a value") -> str:
     """``text`` unless it is empty, only spaces, or holds a line break or NUL (``ValueError``)."""
     if text.strip() == "":
-        raise ValueError(f"{text!r} is empty; pass {what} (write . for the current folder)")
+        folder = " (write . for the current folder)" if "path" in what or "folder" in what else ""
+        raise ValueError(f"{text!r} is empty; pass {what}{folder}")
     if any(c in text for c in "\n\r\0"):
         raise ValueError(f"{text!r} holds a line break or NUL; pass {what} on one line")
     return text
@@ -107,6 +108,23 @@ def env_path(name: str, default: Path | None = None) -> Path | None:
         raise UsageError(f"${name}={raw!r}: {exc}; set it right or unset it") from None
 
 
+def env_time_zone(name: str) -> str | None:
+    """The environment setting ``name`` as an IANA time zone name (None when unset); anything the
+    time zone database does not know is a :class:`UsageError`."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        ZoneInfo(check_text(raw, "a time zone").strip())
+    except (ValueError, ZoneInfoNotFoundError):
+        why = "empty" if raw.strip() == "" else "not a known time zone"
+        raise UsageError(f"${name}={raw!r}: {why}; set an IANA time zone such as Europe/Berlin, "
+                         "or unset it for UTC") from None
+    return raw.strip()
+
+
 # The settings the commands read, checked before any command runs: name -> check (raises UsageError).
 ENV_SETTINGS = {
     "SR_PIPELINE_DATA": lambda: env_path("SR_PIPELINE_DATA"),
@@ -115,7 +133,7 @@ ENV_SETTINGS = {
                                                      "seconds a landing file must be unchanged"),
     "SR_PIPELINE_SENSOR_INTERVAL": lambda: env_number("SR_PIPELINE_SENSOR_INTERVAL", 30, 1, 86400,
                                                       "seconds between sensor ticks", kind=int),
-    "SR_PIPELINE_PLANT_TZ": lambda: env_path("SR_PIPELINE_PLANT_TZ"),
+    "SR_PIPELINE_PLANT_TZ": lambda: env_time_zone("SR_PIPELINE_PLANT_TZ"),
     "SR_PIPELINE_PROFILE": lambda: env_path("SR_PIPELINE_PROFILE"),
     "SR_PIPELINE_TRAIN_PROCESSES": lambda: env_number("SR_PIPELINE_TRAIN_PROCESSES", 1, 1, 1024,
                                                       "accelerate processes", kind=int),

@@ -112,3 +112,14 @@ def test_a_broken_promotion_log_is_one_line_naming_the_file(tmp_path, capsys, ma
         assert str(log) in err and "restore it from a backup" in err and "Traceback" not in err, (argv, err)
     assert log.read_text() == text  # never overwritten by the promotion that failed
     assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_training_json_elsewhere_does_not_block_a_rollback_with_a_traceback(layout, capsys):
+    tiny_sr_model(layout.models / "student" / "s1", {"kind": "student", "version": "s1", "camera": "field_cam"})
+    broken = tiny_sr_model(layout.models / "teacher" / "tbad", {"kind": "teacher", "version": "tbad"})
+    (broken / "training.json").write_text('{"kind": "teach')  # cut off mid-write
+    code = main(["--data", str(layout.root), "promote", "s1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "tbad" in err and "training.json" in err and "corrupt" in err
+    assert not (layout.models / PROMOTIONS_FILE).exists()  # nothing recorded

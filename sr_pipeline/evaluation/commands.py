@@ -186,10 +186,14 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
     promotions log; ``report(entry)`` (the Dagster side passes one) tells the orchestrator and returns
     where it reported, or None."""
     from sr_pipeline.evaluation.promotion import find_student, promote_version
+    from sr_pipeline.sr.checkpoints import CorruptModelInfo
     from sr_pipeline.storage.registry import promotions
 
     layout = args.layout
-    row = find_student(layout, args.version)
+    try:
+        row = find_student(layout, args.version)
+    except CorruptModelInfo as exc:  # one damaged folder is named, never a traceback that blocks a rollback
+        raise UsageError(f"{exc}; until then no student can be promoted by hand") from None
     if row is None:
         print(f"error: no student {args.version!r} under {layout.models / 'student'} (see `sr-pipeline models`)",
               file=sys.stderr)

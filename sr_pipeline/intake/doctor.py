@@ -294,15 +294,16 @@ def examine(
     except DiskFault as exc:
         report.cannot_act = str(exc)
     damaged, unverified = store.damaged_catalogs(layout)
-    report.damaged_catalogs = [{"path": str(d.path), "why": d.why, "remedy": "sr-pipeline doctor --rebuild-catalog"}
-                               for d in damaged]  # fmt: skip
+    remedy = f"sr-pipeline --data {layout.root} doctor --rebuild-catalog"
+    report.damaged_catalogs = [{"path": str(d.path), "why": d.why, "remedy": remedy} for d in damaged]
     report.unverified_catalogs = [str(p) for p in unverified]
     return report
 
 
 def _print_human(report: DoctorReport, clean: bool) -> None:
     print(f"data root {report.root}")
-    done = "removed" if clean else "stale"
+    removed = sum(1 for t in report.stale_temps if t.removed)
+    done = "stale" if not clean else ("removed" if removed == len(report.stale_temps) else f"{removed} removed")
     print(f"{len(report.stale_temps)} temporary file(s)/folder(s) older than {report.min_age_s:g} s ({done})")
     for t in report.stale_temps:
         print(f"  {'removed ' if t.removed else ''}{t.path} ({t.bytes} bytes, {t.age_s:.0f} s old)")

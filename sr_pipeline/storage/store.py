@@ -199,8 +199,9 @@ class CatalogDamaged(DamagedFile):
         super().__init__(damaged.path, damaged.why)
 
     def __str__(self) -> str:
+        root = Path(self.path).parents[2]  # <root>/catalog/images/<batch>.parquet
         return (f"catalog file {self.path} is damaged ({self.why}); its rows are not counted: "
-                "run `sr-pipeline doctor --rebuild-catalog` to rebuild it from the image store")
+                f"run `sr-pipeline --data {root} doctor --rebuild-catalog` to rebuild it from the image store")
 
 
 def _read_catalog_file(path: Path, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
