@@ -274,7 +274,7 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             assert "teacher_checkpoint" in loaded(training)
             assert {"teacher_checkpoint", "co_trained_student", "learned_downsampler"} <= loaded(report)
             assert instance.get_run_by_id(retry).parent_run_id == teacher
-            assert Path(instance.get_latest_materialization_event(dg.AssetKey(
+            assert (data / instance.get_latest_materialization_event(dg.AssetKey(  # a path under the data root
                 "evaluation_report")).asset_materialization.metadata["report"].value).is_file()
             archived = instance.get_latest_materialization_event(dg.AssetKey("upscaled_archive"))
             assert archived.asset_materialization.metadata["upscaled"].value == 3
