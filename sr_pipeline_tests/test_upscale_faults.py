@@ -144,6 +144,14 @@ def test_a_damaged_kept_output_is_made_again(tmp_path, capsys, student_dir):
     code, report, _ = _upscale(capsys, img, "--out", out, "--model", student_dir)
     assert report["files"][0]["status"] == "skipped"
 
+    # Cut in half (a copy or a disk that stopped mid-file): still ours by its provenance, so made again.
+    target.write_bytes(good[: len(good) // 2])
+    code, report, _ = _upscale(capsys, img, "--out", out, "--model", student_dir)
+    [row] = report["files"]
+    assert code == 0 and row["status"] == "upscaled" and "damaged" in row["note"], row
+    with Image.open(target) as im:
+        im.load()
+
 
 # ---------------------------------------------------------------- disk: folders, concurrency, names, links
 

@@ -186,8 +186,8 @@ def existing_conflict(target: Path, text: dict[str, str]) -> str | None:
     """None when ``target`` is a finished output that ``text`` (the provenance of the output we would
     write) describes as well; otherwise why it differs, as a sentence."""
     replace = "pass --overwrite to replace it"
-    try:
-        found = png_text(target) if png_complete(target) else {}
+    try:  # a cut file still carries the provenance written before its image data: ours, to be made again
+        found = png_text(target, partial=not png_complete(target))
     except Exception:  # unreadable: not ours to judge, and not ours to replace
         found = {}
     if f"{TEXT_PREFIX}source_sha256" not in found:

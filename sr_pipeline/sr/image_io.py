@@ -114,10 +114,12 @@ def _text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
     return key.decode("latin-1"), (zlib.decompress(text) if compressed else text).decode("utf-8")
 
 
-def png_text(path: str | Path) -> dict[str, str]:
+def png_text(path: str | Path, *, partial: bool = False) -> dict[str, str]:
     """Every text chunk of a PNG, before and after the image data, without decoding the pixels.
 
-    Raises ``ValueError`` for a file that is not a well-formed PNG up to its end chunk.
+    Raises ``ValueError`` for a file that is not a well-formed PNG up to its end chunk; with
+    ``partial``, a file cut short gives the chunks before the cut (an output's provenance is written
+    before its image data, so a cut output still says whose it is).
     """
     out: dict[str, str] = {}
     with open(path, "rb") as fh:
@@ -126,6 +128,8 @@ def png_text(path: str | Path) -> dict[str, str]:
         while True:
             head = fh.read(8)
             if len(head) < 8:
+                if partial:
+                    return out
                 raise ValueError(f"{path} ends before its end chunk")
             length, kind = struct.unpack(">I", head[:4])[0], head[4:]
             if kind == b"IEND":
@@ -133,6 +137,8 @@ def png_text(path: str | Path) -> dict[str, str]:
             if kind in (b"tEXt", b"zTXt", b"iTXt"):
                 body = fh.read(length)
                 if len(body) < length:
+                    if partial:
+                        return out
                     raise ValueError(f"{path} ends inside a text chunk")
                 try:
                     found = _text_chunk(kind, body)
