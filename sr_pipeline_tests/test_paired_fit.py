@@ -44,11 +44,12 @@ def test_a_list_fits_exactly_those_pairs_and_never_one_pair_in_both():
     assert not set(fit) & set(gate)
 
 
-def test_the_split_refuses_what_would_leave_no_gate_or_name_unknown_pairs():
+def test_the_split_refuses_to_leave_no_gate_pair_and_waits_for_listed_pairs_not_uploaded_yet():
     with pytest.raises(ValueError, match="none would gate"):
         _registry(fit_pairs=3).split_pairs("cam", ["p1", "p2", "p3"])
-    with pytest.raises(ValueError, match="not calibration pairs"):
-        _registry(fit_pairs=["p9"]).split_pairs("cam", ["p1", "p2"])
+    with pytest.raises(ValueError, match="none would gate"):
+        _registry(fit_pairs=["p1", "p2"]).split_pairs("cam", ["p1", "p2"])
+    assert _registry(fit_pairs=["p1", "p9"]).split_pairs("cam", ["p1", "p2"]) == (["p1"], ["p2"])
     with pytest.raises(ValueError, match="twice"):
         _registry(fit_pairs=["p1", "p1"])
     with pytest.raises(ValueError, match=">= 0"):

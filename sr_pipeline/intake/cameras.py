@@ -106,16 +106,13 @@ class Camera(BaseModel):
 
     def split_pairs(self, names: list[str]) -> tuple[list[str], list[str]]:
         """(fit, gate): this camera's calibration pair names split by ``fit_pairs``; a pair is in one or the
-        other, never both. ValueError when a listed fit pair is not among ``names`` or no gate pair would
-        remain (a camera with fit pairs must keep at least one pair to gate its student)."""
+        other, never both. A listed fit pair not among ``names`` (not uploaded yet) is simply absent.
+        ValueError when no gate pair would remain (a camera with fit pairs must keep one to gate its student)."""
         names = sorted(set(names))
         if isinstance(self.fit_pairs, int):
             fit = names[: self.fit_pairs] if self.fit_pairs else []
         else:
-            missing = sorted(set(self.fit_pairs) - set(names))
-            if missing:
-                raise ValueError(f"fit_pairs names pair(s) {missing} that are not calibration pairs of this camera")
-            fit = sorted(self.fit_pairs)
+            fit = sorted(set(self.fit_pairs) & set(names))
         gate = [n for n in names if n not in set(fit)]
         if fit and not gate:
             raise ValueError(f"all {len(names)} calibration pairs would fit the camera model and none would gate "
