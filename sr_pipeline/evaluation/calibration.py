@@ -40,7 +40,7 @@ from sr_pipeline.evaluation.gate import (
     no_pairs_criteria,
     promotion_reason,
 )
-from sr_pipeline.sr.checkpoints import model_version
+from sr_pipeline.sr.checkpoints import model_version, read_info
 from sr_pipeline.sr.pairs import EvaluationError, Pair
 from sr_pipeline.sr.scoring import Scores, metrics, model_state
 from sr_pipeline.storage.atomic import temp_dir
@@ -70,12 +70,43 @@ def plant_today(tz: str | None = None) -> date:
     return datetime.now(plant_timezone(tz)).date()
 
 
-def calibration_pairs(layout: DataLayout, camera: str | None = None) -> list[Pair]:
-    """The catalog's complete calibration pairs (one field camera's when given) as :class:`~sr_pipeline.sr.pairs.Pair`."""
+def split_calibration_pairs(layout: DataLayout, camera: str | None = None, registry: Any = None
+                            ) -> tuple[list[Pair], list[Pair]]:
+    """(fit, gate): the catalog's complete calibration pairs (one field camera's when given) split by each
+    camera's ``fit_pairs`` in the camera registry (default: the configured file). Fit pairs pin the camera
+    model G in co-learning; only gate pairs judge students."""
+    from sr_pipeline.intake.cameras import load_registry
     from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
     cameras = [camera] if camera is not None else None
-    return [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout, cameras)]
+    pairs = [Pair(name, Path(hr), Path(lr)) for name, hr, lr in catalog_pairs(layout, cameras)]
+    if not pairs:
+        return [], []
+    registry = registry if registry is not None else load_registry()
+    owner = {p.name: camera for p in pairs} if camera is not None else pair_cameras(layout)
+    fit_names: set[str] = set()
+    for cam in sorted(set(owner.values())):
+        # names are "<camera>/<pair>" when pairs of several cameras are listed together
+        own = {p.name: p.name.removeprefix(f"{cam}/") for p in pairs if owner.get(p.name) == cam}
+        fit, _ = registry.split_pairs(cam, list(own.values()))
+        fit_names |= {label for label, name in own.items() if name in set(fit)}
+    return [p for p in pairs if p.name in fit_names], [p for p in pairs if p.name not in fit_names]
+
+
+def calibration_pairs(layout: DataLayout, camera: str | None = None) -> list[Pair]:
+    """The catalog's complete calibration pairs that gate students (one field camera's when given) as
+    :class:`~sr_pipeline.sr.pairs.Pair`: every pair except the fit pairs of the camera registry."""
+    return split_calibration_pairs(layout, camera)[1]
+
+
+def fit_pairs_overlap(candidate_dir: Path, pairs: list[Pair]) -> list[str]:
+    """The pairs among ``pairs`` that fitted the candidate's camera model (its ``training.json`` lists them):
+    a pair that trained G must never judge its student."""
+    try:
+        fitted = set(read_info(Path(candidate_dir)).get("fit_pairs") or [])
+    except FileNotFoundError:
+        return []
+    return sorted(p.name for p in pairs if p.name in fitted or p.name.split("/", 1)[-1] in fitted)
 
 
 def reports_root(layout: DataLayout, camera: str | None = None) -> Path:
@@ -282,6 +313,11 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
 
     version = model_version(candidate_dir)
     pairs = calibration_pairs(layout, camera)
+    overlap = fit_pairs_overlap(candidate_dir, pairs)
+    if overlap:
+        raise EvaluationError(f"student {version}'s camera model was fitted on calibration pair(s) {overlap}, which "
+                              "the camera registry now lists for the gate: a pair cannot serve both; restore "
+                              "fit_pairs in the registry or co-learn a new student")
     reference = model_version(promoted_dir) if promoted_dir is not None else None
     if not pairs:
         criteria = no_pairs_criteria()

@@ -89,6 +89,35 @@ class Camera(BaseModel):
     camera_model: CameraModelChoice | None = Field(
         default=None, description="field cameras only: this camera's choices for its camera model G over the "
         "training profile's (configs/cameras.yaml explains when to use which)")
+    fit_pairs: int | list[str] = Field(
+        default=0, description="field cameras only: which of its calibration pairs fit its camera model G "
+        "instead of gating its student: a count N (the first N pair names in sorted order) or a list of pair "
+        "names; the other pairs gate. 0: none (G learns from the unpaired field images alone)")
+
+    @field_validator("fit_pairs")
+    @classmethod
+    def _check_fit_pairs(cls, fit: int | list[str]) -> int | list[str]:
+        if isinstance(fit, int) and fit < 0:
+            raise ValueError("fit_pairs must be a count >= 0 or a list of pair names")
+        if isinstance(fit, list) and len(set(fit)) != len(fit):
+            raise ValueError("fit_pairs lists a pair name twice")
+        return fit
+
+    def split_pairs(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """(fit, gate): this camera's calibration pair names split by ``fit_pairs``; a pair is in one or the
+        other, never both. A listed fit pair not among ``names`` (not uploaded yet) is simply absent.
+        ValueError when no gate pair would remain (a camera with fit pairs must keep one to gate its student)."""
+        names = sorted(set(names))
+        if isinstance(self.fit_pairs, int):
+            fit = names[: self.fit_pairs] if self.fit_pairs else []
+        else:
+            fit = sorted(set(self.fit_pairs) & set(names))
+        gate = [n for n in names if n not in set(fit)]
+        if fit and not gate:
+            raise ValueError(f"all {len(names)} calibration pairs would fit the camera model and none would gate "
+                             "its student: upload more pairs or declare fewer fit_pairs")
+        assert not set(fit) & set(gate)
+        return fit, gate
 
 
 class CameraRegistry(BaseModel):
@@ -109,6 +138,8 @@ class CameraRegistry(BaseModel):
         for camera_id, cam in cameras.items():
             if cam.camera_model is not None and cam.role != CameraRole.field_lr:
                 raise ValueError(f"camera {camera_id!r}: camera_model is for field_lr cameras only")
+            if cam.fit_pairs and cam.role != CameraRole.field_lr:
+                raise ValueError(f"camera {camera_id!r}: fit_pairs is for field_lr cameras only")
             fallback = cam.fallback_camera
             if fallback is None:
                 continue
@@ -134,6 +165,12 @@ class CameraRegistry(BaseModel):
         """The camera's own camera-model choices (``camera_model``), only the fields it sets; {} for none."""
         choice = self.get(camera_id).camera_model
         return choice.model_dump(exclude_none=True) if choice is not None else {}
+
+    def split_pairs(self, camera_id: str, names: list[str]) -> tuple[list[str], list[str]]:
+        """(fit, gate) names of one camera's calibration pairs (``Camera.split_pairs``); a camera the
+        registry does not list has no fit pairs."""
+        cam = self.cameras.get(camera_id)
+        return cam.split_pairs(names) if cam is not None else ([], sorted(set(names)))
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self.cameras

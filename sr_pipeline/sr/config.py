@@ -132,6 +132,28 @@ class LossWeights(_Strict):
                                 "and y_r batches; trains G's colour transform")
     inverse: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=0 of the teacher's x0, x_T)")
     consistency: float = Field(0.0, ge=0, description="SinSR: MSE(U at t=T of U at t=0 of x, x)")
+    paired: float = Field(1.0, ge=0, description="G's LR of a fit pair's HR against the pair's real LR (low band, "
+                          "high band at eps' = 0, flat-region noise; sr/paired_fit.py); only for a field camera "
+                          "with fit pairs, else skipped")
+
+
+class PairedFitConfig(_Strict):
+    """How a field camera's fit pairs (registered HR/LR shots of the same scenes, sr/paired_fit.py) pin its
+    camera model G: a paired pre-fit of G before co-learning, then the ``paired`` loss weight during it.
+    Unused for a camera without fit pairs, which trains exactly as before."""
+
+    prefit_steps: int = Field(300, ge=0, description="steps of the paired term alone on G before co-learning "
+                              "(0: no pre-fit, only the paired term during co-learning)")
+    prefit_lr: float = Field(1e-3, gt=0, description="Adam learning rate of G's blur network during the pre-fit "
+                             "(its camera parameters use camera_params_lr)")
+    batch_size: int = Field(8, ge=1, description="paired crops per step (pre-fit and co-learning)")
+    patch_size: int = Field(128, ge=8, description="HR side of a paired crop (a multiple of the scale; pairs "
+                            "smaller than it are cropped whole)")
+    noise: float = Field(1.0, ge=0, description="weight of the flat-region noise statistic inside the paired "
+                         "term (the low and high bands weigh 1)")
+    colour_transform: bool = Field(
+        True, description="give a colour camera's G a colour matrix and offset when it has fit pairs: a pair "
+        "shows the camera's colour response on the very scene, which unpaired statistics cannot")
 
 
 class ColearnConfig(_Strict):
@@ -186,6 +208,7 @@ class ColearnConfig(_Strict):
         "bicubic", description="the LR when use_downsampler is false: down(x), or the profile's degradation"
     )
     downsampler: DownsamplerConfig = DownsamplerConfig()
+    paired_fit: PairedFitConfig = PairedFitConfig()
     d_hr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=3)
     d_lr: DiscriminatorConfig = DiscriminatorConfig(num_downsamples=2)
 
@@ -255,6 +278,8 @@ class Profile(_Strict):
         multiple = self.scale * 2 ** (len(self.net.block_out_channels) - 1)
         if self.colearn.train.patch_size % multiple:
             raise ValueError(f"colearn.train.patch_size must be a multiple of {multiple} (scale x 2^(levels-1))")
+        if self.colearn.paired_fit.patch_size % self.scale:
+            raise ValueError(f"colearn.paired_fit.patch_size must be a multiple of the scale {self.scale}")
         steps = self.colearn.teacher_steps
         if steps is not None and steps > self.diffusion.num_steps:
             raise ValueError(f"colearn.teacher_steps ({steps}) exceeds diffusion.num_steps ({self.diffusion.num_steps})")

@@ -81,6 +81,17 @@ def field_camera_jpeg(layout: DataLayout, camera: str) -> tuple[JpegSettings | N
     return (settings if share >= 0.5 else None), share
 
 
+def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegistry
+                           ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """A field camera's fit pairs (HR, registered LR) and their names: the calibration pairs its registry
+    entry's ``fit_pairs`` declares for fitting its camera model (never the ones that gate its student)."""
+    from sr_pipeline.evaluation.calibration import split_calibration_pairs
+    from sr_pipeline.sr.pairs import load_rgb
+
+    fit, _ = split_calibration_pairs(layout, camera, registry)
+    return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit], [p.name for p in fit]
+
+
 def colearn_outputs(layout: DataLayout, profile: Profile, student_out: Path | None = None,
                     downsampler_out: Path | None = None) -> tuple[Path, Path | None]:
     """The student's folder and, when the profile trains G, the downsampler's: one version for the pair."""
@@ -124,7 +135,8 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
                                registry: CameraRegistry | None = None):
     """Co-learn one field camera's student and G (``camera``, or the only field camera) from a teacher
     (default: the newest) on the catalog's HR references and that camera's field LR images, with the
-    camera's own ``camera_model`` choices from the registry over the profile's."""
+    camera's own ``camera_model`` choices from the registry over the profile's and its fit pairs, if it
+    declares any, pinning its camera model."""
     from sr_pipeline.sr.stages.colearn import train_colearn
 
     registry = registry if registry is not None else load_registry()
@@ -136,10 +148,14 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
         q = jpeg.describe()
         print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
               " its camera model compresses the same way", flush=True)
+    fit_pairs, fit_names = field_camera_fit_pairs(layout, camera, registry)
+    if fit_pairs:
+        print(f"{camera}: {len(fit_pairs)} fit pair(s) pin its camera model: {', '.join(fit_names)}", flush=True)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
-                         image_ids=hr_ids, field_image_ids=field_ids, camera=camera, field_jpeg=jpeg)
+                         image_ids=hr_ids, field_image_ids=field_ids, camera=camera, field_jpeg=jpeg,
+                         fit_pairs=fit_pairs, fit_pair_names=fit_names)
 
 
 def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,

@@ -9,6 +9,9 @@ One iteration, given HR crops x and unpaired field LR crops y_r:
 4. update U and G together on the weighted terms of ``LossWeights`` (0 skips a term)
 5. EMA of U: the copy that is saved and served.
 
+A field camera with fit pairs (registered HR/LR shots, sr/paired_fit.py) first has G pre-fitted on them,
+then keeps the paired term in step 4; without fit pairs nothing of that runs.
+
 ``CoLearner`` is that iteration; ``ColearnStage`` feeds it to the shared loop and writes two model
 folders, the EMA student and the downsampler, where its caller says; ``train_colearn`` runs it.
 """
@@ -44,13 +47,14 @@ from sr_pipeline.sr.losses import (
 )
 from sr_pipeline.sr.nets import SRUNet
 from sr_pipeline.sr.noise_fit import fit_noise_level
+from sr_pipeline.sr.paired_fit import FitPair, PairedCrops, paired_loss, prefit_downsampler
 from sr_pipeline.sr.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.timing import StepTimer
 from sr_pipeline.sr.trainer import TrainResult, run_stage
 from sr_pipeline.sr.training import EMA, check_finite, warmup_lambda
 
 # Terms that exist only with a learnable downsampler (they train G or judge its output).
-_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr", "noise_match", "sharpness_match", "colour_match")
+_G_ONLY_TERMS = ("adv_lr", "struct", "cyc_lr", "noise_match", "sharpness_match", "colour_match", "paired")
 
 
 @contextlib.contextmanager
@@ -68,14 +72,16 @@ def frozen(*models: torch.nn.Module | None) -> Iterator[None]:
 
 # ---- the co-learner -----------------------------------------------------------------------------------
 
-def effective_weights(cfg: ColearnConfig, lpips_available: bool) -> dict[str, float]:
-    """The profile's weights with the terms that cannot run here set to 0 (no G; no LPIPS weights)."""
+def effective_weights(cfg: ColearnConfig, lpips_available: bool, has_fit_pairs: bool = False) -> dict[str, float]:
+    """The profile's weights with the terms that cannot run here set to 0 (no G; no LPIPS weights; no fit pairs)."""
     w = cfg.weights.model_dump()
     if not cfg.use_downsampler:
         for k in _G_ONLY_TERMS:
             w[k] = 0.0
     if not lpips_available:
         w["lpips"] = 0.0
+    if not has_fit_pairs:
+        w["paired"] = 0.0
     if not any(w.values()):
         raise ValueError("every generator loss weight is 0: nothing would train the student")
     return w
@@ -93,12 +99,12 @@ class CoLearner:
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
                  lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False,
-                 jpeg: JpegSettings | None = None):
+                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
         self.timer = timer or StepTimer(self.device)
-        self.weights = effective_weights(cfg, lpips is not None)
+        self.weights = effective_weights(cfg, lpips is not None, has_fit_pairs)
         self.lpips = lpips.to(self.device) if lpips is not None and self.weights["lpips"] > 0 else None
         self.teacher_steps = cfg.teacher_steps or schedule.num_steps
 
@@ -110,9 +116,12 @@ class CoLearner:
         g = d_hr = d_lr = None
         if cfg.use_downsampler:
             dc = cfg.downsampler
+            # fit pairs show the camera's colour response on the very scene: a colour camera's G may learn it
+            colour = (dc.colour_transform or (has_fit_pairs and cfg.paired_fit.colour_transform
+                                              and dc.noise_model == "camera")) and not grey
             g = LearnedDownsampler(scale=profile.scale, channels=dc.channels, num_blocks=dc.num_blocks,
                                    norm_num_groups=dc.norm_num_groups, kappa=dc.kappa,
-                                   noise_model=dc.noise_model, colour_transform=dc.colour_transform and not grey,
+                                   noise_model=dc.noise_model, colour_transform=colour,
                                    grey=grey, blur_model=dc.blur_model,
                                    jpeg=jpeg.to_config() if jpeg is not None else None)
         if self.weights["adv_hr"] > 0:
@@ -223,8 +232,9 @@ class CoLearner:
 
     # -- step 4
     def generator_step(self, x: torch.Tensor, y_r: torch.Tensor | None, gen: dict[str, torch.Tensor],
-                       step: int) -> dict[str, float]:
-        """Update U and G on the weighted terms; the discriminators are frozen and unchanged."""
+                       step: int, pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """Update U and G on the weighted terms (``pairs``: a batch of the fit pairs' aligned HR and real LR
+        crops, for the paired term); the discriminators are frozen and unchanged."""
         acc, sched, s, kind = self.accelerator, self.schedule, self.scale, self.cfg.gan_loss
         x_hat, y_hat = gen["x_hat"], gen["y_hat"]
         d_hr, d_lr = self.unwrap(self.d_hr), self.unwrap(self.d_lr)
@@ -262,6 +272,8 @@ class CoLearner:
             "cyc_lr": cyc_lr,
             "inverse": inverse,
             "consistency": consistency,
+            "paired": lambda: paired_loss(self.unwrap(self.downsampler), *pairs, self.cfg.struct_sigma,
+                                          self.cfg.paired_fit.noise, call=self.downsampler)[0],
         }
         with frozen(self.d_hr, self.d_lr):
             with self.timer("generator_losses"), acc.autocast():
@@ -276,10 +288,11 @@ class CoLearner:
         return {"loss_total": float(total.detach()), **{f"loss_{k}": float(v.detach()) for k, v in values.items()}}
 
     # -- one whole iteration (steps 1-5)
-    def iteration(self, x: torch.Tensor, y_r: torch.Tensor | None, y_fixed: torch.Tensor | None, step: int) -> dict[str, float]:
+    def iteration(self, x: torch.Tensor, y_r: torch.Tensor | None, y_fixed: torch.Tensor | None, step: int,
+                  pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
         gen = self.generate(x, y_fixed)
         row = self.discriminator_step(x, y_r, gen, step)
-        row.update(self.generator_step(x, y_r, gen, step))
+        row.update(self.generator_step(x, y_r, gen, step, pairs))
         with self.timer("ema"):
             self.ema.update(self.unwrap(self.student), step)
         self.timer.steps += 1
@@ -309,7 +322,8 @@ class ColearnStage(Stage):
     def __init__(self, profile: Profile, teacher_dir: Path, hr_images: list[np.ndarray],
                  field_lr_images: list[np.ndarray], student_out: Path, downsampler_out: Path | None = None, *,
                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
-                 camera: str | None = None, challenger: bool = False, field_jpeg: JpegSettings | None = None):
+                 camera: str | None = None, challenger: bool = False, field_jpeg: JpegSettings | None = None,
+                 fit_pairs: list[FitPair] | None = None, fit_pair_names: list[str] | None = None):
         cfg = profile.colearn
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
@@ -319,6 +333,15 @@ class ColearnStage(Stage):
         self.grey = bool(field_lr_images) and all(is_grey(im) for im in field_lr_images)
         if self.grey:
             hr_images = [grey_rgb(im) for im in hr_images]
+        # The field camera's fit pairs pin G (sr/paired_fit.py); without G (the fixed-degradation challenger)
+        # they have nothing to pin.
+        fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
+        if self.grey:
+            fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
+        self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed)
+                       if fit_pairs else None)
+        self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
+        self.prefit: dict | None = None
         if self.needs_field and not field_lr_images:
             raise ValueError("no field LR images: D_LR and the LR cycle need them "
                              "(or set colearn.use_downsampler: false)")
@@ -343,8 +366,17 @@ class ColearnStage(Stage):
         lpips, self.lpips_status = load_lpips_loss(self.cfg.weights.lpips, accelerator.device)
         self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
                                  grey=self.grey and self.cfg.downsampler.noise_model == "camera",
-                                 jpeg=self.field_jpeg if self.jpeg_stage else None)
+                                 jpeg=self.field_jpeg if self.jpeg_stage else None,
+                                 has_fit_pairs=self.paired is not None)
         self.accelerator = accelerator
+        pf = self.cfg.paired_fit
+        if self.paired is not None and pf.prefit_steps > 0:
+            # the pinned start (a resumed run then loads its checkpointed G over it)
+            with self.learner.timer("paired_prefit"):
+                self.prefit = prefit_downsampler(self.learner.unwrap(self.learner.downsampler), self.paired,
+                                                 pf.prefit_steps, pf.prefit_lr, self.cfg.camera_params_lr,
+                                                 pf.batch_size, self.cfg.struct_sigma, pf.noise, accelerator.device)
+            print(f"paired pre-fit of G on {len(self.paired.pairs)} fit pairs: {self.prefit}", flush=True)
         self.noise_calibration = self._noise_calibration_set() if self.cfg.fits_noise_level else None
         self.noise_fits: list[dict] = []
 
@@ -389,6 +421,11 @@ class ColearnStage(Stage):
 
     def step(self, batch: tuple, step: int) -> dict[str, float]:
         x, y_r, y_fixed = batch
+        pairs = None
+        if self.paired is not None:
+            with self.learner.timer("data"):
+                pairs = tuple(t.to(self.accelerator.device)
+                              for t in self.paired.batch(1_000_000 + step, self.cfg.paired_fit.batch_size))
         if self.noise_calibration is not None and (step - 1) % self.cfg.noise_fit_every == 0:
             with self.learner.timer("noise_fit"):
                 fit = fit_noise_level(self.learner.unwrap(self.learner.downsampler), *self.noise_calibration,
@@ -396,7 +433,7 @@ class ColearnStage(Stage):
             self.noise_fits.append({"step": step, "factor": round(fit.factor, 4),
                                     "term_before": round(fit.term_before, 6), "term_after": round(fit.term_after, 6),
                                     "applied": fit.applied})
-        return self.learner.iteration(x, y_r, y_fixed, step)
+        return self.learner.iteration(x, y_r, y_fixed, step, pairs)
 
     def info(self, history: list[dict]) -> dict:
         final = {k: v for k, v in history[-1].items() if k.startswith(("loss_", "acc_"))} if history else {}
@@ -418,6 +455,10 @@ class ColearnStage(Stage):
             "jpeg_stage": self.jpeg_stage,
             # each fit of G's noise level since this process started (a resumed run lists only its own)
             "noise_fits": self.noise_fits,
+            # the fit pairs that pinned G (never the gate's) and what the pre-fit changed
+            "fit_pairs": self.fit_pair_names or ([f"#{i}" for i in range(len(self.paired.pairs))]
+                                                 if self.paired is not None else []),
+            "paired_prefit": self.prefit,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
@@ -442,11 +483,13 @@ def train_colearn(profile: Profile, teacher_dir: Path, hr_images: list[np.ndarra
                   report: Callable[[dict], None] | None = None, stop_after: int | None = None,
                   image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
                   camera: str | None = None, challenger: bool = False,
-                  field_jpeg: JpegSettings | None = None) -> TrainResult | None:
+                  field_jpeg: JpegSettings | None = None, fit_pairs: list[FitPair] | None = None,
+                  fit_pair_names: list[str] | None = None) -> TrainResult | None:
     """Co-learn (or resume) U and G into the given folders (the student's name is the version) on one
     field camera's images (``camera`` names it in training.json; ``field_jpeg``: its uploads' JPEG
-    settings, see ColearnStage); None when ``stop_after`` interrupts it on purpose."""
+    settings, see ColearnStage; ``fit_pairs``: its registered (HR, LR) fit pairs, which pin G, named by
+    ``fit_pair_names``); None when ``stop_after`` interrupts it on purpose."""
     stage = ColearnStage(profile, teacher_dir, hr_images, field_lr_images, student_out, downsampler_out,
                          image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger,
-                         field_jpeg=field_jpeg)
+                         field_jpeg=field_jpeg, fit_pairs=fit_pairs, fit_pair_names=fit_pair_names)
     return run_stage(stage, run_dir, resume=resume, report=report, stop_after=stop_after)

@@ -1,0 +1,223 @@
+"""Fit pairs pin the camera model G: the registry's fit/gate split, the paired term and pre-fit (G's blur and
+noise move to a known synthetic camera's), co-learning with and without fit pairs, and bench_quality's
+--fit-pairs handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import photos
+from sr_pipeline.intake.cameras import Camera, CameraRegistry
+from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.imageops import to_tensor, to_uint8
+from sr_pipeline.sr.losses import flat_noise_sigma
+from sr_pipeline.sr.paired_fit import PairedCrops, check_fit_pairs, paired_laplacian_ratio, prefit_downsampler
+from sr_pipeline.sr.stages import colearn as tc
+from test_colearn import _weights_hash, field_lr, make_teacher, outs, tiny_profile
+
+
+# ---- the registry's split -------------------------------------------------------------------------------
+
+def _registry(**field) -> CameraRegistry:
+    return CameraRegistry.model_validate(
+        {"cameras": {"ref": {"role": "hr_reference"}, "cam": {"role": "field_lr", **field}}})
+
+
+def test_no_fit_pairs_gates_every_pair_as_before():
+    assert _registry().split_pairs("cam", ["b", "a", "c"]) == ([], ["a", "b", "c"])
+    assert _registry().split_pairs("not-listed", ["a"]) == ([], ["a"])
+
+
+def test_a_count_fits_the_first_pairs_by_name_and_the_rest_gate():
+    fit, gate = _registry(fit_pairs=2).split_pairs("cam", ["p3", "p1", "p2", "p4"])
+    assert (fit, gate) == (["p1", "p2"], ["p3", "p4"])
+
+
+def test_a_list_fits_exactly_those_pairs_and_never_one_pair_in_both():
+    fit, gate = _registry(fit_pairs=["p4", "p2"]).split_pairs("cam", ["p1", "p2", "p3", "p4"])
+    assert (fit, gate) == (["p2", "p4"], ["p1", "p3"])
+    assert not set(fit) & set(gate)
+
+
+def test_the_split_refuses_to_leave_no_gate_pair_and_waits_for_listed_pairs_not_uploaded_yet():
+    with pytest.raises(ValueError, match="none would gate"):
+        _registry(fit_pairs=3).split_pairs("cam", ["p1", "p2", "p3"])
+    with pytest.raises(ValueError, match="none would gate"):
+        _registry(fit_pairs=["p1", "p2"]).split_pairs("cam", ["p1", "p2"])
+    assert _registry(fit_pairs=["p1", "p9"]).split_pairs("cam", ["p1", "p2"]) == (["p1"], ["p2"])
+    with pytest.raises(ValueError, match="twice"):
+        _registry(fit_pairs=["p1", "p1"])
+    with pytest.raises(ValueError, match=">= 0"):
+        _registry(fit_pairs=-1)
+    with pytest.raises(ValueError, match="field_lr cameras only"):
+        CameraRegistry.model_validate({"cameras": {"ref": {"role": "hr_reference", "fit_pairs": 1}}})
+
+
+def test_the_gate_refuses_a_candidate_fitted_on_one_of_its_pairs(tmp_path):
+    from sr_pipeline.evaluation.calibration import fit_pairs_overlap
+    from sr_pipeline.sr.pairs import Pair
+
+    model = tmp_path / "student"
+    model.mkdir()
+    (model / "training.json").write_text(json.dumps({"fit_pairs": ["p1"]}))
+    pairs = [Pair(n, tmp_path / "hr.png", tmp_path / "lr.png") for n in ("p1", "p2")]
+    assert fit_pairs_overlap(model, pairs) == ["p1"]
+    assert fit_pairs_overlap(model, pairs[1:]) == []
+    assert fit_pairs_overlap(tmp_path / "no-model", pairs) == []
+
+
+# ---- the paired term ---------------------------------------------------------------------------------------
+
+def textures(n: int = 4, size: int = 96, seed: int = 0) -> list[np.ndarray]:
+    """Scenes with fine detail at every scale (blocks of random grey and colour levels, 2-8 px)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        b = 2 + 2 * (i % 4)
+        small = rng.integers(0, 256, (size // b + 1, size // b + 1, 3)).astype(np.uint8)
+        out.append(np.repeat(np.repeat(small, b, 0), b, 1)[:size, :size].copy())
+    return out
+
+
+def synthetic_camera(hr: list[np.ndarray], blur: float, noise_levels: float, seed: int = 1):
+    """(HR, LR) pairs of a known camera: a Gaussian blur of ``blur`` HR px, x4 bicubic, white noise of
+    ``noise_levels`` 8-bit levels."""
+    truth = LearnedDownsampler(noise_model="camera", blur_model="kernel").eval()
+    truth.set_blur_sigma(blur)
+    gen = torch.Generator().manual_seed(seed)
+    pairs = []
+    with torch.no_grad():
+        for im in hr:
+            y = truth(to_tensor(im), None)
+            y = y + noise_levels / 127.5 * torch.randn(y.shape, generator=gen)
+            pairs.append((im, to_uint8(y)))
+    return pairs
+
+
+def test_prefit_moves_gs_blur_and_noise_toward_the_cameras():
+    torch.manual_seed(0)
+    pairs = synthetic_camera(textures(), blur=2.0, noise_levels=4.0)
+    g = LearnedDownsampler(noise_model="camera", blur_model="kernel")
+    assert float(g.blur_sigmas().detach().mean()) < 0.5
+    state = torch.random.get_rng_state()
+    info = prefit_downsampler(g, PairedCrops(pairs, 64, 4, seed=0), steps=120, lr=1e-3, camera_lr=2e-2,
+                              batch_size=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own random streams
+    sig = g.blur_sigmas().detach()
+    assert 1.6 < float(sig.min()) and float(sig.max()) < 2.4, sig
+    for part in ("low", "high", "noise"):
+        assert info["terms_after"][part] < info["terms_before"][part]
+    assert 0.8 < info["laplacian_ratio"] < 1.25
+    # the noise level moved from one level toward the camera's four
+    assert info["camera"]["noise_sigma_levels"]["0.5"][0] > 2.0
+
+
+def test_prefit_of_the_residual_g_brings_its_laplacian_energy_to_the_cameras():
+    torch.manual_seed(0)
+    pairs = synthetic_camera(textures(), blur=2.0, noise_levels=0.0)
+    g = LearnedDownsampler(noise_model="camera", channels=16, num_blocks=2, norm_num_groups=4)
+    before = paired_laplacian_ratio(g, pairs)
+    prefit_downsampler(g, PairedCrops(pairs, 64, 4, seed=0), steps=150, lr=2e-3, camera_lr=2e-3, batch_size=4)
+    after = paired_laplacian_ratio(g, pairs)
+    assert before > 2.0 and abs(np.log(after)) < abs(np.log(before)) / 3, (before, after)
+
+
+def test_paired_crops_stay_aligned_and_refuse_pairs_off_the_scale():
+    hr = textures(1, 64)[0]
+    lr = to_uint8(torch.nn.functional.avg_pool2d(to_tensor(hr), 4))
+    crops = PairedCrops([(hr, lr)], 32, 4, seed=3)
+    x, y = crops.batch(0, 3)
+    assert x.shape == (3, 3, 32, 32) and y.shape == (3, 3, 8, 8)
+    assert torch.allclose(torch.nn.functional.avg_pool2d(x, 4), y, atol=1.5 / 127.5)
+    with pytest.raises(ValueError, match="not x4"):
+        check_fit_pairs([(hr, lr[:5])], 4)
+
+
+# ---- co-learning with fit pairs -------------------------------------------------------------------------
+
+def _pairs_for_tiny_runs():
+    return synthetic_camera(photos(2, 48, seed=7), blur=1.5, noise_levels=2.0)
+
+
+def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path):
+    from sr_pipeline.sr.config import DownsamplerConfig, PairedFitConfig
+
+    profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
+                                                         noise_model="camera"),
+                           paired_fit=PairedFitConfig(prefit_steps=3, batch_size=2, patch_size=32))
+    result = tc.train_colearn(profile, make_teacher(tmp_path), photos(), field_lr(), tmp_path / "run",
+                              *outs(tmp_path), fit_pairs=_pairs_for_tiny_runs(), fit_pair_names=["a", "b"])
+    info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
+    assert info["fit_pairs"] == ["a", "b"] and info["paired_prefit"]["steps"] == 3
+    assert info["loss_weights"]["paired"] == 1.0 and "loss_paired" in info["history"][-1]
+    assert "colour_matrix" in info["paired_prefit"]["camera"]  # pairs show the colour response: G learns it
+
+
+def test_without_fit_pairs_the_paired_settings_change_nothing(tmp_path):
+    from sr_pipeline.sr.config import PairedFitConfig
+
+    teacher = make_teacher(tmp_path)
+    plain = tc.train_colearn(tiny_profile(), teacher, photos(), field_lr(), tmp_path / "r1", *outs(tmp_path, "v1"))
+    other = tiny_profile(weights={"paired": 5.0}, paired_fit=PairedFitConfig(prefit_steps=7, colour_transform=True))
+    again = tc.train_colearn(other, teacher, photos(), field_lr(), tmp_path / "r2", *outs(tmp_path, "v2"),
+                             fit_pairs=[])
+    for role in ("student", "downsampler"):
+        assert _weights_hash(plain.model_dirs[role]) == _weights_hash(again.model_dirs[role])
+    info = json.loads((again.model_dirs["student"] / "training.json").read_text())
+    assert info["fit_pairs"] == [] and info["paired_prefit"] is None and info["loss_weights"]["paired"] == 0.0
+
+
+def test_the_fixed_degradation_challenger_ignores_fit_pairs(tmp_path):
+    profile = tiny_profile().fixed_degradation_challenger()
+    result = tc.train_colearn(profile, make_teacher(tmp_path), photos(), [], tmp_path / "run",
+                              outs(tmp_path)[0], fit_pairs=_pairs_for_tiny_runs())
+    info = json.loads((result.model_dirs["student"] / "training.json").read_text())
+    assert info["fit_pairs"] == [] and info["paired_prefit"] is None
+
+
+# ---- bench_quality --fit-pairs ----------------------------------------------------------------------------
+
+def _save(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    root = tmp_path / "datasets"
+    for folder in ("bsd100_hr", "urban100_hr"):
+        (root / folder).mkdir(parents=True)
+    hr = textures(1, 32)[0]
+    for cam in ("Canon", "Nikon"):
+        for i in range(1, 7):
+            _save(root / "realsr_x4" / "HR" / f"{cam}_{i:03d}.png", hr)
+            _save(root / "realsr_x4" / "LR" / f"{cam}_{i:03d}.png", hr[::4, ::4])
+    return root
+
+
+def test_bench_fit_pairs_are_the_cameras_first_odd_pairs_and_scoring_stays_even(load_benchmark, datasets, tmp_path):
+    bq = load_benchmark("bench_quality")
+    fit, selection, scored, _ = bq.fit_and_scored_pairs(datasets, "realsr-nikon", 2, tmp_path / "work")
+    assert [p.name for p in fit] == ["Nikon_001.png", "Nikon_003.png"]
+    assert [p.name for p in selection] == ["Nikon_005.png"]
+    assert [p.name for p in scored] == ["Nikon_002.png", "Nikon_004.png", "Nikon_006.png"]
+    fit, selection, scored, _ = bq.fit_and_scored_pairs(datasets, "realsr-canon", 0, tmp_path / "work")
+    assert fit == [] and selection == [] and len(scored) == 3
+    with pytest.raises(ValueError, match="only 3 odd pairs"):
+        bq.fit_and_scored_pairs(datasets, "realsr-canon", 4, tmp_path / "work")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--field", "realsr", "--fit-pairs", "2"], "one field camera with pairs"),
+    (["--field", "realsr-canon", "--fit-pairs", "-1"], ">= 0"),
+])
+def test_bench_refuses_fit_pairs_it_cannot_honour(load_benchmark, datasets, capsys, args, message):
+    bq = load_benchmark("bench_quality")
+    with pytest.raises(SystemExit):
+        bq.main([str(datasets), *args])
+    assert message in capsys.readouterr().err
