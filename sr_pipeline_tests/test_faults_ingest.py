@@ -405,3 +405,28 @@ def test_a_fault_before_anything_is_claimed_says_to_run_the_command_again(layout
     code, out = _ingest(layout, src, capsys)
     assert code == 0
     _accounted(layout)
+
+
+def test_a_rebuilt_catalog_keeps_its_images_camera_so_training_still_sees_them(layout, src, capsys):
+    """A value flipped in a catalog that still parses: the rebuild takes each stored image's camera and
+    role from its (unverified) row where the registry allows them, so none silently leaves training,
+    and a re-ingest of the same files counts them once."""
+    import pyarrow.parquet as pq
+
+    path = _ingested(layout, src, capsys)
+    table = pq.read_table(path)  # its schema metadata keeps the checksum written with the original values
+    names = table["source_name"].to_pylist()
+    names[0] = names[0][:-1] + "x"  # one changed character: the file still parses, its checksum no longer matches
+    pq.write_table(table.set_column(table.schema.get_field_index("source_name"), "source_name",
+                                    store.pa.array(names, store.pa.string())), path)
+    assert main(["--data", str(layout.root), "doctor"]) == 1 and "damaged catalog" in capsys.readouterr().out
+    assert main(["--data", str(layout.root), "doctor", "--rebuild-catalog"]) == 0
+    out = capsys.readouterr().out
+    assert "each with the camera and role it had" in out and "{" not in out  # a sentence, no raw dict
+    accepted = store.read_catalog(layout)
+    accepted = accepted[accepted["outcome"] == store.ACCEPTED]
+    assert len(accepted) == 10 and set(accepted["camera"]) == {"ref_cam"} and set(accepted["role"]) == {"hr_reference"}
+    assert len(store.list_images(layout, role="hr_reference")) == 10
+    code, _ = _ingest(layout, src, capsys)  # the same files again: all duplicates or quarantined, none counted twice
+    assert code == 0
+    assert len(store.list_images(layout, role="hr_reference")) == 10

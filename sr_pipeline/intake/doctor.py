@@ -319,9 +319,16 @@ def _print_human(report: DoctorReport, clean: bool) -> None:
         print(f"{len(report.leftover_name_files)} name file(s) of finished batches ({'removed' if report.names_removed else 'left'})")
     if report.rebuilt and report.rebuilt["damaged"]:
         r = report.rebuilt
-        print(f"rebuilt {len(r['damaged'])} damaged catalog(s) (moved to {Path(r['damaged'][0]).parent}): "
-              f"quarantine rows {r['rebuilt']}, {r['recovered_images']} stored image(s) no catalog accepted "
-              f"in batch {r['recovered_batch']}")  # fmt: skip
+        rows = ", ".join(f"{b}: {n}" for b, n in r["rebuilt"].items())
+        print(f"rebuilt {len(r['damaged'])} damaged catalog(s) (moved to {Path(r['damaged'][0]).parent}); "
+              f"quarantine rows rebuilt per batch: {rows}")
+        if r["recovered_images"]:
+            unknown = r.get("recovered_unknown", 0)
+            print(f"  {r['recovered_images']} stored image(s) that no healthy catalog accepted are catalogued again "
+                  f"in batch {r['recovered_batch']}"
+                  + (f"; {unknown} of them with camera and role unknown, so training leaves them out: re-catalogue "
+                     "them by hand (their rows are in that batch's catalog)" if unknown else
+                     ", each with the camera and role it had"))
     if report.unverified_catalogs:
         print(f"{len(report.unverified_catalogs)} catalog(s) written before catalogs carried a checksum "
               "(checked against the image store only)")

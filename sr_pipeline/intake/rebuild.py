@@ -4,8 +4,12 @@ the healthy catalogs.
 A damaged catalog (:class:`store.CatalogDamaged`) is moved to ``catalog/damaged/`` (kept, never
 read). Its batch gets a new catalog holding the rows its quarantine JSON files still describe, and
 every stored image that no healthy catalog accepts gets an ``accepted`` row in a new batch
-``recovered-<UTC time>`` (camera and role ``unknown``: the store keeps pixels, not names). The
-duplicate rows of a damaged batch cannot be recovered; the result says how many files were rebuilt.
+``recovered-<UTC time>``. Its camera and role come from the damaged catalog's own row where that
+file still parses and the row names a registered camera in a role that camera can have (the store
+vouches for the image id: it is the hash of the pixels), else from the damaged batch's key when
+only one batch was damaged and its key names a registered camera; otherwise they are ``unknown``
+(kept out of training until re-catalogued by hand). The duplicate rows of a damaged batch cannot be
+recovered; the result says how many files were rebuilt and how many kept their camera.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from PIL import Image
 
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.intake.cameras import CameraRegistry, CameraRole
+from sr_pipeline.intake.uploads import batch_key_camera
 from sr_pipeline.sr.decode import DecodeLimits
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
@@ -33,13 +39,44 @@ class RebuildResult:
     """Batch -> rows rebuilt from its quarantine records."""
     recovered_batch: str | None = None
     recovered_images: int = 0
+    recovered_unknown: int = 0
+    """Recovered images whose camera could not be told (camera and role ``unknown``)."""
 
 
-def _store_row(layout: DataLayout, path: Path, batch: str, now: datetime, was: str) -> dict:
+def _salvaged_rows(path: Path) -> dict[str, dict]:
+    """image id -> the accepted row of a damaged catalog that still parses (its values unverified)."""
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception:  # pyarrow raises many kinds for a broken file: nothing to salvage
+        return {}
+    return {r["image_id"]: r for r in rows if r.get("outcome") == store.ACCEPTED and isinstance(r.get("image_id"), str)}
+
+
+def _roles_of(registry: CameraRegistry, camera: object) -> tuple[str, ...]:
+    """The catalog roles a registered camera's images can have (none for an unknown camera)."""
+    if not isinstance(camera, str) or camera not in registry.cameras:
+        return ()
+    role = str(registry.get(camera).role)
+    return (role,) if role == CameraRole.hr_reference else (role, store.CALIB_HR, store.CALIB_LR)
+
+
+def _owner(registry: CameraRegistry, row: dict | None, only_batch: str | None) -> tuple[str, str, str | None]:
+    """(camera, role, pair name) of a recovered image: its salvaged row's when that fits the registry,
+    else the one damaged batch's camera in its plain role, else unknown."""
+    if row is not None and row.get("role") in _roles_of(registry, row.get("camera")):
+        return row["camera"], row["role"], row.get("pair_name") if row["role"] in (store.CALIB_HR, store.CALIB_LR) else None
+    camera = batch_key_camera(only_batch) if only_batch else None
+    roles = _roles_of(registry, camera)
+    return (camera, roles[0], None) if roles else (UNKNOWN, UNKNOWN, None)
+
+
+def _store_row(layout: DataLayout, path: Path, batch: str, now: datetime, was: str,
+               owner: tuple[str, str, str | None] = (UNKNOWN, UNKNOWN, None)) -> dict:
     with Image.open(path) as im:
         width, height = im.size
+    camera, role, pair = owner
     return dict(
-        image_id=path.stem, batch=batch, camera=UNKNOWN, role=UNKNOWN, pair_name=None,
+        image_id=path.stem, batch=batch, camera=camera, role=role, pair_name=pair,
         source_name=f"store/{path.name}", original_name=None, original_name_hex=None, width=width, height=height,
         orig_format="PNG", orig_mode="RGB", bytes=path.stat().st_size, received_at=now,
         stored_path=store.relative_to_root(layout, path), outcome=store.ACCEPTED, reason=None,
@@ -66,7 +103,9 @@ def rebuild_catalogs(layout: DataLayout, registry: CameraRegistry, now: datetime
         aside = layout.catalog / "damaged"
         aside.mkdir(parents=True, exist_ok=True)
         stamp = now.strftime("%Y%m%dT%H%M%S")
+        salvaged: dict[str, dict] = {}
         for exc in damaged:
+            salvaged.update(_salvaged_rows(exc.path))
             kept = aside / f"{exc.path.stem}.{stamp}.parquet"
             os.replace(exc.path, kept)
             result.damaged.append(str(kept))
@@ -82,6 +121,10 @@ def rebuild_catalogs(layout: DataLayout, registry: CameraRegistry, now: datetime
         orphans = [p for p in _stored_images(layout) if p.stem not in accepted]
         if orphans:
             batch = f"recovered-{stamp}"
-            store.write_batch_catalog(layout, batch, [_store_row(layout, p, batch, now, was) for p in orphans])
+            only = damaged[0].path.stem if len(damaged) == 1 else None
+            rows = [_store_row(layout, p, batch, now, was, _owner(registry, salvaged.get(p.stem), only))
+                    for p in orphans]
+            store.write_batch_catalog(layout, batch, rows)
             result.recovered_batch, result.recovered_images = batch, len(orphans)
+            result.recovered_unknown = sum(1 for r in rows if r["camera"] == UNKNOWN)
     return result
