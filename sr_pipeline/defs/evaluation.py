@@ -43,8 +43,8 @@ def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
     return str(value.value)
 
 
-def _env_float(name: str, default: str) -> float:
-    """A numeric setting through the shared validator (its own default and bounds)."""
+def _env_float(name: str) -> float:
+    """A numeric setting through the shared validator (its default and bounds are stated there)."""
     from sr_pipeline.checks import ENV_SETTINGS
 
     return float(ENV_SETTINGS[name]())
@@ -58,11 +58,11 @@ class GateSettings(dg.ConfigurableResource):
     """Tolerances of the promotion gate and the device the evaluation runs (and is timed) on."""
 
     psnr_tolerance_db: float = Field(
-        default_factory=lambda: _env_float("SR_PIPELINE_GATE_PSNR_TOLERANCE_DB", "0.05"), ge=0,
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_PSNR_TOLERANCE_DB"), ge=0,
         description="how far (dB) the candidate's mean PSNR-Y may fall below the promoted student's; "
         "env SR_PIPELINE_GATE_PSNR_TOLERANCE_DB")
     lpips_tolerance: float = Field(
-        default_factory=lambda: _env_float("SR_PIPELINE_GATE_LPIPS_TOLERANCE", "0.005"), ge=0,
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_LPIPS_TOLERANCE"), ge=0,
         description="how far the candidate's mean LPIPS may rise above the promoted student's; "
         "env SR_PIPELINE_GATE_LPIPS_TOLERANCE")
     require_lpips: bool = Field(
@@ -70,7 +70,7 @@ class GateSettings(dg.ConfigurableResource):
         description="fail the bicubic check when LPIPS cannot be measured (run `sr-pipeline lpips-weights`); "
         "env SR_PIPELINE_GATE_REQUIRE_LPIPS")
     max_hf_ratio: float = Field(
-        default_factory=lambda: _env_float("SR_PIPELINE_GATE_MAX_HF_RATIO", "1.25"), gt=0,
+        default_factory=lambda: _env_float("SR_PIPELINE_GATE_MAX_HF_RATIO"), gt=0,
         description="over-sharpening limit: the median high-frequency (Laplacian) energy of the candidate's "
         "outputs over their HR's on the calibration pairs; env SR_PIPELINE_GATE_MAX_HF_RATIO")
     device: str = Field(

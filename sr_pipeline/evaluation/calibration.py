@@ -161,8 +161,8 @@ def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Mo
     steps = model.schedule.num_steps if teacher else 1
     watch = OutputWatch()
     model.net.register_forward_hook(watch.hook)
-    upscaler = Upscaler(model, steps=steps, device=device)
-    upscaler.reject_nonfinite = False  # the watch counts them: the gate blocks such a model with its reason
+    # reject_nonfinite off: the watch counts NaN outputs, and the gate blocks such a model with its reason
+    upscaler = Upscaler(model, steps=steps, device=device, reject_nonfinite=False)
     return _Model(role, Path(model_dir), steps, upscaler, watch)
 
 

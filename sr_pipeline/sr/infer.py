@@ -188,7 +188,8 @@ class Upscaler:
 
     def __init__(self, model: LoadedModel, steps: int = 1, seed: int = 0, tiles: TileSettings = TileSettings(),
                  device: str = "cpu", noise_scale: float | None = None, *, compile: bool = False,
-                 memory_budget: int | None = DEFAULT_MEMORY_BUDGET, self_ensemble: int = 1):
+                 memory_budget: int | None = DEFAULT_MEMORY_BUDGET, self_ensemble: int = 1,
+                 reject_nonfinite: bool = True):
         if model.schedule is None:
             raise ValueError(f"{model.path} has no diffusion schedule")
         if not 1 <= steps <= model.schedule.num_steps:
@@ -202,7 +203,7 @@ class Upscaler:
         self.self_ensemble = self_ensemble
         # Outputs with NaN or infinities raise NonFiniteOutput; a judge that counts them itself (the
         # promotion gate's output watch) turns this off to score the model's invalid outputs as they are.
-        self.reject_nonfinite = True
+        self.reject_nonfinite = reject_nonfinite
         self.model, self.steps, self.seed, self.tiles, self.device = model, steps, seed, tiles, device
         self.noise_scale = noise_scale
         self.memory_budget = memory_budget
