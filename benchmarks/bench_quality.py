@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="reuse this trained teacher folder (e.g. from an earlier run with the same profile) "
                          "instead of training one; the teacher never sees the field pool")
     ap.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"), help="markdown file the table is appended to")
+    ap.add_argument("--no-teacher-rows", action="store_true",
+                    help="with --teacher: do not score the reused teacher again (its rows are in the run that "
+                         "trained it; scoring it at T steps takes about 5 minutes on 2 CPU cores)")
     ap.add_argument("--fit-pairs", type=int, default=0, metavar="K",
                     help="fit the field camera's G on K registered pairs too (RealSR: its first K odd pairs, the "
                          "other odd pairs are the selection split; City100: its first K pairs, the rest are scored); "
@@ -275,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                  "city100-iphone")
     if args.field in CITY100_CAMERAS and args.fit_pairs >= 5:
         ap.error(f"--fit-pairs {args.fit_pairs} leaves no City100 pair to score (5 per camera)")
+    if args.no_teacher_rows and args.teacher is None:
+        ap.error("--no-teacher-rows needs --teacher (a teacher trained in this run is always scored)")
     if args.teacher is not None and not (args.teacher / "training.json").is_file():
         ap.error(f"--teacher {args.teacher} is not a trained teacher folder (no training.json)")
     profile = Profile.from_yaml(args.profile)
@@ -324,10 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         if "downsampler" in r.model_dirs:
             downsamplers[name] = r.model_dirs["downsampler"]
 
-    teacher = load_sr_model(teacher_dir)
-    # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
-    methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
-               "teacher (1 step)": Upscaler(teacher, steps=1)}
+    methods = {}
+    if not args.no_teacher_rows:
+        teacher = load_sr_model(teacher_dir)
+        # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
+        methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
+                   "teacher (1 step)": Upscaler(teacher, steps=1)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})
     summary = evaluate_pairs(pairs, methods, profile.scale, work / "eval", lpips=load_lpips(),
                              split="all" if args.field in CITY100_CAMERAS else "even")
