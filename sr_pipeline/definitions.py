@@ -1,13 +1,15 @@
 """The Dagster code location: every asset, job, sensor and resource of sr_pipeline.
 
-Loading it imports no torch (training runs in separate processes), so the UI starts fast.
+Loading it imports no torch (training runs in separate processes), so the UI starts fast. It reads
+the camera registry (``storage.registry()``): each field camera gets its own archive asset, check and
+job (defs/archive.py), so a camera added to cameras.yaml gets them when the code location is reloaded.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from sr_pipeline.defs.archive import archive_flagged_share, upscaled_archive
+from sr_pipeline.defs.archive import build_archive_definitions
 from sr_pipeline.defs.evaluation import (
     GateSettings,
     evaluation_job,
@@ -19,7 +21,7 @@ from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, RetrainSettings, TrainingSettings
 from sr_pipeline.defs.retraining import retraining_sensor
 from sr_pipeline.defs.schedules import calibration_pairs_sensor, weekly_evaluation_schedule
-from sr_pipeline.defs.sensors import camera_upload_sensor
+from sr_pipeline.defs.sensors import build_camera_upload_sensor
 from sr_pipeline.defs.training import (
     camera_training_job,
     co_trained_student_and_downsampler,
@@ -39,13 +41,14 @@ def step_values_io_manager(storage: PlantStorage) -> dg.FilesystemIOManager:
 
 def build_definitions(storage: PlantStorage | None = None, training: TrainingSettings | None = None) -> dg.Definitions:
     storage = storage or PlantStorage()
+    archives = build_archive_definitions(storage.registry())  # one per field camera of cameras.yaml
     return dg.Definitions(
         assets=[raw_plant_images, teacher_checkpoint, co_trained_student_and_downsampler, learned_degradation_lr_sets,
-                promoted_student, evaluation_report, upscaled_archive],
-        asset_checks=[promotion_gate, archive_flagged_share],
-        jobs=[ingest_job, teacher_job, camera_training_job, evaluation_job],
+                promoted_student, evaluation_report, *(a.asset for a in archives.values())],
+        asset_checks=[promotion_gate, *(a.check for a in archives.values())],
+        jobs=[ingest_job, teacher_job, camera_training_job, evaluation_job, *(a.job for a in archives.values())],
         schedules=[weekly_evaluation_schedule],
-        sensors=[camera_upload_sensor, retraining_sensor, calibration_pairs_sensor],
+        sensors=[build_camera_upload_sensor(archives=archives), retraining_sensor, calibration_pairs_sensor],
         resources={
             "storage": storage,
             "io_manager": step_values_io_manager(storage),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sr_pipeline.defs.partitions import add_field_camera_partitions, field_cameras, upload_batches
+from sr_pipeline.defs.partitions import add_field_camera_partitions, camera_batches, field_cameras, upload_batches
 from sr_pipeline.intake.cameras import CameraRole
 from sr_pipeline.storage.layout import DataLayout
 
@@ -46,6 +46,7 @@ def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, allow_failure: boo
 
 
 def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
+    from sr_pipeline.defs.archive import archive_job_name
     from sr_pipeline.defs.resources import PlantStorage
     from sr_pipeline.definitions import build_definitions
     from sr_pipeline.evaluation.promotion import served_student
@@ -60,14 +61,17 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
     print("2/5 ingesting the upload batches", flush=True)
     polled = poll_landing(layout, registry, {}, now=time.time(), stable_seconds=0)
     keys = [b.batch_key for b in polled.batches]
-    if keys:
+    field_ids = registry.ids(CameraRole.field_lr)
+    if keys:  # as the upload sensor does: every batch, and a field camera's also in its archive's partitions
         instance.add_dynamic_partitions(upload_batches.name, keys)
-    for key in keys:  # ingestion only: the archive step of ingest_job needs a promoted student (step 4)
-        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key,
-             asset_selection=[dg.AssetKey("raw_plant_images")])
+    for camera in field_ids:
+        mine = [b.batch_key for b in polled.batches if b.camera == camera]
+        if mine:
+            instance.add_dynamic_partitions(camera_batches(camera).name, mine)
+    for key in keys:  # ingestion; each field camera's archive job runs in step 4, once a student serves it
+        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=key)
     if not keys:
         print("  nothing new in the landing folder (the demo uploads were ingested before)")
-    field_ids = registry.ids(CameraRole.field_lr)
     uploaded = {b.camera for b in polled.batches if b.camera in field_ids}
     add_field_camera_partitions(instance, uploaded)  # ingestion adds them too; a stubbed or earlier run may not
     cameras = sorted(instance.get_dynamic_partitions(field_cameras.name))
@@ -84,8 +88,7 @@ def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
             print(f"  {b.batch_key}: skipped, no student serves field camera {b.camera} (the promotion gate "
                   "rejected it; see its report)")
             continue
-        _run(defs.resolve_job_def("ingest_job"), instance, partition_key=b.batch_key,
-             asset_selection=[dg.AssetKey("upscaled_archive")])
+        _run(defs.resolve_job_def(archive_job_name(b.camera)), instance, partition_key=b.batch_key)
     # After the archive, so each report's consistency section describes the archive as it now stands.
     print("5/5 the evaluation report of each field camera", flush=True)
     for camera in cameras:

@@ -13,10 +13,11 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+import dagster as dg
 from dagster import AssetCheckSeverity, materialize
 from PIL import Image, PngImagePlugin
 
-from sr_pipeline.defs.archive import archive_flagged_share, upscaled_archive
+from sr_pipeline.defs.archive import build_camera_archive
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.consistency_fit import (
@@ -221,22 +222,26 @@ def test_a_bad_thresholds_file_fails_the_archive_run_clearly(layout, field_batch
 # --- Dagster -----------------------------------------------------------------------------------------
 
 def test_the_archive_partition_shows_the_flagged_images_and_the_check_warns_above_the_setting(
-        layout, storage, instance, field_batch, monkeypatch):
+        layout, registry, storage, instance, field_batch, monkeypatch):
+    archive = build_camera_archive(registry, "field_cam")  # as the code location builds field_cam's
     instance.add_dynamic_partitions("upload_batches", [field_batch])
+    instance.add_dynamic_partitions("upload_batches__field_cam", [field_batch])
     make_student(layout, "v1")
+    assert materialize([raw_plant_images], partition_key=field_batch, resources={"storage": storage},
+                       instance=instance).success
     plant_line(monkeypatch, lr_width=int(field_images(layout, field_batch).set_index("source_name").loc["b.jpg", "width"]))
 
     def run(max_share=None):
-        config = None if max_share is None else {"ops": {"upscaled_archive_archive_flagged_share": {
+        config = None if max_share is None else {"ops": {"upscaled_archive__field_cam_archive_flagged_share": {
             "config": {"max_flagged_share": max_share}}}}
-        result = materialize([raw_plant_images, upscaled_archive, archive_flagged_share], partition_key=field_batch,
+        result = materialize([archive.asset, archive.check], partition_key=field_batch,
                              resources={"storage": storage}, instance=instance, run_config=config)
         assert result.success  # the check warns, it never fails the run
         [evaluation] = result.get_asset_check_evaluations()
         return result, evaluation
 
     result, warned = run()  # default setting: 5 %
-    [mat] = result.asset_materializations_for_node("upscaled_archive")
+    [mat] = result.asset_materializations_for_node("upscaled_archive__field_cam")
     md = mat.metadata
     assert md["consistency_flagged_count"].value == 1 and md["consistency_flagged_share"].value == 0.5
     assert "| b.jpg | field_cam | a region disagrees" in md["consistency_flagged"].value
@@ -251,5 +256,6 @@ def test_the_archive_partition_shows_the_flagged_images_and_the_check_warns_abov
     monkeypatch.setenv("SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE", "0.6")
     _, from_env = run()
     assert from_env.passed and from_env.metadata["max_flagged_share"].value == 0.6
-    [spec] = archive_flagged_share.check_specs
-    assert not spec.blocking and spec.asset_key == upscaled_archive.key
+    [spec] = archive.check.check_specs
+    assert not spec.blocking and spec.asset_key == dg.AssetKey(["upscaled_archive", "field_cam"])
+    assert spec.name == "archive_flagged_share"

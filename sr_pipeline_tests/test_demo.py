@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import dagster as dg
-
 from sr_pipeline import demo
 from sr_pipeline.evaluation import promotion
 from sr_pipeline.storage.layout import DataLayout
@@ -26,8 +24,12 @@ def test_demo_ingests_without_the_archive_and_skips_it_when_nothing_is_promoted(
                      + ["evaluation_job"] * len(cameras))
     assert [kw["partition_key"] for name, kw in calls if name != "ingest_job" and name != "teacher_job"] == cameras * 2
     assert len(ingest) >= 3  # the reference camera and the two field cameras' batches at least
-    # The archive step needs a promoted student: before training, ingestion alone is selected.
-    assert all(kw["asset_selection"] == [dg.AssetKey("raw_plant_images")] for kw in ingest)
+    # ingest_job is ingestion alone; each field batch is also a partition of its camera's archive.
+    assert all("asset_selection" not in kw for kw in ingest)
+    for camera in cameras:
+        mine = {kw["partition_key"] for kw in ingest if kw["partition_key"].startswith(f"{camera}-")}
+        assert mine and set(instance.get_dynamic_partitions(f"upload_batches__{camera}")) == mine
+    assert not any(instance.get_dynamic_partitions(f"upload_batches__{c}") for c in ("ref_cam",))
 
 
 def test_demo_archives_the_field_batches_then_writes_the_reports(tmp_path, monkeypatch, instance):
@@ -39,8 +41,9 @@ def test_demo_archives_the_field_batches_then_writes_the_reports(tmp_path, monke
     archive = calls[trained:names.index("evaluation_job")]
     # The reports come last, so each one describes the archive its camera's batches were just written to.
     assert names[names.index("evaluation_job"):] == ["evaluation_job"] * 2
-    assert archive and all(name == "ingest_job" for name, _ in archive)
-    assert all(kw["asset_selection"] == [dg.AssetKey("upscaled_archive")] for _, kw in archive)
+    # Each field batch by its own camera's archive job.
+    assert archive and all(name == f"archive_{kw['partition_key'].split('-')[0]}_job" for name, kw in archive)
+    assert {name for name, _ in archive} == {"archive_field_cam_job", "archive_grey_cam_job"}
     field_keys = {kw["partition_key"] for _, kw in archive}
-    ingested = {kw["partition_key"] for name, kw in calls if kw.get("asset_selection") == [dg.AssetKey("raw_plant_images")]}
+    ingested = {kw["partition_key"] for name, kw in calls if name == "ingest_job"}
     assert field_keys < ingested  # a strict subset: the HR reference batches are not archived

@@ -14,7 +14,8 @@ The flow, driven as an operator drives it (the webserver's GraphQL API, the daem
 uploads claimed by ``camera_upload_sensor`` and ingested, the teacher trained (its run worker killed
 with ``kill -9`` mid-step, failed by run monitoring, its ``gpu`` slot freed, re-executed from failure),
 the field camera's student co-trained and gated and promoted, the report written and the field batch
-archived. Each asset is materialised exactly once, each step's captured log is served by the
+archived by the run the sensor requests once a student serves the camera (the camera's own
+``archive_field_cam_job``). Each asset is materialised exactly once, each step's captured log is served by the
 webserver, and no run worker's home holds anything but its ``dagster.yaml``.
 
 Skipped without a reachable PostgreSQL server (see :mod:`deploy_fixtures`); with ``CI=true`` it fails.
@@ -52,7 +53,7 @@ LOCATION, REPOSITORY = "sr_pipeline", "__repository__"
 CAMERA = "field_cam"
 # Every asset of the flow, materialised once each (partitions: one per upload batch, one per camera).
 ASSETS = {"raw_plant_images": 2, "teacher_checkpoint": 1, "co_trained_student": 1, "learned_downsampler": 1,
-          "learned_degradation_lr_sets": 1, "promoted_student": 1, "evaluation_report": 1, "upscaled_archive": 1}
+          "learned_degradation_lr_sets": 1, "promoted_student": 1, "evaluation_report": 1, "upscaled_archive/field_cam": 1}
 OTHER_SENSORS = ("calibration_pairs_sensor", "retraining_sensor")
 TIMEOUT = 600  # per wait; on a busy 2-core machine the co-learning step alone took ~3 min
 FAILURES = (DagsterEventType.RUN_FAILURE, DagsterEventType.STEP_FAILURE, DagsterEventType.ENGINE_EVENT)
@@ -259,7 +260,10 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             assert checks and all(e.dagster_event.event_specific_data.passed for e in checks)
             report = web.launch("evaluation_job", partition=CAMERA)
             run(report)
-            archive = web.launch("ingest_job", partition=batches[CAMERA], assets=["upscaled_archive"])
+            # The sensor saw the batch ingested and a student serving its camera: it requested the archive run.
+            [archive] = wait_for("the sensor's archive run", lambda: [
+                r.run_id for r in instance.get_runs() if r.job_name == f"archive_{CAMERA}_job"], procs=procs, logs=logs)
+            assert instance.get_run_by_id(archive).tags["dagster/partition"] == batches[CAMERA]
             run(archive)
 
             # Nothing recomputed, nothing lost: each asset (partition) materialised once, by the runs above.
@@ -276,7 +280,7 @@ def test_the_multi_pod_shape_shares_only_postgres_and_the_data_root(pg_database,
             assert instance.get_run_by_id(retry).parent_run_id == teacher
             assert (data / instance.get_latest_materialization_event(dg.AssetKey(  # a path under the data root
                 "evaluation_report")).asset_materialization.metadata["report"].value).is_file()
-            archived = instance.get_latest_materialization_event(dg.AssetKey("upscaled_archive"))
+            archived = instance.get_latest_materialization_event(dg.AssetKey(["upscaled_archive", CAMERA]))
             assert archived.asset_materialization.metadata["upscaled"].value == 3
 
             # Every step's captured log is served by the webserver (from the data root's dagster_logs/).

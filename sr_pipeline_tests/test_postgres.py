@@ -3,7 +3,8 @@
 The main path runs through the code location's public Definitions (``build_definitions``), the way
 the daemon would: the camera-upload sensor claims the uploads, its run requests ingest the batches,
 one run trains the teacher and co-trains the student (the promotion gate runs on it), the
-``evaluation_job`` writes the report and the batch's archive is upscaled. A second instance opened
+``evaluation_job`` writes the report, and the sensor's next tick requests the field batch's archive run
+(the camera's ``archive_field_cam_job``), which upscales it. A second instance opened
 on the same database, from another DAGSTER_HOME, then sees the same runs, materialisations,
 asset-check results, dynamic partitions and the sensor's cursor.
 
@@ -44,10 +45,11 @@ pytestmark = pytest.mark.postgres
 # The only names of the asset graph this module relies on (everything else is derived from it):
 # the main path ends in these two assets; the assets upstream of them, but ingestion, are "training"
 # (the teacher, then the field camera's partition of the rest).
-REPORT, ARCHIVE = dg.AssetKey("evaluation_report"), dg.AssetKey("upscaled_archive")
+REPORT, ARCHIVE = dg.AssetKey("evaluation_report"), dg.AssetKey(["upscaled_archive", "field_cam"])
 RAW, STUDENT = dg.AssetKey("raw_plant_images"), dg.AssetKey("co_trained_student")
 SENSOR, INGEST_JOB, EVALUATION_JOB, PARTITIONS = "camera_upload_sensor", "ingest_job", "evaluation_job", "upload_batches"
 TEACHER_JOB, CAMERA_JOB, CAMERA = "teacher_job", "camera_training_job", "field_cam"
+ARCHIVE_JOB, CAMERA_BATCHES = "archive_field_cam_job", "upload_batches__field_cam"
 
 
 @pytest.fixture
@@ -114,13 +116,16 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
             build_sensor_context(instance=instance, resources={"storage": storage}))
         batches = {r.tags["sr_pipeline/camera"]: r.partition_key for r in tick.run_requests}
         assert set(batches) == {"ref_cam", "field_cam"}
-        instance.add_dynamic_partitions(PARTITIONS, list(tick.dynamic_partitions_requests[0].partition_keys))
+        adds = {a.partitions_def_name: list(a.partition_keys) for a in tick.dynamic_partitions_requests}
+        assert adds.keys() == {PARTITIONS, CAMERA_BATCHES} and adds[CAMERA_BATCHES] == [batches["field_cam"]]
+        for name, keys in adds.items():
+            instance.add_dynamic_partitions(name, keys)
         ingest = defs.resolve_job_def(INGEST_JOB)
         run_ids = set()
         for request in tick.run_requests:
-            assert request.asset_selection == [RAW]  # nothing promoted yet: ingestion alone
+            assert request.job_name == INGEST_JOB and request.asset_selection is None  # ingestion alone
             done = ingest.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                             asset_selection=request.asset_selection, tags=request.tags)
+                                             tags=request.tags)
             assert done.success
             run_ids.add(done.run_id)
         store_cursor(pg_home, tick.cursor)
@@ -143,8 +148,15 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
         report_path = instance.get_latest_materialization_event(REPORT).asset_materialization.metadata["report"].value
         assert (layout.root / report_path).is_file()  # under the data root: no machine path in the metadata
 
-        archive = ingest.execute_in_process(instance=instance, partition_key=batches["field_cam"],
-                                            asset_selection=[ARCHIVE])
+        # The next tick: the field batch is ingested and a student now serves its camera.
+        claimed_cursor = tick.cursor
+        tick = defs.resolve_sensor_def(SENSOR)(
+            build_sensor_context(instance=instance, cursor=tick.cursor, resources={"storage": storage}))
+        [request] = tick.run_requests
+        assert (request.job_name, request.partition_key) == (ARCHIVE_JOB, batches["field_cam"])
+        store_cursor(pg_home, tick.cursor)
+        archive = defs.resolve_job_def(ARCHIVE_JOB).execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags)
         assert archive.success
         run_ids |= {teacher.run_id, training.run_id, report.run_id, archive.run_id}
         times = {f"{instance.get_run_by_id(r).job_name}/{r[:8]}": step_seconds(instance, r) for r in run_ids}
@@ -155,6 +167,7 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
         assert {r.run_id for r in other.get_runs()} == run_ids
         assert all(r.status == DagsterRunStatus.SUCCESS for r in other.get_runs())
         assert set(other.get_dynamic_partitions(PARTITIONS)) == set(batches.values())
+        assert other.get_dynamic_partitions(CAMERA_BATCHES) == [batches["field_cam"]]  # no HR batch
         assert other.get_dynamic_partitions("field_cameras") == [CAMERA]
         assert other.get_materialized_partitions(RAW) == set(batches.values())
         assert other.get_materialized_partitions(ARCHIVE) == {batches["field_cam"]}
@@ -169,7 +182,10 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
             c.check_name for c in checks)
 
         stored = sensor_cursor(other)
-        assert stored == tick.cursor and set(json.loads(stored)["requested"]) == set(batches.values())
+        # The claiming tick's cursor recorded both batches as requested (dropped once ingested); the
+        # stored one, the archive tick's, has no batch left waiting for its archive run.
+        assert set(json.loads(claimed_cursor)["requested"]) == set(batches.values())
+        assert stored == tick.cursor and json.loads(stored)["archive_pending"] == {}
         # The daemon on the other machine resumes from the stored cursor: nothing is requested twice.
         resumed = defs.resolve_sensor_def(SENSOR)(
             build_sensor_context(instance=other, cursor=stored, resources={"storage": storage}))

@@ -140,8 +140,10 @@ def test_promoted_student_sits_between_the_student_and_the_archive():
     graph = defs.resolve_asset_graph()
     promoted = dg.AssetKey("promoted_student")
     assert graph.get(promoted).parent_keys == {dg.AssetKey("co_trained_student")}
-    archive_parents = graph.get(dg.AssetKey("upscaled_archive")).parent_keys
-    assert promoted in archive_parents and dg.AssetKey("co_trained_student") not in archive_parents
+    for camera in ("field_cam", "grey_cam"):  # configs/cameras.yaml's field cameras, each its own archive
+        archive_parents = graph.get(dg.AssetKey(["upscaled_archive", camera])).parent_keys
+        assert archive_parents == {promoted, dg.AssetKey("raw_plant_images")}
+    assert not graph.has(dg.AssetKey(["upscaled_archive", "ref_cam"]))
     # the gate's checks and the promotion run with the student, per field camera
     selected = defs.resolve_job_def("camera_training_job").asset_layer.selected_asset_keys
     assert {dg.AssetKey("co_trained_student"), promoted} <= selected

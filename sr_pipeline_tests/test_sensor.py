@@ -12,7 +12,7 @@ from sr_pipeline.storage import store
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.defs.sensors import build_camera_upload_sensor, camera_upload_sensor
+from sr_pipeline.defs.sensors import build_camera_upload_sensor
 
 T0 = 1_800_000_000.0
 
@@ -58,9 +58,11 @@ def test_sensor_waits_for_stable_files_then_requests_one_run_per_batch(layout, s
     request = second.run_requests[0]
     batch = request.partition_key
     assert request.run_key == batch and batch.startswith("field_cam-") and "..." not in batch
-    assert request.tags["sr_pipeline/camera"] == "field_cam"
+    assert request.tags["sr_pipeline/camera"] == "field_cam" and request.job_name == "ingest_job"
+    # Without field_cam's archive (none given to this sensor) only upload_batches gets the key; the batch waits.
     [add] = second.dynamic_partitions_requests
     assert add.partitions_def_name == "upload_batches" and list(add.partition_keys) == [batch]
+    assert json.loads(second.cursor)["archive_pending"] == {batch: "field_cam"}
     assert sorted(p.name for p in (layout.incoming / batch / "field_cam").iterdir()) == ["a.png", "b.jpg"]
     assert (layout.landing / "field_cam/c.png.part").exists() and (layout.landing / "field_cam/.d.png").exists()
     assert json.loads(second.cursor)["requested"] == [batch]
@@ -85,10 +87,11 @@ def test_sensor_makes_one_batch_per_camera(storage, instance, put_landing, make_
 def test_stable_time_comes_from_the_environment(storage, instance, put_landing, make_image, monkeypatch):
     put_landing("ref_cam/r.png", make_image())
     monkeypatch.setenv("SR_PIPELINE_STABLE_SECONDS", "0")
+    camera_upload_sensor = build_camera_upload_sensor()
     result = _tick(camera_upload_sensor, storage, instance)
     assert len(result.run_requests) == 1
     assert camera_upload_sensor.minimum_interval_seconds == 30
-    assert camera_upload_sensor.job_name == "ingest_job"
+    assert camera_upload_sensor.job_name == "ingest_job"  # no archive given: the ingest job alone
 
 
 def test_raw_plant_images_materialises_a_claimed_batch(layout, storage, instance, put_landing, make_image):
@@ -123,7 +126,7 @@ def test_raw_plant_images_materialises_a_claimed_batch(layout, storage, instance
 def test_definitions_load(storage):
     defs = dg.Definitions(
         assets=[raw_plant_images],
-        sensors=[camera_upload_sensor],
+        sensors=[build_camera_upload_sensor()],
         jobs=[ingest_job],
         resources={"storage": storage},
     )
@@ -131,6 +134,15 @@ def test_definitions_load(storage):
     job = defs.resolve_job_def("ingest_job")
     assert job.partitions_def == upload_batches
     assert defs.resolve_sensor_def("camera_upload_sensor").job_name == "ingest_job"
+
+
+def test_the_code_locations_sensor_targets_ingestion_and_each_field_cameras_archive(storage):
+    from sr_pipeline.definitions import build_definitions
+
+    defs = build_definitions(storage)  # conftest's registry: ref_cam, field_cam
+    targets = {t.job_name for t in defs.resolve_sensor_def("camera_upload_sensor").targets}
+    assert targets == {"ingest_job", "archive_field_cam_job"}
+    assert defs.resolve_job_def("ingest_job").asset_layer.selected_asset_keys == {raw_plant_images.key}
 
 
 def test_plant_storage_defaults(monkeypatch, tmp_path):

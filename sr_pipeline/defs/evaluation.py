@@ -8,7 +8,8 @@ any asset downstream of ``co_trained_student`` in the same run; when one check f
 (``promoted_student``, the report) are skipped in that run. The gate keeps its scores and decision
 for the candidate (:mod:`sr_pipeline.evaluation.calibration`); ``promoted_student`` then records the
 promotion (:mod:`sr_pipeline.evaluation.promotion`) and its data version is the promoted model's
-version, so ``upscaled_archive`` partitions made by another student turn stale. A failed gate's
+version, so the camera's ``upscaled_archive/<camera>`` partitions made by another student turn stale
+(and those of the cameras it is the fallback of; no other camera's). A failed gate's
 reasons are in the checks' metadata, and the next ``evaluation_job`` run (weekly schedule, new
 calibration pairs, or by hand) reports them to management: that job selects the report alone, so
 it always runs; it reads the promotion log and reuses the gate's scores of the candidate. Torch is

@@ -1,9 +1,10 @@
-"""The ``raw_plant_images`` asset (one partition per upload batch) and the job the sensor runs.
+"""The ``raw_plant_images`` asset (one partition per upload batch) and ``ingest_job``, the job the
+upload sensor requests for each batch.
 
-``ingest_job`` also selects the ``archive`` group (``upscaled_archive``, defs/archive.py, which
-depends on this module): the camera-upload sensor runs the whole job for a field batch once a
-student is promoted and narrows the run to ``raw_plant_images`` otherwise. Selecting by group keeps
-this module free of that import and a Definitions without the archive valid.
+The archive is not part of this job: each field camera's archive asset (defs/archive.py) is
+partitioned by that camera's batches, and a job holds assets of one partitions definition only, so
+the upload sensor requests the camera's ``archive_<camera>_job`` for the batch in a run of its own once
+this asset's partition is materialised.
 """
 
 import base64
@@ -127,6 +128,6 @@ def raw_plant_images(context: AssetExecutionContext, storage: PlantStorage) -> M
 # Partitioned by upload_batches, inferred from the assets (passing partitions_def is deprecated in 1.13).
 ingest_job = define_asset_job(
     "ingest_job",
-    selection=AssetSelection.assets(raw_plant_images) | AssetSelection.groups("archive"),
-    description="Ingests one upload batch and, when the run selects it, upscales its field LR images into the archive.",
+    selection=AssetSelection.assets(raw_plant_images),
+    description="Ingests one upload batch (a field camera's batch is then archived by that camera's archive job).",
 )

@@ -1,5 +1,12 @@
-"""Partitions: one dynamic partition per upload batch (ingest, archive) and one per field camera
-(co-learning, the learned downsampler and LR sets, the gate, promotion and the report).
+"""Partitions: one dynamic partition per upload batch (ingest), one per field camera (co-learning,
+the learned downsampler and LR sets, the gate, promotion and the report), and per field camera one per
+batch of that camera (``upload_batches__<camera>``: that camera's archive asset, defs/archive.py).
+
+A camera's archive has its own batch partitions, not ``upload_batches``: every key of
+``upload_batches`` would otherwise be a partition of every camera's archive, one that could never be
+materialised (an HR reference camera's batch, another camera's batch). The upload sensor adds a
+field camera's batch key to both definitions in the same tick, so the keys are equal and the
+archive maps to ``raw_plant_images`` with Dagster's ``IdentityPartitionMapping``.
 
 A field camera's partition is added when its first images are ingested (``raw_plant_images`` and
 the upload sensor add it), so the partitions follow the cameras that actually upload; its key is the
@@ -10,6 +17,11 @@ from dagster import AssetKey, AssetRecordsFilter, DynamicPartitionsDefinition
 
 upload_batches = DynamicPartitionsDefinition(name="upload_batches")
 field_cameras = DynamicPartitionsDefinition(name="field_cameras")
+
+
+def camera_batches(camera: str) -> DynamicPartitionsDefinition:
+    """The batches of one field camera: the partitions of its archive asset (``upload_batches__<camera>``)."""
+    return DynamicPartitionsDefinition(name=f"upload_batches__{camera}")
 
 
 def missing_field_camera_partitions(instance, cameras) -> list[str]:

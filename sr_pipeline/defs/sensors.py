@@ -1,21 +1,31 @@
-"""``camera_upload_sensor``: claims stable camera uploads into batches and requests their ingestion.
-The cursor (JSON) holds the first-seen size and mtime of each waiting file and the batches already
-requested; Dagster stores it together with the run requests and the partition additions, so a tick
-either happens completely or not at all. ``run_key`` is the batch key, which makes each batch's run
-unique forever.
+"""``camera_upload_sensor``: claims stable camera uploads into batches, requests their ingestion and,
+once a field camera's batch is ingested and a student serves the camera, that batch's archive run.
 
-Once a student serves the batch's field camera (its own promoted one, or its configured fallback
-camera's: ``served_student``), the run of that camera's batch also materialises ``upscaled_archive``
-for that batch; otherwise the run selects ``raw_plant_images`` alone. The tag ``sr_pipeline/archive``
-says which.
+The cursor (JSON) holds the first-seen size and mtime of each waiting file, the batches already
+requested and the field batches whose archive run is still to be requested (``archive_pending``:
+batch -> camera); Dagster stores it together with the run requests and the partition additions, so a
+tick either happens completely or not at all.
+
+A claimed batch's key is added to ``upload_batches`` and, for a field camera, to that camera's own
+batch partitions (``upload_batches__<camera>``, the partitions of its archive asset); the ingestion
+run (``ingest_job``, ``raw_plant_images`` only, ``run_key`` the batch key) is tagged
+``sr_pipeline/archive: pending`` for a field camera's batch, ``false`` otherwise. On a later tick,
+once the batch's ``raw_plant_images`` partition is materialised and a student serves the camera (its
+own promoted one, or its configured fallback camera's: ``served_student``), the sensor requests the
+camera's ``archive_<camera>_job`` for the batch (``run_key`` ``<batch>:archive``, tag
+``sr_pipeline/archive: true``), each once. A batch whose ingestion failed stays pending until a
+re-execution materialises it; a camera without a student keeps its batches pending until one serves
+it. A field camera added to cameras.yaml after the code location loaded has no archive asset yet: its
+batches are ingested and wait, logged, for the code location's reload.
 """
 
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -25,15 +35,22 @@ from dagster import (
     sensor,
 )
 
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCameraError
+from sr_pipeline.defs.archive import CameraArchive
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.partitions import upload_batches
+from sr_pipeline.defs.partitions import camera_batches, latest_materialization, upload_batches
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import served_student
+from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCameraError
 from sr_pipeline.intake.uploads import poll_landing, stable_seconds_from_env
 
 INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
 DEFAULT_INTERVAL_SECONDS = 30
+PENDING = "archive_pending"
+"""The cursor's key of the field batches whose archive run is not requested yet (batch -> camera)."""
+
+RELOAD = ("field camera {camera} has no archive asset in this code location yet (added to cameras.yaml after it "
+          "loaded): batch {batch} is ingested and waits; reload the code location (UI: Deployment -> Reload, or "
+          "restart it) to get upscaled_archive/{camera}, and this sensor then requests the batch's archive run")
 
 
 def _interval_from_env() -> int:
@@ -43,73 +60,117 @@ def _interval_from_env() -> int:
     return ENV_SETTINGS[INTERVAL_ENV]()
 
 
-def _archives(layout, registry: CameraRegistry, camera: str) -> bool:
-    """Whether a batch of ``camera`` is upscaled in its ingestion run: a field camera that a student serves."""
+def _is_field(registry: CameraRegistry, camera: str) -> bool:
     try:
-        if registry.get(camera).role != CameraRole.field_lr:
-            return False
+        return registry.get(camera).role == CameraRole.field_lr
     except UnknownCameraError:
         return False
-    return served_student(layout, registry, camera) is not None
 
 
 def build_camera_upload_sensor(
     name: str = "camera_upload_sensor",
     *,
+    archives: Mapping[str, CameraArchive] | None = None,
     minimum_interval_seconds: int | None = None,
     stable_seconds: float | None = None,
     clock: Callable[[], float] = time.time,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
 ) -> SensorDefinition:
-    """The upload sensor; ``stable_seconds`` defaults to ``$SR_PIPELINE_STABLE_SECONDS`` (10) read
-    at each tick, ``minimum_interval_seconds`` to ``$SR_PIPELINE_SENSOR_INTERVAL`` (30)."""
+    """The upload sensor; ``archives`` are the field cameras' archives of the code location (by camera,
+    ``build_archive_definitions``; none: it ingests only and keeps field batches pending).
+    ``stable_seconds`` defaults to ``$SR_PIPELINE_STABLE_SECONDS`` (10) read at each tick,
+    ``minimum_interval_seconds`` to ``$SR_PIPELINE_SENSOR_INTERVAL`` (30)."""
+    archives = dict(archives or {})
 
     @sensor(
         name=name,
-        job=ingest_job,
+        jobs=[ingest_job, *(a.job for a in archives.values())],
         minimum_interval_seconds=minimum_interval_seconds or _interval_from_env(),
         default_status=default_status,
         description=(
             "Claims camera uploads in <data>/landing/<camera>/ once their size and mtime are stable, "
-            "one upload batch per camera per tick, adds the batch partition and requests its ingestion "
-            "(and, once a student serves the batch's field camera, the batch's upscaled archive)."
+            "one upload batch per camera per tick, adds the batch partition and requests its ingestion; "
+            "once a field camera's batch is ingested and a student serves the camera, requests the batch's run "
+            "of the camera's archive job."
         ),
     )
     def _camera_upload_sensor(context: SensorEvaluationContext, storage: PlantStorage) -> SensorResult:
         state = json.loads(context.cursor) if context.cursor else {}
+        pending: dict[str, str] = dict(state.pop(PENDING, {}))
         wait = stable_seconds if stable_seconds is not None else stable_seconds_from_env()
         layout, registry = storage.layout(), storage.registry()
         result = poll_landing(layout, registry, state, now=clock(), stable_seconds=wait)
-        cursor = json.dumps(result.state, sort_keys=True)
         if result.unknown_folders:
             context.log.warning(f"landing folders of unregistered cameras (left untouched): {result.unknown_folders}")
-        if not result.batches:
-            return SensorResult(
-                skip_reason=SkipReason(f"no stable uploads ({result.waiting} file(s) waiting to be stable for {wait:g} s)"),
-                cursor=cursor,
-            )
-        for batch in result.batches:
-            what = "recovered unrequested batch" if batch.recovered else f"claimed {len(batch.files)} file(s)"
-            context.log.info(f"{batch.batch_key}: {what}")
-        keys = [b.batch_key for b in result.batches]
-        requests = []
+
+        requests: list[RunRequest] = []
+        # partitions definition name -> keys to add: every claimed batch, and a field camera's in its own batches
+        added: dict[str, list[str]] = {upload_batches.name: [b.batch_key for b in result.batches]} if result.batches else {}
         for b in result.batches:
-            archive = _archives(layout, registry, b.camera)
+            what = "recovered unrequested batch" if b.recovered else f"claimed {len(b.files)} file(s)"
+            context.log.info(f"{b.batch_key}: {what}")
+            field = _is_field(registry, b.camera)
+            if field:
+                pending[b.batch_key] = b.camera
+                if b.camera in archives:
+                    added.setdefault(camera_batches(b.camera).name, []).append(b.batch_key)
+                else:
+                    context.log.warning(RELOAD.format(camera=b.camera, batch=b.batch_key))
             requests.append(RunRequest(
                 run_key=b.batch_key,
+                job_name=ingest_job.name,
                 partition_key=b.batch_key,
-                # None runs the whole job: ingestion, then the batch's archive.
-                asset_selection=None if archive else [raw_plant_images.key],
                 tags={"sr_pipeline/camera": b.camera, "sr_pipeline/files": str(len(b.files)),
-                      "sr_pipeline/archive": str(archive).lower()},
+                      # pending: this camera's archive job follows in its own run once ingested and served.
+                      "sr_pipeline/archive": "pending" if field else "false"},
             ))
+        claimed = {b.batch_key for b in result.batches}
+
+        served: dict[str, bool] = {}
+        waiting_for = {"ingestion": 0, "a student": 0, "a reload": 0}
+        for batch, camera in sorted(pending.items()):
+            if not _is_field(registry, camera):
+                context.log.warning(f"{batch}: camera {camera} is no longer a field camera of cameras.yaml: "
+                                    "its batch is not archived")
+                del pending[batch]
+                continue
+            if camera not in archives:
+                waiting_for["a reload"] += 1
+                continue
+            if camera not in served:
+                served[camera] = served_student(layout, registry, camera) is not None
+            if not served[camera]:
+                waiting_for["a student"] += 1
+                continue
+            if batch in claimed or latest_materialization(context.instance, raw_plant_images.key, batch) is None:
+                waiting_for["ingestion"] += 1
+                continue
+            name = camera_batches(camera).name
+            if not context.instance.has_dynamic_partition(name, batch):  # claimed before the camera's archive existed
+                added.setdefault(name, []).append(batch)
+            requests.append(RunRequest(
+                run_key=f"{batch}:archive",
+                job_name=archives[camera].job.name,
+                partition_key=batch,
+                tags={"sr_pipeline/camera": camera, "sr_pipeline/archive": "true"},
+            ))
+            del pending[batch]
+
+        cursor = json.dumps({**result.state, PENDING: pending}, sort_keys=True)
+        waits = ", ".join(f"{n} for {what}" for what, n in waiting_for.items() if n)
+        if not requests:
+            return SensorResult(
+                skip_reason=SkipReason(
+                    f"no stable uploads ({result.waiting} file(s) waiting to be stable for {wait:g} s)"
+                    + (f"; field batches waiting for their archive run: {waits}" if waits else "")),
+                cursor=cursor,
+            )
         return SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[upload_batches.build_add_request(keys)],
+            dynamic_partitions_requests=[AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
+                                         for name, keys in added.items()],
             cursor=cursor,
         )
 
     return _camera_upload_sensor
 
-
-camera_upload_sensor = build_camera_upload_sensor()

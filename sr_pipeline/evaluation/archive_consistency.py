@@ -49,7 +49,7 @@ def archive_rows(layout: DataLayout) -> tuple[list[dict[str, Any]], dict[str, st
             batch_rows = table.select([c for c in COLUMNS if c in table.schema.names]).to_pylist()
         except DamagedFile as exc:
             unread[batch] = (f"its manifest could not be read: {layout.relative(path)} is damaged ({exc.why}); "
-                             "re-materialise upscaled_archive for this batch to rebuild it")
+                             "re-materialise this batch's partition of its camera's upscaled_archive to rebuild it")
             continue
         except (OSError, pa.ArrowException, ValueError) as exc:
             why = str(exc).replace(str(layout.root), "<data>")

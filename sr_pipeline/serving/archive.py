@@ -136,7 +136,7 @@ def read_manifest(layout: DataLayout, batch: str) -> pd.DataFrame:
     """A batch's manifest (paths relative to the data root); empty with the columns if none.
 
     Raises :class:`DamagedFile` (naming the file) when it fails its checksum: re-materialising the
-    batch's ``upscaled_archive`` partition rebuilds it from the outputs' own PNG records."""
+    batch's partition of its camera's ``upscaled_archive/<camera>`` rebuilds it from the outputs' own PNG records."""
     path = manifest_path(layout, batch)
     table = read_checked(path, MANIFEST_SCHEMA)[0] if path.is_file() else MANIFEST_SCHEMA.empty_table()
     return table.to_pandas()
