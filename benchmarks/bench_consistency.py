@@ -54,18 +54,18 @@ from scipy.stats import rankdata
 
 from sr_pipeline.serving.consistency import co_trained_downsampler
 from sr_pipeline.serving.upscale import write_upscaled_png
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.serve.consistency import (
     BicubicCamera, CalibrationSample, Camera, ConsistencyPass, LearnedCamera, Thresholds, enforce_consistency,
     fit_thresholds, measure, spearman,
 )
-from sr_pipeline.sr.decode import SourceImage
-from sr_pipeline.sr.imageops import to_tensor, to_uint8
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.metrics import rgb_to_y
-from sr_pipeline.sr.pairs import find_pairs, first_number, load_rgb
-from sr_pipeline.sr.scoring import metric
+from sr_pipeline.sr.images.decode import SourceImage
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.judge.lpips_weights import load_lpips
+from sr_pipeline.sr.judge.metrics import rgb_to_y
+from sr_pipeline.sr.data.pairs import find_pairs, first_number, load_rgb
+from sr_pipeline.sr.judge.scoring import metric
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 

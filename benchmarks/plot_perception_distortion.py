@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from sr_pipeline.sr.figures import figure_png
+from sr_pipeline.sr.images.figures import figure_png
 from sr_pipeline.evaluation.files import write_bytes
 
 

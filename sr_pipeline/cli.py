@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from sr_pipeline.checks import MAX_SEED, check_environment, number_type, path_type, text_type
-from sr_pipeline.errors import EXIT_USAGE, UsageError, one_sentence
+from sr_pipeline.common.env_settings import MAX_SEED, check_environment, number_type, path_type, text_type
+from sr_pipeline.common.errors import EXIT_USAGE, UsageError, one_sentence
 
 # infer.SELF_ENSEMBLE_SIZES, restated so that parsing arguments does not import torch (a test keeps them equal)
 SELF_ENSEMBLE_CHOICES = (1, 2, 4, 8)
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_handler("sr_pipeline.sr.lpips_weights:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.sr.judge.lpips_weights:run_cli"))
 
     _data_anywhere(parser)
     return parser

@@ -26,7 +26,7 @@ from sr_pipeline.defs.sensors import build_camera_upload_sensor
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.storage.registry import record_promotion
-from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.images.png_stream import png_text
 
 BATCH = "field_cam-20260101T000000Z-abc123"
 
@@ -245,7 +245,7 @@ def test_each_batch_is_upscaled_by_its_cameras_student_or_its_configured_fallbac
                                                                                    make_image):
     """One student per field camera; a camera without one uses its fallback camera's only if cameras.yaml says so."""
     from sr_pipeline.evaluation.promotion import served_student
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     cameras = tmp_path / "three.yaml"
     cameras.write_text(THREE_CAMERAS)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.serve.consistency import (
     BicubicCamera, CalibrationSample, Thresholds, fit_local, fit_thresholds, load_thresholds, local_structure, measure,
     Y_WEIGHTS, ring_maxima,
 )
-from sr_pipeline.sr.imageops import downsample, upsample
+from sr_pipeline.sr.images.tensors import downsample, upsample
 
 
 def _unit(img: np.ndarray) -> torch.Tensor:

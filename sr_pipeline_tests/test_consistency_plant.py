@@ -22,16 +22,16 @@ from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.consistency_fit import (
     ALL, PAIRS_KEY, CalibrationConsistency, consistency_summary, fitted_on, thresholds_path,
 )
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.serving.archive import (
     CONSISTENCY_COLUMNS, archive_batch, field_images, manifest_path, map_path, read_manifest,
 )
 from sr_pipeline.serving.consistency import load_check
-from sr_pipeline.sr.consistency import LearnedCamera, load_thresholds, measure
-from sr_pipeline.sr.consistency_map import panel_map_box
-from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.pairs import load_rgb
+from sr_pipeline.sr.serve.consistency import LearnedCamera, load_thresholds, measure
+from sr_pipeline.sr.serve.consistency_map import panel_map_box
+from sr_pipeline.sr.images.png_stream import TEXT_PREFIX, png_text
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.data.pairs import load_rgb
 from test_archive import field_batch, make_student  # noqa: F401  (fixture)
 from test_evaluation import STRICT, FakeLPIPS, add_pairs, one_thread, plant, save_downsampler, save_sr  # noqa: F401
 

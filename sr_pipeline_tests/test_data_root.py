@@ -14,7 +14,7 @@ from sr_pipeline.cli import main
 from sr_pipeline.evaluation.promotion import served_student
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.serving.archive import archive_batch, read_manifest
-from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.images.png_stream import png_text
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import PROMOTIONS_FILE, promoted_student_dir, record_promotion
 

@@ -18,7 +18,7 @@ env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).
 import dagster as dg
 from pydantic import Field
 
-from sr_pipeline.checks import ENV_SETTINGS
+from sr_pipeline.common.env_settings import ENV_SETTINGS
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
@@ -98,7 +98,7 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                      storage: PlantStorage) -> dg.MaterializeResult:
     from sr_pipeline.evaluation.promotion import no_student_message, served_student
     from sr_pipeline.serving.archive import archive_batch, batch_field_cameras, flagged, preview_strip
-    from sr_pipeline.sr.figures import png_markdown
+    from sr_pipeline.sr.images.figures import png_markdown
 
     layout = storage.layout()
     registry = storage.registry()

@@ -25,7 +25,7 @@ from dagster import (
     sensor,
 )
 
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCameraError
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole, UnknownCameraError
 from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
@@ -38,7 +38,7 @@ DEFAULT_INTERVAL_SECONDS = 30
 
 def _interval_from_env() -> int:
     """``$SR_PIPELINE_SENSOR_INTERVAL`` through the shared validator (empty, NaN, huge: refused)."""
-    from sr_pipeline.checks import ENV_SETTINGS
+    from sr_pipeline.common.env_settings import ENV_SETTINGS
 
     return ENV_SETTINGS[INTERVAL_ENV]()
 

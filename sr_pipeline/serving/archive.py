@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sr_pipeline.sr.decode import ImageRejected
+from sr_pipeline.sr.images.decode import ImageRejected
 from sr_pipeline.storage import store
 from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 
 MANIFEST_NAME = "manifest.parquet"
 FIELD_LR = CameraRole.field_lr
@@ -109,7 +109,7 @@ def output_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
 
 def map_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
     """Where the heat map of a ``check`` output goes."""
-    from sr_pipeline.sr.consistency import MAP_FILE_SUFFIX
+    from sr_pipeline.sr.serve.consistency import MAP_FILE_SUFFIX
 
     return archive_dir(layout, batch) / MAPS_DIR / f"{stem}_x{scale}{MAP_FILE_SUFFIX}"
 
@@ -198,7 +198,7 @@ class _CropKeeper:
 
 def _preview_crops(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The kept crop's bicubic enlargement and the model's output (RGB only)."""
-    from sr_pipeline.sr.pairs import bicubic_upscale
+    from sr_pipeline.sr.data.pairs import bicubic_upscale
 
     if keeper.crop is None or keeper.crop.dtype != np.uint8 or keeper.crop.shape[2] != 3:
         return None
@@ -209,7 +209,7 @@ def _preview_crops(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> tuple[np.
 
 def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes | None:
     """One PNG, a row per preview (left: bicubic, right: model); None without previews."""
-    from sr_pipeline.sr.figures import grid_png
+    from sr_pipeline.sr.images.figures import grid_png
 
     return grid_png([[bicubic, model] for _, bicubic, model in previews], optimize=True)
 
@@ -222,7 +222,7 @@ def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, 
     has a verdict: the caller measures the file)."""
     from sr_pipeline.serving.consistency import stored_consistency
     from sr_pipeline.serving.upscale import output_intact
-    from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
+    from sr_pipeline.sr.images.png_stream import TEXT_PREFIX, png_text
 
     if not target.is_file() or output_intact(target) is not None:
         return None
@@ -297,7 +297,7 @@ def archive_batch(
     ``memory_budget`` in bytes (None: the upscaler's default, 4 GiB). An image that cannot be read or
     written is reported in ``failed``; its previous output, if any, stays listed in the manifest.
     """
-    from sr_pipeline.sr.checkpoints import read_info
+    from sr_pipeline.sr.models.checkpoints import read_info
 
     info = read_info(model_dir)
     version = str(info.get("version", Path(model_dir).name))
@@ -363,8 +363,8 @@ def archive_batch(
 
 
 def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int, memory_budget: int | None):
-    from sr_pipeline.sr.devices import resolve_device
-    from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
+    from sr_pipeline.sr.models.devices import resolve_device
+    from sr_pipeline.sr.serve.upscaler import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
 
     device = resolve_device(device)
     return Upscaler.from_dir(Path(model_dir), device=device, steps=1,
@@ -383,8 +383,8 @@ def _verdict_record(layout: DataLayout, batch: str, stem: str, scale: int, found
                     output: Path) -> dict:
     """The manifest's consistency columns of a measured output; writes a ``check`` output's panel (LR,
     the ``output`` file, heat map; and removes a stale one left by an earlier output that was flagged)."""
-    from sr_pipeline.sr.consistency import map_png
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.serve.consistency import map_png
+    from sr_pipeline.sr.images.decode import read_image
 
     path = map_path(layout, batch, stem, scale)
     if found.verdict != CHECK:
@@ -398,7 +398,7 @@ def _measure_file(layout: DataLayout, check, row, target: Path):
     """(consistency, LR colour) of an archived output measured from its file against its source, for
     an output kept without a verdict or without its map; None when either file cannot be read."""
     from sr_pipeline.serving.audit import measure_saved
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.images.decode import read_image
 
     try:
         src = read_image(store.resolve_path(layout, row.stored_path))
@@ -412,9 +412,9 @@ def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, stem: str
     import time
 
     from sr_pipeline.serving.upscale import write_upscaled_png
-    from sr_pipeline.sr.decode import read_image
-    from sr_pipeline.sr.image_io import TEXT_PREFIX
-    from sr_pipeline.sr.infer import provenance_text
+    from sr_pipeline.sr.images.decode import read_image
+    from sr_pipeline.sr.images.png_stream import TEXT_PREFIX
+    from sr_pipeline.sr.serve.upscaler import provenance_text
 
     upscaler, check = models.upscaler, models.check
     t0 = time.perf_counter()
