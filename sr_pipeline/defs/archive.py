@@ -22,6 +22,7 @@ from sr_pipeline.common.env_settings import ENV_SETTINGS
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import upload_batches
 from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.sr.serve.tiles import TileSettings
 from sr_pipeline.storage.versions import fingerprint
 
 MAX_TABLE_ROWS = 20
@@ -32,9 +33,13 @@ DEFAULT_MAX_FLAGGED_SHARE = "0.05"
 class ArchiveConfig(dg.Config):
     """Tiling and device of the archive's upscaling (run config of ``upscaled_archive``)."""
 
-    tile: int = Field(128, ge=8, description="LR tile side in pixels")
-    overlap: int = Field(16, ge=0, description="LR pixels shared by neighbouring tiles")
-    tile_batch: int = Field(4, ge=1, description="tiles per network call (lowered to fit the memory budget)")
+    tile: int = Field(TileSettings.tile, ge=8, description="LR tile side in pixels")
+    overlap: int = Field(TileSettings.overlap, ge=0, description="LR pixels shared by neighbouring tiles")
+    tile_batch: int = Field(TileSettings.batch, ge=1,
+                            description="tiles per network call (lowered to fit the memory budget)")
+
+    def tiles(self) -> TileSettings:
+        return TileSettings(tile=self.tile, overlap=self.overlap, batch=self.tile_batch)
     device: str = Field("auto", description="auto, cpu or cuda")
     memory_budget_gib: float = Field(4.0, gt=0, description="peak memory budget per image")
     compress_level: int = Field(6, ge=0, le=9, description="PNG zlib level")
@@ -125,7 +130,7 @@ def upscaled_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
     context.log.info(f"archiving batch {batch} of field camera {camera} with student {model_dir}")
     try:
         result = archive_batch(
-            layout, batch, model_dir, tile=config.tile, overlap=config.overlap, tile_batch=config.tile_batch,
+            layout, batch, model_dir, tiles=config.tiles(),
             device=config.device, memory_budget=int(config.memory_budget_gib * 2**30),
             compress_level=config.compress_level, log=context.log.info,
         )

@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sr_pipeline.sr.images.decode import ImageRejected
+from sr_pipeline.sr.serve.tiles import TileSettings
 from sr_pipeline.storage import store
 from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
@@ -256,17 +257,16 @@ class _Models:
     """The upscaler and the consistency check of the model, loaded on first use (only when there is
     work); a broken model or thresholds file fails the run."""
 
-    def __init__(self, model_dir: Path, scale: int, device: str, tile: int, overlap: int, tile_batch: int,
-                 memory_budget: int | None):
-        self.model_dir, self.scale, self._settings = Path(model_dir), scale, (device, tile, overlap, tile_batch,
-                                                                             memory_budget)
+    def __init__(self, model_dir: Path, scale: int, device: str, tiles: TileSettings, memory_budget: int | None):
+        self.model_dir, self.scale = Path(model_dir), scale
+        self.device, self.tiles, self.memory_budget = device, tiles, memory_budget
 
     def load(self) -> None:
         self.upscaler, self.check  # noqa: B018 (cached on first access)
 
     @cached_property
     def upscaler(self):
-        return _load(self.model_dir, *self._settings)
+        return _load(self.model_dir, self.device, self.tiles, self.memory_budget)
 
     @cached_property
     def check(self):
@@ -283,9 +283,7 @@ def archive_batch(
     batch: str,
     model_dir: Path,
     *,
-    tile: int = 128,
-    overlap: int = 16,
-    tile_batch: int = 4,
+    tiles: TileSettings = TileSettings(),
     device: str = "auto",
     memory_budget: int | None = None,
     compress_level: int = 6,
@@ -310,7 +308,7 @@ def archive_batch(
         (log or print)(f"{exc}; rebuilding it from the outputs' own records")
         previous = {}
     scale = model_scale(model_dir)
-    models = _Models(model_dir, scale, device, tile, overlap, tile_batch, memory_budget)
+    models = _Models(model_dir, scale, device, tiles, memory_budget)
     records, remeasured = [], 0
     stems = output_stems(images)
     for row in images.itertuples(index=False):
@@ -362,13 +360,13 @@ def archive_batch(
     return result
 
 
-def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int, memory_budget: int | None):
+def _load(model_dir: Path, device: str, tiles: TileSettings, memory_budget: int | None):
     from sr_pipeline.sr.models.devices import resolve_device
-    from sr_pipeline.sr.serve.upscaler import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
+    from sr_pipeline.sr.serve.upscaler import DEFAULT_MEMORY_BUDGET, Upscaler
 
     device = resolve_device(device)
     return Upscaler.from_dir(Path(model_dir), device=device, steps=1,
-                             tiles=TileSettings(tile=tile, overlap=overlap, batch=tile_batch),
+                             tiles=tiles,
                              memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
 
 

@@ -44,6 +44,7 @@ from sr_pipeline.sr.models.checkpoints import LoadedModel, load_sr_model
 from sr_pipeline.sr.images.decode import SourceImage
 from sr_pipeline.sr.images.png_stream import TEXT_PREFIX
 from sr_pipeline.sr.images.tensors import LUMA, upsample
+from sr_pipeline.sr.serve.tiles import TileSettings
 
 NOISE_BLOCK = 64  # HR pixels per side of one independently seeded noise block
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -62,13 +63,6 @@ _OVERHEAD = 32 * 2**20  # allocator slack
 
 class NonFiniteOutput(ValueError):
     """The network's output holds NaN or infinities (a start noise too large, a broken checkpoint)."""
-
-
-@dataclass(frozen=True)
-class TileSettings:
-    tile: int = 128  # LR pixels per tile side
-    overlap: int = 16  # LR pixels shared by neighbouring tiles
-    batch: int = 4
 
 
 @dataclass(frozen=True)
@@ -209,8 +203,6 @@ class Upscaler:
         self.memory_budget = memory_budget
         self.scale = int(model.net.config.scale)
         multiple = int(model.net.lr_multiple)
-        if not 0 <= tiles.overlap < tiles.tile or tiles.batch < 1:
-            raise ValueError("need 0 <= overlap < tile and batch >= 1")
         if tiles.tile % multiple:
             raise ValueError(f"tile size {tiles.tile} must be a multiple of {multiple} LR pixels for this model")
         self.on_gpu = device.startswith("cuda")
