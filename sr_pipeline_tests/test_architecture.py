@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sr_pipeline"
 JOBS = ("intake", "training", "evaluation", "serving")
-ENTRY = ("defs", "definitions", "cli", "demo")
+ENTRY = ("defs", "definitions", "cli", "demo", "api")
 # Each room of the core and the rooms it may import besides itself (sr/__init__.py).
 ROOMS = {
     "images": (),
