@@ -1,4 +1,4 @@
-"""Does the consistency check find the bad outputs, catch a planted defect, and what does it cost? (issue 12)
+"""Does the consistency check find the bad outputs, catch a planted defect, and what does it cost?
 
 Protocol (../shared/datasets/README.md, as bench_quality): the student and its co-trained
 downsampler G come from a bench_quality data root (``--work``). Thresholds are FITTED with
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + body)
     if args.report is not None:
         title = "Consistency with the camera" + (" on cameras the thresholds were not fitted on (City100)"
-                                                 if args.test_set == "city100" else " (issue 12)")
+                                                 if args.test_set == "city100" else "")
         append_section(args.report, title, [
             f"machine: {machine('cpu')}, {args.threads} torch threads",
             f"student: {student_dir} (1 step); camera models: G {g_dir.name} at eps' = 0, and bicubic-down",

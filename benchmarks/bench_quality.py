@@ -1,4 +1,4 @@
-"""The real-world quality benchmark (issue 7): train with a profile, evaluate on RealSR's even pairs.
+"""The real-world quality benchmark: train with a profile, evaluate on RealSR's even pairs.
 
 Protocol (../shared/datasets/README.md): HR references from bsd100_hr and urban100_hr; the field LR
 pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET minus HOLDOUT.txt with
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     if not args.no_teacher_rows:
         teacher = load_sr_model(teacher_dir)
-        # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
+        # The teacher at one step is the student's starting point: co-learning must beat it.
         methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
                    "teacher (1 step)": Upscaler(teacher, steps=1)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})

@@ -1,4 +1,4 @@
-"""Is the teacher worth distilling (issue 16)? Its sampler at several step counts, deterministic and
+"""Is the teacher worth distilling? Its sampler at several step counts, deterministic and
 stochastic, against its own single step, on real pairs.
 
 For each step count N the teacher samples from x_T = up(y) + kappa sqrt(eta_T) eps:

@@ -1,4 +1,4 @@
-"""The camera-model G (issue 14): deterministic at eps' = 0, noise drawn from eps' at a learnable,
+"""The camera-model G: deterministic at eps' = 0, noise drawn from eps' at a learnable,
 signal-dependent level, a colour response after the structure term, grey cameras, the matching losses."""
 
 import math

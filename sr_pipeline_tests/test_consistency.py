@@ -1,5 +1,5 @@
 """Is a restored image consistent with what the camera recorded? The measure, its verdict and map,
-``sr-pipeline upscale``'s judging of its outputs and the ``sr-pipeline consistency`` audit (issue 12)."""
+``sr-pipeline upscale``'s judging of its outputs and the ``sr-pipeline consistency`` audit."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The local limit of the consistency verdict: a residual the input's structure does not explain (an
 invented defect on flat ground) is flagged even when it stays below the per-image peak limit; its
-fit on calibration outputs, its settings and old threshold files without it (issue 12)."""
+fit on calibration outputs, its settings and old threshold files without it."""
 
 from __future__ import annotations
 

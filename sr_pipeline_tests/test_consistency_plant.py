@@ -1,4 +1,4 @@
-"""Consistency in the plant (issue 12): thresholds fitted on the calibration pairs and stored with
+"""Consistency in the plant: thresholds fitted on the calibration pairs and stored with
 the model, verdicts and heat maps in the archive, and the archive's flagged count in Dagster.
 
 A hallucination is planted for real: the upscaler's output rows of one field image get a dark line

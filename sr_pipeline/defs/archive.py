@@ -9,7 +9,7 @@ log names now for the batch's camera (``served_student``: the camera's own promo
 may change it without a run), recorded per file. The work is in :mod:`sr_pipeline.serving.archive`;
 torch is imported only when a run upscales.
 
-Each output's consistency verdict (``ok`` / ``check``, issue 12) is in the manifest; a partition's
+Each output's consistency verdict (``ok`` / ``check``) is in the manifest; a partition's
 metadata shows how many outputs were flagged and which, and the ``archive_flagged_share`` check
 warns (never blocks) when the flagged share of a batch exceeds ``max_flagged_share`` (default 5 %,
 env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).

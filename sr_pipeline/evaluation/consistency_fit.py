@@ -1,4 +1,4 @@
-"""Consistency thresholds learned from the plant's calibration pairs, stored with the model (issue 12).
+"""Consistency thresholds learned from the plant's calibration pairs, stored with the model.
 
 While the gate scores a candidate student on the calibration pairs, :class:`CalibrationConsistency`
 sees each of its outputs (the scoring hook, outside the timed region: one camera pass per output, no

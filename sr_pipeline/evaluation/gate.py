@@ -6,7 +6,7 @@ A candidate passes when
 3. it is not worse than the promoted student beyond the tolerances;
 4. it does not over-sharpen: the median, over the pairs, of its outputs' high-frequency (Laplacian)
    energy over their HR's stays at or below ``max_hf_ratio``. A student that learned to undo a blur
-   the camera does not have invents texture (issue 14 measured 1.35x on real cameras no benchmark
+   the camera does not have invents texture (measured 1.35x on real cameras no benchmark
    tuned on) while it can still beat bicubic on LPIPS; this criterion stops it.
 Which action follows also depends on the promotion log: a student an operator rolled back from
 (``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the

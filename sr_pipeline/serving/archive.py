@@ -9,7 +9,7 @@ per archived image (source image id and name, output path relative to the data r
 time) and is replaced atomically at the end of each run. Outputs named by image id by older
 versions are renamed in place when their batch is archived again.
 
-Every output is checked against what its camera recorded while it is written (issue 12): the
+Every output is checked against what its camera recorded while it is written: the
 model's co-trained camera model and the thresholds fitted for the image's field camera
 (:func:`sr_pipeline.serving.consistency.load_check`) give a verdict, ``ok`` or ``check``, with its
 figures, in the PNG's text and in the manifest's ``consistency_*`` columns. A ``check`` output is

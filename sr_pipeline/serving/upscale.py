@@ -10,7 +10,7 @@
 - Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder,
   camera model or thresholds file) are one sentence on stderr and exit code 2, before any output is
   written. Files that cannot be read or written are reported per file and make the exit code 1.
-- Consistency (issue 12): each output is judged against its input while its rows are written (the
+- Consistency: each output is judged against its input while its rows are written (the
   camera model applied to the output should give back the input; verdict ``ok`` / ``check`` in the
   PNG text, the ``--json`` row and the summary); a kept output reports the verdict stored in it.
   ``check`` is not a failure: the exit code stays 0. ``--enforce-consistency`` projects the output

@@ -1,4 +1,4 @@
-"""A JPEG file's encoder settings (quantisation tables, chroma subsampling), read at ingestion (issue 14).
+"""A JPEG file's encoder settings (quantisation tables, chroma subsampling), read at ingestion.
 
 A camera's uploads carry the settings its encoder used in their headers; ``sr/models/differentiable_jpeg.py`` applies the same
 compression to G's LR. This module needs only PIL, so ingestion reads the settings without torch.

@@ -1,4 +1,4 @@
-"""A field camera's JPEG compression, read from its own files and applied differentiably (issue 14).
+"""A field camera's JPEG compression, read from its own files and applied differentiably.
 
 Most inspection cameras upload JPEG. The compression removes fine grain and adds 8x8 blocking, so a
 camera model without it must learn the noise the images *show* (after compression) rather than the

@@ -5,7 +5,7 @@ Two designs share one class (``noise_model`` in its config):
 - ``input`` (the first design): G runs at LR resolution on ``[y_T, down(x), pixel_unshuffle(x, s)]``
   with ``y_T = down(x) + kappa_d sqrt(eta_T) eps'`` and returns ``down(x) + r``. Nothing makes the
   network use eps', and measured it did not (LR diversity 0.002).
-- ``camera`` (issue 14): the parts a camera has, each learnable and each measurable apart.
+- ``camera``: the parts a camera has, each learnable and each measurable apart.
   1. **Blur and aliasing**: ``s = down(x) + r(down(x), pixel_unshuffle(x))``, deterministic. This is
      the part L_struct holds to the scene (its low band must match down(x)'s).
   2. **Colour and intensity response** (``colour_transform``): ``c = M s + b`` per pixel, a 3x3

@@ -1,4 +1,4 @@
-"""Is a restored image consistent with what the camera recorded? (issue 12)
+"""Is a restored image consistent with what the camera recorded?
 
 An output ``x_hat`` of an LR image ``y`` is consistent when the camera, applied to it, gives back
 what the camera recorded: ``camera(x_hat) ~ y``. The camera is the learned downsampler G of the
@@ -549,7 +549,7 @@ def fit_thresholds(samples: Sequence[CalibrationSample], camera: str, *, pixel_q
     whose true error was measured. The local limit relates the residual to the input's structure
     (:func:`fit_local`) and allows ``local_margin`` times the worst calibration ratio, inside and on
     the outermost pixel ring separately (the ring at least as much as the inside). ``local_quantile``
-    and ``local_margin`` were selected on RealSR's odd split (docs/benchmarks.md, issue 12): the
+    and ``local_margin`` were selected on RealSR's odd split (docs/benchmarks.md): the
     smallest margin whose false alarms stayed <= 5 % for both camera models. The fit also records how consistency relates to true error
     (Spearman across the images whose true error is known), for the report.
     """

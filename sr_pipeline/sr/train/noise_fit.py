@@ -1,4 +1,4 @@
-"""Fit G's sensor-noise level to the field camera directly (issue 14).
+"""Fit G's sensor-noise level to the field camera directly.
 
 G's noise level is two log-scalars (read noise, shot gain) moved by Adam at ``camera_params_lr``: about
 that much in log per step, so the demo's 200 co-learning steps can move a level at most ~1.5x, while a

@@ -77,7 +77,7 @@ class DownsamplerConfig(_Strict):
     kappa: float = Field(1.0, ge=0, description="kappa_d: y_T = down(x) + kappa_d * 0.99 * eps' (noise_model input)")
     noise_model: Literal["input", "camera"] = Field(
         "input", description="input: eps' enters the residual network (the first design); camera: blur residual, "
-        "then colour response, then signal-dependent noise drawn from eps' (issue 14, sr/models/downsampler.py)"
+        "then colour response, then signal-dependent noise drawn from eps' (sr/models/downsampler.py)"
     )
     colour_transform: bool = Field(False, description="learn a colour matrix and offset after the structure term "
                                    "(needs noise_model camera)")
@@ -201,7 +201,7 @@ class ColearnConfig(_Strict):
     )
     init_from_teacher: bool = Field(
         True, description="start the student from the teacher's weights (SinSR); false trains it from scratch "
-        "(the plain single-step baseline of issue 16)"
+        "(the plain single-step baseline)"
     )
     use_downsampler: bool = Field(True, description="false: fixed degradation, no G, D_LR, L_struct or L_cyc_LR")
     fixed_degradation: Literal["bicubic", "synthetic"] = Field(
@@ -329,7 +329,7 @@ class Profile(_Strict):
 
     def fixed_degradation_challenger(self) -> "Profile":
         """The same profile with the fixed (bicubic) degradation instead of a learned camera model: the
-        student the promotion gate holds every co-learned student against (issue 14), and the
+        student the promotion gate holds every co-learned student against, and the
         bench's no-downsampler ablation."""
         d = self.to_dict()
         d["colearn"].update(use_downsampler=False, fixed_degradation="bicubic")

@@ -328,7 +328,7 @@ class ColearnStage(Stage):
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
         self.needs_field = cfg.use_downsampler and (cfg.weights.adv_lr > 0 or cfg.weights.cyc_lr > 0)
-        # A grey field camera (issue 14): its student learns grey from grey (HR references are reduced to
+        # A grey field camera: its student learns grey from grey (HR references are reduced to
         # their luma) and its G makes grey LR, so nothing downstream invents colour.
         self.grey = bool(field_lr_images) and all(is_grey(im) for im in field_lr_images)
         if self.grey:
