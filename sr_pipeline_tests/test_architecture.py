@@ -1,6 +1,6 @@
 """The layers of docs/architecture.md, read off the tree's imports (function-level imports included).
 
-common/ <- core (sr/) <- storage/ <- jobs (intake/, training/, evaluation/, serving/) <- entry (cli, defs/, ...):
+common/ <- core (sr/) <- storage/ <- jobs (intake/ <- serving/ <- evaluation/ <- training/) <- entry (cli, defs/, ...):
 nothing imports a layer above its own, and only the entry layer talks to Dagster. Inside the core the
 rooms are ordered too: images <- models <- data <- judge <- train, serve (train and serve are siblings).
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sr_pipeline"
-JOBS = ("intake", "training", "evaluation", "serving")
+# The job packages in their order: each may import the ones before it (serving restores, evaluation
+# judges what serving restores, training reads the gate's split of the calibration pairs).
+JOBS = ("intake", "serving", "evaluation", "training")
 ENTRY = ("defs", "definitions", "cli", "demo", "api")
 # Each room of the core and the rooms it may import besides itself (sr/__init__.py).
 ROOMS = {
@@ -149,8 +151,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_job_packages_never_import_the_entry_layer_or_dagster(job):
-    allowed = tuple(f"sr_pipeline.{p}" for p in ("sr", "storage", "common", *JOBS))
+def test_job_packages_import_only_the_jobs_before_them_and_never_the_entry_layer_or_dagster(job):
+    before = JOBS[: JOBS.index(job) + 1]
+    allowed = tuple(f"sr_pipeline.{p}" for p in ("sr", "storage", "common", *before))
     bad = _violations(_files(job), allowed, ("dagster",))
     # The training command is the far side of Dagster Pipes: it may open the Pipes session.
     bad += [f"{_where(p, line)} imports {m}" for p in _files(job) for m, line in _imports(p)
