@@ -244,9 +244,11 @@ def test_no_calibration_pairs_is_a_clear_failure(layout):
 
 
 def test_plant_timezone():
-    assert ev.plant_timezone("Europe/Berlin").key == "Europe/Berlin"
+    from sr_pipeline.common.clock import plant_timezone
+
+    assert plant_timezone("Europe/Berlin").key == "Europe/Berlin"
     with pytest.raises(ValueError, match="SR_PIPELINE_PLANT_TZ"):
-        ev.plant_timezone("Mars/Olympus")
+        plant_timezone("Mars/Olympus")
 
 
 # --- the report folder -----------------------------------------------------------------------------
