@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.lr_sets import (DEGRADATION_STATISTICS, bicubic_lr, generate_variants, realism_distance,
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.data.lr_sets import (DEGRADATION_STATISTICS, bicubic_lr, generate_variants, realism_distance,
                                     set_stats)
-from sr_pipeline.sr.pairs import load_rgb
+from sr_pipeline.sr.data.pairs import load_rgb
 
 from bench_quality import DATASET_FIELDS, field_pool, realism_hr_sample, require_folders  # the same pools and HR sample
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)

@@ -1,4 +1,4 @@
-"""Does the consistency check find the bad outputs, catch a planted defect, and what does it cost? (issue 12)
+"""Does the consistency check find the bad outputs, catch a planted defect, and what does it cost?
 
 Protocol (../shared/datasets/README.md, as bench_quality): the student and its co-trained
 downsampler G come from a bench_quality data root (``--work``). Thresholds are FITTED with
@@ -54,18 +54,18 @@ from scipy.stats import rankdata
 
 from sr_pipeline.serving.consistency import co_trained_downsampler
 from sr_pipeline.serving.upscale import write_upscaled_png
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.serve.consistency import (
     BicubicCamera, CalibrationSample, Camera, ConsistencyPass, LearnedCamera, Thresholds, enforce_consistency,
     fit_thresholds, measure, spearman,
 )
-from sr_pipeline.sr.decode import SourceImage
-from sr_pipeline.sr.imageops import to_tensor, to_uint8
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.metrics import rgb_to_y
-from sr_pipeline.sr.pairs import find_pairs, first_number, load_rgb
-from sr_pipeline.sr.scoring import metric
+from sr_pipeline.sr.images.decode import SourceImage
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.judge.lpips_weights import load_lpips
+from sr_pipeline.sr.judge.metrics import rgb_to_y
+from sr_pipeline.sr.data.pairs import find_pairs, first_number, load_rgb
+from sr_pipeline.sr.judge.scoring import metric
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + body)
     if args.report is not None:
         title = "Consistency with the camera" + (" on cameras the thresholds were not fitted on (City100)"
-                                                 if args.test_set == "city100" else " (issue 12)")
+                                                 if args.test_set == "city100" else "")
         append_section(args.report, title, [
             f"machine: {machine('cpu')}, {args.threads} torch threads",
             f"student: {student_dir} (1 step); camera models: G {g_dir.name} at eps' = 0, and bicubic-down",

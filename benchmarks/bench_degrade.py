@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from sr_pipeline.sr.data import make_loader
-from sr_pipeline.sr.degrade import DegradationConfig, degrade
+from sr_pipeline.sr.data.datasets import make_loader
+from sr_pipeline.sr.data.degrade import DegradationConfig, degrade
 
 
 def synthetic_photos(n: int = 6, size: int = 512, seed: int = 0) -> list[np.ndarray]:

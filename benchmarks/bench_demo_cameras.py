@@ -36,15 +36,15 @@ import numpy as np
 import torch
 
 from sr_pipeline.evaluation.calibration import calibration_pairs, downsampler_realism
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.intake.demo_data import CAMERA_MODELS, FieldCameraModel, field_camera_degrade, field_camera_response
-from sr_pipeline.sr.checkpoints import read_info
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import to_tensor, to_uint8
-from sr_pipeline.sr.losses import flat_noise_sigma, noise_match
-from sr_pipeline.sr.lr_sets import LRSets, build_lr_sets, modcrop, realism_distance, set_stats
-from sr_pipeline.sr.pairs import load_rgb
-from sr_pipeline.sr.scoring import metric
+from sr_pipeline.sr.models.checkpoints import read_info
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8
+from sr_pipeline.sr.train.losses import flat_noise_sigma, noise_match
+from sr_pipeline.sr.data.lr_sets import LRSets, build_lr_sets, modcrop, realism_distance, set_stats
+from sr_pipeline.sr.data.pairs import load_rgb
+from sr_pipeline.sr.judge.scoring import metric
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 
@@ -138,10 +138,10 @@ def noise_term_landscape(g: LearnedDownsampler, hr: list[np.ndarray], field: lis
 
 def student_rows(camera: str, pairs: list, folders: dict[str, Path]) -> list[str]:
     """Table rows: bicubic and each student on the camera's calibration pairs (the demo report's scoring)."""
-    from sr_pipeline.sr.checkpoints import load_sr_model
-    from sr_pipeline.sr.infer import Upscaler
-    from sr_pipeline.sr.lpips_weights import load_lpips
-    from sr_pipeline.sr.scoring import score_pairs
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+    from sr_pipeline.sr.serve.upscaler import Upscaler
+    from sr_pipeline.sr.judge.lpips_weights import load_lpips
+    from sr_pipeline.sr.judge.scoring import score_pairs
 
     methods = {label: Upscaler(load_sr_model(folder), steps=1) for label, folder in folders.items()}
     summary = score_pairs(pairs, methods, 4, lpips=load_lpips()).summary

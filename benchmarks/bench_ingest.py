@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.storage.layout import DataLayout
 

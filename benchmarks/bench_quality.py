@@ -1,4 +1,4 @@
-"""The real-world quality benchmark (issue 7): train with a profile, evaluate on RealSR's even pairs.
+"""The real-world quality benchmark: train with a profile, evaluate on RealSR's even pairs.
 
 Protocol (../shared/datasets/README.md): HR references from bsd100_hr and urban100_hr; the field LR
 pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET minus HOLDOUT.txt with
@@ -7,7 +7,7 @@ pool is RealSR's odd-numbered LR images (their HR is never used), or NEU-DET min
 benchmarks/city100_pairs.py from its registered captures; nothing here was tuned on them): with only
 5 images per camera its LR images are both the field pool and the pairs scored, which is the
 product's own use (a plant's archive is its field pool) but not a held-out test. With ``--fit-pairs K`` the field camera's camera
-model G is also fitted on K registered pairs (sr/paired_fit.py): for a RealSR camera its first K odd
+model G is also fitted on K registered pairs (sr/train/paired_fit.py): for a RealSR camera its first K odd
 pairs (their LR images are in the odd pool anyway; the other odd pairs are the selection split, on which
 G's paired realism is printed too; the even pairs stay the test split), for a City100 camera its first K
 pairs, and the rest are scored. Trains the teacher (or reuses one,
@@ -34,22 +34,22 @@ import pandas as pd
 import torch
 
 from sr_pipeline.storage import store
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.evaluation.calibration import downsampler_realism
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.config import Profile
-from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.train.profile import Profile
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 from sr_pipeline.evaluation.commands import evaluate_pairs
-from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
-from sr_pipeline.sr.metrics import laplacian_energy
-from sr_pipeline.sr.pairs import Pair, find_pairs, first_number, load_rgb
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.lr_sets import build_lr_sets
-from sr_pipeline.sr.stages.colearn import train_colearn
-from sr_pipeline.sr.stages.teacher import train_teacher
+from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.judge.metrics import laplacian_energy
+from sr_pipeline.sr.data.pairs import Pair, find_pairs, first_number, load_rgb
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.judge.lpips_weights import load_lpips
+from sr_pipeline.sr.data.lr_sets import build_lr_sets
+from sr_pipeline.sr.train.stages.colearn import train_colearn
+from sr_pipeline.sr.train.stages.teacher import train_teacher
 from sr_pipeline.storage.versions import new_version
 from sr_pipeline.training.run import colearn_outputs
 
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     if not args.no_teacher_rows:
         teacher = load_sr_model(teacher_dir)
-        # The teacher at one step is the student's starting point (issue 16): co-learning must beat it.
+        # The teacher at one step is the student's starting point: co-learning must beat it.
         methods = {"teacher (T steps)": Upscaler(teacher, steps=profile.diffusion.num_steps),
                    "teacher (1 step)": Upscaler(teacher, steps=1)}
     methods.update({f"student {n}": Upscaler(load_sr_model(d), steps=1) for n, d in students.items()})

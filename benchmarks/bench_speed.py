@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sr_pipeline.sr.checkpoints import LoadedModel, load_sr_model
-from sr_pipeline.sr.config import Profile
-from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
-from sr_pipeline.sr.stages.teacher import build_teacher
+from sr_pipeline.sr.models.checkpoints import LoadedModel, load_sr_model
+from sr_pipeline.sr.train.profile import Profile
+from sr_pipeline.sr.serve.upscaler import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
+from sr_pipeline.sr.train.stages.teacher import build_teacher
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 
@@ -219,8 +219,8 @@ def peak_memory(fn: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor, de
 def memory_check(model: LoadedModel, device: str, size: tuple[int, int], budget: int, tile: int, batch: int) -> dict:
     """Upscale a synthetic LR image of ``size`` (w, h) into a PNG through the streaming path."""
     from sr_pipeline.serving.upscale import write_upscaled_png
-    from sr_pipeline.sr.decode import SourceImage
-    from sr_pipeline.sr.infer import provenance_text
+    from sr_pipeline.sr.images.decode import SourceImage
+    from sr_pipeline.sr.serve.upscaler import provenance_text
 
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

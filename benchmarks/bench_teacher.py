@@ -1,4 +1,4 @@
-"""Is the teacher worth distilling (issue 16)? Its sampler at several step counts, deterministic and
+"""Is the teacher worth distilling? Its sampler at several step counts, deterministic and
 stochastic, against its own single step, on real pairs.
 
 For each step count N the teacher samples from x_T = up(y) + kappa sqrt(eta_T) eps:
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
-from sr_pipeline.sr.lpips_weights import load_lpips
-from sr_pipeline.sr.pairs import find_pairs
-from sr_pipeline.sr.scoring import score_pairs
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8, upsample
+from sr_pipeline.sr.judge.lpips_weights import load_lpips
+from sr_pipeline.sr.data.pairs import find_pairs
+from sr_pipeline.sr.judge.scoring import score_pairs
 
 from report_md import append_section, command, machine  # benchmarks/report_md.py (the script's folder)
 

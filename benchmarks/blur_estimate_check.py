@@ -1,4 +1,4 @@
-"""Check the unpaired blur estimate (sr/blur_estimate.py) against each benchmark camera's paired truth.
+"""Check the unpaired blur estimate (sr/judge/blur_estimate.py) against each benchmark camera's paired truth.
 
 For every real camera with registered pairs (RealSR's Canon and Nikon, 50 pairs each; City100's NikonD5500
 and iPhoneX, 5 pairs each, made x4 by ``city100_pairs.py``) it prints:
@@ -36,8 +36,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sr_pipeline.sr.blur_estimate import ISOLATION, QUANTILE, blur_down, estimate_blur_sigma, luma  # noqa: E402
-from sr_pipeline.sr.pairs import find_pairs, load_rgb  # noqa: E402
+from sr_pipeline.sr.judge.blur_estimate import ISOLATION, QUANTILE, blur_down, estimate_blur_sigma, luma  # noqa: E402
+from sr_pipeline.sr.data.pairs import find_pairs, load_rgb  # noqa: E402
 
 from city100_pairs import make_pairs  # noqa: E402  benchmarks/city100_pairs.py
 from per_camera import camera_of  # noqa: E402

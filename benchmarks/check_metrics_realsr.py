@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sr_pipeline.evaluation.commands import evaluate_folder  # noqa: E402
-from sr_pipeline.sr.lpips_weights import load_lpips  # noqa: E402
+from sr_pipeline.sr.judge.lpips_weights import load_lpips  # noqa: E402
 
 # split -> metric -> (reference, tolerance or None when informative only)
 REFERENCE: dict[str, dict[str, tuple[float, float | None]]] = {

@@ -52,17 +52,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_pipeline.sr.checkpoints import LoadedModel
-from sr_pipeline.sr.config import Profile
-from sr_pipeline.sr.consistency import BicubicCamera, Camera, ConsistencyPass, LearnedCamera, Thresholds
-from sr_pipeline.sr.decode import SourceImage
-from sr_pipeline.sr.devices import device_label, resolve_device
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.infer import TileSettings, Upscaler, iter_output_rows
-from sr_pipeline.sr.nets import SRUNet
-from sr_pipeline.sr.stages.colearn import train_colearn
-from sr_pipeline.sr.stages.teacher import build_teacher, train_teacher
-from sr_pipeline.sr.training import TrainingDiverged, save_model_dir, seed_everything
+from sr_pipeline.sr.models.checkpoints import LoadedModel
+from sr_pipeline.sr.train.profile import Profile
+from sr_pipeline.sr.serve.consistency import BicubicCamera, Camera, ConsistencyPass, LearnedCamera, Thresholds
+from sr_pipeline.sr.images.decode import SourceImage
+from sr_pipeline.sr.models.devices import device_label, resolve_device
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.serve.upscaler import TileSettings, Upscaler, iter_output_rows
+from sr_pipeline.sr.models.upsampler import SRUNet
+from sr_pipeline.sr.train.stages.colearn import train_colearn
+from sr_pipeline.sr.train.stages.teacher import build_teacher, train_teacher
+from sr_pipeline.sr.train.shared import TrainingDiverged, save_model_dir, seed_everything
 
 from bench_speed import PeakMemory  # benchmarks/bench_speed.py (the script's folder)
 from report_md import append_section, command, machine  # benchmarks/report_md.py

@@ -1,4 +1,4 @@
-"""The perception-distortion figure (issue 16): PSNR-Y against LPIPS, one point per setting and baseline.
+"""The perception-distortion figure: PSNR-Y against LPIPS, one point per setting and baseline.
 
 Reads the ``bench_summary.json`` that ``bench_quality.py`` writes into its work folder; every point names
 the summary and the method row it comes from, so a figure mixes runs only on purpose (they must have
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from sr_pipeline.sr.figures import figure_png
+from sr_pipeline.sr.images.figures import figure_png
 from sr_pipeline.evaluation.files import write_bytes
 
 

@@ -30,8 +30,8 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sr_pipeline.sr.metrics import laplacian_energy, psnr, rgb_to_y  # noqa: E402
-from sr_pipeline.sr.pairs import bicubic_upscale, find_pairs, load_rgb  # noqa: E402
+from sr_pipeline.sr.judge.metrics import laplacian_energy, psnr, rgb_to_y  # noqa: E402
+from sr_pipeline.sr.data.pairs import bicubic_upscale, find_pairs, load_rgb  # noqa: E402
 
 from per_camera import camera_of  # noqa: E402  benchmarks/per_camera.py
 

@@ -91,7 +91,7 @@ def writer(landing: Path, uploads: list[tuple[str, bytes, str]], delay_s: float,
 
 
 def worker_main(root: str, cameras_file: str, batch: str, durable: bool) -> int:
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
     from sr_pipeline.intake.completeness import IncompleteBatch
     from sr_pipeline.intake.ingest import ingest_batch, left_to_do
     from sr_pipeline.storage import store
@@ -327,7 +327,7 @@ def _main() -> int:
     if args.worker:
         return worker_main(*args.worker, durable=not args.no_fsync)
 
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
     from sr_pipeline.intake.uploads import poll_landing
     from sr_pipeline.storage.layout import DataLayout
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from skimage import data as skdata
 
-from sr_pipeline.sr.config import Profile
-from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
-from sr_pipeline.sr.stages.colearn import train_colearn
-from sr_pipeline.sr.stages.teacher import train_teacher
+from sr_pipeline.sr.train.profile import Profile
+from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.train.stages.colearn import train_colearn
+from sr_pipeline.sr.train.stages.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 

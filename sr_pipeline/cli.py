@@ -13,8 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from sr_pipeline.checks import MAX_SEED, check_environment, number_type, path_type, text_type
-from sr_pipeline.errors import EXIT_USAGE, UsageError, one_sentence
+from sr_pipeline.common.env_settings import MAX_SEED, check_environment, number_type, path_type, text_type
+from sr_pipeline.common.errors import EXIT_USAGE, UsageError, one_sentence
+from sr_pipeline.sr.serve.tiles import TileSettings
 
 # infer.SELF_ENSEMBLE_SIZES, restated so that parsing arguments does not import torch (a test keeps them equal)
 SELF_ENSEMBLE_CHOICES = (1, 2, 4, 8)
@@ -139,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", type=int, choices=SELF_ENSEMBLE_CHOICES, default=1,
                    help="average each tile's output over N flips and quarter turns (N times the time; default 1: "
                         "the model alone; docs/benchmarks.md has what it gains)")
-    p.add_argument("--tile", type=number(int, 1, "LR tile side", 8192), default=128, help="LR tile side in pixels (memory is bounded by it)")
-    p.add_argument("--overlap", type=number(int, 0, "LR pixels", 8191), default=16, help="LR pixels shared by neighbouring tiles")
-    p.add_argument("--batch", type=number(int, 1, "tiles per network call", 4096), default=4, help="tiles per network call (lowered to fit --memory-budget)")
+    p.add_argument("--tile", type=number(int, 1, "LR tile side", 8192), default=TileSettings.tile,
+                   help="LR tile side in pixels (memory is bounded by it)")
+    p.add_argument("--overlap", type=number(int, 0, "LR pixels", 8191), default=TileSettings.overlap,
+                   help="LR pixels shared by neighbouring tiles")
+    p.add_argument("--batch", type=number(int, 1, "tiles per network call", 4096), default=TileSettings.batch,
+                   help="tiles per network call (lowered to fit --memory-budget)")
     p.add_argument("--memory-budget", type=number(float, 0, "GiB; 0: no limit", 65536), default=4.0,
                    help="peak memory budget per image in GiB (default 4; 0: no limit)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -221,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_handler("sr_pipeline.sr.lpips_weights:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.sr.judge.lpips_weights:run_cli"))
 
     _data_anywhere(parser)
     return parser

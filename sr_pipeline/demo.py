@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from sr_pipeline.defs.partitions import add_field_camera_partitions, camera_batches, field_cameras, upload_batches
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.storage.layout import DataLayout
 
 

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance
 from PIL import Image
 
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.storage.layout import DataLayout
 
@@ -149,9 +149,9 @@ def tiny_sr_model(out_dir: Path, info: dict, *, seed: int = 0, perturb: Callable
     """
     import torch
 
-    from sr_pipeline.sr.diffusion import ResShiftSchedule
-    from sr_pipeline.sr.nets import SRUNet
-    from sr_pipeline.sr.training import save_model_dir
+    from sr_pipeline.sr.models.diffusion import ResShiftSchedule
+    from sr_pipeline.sr.models.upsampler import SRUNet
+    from sr_pipeline.sr.train.shared import save_model_dir
 
     torch.manual_seed(seed)
     net = SRUNet(scale=4, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,

@@ -1,7 +1,8 @@
 """The layers of docs/architecture.md, read off the tree's imports (function-level imports included).
 
-core (sr/) <- storage/ <- jobs (intake/, training/, evaluation/, serving/) <- entry (cli, defs/, ...):
-nothing imports a layer above its own, and only the entry layer talks to Dagster.
+common/ <- core (sr/) <- storage/ <- jobs (intake/ <- serving/ <- evaluation/ <- training/) <- entry (cli, defs/, ...):
+nothing imports a layer above its own, and only the entry layer talks to Dagster. Inside the core the
+rooms are ordered too: images <- models <- data <- judge <- train, serve (train and serve are siblings).
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sr_pipeline"
-JOBS = ("intake", "training", "evaluation", "serving")
-ENTRY = ("defs", "definitions", "cli", "demo")
+# The job packages in their order: each may import the ones before it (serving restores, evaluation
+# judges what serving restores, training reads the gate's split of the calibration pairs).
+JOBS = ("intake", "serving", "evaluation", "training")
+ENTRY = ("defs", "definitions", "cli", "demo", "api")
+# Each room of the core and the rooms it may import besides itself (sr/__init__.py).
+ROOMS = {
+    "images": (),
+    "models": ("images",),
+    "data": ("images", "models"),
+    "judge": ("images", "models", "data"),
+    "train": ("images", "models", "data", "judge"),
+    "serve": ("images", "models", "data", "judge"),
+}
 
 
 def _imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
@@ -30,9 +42,17 @@ def _imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
                 base = path.relative_to(PACKAGE.parent).with_suffix("").parts[: -node.level]
                 module = ".".join([*base, module] if module else base)
             # `from sr_pipeline.storage import store` imports the module sr_pipeline.storage.store
-            found += [(f"{module}.{alias.name}" if module.count(".") < 2 else module, node.lineno)
+            found += [(f"{module}.{alias.name}" if _is_module(f"{module}.{alias.name}") else module, node.lineno)
                       for alias in node.names]
     return found
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether ``dotted`` names a module or package of the project (not a name inside a module)."""
+    if not dotted.startswith("sr_pipeline."):
+        return False
+    path = PACKAGE.parent.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def _files(*parts: str) -> list[Path]:
@@ -60,19 +80,80 @@ def _violations(files: list[Path], allowed: tuple[str, ...], forbidden_outside: 
     return bad
 
 
-def test_the_core_imports_only_the_core_and_the_atomic_write_helper():
-    assert _violations(_files("sr"), ("sr_pipeline.sr", "sr_pipeline.storage.atomic"),
-                       ("dagster", "dagster_pipes")) == []
+def test_common_imports_nothing_of_the_project():
+    assert _violations(_files("common"), ("sr_pipeline.common",), ("dagster", "dagster_pipes", "torch")) == []
 
 
-def test_storage_imports_only_storage_the_core_and_the_usage_error():
-    allowed = ("sr_pipeline.storage", "sr_pipeline.sr", "sr_pipeline.errors")  # errors.py is a leaf: no project imports
+def test_the_core_imports_only_the_core_and_common():
+    assert _violations(_files("sr"), ("sr_pipeline.sr", "sr_pipeline.common"), ("dagster", "dagster_pipes")) == []
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_each_room_of_the_core_imports_only_the_rooms_before_it(room):
+    allowed = tuple(f"sr_pipeline.sr.{r}" for r in (room, *ROOMS[room])) + ("sr_pipeline.common",)
+    assert _violations(_files(f"sr/{room}"), allowed) == []
+
+
+def test_the_core_is_its_rooms_and_no_more():
+    """At most ten entries at the core's top level: its rooms and the package docstring."""
+    entries = sorted(p.name for p in (PACKAGE / "sr").iterdir() if p.name != "__pycache__")
+    assert entries == sorted(["__init__.py", *ROOMS]), entries
+
+
+def test_no_module_of_the_core_renders_a_page():
+    pages = ("sr_pipeline.evaluation.report_page", "sr_pipeline.evaluation.consistency_page")
+    assert [m for p in _files("sr") for m, _ in _imports(p) if m.startswith(pages)] == []
+
+
+def test_storage_imports_only_storage_the_core_and_common():
+    allowed = ("sr_pipeline.storage", "sr_pipeline.sr", "sr_pipeline.common")
     assert _violations(_files("storage"), allowed, ("dagster", "dagster_pipes")) == []
 
 
+def test_the_package_import_graph_has_no_circle():
+    """Between the package's modules (function-level imports included), no import circle of any length."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {m: {dep for dep, _ in _imports(p) if dep in modules and dep != m} for m, p in modules.items()}
+    assert _cycles(graph) == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules of each import circle (a strongly connected component of more than one module)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
 @pytest.mark.parametrize("job", JOBS)
-def test_job_packages_never_import_the_entry_layer_or_dagster(job):
-    allowed = tuple(f"sr_pipeline.{p}" for p in ("sr", "storage", "errors", "checks", *JOBS))
+def test_job_packages_import_only_the_jobs_before_them_and_never_the_entry_layer_or_dagster(job):
+    before = JOBS[: JOBS.index(job) + 1]
+    allowed = tuple(f"sr_pipeline.{p}" for p in ("sr", "storage", "common", *before))
     bad = _violations(_files(job), allowed, ("dagster",))
     # The training command is the far side of Dagster Pipes: it may open the Pipes session.
     bad += [f"{_where(p, line)} imports {m}" for p in _files(job) for m, line in _imports(p)
@@ -91,6 +172,11 @@ def test_each_package_folder_says_its_one_job():
     for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")):
         init = folder / "__init__.py"
         assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), f"{folder.name}/ has no docstring"
+
+
+def test_the_circle_finder_sees_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_checker_sees_a_violation(tmp_path):

@@ -27,7 +27,10 @@ from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.storage.registry import record_promotion
-from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.images.png_stream import png_text
+from sr_pipeline.sr.serve.tiles import TileSettings
+
+TILES = TileSettings(tile=16, overlap=4)  # small images: several tiles each
 
 BATCH = "field_cam-20260101T000000Z-abc123"
 
@@ -59,7 +62,7 @@ def test_archive_writes_outputs_and_manifest_and_is_idempotent(layout, field_bat
     images = field_images(layout, field_batch)
     assert sorted(images["source_name"]) == ["a.png", "b.jpg"]  # accepted field LR only
 
-    first = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    first = archive_batch(layout, field_batch, v1, tiles=TILES)
     assert (first.images, first.upscaled, first.skipped, first.failed) == (2, 2, 0, {})
     manifest = read_manifest(layout, field_batch)
     assert manifest_path(layout, field_batch) == layout.root / "archive" / field_batch / "manifest.parquet"
@@ -84,19 +87,19 @@ def test_archive_writes_outputs_and_manifest_and_is_idempotent(layout, field_bat
 
     # Same model again: nothing is redone, nothing is rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in (layout.archive / field_batch).iterdir()}
-    again = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    again = archive_batch(layout, field_batch, v1, tiles=TILES)
     assert (again.upscaled, again.skipped) == (0, 2)
     assert {p: p.stat().st_mtime_ns for p in (layout.archive / field_batch).iterdir()} == stamps
 
     # A run that died before its manifest loses no work: the PNGs' metadata say what is done.
     manifest_path(layout, field_batch).unlink()
-    recovered = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    recovered = archive_batch(layout, field_batch, v1, tiles=TILES)
     assert (recovered.upscaled, recovered.skipped) == (0, 2)
     assert set(read_manifest(layout, field_batch)["source_image_id"]) == set(images["image_id"])
 
     # A newly promoted model re-upscales (the backfill after a promotion).
     v2 = make_student(layout, "v2", seed=1)
-    redo = archive_batch(layout, field_batch, v2, tile=16, overlap=4)
+    redo = archive_batch(layout, field_batch, v2, tiles=TILES)
     assert (redo.upscaled, redo.skipped) == (2, 0)
     assert set(read_manifest(layout, field_batch)["model_version"]) == {"v2"}
     assert all(png_text(layout.root / p)["sr_pipeline:model_version"] == "v2"
@@ -108,7 +111,7 @@ def test_archive_reports_unreadable_sources_and_keeps_the_rest(layout, field_bat
     images = field_images(layout, field_batch)
     broken = images.iloc[0]
     store.resolve_path(layout, broken["stored_path"]).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    result = archive_batch(layout, field_batch, model, tile=16, overlap=4)
+    result = archive_batch(layout, field_batch, model, tiles=TILES)
     assert list(result.failed) == [broken["image_id"]] and result.upscaled == 1
     assert list(read_manifest(layout, field_batch)["source_image_id"]) == [images.iloc[1]["image_id"]]
 
@@ -166,7 +169,7 @@ def test_a_batch_of_another_camera_is_refused_by_this_cameras_archive(layout, st
     """A key added by hand to the wrong camera's batches fails with where it belongs, writing nothing."""
     cameras = tmp_path / "two_field.yaml"
     cameras.write_text(TWO_FIELD_CAMERAS)
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     grey = build_camera_archive(load_registry(cameras), "grey_cam")
     instance.add_dynamic_partitions("upload_batches__grey_cam", [field_batch])
@@ -367,7 +370,7 @@ def test_each_batch_is_upscaled_by_its_cameras_student_or_its_configured_fallbac
                                                                                    make_image):
     """One student per field camera; a camera without one uses its fallback camera's only if cameras.yaml says so."""
     from sr_pipeline.evaluation.promotion import served_student
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     cameras = tmp_path / "three.yaml"
     cameras.write_text(THREE_CAMERAS)
@@ -402,7 +405,7 @@ def test_each_batch_is_upscaled_by_its_cameras_student_or_its_configured_fallbac
     assert served_student(layout, registry, "line2_cam").path == mine
     assert served_student(layout, registry, "field_cam").path == own
     assert served_student(layout, registry, "line3_cam") is None
-    redo = archive_batch(layout, batches["line2_cam"], mine, tile=16, overlap=4)
+    redo = archive_batch(layout, batches["line2_cam"], mine, tiles=TILES)
     assert redo.upscaled == 1 and set(read_manifest(layout, batches["line2_cam"])["model_version"]) == {"v-line2"}
 
 
@@ -418,7 +421,7 @@ def test_outputs_keep_their_source_names_and_the_manifest_maps_both(layout, regi
     put_incoming(batch, "field_cam/line 2/weld.png", make_image(24, 20, seed=4))
     ingest_batch(layout, registry, batch)
     v1 = make_student(layout, "v1")
-    archive_batch(layout, batch, v1, tile=16, overlap=4)
+    archive_batch(layout, batch, v1, tiles=TILES)
     manifest = read_manifest(layout, batch)
     names = dict(zip(manifest["source_name"], manifest["output_path"]))
     ids = dict(zip(manifest["source_name"], manifest["source_image_id"]))
@@ -438,7 +441,7 @@ def test_outputs_keep_their_source_names_and_the_manifest_maps_both(layout, regi
     old_map = heat_path(layout, batch, ids["astronaut_r2c2.png"], 4)
     old_map.parent.mkdir(exist_ok=True)
     old_map.write_bytes(b"map")
-    again = archive_batch(layout, batch, v1, tile=16, overlap=4)
+    again = archive_batch(layout, batch, v1, tiles=TILES)
     assert (again.upscaled, again.skipped) == (0, 4) and not old_name.exists()
     assert (layout.root / names["astronaut_r2c2.png"]).is_file()
     assert heat_path(layout, batch, "astronaut_r2c2", 4).read_bytes() == b"map" and not old_map.exists()
@@ -452,7 +455,7 @@ def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batc
     from sr_pipeline.storage.checked_parquet import DamagedFile
 
     v1 = make_student(layout, "v1")
-    archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    archive_batch(layout, field_batch, v1, tiles=TILES)
     path = manifest_path(layout, field_batch)
     good = read_manifest(layout, field_batch)
     rows, unread = archive_rows(layout)  # the report reads it with its own schema: the checksum holds there too
@@ -474,7 +477,7 @@ def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batc
 
     # Re-materialising rebuilds it from the outputs' own records, upscaling nothing again.
     said = []
-    rebuilt = archive_batch(layout, field_batch, v1, tile=16, overlap=4, log=said.append)
+    rebuilt = archive_batch(layout, field_batch, v1, tiles=TILES, log=said.append)
     assert (rebuilt.upscaled, rebuilt.skipped) == (0, 2) and any("damaged" in s for s in said)
     assert sorted(read_manifest(layout, field_batch)["output_path"]) == sorted(good["output_path"])
 
@@ -484,7 +487,7 @@ def test_a_damaged_manifest_or_output_is_detected_and_rebuilt(layout, field_batc
     mid = len(raw) // 2
     raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
     out.write_bytes(bytes(raw))
-    redo = archive_batch(layout, field_batch, v1, tile=16, overlap=4)
+    redo = archive_batch(layout, field_batch, v1, tiles=TILES)
     assert (redo.upscaled, redo.skipped) == (1, 1)
     with Image.open(out) as im:
         im.load()  # decodes whole again

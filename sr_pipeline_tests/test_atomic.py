@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from sr_pipeline.storage.atomic import atomic_write, current_umask, umask_mode
+from sr_pipeline.common.atomic import atomic_write, current_umask, umask_mode
 
 
 def _leftovers(folder):
@@ -71,7 +71,7 @@ def test_temp_dir_follows_the_umask(tmp_path):
     import os
     import stat
 
-    from sr_pipeline.storage.atomic import temp_dir
+    from sr_pipeline.common.atomic import temp_dir
 
     old = os.umask(0o022)
     try:

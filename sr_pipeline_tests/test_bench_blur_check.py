@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sr_pipeline.sr.blur_estimate import blur_down
+from sr_pipeline.sr.judge.blur_estimate import blur_down
 
 
 def scene(seed: int, size: int = 256) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 
 
 @pytest.fixture

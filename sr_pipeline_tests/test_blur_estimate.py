@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from sr_pipeline.sr.blur_estimate import blur_down, edge_ratios, estimate_blur_sigma
+from sr_pipeline.sr.judge.blur_estimate import blur_down, edge_ratios, estimate_blur_sigma
 
 SCALE = 4
 HR = 512

@@ -1,4 +1,4 @@
-"""The camera-model G (issue 14): deterministic at eps' = 0, noise drawn from eps' at a learnable,
+"""The camera-model G: deterministic at eps' = 0, noise drawn from eps' at a learnable,
 signal-dependent level, a colour response after the structure term, grey cameras, the matching losses."""
 
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
-from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.losses import colour_match, flat_noise_sigma, noise_match
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
+from sr_pipeline.sr.images.tensors import downsample
+from sr_pipeline.sr.train.losses import colour_match, flat_noise_sigma, noise_match
 
 CAMERA = dict(scale=4, channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera", colour_transform=True)
 
@@ -169,7 +169,7 @@ def test_grey_camera_model_never_invents_colour():
 def test_grey_camera_model_records_the_luma_of_a_colour_scene():
     """A grey G fed a colour HR image (calibration pairs, LR sets) gives the luma a grey sensor records,
     as its training references were made (grey_rgb), not the channels' mean."""
-    from sr_pipeline.sr.imageops import LUMA
+    from sr_pipeline.sr.images.tensors import LUMA
 
     g = LearnedDownsampler(**{**CAMERA, "colour_transform": False, "grey": True, "blur_model": "kernel"}).eval()
     x = torch.zeros(1, 3, 32, 32)
@@ -182,7 +182,7 @@ def test_grey_camera_model_records_the_luma_of_a_colour_scene():
 
 
 def test_edge_sharpness_falls_with_blur_and_ignores_contrast():
-    from sr_pipeline.sr.losses import edge_sharpness, lowpass
+    from sr_pipeline.sr.train.losses import edge_sharpness, lowpass
 
     torch.manual_seed(0)
     y = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8) * 2 - 1, size=32, mode="nearest")  # sharp blocks
@@ -195,9 +195,9 @@ def test_student_can_start_from_scratch_for_the_plain_baseline(tmp_path):
     from accelerate import Accelerator
 
     from conftest import tiny_sr_model
-    from sr_pipeline.sr.checkpoints import load_sr_model
-    from sr_pipeline.sr.config import ColearnConfig, DiffusionConfig, NetConfig, OptimConfig, Profile
-    from sr_pipeline.sr.stages.colearn import CoLearner
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+    from sr_pipeline.sr.train.profile import ColearnConfig, DiffusionConfig, NetConfig, OptimConfig, Profile
+    from sr_pipeline.sr.train.stages.colearn import CoLearner
 
     teacher = load_sr_model(tiny_sr_model(tmp_path / "t", {"kind": "teacher", "version": "t"}))
     net = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
@@ -245,7 +245,7 @@ def test_the_kernel_camera_model_starts_at_bicubic_and_can_only_blur(tmp_path):
 
 
 def test_the_kernel_camera_model_needs_the_camera_noise_model():
-    from sr_pipeline.sr.config import DownsamplerConfig
+    from sr_pipeline.sr.train.profile import DownsamplerConfig
 
     with pytest.raises(ValueError, match="noise_model"):
         LearnedDownsampler(scale=4, noise_model="input", blur_model="kernel")

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from sr_pipeline.checks import ENV_SETTINGS, NUMERIC_SETTINGS
+from sr_pipeline.common.env_settings import ENV_SETTINGS, NUMERIC_SETTINGS
 from sr_pipeline.cli import build_parser, main
 from test_cli_bad_input import Files, _bases, _commands
 

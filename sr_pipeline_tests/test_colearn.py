@@ -12,8 +12,8 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from conftest import photos, tiny_sr_model
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.config import (
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.train.profile import (
     ColearnConfig,
     DiffusionConfig,
     DiscriminatorConfig,
@@ -23,12 +23,12 @@ from sr_pipeline.sr.config import (
     OptimConfig,
     Profile,
 )
-from sr_pipeline.sr.downsampler import load_downsampler
-from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.losses import l1, lowpass
-from sr_pipeline.sr.stages import colearn as tc
-from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record
-from sr_pipeline.sr.training import TrainingDiverged
+from sr_pipeline.sr.models.downsampler import load_downsampler
+from sr_pipeline.sr.images.tensors import downsample
+from sr_pipeline.sr.train.losses import l1, lowpass
+from sr_pipeline.sr.train.stages import colearn as tc
+from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, run_stage, saved_record
+from sr_pipeline.sr.train.shared import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
 ALL_ON = dict(rec=1.0, lpips=0.0, distill=1.0, adv_hr=0.1, adv_lr=0.1, struct=1.0, cyc_lr=1.0,
@@ -356,7 +356,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
     from sr_pipeline.storage.layout import DataLayout
     from sr_pipeline.storage.store import put_image, relative_to_root, write_batch_catalog
 
-    from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma
+    from sr_pipeline.sr.images.jpeg_settings import JpegSettings, annex_k_luma
 
     layout = DataLayout(tmp_path / "data")
     rows = []
@@ -405,7 +405,7 @@ def test_cli_trains_from_the_catalog_with_the_newest_teacher(tmp_path, capsys):
 
 
 def test_grey_field_camera_is_trained_grey_end_to_end(tmp_path):
-    from sr_pipeline.sr.imageops import is_grey
+    from sr_pipeline.sr.images.tensors import is_grey
 
     teacher_dir = make_teacher(tmp_path)
     student_dir, g_dir = outs(tmp_path)
@@ -444,7 +444,7 @@ def test_the_kernel_camera_model_trains_its_blur_and_noise_with_no_network(tmp_p
 
 
 def test_the_jpeg_stage_is_used_only_with_the_camera_g_and_when_the_profile_allows_it(tmp_path):
-    from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma
+    from sr_pipeline.sr.images.jpeg_settings import JpegSettings, annex_k_luma
 
     jpeg = JpegSettings((annex_k_luma(70), annex_k_luma(70)), "4:2:0")
     teacher_dir = make_teacher(tmp_path)

@@ -1,5 +1,5 @@
 """Is a restored image consistent with what the camera recorded? The measure, its verdict and map,
-``sr-pipeline upscale``'s judging of its outputs and the ``sr-pipeline consistency`` audit (issue 12)."""
+``sr-pipeline upscale``'s judging of its outputs and the ``sr-pipeline consistency`` audit."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ from sr_pipeline.serving.audit import match_pairs
 from sr_pipeline.serving.consistency import load_check
 from sr_pipeline.serving.consistency import stored_consistency
 from sr_pipeline.serving.upscale import EnforcedUpscaler
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.serve.consistency import (
     BicubicCamera, ConsistencyPass, LearnedCamera, Thresholds, enforce_consistency, load_thresholds, measure,
     summarise,
 )
-from sr_pipeline.sr.consistency_map import LEGEND, LINE, panel_map_box
-from sr_pipeline.sr.decode import read_image
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
-from sr_pipeline.sr.imageops import downsample, upsample
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.training import save_model_dir
+from sr_pipeline.sr.serve.consistency_map import LEGEND, LINE, panel_map_box
+from sr_pipeline.sr.images.decode import read_image
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.images.png_stream import TEXT_PREFIX, png_text
+from sr_pipeline.sr.images.tensors import downsample, upsample
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.train.shared import save_model_dir
 
 FAST = ["--tile", "16", "--overlap", "4"]
 

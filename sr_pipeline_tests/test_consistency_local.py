@@ -1,6 +1,6 @@
 """The local limit of the consistency verdict: a residual the input's structure does not explain (an
 invented defect on flat ground) is flagged even when it stays below the per-image peak limit; its
-fit on calibration outputs, its settings and old threshold files without it (issue 12)."""
+fit on calibration outputs, its settings and old threshold files without it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.serve.consistency import (
     BicubicCamera, CalibrationSample, Thresholds, fit_local, fit_thresholds, load_thresholds, local_structure, measure,
     Y_WEIGHTS, ring_maxima,
 )
-from sr_pipeline.sr.imageops import downsample, upsample
+from sr_pipeline.sr.images.tensors import downsample, upsample
 
 
 def _unit(img: np.ndarray) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Consistency in the plant (issue 12): thresholds fitted on the calibration pairs and stored with
+"""Consistency in the plant: thresholds fitted on the calibration pairs and stored with
 the model, verdicts and heat maps in the archive, and the archive's flagged count in Dagster.
 
 A hallucination is planted for real: the upscaler's output rows of one field image get a dark line
@@ -23,18 +23,21 @@ from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.consistency_fit import (
     ALL, PAIRS_KEY, CalibrationConsistency, consistency_summary, fitted_on, thresholds_path,
 )
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.serving.archive import (
     CONSISTENCY_COLUMNS, archive_batch, field_images, manifest_path, map_path, read_manifest,
 )
 from sr_pipeline.serving.consistency import load_check
-from sr_pipeline.sr.consistency import LearnedCamera, load_thresholds, measure
-from sr_pipeline.sr.consistency_map import panel_map_box
-from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
-from sr_pipeline.sr.infer import Upscaler
-from sr_pipeline.sr.pairs import load_rgb
+from sr_pipeline.sr.serve.consistency import LearnedCamera, load_thresholds, measure
+from sr_pipeline.sr.serve.consistency_map import panel_map_box
+from sr_pipeline.sr.images.png_stream import TEXT_PREFIX, png_text
+from sr_pipeline.sr.serve.upscaler import Upscaler
+from sr_pipeline.sr.data.pairs import load_rgb
+from sr_pipeline.sr.serve.tiles import TileSettings
 from test_archive import field_batch, make_student  # noqa: F401  (fixture)
 from test_evaluation import STRICT, FakeLPIPS, add_pairs, one_thread, plant, save_downsampler, save_sr  # noqa: F401
+
+TILES = TileSettings(tile=16, overlap=4)  # small images: several tiles each
 
 LINE = (40, 44, 40, 84)  # HR rows y0:y1, columns x0:x1 of the planted dark line (LR rows 10, columns 10-20)
 
@@ -140,7 +143,7 @@ def test_the_archive_flags_a_planted_line_lists_it_and_maps_where_it_is(layout, 
     model = make_student(layout, "v1")
     images = field_images(layout, field_batch).set_index("source_name")
     plant_line(monkeypatch, lr_width=int(images.loc["b.jpg", "width"]))
-    result = archive_batch(layout, field_batch, model, tile=16, overlap=4)
+    result = archive_batch(layout, field_batch, model, tiles=TILES)
     assert (result.upscaled, result.flagged, result.flagged_share) == (2, 1, 0.5)
 
     manifest = read_manifest(layout, field_batch).set_index("source_name")
@@ -171,7 +174,7 @@ def test_the_archive_flags_a_planted_line_lists_it_and_maps_where_it_is(layout, 
 def test_resume_keeps_the_verdict_and_remakes_a_lost_map(layout, field_batch, monkeypatch):
     model = make_student(layout, "v1")
     plant_line(monkeypatch, lr_width=int(field_images(layout, field_batch).set_index("source_name").loc["b.jpg", "width"]))
-    archive_batch(layout, field_batch, model, tile=16, overlap=4)
+    archive_batch(layout, field_batch, model, tiles=TILES)
     before = read_manifest(layout, field_batch).set_index("source_image_id")[list(CONSISTENCY_COLUMNS)]
     [bad] = before.index[before["consistency_verdict"] == "check"]
     heat = layout.root / before.loc[bad, "consistency_map"]
@@ -193,11 +196,11 @@ def test_resume_keeps_the_verdict_and_remakes_a_lost_map(layout, field_batch, mo
 
     manifest_path(layout, field_batch).unlink()  # a run that died before its manifest: verdicts from the PNGs
     stamp = heat.stat().st_mtime_ns
-    same_verdicts(archive_batch(layout, field_batch, model, tile=16, overlap=4))
+    same_verdicts(archive_batch(layout, field_batch, model, tiles=TILES))
     assert heat.stat().st_mtime_ns == stamp  # read back, not measured again
 
     heat.unlink()  # a lost map is measured again from the archived file
-    same_verdicts(archive_batch(layout, field_batch, model, tile=16, overlap=4))
+    same_verdicts(archive_batch(layout, field_batch, model, tiles=TILES))
     assert heat.is_file()
 
     # An output archived before verdicts existed (no consistency text) is measured from its file once.
@@ -208,14 +211,14 @@ def test_resume_keeps_the_verdict_and_remakes_a_lost_map(layout, field_batch, mo
         info.add_itxt(k, v)
     Image.open(out).save(out, pnginfo=info)
     manifest_path(layout, field_batch).unlink()
-    same_verdicts(archive_batch(layout, field_batch, model, tile=16, overlap=4))
+    same_verdicts(archive_batch(layout, field_batch, model, tiles=TILES))
 
 
 def test_a_bad_thresholds_file_fails_the_archive_run_clearly(layout, field_batch):
     model = make_student(layout, "v1")
     (model / "consistency.json").write_text(json.dumps({"cameras": {ALL: {"pixel": -1}}}))
     with pytest.raises(ValueError, match="cannot judge the outputs' consistency: .*consistency.json.*pixel"):
-        archive_batch(layout, field_batch, model, tile=16, overlap=4)
+        archive_batch(layout, field_batch, model, tiles=TILES)
     assert not manifest_path(layout, field_batch).exists()
 
 

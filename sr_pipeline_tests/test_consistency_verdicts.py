@@ -8,9 +8,9 @@ import re
 import numpy as np
 from PIL import Image
 
-from sr_pipeline.sr.consistency import PSNR_MARGIN_DB, BicubicCamera, Thresholds, map_png, measure, verdict
-from sr_pipeline.sr.consistency_map import FLAGGED_RGB, NEAR_RGB
-from sr_pipeline.sr.imageops import downsample, upsample, to_tensor, to_uint8
+from sr_pipeline.sr.serve.consistency import PSNR_MARGIN_DB, BicubicCamera, Thresholds, map_png, measure, verdict
+from sr_pipeline.sr.serve.consistency_map import FLAGGED_RGB, NEAR_RGB
+from sr_pipeline.sr.images.tensors import downsample, upsample, to_tensor, to_uint8
 
 LIMITS = Thresholds(pixel=6.0, peak=12.0, share=0.01, psnr=39.7, colour=3.0)
 
@@ -69,7 +69,7 @@ def test_each_camera_model_is_judged_by_thresholds_fitted_for_it(layout, tmp_pat
 
     from sr_pipeline.evaluation.consistency_fit import ALL, CalibrationConsistency, fitted_on, thresholds_path
     from sr_pipeline.serving.consistency import load_check
-    from sr_pipeline.sr.consistency import LearnedCamera, load_thresholds
+    from sr_pipeline.sr.serve.consistency import LearnedCamera, load_thresholds
 
     model = save_sr(layout, "student", "s1")
     save_downsampler(layout, "s1")  # co-trained: G judges by default, bicubic-down on request

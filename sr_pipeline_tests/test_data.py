@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sr_pipeline.sr.data import DegradedPairs, HRCrops, UnpairedLR, dihedral, loader_for, make_loader
-from sr_pipeline.sr.degrade import DegradationConfig, bicubic_down
+from sr_pipeline.sr.data.datasets import DegradedPairs, HRCrops, UnpairedLR, dihedral, loader_for, make_loader
+from sr_pipeline.sr.data.degrade import DegradationConfig, bicubic_down
 
 
 def _images(*sizes: tuple[int, int], seed: int = 0) -> list[np.ndarray]:

@@ -14,9 +14,12 @@ from sr_pipeline.cli import main
 from sr_pipeline.evaluation.promotion import served_student
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.serving.archive import archive_batch, read_manifest
-from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.images.png_stream import png_text
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import PROMOTIONS_FILE, promoted_student_dir, record_promotion
+from sr_pipeline.sr.serve.tiles import TileSettings
+
+TILES = TileSettings(tile=16, overlap=4)  # small images: several tiles each
 
 BATCH = "field_cam-20260101T000000Z-move01"
 FAST = ["--tile", "16", "--overlap", "4"]
@@ -57,7 +60,7 @@ def test_a_restored_copy_serves_its_own_students(layout, registry, put_incoming,
     if legacy:  # a log written before paths were relative names the original folders
         log = layout.models / PROMOTIONS_FILE
         log.write_text(json.dumps([e | {"path": str(layout.root / e["path"])} for e in json.loads(log.read_text())]))
-    archived = archive_batch(layout, BATCH, old, tile=16, overlap=4)
+    archived = archive_batch(layout, BATCH, old, tiles=TILES)
     assert archived.upscaled == 1
 
     copy = DataLayout(tmp_path / "elsewhere" / "data")
@@ -80,7 +83,7 @@ def test_a_restored_copy_serves_its_own_students(layout, registry, put_incoming,
     assert png_text(tmp_path / "out" / "a_x4.png")["sr_pipeline:model_version"] == "s-old"
 
     served = served_student(copy, registry, "field_cam")
-    again = archive_batch(copy, BATCH, served.path, tile=16, overlap=4)
+    again = archive_batch(copy, BATCH, served.path, tiles=TILES)
     assert (again.upscaled, again.skipped, again.failed) == (0, 1, {})  # the copied outputs are the copy's
     [row] = read_manifest(copy, BATCH).itertuples()
     assert (copy.root / row.output_path).is_file() and copy.resolve(row.model_path) == served.path

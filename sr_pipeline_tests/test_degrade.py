@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from sr_pipeline.sr.degrade import (
+from sr_pipeline.sr.data.degrade import (
     KERNEL_TYPES,
     DegradationConfig,
     StageConfig,

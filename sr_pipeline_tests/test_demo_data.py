@@ -134,7 +134,7 @@ def test_field_camera_degradation():
 def test_the_demo_uploads_ingest_cleanly(demo, tmp_path):
     import shutil
 
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     registry = load_registry()  # configs/cameras.yaml lists the demo's cameras
     src, result = demo

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sr_pipeline.sr.diffusion import ResShiftSchedule, eta_schedule
+from sr_pipeline.sr.models.diffusion import ResShiftSchedule, eta_schedule
 
 EXPECTED_ETAS = [0.0004, 0.01373, 0.03108, 0.05458, 0.08502, 0.12321, 0.17004, 0.22644, 0.29341,
                  0.37199, 0.4633, 0.56849, 0.68882, 0.82557, 0.9801]

@@ -3,7 +3,7 @@
 import torch
 from torch.nn.utils import parametrize
 
-from sr_pipeline.sr.discriminators import PatchDiscriminator
+from sr_pipeline.sr.models.discriminators import PatchDiscriminator
 
 
 def test_logit_map_shape_follows_the_number_of_downsamples():

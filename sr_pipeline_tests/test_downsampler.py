@@ -2,9 +2,9 @@
 
 import torch
 
-from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
-from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
+from sr_pipeline.sr.images.tensors import downsample
+from sr_pipeline.sr.models.upsampler import SRUNet
 
 TINY = dict(scale=4, channels=8, num_blocks=2, norm_num_groups=4, kappa=1.0)
 

@@ -16,9 +16,10 @@ from PIL import Image
 
 from sr_pipeline.evaluation import commands
 from sr_pipeline.evaluation.commands import evaluate_pairs
-from sr_pipeline.sr import pairs as ev
-from sr_pipeline.sr import report, scoring
-from sr_pipeline.sr.lpips_weights import Unavailable
+from sr_pipeline.sr.data import pairs as ev
+from sr_pipeline.evaluation import report_page as report
+from sr_pipeline.sr.judge import scoring
+from sr_pipeline.sr.judge.lpips_weights import Unavailable
 
 
 def write_pairs(root: Path, numbers: list[int], size: int = 32) -> Path:
@@ -207,7 +208,7 @@ def test_metric_directions_and_reserved_names() -> None:
 
 
 def test_hf_ratio_measures_sharpening_against_the_hr() -> None:
-    from sr_pipeline.sr.metrics import hf_ratio
+    from sr_pipeline.sr.judge.metrics import hf_ratio
 
     rng = np.random.default_rng(0)
     hr = np.clip(rng.normal(128, 30, (64, 64, 3)), 0, 255).astype(np.uint8)

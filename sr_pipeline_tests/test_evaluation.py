@@ -32,14 +32,14 @@ from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage.registry import promotions, record_promotion
-from sr_pipeline.sr import lpips_weights
-from sr_pipeline.sr.diffusion import ResShiftSchedule
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.pairs import EvaluationError
-from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
-from sr_pipeline.sr.lpips_weights import Unavailable
-from sr_pipeline.sr.nets import SRUNet
-from sr_pipeline.sr.training import save_model_dir
+from sr_pipeline.sr.judge import lpips_weights
+from sr_pipeline.sr.models.diffusion import ResShiftSchedule
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.data.pairs import EvaluationError
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8, upsample
+from sr_pipeline.sr.judge.lpips_weights import Unavailable
+from sr_pipeline.sr.models.upsampler import SRUNet
+from sr_pipeline.sr.train.shared import save_model_dir
 
 DAY = date(2026, 3, 2)
 STRICT = GateThresholds(psnr_tolerance_db=0.05, lpips_tolerance=0.005, require_lpips=True)
@@ -244,9 +244,11 @@ def test_no_calibration_pairs_is_a_clear_failure(layout):
 
 
 def test_plant_timezone():
-    assert ev.plant_timezone("Europe/Berlin").key == "Europe/Berlin"
+    from sr_pipeline.common.clock import plant_timezone
+
+    assert plant_timezone("Europe/Berlin").key == "Europe/Berlin"
     with pytest.raises(ValueError, match="SR_PIPELINE_PLANT_TZ"):
-        ev.plant_timezone("Mars/Olympus")
+        plant_timezone("Mars/Olympus")
 
 
 # --- the report folder -----------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sr_pipeline.sr.consistency import BicubicCamera, ConsistencyPass, LearnedCamera, Thresholds
-from sr_pipeline.sr.downsampler import LearnedDownsampler
+from sr_pipeline.sr.serve.consistency import BicubicCamera, ConsistencyPass, LearnedCamera, Thresholds
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

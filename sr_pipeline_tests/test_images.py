@@ -11,8 +11,8 @@ import pytest
 from conftest import encode, pixels
 from PIL import Image, ImageCms
 
-from sr_pipeline.sr import decode as images
-from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_image
+from sr_pipeline.sr.images import decode as images
+from sr_pipeline.sr.images.decode import DecodeLimits, ImageRejected, decode_image
 
 
 def _png_header_only(width: int, height: int) -> bytes:

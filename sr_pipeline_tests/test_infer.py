@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import tiny_sr_model
 from sr_pipeline.cli import main
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.image_io import PngStreamWriter
-from sr_pipeline.sr.infer import TileSettings, Upscaler, block_noise, quantise, upscale_alpha_rows
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.images.png_stream import PngStreamWriter
+from sr_pipeline.sr.serve.upscaler import TileSettings, Upscaler, block_noise, quantise, upscale_alpha_rows
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_self_ensemble_averages_the_turned_back_outputs_and_commutes_with_flips(
     with pytest.raises(ValueError, match="self_ensemble"):
         Upscaler(model, self_ensemble=3)
     from sr_pipeline.cli import SELF_ENSEMBLE_CHOICES
-    from sr_pipeline.sr.infer import SELF_ENSEMBLE_SIZES
+    from sr_pipeline.sr.serve.upscaler import SELF_ENSEMBLE_SIZES
 
     assert SELF_ENSEMBLE_CHOICES == SELF_ENSEMBLE_SIZES  # the command line offers what the upscaler takes
 

@@ -26,12 +26,12 @@ SCRIPT = textwrap.dedent(
     # memory that the warm-up freed).
     ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)
     import numpy as np, torch
-    from sr_pipeline.sr.checkpoints import LoadedModel
-    from sr_pipeline.sr.diffusion import ResShiftSchedule
+    from sr_pipeline.sr.models.checkpoints import LoadedModel
+    from sr_pipeline.sr.models.diffusion import ResShiftSchedule
     from sr_pipeline.serving.upscale import write_upscaled_png
-    from sr_pipeline.sr.decode import SourceImage
-    from sr_pipeline.sr.infer import TileSettings, Upscaler, provenance_text
-    from sr_pipeline.sr.nets import SRUNet
+    from sr_pipeline.sr.images.decode import SourceImage
+    from sr_pipeline.sr.serve.upscaler import TileSettings, Upscaler, provenance_text
+    from sr_pipeline.sr.models.upsampler import SRUNet
 
     h, w, budget, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     torch.manual_seed(0)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from sr_pipeline.sr.checkpoints import LoadedModel
-from sr_pipeline.sr.diffusion import ResShiftSchedule
-from sr_pipeline.sr.infer import TileSettings, Upscaler
-from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.models.checkpoints import LoadedModel
+from sr_pipeline.sr.models.diffusion import ResShiftSchedule
+from sr_pipeline.sr.serve.upscaler import TileSettings, Upscaler
+from sr_pipeline.sr.models.upsampler import SRUNet
 
 SCALE = 4
 

@@ -15,8 +15,8 @@ from PIL import Image
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake import ingest as ingest_mod
 from sr_pipeline.storage import store
-from sr_pipeline.intake.cameras import UnknownCameraError
-from sr_pipeline.sr.decode import DecodeLimits
+from sr_pipeline.common.cameras import UnknownCameraError
+from sr_pipeline.sr.images.decode import DecodeLimits
 from sr_pipeline.intake.ingest import classify, ingest_batch, ingest_folder, quarantine_name, run_cli
 
 BATCH = "field_cam-20260101T000000-abcdef12"

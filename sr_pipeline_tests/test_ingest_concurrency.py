@@ -72,7 +72,7 @@ def test_list_images_gives_one_row_per_image_even_if_two_batches_accepted_it(lay
 
 
 def _ingest_copy(root, cameras_file, src, barrier) -> None:
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
     from sr_pipeline.intake.ingest import ingest_folder
     from sr_pipeline.storage.layout import DataLayout
 

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from conftest import photos
-from sr_pipeline.sr.decode import decode_image
-from sr_pipeline.sr.downsampler import LearnedDownsampler, load_downsampler
-from sr_pipeline.sr.jpeg import jpeg_roundtrip
-from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma, common_settings, jpeg_settings
+from sr_pipeline.sr.images.decode import decode_image
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
+from sr_pipeline.sr.models.differentiable_jpeg import jpeg_roundtrip
+from sr_pipeline.sr.images.jpeg_settings import JpegSettings, annex_k_luma, common_settings, jpeg_settings
 
 
 def encode(img: np.ndarray, quality: int, subsampling: int | None = None) -> bytes:
@@ -106,7 +106,7 @@ def test_decoding_an_upload_records_its_jpeg_settings():
 
 
 def test_ingestion_puts_the_settings_in_the_catalog_and_training_reads_the_cameras(tmp_path):
-    from sr_pipeline.intake.cameras import CameraRegistry
+    from sr_pipeline.common.cameras import CameraRegistry
     from sr_pipeline.intake.ingest import ingest_folder
     from sr_pipeline.storage.layout import DataLayout
     from sr_pipeline.training.run import field_camera_jpeg

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sr_pipeline.sr.losses import (
+from sr_pipeline.sr.train.losses import (
     LPIPSLoss,
     d_accuracy,
     d_adv_loss,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_pipeline.sr import lpips_weights as lw
+from sr_pipeline.sr.judge import lpips_weights as lw
 
 
 @pytest.fixture

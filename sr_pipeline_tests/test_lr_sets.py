@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from sr_pipeline.sr import lr_sets
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
-from sr_pipeline.sr.losses import lowpass
+from sr_pipeline.sr.data import lr_sets
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+from sr_pipeline.sr.train.losses import lowpass
 
 TINY = dict(scale=4, channels=8, num_blocks=1, norm_num_groups=4)
 

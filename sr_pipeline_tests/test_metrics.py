@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sr_pipeline.sr.metrics import psnr_y, rgb_to_y, ssim_gray, ssim_y
+from sr_pipeline.sr.judge.metrics import psnr_y, rgb_to_y, ssim_gray, ssim_y
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from conftest import encode, photos, pixels, tiny_sr_model
 from sr_pipeline.defs.resources import TrainingSettings
 from sr_pipeline.intake.ingest import ingest_folder
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.config import (
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.train.profile import (
     ColearnConfig,
     DiffusionConfig,
     DiscriminatorConfig,
@@ -33,12 +33,12 @@ from sr_pipeline.sr.config import (
     OptimConfig,
     Profile,
 )
-from sr_pipeline.sr.data import HRCrops, UnpairedLR, loader_for, make_loader
-from sr_pipeline.sr.imageops import upsample
-from sr_pipeline.sr.stages.colearn import ColearnStage
-from sr_pipeline.sr.stages.teacher import TeacherStage, build_teacher
-from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
-from sr_pipeline.sr.training import seed_everything
+from sr_pipeline.sr.data.datasets import HRCrops, UnpairedLR, loader_for, make_loader
+from sr_pipeline.sr.images.tensors import upsample
+from sr_pipeline.sr.train.stages.colearn import ColearnStage
+from sr_pipeline.sr.train.stages.teacher import TeacherStage, build_teacher
+from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
+from sr_pipeline.sr.train.shared import seed_everything
 from sr_pipeline.training.run import catalog_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +51,8 @@ import hashlib, json, os, sys
 from pathlib import Path
 import torch
 from sr_pipeline import cli
-from sr_pipeline.sr import trainer
-from sr_pipeline.sr.stages import colearn, teacher
+from sr_pipeline.sr.train import loop as trainer
+from sr_pipeline.sr.train.stages import colearn, teacher
 
 log = Path(os.environ["SAMPLES_LOG"]) / f"rank{os.environ['RANK']}.jsonl"
 

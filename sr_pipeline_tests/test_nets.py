@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sr_pipeline.sr.nets import SRUNet
+from sr_pipeline.sr.models.upsampler import SRUNet
 
 TINY = dict(scale=4, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(False, False),
             norm_num_groups=4, num_train_timesteps=15)

@@ -1,4 +1,4 @@
-"""The direct fit of G's noise level (sr/noise_fit.py): it finds the field camera's level in one search,
+"""The direct fit of G's noise level (sr/train/noise_fit.py): it finds the field camera's level in one search,
 scales only the noise (the eps' = 0 output, the noise's signal dependence and correlation are kept),
 works through the JPEG stage, and a co-learning run applies and records it on schedule."""
 
@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.jpeg_settings import JpegSettings, annex_k_luma
-from sr_pipeline.sr.losses import flat_noise_sigma
-from sr_pipeline.sr.noise_fit import fit_noise_level
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.images.tensors import downsample
+from sr_pipeline.sr.images.jpeg_settings import JpegSettings, annex_k_luma
+from sr_pipeline.sr.train.losses import flat_noise_sigma
+from sr_pipeline.sr.train.noise_fit import fit_noise_level
 
 CAMERA = dict(scale=4, channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera")
 
@@ -89,10 +89,10 @@ def test_co_learning_fits_the_noise_on_schedule_and_records_each_fit(tmp_path):
     from conftest import photos
     from test_colearn import field_lr, make_teacher, outs, tiny_profile
 
-    from sr_pipeline.sr.config import DownsamplerConfig
-    from sr_pipeline.sr.downsampler import load_downsampler
-    from sr_pipeline.sr.stages import colearn as tc
-    from sr_pipeline.sr.trainer import run_stage
+    from sr_pipeline.sr.train.profile import DownsamplerConfig
+    from sr_pipeline.sr.models.downsampler import load_downsampler
+    from sr_pipeline.sr.train.stages import colearn as tc
+    from sr_pipeline.sr.train.loop import run_stage
 
     camera_g = DownsamplerConfig(noise_model="camera", blur_model="kernel")
     teacher_dir = make_teacher(tmp_path)

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from conftest import photos
-from sr_pipeline.intake.cameras import Camera, CameraRegistry
-from sr_pipeline.sr.downsampler import LearnedDownsampler
-from sr_pipeline.sr.imageops import to_tensor, to_uint8
-from sr_pipeline.sr.losses import flat_noise_sigma
-from sr_pipeline.sr.paired_fit import PairedCrops, check_fit_pairs, paired_laplacian_ratio, prefit_downsampler
-from sr_pipeline.sr.stages import colearn as tc
+from sr_pipeline.common.cameras import Camera, CameraRegistry
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8
+from sr_pipeline.sr.train.losses import flat_noise_sigma
+from sr_pipeline.sr.train.paired_fit import PairedCrops, check_fit_pairs, paired_laplacian_ratio, prefit_downsampler
+from sr_pipeline.sr.train.stages import colearn as tc
 from test_colearn import _weights_hash, field_lr, make_teacher, outs, tiny_profile
 
 
@@ -60,7 +60,7 @@ def test_the_split_refuses_to_leave_no_gate_pair_and_waits_for_listed_pairs_not_
 
 def test_the_gate_refuses_a_candidate_fitted_on_one_of_its_pairs(tmp_path):
     from sr_pipeline.evaluation.calibration import fit_pairs_overlap
-    from sr_pipeline.sr.pairs import Pair
+    from sr_pipeline.sr.data.pairs import Pair
 
     model = tmp_path / "student"
     model.mkdir()
@@ -145,7 +145,7 @@ def _pairs_for_tiny_runs():
 
 
 def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path):
-    from sr_pipeline.sr.config import DownsamplerConfig, PairedFitConfig
+    from sr_pipeline.sr.train.profile import DownsamplerConfig, PairedFitConfig
 
     profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
                                                          noise_model="camera"),
@@ -159,7 +159,7 @@ def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path)
 
 
 def test_without_fit_pairs_the_paired_settings_change_nothing(tmp_path):
-    from sr_pipeline.sr.config import PairedFitConfig
+    from sr_pipeline.sr.train.profile import PairedFitConfig
 
     teacher = make_teacher(tmp_path)
     plain = tc.train_colearn(tiny_profile(), teacher, photos(), field_lr(), tmp_path / "r1", *outs(tmp_path, "v1"))

@@ -33,7 +33,7 @@ from deploy_fixtures import (REPO_ROOT, child_env, pg_database, pg_home, start_g
                              stop_group, write_home)
 from sr_pipeline.definitions import build_definitions
 from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
-from sr_pipeline.sr.imageops import to_tensor, to_uint8, upsample
+from sr_pipeline.sr.images.tensors import to_tensor, to_uint8, upsample
 from sr_pipeline.storage import store
 from sr_pipeline.evaluation.calibration import read_gate_record
 from sr_pipeline.storage.registry import challenger_dir, promoted_student_dir

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sr_pipeline.sr.config import Profile
+from sr_pipeline.sr.train.profile import Profile
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "cameras.yaml")
@@ -58,7 +58,7 @@ def test_a_preset_changes_only_loss_weights_or_its_own_teacher(path):
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
 def test_each_shipped_camera_model_choice_fits_each_profile(path):
     """configs/cameras.yaml's per-camera camera_model choices must train with whichever profile is chosen."""
-    from sr_pipeline.intake.cameras import CameraRole, load_registry
+    from sr_pipeline.common.cameras import CameraRole, load_registry
 
     registry = load_registry(REPO / "configs" / "cameras.yaml")
     profile = Profile.from_yaml(path)
@@ -71,7 +71,7 @@ def test_each_shipped_camera_model_choice_fits_each_profile(path):
 
 
 def test_a_camera_choice_overrides_only_the_camera_model():
-    from sr_pipeline.sr.config import ProfileError
+    from sr_pipeline.sr.train.profile import ProfileError
 
     demo = Profile.from_yaml(REPO / "configs" / "cpu-demo.yaml")
     assert demo.for_camera("cam", {}) is demo and demo.for_camera("cam", None) is demo

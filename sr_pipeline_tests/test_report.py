@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_pipeline.sr import report
-from sr_pipeline.sr.pairs import Pair
-from sr_pipeline.sr.scoring import score_pairs
+from sr_pipeline.evaluation import report_page as report
+from sr_pipeline.sr.data.pairs import Pair
+from sr_pipeline.sr.judge.scoring import score_pairs
 
 
 class FakeLPIPS:

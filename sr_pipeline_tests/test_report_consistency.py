@@ -16,8 +16,8 @@ import pytest
 from conftest import encode, pixels
 from test_report import make_scores, make_summary
 from sr_pipeline.evaluation.archive_consistency import archive_consistency, archived_batches
-from sr_pipeline.sr import report
-from sr_pipeline.sr.consistency_report import ArchiveConsistency, section_html
+from sr_pipeline.evaluation import report_page as report
+from sr_pipeline.evaluation.consistency_page import ArchiveConsistency, section_html
 
 DAY = date(2026, 3, 4)
 TZ = "Europe/Berlin"
@@ -223,7 +223,9 @@ def test_run_evaluation_puts_the_archive_section_in_the_report_folder(archive, r
     from sr_pipeline.evaluation import calibration as ev
     from test_evaluation import STRICT, FakeLPIPS, add_pairs, save_sr
 
-    monkeypatch.setenv(ev.PLANT_TZ_ENV, TZ)
+    from sr_pipeline.common.clock import PLANT_TZ_ENV
+
+    monkeypatch.setenv(PLANT_TZ_ENV, TZ)
     add_pairs(archive, registry, tmp_path, [1, 2], "calib-1")
     out = ev.run_evaluation(archive, save_sr(archive, "teacher", "t1"), save_sr(archive, "student", "s1"), None, None,
                             DAY, STRICT, lpips=FakeLPIPS(), device="cpu")

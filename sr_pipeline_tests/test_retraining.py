@@ -9,7 +9,7 @@ from dagster import DagsterInstance, build_sensor_context
 from conftest import encode, pixels
 from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
 from sr_pipeline.defs.retraining import retraining_sensor
-from sr_pipeline.intake.cameras import CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage import store
 from sr_pipeline.training.retraining import retraining_decisions
@@ -31,7 +31,7 @@ def two_cameras(tmp_path):
 
 @pytest.fixture
 def reg(two_cameras):
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     return load_registry(two_cameras)
 
@@ -151,7 +151,7 @@ def test_registry_rejects_a_bad_fallback_camera():
 
 
 def test_registry_keeps_camera_model_choices_to_field_cameras():
-    from sr_pipeline.intake.cameras import CameraRegistry
+    from sr_pipeline.common.cameras import CameraRegistry
 
     base = {"ref_cam": {"role": "hr_reference"}}
     registry = CameraRegistry.model_validate({"cameras": base | {"a": {"role": "field_lr",

@@ -13,8 +13,8 @@ from PIL import Image
 
 from sr_pipeline.evaluation import commands
 from sr_pipeline.evaluation.commands import evaluate_pairs
-from sr_pipeline.sr import pairs as ev
-from sr_pipeline.sr.metrics import psnr_y, ssim_y
+from sr_pipeline.sr.data import pairs as ev
+from sr_pipeline.sr.judge.metrics import psnr_y, ssim_y
 
 
 def write_pairs(root: Path, count: int = 2, size: int = 48) -> Path:

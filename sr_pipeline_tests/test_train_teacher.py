@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import photos
-from sr_pipeline.sr.checkpoints import load_sr_model
-from sr_pipeline.sr.config import DiffusionConfig, NetConfig, OptimConfig, Profile
-from sr_pipeline.sr.imageops import downsample
-from sr_pipeline.sr.stages import teacher as tt
-from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, saved_record
-from sr_pipeline.sr.training import TrainingDiverged
+from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.train.profile import DiffusionConfig, NetConfig, OptimConfig, Profile
+from sr_pipeline.sr.images.tensors import downsample
+from sr_pipeline.sr.train.stages import teacher as tt
+from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, saved_record
+from sr_pipeline.sr.train.shared import TrainingDiverged
 
 TINY_NET = NetConfig(block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
 

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import photos
-from sr_pipeline.sr.config import OptimConfig, Profile
-from sr_pipeline.sr.stages.base import ModelOutput, Stage
-from sr_pipeline.sr.trainer import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
-from sr_pipeline.sr.training import EMA, TrainingDiverged, check_finite
+from sr_pipeline.sr.train.profile import OptimConfig, Profile
+from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
+from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
+from sr_pipeline.sr.train.shared import EMA, TrainingDiverged, check_finite
 
 SR = Path(__file__).resolve().parents[1] / "sr_pipeline" / "sr"
 
@@ -197,7 +197,7 @@ def test_ema_warmup_two_is_a_running_mean_until_the_decay_caps_it():
 def test_the_teacher_folder_holds_the_ema_weights(tmp_path):
     from test_train_teacher import tiny_profile
 
-    from sr_pipeline.sr.stages.teacher import TeacherStage
+    from sr_pipeline.sr.train.stages.teacher import TeacherStage
 
     stage = TeacherStage(tiny_profile(steps=3, ema_decay=0.5), photos(), tmp_path / "teacher" / "v1")
     result = run_stage(stage, tmp_path / "run")
@@ -220,6 +220,6 @@ def test_the_training_core_knows_nothing_of_storage_or_dagster(path):
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         # storage.atomic is the one shared leaf (docs/architecture.md; test_architecture.py checks every layer)
-        assert not [n for n in names if n.startswith(FORBIDDEN) and n != "sr_pipeline.storage.atomic"], \
+        assert not [n for n in names if n.startswith(FORBIDDEN) and n != "sr_pipeline.common.atomic"], \
             f"{path.name} imports {names}"
     assert not [a for a in ASSET_NAMES if a in source]

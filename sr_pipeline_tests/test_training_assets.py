@@ -63,7 +63,7 @@ def cameras_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ingested(layout, cameras_file, tmp_path):
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
 
     registry = load_registry(cameras_file)
     src = tmp_path / "uploads"

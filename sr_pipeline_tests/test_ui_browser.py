@@ -35,7 +35,7 @@ from sr_pipeline.defs.partitions import field_cameras
 from sr_pipeline.defs.promotion_events import report_promotion
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import find_student, promote_version
-from sr_pipeline.sr.checkpoints import model_version
+from sr_pipeline.sr.models.checkpoints import model_version
 from sr_pipeline.storage.layout import DataLayout
 from test_evaluation import add_pairs, save_downsampler, save_sr
 

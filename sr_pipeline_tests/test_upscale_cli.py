@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import tiny_sr_model
 from sr_pipeline.cli import main
-from sr_pipeline.sr.image_io import png_text
+from sr_pipeline.sr.images.png_stream import png_text
 from sr_pipeline.storage.layout import DataLayout
 
 FAST = ["--tile", "16", "--overlap", "4"]

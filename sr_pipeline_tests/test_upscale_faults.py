@@ -75,8 +75,8 @@ def test_absurd_magnitudes_are_refused_before_the_model_loads(tmp_path, capsys, 
 
 
 def test_the_memory_planner_finishes_at_once_for_any_batch(student_dir):
-    from sr_pipeline.sr.checkpoints import load_sr_model
-    from sr_pipeline.sr.infer import TileSettings, Upscaler
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+    from sr_pipeline.sr.serve.upscaler import TileSettings, Upscaler
 
     model = load_sr_model(student_dir, "cpu")
     for budget in (256 * 2**20, 2**30):
@@ -113,7 +113,7 @@ def test_a_non_finite_output_is_never_published(tmp_path, capsys):
 def test_a_flat_output_of_a_textured_input_is_never_published(tmp_path, capsys, student_dir, monkeypatch):
     import torch
 
-    from sr_pipeline.sr.infer import Upscaler
+    from sr_pipeline.sr.serve.upscaler import Upscaler
 
     monkeypatch.setattr(Upscaler, "run_tiles", lambda self, lr, noise=None: torch.zeros(
         lr.shape[0], 3, lr.shape[2] * self.scale, lr.shape[3] * self.scale))

@@ -3,7 +3,7 @@
 import pytest
 
 from sr_pipeline.evaluation.gate import GateThresholds, challenge
-from sr_pipeline.sr.wording import compare, model_label
+from sr_pipeline.sr.judge.wording import compare, model_label
 
 
 @pytest.mark.parametrize("ours, theirs", [

@@ -20,7 +20,7 @@ archive has its own job (``archive_<camera>_job``, which the upload sensor reque
 ingested): a job holds assets of one partitions definition only. The work is in
 :mod:`sr_pipeline.serving.archive`; torch is imported only when a run upscales.
 
-Each output's consistency verdict (``ok`` / ``check``, issue 12) is in the manifest; a partition's
+Each output's consistency verdict (``ok`` / ``check``) is in the manifest; a partition's
 metadata shows how many outputs were flagged and which, and the ``archive_flagged_share`` check
 (one per archive asset) warns (never blocks) when the flagged share of a batch exceeds ``max_flagged_share`` (default 5 %,
 env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).
@@ -33,11 +33,12 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
-from sr_pipeline.checks import ENV_SETTINGS
+from sr_pipeline.common.env_settings import ENV_SETTINGS
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import camera_batches
 from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole
+from sr_pipeline.sr.serve.tiles import TileSettings
 from sr_pipeline.storage.versions import fingerprint
 
 ARCHIVE = "upscaled_archive"
@@ -49,9 +50,13 @@ DEFAULT_MAX_FLAGGED_SHARE = "0.05"
 class ArchiveConfig(dg.Config):
     """Tiling and device of the archive's upscaling (run config of each ``upscaled_archive/<camera>``)."""
 
-    tile: int = Field(128, ge=8, description="LR tile side in pixels")
-    overlap: int = Field(16, ge=0, description="LR pixels shared by neighbouring tiles")
-    tile_batch: int = Field(4, ge=1, description="tiles per network call (lowered to fit the memory budget)")
+    tile: int = Field(TileSettings.tile, ge=8, description="LR tile side in pixels")
+    overlap: int = Field(TileSettings.overlap, ge=0, description="LR pixels shared by neighbouring tiles")
+    tile_batch: int = Field(TileSettings.batch, ge=1,
+                            description="tiles per network call (lowered to fit the memory budget)")
+
+    def tiles(self) -> TileSettings:
+        return TileSettings(tile=self.tile, overlap=self.overlap, batch=self.tile_batch)
     device: str = Field("auto", description="auto, cpu or cuda")
     memory_budget_gib: float = Field(4.0, gt=0, description="peak memory budget per image")
     compress_level: int = Field(6, ge=0, le=9, description="PNG zlib level")
@@ -196,7 +201,7 @@ def _archive_batch(context: dg.AssetExecutionContext, config: ArchiveConfig, sto
                    camera: str) -> dg.MaterializeResult:
     from sr_pipeline.evaluation.promotion import no_student_message, served_student
     from sr_pipeline.serving.archive import archive_batch, batch_field_cameras, flagged, preview_strip
-    from sr_pipeline.sr.figures import png_markdown
+    from sr_pipeline.sr.images.figures import png_markdown
 
     layout = storage.layout()
     registry = storage.registry()
@@ -226,7 +231,7 @@ def _archive_batch(context: dg.AssetExecutionContext, config: ArchiveConfig, sto
     context.log.info(f"archiving batch {batch} of field camera {camera} with student {model_dir}")
     try:
         result = archive_batch(
-            layout, batch, model_dir, tile=config.tile, overlap=config.overlap, tile_batch=config.tile_batch,
+            layout, batch, model_dir, tiles=config.tiles(),
             device=config.device, memory_budget=int(config.memory_budget_gib * 2**30),
             compress_level=config.compress_level, log=context.log.info,
         )

@@ -46,7 +46,7 @@ def materialized_path(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
 
 def _env_float(name: str) -> float:
     """A numeric setting through the shared validator (its default and bounds are stated there)."""
-    from sr_pipeline.checks import ENV_SETTINGS
+    from sr_pipeline.common.env_settings import ENV_SETTINGS
 
     return float(ENV_SETTINGS[name]())
 
@@ -113,7 +113,7 @@ def _check_metadata(values: dict) -> dict:
 def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage, gate: GateSettings):
     from sr_pipeline.evaluation.calibration import evaluate_gate
     from sr_pipeline.evaluation.promotion import reference_student
-    from sr_pipeline.sr.checkpoints import model_version
+    from sr_pipeline.sr.models.checkpoints import model_version
 
     if not context.has_partition_key:
         raise dg.Failure("promotion_gate judges one field camera's student: run it with co_trained_student's "
@@ -163,9 +163,9 @@ def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
 def _report_metadata(outcome, data_root: Path) -> dict:
     """The report's metadata: a manager's page, so models by readable name and paths under the data root."""
     from sr_pipeline.evaluation.calibration import data_relative
-    from sr_pipeline.sr.figures import png_markdown
-    from sr_pipeline.sr.report import gains
-    from sr_pipeline.sr.scoring import metrics
+    from sr_pipeline.sr.images.figures import png_markdown
+    from sr_pipeline.evaluation.report_page import gains
+    from sr_pipeline.sr.judge.scoring import metrics
 
     s = outcome.summary
     g = gains(s)
@@ -204,7 +204,7 @@ def _report_metadata(outcome, data_root: Path) -> dict:
 
 def _name_and_folder(summary: dict, role: str, data_root: Path) -> str:
     from sr_pipeline.evaluation.calibration import data_relative
-    from sr_pipeline.sr.report import model_name
+    from sr_pipeline.evaluation.report_page import model_name
 
     info = summary["models"][role]
     return f"{model_name(summary, role)} ({info.get('folder') or data_relative(info['path'], data_root)})"
@@ -224,10 +224,11 @@ def _name_and_folder(summary: dict, role: str, data_root: Path) -> str:
 )
 def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str, co_trained_student: str,
                       learned_downsampler: str, storage: PlantStorage, gate: GateSettings) -> dg.Output[str]:
-    from sr_pipeline.evaluation.calibration import plant_today, run_evaluation
+    from sr_pipeline.common.clock import plant_today
+    from sr_pipeline.evaluation.calibration import run_evaluation
     from sr_pipeline.evaluation.promotion import reference_student
-    from sr_pipeline.sr.checkpoints import model_version
-    from sr_pipeline.sr.pairs import EvaluationError
+    from sr_pipeline.sr.models.checkpoints import model_version
+    from sr_pipeline.sr.data.pairs import EvaluationError
 
     layout = storage.layout()
     camera = context.partition_key

@@ -23,7 +23,7 @@ from dagster import (
 
 from sr_pipeline.storage import store
 from sr_pipeline.defs.partitions import add_field_camera_partitions, upload_batches
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.intake.ingest import IngestSummary, ingest_batch
 from sr_pipeline.storage.layout import DataLayout

@@ -9,8 +9,8 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from sr_pipeline.checks import ENV_SETTINGS
-from sr_pipeline.intake.cameras import CameraRegistry, default_cameras_file, load_registry
+from sr_pipeline.common.env_settings import ENV_SETTINGS
+from sr_pipeline.common.cameras import CameraRegistry, default_cameras_file, load_registry
 from sr_pipeline.storage.layout import DataLayout, default_data_root
 
 

@@ -45,7 +45,7 @@ def build_weekly_evaluation_schedule(timezone: str | None = None,
                                      default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
                                      ) -> dg.ScheduleDefinition:
     """The Monday 06:00 schedule in ``timezone`` (default ``$SR_PIPELINE_PLANT_TZ`` or UTC)."""
-    from sr_pipeline.evaluation.calibration import plant_timezone
+    from sr_pipeline.common.clock import plant_timezone
 
     tz = plant_timezone(timezone).key
 

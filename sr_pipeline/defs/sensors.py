@@ -40,7 +40,7 @@ from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
 from sr_pipeline.defs.partitions import camera_batches, latest_materialization, upload_batches
 from sr_pipeline.defs.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import served_student
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, UnknownCameraError
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole, UnknownCameraError
 from sr_pipeline.intake.uploads import poll_landing, stable_seconds_from_env
 
 INTERVAL_ENV = "SR_PIPELINE_SENSOR_INTERVAL"
@@ -55,7 +55,7 @@ RELOAD = ("field camera {camera} has no archive asset in this code location yet 
 
 def _interval_from_env() -> int:
     """``$SR_PIPELINE_SENSOR_INTERVAL`` through the shared validator (empty, NaN, huge: refused)."""
-    from sr_pipeline.checks import ENV_SETTINGS
+    from sr_pipeline.common.env_settings import ENV_SETTINGS
 
     return ENV_SETTINGS[INTERVAL_ENV]()
 

@@ -15,7 +15,7 @@ import dagster as dg
 
 from sr_pipeline.defs.ingest import raw_plant_images
 from sr_pipeline.defs.partitions import field_cameras
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
 from sr_pipeline.storage.versions import fingerprint, new_version
 
@@ -39,8 +39,8 @@ def training_metadata(model_dir: Path) -> dict:
     """The asset's metadata, from the model folder's training.json (the authoritative record)."""
     import json
 
-    from sr_pipeline.sr.figures import png_markdown
-    from sr_pipeline.sr.plots import curves_png
+    from sr_pipeline.sr.images.figures import png_markdown
+    from sr_pipeline.sr.train.curves import curves_png
 
     info = json.loads((model_dir / "training.json").read_text())
     history = info.get("history") or []
@@ -124,7 +124,7 @@ def teacher_checkpoint(
 def _ensure_challenger(context, training: TrainingSettings, client: dg.PipesSubprocessClient, layout, profile: Path,
                        teacher: str, hr_ids: list[str]) -> Path:
     """The fixed-degradation challenger of this teacher (trained once per teacher, reused by every camera's gate)."""
-    from sr_pipeline.sr.checkpoints import model_version
+    from sr_pipeline.sr.models.checkpoints import model_version
     from sr_pipeline.storage.registry import challenger_dir
 
     out = challenger_dir(layout, model_version(Path(teacher)))
@@ -226,7 +226,7 @@ def co_trained_student_and_downsampler(
 def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
                                 storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
     from sr_pipeline.training.learned_lr import make_lr_sets
-    from sr_pipeline.sr.figures import png_markdown
+    from sr_pipeline.sr.images.figures import png_markdown
 
     result = make_lr_sets(storage.layout(), Path(learned_downsampler), k=lr_sets.variants_per_image,
                           seed=lr_sets.seed)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from sr_pipeline.evaluation.calibration import plant_timezone
+from sr_pipeline.common.clock import plant_timezone
 from sr_pipeline.intake.uploads import batch_key_camera
 from sr_pipeline.serving.archive import batch_field_cameras, manifest_path
-from sr_pipeline.sr.consistency_report import ArchiveConsistency
+from sr_pipeline.evaluation.consistency_page import ArchiveConsistency
 from sr_pipeline.storage import store
 from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked
 from sr_pipeline.storage.layout import DataLayout

@@ -19,16 +19,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from sr_pipeline.evaluation.archive_consistency import archive_consistency
 from sr_pipeline.evaluation.files import finite_json, publish_dir, write_bytes, write_json, write_metrics_parquet
 from sr_pipeline.evaluation.gate import (
     GateDecision,
@@ -40,34 +39,19 @@ from sr_pipeline.evaluation.gate import (
     no_pairs_criteria,
     promotion_reason,
 )
-from sr_pipeline.sr.checkpoints import model_version, read_info
-from sr_pipeline.sr.pairs import EvaluationError, Pair
-from sr_pipeline.sr.scoring import Scores, metrics, model_state
-from sr_pipeline.storage.atomic import temp_dir
+from sr_pipeline.sr.models.checkpoints import model_version, read_info
+from sr_pipeline.sr.data.pairs import EvaluationError, Pair
+from sr_pipeline.sr.judge.scoring import Scores, metrics, model_state
+from sr_pipeline.common.atomic import temp_dir
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import challenger_dir, promotions
 
 if TYPE_CHECKING:
     from sr_pipeline.evaluation.consistency_fit import CalibrationConsistency
 
-PLANT_TZ_ENV = "SR_PIPELINE_PLANT_TZ"
 GATE_FILE = "gate.json"
 CROPS_FILE = "crops.npz"
 KEPT_METHODS = ("bicubic", "candidate", "challenger", "promoted")
-
-
-def plant_timezone(name: str | None = None) -> ZoneInfo:
-    """The plant's time zone: ``name``, else ``$SR_PIPELINE_PLANT_TZ``, else UTC."""
-    name = name or os.environ.get(PLANT_TZ_ENV) or "UTC"
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r} (set {PLANT_TZ_ENV} to an IANA name such as "
-                         "Europe/Berlin)") from exc
-
-
-def plant_today(tz: str | None = None) -> date:
-    return datetime.now(plant_timezone(tz)).date()
 
 
 def split_calibration_pairs(layout: DataLayout, camera: str | None = None, registry: Any = None
@@ -75,7 +59,7 @@ def split_calibration_pairs(layout: DataLayout, camera: str | None = None, regis
     """(fit, gate): the catalog's complete calibration pairs (one field camera's when given) split by each
     camera's ``fit_pairs`` in the camera registry (default: the configured file). Fit pairs pin the camera
     model G in co-learning; only gate pairs judge students."""
-    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.common.cameras import load_registry
     from sr_pipeline.storage.store import calibration_pairs as catalog_pairs
 
     cameras = [camera] if camera is not None else None
@@ -95,7 +79,7 @@ def split_calibration_pairs(layout: DataLayout, camera: str | None = None, regis
 
 def calibration_pairs(layout: DataLayout, camera: str | None = None) -> list[Pair]:
     """The catalog's complete calibration pairs that gate students (one field camera's when given) as
-    :class:`~sr_pipeline.sr.pairs.Pair`: every pair except the fit pairs of the camera registry."""
+    :class:`~sr_pipeline.sr.data.pairs.Pair`: every pair except the fit pairs of the camera registry."""
     return split_calibration_pairs(layout, camera)[1]
 
 
@@ -154,8 +138,8 @@ class _Model:
 
 
 def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Model:
-    from sr_pipeline.sr.checkpoints import load_sr_model
-    from sr_pipeline.sr.infer import Upscaler
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+    from sr_pipeline.sr.serve.upscaler import Upscaler
 
     model = load_sr_model(Path(model_dir), device)
     steps = model.schedule.num_steps if teacher else 1
@@ -169,7 +153,7 @@ def _load(role: str, model_dir: Path, device: str, teacher: bool = False) -> _Mo
 def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reuse: dict[str, None] | None = None,
            kept: Scores | None = None, consistency: CalibrationConsistency | None = None) -> Scores:
     """Score the models; ``consistency`` also measures each of the candidate's outputs."""
-    from sr_pipeline.sr.scoring import score_pairs
+    from sr_pipeline.sr.judge.scoring import score_pairs
 
     watches = {m.role: m.watch for m in models}
 
@@ -187,7 +171,7 @@ def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reus
 def _lpips(lpips: Any, device: str) -> Any:
     if lpips is not None:
         return lpips
-    from sr_pipeline.sr import lpips_weights
+    from sr_pipeline.sr.judge import lpips_weights
 
     return lpips_weights.load_lpips(device)
 
@@ -201,10 +185,10 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
     """
     import torch
 
-    from sr_pipeline.sr.downsampler import load_downsampler
-    from sr_pipeline.sr.imageops import downsample, to_tensor, to_uint8
-    from sr_pipeline.sr.pairs import load_rgb
-    from sr_pipeline.sr.scoring import metric
+    from sr_pipeline.sr.models.downsampler import load_downsampler
+    from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+    from sr_pipeline.sr.data.pairs import load_rgb
+    from sr_pipeline.sr.judge.scoring import metric
 
     if psnr is None:
         psnr_y = metric("psnr_y").fn
@@ -241,7 +225,7 @@ def ensure_consistency(layout: DataLayout, candidate_dir: Path, pairs: list[Pair
     """Fit the candidate's consistency thresholds unless they were fitted on these pairs (the gate's
     scores were reused, so no output was seen): the candidate upscales each pair once more."""
     from sr_pipeline.evaluation.consistency_fit import fitted_on
-    from sr_pipeline.sr.pairs import load_rgb
+    from sr_pipeline.sr.data.pairs import load_rgb
 
     if fitted_on(candidate_dir, key["pairs"]):
         return
@@ -309,7 +293,7 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     calibration pairs of the candidate's field camera (``camera``; every pair when None). Keeps the
     scores and the decision for the report and ``promoted_student``; records nothing in the promotion
     log (the action says what the log allows)."""
-    from sr_pipeline.sr.devices import resolve_device
+    from sr_pipeline.sr.models.devices import resolve_device
 
     version = model_version(candidate_dir)
     pairs = calibration_pairs(layout, camera)
@@ -355,7 +339,7 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
 def fixed_degradation_challenger(layout: DataLayout, candidate_dir: Path) -> Path | None:
     """The fixed-degradation challenger distilled from the candidate's teacher, when one was trained (and the
     candidate is not itself a challenger)."""
-    from sr_pipeline.sr.checkpoints import read_info
+    from sr_pipeline.sr.models.checkpoints import read_info
 
     info = read_info(Path(candidate_dir))
     teacher = (info.get("teacher") or {}).get("version")
@@ -428,9 +412,8 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     one field camera's (``camera``: its calibration pairs, promotions, archive and ``reports/<camera>/``)
     or, without one, every pair's."""
     from sr_pipeline.evaluation.consistency_fit import consistency_summary
-    from sr_pipeline.sr import report
-    from sr_pipeline.sr.devices import device_label, resolve_device
-    from sr_pipeline.evaluation.archive_consistency import archive_consistency  # it imports plant_timezone from here
+    from sr_pipeline.evaluation import report_page as report
+    from sr_pipeline.sr.models.devices import device_label, resolve_device
 
     pairs = calibration_pairs(layout, camera)
     if not pairs:

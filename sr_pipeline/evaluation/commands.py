@@ -16,24 +16,25 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from sr_pipeline.errors import EXIT_USAGE, UsageError, check_model_folder, check_output_folder, one_sentence
+from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_output_folder, one_sentence
+from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
-from sr_pipeline.sr.pairs import EvaluationError, Pair, find_pairs
-from sr_pipeline.sr.scoring import Method
+from sr_pipeline.sr.data.pairs import EvaluationError, Pair, find_pairs
+from sr_pipeline.sr.judge.scoring import Method
 
 
 def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
                    lpips: Any = None, split: str | None = None, crop_border: int | None = None) -> dict[str, Any]:
     """Score bicubic and every method on ``pairs``; write parquet, summary.json and index.html.
 
-    ``lpips`` is an :class:`~sr_pipeline.sr.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
+    ``lpips`` is an :class:`~sr_pipeline.sr.judge.lpips_weights.LPIPSMetric`, an ``Unavailable`` (its
     reason is reported) or None (not computed). ``crop_border``: pixels left out at each border by
     PSNR-Y and SSIM-Y (default ``scale``; 0 is pyiqa's convention). Returns the summary.
     """
     from tqdm import tqdm
 
-    from sr_pipeline.sr.report import render_benchmark_page
-    from sr_pipeline.sr.scoring import score_pairs
+    from sr_pipeline.evaluation.report_page import render_benchmark_page
+    from sr_pipeline.sr.judge.scoring import score_pairs
 
     # one tick per scored output (bicubic included), on a terminal only, like upscale's
     with tqdm(total=len(pairs) * (len(methods) + 1), unit="output", file=sys.stderr, disable=None,
@@ -54,7 +55,7 @@ def evaluate_folder(pairs_dir: Path, out_dir: Path, split: str = "all", scale: i
     """:func:`find_pairs` + :func:`evaluate_pairs`, loading LPIPS-alex unless a metric is given."""
     pairs = find_pairs(pairs_dir, split)
     if lpips is None:
-        from sr_pipeline.sr.lpips_weights import load_lpips
+        from sr_pipeline.sr.judge.lpips_weights import load_lpips
 
         lpips = load_lpips()
     return evaluate_pairs(pairs, dict(extra_methods or {}), scale, out_dir, lpips=lpips, split=split,
@@ -67,8 +68,8 @@ def model_methods(models: list[Path], teacher: Path | None = None, steps: int | 
     """name -> LR->SR callable: each student with 1 step, the teacher with ``steps`` (default T). Each
     model runs at its own start noise, or at each of ``noise_scales`` (names then end in " noise S"),
     and alone, or at each of ``self_ensembles`` (n > 1 adds " x{n} ensemble" to the name)."""
-    from sr_pipeline.sr.checkpoints import load_sr_model, model_version, read_info
-    from sr_pipeline.sr.infer import Upscaler
+    from sr_pipeline.sr.models.checkpoints import load_sr_model, model_version, read_info
+    from sr_pipeline.sr.serve.upscaler import Upscaler
 
     scales: list[float | None] = list(noise_scales) if noise_scales else [None]
     ensembles = list(self_ensembles) if self_ensembles else [1]
@@ -138,7 +139,7 @@ def cli_methods(args: argparse.Namespace, scale: int) -> dict[str, Method]:
     upscales by another factor than ``scale``, is a ``UsageError``."""
     methods = dict(getattr(args, "methods", None) or {})
     if getattr(args, "model", None) or getattr(args, "teacher", None):
-        from sr_pipeline.sr.devices import DeviceUnavailable, resolve_device
+        from sr_pipeline.sr.models.devices import DeviceUnavailable, resolve_device
 
         try:
             device = resolve_device(getattr(args, "device", "auto"))
@@ -160,7 +161,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     :func:`check_evaluate_args`, :func:`check_pairs`) is one sentence on stderr and exit code 2,
     before anything is scored or written.
     """
-    from sr_pipeline.sr.report import text_table
+    from sr_pipeline.evaluation.report_page import text_table
 
     scale, split = getattr(args, "scale", 4), getattr(args, "split", "all") or "all"
     try:
@@ -186,7 +187,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
     promotions log; ``report(entry)`` (the Dagster side passes one) tells the orchestrator and returns
     where it reported, or None."""
     from sr_pipeline.evaluation.promotion import find_student, promote_version
-    from sr_pipeline.sr.checkpoints import CorruptModelInfo
+    from sr_pipeline.sr.models.checkpoints import CorruptModelInfo
     from sr_pipeline.storage.registry import promotions
 
     layout = args.layout

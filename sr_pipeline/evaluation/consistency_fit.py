@@ -1,10 +1,10 @@
-"""Consistency thresholds learned from the plant's calibration pairs, stored with the model (issue 12).
+"""Consistency thresholds learned from the plant's calibration pairs, stored with the model.
 
 While the gate scores a candidate student on the calibration pairs, :class:`CalibrationConsistency`
 sees each of its outputs (the scoring hook, outside the timed region: one camera pass per output, no
 second upscale), measures it against its LR with the candidate's co-trained camera model (bicubic-down
 when it has none), and keeps the LR-sized residual map and the output's true PSNR-Y against the HR.
-From those, :func:`sr_pipeline.sr.consistency.fit_thresholds` fits thresholds per field camera and,
+From those, :func:`sr_pipeline.sr.serve.consistency.fit_thresholds` fits thresholds per field camera and,
 when the camera model is a G, a second set for bicubic-down from the same outputs (``--camera-model
 bicubic`` never borrows G's limits), per field camera (for a
 camera with at least :data:`MIN_CAMERA_PAIRS` pairs; the others use the ``all`` entry, always fitted
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from sr_pipeline.serving.consistency import BICUBIC, co_trained_downsampler, load_check
-from sr_pipeline.sr.checkpoints import model_version
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.models.checkpoints import model_version
+from sr_pipeline.sr.serve.consistency import (
     THRESHOLDS_FILE, BicubicCamera, CalibrationSample, Thresholds, camera_model_kind, fit_thresholds,
     load_thresholds, measure, save_thresholds,
 )
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.common.atomic import atomic_write
 
 ALL = "all"
 MIN_CAMERA_PAIRS = 3  # fewer pairs than this: a camera's own fit would rest on one or two outputs
@@ -59,7 +59,7 @@ class CalibrationConsistency:
         self.second_samples: dict[str, CalibrationSample] = {}
 
     def see(self, image: str, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> None:
-        from sr_pipeline.sr.scoring import metric
+        from sr_pipeline.sr.judge.scoring import metric
 
         true_psnr = float(metric("psnr_y").fn(sr, hr, self.scale))
         for camera, samples in ((self.check.camera, self.samples), (self.second, self.second_samples)):

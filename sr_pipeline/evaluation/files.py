@@ -1,6 +1,6 @@
 """Writing evaluation outputs: strict JSON, the metrics parquet, and publishing a finished folder.
 
-Files go through :func:`sr_pipeline.storage.atomic.atomic_write`, readable by all (reports are
+Files go through :func:`sr_pipeline.common.atomic.atomic_write`, readable by all (reports are
 served as files). A report folder is built under a temp name and renamed into place whole.
 """
 
@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sr_pipeline.sr.scoring import row_columns
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.sr.judge.scoring import row_columns
+from sr_pipeline.common.atomic import atomic_write
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -6,7 +6,7 @@ A candidate passes when
 3. it is not worse than the promoted student beyond the tolerances;
 4. it does not over-sharpen: the median, over the pairs, of its outputs' high-frequency (Laplacian)
    energy over their HR's stays at or below ``max_hf_ratio``. A student that learned to undo a blur
-   the camera does not have invents texture (issue 14 measured 1.35x on real cameras no benchmark
+   the camera does not have invents texture (measured 1.35x on real cameras no benchmark
    tuned on) while it can still beat bicubic on LPIPS; this criterion stops it.
 Which action follows also depends on the promotion log: a student an operator rolled back from
 (``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sr_pipeline.sr.scoring import Metric, metrics
-from sr_pipeline.sr.wording import compare, model_label
+from sr_pipeline.sr.judge.scoring import Metric, metrics
+from sr_pipeline.sr.judge.wording import compare, model_label
 
 CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened")
 BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
@@ -199,7 +199,7 @@ def _versus_promoted(rows, measured: list[Metric], thresholds, reference: str, c
 
 
 def _sharpness(rows, thresholds: GateThresholds, candidate: str) -> Criterion:
-    from sr_pipeline.sr.scoring import metric
+    from sr_pipeline.sr.judge.scoring import metric
 
     m = metric("hf_ratio")
     vals = [r[m.name] for r in rows if r["method"] == candidate and m.name in r]
@@ -242,7 +242,7 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
     """The co-learned ``candidate`` against the fixed-degradation ``challenger`` (rows of methods
     ``candidate`` and ``challenger``): fidelity first, so the higher PSNR-Y wins by more than the PSNR
     tolerance; within it, the lower LPIPS by more than the LPIPS tolerance; a tie keeps the co-learned.
-    The message words the figures by :func:`~sr_pipeline.sr.wording.compare`: a winner with a worse
+    The message words the figures by :func:`~sr_pipeline.sr.judge.wording.compare`: a winner with a worse
     LPIPS is said to trade, not to beat."""
     scores = {role: {"psnr_y": _mean(rows, role, "psnr_y"), "lpips": _mean(rows, role, "lpips")}
               for role in ("candidate", "challenger")}

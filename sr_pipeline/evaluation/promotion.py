@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sr_pipeline.evaluation.gate import choose_action
-from sr_pipeline.intake.cameras import CameraRegistry
-from sr_pipeline.sr.checkpoints import model_version, read_info
+from sr_pipeline.common.cameras import CameraRegistry
+from sr_pipeline.sr.models.checkpoints import model_version, read_info
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import list_models, promoted_student_dir, promotions, record_promotion
 

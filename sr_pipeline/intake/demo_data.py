@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from sr_pipeline.intake.cameras import CameraRole
-from sr_pipeline.sr.image_io import LUMA
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.common.cameras import CameraRole
+from sr_pipeline.sr.images.png_stream import LUMA
+from sr_pipeline.common.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 REF_CAMERA = "ref_cam"

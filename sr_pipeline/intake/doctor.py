@@ -34,8 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
-from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
+from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
+from sr_pipeline.common.cameras import CameraRegistryError, load_registry
 from sr_pipeline.intake.completeness import IncompleteBatch, read_source
 from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, check_batch_key, is_batch_locked, names_path, read_names

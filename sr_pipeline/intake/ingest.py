@@ -39,12 +39,12 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from sr_pipeline.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
+from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.storage import store
 from sr_pipeline.storage.faults import DiskFault, at_step
 from sr_pipeline.intake.completeness import IncompleteBatch, drop_source, missing_names, read_source, record_source
-from sr_pipeline.intake.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
-from sr_pipeline.sr.decode import DecodeLimits, ImageRejected, decode_file
+from sr_pipeline.common.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
+from sr_pipeline.sr.images.decode import DecodeLimits, ImageRejected, decode_file
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.uploads import (
     FILE,
@@ -65,7 +65,7 @@ from sr_pipeline.intake.uploads import (
     scan_tree,
 )
 
-# Reason codes decided here (the decoding ones live in sr_pipeline.sr.decode).
+# Reason codes decided here (the decoding ones live in sr_pipeline.sr.images.decode).
 SYMLINK_REASON = "symlink"
 SPECIAL_FILE = "special_file"
 UNKNOWN_CAMERA = "unknown_camera"

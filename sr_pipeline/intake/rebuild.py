@@ -22,9 +22,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole
 from sr_pipeline.intake.uploads import batch_key_camera
-from sr_pipeline.sr.decode import DecodeLimits
+from sr_pipeline.sr.images.decode import DecodeLimits
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 

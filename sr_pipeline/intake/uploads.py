@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from sr_pipeline.intake.cameras import CameraRegistry
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.common.cameras import CameraRegistry
+from sr_pipeline.common.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 STABLE_SECONDS_ENV = "SR_PIPELINE_STABLE_SECONDS"
@@ -44,7 +44,7 @@ FILE, SYMLINK, SPECIAL = "file", "symlink", "special"
 
 def stable_seconds_from_env() -> float:
     """``$SR_PIPELINE_STABLE_SECONDS`` (default 10); empty, NaN, infinite or over a day is refused."""
-    from sr_pipeline.checks import ENV_SETTINGS
+    from sr_pipeline.common.env_settings import ENV_SETTINGS
 
     return ENV_SETTINGS[STABLE_SECONDS_ENV]()
 

@@ -9,7 +9,7 @@ per archived image (source image id and name, output path relative to the data r
 time) and is replaced atomically at the end of each run. Outputs named by image id by older
 versions are renamed in place when their batch is archived again.
 
-Every output is checked against what its camera recorded while it is written (issue 12): the
+Every output is checked against what its camera recorded while it is written: the
 model's co-trained camera model and the thresholds fitted for the image's field camera
 (:func:`sr_pipeline.serving.consistency.load_check`) give a verdict, ``ok`` or ``check``, with its
 figures, in the PNG's text and in the manifest's ``consistency_*`` columns. A ``check`` output is
@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sr_pipeline.sr.decode import ImageRejected
+from sr_pipeline.sr.images.decode import ImageRejected
+from sr_pipeline.sr.serve.tiles import TileSettings
 from sr_pipeline.storage import store
 from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 
 MANIFEST_NAME = "manifest.parquet"
 FIELD_LR = CameraRole.field_lr
@@ -109,7 +110,7 @@ def output_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
 
 def map_path(layout: DataLayout, batch: str, stem: str, scale: int) -> Path:
     """Where the heat map of a ``check`` output goes."""
-    from sr_pipeline.sr.consistency import MAP_FILE_SUFFIX
+    from sr_pipeline.sr.serve.consistency import MAP_FILE_SUFFIX
 
     return archive_dir(layout, batch) / MAPS_DIR / f"{stem}_x{scale}{MAP_FILE_SUFFIX}"
 
@@ -198,7 +199,7 @@ class _CropKeeper:
 
 def _preview_crops(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The kept crop's bicubic enlargement and the model's output (RGB only)."""
-    from sr_pipeline.sr.pairs import bicubic_upscale
+    from sr_pipeline.sr.data.pairs import bicubic_upscale
 
     if keeper.crop is None or keeper.crop.dtype != np.uint8 or keeper.crop.shape[2] != 3:
         return None
@@ -209,7 +210,7 @@ def _preview_crops(lr: np.ndarray, keeper: _CropKeeper, scale: int) -> tuple[np.
 
 def preview_strip(previews: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes | None:
     """One PNG, a row per preview (left: bicubic, right: model); None without previews."""
-    from sr_pipeline.sr.figures import grid_png
+    from sr_pipeline.sr.images.figures import grid_png
 
     return grid_png([[bicubic, model] for _, bicubic, model in previews], optimize=True)
 
@@ -222,7 +223,7 @@ def _done_record(layout: DataLayout, target: Path, image_id: str, version: str, 
     has a verdict: the caller measures the file)."""
     from sr_pipeline.serving.consistency import stored_consistency
     from sr_pipeline.serving.upscale import output_intact
-    from sr_pipeline.sr.image_io import TEXT_PREFIX, png_text
+    from sr_pipeline.sr.images.png_stream import TEXT_PREFIX, png_text
 
     if not target.is_file() or output_intact(target) is not None:
         return None
@@ -256,17 +257,16 @@ class _Models:
     """The upscaler and the consistency check of the model, loaded on first use (only when there is
     work); a broken model or thresholds file fails the run."""
 
-    def __init__(self, model_dir: Path, scale: int, device: str, tile: int, overlap: int, tile_batch: int,
-                 memory_budget: int | None):
-        self.model_dir, self.scale, self._settings = Path(model_dir), scale, (device, tile, overlap, tile_batch,
-                                                                             memory_budget)
+    def __init__(self, model_dir: Path, scale: int, device: str, tiles: TileSettings, memory_budget: int | None):
+        self.model_dir, self.scale = Path(model_dir), scale
+        self.device, self.tiles, self.memory_budget = device, tiles, memory_budget
 
     def load(self) -> None:
         self.upscaler, self.check  # noqa: B018 (cached on first access)
 
     @cached_property
     def upscaler(self):
-        return _load(self.model_dir, *self._settings)
+        return _load(self.model_dir, self.device, self.tiles, self.memory_budget)
 
     @cached_property
     def check(self):
@@ -283,9 +283,7 @@ def archive_batch(
     batch: str,
     model_dir: Path,
     *,
-    tile: int = 128,
-    overlap: int = 16,
-    tile_batch: int = 4,
+    tiles: TileSettings = TileSettings(),
     device: str = "auto",
     memory_budget: int | None = None,
     compress_level: int = 6,
@@ -297,7 +295,7 @@ def archive_batch(
     ``memory_budget`` in bytes (None: the upscaler's default, 4 GiB). An image that cannot be read or
     written is reported in ``failed``; its previous output, if any, stays listed in the manifest.
     """
-    from sr_pipeline.sr.checkpoints import read_info
+    from sr_pipeline.sr.models.checkpoints import read_info
 
     info = read_info(model_dir)
     version = str(info.get("version", Path(model_dir).name))
@@ -310,7 +308,7 @@ def archive_batch(
         (log or print)(f"{exc}; rebuilding it from the outputs' own records")
         previous = {}
     scale = model_scale(model_dir)
-    models = _Models(model_dir, scale, device, tile, overlap, tile_batch, memory_budget)
+    models = _Models(model_dir, scale, device, tiles, memory_budget)
     records, remeasured = [], 0
     stems = output_stems(images)
     for row in images.itertuples(index=False):
@@ -362,13 +360,13 @@ def archive_batch(
     return result
 
 
-def _load(model_dir: Path, device: str, tile: int, overlap: int, tile_batch: int, memory_budget: int | None):
-    from sr_pipeline.sr.devices import resolve_device
-    from sr_pipeline.sr.infer import DEFAULT_MEMORY_BUDGET, TileSettings, Upscaler
+def _load(model_dir: Path, device: str, tiles: TileSettings, memory_budget: int | None):
+    from sr_pipeline.sr.models.devices import resolve_device
+    from sr_pipeline.sr.serve.upscaler import DEFAULT_MEMORY_BUDGET, Upscaler
 
     device = resolve_device(device)
     return Upscaler.from_dir(Path(model_dir), device=device, steps=1,
-                             tiles=TileSettings(tile=tile, overlap=overlap, batch=tile_batch),
+                             tiles=tiles,
                              memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET)
 
 
@@ -383,8 +381,8 @@ def _verdict_record(layout: DataLayout, batch: str, stem: str, scale: int, found
                     output: Path) -> dict:
     """The manifest's consistency columns of a measured output; writes a ``check`` output's panel (LR,
     the ``output`` file, heat map; and removes a stale one left by an earlier output that was flagged)."""
-    from sr_pipeline.sr.consistency import map_png
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.serve.consistency import map_png
+    from sr_pipeline.sr.images.decode import read_image
 
     path = map_path(layout, batch, stem, scale)
     if found.verdict != CHECK:
@@ -398,7 +396,7 @@ def _measure_file(layout: DataLayout, check, row, target: Path):
     """(consistency, LR colour) of an archived output measured from its file against its source, for
     an output kept without a verdict or without its map; None when either file cannot be read."""
     from sr_pipeline.serving.audit import measure_saved
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.images.decode import read_image
 
     try:
         src = read_image(store.resolve_path(layout, row.stored_path))
@@ -412,9 +410,9 @@ def _upscale_one(layout: DataLayout, models: _Models, row, batch: str, stem: str
     import time
 
     from sr_pipeline.serving.upscale import write_upscaled_png
-    from sr_pipeline.sr.decode import read_image
-    from sr_pipeline.sr.image_io import TEXT_PREFIX
-    from sr_pipeline.sr.infer import provenance_text
+    from sr_pipeline.sr.images.decode import read_image
+    from sr_pipeline.sr.images.png_stream import TEXT_PREFIX
+    from sr_pipeline.sr.serve.upscaler import provenance_text
 
     upscaler, check = models.upscaler, models.check
     t0 = time.perf_counter()

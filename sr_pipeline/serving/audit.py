@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sr_pipeline.errors import UsageError, check_input_file, check_model_folder, check_output_folder
+from sr_pipeline.common.errors import UsageError, check_input_file, check_output_folder
+from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.serving.consistency import BICUBIC, ConsistencyCheck, co_trained_downsampler, load_check
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.serve.consistency import (
     MAP_FILE_SUFFIX, THRESHOLDS_FILE, BicubicCamera, Consistency, LearnedCamera, load_thresholds, map_png,
 )
-from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.sr.images.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
+from sr_pipeline.common.atomic import atomic_write
 
 FEED_ROWS = 256  # SR rows converted to float at a time when measuring a saved file
 _SCALE_SUFFIX = re.compile(r"^(?P<stem>.+)_x(?P<scale>\d+)$")
@@ -66,8 +67,8 @@ def check_camera_id(camera: str | None, model_dir: Path | None, thresholds_file:
     rather than silently judged by the thresholds fitted on all cameras."""
     if camera is None or model_dir is None:
         return
-    from sr_pipeline.intake.cameras import load_registry
-    from sr_pipeline.sr.checkpoints import read_info
+    from sr_pipeline.common.cameras import load_registry
+    from sr_pipeline.sr.models.checkpoints import read_info
 
     try:
         known = set(load_registry().ids())

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sr_pipeline.sr.checkpoints import read_info
-from sr_pipeline.sr.consistency import (
+from sr_pipeline.sr.models.checkpoints import read_info
+from sr_pipeline.sr.serve.consistency import (
     THRESHOLDS_FILE, VERDICTS, Y_WEIGHTS, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera,
     Thresholds, camera_model_kind, load_thresholds, thresholds_for,
 )
-from sr_pipeline.sr.image_io import TEXT_PREFIX
+from sr_pipeline.sr.images.png_stream import TEXT_PREFIX
 
 BICUBIC = "bicubic"
 

@@ -10,7 +10,7 @@
 - Usage errors (a bad number, ``--out`` naming a file, a missing input, an unreadable model folder,
   camera model or thresholds file) are one sentence on stderr and exit code 2, before any output is
   written. Files that cannot be read or written are reported per file and make the exit code 1.
-- Consistency (issue 12): each output is judged against its input while its rows are written (the
+- Consistency: each output is judged against its input while its rows are written (the
   camera model applied to the output should give back the input; verdict ``ok`` / ``check`` in the
   PNG text, the ``--json`` row and the summary); a kept output reports the verdict stored in it.
   ``check`` is not a failure: the exit code stays 0. ``--enforce-consistency`` projects the output
@@ -34,12 +34,13 @@ from sr_pipeline.serving.audit import (
     check_camera_id, check_judge_args, describe_check, load_consistency_check, map_path, measure_saved, write_map,
 )
 from sr_pipeline.serving.consistency import ConsistencyCheck, consistency_text, stored_consistency
-from sr_pipeline.sr.consistency import Camera, Consistency, ConsistencyPass, enforce_consistency
-from sr_pipeline.sr.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
-from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
-from sr_pipeline.sr.infer import NonFiniteOutput, TileSettings, Upscaler, iter_output_rows, provenance_text
-from sr_pipeline.errors import UsageError, check_model_folder, check_output_folder
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.sr.serve.consistency import Camera, Consistency, ConsistencyPass, enforce_consistency
+from sr_pipeline.sr.images.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage
+from sr_pipeline.sr.images.png_stream import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter, png_complete, png_text
+from sr_pipeline.sr.serve.upscaler import NonFiniteOutput, TileSettings, Upscaler, iter_output_rows, provenance_text
+from sr_pipeline.common.errors import UsageError, check_output_folder
+from sr_pipeline.sr.models.checkpoints import check_model_folder
+from sr_pipeline.common.atomic import atomic_write
 
 
 # ---------------------------------------------------------------- writing one output
@@ -290,8 +291,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
-    from sr_pipeline.sr.checkpoints import load_sr_model
-    from sr_pipeline.sr.devices import resolve_device
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+    from sr_pipeline.sr.models.devices import resolve_device
     from sr_pipeline.storage.registry import promoted_student_for
 
     device = resolve_device(args.device)
@@ -352,7 +353,7 @@ def _judged_row(result: Consistency, src: SourceImage, target: Path, args: argpa
 def _kept_consistency(check: ConsistencyCheck, src: SourceImage, target: Path, args: argparse.Namespace) -> dict:
     """A kept output's verdict: the one written into it by the same camera model, else (or when its
     heat map is wanted and missing) measured again from the file."""
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.images.decode import read_image
 
     stored = stored_consistency(png_text(target))
     wanted_map = (None if args.consistency_map is None else
@@ -370,7 +371,7 @@ def _kept_consistency(check: ConsistencyCheck, src: SourceImage, target: Path, a
 def _upscale_one(upscaler: Upscaler, path: Path, target: Path, args: argparse.Namespace,
                  progress: Callable[[int], None], check: ConsistencyCheck | None) -> dict:
     """Upscale one file, or keep its finished output; the row of the report without input/output."""
-    from sr_pipeline.sr.decode import read_image
+    from sr_pipeline.sr.images.decode import read_image
 
     t0 = time.perf_counter()
     src = read_image(path)
@@ -428,7 +429,7 @@ def run_cli(args: argparse.Namespace) -> int:
     A ``check`` verdict is reported and counted, not a failure."""
     from tqdm import tqdm
 
-    from sr_pipeline.sr.decode import probe_size
+    from sr_pipeline.sr.images.decode import probe_size
 
     try:
         check_args(args)

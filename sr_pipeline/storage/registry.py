@@ -23,9 +23,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sr_pipeline.errors import UsageError
-from sr_pipeline.sr.checkpoints import INFO_FILE, CorruptModelInfo, is_model_dir, read_info
-from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.common.errors import UsageError
+from sr_pipeline.sr.models.checkpoints import INFO_FILE, CorruptModelInfo, is_model_dir, read_info
+from sr_pipeline.common.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
 PROMOTIONS_FILE = "promotions.json"

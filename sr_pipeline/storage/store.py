@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from sr_pipeline.storage.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
+from sr_pipeline.common.atomic import atomic_write, fsync_dir  # noqa: F401  (part of the store API)
 from sr_pipeline.storage.checked_parquet import DamagedFile, read_checked, write_checked
 from sr_pipeline.storage.layout import DataLayout
 
@@ -61,7 +61,7 @@ CATALOG_SCHEMA = pa.schema(
         ("outcome", pa.string()),
         ("reason", pa.string()),
         ("notes", pa.string()),
-        # A JPEG upload's encoder settings (sr/jpeg_settings.py, JSON); null for other formats and for
+        # A JPEG upload's encoder settings (sr/images/jpeg_settings.py, JSON); null for other formats and for
         # catalogs written before the column.
         ("jpeg", pa.string()),
     ]
@@ -110,7 +110,7 @@ def put_image(
     """Store an RGB image under its content id. Returns ``(image_id, path, written)``.
 
     ``png_bytes``, when given, must be a PNG of exactly these pixels (the caller's promise, as
-    with :func:`sr_pipeline.sr.decode.canonical_png`); it is written instead of encoding again.
+    with :func:`sr_pipeline.sr.images.decode.canonical_png`); it is written instead of encoding again.
     An image already in the store is not written again (``written`` is False). With
     ``sync_dir=False`` the caller fsyncs the folder later (once per batch, not per image).
     """

@@ -14,7 +14,8 @@ import contextlib
 import os
 import sys
 
-from sr_pipeline.errors import EXIT_USAGE, check_input_file, check_model_folder, check_output_folder, one_sentence
+from sr_pipeline.common.errors import EXIT_USAGE, check_input_file, check_output_folder, one_sentence
+from sr_pipeline.sr.models.checkpoints import check_model_folder
 
 ASSET_KEYS_EXTRA = "asset_keys"
 
@@ -28,8 +29,8 @@ def _pipes_session():
 
 
 def _train(args: argparse.Namespace, report):
-    from sr_pipeline.intake.cameras import load_registry
-    from sr_pipeline.sr.config import Profile
+    from sr_pipeline.common.cameras import load_registry
+    from sr_pipeline.sr.train.profile import Profile
     from sr_pipeline.training import run
 
     profile = Profile.from_yaml(args.config)
@@ -45,7 +46,7 @@ def _train(args: argparse.Namespace, report):
 
 
 def _summary(kind: str, result) -> str:
-    from sr_pipeline.sr.timing import format_breakdown
+    from sr_pipeline.sr.train.timing import format_breakdown
 
     lines = [f"{kind} {result.version}: {result.steps} steps in {result.wall_time_s:.0f} s on {result.device}, "
              f"final loss {result.final_loss:.4g}"]
@@ -79,9 +80,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """The ``train`` handler: ``args.model_kind`` is ``teacher`` or ``colearn``; the data root is ``args.layout``."""
-    from sr_pipeline.intake.cameras import CameraRegistryError, UnknownCameraError
-    from sr_pipeline.sr.config import ProfileError
-    from sr_pipeline.sr.training import format_progress
+    from sr_pipeline.common.cameras import CameraRegistryError, UnknownCameraError
+    from sr_pipeline.sr.train.profile import ProfileError
+    from sr_pipeline.sr.train.shared import format_progress
 
     with _pipes_session() as pipes:
         report = (lambda row: pipes.log.info(format_progress(row))) if pipes else None

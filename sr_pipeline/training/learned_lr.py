@@ -16,7 +16,7 @@ import pyarrow as pa
 from sr_pipeline.storage import store
 from sr_pipeline.storage.checked_parquet import write_checked
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.intake.cameras import CameraRole
+from sr_pipeline.common.cameras import CameraRole
 
 
 @dataclass
@@ -36,9 +36,9 @@ def make_lr_sets(layout: DataLayout, downsampler_dir: Path, k: int = 4, seed: in
     """Generate, store and catalogue K variants per HR reference; figures against the field pool."""
     from PIL import Image
 
-    from sr_pipeline.sr.checkpoints import read_info
-    from sr_pipeline.sr.downsampler import LearnedDownsampler
-    from sr_pipeline.sr.lr_sets import build_lr_sets, preview_grid
+    from sr_pipeline.sr.models.checkpoints import read_info
+    from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+    from sr_pipeline.sr.data.lr_sets import build_lr_sets, preview_grid
 
     info = read_info(downsampler_dir)
     version = info.get("version", Path(downsampler_dir).name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole
 from sr_pipeline.storage import store
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import newest_info

@@ -1,6 +1,6 @@
 """The catalog side of training: which images, which teacher, which folders and versions.
 
-The ML core (:mod:`sr_pipeline.sr.stages`) trains on arrays it is given into folders it is given;
+The ML core (:mod:`sr_pipeline.sr.train.stages`) trains on arrays it is given into folders it is given;
 this module reads the accepted images from the catalog (co-learning: one field camera's, see
 :func:`field_camera_images`), picks ``layout.model_dir(kind, version)`` with a new version and the
 run folder ``layout.run_dir(kind, profile name[-camera])`` unless the caller chose them, finds the
@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from sr_pipeline.sr.config import Profile
-from sr_pipeline.sr.jpeg_settings import JpegSettings, common_settings
+from sr_pipeline.sr.train.profile import Profile
+from sr_pipeline.sr.images.jpeg_settings import JpegSettings, common_settings
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import challenger_dir, newest_teacher
 from sr_pipeline.storage.store import list_images, load_image
 from sr_pipeline.storage.versions import new_version
-from sr_pipeline.intake.cameras import CameraRegistry, CameraRole, load_registry
+from sr_pipeline.common.cameras import CameraRegistry, CameraRole, load_registry
 
 
 def catalog_images(layout: DataLayout, role: str, camera: str | None = None) -> tuple[list[np.ndarray], list[str]]:
@@ -86,7 +86,7 @@ def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegi
     """A field camera's fit pairs (HR, registered LR) and their names: the calibration pairs its registry
     entry's ``fit_pairs`` declares for fitting its camera model (never the ones that gate its student)."""
     from sr_pipeline.evaluation.calibration import split_calibration_pairs
-    from sr_pipeline.sr.pairs import load_rgb
+    from sr_pipeline.sr.data.pairs import load_rgb
 
     fit, _ = split_calibration_pairs(layout, camera, registry)
     return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit], [p.name for p in fit]
@@ -106,7 +106,7 @@ def train_teacher_from_catalog(layout: DataLayout, profile: Profile, *, out: Pat
                                run_dir: Path | None = None, resume: bool = False,
                                report: Callable[[dict], None] | None = None):
     """Train the teacher on every HR reference in the catalog (``TrainResult``, None on other processes)."""
-    from sr_pipeline.sr.stages.teacher import train_teacher
+    from sr_pipeline.sr.train.stages.teacher import train_teacher
 
     images, ids = catalog_images(layout, CameraRole.hr_reference)
     if not images:
@@ -137,7 +137,7 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
     (default: the newest) on the catalog's HR references and that camera's field LR images, with the
     camera's own ``camera_model`` choices from the registry over the profile's and its fit pairs, if it
     declares any, pinning its camera model."""
-    from sr_pipeline.sr.stages.colearn import train_colearn
+    from sr_pipeline.sr.train.stages.colearn import train_colearn
 
     registry = registry if registry is not None else load_registry()
     teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
@@ -165,8 +165,8 @@ def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teach
     the profile's student with bicubic degradation and no camera model, one per teacher, which the
     promotion gate holds every camera's co-learned student against. Default folder:
     ``models/student/fixed-<teacher version>``."""
-    from sr_pipeline.sr.checkpoints import model_version
-    from sr_pipeline.sr.stages.colearn import train_colearn
+    from sr_pipeline.sr.models.checkpoints import model_version
+    from sr_pipeline.sr.train.stages.colearn import train_colearn
 
     teacher, hr, hr_ids = _teacher_and_references(layout, teacher)
     fixed = profile.fixed_degradation_challenger()

@@ -1,0 +1,89 @@
+"""How the project words a comparison of two sets of figures and names a model, in one place.
+
+The rule: one side is "better" only when no figure is worse beyond its tolerance (the promotion
+gate's: 0.05 dB PSNR-Y, 0.005 LPIPS by default) and at least one is better beyond it; when one
+figure is better and another worse, the sentence names the trade ("+1.24 dB PSNR-Y, 0.023 worse
+LPIPS") and never says better, beat or won. The report, the gate's messages and the logs all word
+comparisons through :func:`compare`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from sr_pipeline.sr.judge.scoring import metric
+
+DEFAULT_TOLERANCES = {"psnr_y": 0.05, "lpips": 0.005}
+_VERSION = re.compile(r"^(?:(?P<tag>[a-z]+)-)?(?P<date>\d{8})T\d{6}Z-(?P<id>[0-9a-f]{6})")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare`: ``verdict`` is better, worse, trade or level (for the first
+    side); ``parts`` the per-figure phrases, in the order the figures were given."""
+
+    verdict: str
+    parts: tuple[str, ...]
+    better: tuple[str, ...]  # metric names better beyond their tolerance
+    worse: tuple[str, ...]  # metric names worse beyond their tolerance
+
+    @property
+    def figures(self) -> str:
+        """The per-figure differences, e.g. ``+1.24 dB PSNR-Y, 0.023 worse LPIPS``."""
+        return ", ".join(self.parts)
+
+    def sentence(self, subject: str, other: str) -> str:
+        """``subject`` against ``other`` in one clause, without a final full stop."""
+        if self.verdict == "better":
+            return f"{subject} is better than {other} ({self.figures})"
+        if self.verdict == "worse":
+            return f"{subject} is worse than {other} ({self.figures})"
+        if self.verdict == "trade":
+            return f"{subject} trades against {other}: {self.figures}"
+        return f"{subject} and {other} are level within the gate's tolerances ({self.figures})"
+
+
+def _phrase(name: str, delta_good: float, value: float, ref: float, tol: float) -> str:
+    m = metric(name)
+    digits = m.digits if name != "lpips" else 3
+    if abs(delta_good) <= tol:
+        return f"{m.label} level ({m.text(value)} against {m.text(ref)})"
+    if m.unit:  # a signed difference in the unit reads naturally: +1.24 dB PSNR-Y
+        return f"{value - ref:+.{digits}f} {m.unit} {m.label}"
+    return f"{abs(value - ref):.{digits}f} {'better' if delta_good > 0 else 'worse'} {m.label}"
+
+
+def compare(ours: dict[str, float | None], theirs: dict[str, float | None],
+            tolerances: dict[str, float] | None = None) -> Comparison:
+    """Compare figures by metric name (registry names: ``psnr_y``, ``lpips``, ...). A figure missing
+    or not finite on either side is left out. ``tolerances`` (default: the gate's) per metric name."""
+    tol = DEFAULT_TOLERANCES | (tolerances or {})
+    parts, better, worse = [], [], []
+    for name, value in ours.items():
+        ref = theirs.get(name)
+        if value is None or ref is None or not (math.isfinite(value) and math.isfinite(ref)):
+            continue
+        delta = value - ref if metric(name).higher_is_better else ref - value
+        t = tol.get(name, 0.0)
+        parts.append(_phrase(name, delta, value, ref, t))
+        if delta > t:
+            better.append(name)
+        elif delta < -t:
+            worse.append(name)
+    verdict = ("trade" if better and worse else "better" if better else "worse" if worse else "level")
+    return Comparison(verdict, tuple(parts), tuple(better), tuple(worse))
+
+
+def model_label(version: str | None, role: str = "student", camera: str | None = None) -> str:
+    """A readable model name: role, camera, training date and short id, e.g. ``student of field_cam
+    trained 2026-12-07 (ffd79b)``; a version of another form is kept as it is."""
+    if not version:
+        return role
+    found = _VERSION.match(str(version))
+    owner = f" of {camera}" if camera else ""
+    if not found:
+        return f"{role}{owner} {version}"
+    d = found["date"]
+    return f"{role}{owner} trained {d[:4]}-{d[4:6]}-{d[6:]} ({found['id']})"

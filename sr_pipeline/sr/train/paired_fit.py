@@ -1,0 +1,167 @@
+"""Pin the camera model G with a few registered pairs of its field camera (HR and real LR of one scene).
+
+Unpaired matching of G(HR references) against the field pool cannot tell a blurrier camera from a pool
+of smoother scenes; a registered pair can, because both sides show the same scene. The paired term
+compares G's LR of a pair's HR crop with the pair's real LR crop:
+
+- the low band (``lowpass`` at ``struct_sigma``): geometry, intensity and colour response;
+- the high band of G's LR at eps' = 0: the blur. The camera's noise is zero-mean, so the deterministic
+  LR that best matches the real one carries the camera's blur and no grain;
+- the flat-region noise level (``losses.flat_noise_sigma``) of G's noisy LR against the real LR's, on
+  the same crops, so flat regions are the same regions on both sides; it trains only G's noise part.
+
+``prefit_downsampler`` runs the term alone for a few hundred steps before co-learning (a pinned start);
+co-learning then keeps it with the profile's ``paired`` weight beside the unpaired terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+from sr_pipeline.sr.train.losses import flat_noise_sigma, l1, lowpass
+from sr_pipeline.sr.judge.metrics import laplacian_energy
+
+FitPair = tuple[np.ndarray, np.ndarray]  # (HR uint8 HxWx3, its registered LR uint8 (H/s)x(W/s)x3)
+
+
+def check_fit_pairs(pairs: Sequence[FitPair], scale: int) -> list[FitPair]:
+    """The pairs with each HR cropped to exactly ``scale`` times its LR; ValueError when a pair does not fit."""
+    out = []
+    for i, (hr, lr) in enumerate(pairs):
+        for side in (hr, lr):
+            if side.dtype != np.uint8 or side.ndim != 3 or side.shape[2] != 3:
+                raise ValueError(f"fit pair {i}: expected uint8 HxWx3 images, got {side.dtype} {side.shape}")
+        h, w = lr.shape[:2]
+        if hr.shape[0] < h * scale or hr.shape[1] < w * scale or hr.shape[0] >= (h + 1) * scale \
+                or hr.shape[1] >= (w + 1) * scale:
+            raise ValueError(f"fit pair {i}: HR {hr.shape[1]}x{hr.shape[0]} is not x{scale} its LR {w}x{h}")
+        out.append((np.ascontiguousarray(hr[: h * scale, : w * scale]), lr))
+    if not out:
+        raise ValueError("no fit pairs")
+    return out
+
+
+class PairedCrops:
+    """Aligned random crops of the fit pairs: sample i is a pure function of (seed, i), like sr/data/datasets.py's."""
+
+    salt = 4
+
+    def __init__(self, pairs: Sequence[FitPair], patch: int, scale: int, seed: int = 0):
+        if patch % scale:
+            raise ValueError(f"paired patch {patch} is not a multiple of the scale {scale}")
+        self.pairs, self.patch, self.scale, self.seed = check_fit_pairs(pairs, scale), patch, scale, seed
+
+    def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.salt, index])
+        hr, lr = self.pairs[int(rng.integers(len(self.pairs)))]
+        s = self.scale
+        p = min(self.patch // s, *lr.shape[:2])
+        top, left = int(rng.integers(lr.shape[0] - p + 1)), int(rng.integers(lr.shape[1] - p + 1))
+        lr_crop = lr[top: top + p, left: left + p]
+        hr_crop = hr[top * s: (top + p) * s, left * s: (left + p) * s]
+        k = int(rng.integers(8))  # the same symmetry on both sides keeps them aligned
+        return _tensor(_dihedral(hr_crop, k)), _tensor(_dihedral(lr_crop, k))
+
+    def batch(self, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``index`` of ``size`` samples (HR and LR stacked); pairs smaller than the patch give
+        smaller crops, so one batch uses the smallest side drawn."""
+        samples = [self.sample(index * size + j) for j in range(size)]
+        p = min(y.shape[-1] for _, y in samples)
+        p = min(p, min(y.shape[-2] for _, y in samples))
+        s = self.scale
+        return (torch.stack([x[:, : p * s, : p * s] for x, _ in samples]),
+                torch.stack([y[:, :p, :p] for _, y in samples]))
+
+
+def _dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    from sr_pipeline.sr.data.datasets import dihedral
+
+    return np.ascontiguousarray(dihedral(img, k))
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def paired_terms(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0,
+                 call: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The paired term's parts for one batch of aligned crops: ``low`` and ``high`` (L1 of the low and high
+    bands of G's LR at eps' = 0 against the real LR's; they train G's blur and colour) and, for a
+    camera-model G, ``noise`` (L1 between flat-region noise levels; it trains only G's noise part).
+    ``call``: the module to run G through (a distributed wrapper of ``g``; default ``g`` itself)."""
+    call = call if call is not None else g
+    y_real = y_real.float()
+    det = call(x_hr, None).float()
+    low_det, low_real = lowpass(det, sigma), lowpass(y_real, sigma)
+    terms = {"low": l1(low_det, low_real), "high": l1(det - low_det, y_real - low_real)}
+    if g.config.noise_model == "camera":
+        noise = torch.randn(g.lr_shape(x_hr), device=x_hr.device, dtype=x_hr.dtype)
+        parts = call(x_hr, noise, return_parts=True)
+        view = (parts.lr - parts.noise).detach() + parts.noise  # only the noise level learns from it
+        terms["noise"] = (flat_noise_sigma(view.float(), sigma) - flat_noise_sigma(y_real, sigma)).abs().mean()
+    return terms
+
+
+def paired_loss(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0,
+                noise_weight: float = 1.0, call: torch.nn.Module | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """low + high + noise_weight * noise (``paired_terms``), and the parts."""
+    terms = paired_terms(g, x_hr, y_real, sigma, call)
+    total = terms["low"] + terms["high"] + noise_weight * terms.get("noise", torch.zeros((), device=x_hr.device))
+    return total, terms
+
+
+def prefit_downsampler(g: LearnedDownsampler, crops: PairedCrops, steps: int, lr: float, camera_lr: float,
+                       batch_size: int, sigma: float = 1.0, noise_weight: float = 1.0,
+                       device: torch.device | str = "cpu") -> dict:
+    """Train G alone on the paired term for ``steps`` steps (Adam: its network at ``lr``, its camera
+    parameters at ``camera_lr``), on its own random streams (the global RNG is left as it was), and return
+    what changed: the term's parts on a fixed check batch before and after, and the camera summary."""
+    was_training = g.training
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(crops.seed * 1_000_003 + crops.salt)
+        check = [t.to(device) for t in crops.batch(10**9, max(batch_size, 16))]
+
+        def measure() -> dict[str, float]:
+            g.eval()
+            with torch.no_grad():
+                torch.manual_seed(0)
+                return {k: round(float(v), 6) for k, v in paired_terms(g, *check, sigma).items()}
+
+        before = measure()
+        g.train()
+        groups = [{"params": g.network_parameters(), "lr": lr}] if g.network_parameters() else []
+        if g.camera_parameters():
+            groups.append({"params": g.camera_parameters(), "lr": camera_lr})
+        opt = torch.optim.Adam(groups)
+        for step in range(steps):
+            x, y = (t.to(device) for t in crops.batch(step, batch_size))
+            loss, _ = paired_loss(g, x, y, sigma, noise_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        after = measure()
+    g.train(was_training)
+    return {"steps": steps, "fit_pairs": len(crops.pairs), "terms_before": before, "terms_after": after,
+            "laplacian_ratio": round(paired_laplacian_ratio(g, crops.pairs), 4), "camera": g.camera_summary()}
+
+
+@torch.no_grad()
+def paired_laplacian_ratio(g: LearnedDownsampler, pairs: Sequence[FitPair]) -> float:
+    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0 over that of the real LR."""
+    was_training = g.training
+    g.eval()
+    try:
+        device = next(g.parameters()).device
+        ratios = []
+        for hr, lr in pairs:
+            y = g(_tensor(hr)[None].to(device), None)[0]
+            out = y.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+            ratios.append(laplacian_energy(out) / max(laplacian_energy(lr), 1e-12))
+        return float(np.median(ratios))
+    finally:
+        g.train(was_training)
