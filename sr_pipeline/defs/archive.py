@@ -28,9 +28,9 @@ env ``SR_PIPELINE_ARCHIVE_MAX_FLAGGED_SHARE``).
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
 from sr_pipeline.common.env_settings import ENV_SETTINGS
@@ -115,7 +115,7 @@ class CameraArchive:
     camera: str
     asset: dg.AssetsDefinition
     check: dg.AssetChecksDefinition
-    job: UnresolvedAssetJobDefinition
+    job: Any  # what dg.define_asset_job returns (its class is not part of Dagster's public API)
 
     @property
     def partitions_def(self) -> dg.DynamicPartitionsDefinition:
