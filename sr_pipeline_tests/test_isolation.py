@@ -18,8 +18,8 @@ from sr_pipeline.storage.registry import record_promotion
 
 # the tests that promote by hand (`sr-pipeline promote`, which reports to $DAGSTER_HOME) and list models
 PROMOTING_TESTS = [
-    "sr_pipeline_tests/test_upscale_cli.py::test_promote_by_hand_is_per_field_camera",
-    "sr_pipeline_tests/test_upscale_cli.py::test_models_labels_a_promotion_from_before_cameras_as_standing_for_all",
+    "sr_pipeline_tests/serving/test_upscale_cli.py::test_promote_by_hand_is_per_field_camera",
+    "sr_pipeline_tests/serving/test_upscale_cli.py::test_models_labels_a_promotion_from_before_cameras_as_standing_for_all",
 ]
 
 

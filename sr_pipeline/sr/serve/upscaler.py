@@ -53,7 +53,7 @@ SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)
 _SYMMETRIES = [(False, 0), (True, 0), (False, 1), (True, 1), (False, 2), (True, 2), (False, 3), (True, 3)]
 
 # Memory model constants (bytes), calibrated against measured peak RSS on the CPU with margin
-# (sr_pipeline_tests/test_infer_memory.py checks estimate >= measured).
+# (sr_pipeline_tests/sr/serve/test_infer_memory.py checks estimate >= measured).
 _IO_COPIES = 12  # HR-tile-sized float tensors alive around one network call (up(y), noise, x_t, ...)
 _ENSEMBLE_COPIES = 3  # with self-ensemble: the turned LR and noise, and the running sum
 _NET_WORKING = 6  # activation tensors per UNet level besides its skips (resnet temporaries, concats)

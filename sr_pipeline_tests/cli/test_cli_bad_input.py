@@ -22,7 +22,7 @@ from PIL import Image
 
 from sr_pipeline.cli import build_parser, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Numeric options for which 0 is a meaningful value; every other numeric option refuses it.
 ZERO_OK = {"--seed", "--min-age", "--noise-scale", "--overlap", "--memory-budget"}

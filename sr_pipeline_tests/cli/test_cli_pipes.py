@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import encode, pixels
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import pytest
 
 from sr_pipeline.sr.train.profile import Profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PROFILES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "cameras.yaml")
 
 

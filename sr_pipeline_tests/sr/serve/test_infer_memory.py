@@ -75,7 +75,7 @@ def test_peak_memory_stays_within_the_budget_on_a_large_image(tmp_path):
 
     out = tmp_path / "big_x4.png"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(LR_H), str(LR_W), str(BUDGET), str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == 0, proc.stderr[-2000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     whole_hr_float = (LR_H * 4) * (LR_W * 4) * 3 * 4  # one float accumulator of the whole HR image

@@ -14,7 +14,7 @@ from sr_pipeline.sr.serve.consistency import BicubicCamera, ConsistencyPass, Lea
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from sr_pipeline.cli import main
 from sr_pipeline.serving import upscale as upscale_mod
 
 FAST = ["--tile", "16", "--overlap", "4"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, run_stage, saved_record, saved_states
 from sr_pipeline.sr.train.shared import EMA, TrainingDiverged, check_finite
 
-SR = Path(__file__).resolve().parents[1] / "sr_pipeline" / "sr"
+SR = Path(__file__).resolve().parents[3] / "sr_pipeline" / "sr"
 
 
 class LineStage(Stage):

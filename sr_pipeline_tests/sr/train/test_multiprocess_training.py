@@ -41,7 +41,7 @@ from sr_pipeline.sr.train.loop import UnfinishedRun, latest_state, run_stage, sa
 from sr_pipeline.sr.train.shared import seed_everything
 from sr_pipeline.training.run import catalog_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 BATCH = 2  # per process; the 1-process reference runs 2 * BATCH
 
 # Runs `sr-pipeline` (cli.main, as `-m sr_pipeline.cli` would) in each launched process, logging the

@@ -156,5 +156,5 @@ def test_ingestion_runs_in_its_own_pool_limited_by_dagster_yaml():
     import yaml
 
     assert raw_plant_images.op.pool == "ingest"
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
     assert config["concurrency"]["pools"]["default_limit"] == 1  # the ingest pool has no other limit
