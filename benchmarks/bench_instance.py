@@ -43,7 +43,7 @@ from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 from conftest import REGISTRY_YAML  # noqa: E402
 from deploy_fixtures import _connect, _server_problem, write_home  # noqa: E402
 from sr_pipeline.definitions import build_definitions  # noqa: E402
-from sr_pipeline.defs.resources import PlantStorage, TrainingSettings  # noqa: E402
+from sr_pipeline.defs.plant.resources import PlantStorage, TrainingSettings  # noqa: E402
 from test_postgres import (  # noqa: E402
     CAMERA, CAMERA_JOB, EVALUATION_JOB, INGEST_JOB, SENSOR, TEACHER_JOB, store_cursor, upload_plant_images,
 )

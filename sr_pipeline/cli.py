@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="field camera to promote it for (default: the camera it was trained for; needed for the "
                    "fixed-degradation challenger, which belongs to no camera)")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.defs.promotion_events:promote_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.defs.evaluation.promotion_events:promote_cli"))
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")

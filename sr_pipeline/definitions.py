@@ -2,33 +2,24 @@
 
 Loading it imports no torch (training runs in separate processes), so the UI starts fast. It reads
 the camera registry (``storage.registry()``): each field camera gets its own archive asset, check and
-job (defs/archive.py), so a camera added to cameras.yaml gets them when the code location is reloaded.
+job (defs/archive/assets.py), so a camera added to cameras.yaml gets them when the code location is reloaded.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from sr_pipeline.defs.archive import build_archive_definitions
-from sr_pipeline.defs.evaluation import (
-    GateSettings,
-    evaluation_job,
-    evaluation_report,
-    promoted_student,
-    promotion_gate,
-)
-from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, RetrainSettings, TrainingSettings
-from sr_pipeline.defs.retraining import retraining_sensor
-from sr_pipeline.defs.schedules import calibration_pairs_sensor, weekly_evaluation_schedule
-from sr_pipeline.defs.sensors import build_camera_upload_sensor
-from sr_pipeline.defs.training import (
-    camera_training_job,
-    co_trained_student_and_downsampler,
-    learned_degradation_lr_sets,
-    teacher_checkpoint,
-    teacher_job,
-)
+from sr_pipeline.defs.archive.assets import build_archive_definitions
+from sr_pipeline.defs.evaluation.resources import GateSettings
+from sr_pipeline.defs.evaluation.assets import evaluation_job, evaluation_report, promoted_student, promotion_gate
+from sr_pipeline.defs.intake.assets import ingest_job, raw_plant_images
+from sr_pipeline.defs.training.resources import LRSetSettings, RetrainSettings, TrainingSettings
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.training.sensors import retraining_sensor
+from sr_pipeline.defs.evaluation.sensors import calibration_pairs_sensor
+from sr_pipeline.defs.evaluation.schedules import weekly_evaluation_schedule
+from sr_pipeline.defs.intake.sensors import build_camera_upload_sensor
+from sr_pipeline.defs.training.assets import camera_training_job, co_trained_student_and_downsampler, learned_degradation_lr_sets, teacher_checkpoint, teacher_job
 
 
 def step_values_io_manager(storage: PlantStorage) -> dg.FilesystemIOManager:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sr_pipeline.defs.partitions import add_field_camera_partitions, camera_batches, field_cameras, upload_batches
+from sr_pipeline.defs.plant.partitions import add_field_camera_partitions, camera_batches, field_cameras, upload_batches
 from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.storage.layout import DataLayout
 
@@ -46,8 +46,8 @@ def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, allow_failure: boo
 
 
 def run_demo(layout: DataLayout, instance: dg.DagsterInstance) -> None:
-    from sr_pipeline.defs.archive import archive_job_name
-    from sr_pipeline.defs.resources import PlantStorage
+    from sr_pipeline.defs.archive.assets import archive_job_name
+    from sr_pipeline.defs.plant.resources import PlantStorage
     from sr_pipeline.definitions import build_definitions
     from sr_pipeline.evaluation.promotion import served_student
     from sr_pipeline.intake.demo_data import make_demo_data

@@ -17,7 +17,7 @@ from dagster import DagsterInstance
 from PIL import Image
 
 from sr_pipeline.common.cameras import CameraRegistry
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.storage.layout import DataLayout
 
 REGISTRY_YAML = """\

@@ -12,7 +12,7 @@ import dagster as dg
 
 from conftest import tiny_sr_model
 from deploy_fixtures import REPO_ROOT, child_env
-from sr_pipeline.defs.promotion_events import report_promotion
+from sr_pipeline.defs.evaluation.promotion_events import report_promotion
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.storage.registry import record_promotion
 

@@ -6,7 +6,7 @@ training.json). The promotion log (``models/promotions.json``, :mod:`sr_pipeline
    :func:`promote_after_gate` reads the gate's kept decision for the candidate and records it, unless
    an operator rolled back from this student earlier (never re-promoted automatically);
 2. ``sr-pipeline promote VERSION`` (a rollback or a manual choice): :func:`promote_version` records
-   it, and the command (:mod:`sr_pipeline.defs.promotion_events`) reports a runless materialisation
+   it, and the command (:mod:`sr_pipeline.defs.evaluation.promotion_events`) reports a runless materialisation
    of ``promoted_student`` whose data version is the promoted model's version to the Dagster instance
    of ``$DAGSTER_HOME``, so the UI marks archive partitions made by another student stale.
 The evaluation report only reads the log. :func:`served_student` says which student upscales a

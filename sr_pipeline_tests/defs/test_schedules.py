@@ -11,15 +11,11 @@ import pytest
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
 from conftest import encode, pixels
-from sr_pipeline.defs.evaluation import GateSettings, evaluation_job, evaluation_report, promotion_gate
-from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.defs.schedules import (
-    CAMERA_INPUTS,
-    TEACHER,
-    WEEKLY_CRON,
-    build_weekly_evaluation_schedule,
-    calibration_pairs_sensor,
-)
+from sr_pipeline.defs.evaluation.resources import GateSettings
+from sr_pipeline.defs.evaluation.assets import evaluation_job, evaluation_report, promotion_gate
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.evaluation.schedules import CAMERA_INPUTS, TEACHER, WEEKLY_CRON, build_weekly_evaluation_schedule
+from sr_pipeline.defs.evaluation.sensors import calibration_pairs_sensor
 from sr_pipeline.intake.ingest import ingest_folder
 
 

@@ -9,10 +9,10 @@ import dagster as dg
 from dagster import SensorResult, build_sensor_context, materialize
 
 from sr_pipeline.storage import store
-from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.partitions import upload_batches
-from sr_pipeline.defs.resources import PlantStorage
-from sr_pipeline.defs.sensors import build_camera_upload_sensor
+from sr_pipeline.defs.intake.assets import ingest_job, raw_plant_images
+from sr_pipeline.defs.plant.partitions import upload_batches
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.intake.sensors import build_camera_upload_sensor
 
 T0 = 1_800_000_000.0
 

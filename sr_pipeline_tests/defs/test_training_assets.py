@@ -9,15 +9,10 @@ import dagster as dg
 import pytest
 from dagster import DagsterInstance, materialize
 
-from sr_pipeline.defs.ingest import raw_plant_images
-from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
-from sr_pipeline.defs.training import (
-    GPU_K8S_TAGS,
-    co_trained_student_and_downsampler,
-    learned_degradation_lr_sets,
-    camera_training_job,
-    teacher_checkpoint,
-)
+from sr_pipeline.defs.intake.assets import raw_plant_images
+from sr_pipeline.defs.training.resources import LRSetSettings, TrainingSettings
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.training.assets import GPU_K8S_TAGS, co_trained_student_and_downsampler, learned_degradation_lr_sets, camera_training_job, teacher_checkpoint
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage import store
 from conftest import encode, pixels

@@ -17,7 +17,7 @@ import yaml
 
 from deploy_fixtures import REPO_ROOT, instance_config, require
 from sr_pipeline.definitions import build_definitions
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.plant.resources import PlantStorage
 
 pytestmark = pytest.mark.k8s
 

@@ -32,7 +32,8 @@ from conftest import encode, pixels
 from deploy_fixtures import (REPO_ROOT, child_env, pg_database, pg_home, start_group, step_seconds,  # noqa: F401
                              stop_group, write_home)
 from sr_pipeline.definitions import build_definitions
-from sr_pipeline.defs.resources import PlantStorage, TrainingSettings
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.training.resources import TrainingSettings
 from sr_pipeline.sr.images.tensors import to_tensor, to_uint8, upsample
 from sr_pipeline.storage import store
 from sr_pipeline.evaluation.calibration import read_gate_record

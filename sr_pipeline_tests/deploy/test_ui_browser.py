@@ -31,9 +31,9 @@ from dagster import DagsterInstance, DagsterRunStatus
 from cdp import Page
 from deploy_fixtures import REPO_ROOT, child_env, require, start_group, stop_group, write_home
 from sr_pipeline.definitions import build_definitions, step_values_io_manager
-from sr_pipeline.defs.partitions import field_cameras
-from sr_pipeline.defs.promotion_events import report_promotion
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.plant.partitions import field_cameras
+from sr_pipeline.defs.evaluation.promotion_events import report_promotion
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import find_student, promote_version
 from sr_pipeline.sr.models.checkpoints import model_version
 from sr_pipeline.storage.layout import DataLayout

@@ -27,9 +27,10 @@ from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.commands import promote_cli
 from sr_pipeline.evaluation.gate import CRITERIA, GateThresholds
 from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate, reference_student
-from sr_pipeline.defs.evaluation import GateSettings, evaluation_report, promoted_student, promotion_gate
-from sr_pipeline.defs.partitions import field_cameras
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.evaluation.resources import GateSettings
+from sr_pipeline.defs.evaluation.assets import evaluation_report, promoted_student, promotion_gate
+from sr_pipeline.defs.plant.partitions import field_cameras
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage.registry import promotions, record_promotion
 from sr_pipeline.sr.judge import lpips_weights

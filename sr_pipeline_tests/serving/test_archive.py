@@ -22,10 +22,10 @@ from sr_pipeline.serving.archive import (
     read_manifest,
 )
 from sr_pipeline.definitions import build_definitions
-from sr_pipeline.defs.archive import build_camera_archive
-from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.defs.archive.assets import build_camera_archive
+from sr_pipeline.defs.intake.assets import raw_plant_images
 from sr_pipeline.intake.ingest import ingest_batch
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.storage.registry import record_promotion
 from sr_pipeline.sr.images.png_stream import png_text
 from sr_pipeline.sr.serve.tiles import TileSettings
@@ -306,7 +306,7 @@ def test_promoting_one_cameras_student_leaves_the_other_cameras_archive_fresh(la
     from dagster._core.definitions.partitions.utils import get_builtin_partition_mapping_types
     from dagster._core.loader import LoadingContextForTest
 
-    from sr_pipeline.defs.promotion_events import promote_cli
+    from sr_pipeline.defs.evaluation.promotion_events import promote_cli
 
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(TWO_FIELD_CAMERAS)

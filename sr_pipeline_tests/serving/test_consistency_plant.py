@@ -17,8 +17,8 @@ import dagster as dg
 from dagster import AssetCheckSeverity, materialize
 from PIL import Image, PngImagePlugin
 
-from sr_pipeline.defs.archive import build_camera_archive
-from sr_pipeline.defs.ingest import raw_plant_images
+from sr_pipeline.defs.archive.assets import build_camera_archive
+from sr_pipeline.defs.intake.assets import raw_plant_images
 from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.consistency_fit import (
     ALL, PAIRS_KEY, CalibrationConsistency, consistency_summary, fitted_on, thresholds_path,

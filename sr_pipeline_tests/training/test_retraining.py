@@ -7,8 +7,9 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from conftest import encode, pixels
-from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
-from sr_pipeline.defs.retraining import retraining_sensor
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.training.resources import RetrainSettings
+from sr_pipeline.defs.training.sensors import retraining_sensor
 from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.storage import store

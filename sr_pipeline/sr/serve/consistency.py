@@ -35,7 +35,6 @@ projects an output back towards its input (iterative back-projection through the
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -45,7 +44,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
 from sr_pipeline.sr.images.tensors import downsample, upsample

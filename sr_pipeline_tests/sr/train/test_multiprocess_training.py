@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import encode, photos, pixels, tiny_sr_model
-from sr_pipeline.defs.resources import TrainingSettings
+from sr_pipeline.defs.training.resources import TrainingSettings
 from sr_pipeline.intake.ingest import ingest_folder
 from sr_pipeline.sr.models.checkpoints import load_sr_model
 from sr_pipeline.sr.train.profile import (

@@ -9,9 +9,10 @@ state request at most one run per camera. Manual materialisation always works al
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from sr_pipeline.defs.partitions import field_cameras, missing_field_camera_partitions
-from sr_pipeline.defs.resources import PlantStorage, RetrainSettings
-from sr_pipeline.defs.training import camera_training_job, teacher_job
+from sr_pipeline.defs.plant.partitions import field_cameras, missing_field_camera_partitions
+from sr_pipeline.defs.plant.resources import PlantStorage
+from sr_pipeline.defs.training.resources import RetrainSettings
+from sr_pipeline.defs.training.assets import camera_training_job, teacher_job
 from sr_pipeline.training.retraining import retraining_decisions
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from sr_pipeline.defs.ingest import raw_plant_images
-from sr_pipeline.defs.partitions import field_cameras
+from sr_pipeline.defs.intake.assets import raw_plant_images
+from sr_pipeline.defs.plant.partitions import field_cameras
 from sr_pipeline.common.cameras import CameraRole
-from sr_pipeline.defs.resources import LRSetSettings, PlantStorage, TrainingSettings
+from sr_pipeline.defs.training.resources import LRSetSettings, TrainingSettings
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.storage.versions import fingerprint, new_version
 
 # Every upload batch can hold images of the camera (and HR references): all of them feed each camera's training.

@@ -5,7 +5,7 @@ camera's field LR images through the student that serves the camera.
 so a field camera added to cameras.yaml gets its archive asset at the next code-location reload
 (until then the upload sensor ingests its batches and logs that the archive waits for the reload).
 Each asset is partitioned by its camera's own batches (``upload_batches__<camera>``,
-defs/partitions.py), never by every batch: an HR reference camera's batch or another camera's batch
+defs/plant/partitions.py), never by every batch: an HR reference camera's batch or another camera's batch
 is no partition of it. It depends on ``raw_plant_images`` of the same batch key
 (``IdentityPartitionMapping``) and on ``promoted_student`` of its camera and of the camera's
 ``fallback_camera`` when cameras.yaml sets one (``SpecificPartitionsPartitionMapping``; the promoted
@@ -34,9 +34,9 @@ import dagster as dg
 from pydantic import Field
 
 from sr_pipeline.common.env_settings import ENV_SETTINGS
-from sr_pipeline.defs.ingest import raw_plant_images
-from sr_pipeline.defs.partitions import camera_batches
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.intake.assets import raw_plant_images
+from sr_pipeline.defs.plant.partitions import camera_batches
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.common.cameras import CameraRegistry, CameraRole
 from sr_pipeline.sr.serve.tiles import TileSettings
 from sr_pipeline.storage.versions import fingerprint

@@ -1,7 +1,7 @@
 """The ``raw_plant_images`` asset (one partition per upload batch) and ``ingest_job``, the job the
 upload sensor requests for each batch.
 
-The archive is not part of this job: each field camera's archive asset (defs/archive.py) is
+The archive is not part of this job: each field camera's archive asset (defs/archive/assets.py) is
 partitioned by that camera's batches, and a job holds assets of one partitions definition only, so
 the upload sensor requests the camera's ``archive_<camera>_job`` for the batch in a run of its own once
 this asset's partition is materialised.
@@ -22,9 +22,9 @@ from dagster import (
 )
 
 from sr_pipeline.storage import store
-from sr_pipeline.defs.partitions import add_field_camera_partitions, upload_batches
+from sr_pipeline.defs.plant.partitions import add_field_camera_partitions, upload_batches
 from sr_pipeline.common.cameras import CameraRole
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.intake.ingest import IngestSummary, ingest_batch
 from sr_pipeline.storage.layout import DataLayout
 

@@ -35,10 +35,10 @@ from dagster import (
     sensor,
 )
 
-from sr_pipeline.defs.archive import CameraArchive
-from sr_pipeline.defs.ingest import ingest_job, raw_plant_images
-from sr_pipeline.defs.partitions import camera_batches, latest_materialization, upload_batches
-from sr_pipeline.defs.resources import PlantStorage
+from sr_pipeline.defs.archive.assets import CameraArchive
+from sr_pipeline.defs.intake.assets import ingest_job, raw_plant_images
+from sr_pipeline.defs.plant.partitions import camera_batches, latest_materialization, upload_batches
+from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.evaluation.promotion import served_student
 from sr_pipeline.common.cameras import CameraRegistry, CameraRole, UnknownCameraError
 from sr_pipeline.intake.uploads import poll_landing, stable_seconds_from_env

@@ -1,6 +1,6 @@
 """Partitions: one dynamic partition per upload batch (ingest), one per field camera (co-learning,
 the learned downsampler and LR sets, the gate, promotion and the report), and per field camera one per
-batch of that camera (``upload_batches__<camera>``: that camera's archive asset, defs/archive.py).
+batch of that camera (``upload_batches__<camera>``: that camera's archive asset, defs/archive/assets.py).
 
 A camera's archive has its own batch partitions, not ``upload_batches``: every key of
 ``upload_batches`` would otherwise be a partition of every camera's archive, one that could never be

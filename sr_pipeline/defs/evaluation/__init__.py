@@ -1,0 +1,1 @@
+"""Judging and promoting: the promotion gate, ``promoted_student``, the evaluation report and its weekly schedule, the calibration-pairs sensor, the gate's settings, and promotions made by hand reported to Dagster."""
