@@ -123,3 +123,50 @@ def test_a_corrupt_training_json_elsewhere_does_not_block_a_rollback_with_a_trac
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "tbad" in err and "training.json" in err and "corrupt" in err
     assert not (layout.models / PROMOTIONS_FILE).exists()  # nothing recorded
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["relative", "absolute-from-before"])
+def test_a_moved_data_root_gate_and_report_find_their_teacher_challenger_and_downsampler(layout, registry, tmp_path,
+                                                                                          legacy):
+    from datetime import date
+
+    from test_evaluation import STRICT, FakeLPIPS, add_pairs, save_downsampler, save_sr
+
+    from sr_pipeline.evaluation import calibration as ev
+    from sr_pipeline.evaluation.promotion import promote_after_gate
+    from sr_pipeline.serving.consistency import co_trained_downsampler
+    from sr_pipeline.sr.checkpoints import link_path, recorded_teacher
+
+    add_pairs(layout, registry, tmp_path, [1, 2], "calib-1")
+    co_dir = layout.model_dir("student", "s-co")
+    teacher = save_sr(layout, "teacher", "t1")
+    g = save_downsampler(layout, "s-co")
+    # what co-learning records (sr/stages/colearn.py), or the absolute paths folders from before carried
+    link = (lambda p: str(p.resolve())) if legacy else (lambda p: link_path(p, co_dir))
+    save_sr(layout, "student", "fixed-t1", challenger=True, teacher={"version": "t1", "path": link(teacher)})
+    save_sr(layout, "student", "s-co", camera="field_cam", teacher={"version": "t1", "path": link(teacher)},
+            downsampler=link(g))
+    decision = ev.evaluate_gate(layout, co_dir, None, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    assert decision.challenge is not None  # the challenger took part
+
+    copy = DataLayout(tmp_path / "elsewhere" / "data")
+    shutil.copytree(layout.root, copy.root)
+    shutil.rmtree(layout.root)  # the original is gone: nothing may still be read from it
+    co = copy.model_dir("student", "s-co")
+
+    assert recorded_teacher(co) == copy.model_dir("teacher", "t1")
+    assert co_trained_downsampler(co) == copy.model_dir("downsampler", "s-co")
+    assert ev.fixed_degradation_challenger(copy, co) == copy.model_dir("student", "fixed-t1")
+    done = promote_after_gate(copy, co, "field_cam")  # the gate's kept decision, read in the copy
+    assert done.path.is_relative_to(copy.root.resolve())
+    out = ev.run_evaluation(copy, recorded_teacher(co), co, None, co_trained_downsampler(co), date(2026, 3, 2), STRICT,
+                            lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    models = out.summary["models"]
+    assert {r: m["path"] for r, m in models.items() if m} == {
+        "teacher": "models/teacher/t1", "candidate": "models/student/s-co", "challenger": "models/student/fixed-t1",
+        "downsampler": "models/downsampler/s-co"}
+    assert all(copy.resolve(m["path"]).is_dir() for m in models.values() if m)
+    assert "candidate" in out.reused  # the gate's scores, kept before the move, still count
+    for name in ("summary.json", "index.html"):
+        text = (out.report_dir / name).read_text()
+        assert str(tmp_path) not in text, name  # no machine path in what a manager reads
