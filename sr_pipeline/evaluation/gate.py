@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sr_pipeline.sr.scoring import Metric, metrics
-from sr_pipeline.sr.wording import compare, model_label
+from sr_pipeline.sr.wording import compare, model_label, readable_time
 
 CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened")
 BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
@@ -112,7 +112,7 @@ class GateDecision:
                     "`sr-pipeline promote` records a promotion).")
         if self.action == "already_promoted":
             if self.passed:
-                return (f"The {model_label(version)} has been the promoted model since {self.promoted_since} (the "
+                return (f"The {model_label(version)} has been the promoted model since {readable_time(self.promoted_since)} (the "
                         f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
             return (f"The promoted {model_label(version)} no longer passes the gate ("
                     + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
