@@ -40,6 +40,7 @@ from sr_pipeline.sr.image_io import MODE_CHANNELS, TEXT_PREFIX, PngStreamWriter,
 from sr_pipeline.sr.infer import NonFiniteOutput, TileSettings, Upscaler, iter_output_rows, provenance_text
 from sr_pipeline.errors import UsageError, check_model_folder, check_output_folder
 from sr_pipeline.storage.atomic import atomic_write
+from sr_pipeline.sr.wording import count
 
 
 # ---------------------------------------------------------------- writing one output
@@ -483,6 +484,7 @@ def run_cli(args: argparse.Namespace) -> int:
     elif not pairs:
         print("error: no input images found", file=sys.stderr)
     elif check is not None and not args.no_consistency:
-        print(f"{verdicts['check']} of {succeeded} outputs need a person's look "
+        print(f"{verdicts['check']} of {count(succeeded, 'output')} {'needs' if verdicts['check'] == 1 else 'need'} "
+              "a person's look "
               f"(consistency check)", file=sys.stderr)
     return 1 if counts["failed"] or map_counts["maps_failed"] or not pairs else 0
