@@ -170,3 +170,53 @@ def test_a_moved_data_root_gate_and_report_find_their_teacher_challenger_and_dow
     for name in ("summary.json", "index.html"):
         text = (out.report_dir / name).read_text()
         assert str(tmp_path) not in text, name  # no machine path in what a manager reads
+
+
+def test_models_lists_the_promotion_log_as_its_json_does(layout, capsys):
+    one = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(one), "passed the gate", "field_cam")
+    assert main(["--data", str(layout.root), "models", "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)["promotions"]
+    assert main(["--data", str(layout.root), "models"]) == 0
+    out, err = capsys.readouterr()
+    [line] = [x for x in out.splitlines() if x.startswith("  ")]
+    assert "s1 for field_cam (models/student/s1): passed the gate" in line and str(layout.root) not in out
+    assert line.strip().startswith(entry["promoted_at"][:10]) and "UTC" in line and "T" not in line.split()[1]
+    assert "promotions (1 entry, oldest first" in out and not err
+
+
+def test_a_promotion_whose_folder_is_missing_is_named_alike_by_promote_upscale_and_models(layout, tmp_path, capsys,
+                                                                                          make_image):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
+    # the folder was moved (a hand tidy-up): the log's newest entry for field_cam names nothing
+    shutil.move(layout.model_dir("student", "s1"), layout.model_dir("student", "s1-moved"))
+    img = tmp_path / "a.png"
+    img.write_bytes(make_image(20, 16))
+    upscale = ["--data", str(layout.root), "upscale", str(img), "--out", str(tmp_path / "out"), *FAST]
+    for argv in (upscale, [*upscale, "--camera", "field_cam"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "student s1 is the promoted student for field camera 'field_cam'" in err, err
+        assert "models/student/s1 " in err and "is missing" in err and "promote a student again" in err
+    assert main(["--data", str(layout.root), "models"]) == 0
+    out, err = capsys.readouterr()
+    assert "[folder missing]" in out and "is missing" in err
+    assert promoted_student_dir(layout, "field_cam") is None
+
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 0  # never "already promoted"
+    out = capsys.readouterr().out
+    assert "promoted student s1" in out and "named models/student/s1, which is missing" in out
+    assert promoted_student_dir(layout, "field_cam") == layout.model_dir("student", "s1-moved")
+    assert main(upscale) == 0, capsys.readouterr().err
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 0
+    assert "already the promoted student" in capsys.readouterr().out  # now it is
+
+
+def test_promote_names_a_promoted_student_whose_folder_is_gone(layout, capsys):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
+    shutil.rmtree(layout.model_dir("student", "s1"))
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is missing" in err and "restore the folder" in err

@@ -293,7 +293,7 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
     from sr_pipeline.sr.checkpoints import load_sr_model
     from sr_pipeline.sr.devices import resolve_device
-    from sr_pipeline.storage.registry import promoted_student_for
+    from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promoted_student_for
 
     device = resolve_device(args.device)
     model_dir = args.model
@@ -302,6 +302,9 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
             model_dir = promoted_student_for(args.layout, args.camera)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        missing = missing_promotions(args.layout, args.camera) if model_dir is None else []
+        if missing:  # promoted, but its folder is gone: say so, as `promote` and `models` do
+            raise UsageError(missing_folder_message(args.layout, missing[0]) + "; or pass --model DIR")
         if model_dir is None:
             whose = f" for field camera {args.camera!r}" if args.camera else ""
             raise UsageError(f"no student has been promoted{whose} yet; pass --model DIR")
