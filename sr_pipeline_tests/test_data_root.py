@@ -220,3 +220,28 @@ def test_promote_names_a_promoted_student_whose_folder_is_gone(layout, capsys):
     assert main(["--data", str(layout.root), "promote", "s1"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "is missing" in err and "restore the folder" in err
+
+
+def test_a_data_root_that_does_not_exist_is_refused_by_the_commands_that_only_read_one(tmp_path, capsys):
+    typo = tmp_path / "dta"
+    for argv in (["models"], ["models", "--json"], ["doctor"], ["doctor", "--finish"], ["promote", "s1"]):
+        assert main(["--data", str(typo), *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert not out and f"the data root {typo} does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not typo.exists()  # nothing was created on the way
+
+
+@pytest.mark.parametrize("camera", [[], ["--camera", "field_cam"]], ids=["without-camera", "with-camera"])
+def test_upscale_names_an_unreadable_camera_registry(layout, tmp_path, capsys, make_image, monkeypatch, camera):
+    student = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1",
+                                                                "camera": "field_cam"})
+    record_promotion(layout, "s1", str(student), "gate", "field_cam")
+    broken = tmp_path / "cameras.yaml"
+    broken.write_text("cameras: [unclosed\n")
+    monkeypatch.setenv("SR_PIPELINE_CAMERAS", str(broken))
+    img = tmp_path / "a.png"
+    img.write_bytes(make_image(20, 16))
+    code = main(["--data", str(layout.root), "upscale", str(img), "--out", str(tmp_path / "out"), *camera, *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and str(broken) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -289,6 +289,20 @@ def check_args(args: argparse.Namespace) -> None:
     check_judge_args(args.camera_model, args.consistency_thresholds)
 
 
+def _check_camera_registry() -> None:
+    """The camera registry must be readable before the promoted student is served: a broken one is named
+    (as ``--camera`` names it), never passed over in silence."""
+    from sr_pipeline.errors import one_sentence
+    from sr_pipeline.intake.cameras import CameraRegistryError, load_registry
+
+    try:
+        load_registry()
+    except CameraRegistryError as exc:
+        raise UsageError(f"{one_sentence(exc)}; the promoted student is served per field camera of this registry: "
+                         "fix the file ($SR_PIPELINE_CAMERAS, default configs/cameras.yaml) or pass --model DIR"
+                         ) from None
+
+
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
     from sr_pipeline.sr.checkpoints import load_sr_model
@@ -298,6 +312,7 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
     device = resolve_device(args.device)
     model_dir = args.model
     if model_dir is None:
+        _check_camera_registry()  # with --camera or without: the promoted student is chosen against it
         try:
             model_dir = promoted_student_for(args.layout, args.camera)
         except ValueError as exc:
