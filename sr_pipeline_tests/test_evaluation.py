@@ -301,7 +301,7 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     assert set(cons["cameras"]) == {"all", "field_cam"} and cons["camera_model"] == "G s1"
     assert set(cons["cameras"]["all"]) == {"pairs", "spearman", "worst_calibration", "thresholds", "source"}
     assert "has been the promoted model since" in " ".join(summary["headline"])
-    assert "1 earlier report(s), none with a comparable model" in " ".join(summary["headline"])
+    assert "1 earlier report, none with a comparable model" in " ".join(summary["headline"])
 
     df = pd.read_parquet(out.report_dir / "metrics.parquet")
     assert list(df.columns) == ["method", "image", "psnr_y", "ssim_y", "lpips", "hf_ratio", "ms"] and len(df) == 9
