@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temp files younger than this many seconds are left alone (default 3600)")
     p.add_argument("--cameras", type=PATH, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
-    p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"), reads_data_root=True)
 
     train = sub.add_parser("train", help="train a model (the same command Dagster's training assets launch)")
     train_sub = train.add_subparsers(dest="model_kind", required=True, metavar="KIND")
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list every checkpoint and which student is promoted")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=_handler("sr_pipeline.storage.registry:run_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.storage.registry:run_cli"), reads_data_root=True)
 
     p = sub.add_parser("promote", help="make an existing student the promoted one (rollback: promote the previous version)")
     p.add_argument("version", type=NAME, help="student version as `sr-pipeline models` lists it (or its folder name)")
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="field camera to promote it for (default: the camera it was trained for; needed for the "
                    "fixed-degradation challenger, which belongs to no camera)")
     p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
-    p.set_defaults(func=_handler("sr_pipeline.defs.evaluation.promotion_events:promote_cli"))
+    p.set_defaults(func=_handler("sr_pipeline.defs.evaluation.promotion_events:promote_cli"), reads_data_root=True)
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")
     p.add_argument("--json", action="store_true")
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_environment()
         # Built once here and handed to every command: nothing below reads the data root from the environment.
-        args.layout = DataLayout(_data_root(args.data or default_data_root()))
+        args.layout = DataLayout(_data_root(args.data or default_data_root(), getattr(args, "reads_data_root", False)))
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
         return code
@@ -275,10 +275,17 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_closed()
 
 
-def _data_root(path: Path) -> Path:
+def _data_root(path: Path, must_exist: bool = False) -> Path:
+    """The data root as a resolved folder. A command that only reads one (``must_exist``: models, doctor,
+    promote) refuses a root that does not exist, which is a typing mistake, rather than report it empty;
+    the commands that create one (demo-data, ingest, train, ...) make it."""
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise UsageError(f"the data root {path} is a file; pass a folder with --data (or $SR_PIPELINE_DATA)")
+    if must_exist and not path.exists():
+        raise UsageError(f"the data root {path} does not exist; pass the plant's data folder (the one holding "
+                         "models/ and catalog/) with --data or $SR_PIPELINE_DATA, or create it with "
+                         "`sr-pipeline demo-data` or `sr-pipeline ingest`")
     return path
 
 

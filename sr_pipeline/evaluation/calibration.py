@@ -39,7 +39,7 @@ from sr_pipeline.evaluation.gate import (
     no_pairs_criteria,
     promotion_reason,
 )
-from sr_pipeline.sr.models.checkpoints import model_version, read_info
+from sr_pipeline.sr.models.checkpoints import model_version, read_info, root_relative
 from sr_pipeline.sr.data.pairs import EvaluationError, Pair
 from sr_pipeline.sr.judge.scoring import Scores, metrics, model_state
 from sr_pipeline.common.atomic import temp_dir
@@ -369,10 +369,12 @@ class EvaluationOutcome:
 
 def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None,
                  challenger: Path | None = None, root: Path | None = None) -> dict[str, Any]:
-    """Per role: version, absolute ``path`` (for engineers' tools) and ``folder``, the path under the
-    data root (``root``) that pages and metadata show instead."""
+    """Per role: version, ``path`` as stored under the data root (``root``): relative to it, so a moved
+    data root's summaries still name its models (absolute only for a model outside it; read back with
+    :meth:`DataLayout.resolve`), and ``folder``, the shorter form pages and metadata show."""
     def info(path: Path, steps: int | None = None) -> dict[str, Any]:
-        out = {"version": model_version(path), "path": str(Path(path).resolve()),
+        resolved = Path(path).resolve()
+        out = {"version": model_version(path), "path": root_relative(resolved, root) if root else str(resolved),
                "folder": data_relative(path, root)}
         return out | ({"steps": steps} if steps is not None else {})
 

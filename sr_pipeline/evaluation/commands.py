@@ -188,7 +188,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
     where it reported, or None."""
     from sr_pipeline.evaluation.promotion import find_student, promote_version
     from sr_pipeline.sr.models.checkpoints import CorruptModelInfo
-    from sr_pipeline.storage.registry import promotions
+    from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promotions
 
     layout = args.layout
     try:
@@ -196,6 +196,10 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
     except CorruptModelInfo as exc:  # one damaged folder is named, never a traceback that blocks a rollback
         raise UsageError(f"{exc}; until then no student can be promoted by hand") from None
     if row is None:
+        gone = [e for e in missing_promotions(layout) if e["version"] == args.version]
+        if gone:  # the log still serves it, but there is nothing to serve
+            raise UsageError(f"no student {args.version!r} under {layout.models / 'student'}: "
+                             + missing_folder_message(layout, gone[-1]))
         print(f"error: no student {args.version!r} under {layout.models / 'student'} (see `sr-pipeline models`)",
               file=sys.stderr)
         return 2
@@ -211,6 +215,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
               "which camera it should serve with --camera", file=sys.stderr)
         return 2
     reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
+    gone = missing_promotions(layout, row.get("camera"))  # the promotion now in force names a missing folder
     entry = promote_version(layout, row, reason)
     if entry is None:
         print(f"{row['version']} is already the promoted student; nothing recorded")
@@ -225,5 +230,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
     else:
         whose = f"field camera {entry['camera']}'s images" if entry.get("camera") else "the field images"
         print(f"promoted student {entry['version']} ({reason}); the archive uses it for {whose} from now on"
-              + (f"; reported to Dagster in {home}" if home else ""))
+              + (f"; reported to Dagster in {home}" if home else "")
+              + "".join(f"; the promotion it replaces ({e['version']}) named {layout.relative(e['path'])}, which is "
+                        "missing" for e in gone))
     return 0

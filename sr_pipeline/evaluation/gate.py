@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sr_pipeline.sr.judge.scoring import Metric, metrics
-from sr_pipeline.sr.judge.wording import compare, model_label
+from sr_pipeline.sr.judge.wording import compare, count, model_label, readable_time
 
 CRITERIA = ("valid_outputs", "not_worse_than_bicubic", "not_worse_than_promoted", "not_over_sharpened")
 BLANK_STD = 1.0  # an output whose pixels vary less than this (0-255 scale) is blank...
@@ -112,7 +112,7 @@ class GateDecision:
                     "`sr-pipeline promote` records a promotion).")
         if self.action == "already_promoted":
             if self.passed:
-                return (f"The {model_label(version)} has been the promoted model since {self.promoted_since} (the "
+                return (f"The {model_label(version)} has been the promoted model since {readable_time(self.promoted_since)} (the "
                         f"archive uses it) and passes all {len(self.criteria)} checks of the promotion gate.")
             return (f"The promoted {model_label(version)} no longer passes the gate ("
                     + "; ".join(self.failures()) + "). It stays in use; consider a rollback.")
@@ -149,7 +149,9 @@ def _validity(watch: OutputWatch) -> Criterion:
             problems.append("no output was produced")
         return Criterion("valid_outputs", False, "; ".join(problems),
                          {"nonfinite_calls": watch.nonfinite_calls, "blank_images": len(watch.blank)})
-    return Criterion("valid_outputs", True, f"all {watch.images} outputs are finite and not blank",
+    every = "the" if watch.images == 1 else "all"
+    return Criterion("valid_outputs", True, f"{every} {count(watch.images, 'output')} {'is' if watch.images == 1 else 'are'} "
+                     "finite and not blank",
                      {"nonfinite_calls": 0, "blank_images": 0})
 
 

@@ -23,7 +23,9 @@ from sr_pipeline.evaluation.gate import choose_action
 from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.sr.models.checkpoints import model_version, read_info
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import list_models, promoted_student_dir, promotions, record_promotion
+from sr_pipeline.storage.registry import (
+    list_models, missing_folder_message, promoted_student_dir, promotions, record_promotion,
+)
 
 
 class PromotionError(RuntimeError):
@@ -117,11 +119,13 @@ def promote_after_gate(layout: DataLayout, candidate_dir: Path, camera: str | No
     served_path = record.get("served_path") or str(Path(candidate_dir).resolve())
     action, _ = choose_action(promotions(layout, camera), served, True, promote=True, baseline=served != version)
     entry = None
+    if action == "already_promoted" and promoted_student_dir(layout, camera) is None and Path(served_path).is_dir():
+        action = "promoted"  # its promotion names a folder that is gone: record it again with the folder it has now
     if action == "promoted":
         entry = record_promotion(layout, served, served_path, record["reason"], camera)
     current = promoted_student_dir(layout, camera)
     if current is None:
-        raise PromotionError(f"the promoted student's folder is missing ({promotions(layout, camera)[-1]['path']})")
+        raise PromotionError(missing_folder_message(layout, promotions(layout, camera)[-1]))
     return Promotion(action, model_version(current), current, entry)
 
 
@@ -132,9 +136,12 @@ def find_student(layout: DataLayout, name: str) -> dict | None:
 
 
 def promote_version(layout: DataLayout, row: dict, reason: str) -> dict | None:
-    """Record ``row`` (a :func:`find_student` result) as promoted for its camera; None if it already is."""
+    """Record ``row`` (a :func:`find_student` result) as promoted for its camera; None if it already is
+    (the camera's newest promotion names this version in a folder that exists: one whose folder is missing
+    serves nothing, so promoting the student again records it, with its folder now)."""
     camera = row.get("camera")
     entries = promotions(layout, camera)
-    if entries and entries[-1]["version"] == row["version"]:
+    if (entries and entries[-1]["version"] == row["version"] and Path(entries[-1]["path"]).is_dir()
+            and Path(entries[-1]["path"]).resolve() == Path(row["path"]).resolve()):
         return None
     return record_promotion(layout, row["version"], str(Path(row["path"]).resolve()), reason, camera)

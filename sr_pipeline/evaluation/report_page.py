@@ -27,7 +27,7 @@ import numpy as np
 from sr_pipeline.evaluation.consistency_page import ArchiveConsistency, link_list, section_html, weekly_markdown
 from sr_pipeline.sr.images.figures import figure_png, figures_html, grid_png, png_data_uri
 from sr_pipeline.sr.judge.scoring import Scores, metric, metrics
-from sr_pipeline.sr.judge.wording import compare, model_label
+from sr_pipeline.sr.judge.wording import compare, count, model_label, readable_time
 
 SUMMARY_FILE = "summary.json"
 CROP_METHODS = ("bicubic", "teacher", "candidate", "promoted")
@@ -91,6 +91,18 @@ def gains(summary: dict[str, Any], method: str | None = None) -> dict[str, float
     }
 
 
+def headline_gain(summary: dict[str, Any], method: str | None = None) -> tuple[float | None, str]:
+    """The PSNR-Y gain over bicubic (dB) of ``method`` (default: the served model) that the headline leads
+    with, and its statistic: the median per image (``per_image_gain``), else, for summaries written before
+    it was kept, the mean (the difference of the mean PSNR-Y). The trend sentence and plot use the same."""
+    method = method or summary.get("served")
+    spread = (summary.get("per_image_gain") or {}).get(method) if method else None
+    median = spread.get("median_db") if isinstance(spread, dict) else None
+    if isinstance(median, (int, float)) and math.isfinite(median):
+        return float(median), "median"
+    return gains(summary, method)["psnr_gain_db"], "mean"
+
+
 def _signed(x: float, digits: int = 2) -> str:
     return f"{x:+.{digits}f}"
 
@@ -132,13 +144,13 @@ def _quality_line(summary: dict[str, Any], shown: str, who: str, g: dict[str, fl
                    {"psnr_y": _metric(summary, "bicubic", "psnr_y"), "lpips": _metric(summary, "bicubic", "lpips")},
                    tol)
     if spread:
-        text = (f"**Image quality.** On {n} calibration pairs from {source}, {who} gains a median "
+        text = (f"**Image quality.** On {count(n, 'calibration pair')} from {source}, {who} gains a median "
                 f"{_signed(spread['median_db'])} dB PSNR-Y over plain enlargement and is better on "
-                f"{spread['better']} of {spread['images']} images (mean {_signed(spread['mean_db'])} dB; worst image "
+                f"{spread['better']} of {count(spread['images'], 'image')} (mean {_signed(spread['mean_db'])} dB; worst image "
                 f"{spread['worst_image']}, {_signed(spread['worst_db'])} dB). Over all pairs "
                 f"{said.sentence('it', 'plain enlargement')}")
     else:
-        text = (f"**Image quality.** On {n} calibration pairs from {source}, "
+        text = (f"**Image quality.** On {count(n, 'calibration pair')} from {source}, "
                 f"{said.sentence(who, 'plain enlargement')}")
     text += (f": PSNR-Y {_metric(summary, shown, 'psnr_y'):.2f} dB against "
              f"{_metric(summary, 'bicubic', 'psnr_y'):.2f} dB (higher is better)")
@@ -168,24 +180,27 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
     g = gains(summary, shown)
     n = summary.get("pairs", 0)
     if g["psnr_gain_db"] is None:
-        lines.append(f"**Image quality.** No model could be compared with plain enlargement on the {n} "
-                     "calibration pairs.")
+        lines.append("**Image quality.** No model could be compared with plain enlargement on the "
+                     f"{count(n, 'calibration pair')}.")
     else:
         lines.append(_quality_line(summary, shown, who, g))
 
-    previous = [h for h in history if gains(h)["psnr_gain_db"] is not None]
+    # the same statistic as the image-quality line (the median gain per image, where kept)
+    previous = [h for h in history if headline_gain(h)[0] is not None]
+    gain, stat = headline_gain(summary, shown)
     if not history:
         lines.append("**Trend.** This is the first report; later reports will be compared with it.")
-    elif not previous or g["psnr_gain_db"] is None:
-        lines.append(f"**Trend.** {len(history)} earlier report(s), none with a comparable model.")
+    elif not previous or g["psnr_gain_db"] is None or gain is None:
+        lines.append(f"**Trend.** {count(len(history), 'earlier report')}, none with a comparable model.")
     else:
         last = previous[-1]
         lg = gains(last)
-        said = compare({"psnr_y": g["psnr_gain_db"], "lpips": g["lpips"]},
-                       {"psnr_y": lg["psnr_gain_db"], "lpips": lg["lpips"]}, _tolerances(summary))
-        text = (f"**Trend.** Last report ({last['report_date']}, {last.get('pairs')} pairs): "
-                f"{_signed(lg['psnr_gain_db'])} dB over plain enlargement; this report: "
-                f"{_signed(g['psnr_gain_db'])} dB. {said.sentence('This report', 'the last')}")
+        last_gain, last_stat = headline_gain(last)
+        said = compare({"psnr_y": gain, "lpips": g["lpips"]},
+                       {"psnr_y": last_gain, "lpips": lg["lpips"]}, _tolerances(summary))
+        text = (f"**Trend.** Last report ({last['report_date']}, {count(last.get('pairs') or 0, 'pair')}): "
+                f"{_stat_word(last_stat)}{_signed(last_gain)} dB over plain enlargement; this report: "
+                f"{_stat_word(stat)}{_signed(gain)} dB. {said.sentence('This report', 'the last')}")
         if lg["lpips_drop_pct"] is not None and g["lpips_drop_pct"] is not None:
             text += (f"; LPIPS {abs(g['lpips_drop_pct']):.0f}% {'lower' if g['lpips_drop_pct'] >= 0 else 'higher'} "
                      f"than plain enlargement (last time {abs(lg['lpips_drop_pct']):.0f}% "
@@ -193,9 +208,10 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
         text += "."
         if last.get("pairs") != summary.get("pairs"):
             text += " The calibration set changed in between, so part of the difference is the images."
-        best = max(previous, key=lambda h: gains(h)["psnr_gain_db"])
+        best = max(previous, key=lambda h: headline_gain(h)[0])
         if len(previous) > 1:
-            text += (f" Best of {len(previous)} earlier reports: {_signed(gains(best)['psnr_gain_db'])} dB "
+            best_gain, best_stat = headline_gain(best)
+            text += (f" Best of {len(previous)} earlier reports: {_stat_word(best_stat)}{_signed(best_gain)} dB "
                      f"({best['report_date']}).")
         lines.append(text)
 
@@ -221,10 +237,15 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
         lines.append(
             f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
             f"{how} plain shrinking: PSNR-Y {realism['learned_psnr']:.2f} dB "
-            f"against {realism['bicubic_psnr']:.2f} dB on {realism['pairs']} pairs (higher is closer).")
+            f"against {realism['bicubic_psnr']:.2f} dB on {count(realism['pairs'], 'pair')} (higher is closer).")
     if archive is not None:
         lines.append(archive.manager_line())
     return lines
+
+
+def _stat_word(stat: str) -> str:
+    """``median `` before a median gain; nothing before the mean of older summaries (as they were worded)."""
+    return "median " if stat == "median" else ""
 
 
 def _md_to_html(text: str) -> str:
@@ -233,9 +254,19 @@ def _md_to_html(text: str) -> str:
 
 # --- pictures -------------------------------------------------------------------------------------
 
+def trend_gain_title(stats: set[str]) -> str:
+    """The gain plot's title, naming its statistic (the headline's: :func:`headline_gain`)."""
+    if stats <= {"median"}:
+        return "median PSNR-Y gain per image over plain enlargement (dB, higher is better)"
+    if stats == {"mean"}:
+        return "mean PSNR-Y gain over plain enlargement (dB, higher is better)"
+    return "PSNR-Y gain over plain enlargement (dB; median per image, mean for older reports)"
+
+
 def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
-    """PSNR-Y gain over bicubic and LPIPS, per report (past ones plus the current), as a PNG: the new
-    student, the teacher, the promoted student where it stayed in use, and bicubic's LPIPS."""
+    """PSNR-Y gain over bicubic (the headline's statistic, :func:`headline_gain`, named in the title) and
+    LPIPS, per report (past ones plus the current), as a PNG: the new student, the teacher, the promoted
+    student where it stayed in use, and bicubic's LPIPS."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,10 +278,12 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
     series = [("new student", lambda r: "candidate"), ("teacher", lambda r: "teacher"),
               ("promoted student (in use)", lambda r: "promoted" if r.get("served") == "promoted" else None)]
+    stats = set()
     for name, pick in series:
-        pts = [(i, gains(r, pick(r))) for i, r in zip(x, reports) if pick(r)]
-        psnr = [(i, g["psnr_gain_db"]) for i, g in pts if g["psnr_gain_db"] is not None]
-        lp = [(i, g["lpips"]) for i, g in pts if g["lpips"] is not None]
+        pts = [(i, gains(r, pick(r)), headline_gain(r, pick(r))) for i, r in zip(x, reports) if pick(r)]
+        psnr = [(i, gain) for i, _, (gain, _) in pts if gain is not None]
+        stats |= {stat for _, _, (gain, stat) in pts if gain is not None}
+        lp = [(i, g["lpips"]) for i, g, _ in pts if g["lpips"] is not None]
         if psnr:
             ax1.plot(*zip(*psnr), marker="o", label=name)
         if lp:
@@ -260,7 +293,7 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
     if base:
         ax2.plot(*zip(*base), marker="o", linestyle="--", color="grey", label="plain enlargement")
     ax1.axhline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax1.set_title("PSNR-Y gain over plain enlargement (dB, higher is better)", fontsize=9)
+    ax1.set_title(trend_gain_title(stats), fontsize=9)
     ax2.set_title("LPIPS (lower is better)", fontsize=9)
     for ax in (ax1, ax2):
         ax.set_xticks(x)
@@ -354,7 +387,7 @@ def markdown_table(summary: dict[str, Any], methods: list[str], archive: Archive
 
 def text_table(summary: dict[str, Any]) -> str:
     """The per-method table as plain text (the command line)."""
-    lines = [f"{summary['pairs']} pairs, split {summary['split']}, x{summary['scale']}",
+    lines = [f"{count(summary['pairs'], 'pair')}, split {summary['split']}, x{summary['scale']}",
              f"{'method':<20} " + " ".join(f"{m.label:>8}" for m in metrics()) + f" {'ms/img':>9} {'MP/s':>7}"]
     for name, s in summary["methods"].items():
         lines.append(f"{name:<20} " + " ".join(f"{m.text(s.get(m.name)):>8}" for m in metrics())
@@ -422,7 +455,7 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
              f"{esc(camera)}{esc(str(summary.get('report_date')))}</title><style>{_STYLE}</style></head><body>",
              f"<h1>Image restoration report, {esc(camera)}{esc(str(summary.get('report_date')))}</h1>",
              f"<p class='sub'>{summary.get('pairs')} calibration pairs, x{summary.get('scale')}, on "
-             f"{esc(str(summary.get('device')))}. Generated {esc(str(summary.get('created')))}.</p>",
+             f"{esc(str(summary.get('device')))}. Generated {esc(readable_time(summary.get('created')))}.</p>",
              f"<section id='headline' class='{'pass' if gate.get('passed', True) else 'fail'}'>"
              "<h2>Summary</h2><ul>" + "".join(f"<li>{_md_to_html(t)}</li>" for t in lines) + "</ul></section>"]
 
@@ -473,7 +506,7 @@ def render_benchmark_page(scores: Scores) -> str:
     summary, methods = scores.summary, scores.methods
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SR evaluation</title>"
              f"<style>{_BENCH_STYLE}</style></head><body><h1>Super-resolution evaluation</h1>",
-             f"<p>{summary['pairs']} pairs, split <b>{esc(str(summary['split']))}</b>, x{summary['scale']}. "
+             f"<p>{count(summary['pairs'], 'pair')}, split <b>{esc(str(summary['split']))}</b>, x{summary['scale']}. "
              f"{esc(summary['protocol'])}.</p>", _unavailable_html(summary),
              "<h2>Summary</h2>" + summary_table_html(summary, methods)]
     focus = next((m for m in methods if m != "bicubic"), "bicubic")

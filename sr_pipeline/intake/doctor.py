@@ -42,6 +42,7 @@ from sr_pipeline.intake.uploads import BATCH_KEY_RE, BatchBusyError, check_batch
 from sr_pipeline.storage import store
 from sr_pipeline.storage.faults import DiskFault, at_step
 from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.sr.judge.wording import count
 
 DEFAULT_MIN_AGE_S = 3600.0
 
@@ -300,6 +301,13 @@ def examine(
     return report
 
 
+def finished_sentence(finished: dict) -> str:
+    """What finishing a batch did, as a sentence (``finished now: 3 files, 2 accepted, ...``)."""
+    n = int(finished.get("files_in", 0))
+    parts = [f"{finished.get(k, 0)} {k}" for k in ("accepted", "duplicate", "quarantined")]
+    return f"finished now: {count(n, 'file')}, {', '.join(parts[:-1])} and {parts[-1]}"
+
+
 def _print_human(report: DoctorReport, clean: bool) -> None:
     print(f"data root {report.root}")
     removed = sum(1 for t in report.stale_temps if t.removed)
@@ -307,10 +315,10 @@ def _print_human(report: DoctorReport, clean: bool) -> None:
     print(f"{len(report.stale_temps)} temporary file(s)/folder(s) older than {report.min_age_s:g} s ({done})")
     for t in report.stale_temps:
         print(f"  {'removed ' if t.removed else ''}{t.path} ({t.bytes} bytes, {t.age_s:.0f} s old)")
-    print(f"{len(report.unfinished)} unfinished batch(es)")
+    print(count(len(report.unfinished), "unfinished batch", "unfinished batches"))
     for b in report.unfinished:
         if b.finished is not None:
-            print(f"  {b.batch}: finished: {b.finished}")
+            print(f"  {b.batch}: {finished_sentence(b.finished)}")
         else:
             listed = f" of {b.listed} listed" if b.listed else ""
             print(f"  {b.batch}: {b.state}, {b.files} file(s) in incoming{listed}, {b.age_s:.0f} s old"

@@ -45,6 +45,7 @@ from sr_pipeline.storage.faults import DiskFault, at_step
 from sr_pipeline.intake.completeness import IncompleteBatch, drop_source, missing_names, read_source, record_source
 from sr_pipeline.common.cameras import Camera, CameraRegistry, CameraRegistryError, CameraRole, UnknownCameraError, load_registry
 from sr_pipeline.sr.images.decode import DecodeLimits, ImageRejected, decode_file
+from sr_pipeline.sr.judge.wording import count
 from sr_pipeline.storage.layout import DataLayout
 from sr_pipeline.intake.uploads import (
     FILE,
@@ -608,7 +609,7 @@ def left_to_do(layout: DataLayout, exc: BaseException, batch_key: str | None) ->
 
 def _print_human(summary: IngestSummary) -> None:
     print(
-        f"batch {summary.batch}: {summary.files_in} files: {summary.accepted} accepted, "
+        f"batch {summary.batch}: {count(summary.files_in, 'file')}: {summary.accepted} accepted, "
         f"{summary.duplicate} duplicate, {summary.quarantined} quarantined"
     )
     for f in summary.files:

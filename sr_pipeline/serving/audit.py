@@ -34,6 +34,7 @@ from sr_pipeline.sr.serve.consistency import (
 )
 from sr_pipeline.sr.images.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
 from sr_pipeline.common.atomic import atomic_write
+from sr_pipeline.sr.judge.wording import count
 
 FEED_ROWS = 256  # SR rows converted to float at a time when measuring a saved file
 _SCALE_SUFFIX = re.compile(r"^(?P<stem>.+)_x(?P<scale>\d+)$")
@@ -293,7 +294,8 @@ def run_cli(args: argparse.Namespace) -> int:
                           "consistency": describe_check(base, args.camera), "pairs": rows,
                           "succeeded": counts["ok"] + counts["check"], **counts}, indent=2))
     elif rows:
-        print(f"{len(rows)} pairs: {counts['ok']} ok, {counts['check']} need a person's look (check), "
+        print(f"{count(len(rows), 'pair')}: {counts['ok']} ok, {counts['check']} "
+              f"{'needs' if counts['check'] == 1 else 'need'} a person's look (check), "
               f"{counts['failed']} could not be scored")
     else:
         print(f"error: no SR images found in {args.sr}", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sr_pipeline.sr.models.checkpoints import read_info
+from sr_pipeline.sr.models.checkpoints import linked_path, read_info
 from sr_pipeline.sr.serve.consistency import (
     THRESHOLDS_FILE, VERDICTS, Y_WEIGHTS, BicubicCamera, Camera, Consistency, ConsistencyPass, LearnedCamera,
     Thresholds, camera_model_kind, load_thresholds, thresholds_for,
@@ -38,7 +38,8 @@ def co_trained_downsampler(model_dir: Path) -> Path | None:
         raise ValueError(f"cannot read {model_dir / 'training.json'} ({exc.strerror or exc}); "
                          "fix its permissions or pass --camera-model") from None
     recorded = info.get("downsampler") if isinstance(info, dict) else None
-    candidates = [Path(recorded)] if recorded else []
+    # stored relative to the data root (older folders: absolute), read from where the folder is now
+    candidates = [linked_path(model_dir, recorded)] if isinstance(recorded, str) and recorded else []
     candidates.append(model_dir.parent.parent / "downsampler" / model_dir.name)
     return next((p for p in candidates if (p / "config.json").is_file()), None)
 

@@ -41,6 +41,7 @@ from sr_pipeline.sr.serve.upscaler import NonFiniteOutput, TileSettings, Upscale
 from sr_pipeline.common.errors import UsageError, check_output_folder
 from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.common.atomic import atomic_write
+from sr_pipeline.sr.judge.wording import count
 
 
 # ---------------------------------------------------------------- writing one output
@@ -289,19 +290,37 @@ def check_args(args: argparse.Namespace) -> None:
     check_judge_args(args.camera_model, args.consistency_thresholds)
 
 
+def _check_camera_registry() -> None:
+    """The camera registry must be readable before the promoted student is served: a broken one is named
+    (as ``--camera`` names it), never passed over in silence."""
+    from sr_pipeline.common.errors import one_sentence
+    from sr_pipeline.common.cameras import CameraRegistryError, load_registry
+
+    try:
+        load_registry()
+    except CameraRegistryError as exc:
+        raise UsageError(f"{one_sentence(exc)}; the promoted student is served per field camera of this registry: "
+                         "fix the file ($SR_PIPELINE_CAMERAS, default configs/cameras.yaml) or pass --model DIR"
+                         ) from None
+
+
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
     from sr_pipeline.sr.models.checkpoints import load_sr_model
     from sr_pipeline.sr.models.devices import resolve_device
-    from sr_pipeline.storage.registry import promoted_student_for
+    from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promoted_student_for
 
     device = resolve_device(args.device)
     model_dir = args.model
     if model_dir is None:
+        _check_camera_registry()  # with --camera or without: the promoted student is chosen against it
         try:
             model_dir = promoted_student_for(args.layout, args.camera)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        missing = missing_promotions(args.layout, args.camera) if model_dir is None else []
+        if missing:  # promoted, but its folder is gone: say so, as `promote` and `models` do
+            raise UsageError(missing_folder_message(args.layout, missing[0]) + "; or pass --model DIR")
         if model_dir is None:
             whose = f" for field camera {args.camera!r}" if args.camera else ""
             raise UsageError(f"no student has been promoted{whose} yet; pass --model DIR")
@@ -484,6 +503,7 @@ def run_cli(args: argparse.Namespace) -> int:
     elif not pairs:
         print("error: no input images found", file=sys.stderr)
     elif check is not None and not args.no_consistency:
-        print(f"{verdicts['check']} of {succeeded} outputs need a person's look "
+        print(f"{verdicts['check']} of {count(succeeded, 'output')} {'needs' if verdicts['check'] == 1 else 'need'} "
+              "a person's look "
               f"(consistency check)", file=sys.stderr)
     return 1 if counts["failed"] or map_counts["maps_failed"] or not pairs else 0

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sr_pipeline.sr.models.checkpoints import resolve_under, root_relative
+
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -26,30 +28,14 @@ class DataLayout:
     def relative(self, path: Path | str) -> str:
         """``path`` as it is stored in a file under the data root: relative to the root (POSIX
         separators) when it is inside it, else absolute."""
-        path = Path(path)
-        if not path.is_absolute():
-            return path.as_posix()
-        for inside, root in ((path, self.root), (path.resolve(), self.root.resolve())):
-            try:
-                return inside.relative_to(root).as_posix()
-            except ValueError:
-                continue
-        return str(path)
+        return root_relative(path, self.root)
 
     def resolve(self, stored: Path | str) -> Path:
         """A path stored with :meth:`relative` as a path to open: a relative one under this root. An
         absolute one (written before paths were relative) that names a model folder
         (``.../models/<kind>/<version>``) which this root holds too is this root's, so a copied data
         root serves its own models, never the original's; any other absolute path is kept."""
-        path = Path(stored)
-        if not path.is_absolute():
-            return self.root / path
-        parts = path.parts
-        if len(parts) >= 3 and parts[-3] == "models":
-            own = self.model_dir(parts[-2], parts[-1])
-            if own.is_dir():
-                return own
-        return path
+        return resolve_under(self.root, stored)
 
     @property
     def landing(self) -> Path:

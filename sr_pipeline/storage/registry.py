@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sr_pipeline.common.errors import UsageError
 from sr_pipeline.sr.models.checkpoints import INFO_FILE, CorruptModelInfo, is_model_dir, read_info
+from sr_pipeline.sr.judge.wording import count, readable_time
 from sr_pipeline.common.atomic import atomic_write
 from sr_pipeline.storage.layout import DataLayout
 
@@ -161,6 +162,27 @@ def promoted_student_dir(layout: DataLayout, camera: str | None = None) -> Path 
     return None
 
 
+def missing_promotions(layout: DataLayout, camera: str | None = None) -> list[dict]:
+    """The newest promotion of each field camera (only ``camera``'s when given; the camera-less entries from
+    before cameras count as one) whose model folder is missing: that camera has no served student until
+    the folder is restored or a student is promoted again. Paths as this root resolves them."""
+    entries = promotions(layout)
+    if camera is not None:
+        newest = promotions(layout, camera)[-1:]
+    else:
+        newest = list({e.get("camera"): e for e in entries}.values())
+    return [e for e in newest if not Path(e["path"]).is_dir()]
+
+
+def missing_folder_message(layout: DataLayout, entry: dict) -> str:
+    """What is wrong with a promotion whose folder is missing, and the two ways out."""
+    whose = f"for field camera {entry['camera']!r}" if entry.get("camera") else "for every field camera"
+    return (f"student {entry['version']} is the promoted student {whose}, but its folder "
+            f"{layout.relative(entry['path'])} under the data root {layout.root} is missing, so no student is served "
+            f"{whose}: restore the folder from a backup of the data root (docs/deploy.md) or promote a student "
+            "again with `sr-pipeline promote VERSION`")
+
+
 def promoted_cameras(layout: DataLayout) -> dict[str, Path]:
     """Each field camera with a promoted student, and that student's folder."""
     cameras = sorted({e["camera"] for e in promotions(layout) if e.get("camera")})
@@ -198,14 +220,33 @@ def run_cli(args: argparse.Namespace) -> int:
         cams = served.get(Path(r["path"]).resolve(), []) if r["kind"] == "student" else []
         r["promoted"] = bool(cams)
         r["promoted_for"] = cams
+    log = promotions(layout)
     if args.json:
-        print(json.dumps({"models": rows, "promotions": promotions(layout)}, indent=2))
+        print(json.dumps({"models": rows, "promotions": log}, indent=2))
         return 0
     if not rows:
         print(f"no models under {layout.models}")
-        return 0
-    print(f"{'kind':<12} {'version':<32} {'camera':<12} {'profile':<28} {'steps':>6}  {'created':<25} promoted for")
-    for r in rows:
-        print(f"{r['kind']:<12} {r['version']:<32} {str(r['camera'] or '-'):<12} {str(r['profile']):<28} "
-              f"{str(r['steps']):>6}  {str(r['created']):<25} {', '.join(r['promoted_for'])}")
+    else:
+        print(f"{'kind':<12} {'version':<32} {'camera':<12} {'profile':<28} {'steps':>6}  {'created':<22} promoted for")
+        for r in rows:
+            print(f"{r['kind']:<12} {r['version']:<32} {str(r['camera'] or '-'):<12} {str(r['profile']):<28} "
+                  f"{str(r['steps']):>6}  {readable_time(r['created']) if r['created'] else '-':<22} "
+                  f"{', '.join(r['promoted_for'])}")
+    print_promotions(layout, log)
     return 0
+
+
+def print_promotions(layout: DataLayout, log: list[dict]) -> None:
+    """The promotion log as ``sr-pipeline models`` prints it (the same entries as its ``--json``), oldest
+    first, each folder under the data root, and what is wrong where a promoted folder is missing."""
+    if not log:
+        print("promotions: none yet (the promotion gate or `sr-pipeline promote` records them)")
+        return
+    print(f"\npromotions ({count(len(log), 'entry', 'entries')}, oldest first; the newest of a camera is served):")
+    for e in log:
+        whose = e.get("camera") or "every camera"
+        when = readable_time(e["promoted_at"]) if e.get("promoted_at") else "at an unrecorded time"
+        gone = "" if Path(e["path"]).is_dir() else "  [folder missing]"
+        print(f"  {when}  {e['version']} for {whose} ({layout.relative(e['path'])}): {e.get('reason', '')}{gone}")
+    for entry in missing_promotions(layout):
+        print(f"warning: {missing_folder_message(layout, entry)}", file=sys.stderr)

@@ -92,7 +92,7 @@ def test_teacher_asset_trains_through_pipes(ingested, cameras_file, tiny_profile
     assert path.parent == ingested.models / "teacher" and (path / "training.json").is_file()
     md = mat.metadata
     assert md["steps"].value == 4 and md["num_images"].value == 3
-    assert md["version"].value == path.name
+    assert md["version"].value == path.name and md["model_path"].value == f"models/teacher/{path.name}"
     assert md["device"].value.startswith("cpu")
     assert md["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
     assert md["profile"].value["name"] == "tiny"
@@ -128,14 +128,15 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
     assert student.parent == ingested.models / "student" and g.parent == ingested.models / "downsampler"
     assert student.name == g.name  # one version for the pair
     md = mats["co_trained_student"].metadata
-    assert md["steps"].value == 3 and md["teacher"].value == teacher and md["num_field_images"].value == 3
+    assert md["steps"].value == 3 and md["teacher"].value == f"models/teacher/{Path(teacher).name}" and md["num_field_images"].value == 3
     assert md["camera"].value == "field_cam" and mats["co_trained_student"].partition == "field_cam"
     info = json.loads((student / "training.json").read_text())
     field_cam_ids = set(store.list_images(ingested, role="field_lr", cameras=["field_cam"])["image_id"])
     assert info["camera"] == "field_cam" and set(info["field_image_ids"]) == field_cam_ids  # its own images only
     assert json.loads((g / "training.json").read_text())["camera"] == "field_cam"
     # the fixed-degradation challenger of this teacher, trained once beside the first camera's student
-    challenger = Path(md["fixed_degradation_challenger"].value)
+    assert md["model_path"].value == f"models/student/{student.name}"  # under the data root, never absolute
+    challenger = ingested.root / md["fixed_degradation_challenger"].value
     assert challenger == ingested.models / "student" / f"fixed-{Path(teacher).name}"
     fixed_info = json.loads((challenger / "training.json").read_text())
     assert fixed_info["challenger"] is True and fixed_info["camera"] is None and fixed_info["num_field_images"] == 0
@@ -147,7 +148,8 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
     lr_md = mats["learned_degradation_lr_sets"].metadata
     assert lr_md["images"].value == 6  # 3 HR references x 2 variants
     assert lr_md["camera"].value == "field_cam"
-    assert Path(lr_md["catalog"].value).is_file()
+    assert (ingested.root / lr_md["catalog"].value).is_file() and not lr_md["catalog"].value.startswith("/")
+    assert lr_md["downsampler"].value == f"models/downsampler/{g.name}"
     assert lr_md["diversity_l1"].value > 0
     assert {"realism_distance_learned", "realism_distance_bicubic", "preview"} <= set(lr_md)
 

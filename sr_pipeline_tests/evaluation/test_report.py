@@ -203,6 +203,37 @@ def test_the_headline_leads_with_the_median_and_names_the_worst_image(tmp_path):
     assert report.gain_spread(_rows(gains_db, lpips_delta=+0.02), "candidate")["better"] == 0
 
 
+def test_the_trend_plot_and_sentence_use_the_headlines_median_and_say_so(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    scores = make_scores(tmp_path)
+    skewed = [6.81, 0.52, 0.49, 0.55, 0.47, 0.51, 0.60, -0.40]  # the mean (+1.19) is not what the headline says
+    def spread(gains_db):  # as the evaluation keeps it, for every model it scored
+        one = report.gain_spread(_rows(gains_db), "candidate")
+        return {"candidate": one, "teacher": one}
+
+    last = make_summary(scores, "2026-03-02", per_image_gain=spread(skewed))
+    now = make_summary(scores, "2026-03-09", per_image_gain=spread([g + 0.3 for g in skewed]))
+    assert report.headline_gain(now) == (pytest.approx(0.815), "median")
+    trend = report.headline(now, [last])[1]
+    assert "2026-03-02, 4 pairs): median +0.52 dB over plain enlargement; this report: median +0.81 dB" in trend
+    assert report.headline(now, [last])[0].count("median +0.81 dB") == 1  # the image-quality line says the same
+
+    plotted, titles = [], []
+    real_plot, real_title = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda ax, *a, **k: plotted.append((k.get("label"), a)) or real_plot(ax, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda ax, text, **k: titles.append(text) or real_title(ax, text, **k))
+    report.trend_png([last], now)
+    xs, ys = next(a for label, a in plotted if label == "new student")
+    assert list(ys) == [pytest.approx(0.515), pytest.approx(0.815)]  # the medians, not the means
+    assert titles[0].startswith("median PSNR-Y gain per image")
+    old = {k: v for k, v in last.items() if k != "per_image_gain"}  # a summary from before per-image gains
+    assert report.headline_gain(old)[1] == "mean" and "mean for older reports" in report.trend_gain_title(
+        {"median", "mean"})
+
+
 def test_the_page_names_models_readably_and_shows_no_machine_path(tmp_path):
     scores = make_scores(tmp_path / "pairs")
     summary = make_summary(scores, "2026-03-09", camera="field_cam", consistency={

@@ -114,6 +114,7 @@ def test_doctor_command_line(layout, tmp_path, cameras_file, capsys):
     assert f"doctor --finish --batch {batch}" in capsys.readouterr().out
     assert main([*base, "--clean", "--finish", "--min-age", "0"]) == 0
     out = capsys.readouterr().out
-    assert "finished" in out and "removed" in out
+    assert f"{batch}: finished now: 3 files, 3 accepted, 0 duplicate and 0 quarantined" in out and "removed" in out
+    assert "{" not in out  # sentences, never a raw dict
     assert main([*base, "--min-age", "0"]) == 0
     assert main([*base, "--min-age", "-1"]) == 2

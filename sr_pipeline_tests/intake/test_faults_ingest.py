@@ -234,7 +234,7 @@ def test_a_damaged_catalog_is_reported_never_counted_and_rebuilt(layout, src, ca
     assert (df["outcome"] == store.QUARANTINED).sum() == 1  # the quarantine record survives
     assert list((layout.catalog / "damaged").glob("*.parquet"))  # kept aside, never read
     assert main(_printed_command(out.err)) == 0
-    assert "'files_in': 12, 'accepted': 0, 'duplicate': 11, 'quarantined': 1" in capsys.readouterr().out
+    assert "finished now: 12 files, 0 accepted, 11 duplicate and 1 quarantined" in capsys.readouterr().out
     assert not doctor.examine(layout).problems_left()
 
 

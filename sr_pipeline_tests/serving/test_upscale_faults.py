@@ -255,6 +255,7 @@ def test_an_unknown_camera_with_a_model_is_refused(tmp_path, capsys, student_dir
 
 
 def test_data_after_the_command_and_version(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
     assert main(["models", "--data", str(tmp_path / "d"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["models"] == []
     run = subprocess.run([sys.executable, "-m", "sr_pipeline.cli", "--version"], capture_output=True, text=True,

@@ -126,3 +126,125 @@ def test_a_corrupt_training_json_elsewhere_does_not_block_a_rollback_with_a_trac
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "tbad" in err and "training.json" in err and "corrupt" in err
     assert not (layout.models / PROMOTIONS_FILE).exists()  # nothing recorded
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["relative", "absolute-from-before"])
+def test_a_moved_data_root_gate_and_report_find_their_teacher_challenger_and_downsampler(layout, registry, tmp_path,
+                                                                                          legacy):
+    from datetime import date
+
+    from test_evaluation import STRICT, FakeLPIPS, add_pairs, save_downsampler, save_sr
+
+    from sr_pipeline.evaluation import calibration as ev
+    from sr_pipeline.evaluation.promotion import promote_after_gate
+    from sr_pipeline.serving.consistency import co_trained_downsampler
+    from sr_pipeline.sr.models.checkpoints import link_path, recorded_teacher
+
+    add_pairs(layout, registry, tmp_path, [1, 2], "calib-1")
+    co_dir = layout.model_dir("student", "s-co")
+    teacher = save_sr(layout, "teacher", "t1")
+    g = save_downsampler(layout, "s-co")
+    # what co-learning records (sr/train/stages/colearn.py), or the absolute paths folders from before carried
+    link = (lambda p: str(p.resolve())) if legacy else (lambda p: link_path(p, co_dir))
+    save_sr(layout, "student", "fixed-t1", challenger=True, teacher={"version": "t1", "path": link(teacher)})
+    save_sr(layout, "student", "s-co", camera="field_cam", teacher={"version": "t1", "path": link(teacher)},
+            downsampler=link(g))
+    decision = ev.evaluate_gate(layout, co_dir, None, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    assert decision.challenge is not None  # the challenger took part
+
+    copy = DataLayout(tmp_path / "elsewhere" / "data")
+    shutil.copytree(layout.root, copy.root)
+    shutil.rmtree(layout.root)  # the original is gone: nothing may still be read from it
+    co = copy.model_dir("student", "s-co")
+
+    assert recorded_teacher(co) == copy.model_dir("teacher", "t1")
+    assert co_trained_downsampler(co) == copy.model_dir("downsampler", "s-co")
+    assert ev.fixed_degradation_challenger(copy, co) == copy.model_dir("student", "fixed-t1")
+    done = promote_after_gate(copy, co, "field_cam")  # the gate's kept decision, read in the copy
+    assert done.path.is_relative_to(copy.root.resolve())
+    out = ev.run_evaluation(copy, recorded_teacher(co), co, None, co_trained_downsampler(co), date(2026, 3, 2), STRICT,
+                            lpips=FakeLPIPS(), device="cpu", camera="field_cam")
+    models = out.summary["models"]
+    assert {r: m["path"] for r, m in models.items() if m} == {
+        "teacher": "models/teacher/t1", "candidate": "models/student/s-co", "challenger": "models/student/fixed-t1",
+        "downsampler": "models/downsampler/s-co"}
+    assert all(copy.resolve(m["path"]).is_dir() for m in models.values() if m)
+    assert "candidate" in out.reused  # the gate's scores, kept before the move, still count
+    for name in ("summary.json", "index.html"):
+        text = (out.report_dir / name).read_text()
+        assert str(tmp_path) not in text, name  # no machine path in what a manager reads
+
+
+def test_models_lists_the_promotion_log_as_its_json_does(layout, capsys):
+    one = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(one), "passed the gate", "field_cam")
+    assert main(["--data", str(layout.root), "models", "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)["promotions"]
+    assert main(["--data", str(layout.root), "models"]) == 0
+    out, err = capsys.readouterr()
+    [line] = [x for x in out.splitlines() if x.startswith("  ")]
+    assert "s1 for field_cam (models/student/s1): passed the gate" in line and str(layout.root) not in out
+    assert line.strip().startswith(entry["promoted_at"][:10]) and "UTC" in line and "T" not in line.split()[1]
+    assert "promotions (1 entry, oldest first" in out and not err
+
+
+def test_a_promotion_whose_folder_is_missing_is_named_alike_by_promote_upscale_and_models(layout, tmp_path, capsys,
+                                                                                          make_image):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
+    # the folder was moved (a hand tidy-up): the log's newest entry for field_cam names nothing
+    shutil.move(layout.model_dir("student", "s1"), layout.model_dir("student", "s1-moved"))
+    img = tmp_path / "a.png"
+    img.write_bytes(make_image(20, 16))
+    upscale = ["--data", str(layout.root), "upscale", str(img), "--out", str(tmp_path / "out"), *FAST]
+    for argv in (upscale, [*upscale, "--camera", "field_cam"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "student s1 is the promoted student for field camera 'field_cam'" in err, err
+        assert "models/student/s1 " in err and "is missing" in err and "promote a student again" in err
+    assert main(["--data", str(layout.root), "models"]) == 0
+    out, err = capsys.readouterr()
+    assert "[folder missing]" in out and "is missing" in err
+    assert promoted_student_dir(layout, "field_cam") is None
+
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 0  # never "already promoted"
+    out = capsys.readouterr().out
+    assert "promoted student s1" in out and "named models/student/s1, which is missing" in out
+    assert promoted_student_dir(layout, "field_cam") == layout.model_dir("student", "s1-moved")
+    assert main(upscale) == 0, capsys.readouterr().err
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 0
+    assert "already the promoted student" in capsys.readouterr().out  # now it is
+
+
+def test_promote_names_a_promoted_student_whose_folder_is_gone(layout, capsys):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
+    shutil.rmtree(layout.model_dir("student", "s1"))
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is missing" in err and "restore the folder" in err
+
+
+def test_a_data_root_that_does_not_exist_is_refused_by_the_commands_that_only_read_one(tmp_path, capsys):
+    typo = tmp_path / "dta"
+    for argv in (["models"], ["models", "--json"], ["doctor"], ["doctor", "--finish"], ["promote", "s1"]):
+        assert main(["--data", str(typo), *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert not out and f"the data root {typo} does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not typo.exists()  # nothing was created on the way
+
+
+@pytest.mark.parametrize("camera", [[], ["--camera", "field_cam"]], ids=["without-camera", "with-camera"])
+def test_upscale_names_an_unreadable_camera_registry(layout, tmp_path, capsys, make_image, monkeypatch, camera):
+    student = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1",
+                                                                "camera": "field_cam"})
+    record_promotion(layout, "s1", str(student), "gate", "field_cam")
+    broken = tmp_path / "cameras.yaml"
+    broken.write_text("cameras: [unclosed\n")
+    monkeypatch.setenv("SR_PIPELINE_CAMERAS", str(broken))
+    img = tmp_path / "a.png"
+    img.write_bytes(make_image(20, 16))
+    code = main(["--data", str(layout.root), "upscale", str(img), "--out", str(tmp_path / "out"), *camera, *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and str(broken) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

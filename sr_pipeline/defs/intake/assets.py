@@ -27,6 +27,7 @@ from sr_pipeline.common.cameras import CameraRole
 from sr_pipeline.defs.plant.resources import PlantStorage
 from sr_pipeline.intake.ingest import IngestSummary, ingest_batch
 from sr_pipeline.storage.layout import DataLayout
+from sr_pipeline.sr.judge.wording import count
 
 THUMBNAILS = 8
 THUMB_HEIGHT = 64
@@ -98,7 +99,7 @@ def raw_plant_images(context: AssetExecutionContext, storage: PlantStorage) -> M
         context.log.info(f"new field camera {camera}: added its field_cameras partition (its own camera model and "
                          "student)")
     context.log.info(
-        f"batch {summary.batch}: {summary.files_in} files, {summary.accepted} accepted, "
+        f"batch {summary.batch}: {count(summary.files_in, 'file')}, {summary.accepted} accepted, "
         f"{summary.duplicate} duplicate, {summary.quarantined} quarantined"
         + (" (already ingested: read back from its catalog)" if summary.already_ingested else "")
     )

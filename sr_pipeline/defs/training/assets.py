@@ -36,8 +36,9 @@ GPU_K8S_TAGS = gpu_k8s_tags(1)
 TRAINING_K8S_TAGS = gpu_k8s_tags(TrainingSettings().num_processes)
 
 
-def training_metadata(model_dir: Path) -> dict:
-    """The asset's metadata, from the model folder's training.json (the authoritative record)."""
+def training_metadata(model_dir: Path, layout) -> dict:
+    """The asset's metadata, from the model folder's training.json (the authoritative record); folders are
+    named under the data root (``layout``), never by the machine's absolute path."""
     import json
 
     from sr_pipeline.sr.images.figures import png_markdown
@@ -47,7 +48,7 @@ def training_metadata(model_dir: Path) -> dict:
     history = info.get("history") or []
     md: dict = {
         # not "path": Dagster's filesystem IO manager writes its own "path" (the pickled value's) over it
-        "model_path": dg.MetadataValue.path(str(model_dir)),
+        "model_path": dg.MetadataValue.path(layout.relative(model_dir)),
         "version": info.get("version", model_dir.name),
         "steps": int(info.get("steps", 0)),
         "wall_time_s": round(float(info.get("wall_time_s", 0.0)), 1),
@@ -119,7 +120,7 @@ def teacher_checkpoint(
             {"teacher": "teacher_checkpoint"})
     if not (out_dir / "training.json").is_file():
         raise dg.Failure(f"training finished without writing {out_dir}")
-    return dg.Output(str(out_dir), metadata=training_metadata(out_dir), data_version=dg.DataVersion(version))
+    return dg.Output(str(out_dir), metadata=training_metadata(out_dir, layout), data_version=dg.DataVersion(version))
 
 
 def _ensure_challenger(context, training: TrainingSettings, client: dg.PipesSubprocessClient, layout, profile: Path,
@@ -208,10 +209,10 @@ def co_trained_student_and_downsampler(
         raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
     for name, path in (("co_trained_student", student_dir), ("learned_downsampler", downsampler_dir)):
-        metadata = training_metadata(path)
-        metadata["teacher"] = dg.MetadataValue.path(teacher_checkpoint)
+        metadata = training_metadata(path, layout)
+        metadata["teacher"] = dg.MetadataValue.path(layout.relative(teacher_checkpoint))
         metadata["camera"] = camera
-        metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(str(challenger))
+        metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(layout.relative(challenger))
         yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 
 
@@ -229,7 +230,8 @@ def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downs
     from sr_pipeline.training.learned_lr import make_lr_sets
     from sr_pipeline.sr.images.figures import png_markdown
 
-    result = make_lr_sets(storage.layout(), Path(learned_downsampler), k=lr_sets.variants_per_image,
+    layout = storage.layout()
+    result = make_lr_sets(layout, Path(learned_downsampler), k=lr_sets.variants_per_image,
                           seed=lr_sets.seed)
     s = result.summary
     learned, bicubic = s["realism_distance_learned"], s["realism_distance_bicubic"]
@@ -239,9 +241,9 @@ def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downs
                      f"vs bicubic {bicubic['total']:.4f}")
     return dg.MaterializeResult(
         metadata={
-            "catalog": dg.MetadataValue.path(str(result.catalog_path)),
+            "catalog": dg.MetadataValue.path(layout.relative(result.catalog_path)),
             "images": result.rows,
-            "downsampler": dg.MetadataValue.path(learned_downsampler),
+            "downsampler": dg.MetadataValue.path(layout.relative(learned_downsampler)),
             "camera": str(s.get("camera") or context.partition_key),
             "diversity_l1": float(s["diversity_l1"]),
             "realism_distance_learned": float(learned["total"]),

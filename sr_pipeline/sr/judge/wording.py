@@ -4,7 +4,8 @@ The rule: one side is "better" only when no figure is worse beyond its tolerance
 gate's: 0.05 dB PSNR-Y, 0.005 LPIPS by default) and at least one is better beyond it; when one
 figure is better and another worse, the sentence names the trade ("+1.24 dB PSNR-Y, 0.023 worse
 LPIPS") and never says better, beat or won. The report, the gate's messages and the logs all word
-comparisons through :func:`compare`.
+comparisons through :func:`compare`. Counts in sentences go through :func:`count` ("1 pair", "3
+pairs") and timestamps through :func:`readable_time` ("2026-12-07 04:31 UTC", never a raw ISO string).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sr_pipeline.sr.judge.scoring import metric
 
@@ -87,3 +89,30 @@ def model_label(version: str | None, role: str = "student", camera: str | None =
         return f"{role}{owner} {version}"
     d = found["date"]
     return f"{role}{owner} trained {d[:4]}-{d[4:6]}-{d[6:]} ({found['id']})"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun as a sentence says it: ``1 pair``, ``0 pairs``, ``3 batches`` (``plural``
+    for nouns that do not take an s)."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def readable_time(stamp: object) -> str:
+    """An ISO timestamp as a person reads it: date and time to the minute with the zone
+    (``2026-12-07 04:31 UTC``, ``2026-12-07 05:31 UTC+01:00``); anything that is not one is kept as it is."""
+    text = str(stamp)
+    if len(text) <= 10:  # a date alone (or not a timestamp) reads as it is
+        return text
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    text = t.strftime("%Y-%m-%d %H:%M")
+    offset = t.utcoffset()
+    if offset is None:
+        return text
+    if offset == timedelta(0):
+        return f"{text} UTC"
+    minutes = int(offset.total_seconds() // 60)
+    sign, minutes = ("+" if minutes >= 0 else "-"), abs(minutes)
+    return f"{text} UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"

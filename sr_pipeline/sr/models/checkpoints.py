@@ -70,6 +70,66 @@ def read_info(model_dir: Path) -> dict:
     return info
 
 
+def root_relative(path: Path | str, root: Path) -> str:
+    """``path`` as a file under the data root ``root`` stores it: relative to the root (POSIX separators)
+    when it is inside it, else absolute (a relative ``path`` is taken as already stored)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    for inside, base in ((path, Path(root)), (path.resolve(), Path(root).resolve())):
+        try:
+            return inside.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def resolve_under(root: Path, stored: Path | str) -> Path:
+    """A path stored with :func:`root_relative` as a path to open: a relative one under ``root``. An
+    absolute one (written before paths were relative) that names a model folder
+    (``.../models/<kind>/<version>``) which ``root`` holds too is ``root``'s, so a copied data root
+    serves its own models, never the original's; any other absolute path is kept."""
+    path = Path(stored)
+    if not path.is_absolute():
+        return Path(root) / path
+    parts = path.parts
+    if len(parts) >= 3 and parts[-3] == "models":
+        own = Path(root) / "models" / parts[-2] / parts[-1]
+        if own.is_dir():
+            return own
+    return path
+
+
+def data_root_of(model_dir: Path) -> Path | None:
+    """The data root a model folder sits in (``<root>/models/<kind>/<version>``), or None elsewhere."""
+    path = Path(model_dir).absolute()
+    return path.parents[2] if len(path.parents) > 2 and path.parents[1].name == "models" else None
+
+
+def link_path(target: Path | str, model_dir: Path) -> str:
+    """How ``model_dir``'s training.json names another folder (its teacher, its co-trained downsampler):
+    relative to the data root both sit in, so the data root can be moved; absolute outside one."""
+    target = Path(target).absolute()
+    root = data_root_of(model_dir)
+    return root_relative(target, root) if root is not None else str(target)
+
+
+def linked_path(model_dir: Path, stored: Path | str) -> Path:
+    """A folder named in ``model_dir``'s training.json (written by :func:`link_path`, or an absolute path
+    in folders from before) as a path to open from where ``model_dir`` is now."""
+    root = data_root_of(model_dir)
+    if root is None:
+        return Path(stored)
+    return resolve_under(root, stored)
+
+
+def recorded_teacher(model_dir: Path) -> Path | None:
+    """The teacher folder a student was distilled from (``teacher.path`` in its training.json), as this data
+    root holds it; None when none is recorded."""
+    stored = (read_info(Path(model_dir)).get("teacher") or {}).get("path")
+    return linked_path(Path(model_dir), stored) if isinstance(stored, str) and stored else None
+
+
 def model_version(model_dir: Path) -> str:
     """The version recorded in a model folder's training.json (else the folder's name)."""
     return str(read_info(Path(model_dir)).get("version", Path(model_dir).name))

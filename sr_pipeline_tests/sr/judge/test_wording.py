@@ -3,7 +3,7 @@
 import pytest
 
 from sr_pipeline.evaluation.gate import GateThresholds, challenge
-from sr_pipeline.sr.judge.wording import compare, model_label
+from sr_pipeline.sr.judge.wording import compare, count, model_label, readable_time
 
 
 @pytest.mark.parametrize("ours, theirs", [
@@ -59,3 +59,13 @@ def test_model_labels_are_readable():
     assert model_label("fixed-20261207T043320Z-ffd79b-x") == "student trained 2026-12-07 (ffd79b)"
     assert model_label("s9", "new student") == "new student s9"
     assert model_label(None, "teacher") == "teacher"
+
+
+def test_counts_and_timestamps_read_as_a_person_says_them():
+    assert [count(n, "pair") for n in (0, 1, 2)] == ["0 pairs", "1 pair", "2 pairs"]
+    assert count(1, "batch", "batches") == "1 batch" and count(3, "batch", "batches") == "3 batches"
+    assert readable_time("2026-12-07T04:31:26.123456+00:00") == "2026-12-07 04:31 UTC"
+    assert readable_time("2026-12-07T04:31:26+01:00") == "2026-12-07 04:31 UTC+01:00"
+    assert readable_time("2026-12-07T04:31:26") == "2026-12-07 04:31"
+    assert readable_time("2026-12-07") == "2026-12-07" and readable_time(None) == "None"
+    assert readable_time("not a time at all") == "not a time at all"

@@ -278,7 +278,7 @@ def test_a_check_output_is_counted_and_printed_but_not_a_failure(tmp_path, stude
     code = main(["--data", str(tmp_path / "data"), "upscale", str(img), "--out", str(tmp_path / "out2"),
                  "--model", str(student_dir), *FAST, "--consistency-thresholds", str(strict)])
     err = capsys.readouterr().err
-    assert code == 0 and "consistency check: consistency PSNR-Y" in err and "1 of 1 outputs need a person's look" in err
+    assert code == 0 and "consistency check: consistency PSNR-Y" in err and "1 of 1 output needs a person's look" in err
 
 
 def test_no_consistency_skips_the_measure(tmp_path, student_dir, capsys):
@@ -439,7 +439,7 @@ def test_the_audit_says_which_pairs_it_could_not_score(tmp_path, capsys):
     code = main(["--data", str(tmp_path / "data"), "consistency", "--lr", str(lr / "good.png"),
                  "--sr", str(sr / "good_x4.png")])
     said = capsys.readouterr().out
-    assert code == 0 and "good_x4.png: ok" in said and "1 pairs: 1 ok" in said
+    assert code == 0 and "good_x4.png: ok" in said and "1 pair: 1 ok" in said
 
 
 def test_another_tools_output_at_another_scale_is_judged_with_bicubic(tmp_path, capsys):

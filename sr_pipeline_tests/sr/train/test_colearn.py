@@ -297,7 +297,10 @@ def test_tiny_run_writes_student_and_downsampler_folders(tmp_path):
         assert {f"loss_{k}" for k, w in ALL_ON.items() if w > 0} | {"acc_d_hr", "acc_d_lr"} <= set(info["history"][-1])
         assert {"teacher", "student", "downsampler", "discriminators", "generator_update"} <= set(info["time_breakdown"])
         assert info["lpips"] == "weight 0" and info["teacher_steps"] == 2
-    assert json.loads((student_dir / "training.json").read_text())["downsampler"] == str(g_dir)
+    # paths to other folders are stored relative to the data root (tmp_path here), so it can be moved
+    student_info = json.loads((student_dir / "training.json").read_text())
+    assert student_info["downsampler"] == "models/downsampler/v1" and student_info["teacher"]["path"] == "models/teacher/t1"
+    assert json.loads((g_dir / "training.json").read_text())["student"] == "models/student/v1"
     assert latest_state(tmp_path / "run") is None
 
 

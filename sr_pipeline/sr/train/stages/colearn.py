@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from sr_pipeline.sr.models.checkpoints import load_sr_model
+from sr_pipeline.sr.models.checkpoints import link_path, load_sr_model
 from sr_pipeline.sr.train.profile import ColearnConfig, Profile
 from sr_pipeline.sr.models.diffusion import ResShiftSchedule
 from sr_pipeline.sr.models.discriminators import PatchDiscriminator
@@ -439,7 +439,9 @@ class ColearnStage(Stage):
         final = {k: v for k, v in history[-1].items() if k.startswith(("loss_", "acc_"))} if history else {}
         learner = self.learner
         return {
-            "teacher": {"path": str(self.teacher_dir.resolve()), "version": self.teacher.info.get("version")},
+            # relative to the data root (sr/models/checkpoints.py link_path): a moved data root still finds it
+            "teacher": {"path": link_path(self.teacher_dir, self.student_out),
+                        "version": self.teacher.info.get("version")},
             "teacher_steps": learner.teacher_steps,
             "loss_weights": learner.weights,
             "lpips": self.lpips_status,
@@ -470,11 +472,11 @@ class ColearnStage(Stage):
 
         g_dir = self.downsampler_out
         out = [ModelOutput("student", self.student_out, save_student,
-                           {"kind": "student", "downsampler": str(g_dir) if g_dir else None})]
+                           {"kind": "student", "downsampler": link_path(g_dir, self.student_out) if g_dir else None})]
         if g_dir is not None:
             out.append(ModelOutput("downsampler", g_dir,
                                    lambda tmp: self.learner.unwrap(self.learner.downsampler).save_pretrained(tmp),
-                                   {"kind": "downsampler", "student": str(self.student_out)}))
+                                   {"kind": "downsampler", "student": link_path(self.student_out, g_dir)}))
         return out
 
 
