@@ -230,3 +230,72 @@ def test_the_report_table_and_sentence_read_the_band(layout):
     single = report.realism_sentence({"realism": realism(1.4, 29.0)})
     assert single.startswith("On 4 gate pairs, the learned camera model imitates") and "too sharp" in single
     assert "less closely than plain shrinking" in single
+
+
+# --- training the twin --------------------------------------------------------------------------------------
+
+def test_the_twin_is_trained_only_for_a_camera_with_fit_pairs(layout, monkeypatch):
+    """defs/training.py launches one more co-learning run, without the fit pairs, only when the student used some."""
+    from sr_pipeline.defs import training
+
+    launched = []
+
+    def fake_launch(context, settings, client, kind, lay, args, keys):
+        launched.append(args)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "training.json").write_text(json.dumps({"unpaired_twin_of": args[args.index("--unpaired-twin-of") + 1]}))
+
+    monkeypatch.setattr(training, "_launch", fake_launch)
+
+    class Log:
+        def info(self, message):
+            pass
+
+    context = type("Context", (), {"log": Log()})()
+    run_dir = layout.run_dir("colearn", "cpu-demo-abc")
+    plain = save_sr(layout, "student", "s-plain", camera="field_cam", fit_pairs=[])
+    assert training._ensure_unpaired_twin(context, None, None, layout, ["--camera", "field_cam"], run_dir, plain) is None
+    assert launched == []
+    paired = save_sr(layout, "student", "s-paired", camera="field_cam", fit_pairs=["fit-1", "fit-2"])
+    twin = training._ensure_unpaired_twin(context, None, None, layout, ["--camera", "field_cam"], run_dir, paired)
+    assert twin == unpaired_twin_dir(layout, "s-paired") and len(launched) == 1
+    args = launched[0]
+    assert args[:2] == ["--camera", "field_cam"] and "--resume" in args
+    assert args[args.index("--downsampler-out") + 1] == str(unpaired_twin_dir(layout, "s-paired", "downsampler"))
+    assert Path(args[args.index("--run-dir") + 1]).name == "cpu-demo-abc-unpaired"  # its own resumable state
+    assert training._ensure_unpaired_twin(context, None, None, layout, [], run_dir, paired) == twin
+    assert len(launched) == 1  # already trained: reused
+
+
+def test_the_cli_trains_the_twin_without_the_fit_pairs(monkeypatch, tmp_path):
+    """``sr-pipeline train colearn --unpaired-twin-of V`` drops the camera's fit pairs and names the twin's origin."""
+    from sr_pipeline.cli import build_parser
+    from sr_pipeline.training import run
+
+    seen = {}
+
+    def fake_train(profile, teacher, hr, field, run_dir, student, g, **kw):
+        seen.update(kw)
+
+    monkeypatch.setattr("sr_pipeline.sr.stages.colearn.train_colearn", fake_train)
+    monkeypatch.setattr(run, "_teacher_and_references", lambda layout, teacher: (tmp_path, [], []))
+    monkeypatch.setattr(run, "field_camera_images", lambda layout, camera, registry: (camera, [], []))
+    monkeypatch.setattr(run, "field_camera_jpeg", lambda layout, camera: (None, 0.0))
+    pair = (np.zeros((16, 16, 3), np.uint8), np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry: ([pair], ["fit-1"]))
+    from sr_pipeline.intake.cameras import load_registry
+    from sr_pipeline.sr.config import Profile
+    from sr_pipeline.storage.layout import DataLayout
+
+    profile = Profile.from_yaml(Path(__file__).parents[1] / "configs" / "cpu-demo.yaml")
+    layout = DataLayout(tmp_path / "data")
+    run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
+                                   out=tmp_path / "s", downsampler_out=tmp_path / "g", run_dir=tmp_path / "r")
+    assert seen["fit_pair_names"] == ["fit-1"] and seen["unpaired_twin_of"] is None
+    run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
+                                   out=tmp_path / "s2", downsampler_out=tmp_path / "g2", run_dir=tmp_path / "r2",
+                                   unpaired_twin_of="s")
+    assert seen["fit_pairs"] == [] and seen["fit_pair_names"] == [] and seen["unpaired_twin_of"] == "s"
+    args = build_parser().parse_args(["train", "colearn", "--config", "x.yaml", "--unpaired-twin-of", "v1"])
+    assert args.unpaired_twin_of == "v1"
