@@ -410,13 +410,17 @@ def realism_sentence(summary: dict[str, Any]) -> str | None:
     for key, r in found.items():
         said = compare({"psnr_y": r["learned_psnr"]}, {"psnr_y": r["bicubic_psnr"]}, tol)
         how = {"better": "more closely than", "worse": "less closely than"}.get(said.verdict, "about as closely as")
-        parts.append(f"{_g_name(summary, key)} imitates the field camera's real low-resolution images {how} plain "
-                     f"shrinking (PSNR-Y {r['learned_psnr']:.2f} against {r['bicubic_psnr']:.2f} dB, higher is "
-                     f"closer) and keeps {_ratio(r)} of their fine detail, "
+        text = (f"{_g_name(summary, key)} imitates the field camera's real low-resolution images {how} plain "
+                f"shrinking (PSNR-Y {r['learned_psnr']:.2f} against {r['bicubic_psnr']:.2f} dB, higher is closer)")
+        if r.get("learned_lap_ratio") is not None:  # reports from before the ratio have PSNR-Y only
+            text += (f" and keeps {_ratio(r)} of their fine detail, "
                      f"{_BAND_WORDS.get(r.get('sharpness', 'not measured'), r.get('sharpness'))}")
-    text = "; ".join(parts)
-    return (f"On {first['pairs']} gate pairs, {text} ({band[0]:g}-{band[1]:g}x is the target band: below it the model "
-            f"blurs more than the camera, above it less; plain shrinking keeps {_ratio(first, 'bicubic')}, "
+        parts.append(text)
+    text = f"On {first['pairs']} gate pairs, " + "; ".join(parts)
+    if first.get("bicubic_lap_ratio") is None:
+        return text + "."
+    return (text + f" ({band[0]:g}-{band[1]:g}x is the target band: below it the model blurs more than the camera, "
+            f"above it less; plain shrinking keeps {_ratio(first, 'bicubic')}, "
             f"{_BAND_WORDS.get(first.get('bicubic_sharpness', 'not measured'), first.get('bicubic_sharpness'))}).")
 
 
