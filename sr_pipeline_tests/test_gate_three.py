@@ -142,6 +142,18 @@ def test_the_gate_serves_the_unpaired_twin_when_it_wins_and_the_report_names_all
     page = (out.report_dir / "index.html").read_text()
     assert "G(HR), fitted with the fit pairs" in page and "G(HR), learned without them" in page
     assert "target band" in page and "id='realism-sentence'" in page
+    from sr_pipeline.defs.evaluation import _report_metadata, duel_metadata, realism_metadata
+
+    md = _report_metadata(out, plant.root)  # the report asset's metadata names all three and both G's
+    table = md["judged_students"].value
+    assert table.count("| the co-learned student") == 2 and "| the fixed-degradation student fixed-t1 |" in table
+    assert md["duel_winner"] == "unpaired" and {"candidate_psnr_y", "unpaired_psnr_y", "challenger_lpips"} <= set(md)
+    assert {"g_with_pairs_psnr_y", "g_with_pairs_lap_ratio", "g_without_pairs_lap_ratio", "bicubic_down_psnr_y"} <= set(md)
+    assert md["g_with_pairs_sharpness"] in ("inside", "too blurry", "too sharp")
+    checks = duel_metadata(decision.challenge) | realism_metadata(decision.realism)  # the gate checks' metadata
+    assert checks["duel_winner"] == "unpaired" and checks["g_without_pairs_psnr_y"] == pytest.approx(
+        decision.realism["unpaired"]["learned_psnr"])
+    assert duel_metadata(None) == {} and realism_metadata(None) == {}
     head = " ".join(s["headline"])
     assert "the camera model fitted with the camera's fit pairs imitates" in head
     assert "the camera model learned without them imitates" in head and " beat" not in head
