@@ -92,7 +92,7 @@ def test_the_message_never_says_better_while_quoting_a_worse_figure():
                      "s-co", "fixed-t1", "unpaired-s-co")
     assert duel["winner"] == "unpaired"
     said = duel["message"].split("so the gate judges", 1)[1]
-    assert "better than" not in said and said.count("trades against") == 2  # worse LPIPS than both
+    assert "better than" not in said and said.count("it trades against") == 2  # worse LPIPS than both
     clean = challenge(rows(candidate=(28.0, 0.30), unpaired=(28.2, 0.28), challenger=(27.5, 0.35)), T,
                       "s-co", "fixed-t1", "unpaired-s-co")
     assert clean["message"].split("so the gate judges", 1)[1].count("is better than") == 2

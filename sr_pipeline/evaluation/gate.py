@@ -320,7 +320,7 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
                       "message": message}
     others = [r for r in roles if r != winner]
     quoted = "; ".join(f"{names[r]}: {_figures(scores[r])}" for r in roles)
-    against = "; ".join(compare(scores[winner], scores[r], tol).sentence(names[winner], names[r]) for r in others)
+    against = "; ".join(compare(scores[winner], scores[r], tol).sentence("it", names[r]) for r in others)
     message = (f"On the camera's gate pairs the gate compared {len(roles)} students ({quoted}). Fidelity comes "
                f"first, then LPIPS, and a tie keeps the student co-learned with fit pairs, so the gate judges "
                f"{names[winner]}: {against}.")
