@@ -5,7 +5,9 @@ applies the gate policy (:mod:`.gate`) and keeps the scores and the decision und
 ``<data>/runs/gate/<candidate version>/`` keyed by a fingerprint of the calibration pairs and of the
 metrics. :func:`run_evaluation` scores the teacher with its T steps (and the promoted student unless
 the kept scores compared the same one), reuses the kept candidate scores when their key matches
-instead of scoring the candidate again, measures the learned downsampler's LR realism (PSNR-Y), and
+instead of scoring the candidate again, measures the camera models' paired realism on the gate pairs
+(:func:`downsampler_realism`: PSNR-Y and the Laplacian-energy ratio to the real LR, for the candidate's G and,
+for a camera with fit pairs, its unpaired twin's), and
 writes ``<data>/reports/<YYYY-MM-DD>/`` (``-2``, ``-3``, ... when that day already has a report): the
 management page ``index.html``, ``summary.json`` and ``metrics.parquet``. Neither records a
 promotion (:mod:`.promotion` does); the report reads the promotion log. Wherever the candidate is
@@ -354,7 +356,10 @@ def _kept_scores(layout: DataLayout, version: str, key: dict) -> tuple[Scores, O
 def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | None, thresholds: GateThresholds,
                   *, lpips: Any = None, device: str = "auto", camera: str | None = None) -> GateDecision:
     """The gate alone (no teacher, no report): bicubic, the candidate and the promoted student on the
-    calibration pairs of the candidate's field camera (``camera``; every pair when None). Keeps the
+    calibration pairs of the candidate's field camera (``camera``; every pair when None), with the
+    fixed-degradation challenger and, for a candidate fitted on fit pairs, its unpaired twin: the gate's
+    checks judge the winner of :func:`~.gate.challenge`, and the decision carries the realism of each judged
+    student's camera model. Keeps the
     scores and the decision for the report and ``promoted_student``; records nothing in the promotion
     log (the action says what the log allows)."""
     from sr_pipeline.sr.devices import resolve_device

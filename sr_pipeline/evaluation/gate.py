@@ -8,6 +8,9 @@ A candidate passes when
    energy over their HR's stays at or below ``max_hf_ratio``. A student that learned to undo a blur
    the camera does not have invents texture (issue 14 measured 1.35x on real cameras no benchmark
    tuned on) while it can still beat bicubic on LPIPS; this criterion stops it.
+The criteria judge the winner of :func:`challenge`: the co-learned candidate, the fixed-degradation
+challenger or, for a camera with fit pairs, the candidate's unpaired twin (:func:`pick_winner`, fidelity
+first; a tie keeps the co-learned student with fit pairs).
 Which action follows also depends on the promotion log: a student an operator rolled back from
 (``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the
 Dagster checks, the ``promoted_student`` asset and the report apply the same functions to the same
