@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="field camera to co-learn (one student and camera model per field camera; default: the "
                    "only field camera with images in the catalog)")
     p.add_argument("--cameras", type=PATH, default=None, help="camera registry file (default configs/cameras.yaml)")
+    p.add_argument("--unpaired-twin-of", type=NAME, default=None, metavar="VERSION",
+                   help="train the promotion gate's unpaired twin of student VERSION: the same co-learning without "
+                   "the camera's fit pairs (for a camera with fit_pairs; the Dagster asset trains it beside each "
+                   "student of such a camera, as <data>/models/{student,downsampler}/unpaired-VERSION)")
     p.add_argument("--fixed-degradation", action="store_true",
                    help="train the promotion gate's challenger instead: the same student on bicubic degradation, no "
                    "camera model, no field images (default folder: <data>/models/student/fixed-<teacher version>)")

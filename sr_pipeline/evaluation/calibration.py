@@ -5,7 +5,9 @@ applies the gate policy (:mod:`.gate`) and keeps the scores and the decision und
 ``<data>/runs/gate/<candidate version>/`` keyed by a fingerprint of the calibration pairs and of the
 metrics. :func:`run_evaluation` scores the teacher with its T steps (and the promoted student unless
 the kept scores compared the same one), reuses the kept candidate scores when their key matches
-instead of scoring the candidate again, measures the learned downsampler's LR realism (PSNR-Y), and
+instead of scoring the candidate again, measures the camera models' paired realism on the gate pairs
+(:func:`downsampler_realism`: PSNR-Y and the Laplacian-energy ratio to the real LR, for the candidate's G and,
+for a camera with fit pairs, its unpaired twin's), and
 writes ``<data>/reports/<YYYY-MM-DD>/`` (``-2``, ``-3``, ... when that day already has a report): the
 management page ``index.html``, ``summary.json`` and ``metrics.parquet``. Neither records a
 promotion (:mod:`.promotion` does); the report reads the promotion log. Wherever the candidate is
@@ -44,14 +46,15 @@ from sr_pipeline.sr.data.pairs import EvaluationError, Pair
 from sr_pipeline.sr.judge.scoring import Scores, metrics, model_state
 from sr_pipeline.common.atomic import temp_dir
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import challenger_dir, promotions
+from sr_pipeline.storage.registry import challenger_dir, promotions, unpaired_twin_dir
 
 if TYPE_CHECKING:
     from sr_pipeline.evaluation.consistency_fit import CalibrationConsistency
 
 GATE_FILE = "gate.json"
 CROPS_FILE = "crops.npz"
-KEPT_METHODS = ("bicubic", "candidate", "challenger", "promoted")
+KEPT_METHODS = ("bicubic", "candidate", "unpaired", "challenger", "promoted")
+MODEL_ROLES = ("teacher", "candidate", "unpaired", "challenger", "promoted")
 
 
 def split_calibration_pairs(layout: DataLayout, camera: str | None = None, registry: Any = None
@@ -164,7 +167,7 @@ def _score(models: list[_Model], pairs: list[Pair], scale: int, lpips: Any, reus
             consistency.see(image, lr, sr, hr)
 
     methods = {**(reuse or {}), **{m.role: m.upscaler for m in models}}
-    order = [r for r in ("teacher", "candidate", "challenger", "promoted") if r in methods]
+    order = [r for r in MODEL_ROLES if r in methods]
     return score_pairs(pairs, {r: methods[r] for r in order}, scale, lpips=lpips, on_output=on_output, reuse=kept)
 
 
@@ -176,9 +179,28 @@ def _lpips(lpips: Any, device: str) -> Any:
     return lpips_weights.load_lpips(device)
 
 
+# The Laplacian-energy ratio of a camera model's LR to the real LR that counts as blurring like the camera.
+SHARPNESS_BAND = (0.8, 1.25)
+
+
+def sharpness_words(ratio: float | None, band: tuple[float, float] = SHARPNESS_BAND) -> str:
+    """Whether an LR's Laplacian energy over the real LR's lies in the target band, in words."""
+    if ratio is None or not np.isfinite(ratio):
+        return "not measured"
+    if ratio < band[0]:
+        return "too blurry"
+    if ratio > band[1]:
+        return "too sharp"
+    return "inside"
+
+
 def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = "cpu",
                         psnr: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, Any]:
-    """PSNR-Y of G(HR) and of bicubic down(HR) against each pair's real LR (method.md claim 4).
+    """How closely the camera model G imitates the field camera on registered pairs (method.md claim 4): per
+    pair, PSNR-Y of G(HR) (eps' = 0) and of bicubic down(HR) against the real LR, and the Laplacian (fine
+    detail) energy of each over the real LR's; means of the PSNR-Y, medians of the ratios, and whether G's
+    ratio lies in :data:`SHARPNESS_BAND` (``sharpness``: inside, too blurry or too sharp). PSNR alone rewards
+    a G that blurs a noisy camera's LR; the ratio says whether G blurs as much as the camera.
 
     ``psnr(a, b)`` defaults to the registry's PSNR-Y over the whole LR image (no border cropped),
     the convention of the quality benchmark.
@@ -187,12 +209,16 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
 
     from sr_pipeline.sr.models.downsampler import load_downsampler
     from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+    from sr_pipeline.sr.judge.metrics import laplacian_energy
     from sr_pipeline.sr.data.pairs import load_rgb
     from sr_pipeline.sr.judge.scoring import metric
 
     if psnr is None:
         psnr_y = metric("psnr_y").fn
         psnr = lambda a, b: psnr_y(a, b, 0)  # noqa: E731
+
+    def ratio(a: np.ndarray, real: float) -> float:
+        return laplacian_energy(a) / real if real > 0 else float("inf")
 
     g = load_downsampler(Path(downsampler_dir), device)
     s = int(g.config.scale)
@@ -204,15 +230,39 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
                 skipped.append(p.name)
                 continue
             x = to_tensor(hr).to(device)
-            per_image.append({"image": p.name, "learned_psnr": psnr(to_uint8(g(x)), lr),
-                              "bicubic_psnr": psnr(to_uint8(downsample(x, s)), lr)})
+            learned, bicubic = to_uint8(g(x)), to_uint8(downsample(x, s))
+            real = laplacian_energy(lr)
+            per_image.append({"image": p.name, "learned_psnr": psnr(learned, lr), "bicubic_psnr": psnr(bicubic, lr),
+                              "learned_lap_ratio": ratio(learned, real), "bicubic_lap_ratio": ratio(bicubic, real)})
     if not per_image:
         return {"available": False, "reason": f"no pair is an exact x{s} HR/LR pair", "pairs": 0}
     learned = float(np.mean([r["learned_psnr"] for r in per_image]))
     bicubic = float(np.mean([r["bicubic_psnr"] for r in per_image]))
+    lap = float(np.median([r["learned_lap_ratio"] for r in per_image]))
+    lap_bicubic = float(np.median([r["bicubic_lap_ratio"] for r in per_image]))
     return {"available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
-            "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "skipped": skipped,
+            "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "learned_lap_ratio": lap,
+            "bicubic_lap_ratio": lap_bicubic, "band": list(SHARPNESS_BAND), "sharpness": sharpness_words(lap),
+            "bicubic_sharpness": sharpness_words(lap_bicubic), "skipped": skipped,
             "per_image": per_image, "version": model_version(Path(downsampler_dir))}
+
+
+def camera_model_dir(layout: DataLayout, student_dir: Path) -> Path | None:
+    """The camera model G co-learned with a student (same version, ``models/downsampler/<version>``), or None."""
+    path = layout.model_dir("downsampler", model_version(Path(student_dir)))
+    return path if (path / "training.json").is_file() else None
+
+
+def camera_models_realism(layout: DataLayout, pairs: list[Pair], judged: dict[str, Path], device: str
+                          ) -> dict[str, Any] | None:
+    """:func:`downsampler_realism` of the camera model of each co-learned student judged (role ``candidate``:
+    with fit pairs, ``unpaired``: its twin without), by role; None when none has a camera model."""
+    out = {}
+    for role, student in judged.items():
+        g = camera_model_dir(layout, student)
+        if g is not None:
+            out[role] = downsampler_realism(pairs, g, device)
+    return out or None
 
 
 def _consistency(layout: DataLayout, candidate_dir: Path, scale: int, key: dict) -> CalibrationConsistency:
@@ -290,7 +340,10 @@ def _kept_scores(layout: DataLayout, version: str, key: dict) -> tuple[Scores, O
 def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | None, thresholds: GateThresholds,
                   *, lpips: Any = None, device: str = "auto", camera: str | None = None) -> GateDecision:
     """The gate alone (no teacher, no report): bicubic, the candidate and the promoted student on the
-    calibration pairs of the candidate's field camera (``camera``; every pair when None). Keeps the
+    calibration pairs of the candidate's field camera (``camera``; every pair when None), with the
+    fixed-degradation challenger and, for a candidate fitted on fit pairs, its unpaired twin: the gate's
+    checks judge the winner of :func:`~.gate.challenge`, and the decision carries the realism of each judged
+    student's camera model. Keeps the
     scores and the decision for the report and ``promoted_student``; records nothing in the promotion
     log (the action says what the log allows)."""
     from sr_pipeline.sr.models.devices import resolve_device
@@ -311,6 +364,9 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     metric = _lpips(lpips, device)
     key = scores_key(pairs, model_state({"lpips": metric})[1])
     models = {"candidate": _load("candidate", candidate_dir, device)}
+    twin = unpaired_twin(layout, candidate_dir)
+    if twin is not None:
+        models["unpaired"] = _load("unpaired", twin, device)
     fixed = fixed_degradation_challenger(layout, candidate_dir)
     if fixed is not None:
         models["challenger"] = _load("challenger", fixed, device)
@@ -320,20 +376,40 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     fit = _consistency(layout, candidate_dir, scale, key)
     scores = _score(list(models.values()), pairs, scale, metric, consistency=fit)
     fit.save()
-    duel = challenge(scores.rows, thresholds, version, model_version(fixed)) if fixed is not None else None
+    duel = None
+    if fixed is not None or twin is not None:
+        duel = challenge(scores.rows, thresholds, version, model_version(fixed) if fixed is not None else None,
+                         model_version(twin) if twin is not None else None)
     winner = duel["winner"] if duel else "candidate"
-    served_dir = Path(fixed) if winner == "challenger" else Path(candidate_dir)
+    served_dir = models[winner].path
     criteria = decide(scores.rows, scores.summary, models[winner].watch, thresholds, reference, candidate=winner)
     passed = all(c.passed for c in criteria)
     served = model_version(served_dir)
     action, since = choose_action(promotions(layout, camera), served, passed, promote=False,
                                   baseline=winner == "challenger")
-    decision = GateDecision(version, reference, criteria, action, thresholds, since, served, duel)
-    if winner == "challenger":  # it may be served: its consistency thresholds come from these pairs too
+    judged = {"candidate": Path(candidate_dir)} | ({"unpaired": twin} if twin is not None else {})
+    realism = camera_models_realism(layout, pairs, judged, device)
+    decision = GateDecision(version, reference, criteria, action, thresholds, since, served, duel, realism)
+    if winner != "candidate":  # it may be served: its consistency thresholds come from these pairs too
         ensure_consistency(layout, served_dir, pairs, key, device)
     reason = promotion_reason(criteria, len(pairs)) + (f"; {duel['message']}" if duel else "")
     _keep(layout, version, key, scores, models[winner].watch, decision, reason, served_dir)
     return decision
+
+
+def unpaired_twin(layout: DataLayout, candidate_dir: Path) -> Path | None:
+    """The candidate's unpaired twin (the same co-learning without the camera's fit pairs), when the candidate
+    was fitted on fit pairs and the twin was trained."""
+    info = read_info(Path(candidate_dir))
+    if not info.get("fit_pairs") or info.get("challenger"):
+        return None
+    version = model_version(Path(candidate_dir))
+    path = unpaired_twin_dir(layout, version)
+    try:
+        twin_of = read_info(path).get("unpaired_twin_of")
+    except FileNotFoundError:
+        return None
+    return path if twin_of == version else None
 
 
 def fixed_degradation_challenger(layout: DataLayout, candidate_dir: Path) -> Path | None:
@@ -368,10 +444,12 @@ class EvaluationOutcome:
 
 
 def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Path | None,
-                 challenger: Path | None = None, root: Path | None = None) -> dict[str, Any]:
+                 challenger: Path | None = None, root: Path | None = None, unpaired: Path | None = None,
+                 unpaired_downsampler: Path | None = None) -> dict[str, Any]:
     """Per role: version, ``path`` as stored under the data root (``root``): relative to it, so a moved
     data root's summaries still name its models (absolute only for a model outside it; read back with
     :meth:`DataLayout.resolve`), and ``folder``, the shorter form pages and metadata show."""
+
     def info(path: Path, steps: int | None = None) -> dict[str, Any]:
         resolved = Path(path).resolve()
         out = {"version": model_version(path), "path": root_relative(resolved, root) if root else str(resolved),
@@ -382,8 +460,11 @@ def _models_info(models: list[_Model], candidate_dir: Path, downsampler_dir: Pat
     by_role.setdefault("candidate", info(candidate_dir, 1))
     if challenger is not None:
         by_role.setdefault("challenger", info(challenger, 1))
-    order = [r for r in ("teacher", "candidate", "challenger", "promoted") if r in by_role]
-    return {r: by_role[r] for r in order} | {"downsampler": info(downsampler_dir) if downsampler_dir else None}
+    if unpaired is not None:
+        by_role.setdefault("unpaired", info(unpaired, 1))
+    order = [r for r in MODEL_ROLES if r in by_role]
+    return ({r: by_role[r] for r in order} | {"downsampler": info(downsampler_dir) if downsampler_dir else None}
+            | ({"unpaired_downsampler": info(unpaired_downsampler)} if unpaired_downsampler else {}))
 
 
 def data_relative(path: Path | str, root: Path | None) -> str:
@@ -438,7 +519,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         kept_scores, watch, record = kept  # the watch of the model the gate judged (the duel's winner)
         duel = record["decision"].get("challenge")
         served_version = record["decision"].get("served") or version
-        keep = (["bicubic", "candidate"] + (["challenger"] if "challenger" in record["methods"] else [])
+        keep = (["bicubic", "candidate"] + [m for m in ("unpaired", "challenger") if m in record["methods"]]
                 + (["promoted"] if reference and record["reference"] == reference else []))
         kept_scores = kept_scores.only(keep)
         reuse = {m: None for m in keep if m != "bicubic"}
@@ -455,12 +536,17 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     else:
         ensure_consistency(layout, candidate_dir, pairs, key, device)
     realism = downsampler_realism(pairs, downsampler_dir, device) if downsampler_dir is not None else None
+    twin = unpaired_twin(layout, candidate_dir)
+    twin_g = camera_model_dir(layout, twin) if twin is not None else None
+    realism_unpaired = downsampler_realism(pairs, twin_g, device) if twin_g is not None else None
+    realisms = {k: v for k, v in (("candidate", realism), ("unpaired", realism_unpaired)) if v is not None}
 
     judged = duel["winner"] if duel and duel["winner"] in scores.methods else "candidate"
     criteria = decide(scores.rows, scores.summary, watch, thresholds, reference, candidate=judged)
     action, since = choose_action(promotions(layout, camera), served_version, all(c.passed for c in criteria),
-                                  promote=False, baseline=served_version != version)
-    decision = GateDecision(version, reference, criteria, action, thresholds, since, served_version, duel)
+                                  promote=False, baseline=judged == "challenger")
+    decision = GateDecision(version, reference, criteria, action, thresholds, since, served_version, duel,
+                            realisms or None)
     served = judged if action == "already_promoted" else ("promoted" if reference is not None else None)
 
     summary = finite_json({
@@ -471,12 +557,15 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         "device": device_label(device),
         **scores.summary,
         "labels": {"bicubic": "plain enlargement (bicubic)", "teacher": f"teacher ({teacher.steps} steps)",
-                   "candidate": "new student", "challenger": "fixed-degradation student",
+                   "candidate": "new student", "unpaired": "new student without fit pairs",
+                   "challenger": "fixed-degradation student",
                    "promoted": "promoted student"},
         "models": _models_info(models, candidate_dir, downsampler_dir,
                                fixed_degradation_challenger(layout, candidate_dir) if "challenger" in scores.methods
-                               else None, layout.root),
+                               else None, layout.root, twin if "unpaired" in scores.methods else None,
+                               twin_g if "unpaired" in scores.methods else None),
         "realism": realism,
+        "realism_unpaired": realism_unpaired,
         "consistency": _without_machine_path(consistency_summary(candidate_dir), layout.root),
         "gate": decision.to_dict(),
         "served": served,

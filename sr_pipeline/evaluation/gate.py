@@ -8,6 +8,9 @@ A candidate passes when
    energy over their HR's stays at or below ``max_hf_ratio``. A student that learned to undo a blur
    the camera does not have invents texture (measured 1.35x on real cameras no benchmark
    tuned on) while it can still beat bicubic on LPIPS; this criterion stops it.
+The criteria judge the winner of :func:`challenge`: the co-learned candidate, the fixed-degradation
+challenger or, for a camera with fit pairs, the candidate's unpaired twin (:func:`pick_winner`, fidelity
+first; a tie keeps the co-learned student with fit pairs).
 Which action follows also depends on the promotion log: a student an operator rolled back from
 (``sr-pipeline promote OLDER``) is never re-promoted automatically. Pure: no files, no models; the
 Dagster checks, the ``promoted_student`` asset and the report apply the same functions to the same
@@ -90,6 +93,8 @@ class GateDecision:
     promoted_since: str | None = None  # for already_promoted: when the candidate was promoted
     served: str | None = None  # the version the gate judged and would promote: the candidate, or the challenger that beat it
     challenge: dict[str, Any] | None = None  # the co-learned candidate against the fixed-degradation challenger
+    # and, for a camera with fit pairs, its unpaired twin (:func:`challenge`)
+    realism: dict[str, Any] | None = None  # per camera model judged (with, without fit pairs): paired realism
 
     @property
     def passed(self) -> bool:
@@ -100,10 +105,12 @@ class GateDecision:
 
     def plain(self) -> str:
         """One sentence a manager can read (two when the fixed-degradation challenger won)."""
-        if self.challenge and self.challenge["winner"] == "challenger":
+        if self.challenge and self.challenge["winner"] != "candidate":
             duel = self.challenge["message"] + " "
             served = self.served or self.candidate
-            return duel + self._plain(f"The fixed-degradation {model_label(served)}", served)
+            name = (self.challenge.get("names") or {}).get(self.challenge["winner"]) \
+                or f"the fixed-degradation {model_label(served)}"
+            return duel + self._plain(name[0].upper() + name[1:], served)
         return self._plain(f"The new {model_label(self.candidate)}", self.candidate)
 
     def _plain(self, who: str, version: str) -> str:
@@ -127,7 +134,7 @@ class GateDecision:
             "passed": self.passed, "action": self.action, "candidate": self.candidate, "reference": self.reference,
             "criteria": [asdict(c) for c in self.criteria], "thresholds": asdict(self.thresholds),
             "promoted_since": self.promoted_since, "plain": self.plain(),
-            "served": self.served or self.candidate, "challenge": self.challenge,
+            "served": self.served or self.candidate, "challenge": self.challenge, "realism": self.realism,
         }
 
 
@@ -239,35 +246,95 @@ def decide(rows: list[dict[str, Any]], availability: dict[str, dict[str, Any]], 
     return _validity(watch), beats, versus, _sharpness(rows, thresholds, candidate)
 
 
-def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate: str, challenger: str
-              ) -> dict[str, Any]:
-    """The co-learned ``candidate`` against the fixed-degradation ``challenger`` (rows of methods
-    ``candidate`` and ``challenger``): fidelity first, so the higher PSNR-Y wins by more than the PSNR
-    tolerance; within it, the lower LPIPS by more than the LPIPS tolerance; a tie keeps the co-learned.
-    The message words the figures by :func:`~sr_pipeline.sr.judge.wording.compare`: a winner with a worse
-    LPIPS is said to trade, not to beat."""
-    scores = {role: {"psnr_y": _mean(rows, role, "psnr_y"), "lpips": _mean(rows, role, "lpips")}
-              for role in ("candidate", "challenger")}
-    co, fixed = scores["candidate"], scores["challenger"]
-    d_psnr = (fixed["psnr_y"] or 0.0) - (co["psnr_y"] or 0.0)
-    d_lpips = None if co["lpips"] is None or fixed["lpips"] is None else fixed["lpips"] - co["lpips"]
-    tol_p, tol_l = thresholds.psnr_tolerance_db, thresholds.lpips_tolerance
-    psnr_tie = abs(d_psnr) <= tol_p
-    won = d_psnr > tol_p or (psnr_tie and d_lpips is not None and d_lpips < -tol_l)
-    lost = d_psnr < -tol_p or (psnr_tie and d_lpips is not None and d_lpips > tol_l)
-    winner, loser = ("challenger", "candidate") if won else ("candidate", "challenger")
-    names = {"candidate": f"the co-learned {model_label(candidate)}",
-             "challenger": f"the fixed-degradation {model_label(challenger)}"}
-    said = compare(scores[winner], scores[loser], {"psnr_y": tol_p, "lpips": tol_l})
-    if won or lost:
-        message = (f"On the camera's calibration pairs {said.sentence(names[winner], names[loser])}; fidelity "
-                   f"comes first, so the gate judges {names[winner]}.")
+# The tie-break of the duel: the student co-learned with the camera's fit pairs, then its unpaired twin (the same
+# profile and seed without fit pairs), then the fixed-degradation challenger.
+DUEL_ROLES = ("candidate", "unpaired", "challenger")
+
+
+def pick_winner(scores: dict[str, dict[str, float | None]], thresholds: GateThresholds) -> str:
+    """Fidelity first, over any of :data:`DUEL_ROLES`: the contenders are the models whose PSNR-Y is within the
+    PSNR tolerance of the best; among them the lowest LPIPS wins when it is lower by more than the LPIPS
+    tolerance than the first contender's in :data:`DUEL_ROLES` order, which otherwise wins. With two models
+    this is the duel's rule: the other wins on PSNR-Y by more than its tolerance, or level on PSNR-Y, on
+    LPIPS by more than its tolerance; a tie keeps the earlier one. A figure not measured counts as the
+    worst (PSNR-Y) or is left out (LPIPS)."""
+    roles = [r for r in DUEL_ROLES if r in scores]
+    psnr = {r: scores[r].get("psnr_y") or 0.0 for r in roles}
+    best = max(psnr.values())
+    contenders = [r for r in roles if best - psnr[r] <= thresholds.psnr_tolerance_db]
+    first = contenders[0]
+    lpips = {r: scores[r].get("lpips") for r in contenders if scores[r].get("lpips") is not None}
+    if first in lpips:
+        lowest = min(lpips, key=lambda r: (lpips[r], roles.index(r)))
+        if lpips[first] - lpips[lowest] > thresholds.lpips_tolerance:
+            return lowest
+    return first
+
+
+def duel_names(candidate: str, challenger: str | None, unpaired: str | None) -> dict[str, str]:
+    """How messages name the models of the duel (with the twin present, each co-learned one says whether it
+    saw the fit pairs)."""
+    if unpaired is None:
+        names = {"candidate": f"the co-learned {model_label(candidate)}"}
     else:
-        message = (f"On the camera's calibration pairs {said.sentence(names['candidate'], names['challenger'])}; "
-                   "the co-learned one is kept.")
-    return {"winner": winner, "candidate": candidate, "challenger": challenger, "co_learned": co, "fixed": fixed,
-            "psnr_margin_db": abs(d_psnr), "lpips_margin": None if d_lpips is None else abs(d_lpips),
-            "message": message}
+        names = {"candidate": f"the co-learned {model_label(candidate)} with fit pairs",
+                 "unpaired": f"the co-learned {model_label(unpaired)} without fit pairs"}
+    if challenger is not None:
+        names["challenger"] = f"the fixed-degradation {model_label(challenger)}"
+    return names
+
+
+def _figures(s: dict[str, float | None]) -> str:
+    from sr_pipeline.sr.judge.scoring import metric
+
+    return ", ".join(f"{metric(k).label} {_v(metric(k), v)}" for k, v in s.items() if v is not None)
+
+
+def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate: str, challenger: str | None,
+              unpaired: str | None = None) -> dict[str, Any]:
+    """The co-learned ``candidate`` against the fixed-degradation ``challenger`` (rows of methods
+    ``candidate`` and ``challenger``) and, for a camera with fit pairs, against its ``unpaired`` twin (rows
+    of method ``unpaired``): :func:`pick_winner`, fidelity first; a tie keeps the co-learned student (with
+    fit pairs before without). The message quotes each model's figures and words the winner against each
+    other model by :func:`~sr_pipeline.sr.judge.wording.compare`: a winner with a worse LPIPS is said to trade,
+    not to beat. Without a twin the result is the two-model duel's, in its words."""
+    roles = ["candidate"] + (["unpaired"] if unpaired is not None else []) + (["challenger"] if challenger else [])
+    scores = {role: {"psnr_y": _mean(rows, role, "psnr_y"), "lpips": _mean(rows, role, "lpips")} for role in roles}
+    names = duel_names(candidate, challenger, unpaired)
+    tol = {"psnr_y": thresholds.psnr_tolerance_db, "lpips": thresholds.lpips_tolerance}
+    winner = pick_winner(scores, thresholds)
+    out: dict[str, Any] = {"winner": winner, "candidate": candidate, "challenger": challenger,
+                           "co_learned": scores["candidate"], "fixed": scores.get("challenger"),
+                           "roles": roles, "scores": scores, "names": names}
+    if unpaired is None:
+        co, fixed = scores["candidate"], scores["challenger"]
+        d_psnr = (fixed["psnr_y"] or 0.0) - (co["psnr_y"] or 0.0)
+        d_lpips = None if co["lpips"] is None or fixed["lpips"] is None else fixed["lpips"] - co["lpips"]
+        loser = "candidate" if winner == "challenger" else "challenger"
+        lost = d_psnr < -tol["psnr_y"] or (abs(d_psnr) <= tol["psnr_y"] and d_lpips is not None
+                                           and d_lpips > tol["lpips"])
+        decided = winner == "challenger" or lost
+        said = compare(scores[winner], scores[loser], tol)
+        if decided:
+            message = (f"On the camera's calibration pairs {said.sentence(names[winner], names[loser])}; fidelity "
+                       f"comes first, so the gate judges {names[winner]}.")
+        else:
+            message = (f"On the camera's calibration pairs {said.sentence(names['candidate'], names['challenger'])}; "
+                       "the co-learned one is kept.")
+        return out | {"psnr_margin_db": abs(d_psnr), "lpips_margin": None if d_lpips is None else abs(d_lpips),
+                      "message": message}
+    others = [r for r in roles if r != winner]
+    quoted = "; ".join(f"{names[r]}: {_figures(scores[r])}" for r in roles)
+    against = "; ".join(compare(scores[winner], scores[r], tol).sentence("it", names[r]) for r in others)
+    message = (f"On the camera's gate pairs the gate compared {len(roles)} students ({quoted}). Fidelity comes "
+               f"first, then LPIPS, and a tie keeps the student co-learned with fit pairs, so the gate judges "
+               f"{names[winner]}: {against}.")
+    runner = max(others, key=lambda r: scores[r]["psnr_y"] or 0.0)
+    d_lpips = (None if scores[winner]["lpips"] is None or scores[runner]["lpips"] is None
+               else abs(scores[winner]["lpips"] - scores[runner]["lpips"]))
+    return out | {"unpaired": unpaired, "without_pairs": scores["unpaired"],
+                  "psnr_margin_db": abs((scores[winner]["psnr_y"] or 0.0) - (scores[runner]["psnr_y"] or 0.0)),
+                  "lpips_margin": d_lpips, "message": message}
 
 
 def no_pairs_criteria() -> tuple[Criterion, ...]:

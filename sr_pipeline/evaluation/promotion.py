@@ -114,10 +114,13 @@ def promote_after_gate(layout: DataLayout, candidate_dir: Path, camera: str | No
     if record["key"]["pairs"] != pairs_fingerprint(calibration_pairs(layout, camera)):
         raise PromotionError(f"the calibration pairs changed since the promotion gate judged student {version}; "
                              "run its promotion_gate checks again")
-    # The gate judged (and would promote) the better of the co-learned candidate and the fixed-degradation challenger.
+    # The gate judged (and would promote) the best of the co-learned candidate, its unpaired twin (a camera with fit
+    # pairs) and the fixed-degradation challenger.
     served = record["decision"].get("served") or version
     served_path = record.get("served_path") or str(Path(candidate_dir).resolve())
-    action, _ = choose_action(promotions(layout, camera), served, True, promote=True, baseline=served != version)
+    # Only the shared fixed-degradation baseline may be served again after the camera moved on from it.
+    winner = (record["decision"].get("challenge") or {}).get("winner", "challenger" if served != version else "candidate")
+    action, _ = choose_action(promotions(layout, camera), served, True, promote=True, baseline=winner == "challenger")
     entry = None
     if action == "already_promoted" and promoted_student_dir(layout, camera) is None and Path(served_path).is_dir():
         action = "promoted"  # its promotion names a folder that is gone: record it again with the folder it has now

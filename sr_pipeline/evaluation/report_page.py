@@ -218,8 +218,10 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
     gate = summary.get("gate") or {}
     lines.append("**Promotion.** " + gate.get("plain", "The promotion gate did not run."))
     duel = gate.get("challenge")
-    if duel and duel.get("winner") != "challenger":  # a winning challenger is already named in the promotion line
-        lines.append("**Learned camera model against the fixed degradation.** " + duel["message"])
+    if duel and duel.get("winner") == "candidate":  # another winner is already named in the promotion line
+        title = ("With and without fit pairs, against the fixed degradation" if "unpaired" in (duel.get("roles") or [])
+                 else "Learned camera model against the fixed degradation")
+        lines.append(f"**{title}.** " + duel["message"])
 
     speed = []
     for role in ("candidate", "teacher"):
@@ -230,14 +232,9 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
     if speed:
         lines.append(f"**Speed** on {summary.get('device', 'this machine')}: " + "; ".join(speed) + ".")
 
-    realism = summary.get("realism") or {}
-    if realism.get("available"):
-        said = compare({"psnr_y": realism["learned_psnr"]}, {"psnr_y": realism["bicubic_psnr"]}, _tolerances(summary))
-        how = {"better": "more closely than", "worse": "less closely than"}.get(said.verdict, "about as closely as")
-        lines.append(
-            f"**Camera model.** The learned downsampler imitates the field camera's real low-resolution images "
-            f"{how} plain shrinking: PSNR-Y {realism['learned_psnr']:.2f} dB "
-            f"against {realism['bicubic_psnr']:.2f} dB on {count(realism['pairs'], 'pair')} (higher is closer).")
+    sentence = realism_sentence(summary)
+    if sentence:
+        lines.append(f"**Camera model.** {sentence}")
     if archive is not None:
         lines.append(archive.manager_line())
     return lines
@@ -411,20 +408,88 @@ def _unavailable_html(summary: dict[str, Any]) -> str:
                    for n in _needs(summary))
 
 
-def _realism_html(realism: dict[str, Any] | None) -> str:
+REALISM_ROLES = {"realism": "the camera model fitted with the camera's fit pairs",
+                 "realism_unpaired": "the camera model learned without them"}
+_BAND_WORDS = {"inside": "inside the target band", "too blurry": "too blurry", "too sharp": "too sharp",
+               "not measured": "not measured"}
+
+
+def realisms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The measured camera models' paired realism, by summary key (``realism``: the candidate's G, with fit
+    pairs when the camera has them; ``realism_unpaired``: its unpaired twin's)."""
+    return {k: summary[k] for k in REALISM_ROLES if (summary.get(k) or {}).get("available")}
+
+
+def _g_name(summary: dict[str, Any], key: str) -> str:
+    return REALISM_ROLES[key] if "realism_unpaired" in realisms(summary) else "the learned camera model"
+
+
+def _ratio(r: dict[str, Any], key: str = "learned") -> str:
+    v = r.get(f"{key}_lap_ratio")
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}x"
+
+
+def realism_sentence(summary: dict[str, Any]) -> str | None:
+    """One sentence a manager can read: how closely each camera model's LR of the gate pairs' HR images matches
+    the camera's real LR (PSNR-Y, against plain shrinking's) and whether it blurs as much as the camera
+    (fine-detail energy over the real LR's, median; 0.8-1.25x is the target band)."""
+    found = realisms(summary)
+    if not found:
+        return None
+    tol = _tolerances(summary)
+    first = next(iter(found.values()))
+    band = first.get("band") or [0.8, 1.25]
+    parts = []
+    for key, r in found.items():
+        said = compare({"psnr_y": r["learned_psnr"]}, {"psnr_y": r["bicubic_psnr"]}, tol)
+        how = {"better": "more closely than", "worse": "less closely than"}.get(said.verdict, "about as closely as")
+        text = (f"{_g_name(summary, key)} imitates the field camera's real low-resolution images {how} plain "
+                f"shrinking (PSNR-Y {r['learned_psnr']:.2f} against {r['bicubic_psnr']:.2f} dB, higher is closer)")
+        if r.get("learned_lap_ratio") is not None:  # reports from before the ratio have PSNR-Y only
+            text += (f" and keeps {_ratio(r)} of their fine detail, "
+                     f"{_BAND_WORDS.get(r.get('sharpness', 'not measured'), r.get('sharpness'))}")
+        parts.append(text)
+    text = f"On {count(first['pairs'], 'gate pair')}, " + "; ".join(parts)
+    if first.get("bicubic_lap_ratio") is None:
+        return text + "."
+    return (text + f" ({band[0]:g}-{band[1]:g}x is the target band: below it the model blurs more than the camera, "
+            f"above it less; plain shrinking keeps {_ratio(first, 'bicubic')}, "
+            f"{_BAND_WORDS.get(first.get('bicubic_sharpness', 'not measured'), first.get('bicubic_sharpness'))}).")
+
+
+def _realism_html(summary: dict[str, Any]) -> str:
+    realism = summary.get("realism")
     if not realism:
         return "<p class='note'>No learned downsampler was evaluated.</p>"
     if not realism.get("available"):
         return f"<p class='note'>LR realism not measured: {html.escape(str(realism.get('reason')))}</p>"
+    esc = html.escape
     m = metric(realism.get("metric", "psnr_y"))
-    rows = "".join(f"<tr><td>{html.escape(r['image'])}</td><td>{fmt(r['learned_psnr'], m.digits)}</td>"
-                   f"<td>{fmt(r['bicubic_psnr'], m.digits)}</td></tr>" for r in realism["per_image"])
-    return (f"<table id='realism'><tr><th>LR made from the HR image by</th><th>{html.escape(m.heading)} against the "
-            "real LR</th></tr>"
-            f"<tr><td>learned downsampler G(HR)</td><td>{fmt(realism['learned_psnr'], m.digits)}</td></tr>"
-            f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], m.digits)}</td></tr></table>"
-            "<details><summary>per pair</summary><table id='realism-per-image'><tr><th>pair</th>"
-            f"<th>G(HR)</th><th>down(HR)</th></tr>{rows}</table></details>")
+    found = realisms(summary)
+    table = [f"<table id='realism'><tr><th>LR made from the gate pairs' HR images by</th><th>{esc(m.heading)} against "
+             "the real LR (mean)</th><th>fine-detail (Laplacian) energy over the real LR's (median)</th>"
+             "<th>target band</th></tr>"]
+    for key, r in found.items():
+        label = {"realism": "G(HR), fitted with the fit pairs", "realism_unpaired": "G(HR), learned without them"
+                 }[key] if len(found) > 1 else "learned downsampler G(HR)"
+        table.append(f"<tr><td>{esc(label)}</td><td>{fmt(r['learned_psnr'], m.digits)}</td><td>{_ratio(r)}</td>"
+                     f"<td>{esc(r.get('sharpness', 'not measured'))}</td></tr>")
+    table.append(f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], m.digits)}</td>"
+                 f"<td>{_ratio(realism, 'bicubic')}</td><td>{esc(realism.get('bicubic_sharpness', 'not measured'))}</td>"
+                 "</tr></table>")
+    sentence = realism_sentence(summary)
+    per = [(key, r) for key, r in found.items()]
+    head = "".join(f"<th>G(HR){'' if len(per) == 1 else (' with pairs' if k == 'realism' else ' without pairs')} "
+                   f"{esc(m.label)}</th><th>ratio</th>" for k, _ in per)
+    by_image = {k: {row["image"]: row for row in r["per_image"]} for k, r in per}
+    rows = "".join(f"<tr><td>{esc(row['image'])}</td>"
+                   + "".join(f"<td>{fmt(by_image[k].get(row['image'], {}).get('learned_psnr'), m.digits)}</td>"
+                             f"<td>{fmt(by_image[k].get(row['image'], {}).get('learned_lap_ratio'), 2)}</td>" for k, _ in per)
+                   + f"<td>{fmt(row['bicubic_psnr'], m.digits)}</td><td>{fmt(row.get('bicubic_lap_ratio'), 2)}</td></tr>"
+                   for row in realism["per_image"])
+    return ("".join(table) + (f"<p id='realism-sentence'>{esc(sentence)}</p>" if sentence else "")
+            + "<details><summary>per pair</summary><table id='realism-per-image'><tr><th>pair</th>"
+            f"{head}<th>down(HR) {esc(m.label)}</th><th>ratio</th></tr>{rows}</table></details>")
 
 
 def _gate_html(gate: dict[str, Any] | None) -> str:
@@ -466,7 +531,7 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append(_unavailable_html(summary) + "</section>")
     parts.append("<section><h2>Promotion gate</h2>" + _gate_html(gate) + "</section>")
     parts.append("<section><h2>Realism of the learned camera model (LR)</h2>"
-                 + _realism_html(summary.get("realism")) + "</section>")
+                 + _realism_html(summary) + "</section>")
 
     parts.append("<section><h2>Trend across reports</h2>"
                  f"<img class='plot' id='trend' alt='trend across reports' "

@@ -8,10 +8,15 @@
   ``field_cam``, an old colour camera (anisotropic blur, a warm colour cast, moderate noise, JPEG 70),
   and ``grey_cam``, a grainy monochrome camera (sharp optics, strong signal-dependent noise, JPEG 85);
 - ``landing/<field camera>/pairs/<name>/{hr,lr}/``: a small paired calibration set per camera, the
-  HR crop and that camera's image of it, for evaluation only.
+  HR crop and that camera's image of it, for evaluation only (the gate pairs);
+- ``landing/<field camera>/pairs/fit-<n>/{hr,lr}/``: :data:`N_FIT_PAIRS` more registered pairs per camera,
+  which ``configs/cameras.yaml`` declares as the camera's ``fit_pairs``: they pin its camera model G in
+  co-learning and never gate a student.
 
-The three roles come from disjoint tiles of the photos (a tile is used by one role only), so
-nothing in the calibration set or the field images was ever an HR reference. Everything is
+The three roles (references, field images, gate pairs) come from disjoint tiles of the photos (a tile is
+used by one role only), so nothing in the gate pairs or the field images was ever an HR reference and no
+gate pair shows a scene anything trained on. The fit pairs are registered shots of scenes the field camera
+also photographed (other crops of its field tiles): they train, as its field images do, and never gate. Everything is
 deterministic for a seed. A manifest ``landing/.demo-data.json`` records what was written (hidden,
 so the upload sensor ignores it) and makes a second call a no-op unless ``force``.
 """
@@ -47,6 +52,11 @@ N_PAIRS = 8
 # The second camera gets what is left of the 92 usable tiles (the first camera keeps its tiles for a seed).
 N_GREY_FIELD = 20
 N_GREY_PAIRS = 6
+# Registered pairs per field camera that fit its camera model G (configs/cameras.yaml: fit_pairs), on top of the
+# gate pairs above, named fit-1, fit-2, ... whatever the seed. Drawn from the camera's field tiles (the tiles are
+# all in use) with their own random stream, so every other demo file is the same as without them.
+N_FIT_PAIRS = 2
+FIT_PAIR_SIZE = TILE
 
 # skimage.data loaders used, each bundled with scikit-image 0.26 (nothing is downloaded), and
 # the licence its docstring states (see data/README.md).
@@ -232,7 +242,8 @@ class DemoData:
     seed: int
     skipped: bool = False
     files: list[dict] = field(default_factory=list)
-    """One entry per written file: path (relative to landing), role, photo, box [top, left, h, w]."""
+    """One entry per written file: path (relative to landing), role, photo, box [top, left, h, w]; a fit pair's
+    two files also carry ``use: fit``."""
 
     def count(self, role: str) -> int:
         return sum(1 for f in self.files if f["role"] == role)
@@ -256,9 +267,9 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
     rng = np.random.default_rng([seed, 1])
     out = DemoData(layout.landing, seed)
 
-    def write(rel: str, data: bytes, role: str, tile: Tile, box: list[int]) -> None:
+    def write(rel: str, data: bytes, role: str, tile: Tile, box: list[int], use: str | None = None) -> None:
         atomic_write(layout.landing / rel, data, durable=False)
-        out.files.append({"path": rel, "role": role, "photo": tile.photo, "box": box})
+        out.files.append({"path": rel, "role": role, "photo": tile.photo, "box": box} | ({"use": use} if use else {}))
 
     for tile in roles["reference"]:
         size = int(rng.choice([128, 144, 160]))
@@ -277,6 +288,16 @@ def make_demo_data(layout: DataLayout, seed: int = 0, force: bool = False) -> De
             base = f"{camera}/pairs/{tile.name}"
             write(f"{base}/hr/{tile.name}.png", _png(crop), "calib_hr", tile, box)
             write(f"{base}/lr/{tile.name}.jpg", field_camera_jpeg(crop, seed, tile.name, model), "calib_lr", tile, box)
+    for index, camera in enumerate(CAMERA_MODELS):
+        model, prefix = CAMERA_MODELS[camera], "" if camera == FIELD_CAMERA else "grey_"
+        fit_rng = np.random.default_rng([seed, 2, index])
+        for n, tile in enumerate(roles[f"{prefix}field"][:N_FIT_PAIRS], start=1):
+            crop, box = _crop(photos[tile.photo], tile, FIT_PAIR_SIZE, fit_rng)
+            name = f"fit-{n}"
+            base = f"{camera}/pairs/{name}"
+            write(f"{base}/hr/{name}.png", _png(crop), "calib_hr", tile, box, "fit")
+            write(f"{base}/lr/{name}.jpg", field_camera_jpeg(crop, seed, f"{camera}/{name}", model), "calib_lr", tile,
+                  box, "fit")
 
     manifest = {
         "seed": seed,
@@ -298,8 +319,12 @@ def run_cli(args: argparse.Namespace) -> int:
     def of(camera: str, role: str) -> int:
         return sum(1 for f in result.files if f["role"] == role and f["path"].startswith(f"{camera}/"))
 
-    cameras = ", ".join(f"{of(c, CameraRole.field_lr)} field images and {of(c, 'calib_hr')} calibration pairs in {c}/"
-                        for c in CAMERA_MODELS)
+    def fit(camera: str) -> int:
+        return sum(1 for f in result.files if f["role"] == "calib_hr" and f.get("use") == "fit"
+                   and f["path"].startswith(f"{camera}/"))
+
+    cameras = ", ".join(f"{of(c, CameraRole.field_lr)} field images and {of(c, 'calib_hr')} calibration pairs "
+                        f"({fit(c)} to fit its camera model) in {c}/" for c in CAMERA_MODELS)
     print(f"wrote demo camera uploads to {result.landing} (seed {result.seed}): "
           f"{result.count(CameraRole.hr_reference)} HR references in {REF_CAMERA}/, {cameras}")
     return 0

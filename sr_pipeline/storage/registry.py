@@ -111,6 +111,17 @@ def challenger_dir(layout: DataLayout, teacher_version: str) -> Path:
     return layout.model_dir("student", challenger_version(teacher_version))
 
 
+def unpaired_twin_version(version: str) -> str:
+    """The version of a co-learned student's unpaired twin: the same profile, seed and images without the
+    camera's fit pairs, trained beside it for the promotion gate (only for a camera with fit pairs)."""
+    return f"unpaired-{version}"
+
+
+def unpaired_twin_dir(layout: DataLayout, version: str, kind: str = "student") -> Path:
+    """The twin's student folder (``kind="downsampler"``: its camera model's)."""
+    return layout.model_dir(kind, unpaired_twin_version(version))
+
+
 def newest_model(layout: DataLayout, kind: str, camera: str | None = None) -> dict | None:
     """The most recently created model of a kind (of one field camera when given), or None."""
     rows = list_models(layout, kind, camera)

@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace, report):
     registry = load_registry(args.cameras) if args.cameras is not None else None
     return run.train_colearn_from_catalog(args.layout, profile, teacher=args.teacher,
                                           downsampler_out=args.downsampler_out, camera=args.camera,
-                                          registry=registry, **common)
+                                          registry=registry, unpaired_twin_of=args.unpaired_twin_of, **common)
 
 
 def _summary(kind: str, result) -> str:

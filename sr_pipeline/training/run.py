@@ -132,11 +132,12 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
                                out: Path | None = None, downsampler_out: Path | None = None,
                                run_dir: Path | None = None, resume: bool = False,
                                report: Callable[[dict], None] | None = None, camera: str | None = None,
-                               registry: CameraRegistry | None = None):
+                               registry: CameraRegistry | None = None, unpaired_twin_of: str | None = None):
     """Co-learn one field camera's student and G (``camera``, or the only field camera) from a teacher
     (default: the newest) on the catalog's HR references and that camera's field LR images, with the
     camera's own ``camera_model`` choices from the registry over the profile's and its fit pairs, if it
-    declares any, pinning its camera model."""
+    declares any, pinning its camera model. ``unpaired_twin_of`` (a version): train the promotion gate's
+    unpaired twin of that student instead, the same run without the camera's fit pairs."""
     from sr_pipeline.sr.train.stages.colearn import train_colearn
 
     registry = registry if registry is not None else load_registry()
@@ -149,13 +150,17 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
         print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
               " its camera model compresses the same way", flush=True)
     fit_pairs, fit_names = field_camera_fit_pairs(layout, camera, registry)
+    if unpaired_twin_of is not None:
+        print(f"{camera}: the unpaired twin of student {unpaired_twin_of}: its camera model learns without the "
+              f"camera's {len(fit_pairs)} fit pair(s)", flush=True)
+        fit_pairs, fit_names = [], []
     if fit_pairs:
         print(f"{camera}: {len(fit_pairs)} fit pair(s) pin its camera model: {', '.join(fit_names)}", flush=True)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
                          image_ids=hr_ids, field_image_ids=field_ids, camera=camera, field_jpeg=jpeg,
-                         fit_pairs=fit_pairs, fit_pair_names=fit_names)
+                         fit_pairs=fit_pairs, fit_pair_names=fit_names, unpaired_twin_of=unpaired_twin_of)
 
 
 def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,

@@ -255,7 +255,7 @@ def test_plant_timezone():
 # --- the report folder -----------------------------------------------------------------------------
 
 SUMMARY_KEYS = {"schema", "report_date", "camera", "created", "device", "methods", "lpips", "pairs", "split", "scale",
-                "protocol", "labels", "models", "realism", "consistency", "gate", "served", "headline",
+                "protocol", "labels", "models", "realism", "realism_unpaired", "consistency", "gate", "served", "headline",
                 "previous_reports", "reused", "per_image_gain", "crop_border"}
 STATS_KEYS = {"psnr_y", "ssim_y", "lpips", "hf_ratio", "ms_per_image", "mp_per_s", "n", "median"}
 
@@ -296,6 +296,8 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     realism = summary["realism"]
     assert realism["available"] and realism["pairs"] == 3
     assert realism["learned_psnr"] == pytest.approx(realism["bicubic_psnr"]) and len(realism["per_image"]) == 3
+    assert realism["learned_lap_ratio"] == pytest.approx(realism["bicubic_lap_ratio"])  # and as much fine detail
+    assert summary["realism_unpaired"] is None  # no fit pairs, no twin
     # The gate fitted the consistency thresholds on its outputs; the report (which never ran the
     # candidate) shows the fit per camera.
     cons = summary["consistency"]

@@ -99,9 +99,13 @@ def test_headline_in_plain_language(tmp_path):
     assert "first report" in first[1]
     assert first[2] == "**Promotion.** The new student s9 was promoted."
     assert first[3].startswith("**Speed** on cpu (1 thread): new student:") and "megapixels" in first[3]
-    assert "more closely than plain shrinking: PSNR-Y 31.00 dB against 30.00 dB" in first[4]
+    assert "more closely than plain shrinking (PSNR-Y 31.00 against 30.00 dB" in first[4]
     level = dict(now, realism={**now["realism"], "learned_psnr": 34.006, "bicubic_psnr": 34.013})
-    assert "about as closely as plain shrinking: PSNR-Y 34.01 dB against 34.01 dB" in report.headline(level, [])[4]
+    assert "about as closely as plain shrinking (PSNR-Y 34.01 against 34.01 dB" in report.headline(level, [])[4]
+    assert "fine detail" not in first[4]  # a summary without the Laplacian ratio says nothing of it
+    sharp = dict(now, realism={**now["realism"], "learned_lap_ratio": 1.4, "bicubic_lap_ratio": 2.0,
+                               "sharpness": "too sharp", "bicubic_sharpness": "too sharp", "band": [0.8, 1.25]})
+    assert "keeps 1.40x of their fine detail, too sharp (0.8-1.25x is the target band" in report.headline(sharp, [])[4]
 
     last = dict(now, report_date="2026-03-02", pairs=3)
     last["methods"] = {**now["methods"], "candidate": {**now["methods"]["candidate"],

@@ -39,7 +39,7 @@ def test_counts_sizes_and_layout(demo):
     layout, result = demo
     assert 12 <= result.count("hr_reference") <= 24
     assert 44 <= result.count("field_lr") <= 64
-    assert 12 <= result.count("calib_hr") == result.count("calib_lr") <= 16
+    assert 16 <= result.count("calib_hr") == result.count("calib_lr") <= 20
     for entry in result.files:
         path = layout.landing / entry["path"]
         with Image.open(path) as im:
@@ -58,23 +58,32 @@ def test_counts_sizes_and_layout(demo):
     pair_files = [f["path"] for f in result.files if f["role"].startswith("calib")]
     assert all(p.split("/")[1] == "pairs" and ("/hr/" in p or "/lr/" in p) for p in pair_files)
     for camera in ("field_cam", "grey_cam"):  # each field camera has its own field images and calibration pairs
-        assert sum(f["path"].startswith(f"{camera}/pairs/") and "/hr/" in f["path"] for f in result.files) >= 6
+        assert sum(f["path"].startswith(f"{camera}/pairs/") and "/hr/" in f["path"] and f.get("use") != "fit"
+                   for f in result.files) >= 6  # gate pairs, as many as before the fit pairs
+        assert [f["path"] for f in result.files if f["path"].startswith(f"{camera}/") and f.get("use") == "fit"
+                and "/hr/" in f["path"]] == [f"{camera}/pairs/fit-{n}/hr/fit-{n}.png" for n in (1, 2)]
         assert sum(f["path"].startswith(f"{camera}/") and f["role"] == "field_lr" for f in result.files) >= 20
 
 
 def test_roles_use_disjoint_crops(demo):
+    """References, field images and gate pairs never share a scene; fit pairs (which train, like the field
+    images whose scenes they show) never share one with a gate pair or a reference."""
     _, result = demo
     by_role = {
         "reference": [f for f in result.files if f["role"] == "hr_reference"],
         "field": [f for f in result.files if f["role"] == "field_lr"],
-        "calibration": [f for f in result.files if f["role"] == "calib_hr"],
+        "calibration": [f for f in result.files if f["role"] == "calib_hr" and f.get("use") != "fit"],
+        "fit": [f for f in result.files if f["role"] == "calib_hr" and f.get("use") == "fit"],
     }
     roles = list(by_role)
     for i, a in enumerate(roles):
         for b in roles[i + 1 :]:
+            if {a, b} == {"field", "fit"}:
+                continue
             for fa in by_role[a]:
                 for fb in by_role[b]:
                     assert not (fa["photo"] == fb["photo"] and _overlap(fa["box"], fb["box"])), (fa, fb)
+    assert len(by_role["fit"]) == 2 * len(demo_data.CAMERA_MODELS)
     photos = {f["photo"] for f in result.files}
     assert photos <= set(demo_data.PHOTOS) and len(photos) >= 8
 
@@ -151,6 +160,14 @@ def test_the_demo_uploads_ingest_cleanly(demo, tmp_path):
     for _, hr, lr in pairs:
         h, w = store.load_image(hr).shape[:2]
         assert store.load_image(lr).shape[:2] == (h // 4, w // 4)
+    # The demo registry fits each field camera's G on 2 pairs and gates on as many pairs as before, never both.
+    from sr_pipeline.evaluation.calibration import split_calibration_pairs
+
+    for camera, gate_pairs in (("field_cam", demo_data.N_PAIRS), ("grey_cam", demo_data.N_GREY_PAIRS)):
+        fit, gate = split_calibration_pairs(layout, camera, registry)
+        assert [p.name for p in fit] == ["fit-1", "fit-2"] and len(gate) == gate_pairs
+        assert not {p.name for p in fit} & {p.name for p in gate}
+        assert not {(p.hr_path, p.lr_path) for p in fit} & {(p.hr_path, p.lr_path) for p in gate}
 
 
 def test_cli(tmp_path, capsys):

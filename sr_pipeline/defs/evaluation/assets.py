@@ -17,6 +17,7 @@ imported only inside the functions.
 """
 
 
+import math
 from pathlib import Path
 
 import dagster as dg
@@ -62,6 +63,44 @@ def _check_metadata(values: dict) -> dict:
             for k, v in values.items() if v is not None}
 
 
+def duel_metadata(duel: dict | None) -> dict:
+    """The students the gate judged against each other (the co-learned candidate, its unpaired twin for a camera
+    with fit pairs, the fixed-degradation challenger): a table of their figures, the winner and the gate's
+    sentence (worded by sr/judge/wording.py)."""
+    if not duel:
+        return {}
+    names, scores = duel.get("names") or {}, duel.get("scores") or {}
+    rows = ["| student | PSNR-Y (dB) | LPIPS | judged |", "|---|---|---|---|"]
+    for role in duel.get("roles") or []:
+        s = scores.get(role) or {}
+        psnr = "n/a" if s.get("psnr_y") is None else f"{s['psnr_y']:.3f}"
+        lp = "n/a" if s.get("lpips") is None else f"{s['lpips']:.4f}"
+        rows.append(f"| {names.get(role, role)} | {psnr} | {lp} | {'yes' if role == duel['winner'] else ''} |")
+    md = {"judged_students": dg.MetadataValue.md("\n".join(rows)), "duel_winner": str(duel["winner"]),
+          "duel": dg.MetadataValue.text(str(duel.get("message", "")))}
+    for role in duel.get("roles") or []:
+        for k, v in (scores.get(role) or {}).items():
+            if v is not None:
+                md[f"{role}_{k}"] = float(v)
+    return md
+
+
+def realism_metadata(realism: dict | None) -> dict:
+    """The camera models' paired realism on the gate pairs, by role (``candidate``: with fit pairs when the
+    camera has them, ``unpaired``: its twin's): PSNR-Y of G(HR) and bicubic-down against the real LR, the
+    Laplacian-energy ratio of each to the real LR (median) and whether G's lies in the 0.8-1.25x band."""
+    md: dict = {}
+    for role, r in (realism or {}).items():
+        if not (r or {}).get("available"):
+            continue
+        g = "g_with_pairs" if role == "candidate" else "g_without_pairs"
+        values = {f"{g}_psnr_y": r.get("learned_psnr"), f"{g}_lap_ratio": r.get("learned_lap_ratio"),
+                  "bicubic_down_psnr_y": r.get("bicubic_psnr"), "bicubic_down_lap_ratio": r.get("bicubic_lap_ratio")}
+        md |= {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+        md[f"{g}_sharpness"] = str(r.get("sharpness", "not measured"))
+    return md
+
+
 @dg.multi_asset_check(
     specs=GATE_CHECKS,
     pool="gpu",
@@ -84,12 +123,13 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage
     decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
                              device=gate.device, camera=camera)
     context.log.info(decision.plain())
+    extra = duel_metadata(decision.challenge) | realism_metadata(decision.realism)
     for c in decision.criteria:
         yield dg.AssetCheckResult(
             asset_key=STUDENT, check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.ERROR,
             description=c.message,
             metadata={**_check_metadata(c.values), "gate_action": decision.action, "candidate": decision.candidate,
-                      "compared_with": decision.reference or "none", "camera": camera},
+                      "compared_with": decision.reference or "none", "camera": camera, **extra},
         )
 
 
@@ -123,7 +163,7 @@ def _report_metadata(outcome, data_root: Path) -> dict:
     """The report's metadata: a manager's page, so models by readable name and paths under the data root."""
     from sr_pipeline.evaluation.calibration import data_relative
     from sr_pipeline.sr.images.figures import png_markdown
-    from sr_pipeline.evaluation.report_page import gains
+    from sr_pipeline.evaluation.report_page import gains, realism_sentence
     from sr_pipeline.sr.judge.scoring import metrics
 
     s = outcome.summary
@@ -154,6 +194,11 @@ def _report_metadata(outcome, data_root: Path) -> dict:
         numbers |= {"lr_realism_learned_psnr_y": s["realism"]["learned_psnr"],
                     "lr_realism_bicubic_psnr_y": s["realism"]["bicubic_psnr"]}
     md |= {k: float(v) for k, v in numbers.items() if v is not None}
+    md |= duel_metadata(s["gate"].get("challenge"))
+    md |= realism_metadata({"candidate": s.get("realism"), "unpaired": s.get("realism_unpaired")})
+    sentence = realism_sentence(s)
+    if sentence:
+        md["camera_model_realism"] = dg.MetadataValue.md(sentence)
     for m in metrics():  # every registered metric of the served model (or the candidate when none is)
         value = s["methods"].get(s.get("served") or "candidate", {}).get(m.name)
         if value is not None:

@@ -144,6 +144,32 @@ def _ensure_challenger(context, training: TrainingSettings, client: dg.PipesSubp
     return out
 
 
+def _ensure_unpaired_twin(context, training: TrainingSettings, client: dg.PipesSubprocessClient, layout,
+                          args: list[str], run_dir: Path, student_dir: Path) -> Path | None:
+    """For a camera with fit pairs (the student's training.json lists them), the promotion gate's unpaired
+    twin of the student: the same co-learning (profile, seed, images, teacher) without the fit pairs, so the
+    gate can say what the pairs were worth. None for a camera without fit pairs (nothing more is trained)."""
+    from sr_pipeline.sr.models.checkpoints import model_version, read_info
+    from sr_pipeline.storage.registry import unpaired_twin_dir
+
+    fit = read_info(student_dir).get("fit_pairs") or []
+    if not fit:
+        return None
+    version = model_version(student_dir)
+    out = unpaired_twin_dir(layout, version)
+    if (out / "training.json").is_file():
+        return out
+    context.log.info(f"co-learning the unpaired twin of {version} (the same run without its {len(fit)} fit pairs; "
+                     "the promotion gate judges both and the fixed-degradation challenger)")
+    _launch(context, training, client, "colearn", layout,
+            [*args, "--unpaired-twin-of", version, "--out", str(out),
+             "--downsampler-out", str(unpaired_twin_dir(layout, version, "downsampler")),
+             "--run-dir", str(run_dir.with_name(run_dir.name + "-unpaired")), "--resume"], {})
+    if not (out / "training.json").is_file():
+        raise dg.Failure(f"the unpaired twin's co-learning finished without writing {out}")
+    return out
+
+
 @dg.multi_asset(
     outs={
         "co_trained_student": dg.AssetOut(
@@ -196,15 +222,17 @@ def co_trained_student_and_downsampler(
     context.log.info(f"co-learning {version} for field camera {camera} from teacher {teacher_checkpoint}: "
                      f"{len(hr)} HR references, {len(field)} of the camera's field LR images, profile {profile}"
                      + (f", the camera's camera_model {choice}" if choice else ""))
+    common = ["--config", str(profile), "--teacher", teacher_checkpoint, "--camera", camera,
+              "--cameras", str(Path(storage.cameras_file).resolve())]
     _launch(context, training, pipes_subprocess_client, "colearn", layout,
-            ["--config", str(profile), "--teacher", teacher_checkpoint, "--camera", camera,
-             "--cameras", str(Path(storage.cameras_file).resolve()), "--out", str(student_dir),
-             "--downsampler-out", str(downsampler_dir), "--run-dir", str(run_dir), "--resume"],
+            [*common, "--out", str(student_dir), "--downsampler-out", str(downsampler_dir), "--run-dir", str(run_dir),
+             "--resume"],
             {"student": "co_trained_student", "downsampler": "learned_downsampler"})
     if not (student_dir / "training.json").is_file():
         raise dg.Failure(f"co-learning finished without writing {student_dir}")
     challenger = _ensure_challenger(context, training, pipes_subprocess_client, layout, profile, teacher_checkpoint,
                                     list(hr["image_id"]))
+    twin = _ensure_unpaired_twin(context, training, pipes_subprocess_client, layout, common, run_dir, student_dir)
     if not (downsampler_dir / "training.json").is_file():
         raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
@@ -213,6 +241,8 @@ def co_trained_student_and_downsampler(
         metadata["teacher"] = dg.MetadataValue.path(layout.relative(teacher_checkpoint))
         metadata["camera"] = camera
         metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(layout.relative(challenger))
+        if twin is not None:  # a camera with fit pairs: the gate also judges the same run without them
+            metadata["unpaired_twin"] = dg.MetadataValue.path(layout.relative(twin))
         yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 
 

@@ -323,7 +323,8 @@ class ColearnStage(Stage):
                  field_lr_images: list[np.ndarray], student_out: Path, downsampler_out: Path | None = None, *,
                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
                  camera: str | None = None, challenger: bool = False, field_jpeg: JpegSettings | None = None,
-                 fit_pairs: list[FitPair] | None = None, fit_pair_names: list[str] | None = None):
+                 fit_pairs: list[FitPair] | None = None, fit_pair_names: list[str] | None = None,
+                 unpaired_twin_of: str | None = None):
         cfg = profile.colearn
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
@@ -355,6 +356,7 @@ class ColearnStage(Stage):
         self.hr_images, self.field_lr_images = hr_images, field_lr_images
         self.image_ids, self.field_image_ids = image_ids or [], field_image_ids or []
         self.camera = camera  # the field camera whose images these are (recorded, not used in training)
+        self.unpaired_twin_of = unpaired_twin_of  # the student with fit pairs this one (trained without) is the twin of
         self.challenger = challenger  # the gate's fixed-degradation challenger (recorded: served per camera only if it wins)
         # The field camera's JPEG settings (read from its uploads), which G compresses its LR with.
         self.field_jpeg = field_jpeg
@@ -452,6 +454,7 @@ class ColearnStage(Stage):
             "num_field_images": len(self.field_lr_images),
             "camera": self.camera,
             "challenger": self.challenger,
+            "unpaired_twin_of": self.unpaired_twin_of,
             "grey_field_camera": self.grey,
             "field_jpeg": self.field_jpeg.describe() if self.field_jpeg is not None else None,
             "jpeg_stage": self.jpeg_stage,
@@ -486,12 +489,14 @@ def train_colearn(profile: Profile, teacher_dir: Path, hr_images: list[np.ndarra
                   image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
                   camera: str | None = None, challenger: bool = False,
                   field_jpeg: JpegSettings | None = None, fit_pairs: list[FitPair] | None = None,
-                  fit_pair_names: list[str] | None = None) -> TrainResult | None:
+                  fit_pair_names: list[str] | None = None, unpaired_twin_of: str | None = None) -> TrainResult | None:
     """Co-learn (or resume) U and G into the given folders (the student's name is the version) on one
     field camera's images (``camera`` names it in training.json; ``field_jpeg``: its uploads' JPEG
     settings, see ColearnStage; ``fit_pairs``: its registered (HR, LR) fit pairs, which pin G, named by
-    ``fit_pair_names``); None when ``stop_after`` interrupts it on purpose."""
+    ``fit_pair_names``; ``unpaired_twin_of``: the version of the student with fit pairs that this run, without
+    them, is the promotion gate's twin of); None when ``stop_after`` interrupts it on purpose."""
     stage = ColearnStage(profile, teacher_dir, hr_images, field_lr_images, student_out, downsampler_out,
                          image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger,
-                         field_jpeg=field_jpeg, fit_pairs=fit_pairs, fit_pair_names=fit_pair_names)
+                         field_jpeg=field_jpeg, fit_pairs=fit_pairs, fit_pair_names=fit_pair_names,
+                         unpaired_twin_of=unpaired_twin_of)
     return run_stage(stage, run_dir, resume=resume, report=report, stop_after=stop_after)
