@@ -11,30 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sr_pipeline.evaluation import calibration as ev
 from sr_pipeline.evaluation.gate import GateThresholds, challenge, pick_winner
 from sr_pipeline.evaluation.promotion import promote_after_gate
 from sr_pipeline.sr.data.pairs import Pair
 from sr_pipeline.storage.registry import promotions, unpaired_twin_dir
-from test_evaluation import DAY, STRICT, FakeLPIPS, add_pairs, offset, save_downsampler, save_sr
+from test_evaluation import (  # noqa: F401 (one_thread and plant are fixtures)
+    DAY, STRICT, FakeLPIPS, offset, one_thread, plant, save_downsampler, save_sr)
 
 T = GateThresholds(psnr_tolerance_db=0.05, lpips_tolerance=0.005)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def plant(layout, registry, tmp_path):
-    add_pairs(layout, registry, tmp_path, [1, 2, 3], "calib-1")
-    return layout
 
 
 def rows(**figures):
