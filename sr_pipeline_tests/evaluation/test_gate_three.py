@@ -33,7 +33,7 @@ def rows(**figures):
 # --- the rule -----------------------------------------------------------------------------------------
 
 def _old_duel(co, fixed, t=T):
-    """The two-model rule the gate used before the twin (before the unpaired twin was judged too)."""
+    """The two-model rule the gate used before it judged the unpaired twin too."""
     d_psnr, d_lpips = fixed[0] - co[0], fixed[1] - co[1]
     tie = abs(d_psnr) <= t.psnr_tolerance_db
     return "challenger" if d_psnr > t.psnr_tolerance_db or (tie and d_lpips < -t.lpips_tolerance) else "candidate"
