@@ -81,11 +81,14 @@ class Restorer:
         from sr_pipeline.sr.serve.upscaler import iter_output_rows
 
         lr = np.asarray(lr)
-        if lr.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"lr must be uint8 or uint16, not {lr.dtype}")
+        if lr.dtype.kind != "u" or lr.dtype.itemsize not in (1, 2):
+            raise ValueError(f"lr must be uint8 or uint16, not {lr.dtype.name}")
         colour = lr[..., None] if lr.ndim == 2 else lr
         if colour.ndim != 3 or colour.shape[2] not in (1, 3):
             raise ValueError(f"lr must be HxW, HxWx1 or HxWx3, not shape {lr.shape}")
+        if colour.shape[0] < 1 or colour.shape[1] < 1:
+            raise ValueError(f"lr is empty (shape {lr.shape}): it needs at least one pixel")
+        colour = colour.astype(colour.dtype.newbyteorder("="), copy=False)  # big-endian uint16 as native
         src = SourceImage(colour=np.ascontiguousarray(colour), alpha=None, orig_format="array",
                           orig_mode="L" if colour.shape[2] == 1 else "RGB",
                           sha256=hashlib.sha256(colour.tobytes()).hexdigest())
@@ -119,6 +122,10 @@ class Restorer:
         from sr_pipeline.sr.serve.upscaler import provenance_text
 
         source, target = Path(source), Path(target)
+        if not str(target).strip() or target.is_dir():
+            raise ValueError(f"target {str(target)!r} is not a file name; pass the PNG to write")
+        if target.exists() and target.resolve() == source.resolve():
+            raise ValueError(f"target {target} is the source image itself; write the restoration elsewhere")
         src = read_image(source)
         text = provenance_text(self.upscaler, src, source.name)
         _, result = write_upscaled_png(self.upscaler, src, target, text, overwrite=overwrite,
@@ -144,7 +151,8 @@ def load_restorer(model_dir: str | Path, *, device: str = "auto", tiles: TileSet
         A :class:`Restorer`.
 
     Raises:
-        ValueError: the folder is not a model, or its camera model or thresholds cannot be read.
+        ValueError: the folder is not a model or cannot be loaded, a setting is out of range, or its camera
+            model or thresholds cannot be read.
     """
     from sr_pipeline.common.errors import UsageError
     from sr_pipeline.serving.audit import load_consistency_check
@@ -154,8 +162,14 @@ def load_restorer(model_dir: str | Path, *, device: str = "auto", tiles: TileSet
 
     model_dir = Path(model_dir)
     check_model_folder("model_dir", model_dir)  # UsageError is a ValueError
+    if not (isinstance(memory_budget_gib, (int, float)) and 0 <= memory_budget_gib < float("inf")):
+        raise ValueError(f"memory_budget_gib {memory_budget_gib!r} must be a finite number >= 0 (0: no limit)")
     device = resolve_device(device)
-    model = load_sr_model(model_dir, device)
+    try:
+        model = load_sr_model(model_dir, device)
+    except Exception as exc:  # missing or corrupt weights, bad config: one sentence, as the command line says it
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"cannot load the model in {model_dir} ({type(exc).__name__}: {detail})") from None
     steps = model.schedule.num_steps if model.info.get("kind") == "teacher" else 1
     budget = None if memory_budget_gib == 0 else int(memory_budget_gib * 2**30)
     upscaler = Upscaler(model, device=device, steps=steps, tiles=tiles, memory_budget=budget)
@@ -178,4 +192,7 @@ def load_profile(path: str | Path) -> "Profile":
     """
     from sr_pipeline.sr.train.profile import Profile
 
-    return Profile.from_yaml(Path(path))
+    try:
+        return Profile.from_yaml(Path(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the profile {path}: {exc}") from None

@@ -272,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # bad input, said in one sentence; every other exception is a bug to show
         print(f"error: {one_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except PermissionError as exc:  # the machine's state, not a bug: a read-only data root or output folder
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: permission denied writing or reading{where}; give this user access to it (or pass another "
+              "--data / output folder)", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -91,3 +91,37 @@ def test_load_profile_reads_a_shipped_profile():
 def test_unknown_names_are_an_attribute_error():
     with pytest.raises(AttributeError):
         sr_pipeline.no_such_name  # noqa: B018
+
+
+def test_the_source_is_never_the_target(model, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "lr.png")
+    before = (tmp_path / "lr.png").read_bytes()
+    restorer = sr_pipeline.load_restorer(model, device="cpu")
+    with pytest.raises(ValueError, match="source image itself"):
+        restorer.upscale_file(tmp_path / "lr.png", tmp_path / "lr.png", overwrite=True)
+    assert (tmp_path / "lr.png").read_bytes() == before
+    with pytest.raises(ValueError, match="not a file name"):
+        restorer.upscale_file(tmp_path / "lr.png", tmp_path)
+
+
+def test_empty_and_foreign_arrays_and_settings_are_one_sentence(model, tmp_path):
+    restorer = sr_pipeline.load_restorer(model, device="cpu")
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5, 3), np.uint8)):
+        with pytest.raises(ValueError, match="empty"):
+            restorer.upscale(empty)
+    big_endian = np.full((4, 4, 3), 1000, dtype=">u2")
+    assert restorer.upscale(big_endian).image.dtype == np.uint16
+    for bad in (1.5, float("nan"), "16", True):
+        with pytest.raises(ValueError, match="whole number"):
+            sr_pipeline.TileSettings(tile=bad)
+    for budget in (float("nan"), float("inf"), -1):
+        with pytest.raises(ValueError, match="memory_budget_gib"):
+            sr_pipeline.load_restorer(model, memory_budget_gib=budget)
+    broken = tiny_sr_model(tmp_path / "models" / "student" / "broken", {"kind": "student"})
+    (broken / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="cannot load the model"):
+        sr_pipeline.load_restorer(broken, device="cpu")
+    with pytest.raises(ValueError, match="cannot read the profile|does not exist"):
+        sr_pipeline.load_profile(tmp_path)

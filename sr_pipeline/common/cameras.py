@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parents[2] / "configs" / "cameras.yaml"
 
 # Camera ids become folder names and part of Dagster partition keys: keep them plain.
-CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # at most 63: a Dagster tag value's limit
 
 
 class CameraRegistryError(ValueError):
@@ -133,7 +133,7 @@ class CameraRegistry(BaseModel):
         for camera_id in cameras:
             if not CAMERA_ID_RE.match(camera_id):
                 raise ValueError(
-                    f"camera id {camera_id!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+                    f"camera id {camera_id!r} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit"
                 )
         for camera_id, cam in cameras.items():
             if cam.camera_model is not None and cam.role != CameraRole.field_lr:

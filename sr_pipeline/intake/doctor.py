@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -99,7 +100,14 @@ class DoctorReport:
 # ---------------------------------------------------------------- stale temp files
 
 
-def _is_temp_file(name: str) -> bool:
+# In an output folder named with --out, which other programs share, only the exact shape common/atomic.py's
+# mkstemp gives (``.<name>.<8 random characters>.tmp``) is ours; under the data root every hidden .tmp is.
+_OUR_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$", re.S)
+
+
+def _is_temp_file(name: str, shared_folder: bool = False) -> bool:
+    if shared_folder:
+        return bool(_OUR_TEMP_NAME.match(name))
     return name.startswith(".") and name.endswith(".tmp")
 
 
@@ -122,10 +130,13 @@ def find_stale_temps(layout: DataLayout, min_age_s: float, now: float, out_dirs:
     roots = [layout.image_store.parent, layout.catalog, layout.models, layout.runs, layout.archive, layout.reports,
              layout.incoming, layout.quarantine, *out_dirs]  # fmt: skip
     folder_parents = _temp_folder_parents(layout)
+    outside = {Path(d) for d in out_dirs}
     found = []
     for root in roots:
         for folder, dirs, files in os.walk(root):  # never follows links
             here = Path(folder)
+            if root in outside:  # an output folder: our outputs never sit in hidden folders, other programs' do
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
             if here in folder_parents:
                 for name in [d for d in dirs if d.startswith(".")]:
                     dirs.remove(name)  # a temp folder is reported whole, not walked
@@ -135,7 +146,7 @@ def find_stale_temps(layout: DataLayout, min_age_s: float, now: float, out_dirs:
                         found.append(StaleTemp(str(path), round(age, 1), _tree_size(path), folder=True))
             for name in files:
                 path = here / name
-                if not _is_temp_file(name):
+                if not _is_temp_file(name, shared_folder=root in outside):
                     continue
                 try:
                     st = path.lstat()
@@ -369,6 +380,9 @@ def run_cli(args: argparse.Namespace) -> int:
                                  "(no incoming folder, quarantine folder, name file or catalog)")
         out_dirs = [Path(d) for d in getattr(args, "out", None) or []]
         for d in out_dirs:
+            if d.resolve() in (Path(d.anchor or "/").resolve(), Path.home().resolve()):
+                raise UsageError(f"--out {d} is a whole file system or home folder; pass the output folder of an "
+                                 "upscale run (doctor only removes its own temp files, but will not search that widely)")
             if not d.is_dir():
                 raise UsageError(f"--out {d} is not a folder; pass an output folder to search for stale temp files")
         report = examine(args.layout, min_age_s=args.min_age, clean=args.clean, finish_batches=args.finish,

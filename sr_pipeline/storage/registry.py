@@ -207,10 +207,13 @@ def promoted_student_for(layout: DataLayout, camera: str | None) -> Path | None:
     Raises ``ValueError`` naming the cameras when several have one and ``camera`` is None."""
     if camera is not None:
         return promoted_student_dir(layout, camera)
-    cameras = promoted_cameras(layout)
-    if len(cameras) > 1:
-        raise ValueError(f"each field camera has its own promoted student ({', '.join(sorted(cameras))}): "
+    # Every camera with a promotion counts, its folder present or not: one whose folder is missing must not
+    # make another camera's student the only one, and so the one served.
+    named = sorted({e["camera"] for e in promotions(layout) if e.get("camera")})
+    if len(named) > 1:
+        raise ValueError(f"each field camera has its own promoted student ({', '.join(named)}): "
                          "say whose with --camera, or pass --model")
+    cameras = promoted_cameras(layout)
     return next(iter(cameras.values())) if cameras else promoted_student_dir(layout)
 
 

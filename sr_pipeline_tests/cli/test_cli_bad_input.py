@@ -272,3 +272,18 @@ def test_a_bug_in_a_handler_is_not_hidden_as_a_usage_error(tmp_path, monkeypatch
     monkeypatch.setattr(registry, "run_cli", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["--data", str(tmp_path), "models"])
+
+
+def test_a_permission_error_is_one_sentence_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from sr_pipeline import cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "models" / "promotions.json"))
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    for action in parser._subparsers._group_actions[0].choices.values():
+        action.set_defaults(func=denied)
+    assert cli.main(["--data", str(tmp_path), "models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: permission denied") and "promotions.json" in err and err.count("\n") == 1

@@ -248,14 +248,19 @@ def test_doctor_refuses_bad_batch_keys_and_finds_temps_in_output_folders(layout,
 
     out_dir = tmp_path / "upscaled"
     out_dir.mkdir()
-    stale = [out_dir / f".x{i}.png.abc{i}.tmp" for i in range(3)]
-    for p in stale:
+    stale = [out_dir / f".x{i}.png.abcd_12{i}.tmp" for i in range(3)]  # mkstemp's 8 random characters
+    # Other programs' hidden files in the shared output folder are never ours to remove.
+    others = [out_dir / ".draft.tmp", out_dir / ".config" / "app" / ".settings.ab12cd34.tmp"]
+    others[1].parent.mkdir(parents=True)
+    for p in stale + others:
         p.write_bytes(b"")
     assert main(["--data", str(layout.root), "doctor", "--min-age", "0", "--out", str(out_dir)]) == 1
     out = capsys.readouterr().out
-    assert all(str(p) in out for p in stale)
+    assert all(str(p) in out for p in stale) and not any(str(p) in out for p in others)
     assert main(["--data", str(layout.root), "doctor", "--min-age", "0", "--out", str(out_dir), "--clean"]) == 0
-    assert not any(p.exists() for p in stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
+    assert main(["--data", str(layout.root), "doctor", "--out", "/"]) == 2  # never a whole file system
+    assert "whole file system" in capsys.readouterr().err
 
 
 def _can_mount(folder) -> bool:

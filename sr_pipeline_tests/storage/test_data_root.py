@@ -248,3 +248,29 @@ def test_upscale_names_an_unreadable_camera_registry(layout, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert code == 2 and str(broken) in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_copy_missing_a_promoted_folder_never_serves_the_originals(layout, tmp_path):
+    """An old absolute path into the original data root: the copy's own folder or none, never the original's."""
+    (layout.catalog).mkdir(parents=True, exist_ok=True)
+    student = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1",
+                                                                "camera": "field_cam"})
+    (layout.models / PROMOTIONS_FILE).write_text(json.dumps([{
+        "version": "s1", "path": str(student), "camera": "field_cam", "reason": "test",
+        "promoted_at": "2026-01-01T00:00:00+00:00"}]))
+    copy = DataLayout(tmp_path / "copy")
+    shutil.copytree(layout.root, copy.root)
+    shutil.rmtree(copy.model_dir("student", "s1"))
+    assert student.is_dir() and promoted_student_dir(copy, "field_cam") is None
+
+
+def test_without_camera_a_missing_folder_does_not_make_another_cameras_student_the_only_one(layout):
+    from sr_pipeline.storage.registry import promoted_student_for
+
+    student = tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1",
+                                                                "camera": "field_cam"})
+    record_promotion(layout, "s1", str(student), "test", "field_cam")
+    record_promotion(layout, "gone", str(layout.model_dir("student", "gone")), "test", "grey_cam")
+    with pytest.raises(ValueError, match="say whose with --camera"):
+        promoted_student_for(layout, None)
+    assert promoted_student_for(layout, "field_cam") == student

@@ -87,15 +87,17 @@ def root_relative(path: Path | str, root: Path) -> str:
 def resolve_under(root: Path, stored: Path | str) -> Path:
     """A path stored with :func:`root_relative` as a path to open: a relative one under ``root``. An
     absolute one (written before paths were relative) that names a model folder
-    (``.../models/<kind>/<version>``) which ``root`` holds too is ``root``'s, so a copied data root
-    serves its own models, never the original's; any other absolute path is kept."""
+    (``.../models/<kind>/<version>``) which ``root`` holds too, or which another data root holds, is
+    ``root``'s, so a copied data root serves its own models (or finds one missing), never the original's;
+    any other absolute path (a model folder kept outside every data root) is kept."""
     path = Path(stored)
     if not path.is_absolute():
         return Path(root) / path
     parts = path.parts
     if len(parts) >= 3 and parts[-3] == "models":
         own = Path(root) / "models" / parts[-2] / parts[-1]
-        if own.is_dir():
+        # Another data root's model (it has a catalog beside its models): this root's copy, present or missing.
+        if own.is_dir() or (path.parents[2] / "catalog").is_dir():
             return own
     return path
 

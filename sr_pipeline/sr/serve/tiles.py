@@ -6,6 +6,7 @@ a network; :class:`~sr_pipeline.sr.serve.upscaler.Upscaler` takes the object who
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 
@@ -24,6 +25,10 @@ class TileSettings:
     batch: int = 4
 
     def __post_init__(self) -> None:
+        for name in ("tile", "overlap", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
         if self.tile < 1:
             raise ValueError(f"tile {self.tile} must be >= 1 LR pixel")
         if not 0 <= self.overlap < self.tile:

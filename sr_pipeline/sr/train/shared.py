@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sr_pipeline.common.atomic import temp_dir
+from sr_pipeline.common.atomic import temp_dir, umask_mode
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,6 +128,9 @@ def save_model_dir(out_dir: Path, save: Callable[[Path], None], info: dict) -> P
         info = {**info, "host": socket.gethostname(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (tmp / "training.json").write_text(json.dumps(info, indent=2, default=_json_default))
+        for f in tmp.rglob("*"):  # safetensors writes its files 0600: published files follow the umask
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, umask_mode())
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

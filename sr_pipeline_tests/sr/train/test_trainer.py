@@ -222,3 +222,14 @@ def test_the_training_core_knows_nothing_of_storage_or_dagster(path):
         assert not [n for n in names if n.startswith(FORBIDDEN) and n != "sr_pipeline.common.atomic"], \
             f"{path.name} imports {names}"
     assert not [a for a in ASSET_NAMES if a in source]
+
+
+def test_a_model_folders_files_follow_the_umask(tmp_path):
+    """safetensors writes 0600; a student another user serves must be readable as every other file is."""
+    from conftest import tiny_sr_model
+
+    from sr_pipeline.common.atomic import umask_mode
+
+    folder = tiny_sr_model(tmp_path / "models" / "student" / "s1", {"kind": "student"})
+    modes = {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir() if f.is_file()}
+    assert "diffusion_pytorch_model.safetensors" in modes and set(modes.values()) == {umask_mode()}
