@@ -86,7 +86,9 @@ def test_teacher_asset_trains_through_pipes(ingested, cameras_file, tiny_profile
             instance=instance,
         )
         assert result.success
-        path = Path(result.output_for_node("teacher_checkpoint"))
+        value = result.output_for_node("teacher_checkpoint")
+        assert not Path(value).is_absolute()  # step values are pickled under the data root: relative to it
+        path = ingested.resolve(value)
         [mat] = result.asset_materializations_for_node("teacher_checkpoint")
         logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert path.parent == ingested.models / "teacher" and (path / "training.json").is_file()
@@ -120,9 +122,9 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
         assert not short.success
         failure = " ".join(str(e.event_specific_data) for e in short.all_events if e.is_failure)
         assert "'line2_cam' has 2 unpaired field image(s)" in failure and "min_field_images" in failure
-        teacher = teacher_run.output_for_node("teacher_checkpoint")
-        student = Path(result.output_for_node("co_trained_student_and_downsampler", "co_trained_student"))
-        g = Path(result.output_for_node("co_trained_student_and_downsampler", "learned_downsampler"))
+        teacher = ingested.resolve(teacher_run.output_for_node("teacher_checkpoint"))
+        student = ingested.resolve(result.output_for_node("co_trained_student_and_downsampler", "co_trained_student"))
+        g = ingested.resolve(result.output_for_node("co_trained_student_and_downsampler", "learned_downsampler"))
         mats = {e.asset_key.to_user_string(): e.event_specific_data.materialization
                 for e in result.get_asset_materialization_events()}
     assert student.parent == ingested.models / "student" and g.parent == ingested.models / "downsampler"

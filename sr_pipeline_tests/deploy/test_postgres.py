@@ -138,7 +138,7 @@ def test_main_path_on_postgres_is_seen_by_a_second_instance(pg_home, plant, tmp_
         assert training.success
         checks = training.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
-        student = Path(defs.load_asset_value(STUDENT, instance=instance, partition_key=CAMERA))
+        student = layout.resolve(defs.load_asset_value(STUDENT, instance=instance, partition_key=CAMERA))
         # the gate served the better of the co-learned student and the fixed-degradation challenger
         served = Path(read_gate_record(layout, student.name)["served_path"])
         assert promoted_student_dir(layout, CAMERA) == served and served in (student.resolve(), challenger_dir(

@@ -397,7 +397,7 @@ def test_asset_and_blocking_gate_in_a_dagster_instance(plant, cameras_file, monk
         assert {"promoted_student", "evaluation_report", "archive_probe"} <= materialized
         [promo] = ok.asset_materializations_for_node("promoted_student")
         assert promo.tags["dagster/data_version"] == "s-good" and promo.metadata["action"].value == "promoted"
-        report = Path(ok.output_for_node("evaluation_report"))
+        report = plant.resolve(ok.output_for_node("evaluation_report"))  # stored relative to the data root
         assert report.name == "index.html" and report.parent.parent == plant.reports / "field_cam"
         assert checks["valid_outputs"].metadata["camera"].value == "field_cam"
         [mat] = ok.asset_materializations_for_node("evaluation_report")

@@ -147,12 +147,12 @@ def promoted_student(context: dg.AssetExecutionContext, co_trained_student: str,
     from sr_pipeline.evaluation.promotion import PromotionError, promote_after_gate
 
     try:
-        done = promote_after_gate(storage.layout(), Path(co_trained_student), context.partition_key)
+        done = promote_after_gate(storage.layout(), storage.layout().resolve(co_trained_student), context.partition_key)
     except PromotionError as exc:
         raise dg.Failure(str(exc)) from exc
     context.log.info(f"{done.action}: the promoted student of field camera {context.partition_key} is {done.version}")
     layout = storage.layout()  # the metadata a person reads names folders under the data root, not the machine's
-    return dg.Output(str(done.path), data_version=dg.DataVersion(done.version),
+    return dg.Output(storage.layout().relative(done.path), data_version=dg.DataVersion(done.version),
                      metadata={"model_version": done.version,
                                "model_path": dg.MetadataValue.path(layout.relative(done.path)),
                                "camera": context.partition_key, "action": done.action,
@@ -236,17 +236,17 @@ def evaluation_report(context: dg.AssetExecutionContext, teacher_checkpoint: str
 
     layout = storage.layout()
     camera = context.partition_key
-    candidate = Path(co_trained_student)
+    candidate = layout.resolve(co_trained_student)  # step values are stored relative to the data root
     ref = reference_student(layout, model_version(candidate), camera)
     try:
-        outcome = run_evaluation(layout, Path(teacher_checkpoint), candidate, Path(ref["path"]) if ref else None,
-                                 Path(learned_downsampler), plant_today(), gate.thresholds(), device=gate.device,
+        outcome = run_evaluation(layout, layout.resolve(teacher_checkpoint), candidate, Path(ref["path"]) if ref else None,
+                                 layout.resolve(learned_downsampler), plant_today(), gate.thresholds(), device=gate.device,
                                  camera=camera)
     except EvaluationError as exc:
         raise dg.Failure(str(exc)) from exc
     for line in outcome.headline:
         context.log.info(line.replace("**", ""))
-    return dg.Output(str(outcome.report_path), metadata=_report_metadata(outcome, layout.root))
+    return dg.Output(layout.relative(outcome.report_path), metadata=_report_metadata(outcome, layout.root))
 
 
 evaluation_job = dg.define_asset_job(

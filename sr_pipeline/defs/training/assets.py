@@ -120,7 +120,9 @@ def teacher_checkpoint(
             {"teacher": "teacher_checkpoint"})
     if not (out_dir / "training.json").is_file():
         raise dg.Failure(f"training finished without writing {out_dir}")
-    return dg.Output(str(out_dir), metadata=training_metadata(out_dir, layout), data_version=dg.DataVersion(version))
+    # Values passed between steps are pickled under the data root (dagster_io/): relative to it, like every path there.
+    return dg.Output(layout.relative(out_dir), metadata=training_metadata(out_dir, layout),
+                     data_version=dg.DataVersion(version))
 
 
 def _ensure_challenger(context, training: TrainingSettings, client: dg.PipesSubprocessClient, layout, profile: Path,
@@ -200,6 +202,7 @@ def co_trained_student_and_downsampler(
 
     layout = storage.layout()
     camera = context.partition_key
+    teacher = str(layout.resolve(teacher_checkpoint))  # stored relative to the data root (or absolute, from before)
     registry = storage.registry()
     if camera not in registry or registry.get(camera).role != CameraRole.field_lr:
         raise dg.Failure(f"partition {camera!r} is not a field_lr camera of the camera registry "
@@ -218,11 +221,11 @@ def co_trained_student_and_downsampler(
     # The camera's own camera-model choices are part of what is trained: an edit starts a new run.
     choice = registry.camera_model_choice(camera)
     run_dir = _run_dir(layout, "colearn", profile, [*hr["image_id"], *field["image_id"]],
-                       [teacher_checkpoint, camera, *([json.dumps(choice, sort_keys=True)] if choice else [])])
-    context.log.info(f"co-learning {version} for field camera {camera} from teacher {teacher_checkpoint}: "
+                       [layout.relative(teacher), camera, *([json.dumps(choice, sort_keys=True)] if choice else [])])
+    context.log.info(f"co-learning {version} for field camera {camera} from teacher {layout.relative(teacher)}: "
                      f"{len(hr)} HR references, {len(field)} of the camera's field LR images, profile {profile}"
                      + (f", the camera's camera_model {choice}" if choice else ""))
-    common = ["--config", str(profile), "--teacher", teacher_checkpoint, "--camera", camera,
+    common = ["--config", str(profile), "--teacher", teacher, "--camera", camera,
               "--cameras", str(Path(storage.cameras_file).resolve())]
     _launch(context, training, pipes_subprocess_client, "colearn", layout,
             [*common, "--out", str(student_dir), "--downsampler-out", str(downsampler_dir), "--run-dir", str(run_dir),
@@ -230,7 +233,7 @@ def co_trained_student_and_downsampler(
             {"student": "co_trained_student", "downsampler": "learned_downsampler"})
     if not (student_dir / "training.json").is_file():
         raise dg.Failure(f"co-learning finished without writing {student_dir}")
-    challenger = _ensure_challenger(context, training, pipes_subprocess_client, layout, profile, teacher_checkpoint,
+    challenger = _ensure_challenger(context, training, pipes_subprocess_client, layout, profile, teacher,
                                     list(hr["image_id"]))
     twin = _ensure_unpaired_twin(context, training, pipes_subprocess_client, layout, common, run_dir, student_dir)
     if not (downsampler_dir / "training.json").is_file():
@@ -238,12 +241,12 @@ def co_trained_student_and_downsampler(
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
     for name, path in (("co_trained_student", student_dir), ("learned_downsampler", downsampler_dir)):
         metadata = training_metadata(path, layout)
-        metadata["teacher"] = dg.MetadataValue.path(layout.relative(teacher_checkpoint))
+        metadata["teacher"] = dg.MetadataValue.path(layout.relative(teacher))
         metadata["camera"] = camera
         metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(layout.relative(challenger))
         if twin is not None:  # a camera with fit pairs: the gate also judges the same run without them
             metadata["unpaired_twin"] = dg.MetadataValue.path(layout.relative(twin))
-        yield dg.Output(str(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
+        yield dg.Output(layout.relative(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 
 
 @dg.asset(
@@ -261,7 +264,7 @@ def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downs
     from sr_pipeline.sr.images.figures import png_markdown
 
     layout = storage.layout()
-    result = make_lr_sets(layout, Path(learned_downsampler), k=lr_sets.variants_per_image,
+    result = make_lr_sets(layout, layout.resolve(learned_downsampler), k=lr_sets.variants_per_image,
                           seed=lr_sets.seed)
     s = result.summary
     learned, bicubic = s["realism_distance_learned"], s["realism_distance_bicubic"]
