@@ -60,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sr-pipeline",
         description="Learn a plant's camera degradation and restore its images with a single-step "
-        "diffusion upsampler. Every command works on the data root (default ./data, or "
-        "$SR_PIPELINE_DATA, or --data). Exit codes: 0 done, 1 some files failed (reported), "
+        "diffusion upsampler. Every command works on the data root (--data, else "
+        "$SR_PIPELINE_DATA, else the data/ folder of the sr_pipeline checkout, wherever you run it from). Exit codes: 0 done, 1 some files failed (reported), "
         "2 bad input (one sentence on stderr).",
     )
-    parser.add_argument("--data", type=PATH, default=None, help="data root (default: $SR_PIPELINE_DATA or ./data)")
+    parser.add_argument("--data", type=PATH, default=None, help="data root (default: $SR_PIPELINE_DATA, else the checkout's data/ folder)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

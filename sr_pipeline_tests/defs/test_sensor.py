@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster import SensorResult, build_sensor_context, materialize
 
 from sr_pipeline.storage import store
@@ -158,3 +159,13 @@ def test_ingestion_runs_in_its_own_pool_limited_by_dagster_yaml():
     assert raw_plant_images.op.pool == "ingest"
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
     assert config["concurrency"]["pools"]["default_limit"] == 1  # the ingest pool has no other limit
+
+
+@pytest.mark.parametrize("cursor", ["{not json", "[1, 2]", '{"archive_pending": [1]}', '{"seen": "x"}'])
+def test_a_cursor_edited_by_hand_is_dropped_with_a_warning_not_a_failing_tick(cursor, tmp_path):
+    sensor = build_camera_upload_sensor(stable_seconds=0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = build_sensor_context(instance=instance, cursor=cursor,
+                                       resources={"storage": PlantStorage(data_root=str(tmp_path / "data"))})
+        result = sensor(context)
+    assert result.skip_reason is not None or result.run_requests == []

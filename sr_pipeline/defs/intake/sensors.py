@@ -60,6 +60,25 @@ def _interval_from_env() -> int:
     return ENV_SETTINGS[INTERVAL_ENV]()
 
 
+def _read_cursor(text: str | None, log) -> tuple[dict, dict[str, str]]:
+    """The landing state and the batches whose archive run is still to be requested, from the cursor. A cursor
+    this sensor did not write (set by hand in the UI) is dropped with a warning rather than failing every tick:
+    run keys are batch keys, so starting afresh never requests a batch twice."""
+    try:
+        state = json.loads(text) if text else {}
+        if not isinstance(state, dict):
+            raise ValueError(f"a JSON {type(state).__name__}, not an object")
+        pending = state.pop(PENDING, {})
+        if not isinstance(pending, dict) or not all(isinstance(v, str) for v in pending.values()):
+            raise ValueError(f"{PENDING} is not an object of batch -> camera")
+        return state, {str(k): v for k, v in pending.items()}
+    except ValueError as exc:
+        log.warning(f"the sensor's cursor is not one it wrote ({exc}); starting afresh: waiting uploads are timed "
+                    "again, and a batch whose archive run was still to be requested needs it run by hand "
+                    "(docs/archive.md)")
+        return {}, {}
+
+
 def _is_field(registry: CameraRegistry, camera: str) -> bool:
     try:
         return registry.get(camera).role == CameraRole.field_lr
@@ -95,11 +114,15 @@ def build_camera_upload_sensor(
         ),
     )
     def _camera_upload_sensor(context: SensorEvaluationContext, storage: PlantStorage) -> SensorResult:
-        state = json.loads(context.cursor) if context.cursor else {}
-        pending: dict[str, str] = dict(state.pop(PENDING, {}))
+        state, pending = _read_cursor(context.cursor, context.log)
         wait = stable_seconds if stable_seconds is not None else stable_seconds_from_env()
         layout, registry = storage.layout(), storage.registry()
-        result = poll_landing(layout, registry, state, now=clock(), stable_seconds=wait)
+        try:
+            result = poll_landing(layout, registry, state, now=clock(), stable_seconds=wait)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a cursor edited by hand, not by us
+            context.log.warning(f"the sensor's cursor holds state it did not write ({exc!r}); starting afresh: "
+                                "waiting uploads are timed again")
+            result = poll_landing(layout, registry, {}, now=clock(), stable_seconds=wait)
         if result.unknown_folders:
             context.log.warning(f"landing folders of unregistered cameras (left untouched): {result.unknown_folders}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sr_pipeline.common.env_settings import ENV_SETTINGS
 from sr_pipeline.common.cameras import CameraRegistry, default_cameras_file, load_registry
@@ -19,7 +19,7 @@ def _checked_data_root() -> Path:
 
 
 class PlantStorage(ConfigurableResource):
-    """The data root (``$SR_PIPELINE_DATA`` or ./data) and the camera registry file."""
+    """The data root (``$SR_PIPELINE_DATA``, else the checkout's data/ folder) and the camera registry file."""
 
     data_root: str = Field(
         default_factory=lambda: str(_checked_data_root()),
@@ -29,6 +29,13 @@ class PlantStorage(ConfigurableResource):
         default_factory=lambda: str(default_cameras_file()),
         description="camera registry YAML (configs/cameras.yaml)",
     )
+
+    @field_validator("data_root", "cameras_file")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():  # "" would silently mean the process's working directory
+            raise ValueError("must name a path, not an empty string")
+        return value
 
     def layout(self) -> DataLayout:
         return DataLayout(Path(self.data_root).resolve())
