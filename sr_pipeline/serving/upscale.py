@@ -341,9 +341,12 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
     if steps > num_steps:
         raise _out_of_range("--steps", steps, f"in 1..{num_steps} for {model_dir}")
     budget = None if args.memory_budget == 0 else int(args.memory_budget * 2**30)
-    return Upscaler(model, device=device, steps=steps, seed=args.seed, noise_scale=args.noise_scale,
-                    compile=args.compile, memory_budget=budget, self_ensemble=args.self_ensemble,
-                    tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
+    try:
+        return Upscaler(model, device=device, steps=steps, seed=args.seed, noise_scale=args.noise_scale,
+                        compile=args.compile, memory_budget=budget, self_ensemble=args.self_ensemble,
+                        tiles=TileSettings(tile=args.tile, overlap=args.overlap, batch=args.batch))
+    except ValueError as exc:  # a damaged training.json, a tile the model cannot take: one sentence
+        raise UsageError(str(exc)) from None
 
 
 def load_judge(args: argparse.Namespace, upscaler: Upscaler) -> ConsistencyCheck | None:

@@ -274,3 +274,27 @@ def test_json_counts_files_done_apart_from_verdicts(tmp_path, capsys, student_di
     verdicts = [f["consistency_verdict"] for f in report["files"]]
     assert (report["ok"], report["check"]) == (verdicts.count("ok"), verdicts.count("check"))
     assert f"loading the model in {student_dir}" in err  # a person at a terminal is told what the wait is
+
+
+@pytest.mark.parametrize("profile", [[1], {"colearn": {"start_noise_scale": "big"}}, {"colearn": [2]},
+                                     {"colearn": {"start_noise_scale": -1}}])
+def test_a_damaged_profile_in_training_json_never_gives_a_traceback(tmp_path, capsys, profile):
+    """A profile of the wrong shape records no start noise (served at 0, the fidelity-first default); a start
+    noise that is not a number >= 0 is refused in one sentence naming the file."""
+    import json
+
+    from conftest import tiny_sr_model
+
+    from sr_pipeline.cli import main
+
+    model = tiny_sr_model(tmp_path / "models" / "student" / "s1", {"kind": "student", "profile": profile})
+    assert json.loads((model / "training.json").read_text())["profile"] == profile
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "lr.png")
+    code = main(["--data", str(tmp_path), "upscale", str(tmp_path / "lr.png"), "--out", str(tmp_path / "out"),
+                 "--model", str(model)])
+    err = capsys.readouterr().err
+    bad_number = isinstance(profile, dict) and isinstance(profile["colearn"], dict)
+    if bad_number:
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "training.json" in err, err
+    else:
+        assert code == 0 and "Traceback" not in err

@@ -38,8 +38,17 @@ class LoadedModel:
         distilled at (``colearn.start_noise_scale``; 0 for older students), a teacher's is 0."""
         if self.kind != "student":
             return 0.0
-        colearn = (self.info.get("profile") or {}).get("colearn") or {}
-        return float(colearn.get("start_noise_scale", 0.0) or 0.0)
+        profile = self.info.get("profile") or {}
+        colearn = (profile.get("colearn") if isinstance(profile, dict) else None) or {}
+        value = colearn.get("start_noise_scale", 0.0) if isinstance(colearn, dict) else None
+        try:
+            scale = float(value or 0.0)
+        except (TypeError, ValueError):
+            scale = float("nan")
+        if not (0.0 <= scale < float("inf")):
+            raise CorruptModelInfo(f"{self.path / INFO_FILE} records start_noise_scale {value!r}, not a number >= 0; "
+                                   "the folder's training.json is damaged: restore it or train the model again")
+        return scale
 
 
 INFO_FILE = "training.json"
