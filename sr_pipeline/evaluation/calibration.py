@@ -197,7 +197,8 @@ def sharpness_words(ratio: float | None, band: tuple[float, float] = SHARPNESS_B
 def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = "cpu",
                         psnr: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, Any]:
     """How closely the camera model G imitates the field camera on registered pairs (method.md claim 4): per
-    pair, PSNR-Y of G(HR) (eps' = 0) and of bicubic down(HR) against the real LR, and the Laplacian (fine
+    pair, PSNR-Y of G(HR) (eps' = 0, through G's JPEG stage when the camera uploads JPEG, as its real LR is
+    stored) and of bicubic down(HR) against the real LR, and the Laplacian (fine
     detail) energy of each over the real LR's; means of the PSNR-Y, medians of the ratios, and whether G's
     ratio lies in :data:`SHARPNESS_BAND` (``sharpness``: inside, too blurry or too sharp). PSNR alone rewards
     a G that blurs a noisy camera's LR; the ratio says whether G blurs as much as the camera.
@@ -207,9 +208,10 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
     """
     import torch
 
-    from sr_pipeline.sr.models.downsampler import load_downsampler
     from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
     from sr_pipeline.sr.judge.metrics import laplacian_energy
+    from sr_pipeline.sr.models.differentiable_jpeg import jpeg_roundtrip
+    from sr_pipeline.sr.models.downsampler import load_downsampler
     from sr_pipeline.sr.data.pairs import load_rgb
     from sr_pipeline.sr.judge.scoring import metric
 
@@ -230,7 +232,10 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
                 skipped.append(p.name)
                 continue
             x = to_tensor(hr).to(device)
-            learned, bicubic = to_uint8(g(x)), to_uint8(downsample(x, s))
+            out = g(x)
+            if getattr(g, "jpeg", None) is not None:  # a JPEG camera: G's LR as the camera stores it (at eps' = 0
+                out = jpeg_roundtrip(out, g.jpeg, (0, 0))  # the model adds no noise, but compresses as the camera)
+            learned, bicubic = to_uint8(out), to_uint8(downsample(x, s))
             real = laplacian_energy(lr)
             per_image.append({"image": p.name, "learned_psnr": psnr(learned, lr), "bicubic_psnr": psnr(bicubic, lr),
                               "learned_lap_ratio": ratio(learned, real), "bicubic_lap_ratio": ratio(bicubic, real)})

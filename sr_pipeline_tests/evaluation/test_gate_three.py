@@ -298,3 +298,22 @@ def test_the_cli_trains_the_twin_without_the_fit_pairs(monkeypatch, tmp_path):
     assert seen["fit_pairs"] == [] and seen["fit_pair_names"] == [] and seen["unpaired_twin_of"] == "s"
     args = build_parser().parse_args(["train", "colearn", "--config", "x.yaml", "--unpaired-twin-of", "v1"])
     assert args.unpaired_twin_of == "v1"
+
+
+def test_a_jpeg_cameras_g_is_judged_through_its_compression(layout, tmp_path):
+    """A camera that uploads JPEG stores its LR compressed: G's LR is compared as that camera would store it."""
+    from sr_pipeline.sr.images.jpeg_settings import JpegSettings, annex_k_luma
+    from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+    from sr_pipeline.sr.train.shared import save_model_dir
+
+    coarse = JpegSettings((tuple(t * 4 for t in annex_k_luma(30)),), "grey")  # heavy compression
+    figures = {}
+    for name, jpeg in (("plain", None), ("jpeg", coarse.to_config())):
+        g = LearnedDownsampler(scale=4, noise_model="camera", jpeg=jpeg)
+        folder = save_model_dir(layout.models / "downsampler" / name, g.save_pretrained, {"kind": "downsampler"})
+        figures[name] = ev.downsampler_realism(_bicubic_pairs(tmp_path), folder)
+    assert figures["plain"]["learned_lap_ratio"] == pytest.approx(1.0, abs=0.05)
+    # The blocks and lost detail of the compression show in both figures: G is no longer plain bicubic-down.
+    assert abs(figures["jpeg"]["learned_lap_ratio"] - figures["plain"]["learned_lap_ratio"]) > 0.1
+    assert figures["jpeg"]["learned_psnr"] < figures["plain"]["learned_psnr"] - 1
+    assert figures["jpeg"]["bicubic_psnr"] == pytest.approx(figures["plain"]["bicubic_psnr"])  # the baseline is plain
