@@ -417,6 +417,14 @@ def unpaired_twin(layout: DataLayout, candidate_dir: Path) -> Path | None:
     return path if twin_of == version else None
 
 
+def _served_dir(layout: DataLayout, candidate_dir: Path, role: str) -> Path:
+    """The folder of the gate's ``role`` for this candidate (the candidate itself, its unpaired twin or the
+    fixed-degradation challenger)."""
+    found = {"unpaired": unpaired_twin(layout, candidate_dir),
+             "challenger": fixed_degradation_challenger(layout, candidate_dir)}.get(role)
+    return Path(found) if found is not None else Path(candidate_dir)
+
+
 def fixed_degradation_challenger(layout: DataLayout, candidate_dir: Path) -> Path | None:
     """The fixed-degradation challenger distilled from the candidate's teacher, when one was trained (and the
     candidate is not itself a challenger)."""
@@ -511,11 +519,15 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     device = resolve_device(device)
     metric = _lpips(lpips, device)
     version = model_version(candidate_dir)
-    reference = None
-    if promoted_dir is not None and Path(promoted_dir).resolve() != Path(candidate_dir).resolve():
-        reference = model_version(promoted_dir)
     key = scores_key(pairs, model_state({"lpips": metric})[1])
     kept = _kept_scores(layout, version, key)
+    # The promoted student to compare with: never this candidate, nor the model its own gate served in its place
+    # (its unpaired twin or the challenger), which the gate compared with nothing but its rivals.
+    winner = (kept[2]["decision"].get("served") if kept is not None else None) or version
+    reference = None
+    if promoted_dir is not None and Path(promoted_dir).resolve() != Path(candidate_dir).resolve() \
+            and model_version(promoted_dir) != winner:
+        reference = model_version(promoted_dir)
     teacher = _load("teacher", teacher_dir, device, teacher=True)
     scale = int(teacher.upscaler.scale)
     models, reuse, watch, kept_scores, fit = [teacher], {}, None, None, None
@@ -571,7 +583,9 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                                twin_g if "unpaired" in scores.methods else None),
         "realism": realism,
         "realism_unpaired": realism_unpaired,
-        "consistency": _without_machine_path(consistency_summary(candidate_dir), layout.root),
+        # the limits of the model in use, which judged the archive's outputs
+        "consistency": _without_machine_path(consistency_summary(_served_dir(layout, candidate_dir, judged)),
+                                             layout.root),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,
@@ -595,7 +609,8 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    median = report.ranked_images(scores)[1][1]["image"]
+    focus = report.served_role(summary)
+    median = report.ranked_images(scores, focus if focus in scores.methods else None)[1][1]["image"]
     crops = report.crop_columns(scores, median, report.CROP_METHODS, summary["labels"])
     return EvaluationOutcome(
         report_dir=final, summary=summary, decision=decision, headline=lines,

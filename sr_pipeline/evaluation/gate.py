@@ -109,7 +109,7 @@ class GateDecision:
             duel = self.challenge["message"] + " "
             served = self.served or self.candidate
             name = (self.challenge.get("names") or {}).get(self.challenge["winner"]) \
-                or f"the fixed-degradation {model_label(served)}"
+                or f"the {model_label(served)}"
             return duel + self._plain(name[0].upper() + name[1:], served)
         return self._plain(f"The new {model_label(self.candidate)}", self.candidate)
 
@@ -278,9 +278,9 @@ def duel_names(candidate: str, challenger: str | None, unpaired: str | None) -> 
         names = {"candidate": f"the co-learned {model_label(candidate)}"}
     else:
         names = {"candidate": f"the co-learned {model_label(candidate)} with fit pairs",
-                 "unpaired": f"the co-learned {model_label(unpaired)} without fit pairs"}
+                 "unpaired": f"the co-learned {model_label(unpaired)}"}
     if challenger is not None:
-        names["challenger"] = f"the fixed-degradation {model_label(challenger)}"
+        names["challenger"] = f"the {model_label(challenger)}"
     return names
 
 

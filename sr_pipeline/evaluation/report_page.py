@@ -224,7 +224,7 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
         lines.append(f"**{title}.** " + duel["message"])
 
     speed = []
-    for role in ("candidate", "teacher"):
+    for role in (served_role(summary), "teacher"):
         s = summary.get("methods", {}).get(role)
         if s and s.get("mp_per_s"):
             speed.append(f"{summary.get('labels', {}).get(role, role)}: {s['ms_per_image']:.0f} ms per image "
@@ -299,6 +299,14 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     return figure_png(fig)
+
+
+def served_role(summary: dict[str, Any]) -> str:
+    """The model the report is about: the one the gate judged and serves (the winner of its comparison with
+    the unpaired twin and the fixed-degradation challenger), else the new student."""
+    duel = (summary.get("gate") or {}).get("challenge") or {}
+    winner = duel.get("winner")
+    return winner if winner in (summary.get("methods") or {}) else "candidate"
 
 
 def ranked_images(scores: Scores, focus: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -538,10 +546,11 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
                  f"src='{png_data_uri(trend_png(history, summary))}'></section>")
     parts.append(section_html(archive, summary.get("consistency")))
 
+    focus = served_role(summary)
     parts.append("<section><h2>Side by side: best, median and worst image</h2>"
-                 "<p class='note'>Ranked by the new student's PSNR-Y gain over plain enlargement; the most "
-                 "detailed square of each image, enlarged without smoothing.</p>")
-    for label, row in ranked_images(scores):
+                 f"<p class='note'>Ranked by the PSNR-Y gain of the {esc(labels.get(focus, focus))} over plain "
+                 "enlargement; the most detailed square of each image, enlarged without smoothing.</p>")
+    for label, row in ranked_images(scores, focus if focus in scores.methods else None):
         parts.append(f"<h3>{label}: {esc(row['image'])} ({_signed(row['gain'])} dB over bicubic)</h3>"
                      + figures_html(crop_columns(scores, row["image"], CROP_METHODS, labels)))
     parts.append("</section>")

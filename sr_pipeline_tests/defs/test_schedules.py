@@ -101,6 +101,12 @@ def test_sensor_fires_on_new_calibration_pairs_only(layout, registry, tmp_path, 
                                                                     metadata={"calibration_pairs": 4}))
         assert isinstance(tick(cursor=first.cursor), dg.SkipReason)
 
+        # A camera's fit pairs train its G and never judge it: they are not counted as new pairs to evaluate.
+        cameras_file.write_text(cameras_file.read_text().replace("    min_field_images: 2",
+                                                                 "    min_field_images: 2\n    fit_pairs: [e]"))
+        add_pairs(layout, registry, tmp_path, ["e"], "calib-3")
+        assert isinstance(tick(cursor='{"field_cam": 4}'), dg.SkipReason)
+
 
 def test_definitions_with_the_evaluation_layer_load_without_torch():
     code = (

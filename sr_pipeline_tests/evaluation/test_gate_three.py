@@ -66,8 +66,8 @@ def test_three_models_fidelity_first_ties_keep_the_co_learned(figures, winner):
     duel = challenge(rows(**figures), T, "s-co", "fixed-t1", "unpaired-s-co")
     assert duel["winner"] == winner and duel["roles"] == ["candidate", "unpaired", "challenger"]
     message = duel["message"]
-    for name in ("the co-learned student s-co with fit pairs", "the co-learned student unpaired-s-co without fit pairs",
-                 "the fixed-degradation student fixed-t1"):
+    for name in ("the co-learned student s-co with fit pairs", "the co-learned student s-co, without fit pairs",
+                 "the fixed-degradation student t1"):
         assert name in message
     for psnr, lp in figures.values():  # every model's figures are quoted
         assert f"PSNR-Y {psnr:.3f} dB" in message and f"LPIPS {lp:.4f}" in message
@@ -112,7 +112,7 @@ def test_the_gate_serves_the_unpaired_twin_when_it_wins_and_the_report_names_all
     duel = decision.challenge
     assert duel["winner"] == "unpaired" and decision.served == "unpaired-s-co" and decision.passed
     assert decision.action == "would_promote" and set(duel["scores"]) == {"candidate", "unpaired", "challenger"}
-    assert "The co-learned student unpaired-s-co without fit pairs passes the promotion gate" in decision.plain()
+    assert "The co-learned student s-co, without fit pairs passes the promotion gate" in decision.plain()
     assert set(decision.realism) == {"candidate", "unpaired"}
     assert decision.realism["candidate"]["available"] and decision.realism["candidate"]["pairs"] == 3
     assert (twin / "consistency.json").is_file()  # it may be served: thresholds fitted on the same pairs
@@ -120,20 +120,24 @@ def test_the_gate_serves_the_unpaired_twin_when_it_wins_and_the_report_names_all
     assert done.version == "unpaired-s-co" and promotions(plant, "field_cam")[-1]["version"] == "unpaired-s-co"
     assert "without fit pairs" in promotions(plant, "field_cam")[-1]["reason"]
 
-    out = ev.run_evaluation(plant, plant.models / "teacher" / "t1", co, None, plant.models / "downsampler" / "s-co",
+    # The report asset passes the promoted student (now the twin) as the one to compare with: never itself.
+    out = ev.run_evaluation(plant, plant.models / "teacher" / "t1", co, twin, plant.models / "downsampler" / "s-co",
                             DAY, STRICT, lpips=FakeLPIPS(), device="cpu", camera="field_cam")
     s = out.summary
+    assert "promoted" not in s["methods"] and s["gate"]["reference"] is None
+    assert "unpaired-s-co" in json.dumps(s["consistency"])  # the limits of the model in use, not the candidate's
     assert {"candidate", "unpaired", "challenger"} <= set(s["methods"]) and "unpaired" in out.reused
     assert s["served"] == "unpaired" and s["models"]["unpaired"]["version"] == "unpaired-s-co"
     assert s["realism_unpaired"]["available"] and s["gate"]["realism"]["unpaired"]["pairs"] == 3
     page = (out.report_dir / "index.html").read_text()
     assert "G(HR), fitted with the fit pairs" in page and "G(HR), learned without them" in page
     assert "target band" in page and "id='realism-sentence'" in page
+    assert "Ranked by the PSNR-Y gain of the new student without fit pairs" in page
     from sr_pipeline.defs.evaluation.assets import _report_metadata, duel_metadata, realism_metadata
 
     md = _report_metadata(out, plant.root)  # the report asset's metadata names all three and both G's
     table = md["judged_students"].value
-    assert table.count("| the co-learned student") == 2 and "| the fixed-degradation student fixed-t1 |" in table
+    assert table.count("| the co-learned student") == 2 and "| the fixed-degradation student t1 |" in table
     assert md["duel_winner"] == "unpaired" and {"candidate_psnr_y", "unpaired_psnr_y", "challenger_lpips"} <= set(md)
     assert {"g_with_pairs_psnr_y", "g_with_pairs_lap_ratio", "g_without_pairs_lap_ratio", "bicubic_down_psnr_y"} <= set(md)
     assert md["g_with_pairs_sharpness"] in ("inside", "too blurry", "too sharp")

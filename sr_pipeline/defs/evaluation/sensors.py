@@ -37,18 +37,19 @@ def _cursor(text: str | None) -> dict[str, int]:
     job=evaluation_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Re-evaluates a field camera when new calibration pairs of it are catalogued (one run per camera "
+    description="Re-evaluates a field camera when new gate pairs of it (calibration pairs that are not fit pairs) are catalogued (one run per camera "
     "and pair count).",
 )
 def calibration_pairs_sensor(context: dg.SensorEvaluationContext, storage: PlantStorage):
-    from sr_pipeline.storage.store import calibration_pairs
+    from sr_pipeline.evaluation.calibration import split_calibration_pairs
 
-    layout = storage.layout()
+    layout, registry = storage.layout(), storage.registry()
     cursor = _cursor(context.cursor)
     ready, waiting = ready_cameras(context.instance)
     requests, notes = [], list(waiting)
     for camera in ready:
-        count = len(calibration_pairs(layout, [camera]))
+        # the gate pairs only, as the report counts them: a camera's fit pairs train its G, never judge it
+        count = len(split_calibration_pairs(layout, camera, registry)[1])
         evaluated = max(cursor.get(camera, 0), _reported_pairs(context.instance, camera))
         if count <= evaluated:
             notes.append(f"{camera}: {count} calibration pairs, {evaluated} already evaluated")

@@ -83,6 +83,12 @@ def model_label(version: str | None, role: str = "student", camera: str | None =
     trained 2026-12-07 (ffd79b)``; a version of another form is kept as it is."""
     if not version:
         return role
+    for prefix, kind in (("unpaired-", "without fit pairs"), ("fixed-", "fixed-degradation")):
+        if str(version).startswith(prefix):  # the gate's rivals of a student share its date and id: say which
+            inner = model_label(str(version)[len(prefix):], role, camera)
+            if kind in role:  # the role already says it ("fixed-degradation student")
+                return inner
+            return f"{inner}, {kind}" if kind.startswith("without") else f"{kind} {inner}"
     found = _VERSION.match(str(version))
     owner = f" of {camera}" if camera else ""
     if not found:

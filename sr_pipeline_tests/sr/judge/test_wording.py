@@ -56,7 +56,10 @@ def test_the_challengers_message_says_trade_when_the_winner_has_a_worse_lpips():
 def test_model_labels_are_readable():
     assert model_label("20261207T043320Z-ffd79b", "student", "field_cam") == (
         "student of field_cam trained 2026-12-07 (ffd79b)")
-    assert model_label("fixed-20261207T043320Z-ffd79b-x") == "student trained 2026-12-07 (ffd79b)"
+    assert model_label("fixed-20261207T043320Z-ffd79b-x") == "fixed-degradation student trained 2026-12-07 (ffd79b)"
+    assert model_label("unpaired-20261207T043320Z-ffd79b") == "student trained 2026-12-07 (ffd79b), without fit pairs"
+    assert model_label("fixed-20261207T043320Z-ffd79b", "fixed-degradation student") == (
+        "fixed-degradation student trained 2026-12-07 (ffd79b)")
     assert model_label("s9", "new student") == "new student s9"
     assert model_label(None, "teacher") == "teacher"
 
