@@ -397,7 +397,7 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     decision = GateDecision(version, reference, criteria, action, thresholds, since, served, duel, realism)
     if winner != "candidate":  # it may be served: its consistency thresholds come from these pairs too
         ensure_consistency(layout, served_dir, pairs, key, device)
-    reason = promotion_reason(criteria, len(pairs)) + (f"; {duel['message']}" if duel else "")
+    reason = promotion_reason(criteria, len(pairs)) + (f". {duel['message']}" if duel else "")
     _keep(layout, version, key, scores, models[winner].watch, decision, reason, served_dir)
     return decision
 

@@ -371,8 +371,10 @@ def worst_html(archive: ArchiveConsistency, n: int = WORST_SHOWN) -> str:
     flagged_week = len(archive.flagged(archive.this_week()))
     if not worst:
         return "<p class='note'>No image restored this week was flagged.</p>"
-    intro = (f"<p class='note'>{flagged_week} flagged this week; the {len(worst)} worst shown, by the share of input "
-             "pixels they contradict, then by the largest disagreement. Bright regions on a map are where the "
+    shown = ("the one shown, with the share of input pixels it contradicts" if len(worst) == 1 else
+             f"the {len(worst)} worst shown, by the share of input pixels they contradict, then by the largest "
+             "disagreement")
+    intro = (f"<p class='note'>{flagged_week} flagged this week; {shown}. Bright regions on a map are where the "
              "restored image disagrees with what the camera recorded: distrust detail there.</p>")
     items = []
     for o in worst:
@@ -397,7 +399,8 @@ def flagged_list_html(archive: ArchiveConsistency, limit: int = LISTED_MAX) -> s
                    for o in flagged[:limit])
     more = (f"<p class='note'>{len(flagged) - limit} older flagged images are not listed here; the archive "
             "manifests list every one.</p>" if len(flagged) > limit else "")
-    return (f"<details><summary>All {len(flagged)} flagged images in the archive, newest first</summary>"
+    every = "The one flagged image" if len(flagged) == 1 else f"All {len(flagged)} flagged images"
+    return (f"<details><summary>{every} in the archive, newest first</summary>"
             "<table id='consistency-flagged-all'><tr><th>restored</th><th>batch</th><th>image</th><th>camera</th>"
             "<th>flagged share</th><th>largest disagreement (levels)</th><th class='detail'>reasons</th>"
             f"<th class='detail'>output</th></tr>{rows}</table>{more}</details>")

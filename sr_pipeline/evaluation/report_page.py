@@ -228,7 +228,7 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
         s = summary.get("methods", {}).get(role)
         if s and s.get("mp_per_s"):
             speed.append(f"{summary.get('labels', {}).get(role, role)}: {s['ms_per_image']:.0f} ms per image "
-                         f"({s['mp_per_s']:.2f} megapixels of output per second)")
+                         f"({s['mp_per_s']:.3g} megapixels of output per second)")
     if speed:
         lines.append(f"**Speed** on {summary.get('device', 'this machine')}: " + "; ".join(speed) + ".")
 

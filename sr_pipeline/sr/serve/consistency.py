@@ -296,7 +296,7 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
         if over:
             _, value, limit, where = max(over)
             v, lim = _versus(value, limit, 1)
-            reasons.append(f"a region{where} stands out from its surroundings: {v} x the disagreement "
+            reasons.append(f"a region{where} stands out from its surroundings: {v}x the disagreement "
                            f"its structure explains (limit {lim})")
     if share > t.share:
         v, lim = _versus(100 * share, 100 * t.share, 2, "%")
