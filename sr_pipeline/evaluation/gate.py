@@ -362,4 +362,4 @@ def choose_action(entries: list[dict], version: str, passed: bool, promote: bool
 
 
 def promotion_reason(criteria: tuple[Criterion, ...], pairs: int) -> str:
-    return f"promotion gate passed on {pairs} calibration pairs: " + "; ".join(c.message for c in criteria)
+    return f"promotion gate passed on {count(pairs, 'calibration pair')}: " + "; ".join(c.message for c in criteria)
