@@ -156,7 +156,8 @@ def load_restorer(model_dir: str | Path, *, device: str = "auto", tiles: TileSet
     """
     from sr_pipeline.common.errors import UsageError
     from sr_pipeline.serving.audit import load_consistency_check
-    from sr_pipeline.sr.models.checkpoints import check_model_folder, load_sr_model
+    from sr_pipeline.serving.upscale import load_model
+    from sr_pipeline.sr.models.checkpoints import check_model_folder
     from sr_pipeline.sr.models.devices import resolve_device
     from sr_pipeline.sr.serve.upscaler import Upscaler
 
@@ -165,11 +166,7 @@ def load_restorer(model_dir: str | Path, *, device: str = "auto", tiles: TileSet
     if not (isinstance(memory_budget_gib, (int, float)) and 0 <= memory_budget_gib < float("inf")):
         raise ValueError(f"memory_budget_gib {memory_budget_gib!r} must be a finite number >= 0 (0: no limit)")
     device = resolve_device(device)
-    try:
-        model = load_sr_model(model_dir, device)
-    except Exception as exc:  # missing or corrupt weights, bad config: one sentence, as the command line says it
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot load the model in {model_dir} ({type(exc).__name__}: {detail})") from None
+    model = load_model(model_dir, device)  # its UsageError is a ValueError
     steps = model.schedule.num_steps if model.info.get("kind") == "teacher" else 1
     budget = None if memory_budget_gib == 0 else int(memory_budget_gib * 2**30)
     upscaler = Upscaler(model, device=device, steps=steps, tiles=tiles, memory_budget=budget)

@@ -304,9 +304,20 @@ def _check_camera_registry() -> None:
                          ) from None
 
 
+def load_model(model_dir: Path, device: str):
+    """A model folder loaded on ``device``; any failure (missing files, bad JSON, corrupt weights, no
+    permission) is one :class:`UsageError` sentence naming the folder."""
+    from sr_pipeline.sr.models.checkpoints import load_sr_model
+
+    try:
+        return load_sr_model(model_dir, device)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"cannot load the model in {model_dir} ({type(exc).__name__}: {detail})") from None
+
+
 def load_upscaler(args: argparse.Namespace) -> Upscaler:
     """The model (``--model``, else the promoted student of ``args.layout``) with the run's settings."""
-    from sr_pipeline.sr.models.checkpoints import load_sr_model
     from sr_pipeline.sr.models.devices import resolve_device
     from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promoted_student_for
 
@@ -329,11 +340,7 @@ def load_upscaler(args: argparse.Namespace) -> Upscaler:
     check_camera_id(args.camera, model_dir, args.consistency_thresholds)
     if sys.stderr.isatty():  # a person waits: say what the seconds go to (a script keeps its one-line errors)
         print(f"loading the model in {model_dir} ...", file=sys.stderr, flush=True)
-    try:
-        model = load_sr_model(model_dir, device)
-    except Exception as exc:  # missing files, bad JSON, corrupt weights, no permission, ...
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise UsageError(f"cannot load the model in {model_dir} ({type(exc).__name__}: {detail})") from None
+    model = load_model(model_dir, device)
     kind, num_steps = model.info.get("kind"), model.schedule.num_steps
     steps = args.steps if args.steps is not None else (num_steps if kind == "teacher" else 1)
     if steps > 1 and kind == "student":
