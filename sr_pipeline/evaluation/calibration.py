@@ -417,14 +417,6 @@ def unpaired_twin(layout: DataLayout, candidate_dir: Path) -> Path | None:
     return path if twin_of == version else None
 
 
-def _served_dir(layout: DataLayout, candidate_dir: Path, role: str) -> Path:
-    """The folder of the gate's ``role`` for this candidate (the candidate itself, its unpaired twin or the
-    fixed-degradation challenger)."""
-    found = {"unpaired": unpaired_twin(layout, candidate_dir),
-             "challenger": fixed_degradation_challenger(layout, candidate_dir)}.get(role)
-    return Path(found) if found is not None else Path(candidate_dir)
-
-
 def fixed_degradation_challenger(layout: DataLayout, candidate_dir: Path) -> Path | None:
     """The fixed-degradation challenger distilled from the candidate's teacher, when one was trained (and the
     candidate is not itself a challenger)."""
@@ -554,6 +546,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         ensure_consistency(layout, candidate_dir, pairs, key, device)
     realism = downsampler_realism(pairs, downsampler_dir, device) if downsampler_dir is not None else None
     twin = unpaired_twin(layout, candidate_dir)
+    fixed = fixed_degradation_challenger(layout, candidate_dir)
     twin_g = camera_model_dir(layout, twin) if twin is not None else None
     realism_unpaired = downsampler_realism(pairs, twin_g, device) if twin_g is not None else None
     realisms = {k: v for k, v in (("candidate", realism), ("unpaired", realism_unpaired)) if v is not None}
@@ -578,14 +571,13 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
                    "challenger": "fixed-degradation student",
                    "promoted": "promoted student"},
         "models": _models_info(models, candidate_dir, downsampler_dir,
-                               fixed_degradation_challenger(layout, candidate_dir) if "challenger" in scores.methods
-                               else None, layout.root, twin if "unpaired" in scores.methods else None,
+                               fixed if "challenger" in scores.methods else None, layout.root, twin if "unpaired" in scores.methods else None,
                                twin_g if "unpaired" in scores.methods else None),
         "realism": realism,
         "realism_unpaired": realism_unpaired,
         # the limits of the model in use, which judged the archive's outputs
-        "consistency": _without_machine_path(consistency_summary(_served_dir(layout, candidate_dir, judged)),
-                                             layout.root),
+        "consistency": _without_machine_path(
+            consistency_summary({"unpaired": twin, "challenger": fixed}.get(judged) or candidate_dir), layout.root),
         "gate": decision.to_dict(),
         "served": served,
         "reused": scores.reused,
@@ -610,7 +602,7 @@ def run_evaluation(layout: DataLayout, teacher_dir: Path, candidate_dir: Path, p
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     focus = report.served_role(summary)
-    median = report.ranked_images(scores, focus if focus in scores.methods else None)[1][1]["image"]
+    median = report.ranked_images(scores, focus)[1][1]["image"]
     crops = report.crop_columns(scores, median, report.CROP_METHODS, summary["labels"])
     return EvaluationOutcome(
         report_dir=final, summary=summary, decision=decision, headline=lines,

@@ -310,9 +310,9 @@ def served_role(summary: dict[str, Any]) -> str:
 
 
 def ranked_images(scores: Scores, focus: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(label, row) for the best, median and worst image of ``focus`` (default: the candidate, else the
-    first model) by PSNR-Y gain over bicubic (by PSNR-Y when the focus is bicubic itself)."""
-    focus = focus or next((m for m in ("candidate", "promoted", "teacher") if m in scores.methods),
+    """(label, row) for the best, median and worst image of ``focus`` (default, or when it was not scored: the
+    candidate, else the first model) by PSNR-Y gain over bicubic (by PSNR-Y when the focus is bicubic itself)."""
+    focus = focus if focus in scores.methods else next((m for m in ("candidate", "promoted", "teacher") if m in scores.methods),
                           next((m for m in scores.methods if m != "bicubic"), "bicubic"))
     bicubic = {r["image"]: r["psnr_y"] if focus != "bicubic" else 0.0 for r in scores.rows if r["method"] == "bicubic"}
     ranked = sorted((r for r in scores.rows if r["method"] == focus),
@@ -550,7 +550,7 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append("<section><h2>Side by side: best, median and worst image</h2>"
                  f"<p class='note'>Ranked by the PSNR-Y gain of the {esc(labels.get(focus, focus))} over plain "
                  "enlargement; the most detailed square of each image, enlarged without smoothing.</p>")
-    for label, row in ranked_images(scores, focus if focus in scores.methods else None):
+    for label, row in ranked_images(scores, focus):
         parts.append(f"<h3>{label}: {esc(row['image'])} ({_signed(row['gain'])} dB over bicubic)</h3>"
                      + figures_html(crop_columns(scores, row["image"], CROP_METHODS, labels)))
     parts.append("</section>")
