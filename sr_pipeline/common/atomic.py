@@ -87,6 +87,19 @@ NAME_MAX = 255  # bytes in one file name on the usual file systems
 _TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # mkstemp adds 8 random characters
 
 
+# The exact shape atomic_write's mkstemp gives: ``.<name>.<8 random characters>.tmp``.
+_MKSTEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$", re.S)
+
+
+def is_temp_name(name: str, exact: bool = False) -> bool:
+    """Whether ``name`` is one of the project's temp files: hidden and ending ``.tmp`` (every atomic write
+    and claim), or with ``exact`` only the shape of :func:`atomic_write`'s own, for folders that other
+    programs share (an upscale's output folder), where a looser rule would take their files for ours."""
+    if exact:
+        return bool(_MKSTEMP_NAME.match(name))
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def temp_prefix(name: str) -> str:
     """``.<name>.`` cut (on a character boundary) so the temp file's whole name stays within
     :data:`NAME_MAX` bytes whenever ``name`` itself does."""

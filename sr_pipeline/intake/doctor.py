@@ -28,13 +28,13 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sr_pipeline.common.atomic import is_temp_name
 from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.common.cameras import CameraRegistryError, load_registry
 from sr_pipeline.intake.completeness import IncompleteBatch, read_source
@@ -100,17 +100,6 @@ class DoctorReport:
 # ---------------------------------------------------------------- stale temp files
 
 
-# In an output folder named with --out, which other programs share, only the exact shape common/atomic.py's
-# mkstemp gives (``.<name>.<8 random characters>.tmp``) is ours; under the data root every hidden .tmp is.
-_OUR_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$", re.S)
-
-
-def _is_temp_file(name: str, shared_folder: bool = False) -> bool:
-    if shared_folder:
-        return bool(_OUR_TEMP_NAME.match(name))
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def _temp_folder_parents(layout: DataLayout) -> set[Path]:
     """Folders where hidden sub-folders are temp folders of atomic folder writes."""
     parents = {layout.reports}
@@ -146,7 +135,8 @@ def find_stale_temps(layout: DataLayout, min_age_s: float, now: float, out_dirs:
                         found.append(StaleTemp(str(path), round(age, 1), _tree_size(path), folder=True))
             for name in files:
                 path = here / name
-                if not _is_temp_file(name, shared_folder=root in outside):
+                # an output folder named with --out is shared with other programs: only our exact temp names
+                if not is_temp_name(name, exact=root in outside):
                     continue
                 try:
                     st = path.lstat()

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sr_pipeline.common.atomic import is_temp_name
 from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_input_file, one_sentence
 from sr_pipeline.storage import store
 from sr_pipeline.storage.faults import DiskFault, at_step
@@ -203,14 +204,9 @@ class _Item:
     kind: str
 
 
-def _is_our_temp(name: str) -> bool:
-    # atomic_write and claim_files write ".<name>.<random>.tmp"; claims never make hidden names
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def _walk(folder: Path, camera: str, prefix: PurePosixPath | None, items: list[_Item]) -> None:
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if _is_our_temp(entry.name):
+        if is_temp_name(entry.name):  # claims never make hidden names
             continue
         rel = prefix / entry.name if prefix is not None else PurePosixPath(entry.name)
         st = entry.stat(follow_symlinks=False)
@@ -231,7 +227,7 @@ def _batch_items(batch_dir: Path) -> list[_Item]:
     if not batch_dir.is_dir():
         return items
     for entry in sorted(os.scandir(batch_dir), key=lambda e: e.name):
-        if _is_our_temp(entry.name):
+        if is_temp_name(entry.name):  # claims never make hidden names
             continue
         if entry.is_dir(follow_symlinks=False):
             _walk(Path(entry.path), entry.name, None, items)

@@ -80,3 +80,15 @@ def test_temp_dir_follows_the_umask(tmp_path):
         os.umask(old)
     assert folder.parent == tmp_path and folder.name.startswith(".model.")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_temp_names_loose_under_the_data_root_exact_in_shared_folders(tmp_path):
+    import tempfile
+
+    from sr_pipeline.common.atomic import is_temp_name, temp_prefix
+
+    fd, made = tempfile.mkstemp(dir=tmp_path, prefix=temp_prefix("out.png"), suffix=".tmp")  # as atomic_write does
+    os.close(fd)
+    assert is_temp_name(os.path.basename(made), exact=True)
+    assert is_temp_name(".b1.parquet.claim.tmp") and not is_temp_name(".b1.parquet.claim.tmp", exact=True)
+    assert not is_temp_name(".draft.tmp", exact=True) and not is_temp_name("out.png")
