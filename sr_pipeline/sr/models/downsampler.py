@@ -248,6 +248,14 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
         """The few scalars of the colour and noise parts (trained at their own, higher learning rate)."""
         return [p for n, p in self.named_parameters() if n in self.CAMERA_PARAMETERS]
 
+    BLUR_PARAMETERS = ("blur_log_sigma", "blur_angle")
+
+    def blur_parameters(self) -> list[nn.Parameter]:
+        """What sets G's blur: the residual network's weights, or the kernel's sigmas and angle."""
+        if self.config.blur_model == "kernel":
+            return [p for n, p in self.named_parameters() if n in self.BLUR_PARAMETERS]
+        return self.network_parameters()
+
     def network_parameters(self) -> list[nn.Parameter]:
         """The blur residual network's weights."""
         return [p for n, p in self.named_parameters() if n not in self.CAMERA_PARAMETERS]

@@ -151,6 +151,11 @@ class PairedFitConfig(_Strict):
                             "smaller than it are cropped whole)")
     noise: float = Field(1.0, ge=0, description="weight of the flat-region noise statistic inside the paired "
                          "term (the low and high bands weigh 1)")
+    blur_lr_scale: float = Field(
+        1.0, ge=0, le=1, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
+        "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "
+        "the cycle) can pull it sharper than the camera; 0 holds it at its pre-fit value while the colour and "
+        "noise parts keep learning")
     colour_transform: bool = Field(
         True, description="give a colour camera's G a colour matrix and offset when it has fit pairs: a pair "
         "shows the camera's colour response on the very scene, which unpaired statistics cannot")

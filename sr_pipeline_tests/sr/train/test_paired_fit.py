@@ -158,6 +158,37 @@ def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path)
     assert "colour_matrix" in info["paired_prefit"]["camera"]  # pairs show the colour response: G learns it
 
 
+def _blur_start(g: LearnedDownsampler) -> list[torch.Tensor]:
+    """The parts of G's blur whose start is fixed: the residual's zeroed last layer, or the kernel's sigmas."""
+    if g.config.blur_model == "kernel":
+        return [g.blur_log_sigma, g.blur_angle]
+    return [g.conv_out.weight, g.conv_out.bias]
+
+
+@pytest.mark.parametrize("blur_model", ["residual", "kernel"])
+def test_blur_lr_scale_zero_holds_gs_blur_while_its_noise_and_colour_learn(tmp_path, blur_model):
+    from sr_pipeline.sr.models.downsampler import load_downsampler
+    from sr_pipeline.sr.train.profile import DownsamplerConfig, PairedFitConfig
+
+    teacher = make_teacher(tmp_path)
+
+    def run(scale: float, name: str) -> LearnedDownsampler:
+        profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
+                                                             noise_model="camera", blur_model=blur_model),
+                               paired_fit=PairedFitConfig(prefit_steps=0, batch_size=2, patch_size=32,
+                                                          blur_lr_scale=scale))
+        result = tc.train_colearn(profile, teacher, photos(), field_lr(), tmp_path / name,
+                                  *outs(tmp_path, name), fit_pairs=_pairs_for_tiny_runs())
+        return load_downsampler(result.model_dirs["downsampler"])
+
+    held, free = run(0.0, "held"), run(1.0, "free")
+    fresh = LearnedDownsampler.from_config(held.config)
+    for a, b, c in zip(_blur_start(held), _blur_start(fresh), _blur_start(free)):
+        assert torch.equal(a, b) and not torch.equal(c, b)  # no pre-fit here: the held blur is G's start
+    assert not torch.equal(held.log_read_sigma, fresh.log_read_sigma)
+    assert not torch.equal(held.colour_matrix, fresh.colour_matrix)
+
+
 def test_without_fit_pairs_the_paired_settings_change_nothing(tmp_path):
     from sr_pipeline.sr.train.profile import PairedFitConfig
 
