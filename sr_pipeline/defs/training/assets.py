@@ -197,6 +197,7 @@ def co_trained_student_and_downsampler(
     training: TrainingSettings,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ):
+    from sr_pipeline.sr.models.checkpoints import read_info
     from sr_pipeline.storage.store import list_images
     from sr_pipeline.training.run import too_few_field_images
 
@@ -236,6 +237,9 @@ def co_trained_student_and_downsampler(
     challenger = _ensure_challenger(context, training, pipes_subprocess_client, layout, profile, teacher,
                                     list(hr["image_id"]))
     twin = _ensure_unpaired_twin(context, training, pipes_subprocess_client, layout, common, run_dir, student_dir)
+    few_pairs = read_info(student_dir).get("fit_pairs_warning")
+    if few_pairs:
+        context.log.warning(f"{camera}: {few_pairs}")
     if not (downsampler_dir / "training.json").is_file():
         raise dg.Failure("the profile trained no downsampler (use_downsampler: false is for ablations, run "
                          "them with `sr-pipeline train colearn`); the asset graph needs one")
@@ -246,6 +250,8 @@ def co_trained_student_and_downsampler(
         metadata["fixed_degradation_challenger"] = dg.MetadataValue.path(layout.relative(challenger))
         if twin is not None:  # a camera with fit pairs: the gate also judges the same run without them
             metadata["unpaired_twin"] = dg.MetadataValue.path(layout.relative(twin))
+        if few_pairs:
+            metadata["fit_pairs_warning"] = few_pairs
         yield dg.Output(layout.relative(path), output_name=name, metadata=metadata, data_version=dg.DataVersion(version))
 
 

@@ -151,6 +151,9 @@ class PairedFitConfig(_Strict):
                             "smaller than it are cropped whole)")
     noise: float = Field(1.0, ge=0, description="weight of the flat-region noise statistic inside the paired "
                          "term (the low and high bands weigh 1)")
+    min_pairs: int = Field(5, ge=1, description="fewer fit pairs than this are used, with a warning in the log, "
+                           "training.json and the asset: on RealSR's Canon camera 1 and 2 pairs gave a student "
+                           "below the one co-learned without pairs, 5 and 10 one above it (docs/benchmarks.md)")
     blur_lr_scale: float = Field(
         1.0, ge=0, le=1, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
         "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "

@@ -156,6 +156,7 @@ def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path)
     assert info["fit_pairs"] == ["a", "b"] and info["paired_prefit"]["steps"] == 3
     assert info["loss_weights"]["paired"] == 1.0 and "loss_paired" in info["history"][-1]
     assert "colour_matrix" in info["paired_prefit"]["camera"]  # pairs show the colour response: G learns it
+    assert info["fit_pairs_warning"].startswith("only 2 fit pair(s), fewer than the 5 advised")
 
 
 def _blur_start(g: LearnedDownsampler) -> list[torch.Tensor]:
@@ -201,6 +202,7 @@ def test_without_fit_pairs_the_paired_settings_change_nothing(tmp_path):
         assert _weights_hash(plain.model_dirs[role]) == _weights_hash(again.model_dirs[role])
     info = json.loads((again.model_dirs["student"] / "training.json").read_text())
     assert info["fit_pairs"] == [] and info["paired_prefit"] is None and info["loss_weights"]["paired"] == 0.0
+    assert info["fit_pairs_warning"] is None
 
 
 def test_the_fixed_degradation_challenger_ignores_fit_pairs(tmp_path):

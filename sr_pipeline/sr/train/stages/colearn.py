@@ -47,7 +47,7 @@ from sr_pipeline.sr.train.losses import (
 )
 from sr_pipeline.sr.models.upsampler import SRUNet
 from sr_pipeline.sr.train.noise_fit import fit_noise_level
-from sr_pipeline.sr.train.paired_fit import FitPair, PairedCrops, paired_loss, prefit_downsampler
+from sr_pipeline.sr.train.paired_fit import FitPair, PairedCrops, few_pairs_warning, paired_loss, prefit_downsampler
 from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.train.timing import StepTimer
 from sr_pipeline.sr.train.loop import TrainResult, run_stage
@@ -347,6 +347,9 @@ class ColearnStage(Stage):
         self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed)
                        if fit_pairs else None)
         self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
+        self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
+        if self.fit_pairs_warning:
+            print(f"warning: {self.fit_pairs_warning}", flush=True)
         self.prefit: dict | None = None
         if self.needs_field and not field_lr_images:
             raise ValueError("no field LR images: D_LR and the LR cycle need them "
@@ -469,6 +472,7 @@ class ColearnStage(Stage):
             "fit_pairs": self.fit_pair_names or ([f"#{i}" for i in range(len(self.paired.pairs))]
                                                  if self.paired is not None else []),
             "paired_prefit": self.prefit,
+            "fit_pairs_warning": self.fit_pairs_warning,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
