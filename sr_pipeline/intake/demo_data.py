@@ -55,7 +55,7 @@ N_GREY_PAIRS = 6
 # Registered pairs per field camera that fit its camera model G (configs/cameras.yaml: fit_pairs), on top of the
 # gate pairs above, named fit-1, fit-2, ... whatever the seed. Drawn from the camera's field tiles (the tiles are
 # all in use) with their own random stream, so every other demo file is the same as without them.
-N_FIT_PAIRS = 2
+N_FIT_PAIRS = 5  # paired_fit.min_pairs: with 1-2, RealSR Canon's student scored below the unpaired one
 FIT_PAIR_SIZE = TILE
 
 # skimage.data loaders used, each bundled with scikit-image 0.26 (nothing is downloaded), and

@@ -39,7 +39,8 @@ def test_counts_sizes_and_layout(demo):
     layout, result = demo
     assert 12 <= result.count("hr_reference") <= 24
     assert 44 <= result.count("field_lr") <= 64
-    assert 16 <= result.count("calib_hr") == result.count("calib_lr") <= 20
+    pairs = demo_data.N_PAIRS + demo_data.N_GREY_PAIRS + demo_data.N_FIT_PAIRS * len(demo_data.CAMERA_MODELS)
+    assert result.count("calib_hr") == result.count("calib_lr") == pairs == 24
     for entry in result.files:
         path = layout.landing / entry["path"]
         with Image.open(path) as im:
@@ -61,7 +62,7 @@ def test_counts_sizes_and_layout(demo):
         assert sum(f["path"].startswith(f"{camera}/pairs/") and "/hr/" in f["path"] and f.get("use") != "fit"
                    for f in result.files) >= 6  # gate pairs, as many as before the fit pairs
         assert [f["path"] for f in result.files if f["path"].startswith(f"{camera}/") and f.get("use") == "fit"
-                and "/hr/" in f["path"]] == [f"{camera}/pairs/fit-{n}/hr/fit-{n}.png" for n in (1, 2)]
+                and "/hr/" in f["path"]] == [f"{camera}/pairs/fit-{n}/hr/fit-{n}.png" for n in range(1, 6)]
         assert sum(f["path"].startswith(f"{camera}/") and f["role"] == "field_lr" for f in result.files) >= 20
 
 
@@ -83,7 +84,7 @@ def test_roles_use_disjoint_crops(demo):
             for fa in by_role[a]:
                 for fb in by_role[b]:
                     assert not (fa["photo"] == fb["photo"] and _overlap(fa["box"], fb["box"])), (fa, fb)
-    assert len(by_role["fit"]) == 2 * len(demo_data.CAMERA_MODELS)
+    assert len(by_role["fit"]) == demo_data.N_FIT_PAIRS * len(demo_data.CAMERA_MODELS)
     photos = {f["photo"] for f in result.files}
     assert photos <= set(demo_data.PHOTOS) and len(photos) >= 8
 
@@ -160,12 +161,12 @@ def test_the_demo_uploads_ingest_cleanly(demo, tmp_path):
     for _, hr, lr in pairs:
         h, w = store.load_image(hr).shape[:2]
         assert store.load_image(lr).shape[:2] == (h // 4, w // 4)
-    # The demo registry fits each field camera's G on 2 pairs and gates on as many pairs as before, never both.
+    # The demo registry fits each field camera's G on 5 pairs and gates on as many pairs as before, never both.
     from sr_pipeline.evaluation.calibration import split_calibration_pairs
 
     for camera, gate_pairs in (("field_cam", demo_data.N_PAIRS), ("grey_cam", demo_data.N_GREY_PAIRS)):
         fit, gate = split_calibration_pairs(layout, camera, registry)
-        assert [p.name for p in fit] == ["fit-1", "fit-2"] and len(gate) == gate_pairs
+        assert [p.name for p in fit] == [f"fit-{n}" for n in range(1, 6)] and len(gate) == gate_pairs
         assert not {p.name for p in fit} & {p.name for p in gate}
         assert not {(p.hr_path, p.lr_path) for p in fit} & {(p.hr_path, p.lr_path) for p in gate}
 
