@@ -12,10 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import photos
-from sr_pipeline.common.cameras import Camera, CameraRegistry
+from sr_pipeline.common.cameras import CameraRegistry
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 from sr_pipeline.sr.images.tensors import to_tensor, to_uint8
-from sr_pipeline.sr.train.losses import flat_noise_sigma
 from sr_pipeline.sr.train.paired_fit import PairedCrops, check_fit_pairs, paired_laplacian_ratio, prefit_downsampler
 from sr_pipeline.sr.train.stages import colearn as tc
 from test_colearn import _weights_hash, field_lr, make_teacher, outs, tiny_profile
