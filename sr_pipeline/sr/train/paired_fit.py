@@ -11,7 +11,9 @@ compares G's LR of a pair's HR crop with the pair's real LR crop:
   the same crops, so flat regions are the same regions on both sides; it trains only G's noise part.
 
 ``prefit_downsampler`` runs the term alone for a few hundred steps before co-learning (a pinned start);
-co-learning then keeps it with the profile's ``paired`` weight beside the unpaired terms.
+co-learning then keeps it with the profile's ``paired`` weight beside the unpaired terms, and by default holds
+G's blur where the pre-fit left it (``paired_fit.blur_lr_scale``): left free, the unpaired terms sharpened it
+past the camera's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ One iteration, given HR crops x and unpaired field LR crops y_r:
 5. EMA of U: the copy that is saved and served.
 
 A field camera with fit pairs (registered HR/LR shots, sr/train/paired_fit.py) first has G pre-fitted on them,
-then keeps the paired term in step 4; without fit pairs nothing of that runs.
+then keeps the paired term in step 4 with G's blur held at its pre-fit (``paired_fit.blur_lr_scale``); without
+fit pairs nothing of that runs.
 
 ``CoLearner`` is that iteration; ``ColearnStage`` feeds it to the shared loop and writes two model
 folders, the EMA student and the downsampler, where its caller says; ``train_colearn`` runs it.
