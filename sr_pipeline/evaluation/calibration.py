@@ -245,7 +245,9 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
     bicubic = float(np.mean([r["bicubic_psnr"] for r in per_image]))
     lap = float(np.median([r["learned_lap_ratio"] for r in per_image]))
     lap_bicubic = float(np.median([r["bicubic_lap_ratio"] for r in per_image]))
-    return {"available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
+    info = read_info(Path(downsampler_dir))
+    return {"fit_pairs": len(info.get("fit_pairs") or []), "fit_pairs_warning": info.get("fit_pairs_warning"),
+            "available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
             "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "learned_lap_ratio": lap,
             "bicubic_lap_ratio": lap_bicubic, "band": list(SHARPNESS_BAND), "sharpness": sharpness_words(lap),
             "bicubic_sharpness": sharpness_words(lap_bicubic), "skipped": skipped,

@@ -429,6 +429,9 @@ def realisms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _g_name(summary: dict[str, Any], key: str) -> str:
+    n = (summary.get(key) or {}).get("fit_pairs")
+    if key == "realism" and n:  # reports from before the count say "the camera's fit pairs"
+        return f"the camera model fitted with the camera's {count(n, 'fit pair')}"
     return REALISM_ROLES[key] if "realism_unpaired" in realisms(summary) else "the learned camera model"
 
 
@@ -495,7 +498,9 @@ def _realism_html(summary: dict[str, Any]) -> str:
                              f"<td>{fmt(by_image[k].get(row['image'], {}).get('learned_lap_ratio'), 2)}</td>" for k, _ in per)
                    + f"<td>{fmt(row['bicubic_psnr'], m.digits)}</td><td>{fmt(row.get('bicubic_lap_ratio'), 2)}</td></tr>"
                    for row in realism["per_image"])
+    warning = (found.get("realism") or {}).get("fit_pairs_warning")
     return ("".join(table) + (f"<p id='realism-sentence'>{esc(sentence)}</p>" if sentence else "")
+            + (f"<p class='note' id='fit-pairs-warning'>Fit pairs: {esc(warning)}.</p>" if warning else "")
             + "<details><summary>per pair</summary><table id='realism-per-image'><tr><th>pair</th>"
             f"{head}<th>down(HR) {esc(m.label)}</th><th>ratio</th></tr>{rows}</table></details>")
 

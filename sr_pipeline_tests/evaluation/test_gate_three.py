@@ -201,6 +201,7 @@ def test_a_g_that_is_plain_bicubic_down_scores_as_bicubic_and_sits_in_the_band(l
     assert r["learned_lap_ratio"] == pytest.approx(r["bicubic_lap_ratio"], abs=1e-9)
     assert r["bicubic_lap_ratio"] == pytest.approx(1.0) and r["sharpness"] == r["bicubic_sharpness"] == "inside"
     assert r["per_image"][0]["learned_lap_ratio"] == pytest.approx(1.0)
+    assert r["fit_pairs"] == 0 and r["fit_pairs_warning"] is None  # its training.json lists no fit pairs
 
 
 @pytest.mark.parametrize("ratio, words", [(0.5, "too blurry"), (0.79, "too blurry"), (0.8, "inside"), (1.0, "inside"),
@@ -233,6 +234,12 @@ def test_the_report_table_and_sentence_read_the_band(layout):
     single = report.realism_sentence({"realism": realism(1.4, 29.0)})
     assert single.startswith("On 4 gate pairs, the learned camera model imitates") and "too sharp" in single
     assert "less closely than plain shrinking" in single
+    few = {**summary, "realism": {**realism(1.02, 32.5), "fit_pairs": 2,
+                                  "fit_pairs_warning": "only 2 fit pair(s), fewer than the 5 advised"}}
+    assert "the camera model fitted with the camera's 2 fit pairs imitates" in report.realism_sentence(few)
+    assert "id='fit-pairs-warning'>Fit pairs: only 2 fit pair(s), fewer than the 5 advised.</p>" \
+        in report._realism_html(few)
+    assert "fit-pairs-warning" not in page
 
 
 # --- training the twin --------------------------------------------------------------------------------------
