@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sr_pipeline.sr.models.differentiable_jpeg import jpeg_roundtrip
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 from sr_pipeline.sr.train.losses import flat_noise_sigma, l1, lowpass
 from sr_pipeline.sr.judge.metrics import laplacian_energy
@@ -57,24 +58,36 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
 
 
 class PairedCrops:
-    """Aligned random crops of the fit pairs: sample i is a pure function of (seed, i), like sr/data/datasets.py's."""
+    """Aligned random crops of the fit pairs: sample i is a pure function of (seed, i), like sr/data/datasets.py's.
+
+    ``grid`` > 1 (a JPEG camera: its MCU side in LR pixels) keeps every LR crop on the camera's block grid (its
+    corner and side multiples of ``grid``, no flips or turns, which JPEG's blocks and tables are not invariant
+    to), so G's LR compressed from the crop's corner is compressed as the camera compressed the real one."""
 
     salt = 4
 
-    def __init__(self, pairs: Sequence[FitPair], patch: int, scale: int, seed: int = 0):
+    def __init__(self, pairs: Sequence[FitPair], patch: int, scale: int, seed: int = 0, grid: int = 1):
         if patch % scale:
             raise ValueError(f"paired patch {patch} is not a multiple of the scale {scale}")
         self.pairs, self.patch, self.scale, self.seed = check_fit_pairs(pairs, scale), patch, scale, seed
+        self.grid = grid
+        if grid > 1 and any(min(lr.shape[:2]) < grid for _, lr in self.pairs):
+            raise ValueError(f"a JPEG camera's fit pair needs an LR of at least {grid}x{grid} pixels (one block)")
 
     def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.salt, index])
         hr, lr = self.pairs[int(rng.integers(len(self.pairs)))]
-        s = self.scale
+        s, g = self.scale, self.grid
         p = min(self.patch // s, *lr.shape[:2])
-        top, left = int(rng.integers(lr.shape[0] - p + 1)), int(rng.integers(lr.shape[1] - p + 1))
+        if g > 1:
+            p = max(g, p - p % g)
+            top = g * int(rng.integers((lr.shape[0] - p) // g + 1))
+            left = g * int(rng.integers((lr.shape[1] - p) // g + 1))
+        else:
+            top, left = int(rng.integers(lr.shape[0] - p + 1)), int(rng.integers(lr.shape[1] - p + 1))
         lr_crop = lr[top: top + p, left: left + p]
         hr_crop = hr[top * s: (top + p) * s, left * s: (left + p) * s]
-        k = int(rng.integers(8))  # the same symmetry on both sides keeps them aligned
+        k = int(rng.integers(8)) if g == 1 else 0  # the same symmetry on both sides keeps them aligned
         return _tensor(_dihedral(hr_crop, k)), _tensor(_dihedral(lr_crop, k))
 
     def batch(self, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +119,7 @@ def paired_terms(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor
     ``call``: the module to run G through (a distributed wrapper of ``g``; default ``g`` itself)."""
     call = call if call is not None else g
     y_real = y_real.float()
-    det = call(x_hr, None).float()
+    det = stored(g, call(x_hr, None).float())
     low_det, low_real = lowpass(det, sigma), lowpass(y_real, sigma)
     terms = {"low": l1(low_det, low_real), "high": l1(det - low_det, y_real - low_real)}
     if g.config.noise_model == "camera":
@@ -115,6 +128,14 @@ def paired_terms(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor
         view = (parts.lr - parts.noise).detach() + parts.noise  # only the noise level learns from it
         terms["noise"] = (flat_noise_sigma(view.float(), sigma) - flat_noise_sigma(y_real, sigma)).abs().mean()
     return terms
+
+
+def stored(g: LearnedDownsampler, lr: torch.Tensor) -> torch.Tensor:
+    """G's noise-free LR as the camera stores it: through G's JPEG stage (block grid at the corner, where
+    ``PairedCrops`` puts a JPEG camera's crops) when it has one, since the pair's real LR was stored
+    compressed; else unchanged. Matching the uncompressed LR to it would teach G's blur the compression's
+    losses and block edges, and G's JPEG stage would then apply them a second time."""
+    return lr if g.jpeg is None else jpeg_roundtrip(lr, g.jpeg, (0, 0))
 
 
 def paired_loss(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0,
@@ -163,14 +184,15 @@ def prefit_downsampler(g: LearnedDownsampler, crops: PairedCrops, steps: int, lr
 
 @torch.no_grad()
 def paired_laplacian_ratio(g: LearnedDownsampler, pairs: Sequence[FitPair]) -> float:
-    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0 over that of the real LR."""
+    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0 (as stored: ``stored``) over that of
+    the real LR."""
     was_training = g.training
     g.eval()
     try:
         device = next(g.parameters()).device
         ratios = []
         for hr, lr in pairs:
-            y = g(_tensor(hr)[None].to(device), None)[0]
+            y = stored(g, g(_tensor(hr)[None].to(device), None))[0]
             out = y.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             ratios.append(laplacian_energy(out) / max(laplacian_energy(lr), 1e-12))
         return float(np.median(ratios))

@@ -137,6 +137,48 @@ def test_paired_crops_stay_aligned_and_refuse_pairs_off_the_scale():
         check_fit_pairs([(hr, lr[:5])], 4)
 
 
+def _jpeg_camera_pairs(quality: int = 70):
+    """A camera that is bicubic-down plus JPEG (4:2:0): HR photos and their stored LR, and its settings."""
+    import io
+
+    from sr_pipeline.sr.images.jpeg_settings import jpeg_settings
+    from sr_pipeline.sr.images.tensors import downsample
+
+    pairs, settings = [], None
+    for hr in photos(2, 128, seed=5):
+        buf = io.BytesIO()
+        Image.fromarray(to_uint8(downsample(to_tensor(hr), 4))).save(buf, "JPEG", quality=quality, subsampling=2)
+        im = Image.open(io.BytesIO(buf.getvalue()))
+        settings = jpeg_settings(im)
+        pairs.append((hr, np.array(im.convert("RGB"))))
+    return pairs, settings
+
+
+def test_a_jpeg_cameras_g_is_compared_as_the_camera_stores_its_lr():
+    from sr_pipeline.sr.train.paired_fit import paired_terms
+
+    pairs, settings = _jpeg_camera_pairs()
+    crops = PairedCrops(pairs, 64, 4, seed=1, grid=16)
+    for i in range(20):  # every LR crop on the 16-pixel block grid, whole blocks, never flipped
+        hr, lr = crops.sample(i)
+        assert lr.shape[-1] % 16 == 0 and lr.shape[-2] % 16 == 0
+        assert any(torch.equal(lr, to_tensor(real)[0, :, t: t + lr.shape[-2], l: l + lr.shape[-1]])
+                   for _, real in pairs for t in range(0, 32, 16) for l in range(0, 32, 16))
+    x, y = crops.batch(0, 4)
+    # G starts as bicubic-down: with the camera's JPEG stage it is this camera, so its high band matches the
+    # stored LR's; the same G without the stage is compared uncompressed and reads the compression as its own
+    with_stage = LearnedDownsampler(noise_model="camera", jpeg=settings.to_config()).eval()
+    without = LearnedDownsampler(noise_model="camera").eval()
+    without.load_state_dict(with_stage.state_dict())
+    with torch.no_grad():
+        high_with, high_without = (paired_terms(g, x, y)["high"] for g in (with_stage, without))
+    assert float(high_with) < 0.5 * float(high_without)
+    assert paired_laplacian_ratio(with_stage, pairs) == pytest.approx(1.0, abs=0.05)
+    assert abs(paired_laplacian_ratio(without, pairs) - 1.0) > 0.1  # JPEG's blocks and losses read as blur
+    with pytest.raises(ValueError, match="at least 16x16"):
+        PairedCrops([(p[0][:32, :32], p[1][:8, :8]) for p in pairs], 64, 4, grid=16)
+
+
 # ---- co-learning with fit pairs -------------------------------------------------------------------------
 
 def _pairs_for_tiny_runs():

@@ -345,7 +345,9 @@ class ColearnStage(Stage):
         fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
         if self.grey:
             fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
-        self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed)
+        # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
+        grid = 8 * max(field_jpeg.factors) if field_jpeg is not None and cfg.compresses_like_the_camera else 1
+        self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid)
                        if fit_pairs else None)
         self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
         self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
