@@ -198,10 +198,15 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
                         psnr: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, Any]:
     """How closely the camera model G imitates the field camera on registered pairs (method.md claim 4): per
     pair, PSNR-Y of G(HR) (eps' = 0, through G's JPEG stage when the camera uploads JPEG, as its real LR is
-    stored) and of bicubic down(HR) against the real LR, and the Laplacian (fine
-    detail) energy of each over the real LR's; means of the PSNR-Y, medians of the ratios, and whether G's
-    ratio lies in :data:`SHARPNESS_BAND` (``sharpness``: inside, too blurry or too sharp). PSNR alone rewards
-    a G that blurs a noisy camera's LR; the ratio says whether G blurs as much as the camera.
+    stored) and of bicubic down(HR) against the real LR, and the Laplacian (fine detail) energy of each over
+    the real LR's; means of the PSNR-Y, medians of the ratios, and whether G's ratio lies in
+    :data:`SHARPNESS_BAND` (``sharpness``: inside, too blurry or too sharp). PSNR alone rewards a G that
+    blurs a noisy camera's LR; the ratio says whether G's LR carries as much fine detail as the camera's.
+
+    The ratio judged (``learned_lap_ratio``) is of G's LR as the camera stores one: with a seeded draw of its
+    noise and through its JPEG stage, since the real LR carries the camera's grain too (the demo's grainy
+    camera: its G with the right blur, 0.87 HR px against 0.8, read 0.71x noise-free and 0.98x with its
+    noise). ``learned_lap_ratio_noise_free`` (eps' = 0) is G's blur alone, comparable on cameras with little noise.
 
     ``psnr(a, b)`` defaults to the registry's PSNR-Y over the whole LR image (no border cropped),
     the convention of the quality benchmark.
@@ -235,20 +240,25 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
             out = g(x)
             if getattr(g, "jpeg", None) is not None:  # a JPEG camera: G's LR as the camera stores it (at eps' = 0
                 out = jpeg_roundtrip(out, g.jpeg, (0, 0))  # the model adds no noise, but compresses as the camera)
+            eps = torch.randn(g.lr_shape(x), generator=torch.Generator().manual_seed(len(per_image))).to(device)
+            stored = to_uint8(g(x, eps))  # with its noise, and compressed (block grid at the corner in eval mode)
             learned, bicubic = to_uint8(out), to_uint8(downsample(x, s))
             real = laplacian_energy(lr)
             per_image.append({"image": p.name, "learned_psnr": psnr(learned, lr), "bicubic_psnr": psnr(bicubic, lr),
-                              "learned_lap_ratio": ratio(learned, real), "bicubic_lap_ratio": ratio(bicubic, real)})
+                              "learned_lap_ratio": ratio(stored, real), "learned_lap_ratio_noise_free": ratio(learned, real),
+                              "bicubic_lap_ratio": ratio(bicubic, real)})
     if not per_image:
         return {"available": False, "reason": f"no pair is an exact x{s} HR/LR pair", "pairs": 0}
     learned = float(np.mean([r["learned_psnr"] for r in per_image]))
     bicubic = float(np.mean([r["bicubic_psnr"] for r in per_image]))
     lap = float(np.median([r["learned_lap_ratio"] for r in per_image]))
+    lap_noise_free = float(np.median([r["learned_lap_ratio_noise_free"] for r in per_image]))
     lap_bicubic = float(np.median([r["bicubic_lap_ratio"] for r in per_image]))
     info = read_info(Path(downsampler_dir))
     return {"fit_pairs": len(info.get("fit_pairs") or []), "fit_pairs_warning": info.get("fit_pairs_warning"),
             "available": True, "reason": None, "metric": "psnr_y", "pairs": len(per_image), "learned_psnr": learned,
             "bicubic_psnr": bicubic, "learned_closer": learned > bicubic, "learned_lap_ratio": lap,
+            "learned_lap_ratio_noise_free": lap_noise_free,
             "bicubic_lap_ratio": lap_bicubic, "band": list(SHARPNESS_BAND), "sharpness": sharpness_words(lap),
             "bicubic_sharpness": sharpness_words(lap_bicubic), "skipped": skipped,
             "per_image": per_image, "version": model_version(Path(downsampler_dir))}

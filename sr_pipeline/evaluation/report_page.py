@@ -436,8 +436,19 @@ def _g_name(summary: dict[str, Any], key: str) -> str:
 
 
 def _ratio(r: dict[str, Any], key: str = "learned") -> str:
-    v = r.get(f"{key}_lap_ratio")
+    return _times(r.get(f"{key}_lap_ratio"))
+
+
+def _times(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}x"
+
+
+_GRAIN = " (with the model's grain and compression, as the camera's images carry theirs)"
+
+
+def _has_noise_free(r: dict[str, Any]) -> bool:
+    """Whether the ratio judged is of G's LR with its noise (reports from before judged it noise-free)."""
+    return r.get("learned_lap_ratio_noise_free") is not None
 
 
 def realism_sentence(summary: dict[str, Any]) -> str | None:
@@ -457,14 +468,16 @@ def realism_sentence(summary: dict[str, Any]) -> str | None:
         text = (f"{_g_name(summary, key)} imitates the field camera's real low-resolution images {how} plain "
                 f"shrinking (PSNR-Y {r['learned_psnr']:.2f} against {r['bicubic_psnr']:.2f} dB, higher is closer)")
         if r.get("learned_lap_ratio") is not None:  # reports from before the ratio have PSNR-Y only
-            text += (f" and keeps {_ratio(r)} of their fine detail, "
+            text += (f" and keeps {_ratio(r)} of their fine detail{_GRAIN if _has_noise_free(r) else ''}, "
                      f"{_BAND_WORDS.get(r.get('sharpness', 'not measured'), r.get('sharpness'))}")
         parts.append(text)
     text = f"On {count(first['pairs'], 'gate pair')}, " + "; ".join(parts)
     if first.get("bicubic_lap_ratio") is None:
         return text + "."
-    return (text + f" ({band[0]:g}-{band[1]:g}x is the target band: below it the model blurs more than the camera, "
-            f"above it less; plain shrinking keeps {_ratio(first, 'bicubic')}, "
+    smoother = ("its images are smoother than the camera's, above it sharper or grainier" if _has_noise_free(first)
+                else "the model blurs more than the camera, above it less")
+    return (text + f" ({band[0]:g}-{band[1]:g}x is the target band: below it {smoother}; "
+            f"plain shrinking keeps {_ratio(first, 'bicubic')}, "
             f"{_BAND_WORDS.get(first.get('bicubic_sharpness', 'not measured'), first.get('bicubic_sharpness'))}).")
 
 
@@ -478,16 +491,17 @@ def _realism_html(summary: dict[str, Any]) -> str:
     m = metric(realism.get("metric", "psnr_y"))
     found = realisms(summary)
     table = [f"<table id='realism'><tr><th>LR made from the gate pairs' HR images by</th><th>{esc(m.heading)} against "
-             "the real LR (mean)</th><th>fine-detail (Laplacian) energy over the real LR's (median)</th>"
-             "<th>target band</th></tr>"]
+             "the real LR (mean)</th><th>fine-detail (Laplacian) energy over the real LR's (median; G with its "
+             "noise and compression)</th><th>target band</th><th>the same, G without noise</th></tr>"]
     for key, r in found.items():
         label = {"realism": "G(HR), fitted with the fit pairs", "realism_unpaired": "G(HR), learned without them"
                  }[key] if len(found) > 1 else "learned downsampler G(HR)"
         table.append(f"<tr><td>{esc(label)}</td><td>{fmt(r['learned_psnr'], m.digits)}</td><td>{_ratio(r)}</td>"
-                     f"<td>{esc(r.get('sharpness', 'not measured'))}</td></tr>")
+                     f"<td>{esc(r.get('sharpness', 'not measured'))}</td><td>{_times(r.get('learned_lap_ratio_noise_free'))}"
+                     "</td></tr>")
     table.append(f"<tr><td>bicubic down(HR)</td><td>{fmt(realism['bicubic_psnr'], m.digits)}</td>"
                  f"<td>{_ratio(realism, 'bicubic')}</td><td>{esc(realism.get('bicubic_sharpness', 'not measured'))}</td>"
-                 "</tr></table>")
+                 f"<td>{_ratio(realism, 'bicubic')}</td></tr></table>")
     sentence = realism_sentence(summary)
     per = [(key, r) for key, r in found.items()]
     head = "".join(f"<th>G(HR){'' if len(per) == 1 else (' with pairs' if k == 'realism' else ' without pairs')} "

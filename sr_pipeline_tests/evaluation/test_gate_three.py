@@ -204,6 +204,22 @@ def test_a_g_that_is_plain_bicubic_down_scores_as_bicubic_and_sits_in_the_band(l
     assert r["fit_pairs"] == 0 and r["fit_pairs_warning"] is None  # its training.json lists no fit pairs
 
 
+def test_the_band_is_judged_on_gs_lr_with_its_grain_as_the_camera_stores_its_own(layout, tmp_path):
+    from sr_pipeline.sr.train.shared import save_model_dir
+    from sr_pipeline.sr.models.downsampler import LearnedDownsampler
+
+    g = LearnedDownsampler(scale=4, channels=8, num_blocks=1, norm_num_groups=4, noise_model="camera")
+    g.scale_noise(15.0)  # a grainy camera model (about 15 levels): bicubic-down plus grain
+    path = save_model_dir(layout.models / "downsampler" / "grainy", g.save_pretrained,
+                          {"kind": "downsampler", "version": "grainy"})
+    r = ev.downsampler_realism(_bicubic_pairs(tmp_path), path)
+    assert r["learned_lap_ratio_noise_free"] == pytest.approx(1.0, abs=0.01)  # its blur is the camera's
+    assert r["learned_lap_ratio"] > 1.1  # its grain is not: the real LR here has none
+    assert r["sharpness"] == ev.sharpness_words(r["learned_lap_ratio"])
+    again = ev.downsampler_realism(_bicubic_pairs(tmp_path), path)
+    assert again["learned_lap_ratio"] == r["learned_lap_ratio"]  # a seeded draw: the same report twice
+
+
 @pytest.mark.parametrize("ratio, words", [(0.5, "too blurry"), (0.79, "too blurry"), (0.8, "inside"), (1.0, "inside"),
                                           (1.25, "inside"), (1.3, "too sharp"), (None, "not measured"),
                                           (float("inf"), "not measured")])
@@ -240,6 +256,12 @@ def test_the_report_table_and_sentence_read_the_band(layout):
     assert "id='fit-pairs-warning'>Fit pairs: only 2 fit pair(s), fewer than the 5 advised.</p>" \
         in report._realism_html(few)
     assert "fit-pairs-warning" not in page
+
+    grain = {**summary, "realism": {**realism(0.98, 32.5), "learned_lap_ratio_noise_free": 0.71}}
+    said = report.realism_sentence(grain)
+    assert "keeps 0.98x of their fine detail (with the model's grain and compression, as the camera's images carry " \
+           "theirs), inside the target band" in said and "below it its images are smoother than the camera's" in said
+    assert "<td>0.98x</td><td>inside</td><td>0.71x</td>" in report._realism_html(grain)
 
 
 # --- training the twin --------------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def realism_metadata(realism: dict | None) -> dict:
             continue
         g = "g_with_pairs" if role == "candidate" else "g_without_pairs"
         values = {f"{g}_psnr_y": r.get("learned_psnr"), f"{g}_lap_ratio": r.get("learned_lap_ratio"),
+                  f"{g}_lap_ratio_noise_free": r.get("learned_lap_ratio_noise_free"),
                   "bicubic_down_psnr_y": r.get("bicubic_psnr"), "bicubic_down_lap_ratio": r.get("bicubic_lap_ratio")}
         md |= {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
         md[f"{g}_sharpness"] = str(r.get("sharpness", "not measured"))
