@@ -52,9 +52,11 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
     """The warning for a camera that declares fewer fit pairs than ``advised`` (None with none or enough)."""
     if not 0 < count < advised:
         return None
-    return (f"only {count} fit pair(s), fewer than the {advised} advised: on RealSR's Canon camera a student "
-            "co-learned with 1 or 2 pairs scored below the one co-learned without pairs (docs/benchmarks.md); "
-            "the promotion gate also judges that unpaired twin, so the pairs are served only if they help")
+    return (f"only {count} fit pair(s), fewer than the {advised} advised: G's blur is not held after the pre-fit "
+            "(pre-fitted on 1 or 2 RealSR pairs it was further from other scenes' real LR than bicubic-down), and "
+            "on RealSR's Canon camera a student co-learned with 1 or 2 pairs scored below the one co-learned "
+            "without pairs (docs/benchmarks.md); the promotion gate also judges that unpaired twin, so the pairs "
+            "are served only if they help")
 
 
 class PairedCrops:

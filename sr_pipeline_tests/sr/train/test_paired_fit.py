@@ -197,7 +197,8 @@ def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path)
     assert info["fit_pairs"] == ["a", "b"] and info["paired_prefit"]["steps"] == 3
     assert info["loss_weights"]["paired"] == 1.0 and "loss_paired" in info["history"][-1]
     assert "colour_matrix" in info["paired_prefit"]["camera"]  # pairs show the colour response: G learns it
-    assert info["fit_pairs_warning"].startswith("only 2 fit pair(s), fewer than the 5 advised")
+    assert info["fit_pairs_warning"].startswith("only 2 fit pair(s), fewer than the 5 advised: G's blur is not held")
+    assert info["blur_lr_scale"] == 1.0
 
 
 def _blur_start(g: LearnedDownsampler) -> list[torch.Tensor]:
@@ -214,19 +215,21 @@ def test_blur_lr_scale_zero_holds_gs_blur_while_its_noise_and_colour_learn(tmp_p
 
     teacher = make_teacher(tmp_path)
 
-    def run(scale: float, name: str) -> LearnedDownsampler:
+    def run(scale: float, name: str, min_pairs: int = 2) -> LearnedDownsampler:
         profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
                                                              noise_model="camera", blur_model=blur_model),
                                paired_fit=PairedFitConfig(prefit_steps=0, batch_size=2, patch_size=32,
-                                                          blur_lr_scale=scale))
+                                                          blur_lr_scale=scale, min_pairs=min_pairs))
         result = tc.train_colearn(profile, teacher, photos(), field_lr(), tmp_path / name,
                                   *outs(tmp_path, name), fit_pairs=_pairs_for_tiny_runs())
         return load_downsampler(result.model_dirs["downsampler"])
 
     held, free = run(0.0, "held"), run(1.0, "free")
+    too_few = run(0.0, "too-few", min_pairs=3)  # 2 fit pairs, 3 advised: the blur is not held
     fresh = LearnedDownsampler.from_config(held.config)
-    for a, b, c in zip(_blur_start(held), _blur_start(fresh), _blur_start(free)):
+    for a, b, c, d in zip(_blur_start(held), _blur_start(fresh), _blur_start(free), _blur_start(too_few)):
         assert torch.equal(a, b) and not torch.equal(c, b)  # no pre-fit here: the held blur is G's start
+        assert torch.equal(c, d)  # below min_pairs G learns as with blur_lr_scale 1
     assert not torch.equal(held.log_read_sigma, fresh.log_read_sigma)
     assert not torch.equal(held.colour_matrix, fresh.colour_matrix)
 

@@ -100,7 +100,7 @@ class CoLearner:
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
                  lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False,
-                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False):
+                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False, blur_lr_scale: float = 1.0):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
@@ -133,8 +133,9 @@ class CoLearner:
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
         if g is not None:
-            # with fit pairs the pre-fit pinned G's blur; blur_lr_scale slows (0: holds) it against the unpaired pull
-            blur_scale = cfg.paired_fit.blur_lr_scale if has_fit_pairs else 1.0
+            # with enough fit pairs the pre-fit pinned G's blur; blur_lr_scale slows (0: holds) it against the
+            # unpaired pull (ColearnStage decides)
+            blur_scale = blur_lr_scale
             blur = {id(p) for p in g.blur_parameters()}
             if network := g.network_parameters():  # none with blur_model kernel
                 groups.append({"params": network, "lr": cfg.downsampler_lr * blur_scale})
@@ -351,6 +352,10 @@ class ColearnStage(Stage):
                        if fit_pairs else None)
         self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
         self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
+        # G's blur is held after the pre-fit only on enough pairs: pre-fitted on 1-2 it generalised worse than
+        # bicubic-down, and free co-learning did better there (docs/benchmarks.md)
+        enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
+        self.blur_lr_scale = cfg.paired_fit.blur_lr_scale if enough else 1.0
         if self.fit_pairs_warning:
             print(f"warning: {self.fit_pairs_warning}", flush=True)
         self.prefit: dict | None = None
@@ -380,7 +385,7 @@ class ColearnStage(Stage):
         self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
                                  grey=self.grey and self.cfg.downsampler.noise_model == "camera",
                                  jpeg=self.field_jpeg if self.jpeg_stage else None,
-                                 has_fit_pairs=self.paired is not None)
+                                 has_fit_pairs=self.paired is not None, blur_lr_scale=self.blur_lr_scale)
         self.accelerator = accelerator
         pf = self.cfg.paired_fit
         if self.paired is not None and pf.prefit_steps > 0:
@@ -476,6 +481,7 @@ class ColearnStage(Stage):
                                                  if self.paired is not None else []),
             "paired_prefit": self.prefit,
             "fit_pairs_warning": self.fit_pairs_warning,
+            "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
