@@ -75,9 +75,17 @@ def split_calibration_pairs(layout: DataLayout, camera: str | None = None, regis
     for cam in sorted(set(owner.values())):
         # names are "<camera>/<pair>" when pairs of several cameras are listed together
         own = {p.name: p.name.removeprefix(f"{cam}/") for p in pairs if owner.get(p.name) == cam}
-        fit, _ = registry.split_pairs(cam, list(own.values()))
+        try:
+            fit, _ = registry.split_pairs(cam, list(own.values()))
+        except ValueError as exc:  # a split that leaves no gate pair: nothing can be judged, say so in one sentence
+            raise EvaluationError(f"{cam}: {exc}") from exc
         fit_names |= {label for label, name in own.items() if name in set(fit)}
-    return [p for p in pairs if p.name in fit_names], [p for p in pairs if p.name not in fit_names]
+    fit = [p for p in pairs if p.name in fit_names]
+    # a fit pair uploaded again under another name is stored once (the store keeps one copy of an image):
+    # the copy shows the same scene, so it cannot gate the student it trained
+    fit_files = {f for p in fit for f in (p.hr_path, p.lr_path)}
+    gate = [p for p in pairs if p.name not in fit_names and not {p.hr_path, p.lr_path} & fit_files]
+    return fit, gate
 
 
 def calibration_pairs(layout: DataLayout, camera: str | None = None) -> list[Pair]:
@@ -369,9 +377,11 @@ def evaluate_gate(layout: DataLayout, candidate_dir: Path, promoted_dir: Path | 
     pairs = calibration_pairs(layout, camera)
     overlap = fit_pairs_overlap(candidate_dir, pairs)
     if overlap:
-        raise EvaluationError(f"student {version}'s camera model was fitted on calibration pair(s) {overlap}, which "
-                              "the camera registry now lists for the gate: a pair cannot serve both; restore "
-                              "fit_pairs in the registry or co-learn a new student")
+        raise EvaluationError(f"student {version}'s camera model was fitted on calibration pair(s) "
+                              f"{', '.join(overlap)}, which the camera's fit/gate split now puts among the gate "
+                              "pairs (the registry's fit_pairs changed, or, with fit_pairs as a count, a new pair "
+                              "sorting before them moved the split): a pair cannot serve both; list the fit pairs "
+                              "by name in the registry or co-learn a new student")
     reference = model_version(promoted_dir) if promoted_dir is not None else None
     if not pairs:
         criteria = no_pairs_criteria()

@@ -505,7 +505,7 @@ def _realism_html(summary: dict[str, Any]) -> str:
     sentence = realism_sentence(summary)
     per = [(key, r) for key, r in found.items()]
     head = "".join(f"<th>G(HR){'' if len(per) == 1 else (' with pairs' if k == 'realism' else ' without pairs')} "
-                   f"{esc(m.label)}</th><th>ratio</th>" for k, _ in per)
+                   f"{esc(m.label)}</th><th>ratio (with its noise)</th>" for k, _ in per)
     by_image = {k: {row["image"]: row for row in r["per_image"]} for k, r in per}
     rows = "".join(f"<tr><td>{esc(row['image'])}</td>"
                    + "".join(f"<td>{fmt(by_image[k].get(row['image'], {}).get('learned_psnr'), m.digits)}</td>"

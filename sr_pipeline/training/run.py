@@ -89,7 +89,24 @@ def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegi
     from sr_pipeline.sr.data.pairs import load_rgb
 
     fit, _ = split_calibration_pairs(layout, camera, registry)
+    missing = missing_fit_pairs(registry, camera, [p.name for p in fit])
+    if missing:
+        print(f"warning: {camera}: {missing}", flush=True)
     return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit], [p.name for p in fit]
+
+
+def missing_fit_pairs(registry: CameraRegistry, camera: str, found: list[str]) -> str | None:
+    """What the camera's ``fit_pairs`` declares that is not among the complete pairs ``found`` (a name not
+    uploaded, misspelt, or a pair missing its HR or LR), in one sentence; None when nothing is missing."""
+    declared = registry.get(camera).fit_pairs if camera in registry else None
+    if isinstance(declared, int):
+        short = declared - len(found)
+        return (f"fit_pairs declares {declared} fit pairs but only {len(found)} complete pair(s) are uploaded "
+                "besides the gate's") if short > 0 else None
+    absent = sorted(set(declared or []) - set(found))
+    return (f"fit_pairs lists {', '.join(absent)}, which no complete calibration pair of the camera is called "
+            f"(names are case-sensitive; a pair needs its HR and its LR); it trains on {len(found)} fit pair(s)"
+            ) if absent else None
 
 
 def colearn_outputs(layout: DataLayout, profile: Profile, student_out: Path | None = None,
@@ -154,8 +171,11 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
         print(f"{camera}: the unpaired twin of student {unpaired_twin_of}: its camera model learns without the "
               f"camera's {len(fit_pairs)} fit pair(s)", flush=True)
         fit_pairs, fit_names = [], []
-    if fit_pairs:
+    if fit_pairs and profile.colearn.use_downsampler:
         print(f"{camera}: {len(fit_pairs)} fit pair(s) pin its camera model: {', '.join(fit_names)}", flush=True)
+    elif fit_pairs:
+        print(f"{camera}: the profile trains no camera model, so its {len(fit_pairs)} fit pair(s) are not used",
+              flush=True)
     student_dir, g_dir = colearn_outputs(layout, profile, out, downsampler_out)
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,

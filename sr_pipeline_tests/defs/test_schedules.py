@@ -107,6 +107,12 @@ def test_sensor_fires_on_new_calibration_pairs_only(layout, registry, tmp_path, 
         add_pairs(layout, registry, tmp_path, ["e"], "calib-3")
         assert isinstance(tick(cursor='{"field_cam": 4}'), dg.SkipReason)
 
+        # A split that leaves no gate pair is said in the skip reason, not a failed tick.
+        cameras_file.write_text(cameras_file.read_text().replace("fit_pairs: [e]", "fit_pairs: 5"))
+        none_left = tick(cursor='{"field_cam": 4}')
+        assert isinstance(none_left, dg.SkipReason)
+        assert "field_cam: all 5 calibration pairs would fit the camera model and none would gate" in none_left.skip_message
+
 
 def test_definitions_with_the_evaluation_layer_load_without_torch():
     code = (

@@ -112,6 +112,7 @@ def realism_metadata(realism: dict | None) -> dict:
 def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage, gate: GateSettings):
     from sr_pipeline.evaluation.calibration import evaluate_gate
     from sr_pipeline.evaluation.promotion import reference_student
+    from sr_pipeline.sr.data.pairs import EvaluationError
     from sr_pipeline.sr.models.checkpoints import model_version
 
     if not context.has_partition_key:
@@ -121,8 +122,11 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, storage: PlantStorage
     layout = storage.layout()
     candidate = layout.resolve(materialized_path(context.instance, STUDENT, camera))  # this root's, if moved
     ref = reference_student(layout, model_version(candidate), camera)
-    decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
-                             device=gate.device, camera=camera)
+    try:
+        decision = evaluate_gate(layout, candidate, Path(ref["path"]) if ref else None, gate.thresholds(),
+                                 device=gate.device, camera=camera)
+    except EvaluationError as exc:
+        raise dg.Failure(str(exc)) from exc
     context.log.info(decision.plain())
     extra = duel_metadata(decision.challenge) | realism_metadata(decision.realism)
     for c in decision.criteria:

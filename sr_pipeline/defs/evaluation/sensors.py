@@ -49,7 +49,11 @@ def calibration_pairs_sensor(context: dg.SensorEvaluationContext, storage: Plant
     requests, notes = [], list(waiting)
     for camera in ready:
         # the gate pairs only, as the report counts them: a camera's fit pairs train its G, never judge it
-        count = len(split_calibration_pairs(layout, camera, registry)[1])
+        try:
+            count = len(split_calibration_pairs(layout, camera, registry)[1])
+        except ValueError as exc:  # this camera's split leaves no gate pair: the others are still looked at
+            notes.append(str(exc))
+            continue
         evaluated = max(cursor.get(camera, 0), _reported_pairs(context.instance, camera))
         if count <= evaluated:
             notes.append(f"{camera}: {count} calibration pairs, {evaluated} already evaluated")

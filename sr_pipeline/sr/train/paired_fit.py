@@ -31,17 +31,19 @@ from sr_pipeline.sr.judge.metrics import laplacian_energy
 FitPair = tuple[np.ndarray, np.ndarray]  # (HR uint8 HxWx3, its registered LR uint8 (H/s)x(W/s)x3)
 
 
-def check_fit_pairs(pairs: Sequence[FitPair], scale: int) -> list[FitPair]:
-    """The pairs with each HR cropped to exactly ``scale`` times its LR; ValueError when a pair does not fit."""
+def check_fit_pairs(pairs: Sequence[FitPair], scale: int, names: Sequence[str] | None = None) -> list[FitPair]:
+    """The pairs with each HR cropped to exactly ``scale`` times its LR; ValueError, naming the pair (by
+    ``names``, else its position from 1), when a pair does not fit."""
     out = []
     for i, (hr, lr) in enumerate(pairs):
+        name = names[i] if names is not None and i < len(names) else f"#{i + 1}"
         for side in (hr, lr):
             if side.dtype != np.uint8 or side.ndim != 3 or side.shape[2] != 3:
-                raise ValueError(f"fit pair {i}: expected uint8 HxWx3 images, got {side.dtype} {side.shape}")
+                raise ValueError(f"fit pair {name}: expected uint8 HxWx3 images, got {side.dtype} {side.shape}")
         h, w = lr.shape[:2]
         if hr.shape[0] < h * scale or hr.shape[1] < w * scale or hr.shape[0] >= (h + 1) * scale \
                 or hr.shape[1] >= (w + 1) * scale:
-            raise ValueError(f"fit pair {i}: HR {hr.shape[1]}x{hr.shape[0]} is not x{scale} its LR {w}x{h}")
+            raise ValueError(f"fit pair {name}: HR {hr.shape[1]}x{hr.shape[0]} is not x{scale} its LR {w}x{h}")
         out.append((np.ascontiguousarray(hr[: h * scale, : w * scale]), lr))
     if not out:
         raise ValueError("no fit pairs")
@@ -68,13 +70,16 @@ class PairedCrops:
 
     salt = 4
 
-    def __init__(self, pairs: Sequence[FitPair], patch: int, scale: int, seed: int = 0, grid: int = 1):
+    def __init__(self, pairs: Sequence[FitPair], patch: int, scale: int, seed: int = 0, grid: int = 1,
+                 names: Sequence[str] | None = None):
         if patch % scale:
             raise ValueError(f"paired patch {patch} is not a multiple of the scale {scale}")
-        self.pairs, self.patch, self.scale, self.seed = check_fit_pairs(pairs, scale), patch, scale, seed
+        self.pairs, self.patch, self.scale, self.seed = check_fit_pairs(pairs, scale, names), patch, scale, seed
         self.grid = grid
-        if grid > 1 and any(min(lr.shape[:2]) < grid for _, lr in self.pairs):
-            raise ValueError(f"a JPEG camera's fit pair needs an LR of at least {grid}x{grid} pixels (one block)")
+        small = [names[i] if names else f"#{i + 1}" for i, (_, lr) in enumerate(self.pairs) if min(lr.shape[:2]) < grid]
+        if grid > 1 and small:
+            raise ValueError(f"fit pair {small[0]}: a JPEG camera's fit pair needs an LR of at least {grid}x{grid} "
+                             "pixels (one block)")
 
     def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.salt, index])

@@ -57,6 +57,28 @@ def test_the_split_refuses_to_leave_no_gate_pair_and_waits_for_listed_pairs_not_
         CameraRegistry.model_validate({"cameras": {"ref": {"role": "hr_reference", "fit_pairs": 1}}})
 
 
+def test_declared_fit_pairs_that_are_not_there_are_named():
+    from sr_pipeline.training.run import missing_fit_pairs
+
+    said = missing_fit_pairs(_registry(fit_pairs=["P1", "p2", "nope"]), "cam", ["p2"])
+    assert said.startswith("fit_pairs lists P1, nope, which no complete calibration pair") and "on 1 fit pair" in said
+    assert missing_fit_pairs(_registry(fit_pairs=3), "cam", ["p1"]).startswith("fit_pairs declares 3 fit pairs but only 1")
+    assert missing_fit_pairs(_registry(fit_pairs=["p1"]), "cam", ["p1"]) is None
+    assert missing_fit_pairs(_registry(), "cam", []) is None and missing_fit_pairs(_registry(), "other", []) is None
+
+
+def test_a_fit_pair_uploaded_again_under_another_name_never_gates(monkeypatch, tmp_path):
+    from sr_pipeline.evaluation.calibration import split_calibration_pairs
+    from sr_pipeline.storage import store
+
+    # the store keeps one copy of an image: "zz" re-uploads p1's files under a new name
+    files = {n: (f"store/{n}-hr.png", f"store/{n}-lr.png") for n in ("p1", "p2", "p3")}
+    rows = [(n, *files[n]) for n in ("p1", "p2", "p3")] + [("zz", *files["p1"])]
+    monkeypatch.setattr(store, "calibration_pairs", lambda layout, cameras=None: rows)
+    fit, gate = split_calibration_pairs(None, "cam", _registry(fit_pairs=["p1"]))
+    assert [p.name for p in fit] == ["p1"] and [p.name for p in gate] == ["p2", "p3"]
+
+
 def test_the_gate_refuses_a_candidate_fitted_on_one_of_its_pairs(tmp_path):
     from sr_pipeline.evaluation.calibration import fit_pairs_overlap
     from sr_pipeline.sr.data.pairs import Pair
@@ -133,8 +155,8 @@ def test_paired_crops_stay_aligned_and_refuse_pairs_off_the_scale():
     x, y = crops.batch(0, 3)
     assert x.shape == (3, 3, 32, 32) and y.shape == (3, 3, 8, 8)
     assert torch.allclose(torch.nn.functional.avg_pool2d(x, 4), y, atol=1.5 / 127.5)
-    with pytest.raises(ValueError, match="not x4"):
-        check_fit_pairs([(hr, lr[:5])], 4)
+    with pytest.raises(ValueError, match="fit pair q_ratio: HR 64x64 is not x4"):
+        check_fit_pairs([(hr, lr), (hr, lr[:5])], 4, ["p1", "q_ratio"])
 
 
 def _jpeg_camera_pairs(quality: int = 70):
@@ -175,7 +197,7 @@ def test_a_jpeg_cameras_g_is_compared_as_the_camera_stores_its_lr():
     assert float(high_with) < 0.5 * float(high_without)
     assert paired_laplacian_ratio(with_stage, pairs) == pytest.approx(1.0, abs=0.05)
     assert abs(paired_laplacian_ratio(without, pairs) - 1.0) > 0.1  # JPEG's blocks and losses read as blur
-    with pytest.raises(ValueError, match="at least 16x16"):
+    with pytest.raises(ValueError, match="fit pair #1: a JPEG camera.s fit pair needs an LR of at least 16x16"):
         PairedCrops([(p[0][:32, :32], p[1][:8, :8]) for p in pairs], 64, 4, grid=16)
 
 

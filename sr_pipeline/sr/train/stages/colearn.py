@@ -348,8 +348,8 @@ class ColearnStage(Stage):
             fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
         # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
         grid = 8 * max(field_jpeg.factors) if field_jpeg is not None and cfg.compresses_like_the_camera else 1
-        self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid)
-                       if fit_pairs else None)
+        self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid,
+                                   fit_pair_names) if fit_pairs else None)
         self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
         self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
         # G's blur is held after the pre-fit only on enough pairs: pre-fitted on 1-2 it generalised worse than
