@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parents[2] / "configs" / "cameras.yaml"
 
@@ -89,7 +89,7 @@ class Camera(BaseModel):
     camera_model: CameraModelChoice | None = Field(
         default=None, description="field cameras only: this camera's choices for its camera model G over the "
         "training profile's (configs/cameras.yaml explains when to use which)")
-    fit_pairs: int | list[str] = Field(
+    fit_pairs: StrictInt | list[str] = Field(  # StrictInt: YAML's true/yes is not a count of 1
         default=0, description="field cameras only: which of its calibration pairs fit its camera model G "
         "instead of gating its student: a count N (the first N pair names in sorted order) or a list of pair "
         "names; the other pairs gate. 0: none (G learns from the unpaired field images alone)")

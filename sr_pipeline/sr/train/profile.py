@@ -151,13 +151,13 @@ class PairedFitConfig(_Strict):
                             "smaller than it are cropped whole)")
     noise: float = Field(1.0, ge=0, description="weight of the flat-region noise statistic inside the paired "
                          "term (the low and high bands weigh 1)")
-    min_pairs: int = Field(5, ge=1, description="fewer fit pairs than this are used, with a warning in the log, "
+    min_pairs: int = Field(5, ge=1, strict=True, description="fewer fit pairs than this are used, with a warning in the log, "
                            "training.json and the asset, and without holding G's blur (blur_lr_scale): on RealSR's "
                            "Canon camera 1 and 2 pairs gave a student below the one co-learned without pairs, 5 and "
                            "10 one above it, and a blur pre-fitted on 1 or 2 pairs generalised worse than "
                            "bicubic-down (docs/benchmarks.md)")
-    blur_lr_scale: float = Field(
-        0.0, ge=0, le=1, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
+    blur_lr_scale: float = Field(  # strict: YAML's true/yes is not a rate of 1
+        0.0, ge=0, le=1, strict=True, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
         "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "
         "the cycle) pulled it sharper than the camera (RealSR Nikon: 1.47x the real LR's fine detail at 1, 0.88x "
         "at 0). 0 holds it at its pre-fit value while the colour and noise parts keep learning; chosen on "

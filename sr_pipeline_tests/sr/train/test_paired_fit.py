@@ -57,6 +57,19 @@ def test_the_split_refuses_to_leave_no_gate_pair_and_waits_for_listed_pairs_not_
         CameraRegistry.model_validate({"cameras": {"ref": {"role": "hr_reference", "fit_pairs": 1}}})
 
 
+def test_yaml_booleans_are_not_counts_or_rates():
+    from pydantic import ValidationError
+
+    from sr_pipeline.sr.train.profile import PairedFitConfig
+
+    with pytest.raises(ValidationError):
+        _registry(fit_pairs=True)  # YAML's yes: not "the first pair"
+    for bad in ({"blur_lr_scale": True}, {"min_pairs": True}):
+        with pytest.raises(ValidationError):
+            PairedFitConfig(**bad)
+    assert PairedFitConfig(blur_lr_scale=1).blur_lr_scale == 1.0  # YAML's 1 is still a rate
+
+
 def test_declared_fit_pairs_that_are_not_there_are_named():
     from sr_pipeline.training.run import missing_fit_pairs
 
