@@ -55,7 +55,8 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
     if not 0 < count < advised:
         return None
     return (f"only {count} fit pair(s), fewer than the {advised} advised: G's blur is not held after the pre-fit "
-            "(pre-fitted on 1 or 2 RealSR pairs it was further from other scenes' real LR than bicubic-down), and "
+            "(held after a pre-fit on 1 or 2 RealSR pairs, the student scored 0.3-1.4 dB below one with a free blur), "
+            "and "
             "on RealSR's Canon camera a student co-learned with 1 or 2 pairs scored below the one co-learned "
             "without pairs (docs/benchmarks.md); the promotion gate also judges that unpaired twin, so the pairs "
             "are served only if they help")

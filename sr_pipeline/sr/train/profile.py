@@ -154,8 +154,8 @@ class PairedFitConfig(_Strict):
     min_pairs: int = Field(5, ge=1, strict=True, description="fewer fit pairs than this are used, with a warning in the log, "
                            "training.json and the asset, and without holding G's blur (blur_lr_scale): on RealSR's "
                            "Canon camera 1 and 2 pairs gave a student below the one co-learned without pairs, 5 and "
-                           "10 one above it, and a blur pre-fitted on 1 or 2 pairs generalised worse than "
-                           "bicubic-down (docs/benchmarks.md)")
+                           "10 one above it, and a blur held after a pre-fit on 1 or 2 pairs scored 0.3-1.4 dB "
+                           "below a free one (docs/benchmarks.md)")
     blur_lr_scale: float = Field(  # strict: YAML's true/yes is not a rate of 1
         0.0, ge=0, le=1, strict=True, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
         "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "

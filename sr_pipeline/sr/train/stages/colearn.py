@@ -352,8 +352,8 @@ class ColearnStage(Stage):
                                    fit_pair_names) if fit_pairs else None)
         self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
         self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
-        # G's blur is held after the pre-fit only on enough pairs: pre-fitted on 1-2 it generalised worse than
-        # bicubic-down, and free co-learning did better there (docs/benchmarks.md)
+        # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
+        # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
         self.blur_lr_scale = cfg.paired_fit.blur_lr_scale if enough else 1.0
         if self.fit_pairs_warning:
