@@ -317,7 +317,7 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
         said = compare(scores[winner], scores[loser], tol)
         if decided:
             message = (f"On the camera's calibration pairs {said.sentence(names[winner], names[loser])}; fidelity "
-                       f"comes first, so the gate judges {names[winner]}.")
+                       f"comes first, so the gate picks, and its checks judge, {names[winner]}.")
         else:
             message = (f"On the camera's calibration pairs {said.sentence(names['candidate'], names['challenger'])}; "
                        "the co-learned one is kept.")
@@ -327,7 +327,7 @@ def challenge(rows: list[dict[str, Any]], thresholds: GateThresholds, candidate:
     quoted = "; ".join(f"{names[r]}: {_figures(scores[r])}" for r in roles)
     against = "; ".join(compare(scores[winner], scores[r], tol).sentence("it", names[r]) for r in others)
     message = (f"On the camera's gate pairs the gate compared {len(roles)} students ({quoted}). Fidelity comes "
-               f"first, then LPIPS, and a tie keeps the student co-learned with fit pairs, so the gate judges "
+               f"first, then LPIPS, and a tie keeps the student co-learned with fit pairs, so the gate picks, and its checks judge, "
                f"{names[winner]}: {against}.")
     runner = max(others, key=lambda r: scores[r]["psnr_y"] or 0.0)
     d_lpips = (None if scores[winner]["lpips"] is None or scores[runner]["lpips"] is None

@@ -71,18 +71,18 @@ def test_three_models_fidelity_first_ties_keep_the_co_learned(figures, winner):
         assert name in message
     for psnr, lp in figures.values():  # every model's figures are quoted
         assert f"PSNR-Y {psnr:.3f} dB" in message and f"LPIPS {lp:.4f}" in message
-    assert f"so the gate judges {duel['names'][winner]}" in message
+    assert f"so the gate picks, and its checks judge, {duel['names'][winner]}" in message
 
 
 def test_the_message_never_says_better_while_quoting_a_worse_figure():
     duel = challenge(rows(candidate=(28.0, 0.30), unpaired=(28.2, 0.35), challenger=(27.5, 0.25)), T,
                      "s-co", "fixed-t1", "unpaired-s-co")
     assert duel["winner"] == "unpaired"
-    said = duel["message"].split("so the gate judges", 1)[1]
+    said = duel["message"].split("so the gate picks, and its checks judge,", 1)[1]
     assert "better than" not in said and said.count("it trades against") == 2  # worse LPIPS than both
     clean = challenge(rows(candidate=(28.0, 0.30), unpaired=(28.2, 0.28), challenger=(27.5, 0.35)), T,
                       "s-co", "fixed-t1", "unpaired-s-co")
-    assert clean["message"].split("so the gate judges", 1)[1].count("is better than") == 2
+    assert clean["message"].split("so the gate picks, and its checks judge,", 1)[1].count("is better than") == 2
 
 
 def test_without_a_challenger_the_twin_and_the_candidate_are_judged_alone():

@@ -58,8 +58,8 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
             "(held after a pre-fit on 1 or 2 RealSR pairs, the student scored 0.3-1.4 dB below one with a free blur), "
             "and "
             "on RealSR's Canon camera a student co-learned with 1 or 2 pairs scored below the one co-learned "
-            "without pairs (docs/benchmarks.md); the promotion gate also judges that unpaired twin, so the pairs "
-            "are served only if they help")
+            "without pairs (docs/benchmarks.md); the Dagster asset also trains that unpaired twin, and the "
+            "promotion gate serves the twin when it scores better than the student with pairs")
 
 
 class PairedCrops:
