@@ -167,6 +167,12 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
         print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
               " its camera model compresses the same way", flush=True)
     fit_pairs, fit_names = field_camera_fit_pairs(layout, camera, registry)
+    if unpaired_twin_of is not None and not (layout.model_dir("student", unpaired_twin_of) / "training.json").is_file():
+        raise ValueError(f"--unpaired-twin-of {unpaired_twin_of}: no student of that version under "
+                         f"{layout.models / 'student'}")
+    if unpaired_twin_of is not None and not fit_pairs:
+        raise ValueError(f"{camera} has no fit pairs, so its unpaired twin would be the same run as student "
+                         f"{unpaired_twin_of}: nothing to train")
     if unpaired_twin_of is not None:
         print(f"{camera}: the unpaired twin of student {unpaired_twin_of}: its camera model learns without the "
               f"camera's {len(fit_pairs)} fit pair(s)", flush=True)

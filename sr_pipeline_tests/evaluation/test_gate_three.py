@@ -325,10 +325,19 @@ def test_the_cli_trains_the_twin_without_the_fit_pairs(monkeypatch, tmp_path):
     run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
                                    out=tmp_path / "s", downsampler_out=tmp_path / "g", run_dir=tmp_path / "r")
     assert seen["fit_pair_names"] == ["fit-1"] and seen["unpaired_twin_of"] is None
+    with pytest.raises(ValueError, match="--unpaired-twin-of s: no student of that version"):
+        run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
+                                       out=tmp_path / "s2", downsampler_out=tmp_path / "g2", unpaired_twin_of="s")
+    (layout.model_dir("student", "s")).mkdir(parents=True)
+    (layout.model_dir("student", "s") / "training.json").write_text("{}")
     run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
                                    out=tmp_path / "s2", downsampler_out=tmp_path / "g2", run_dir=tmp_path / "r2",
                                    unpaired_twin_of="s")
     assert seen["fit_pairs"] == [] and seen["fit_pair_names"] == [] and seen["unpaired_twin_of"] == "s"
+    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry: ([], []))
+    with pytest.raises(ValueError, match="field_cam has no fit pairs, so its unpaired twin would be the same run"):
+        run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
+                                       out=tmp_path / "s3", downsampler_out=tmp_path / "g3", unpaired_twin_of="s")
     args = build_parser().parse_args(["train", "colearn", "--config", "x.yaml", "--unpaired-twin-of", "v1"])
     assert args.unpaired_twin_of == "v1"
 
