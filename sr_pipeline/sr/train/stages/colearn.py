@@ -135,14 +135,13 @@ class CoLearner:
         if g is not None:
             # with enough fit pairs the pre-fit pinned G's blur; blur_lr_scale slows (0: holds) it against the
             # unpaired pull (ColearnStage decides)
-            blur_scale = blur_lr_scale
             blur = {id(p) for p in g.blur_parameters()}
             if network := g.network_parameters():  # none with blur_model kernel
-                groups.append({"params": network, "lr": cfg.downsampler_lr * blur_scale})
+                groups.append({"params": network, "lr": cfg.downsampler_lr * blur_lr_scale})
             if camera := [p for p in g.camera_parameters() if id(p) not in blur]:
                 groups.append({"params": camera, "lr": cfg.camera_params_lr})
             if kernel := [p for p in g.camera_parameters() if id(p) in blur]:
-                groups.append({"params": kernel, "lr": cfg.camera_params_lr * blur_scale})
+                groups.append({"params": kernel, "lr": cfg.camera_params_lr * blur_lr_scale})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(opt_gen, warmup_lambda(cfg.train.warmup_steps))
         discs = [d for d in (d_hr, d_lr) if d is not None]
