@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sr-pipeline",
         description="Learn a plant's camera degradation and restore its images with a single-step "
         "diffusion upsampler. Every command works on the data root (--data, else "
-        "$SR_PIPELINE_DATA, else the data/ folder of the sr_pipeline checkout, wherever you run it from). Exit codes: 0 done, 1 some files failed (reported), "
+        "$SR_PIPELINE_DATA, else the data/ folder of the sr_pipeline checkout, wherever you run it from). Exit codes: 0 done, 1 something is left (files that "
+        "failed, heat maps not written, doctor's unfixed problems, LPIPS weights unavailable; reported), "
         "2 bad input (one sentence on stderr).",
     )
     parser.add_argument("--data", type=PATH, default=None, help="data root (default: $SR_PIPELINE_DATA, else the checkout's data/ folder)")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src_dir", type=PATH, help="folder of images (for calibration pairs: pairs/<name>/{hr,lr} or HR/ + LR/)")
     p.add_argument("--camera", type=NAME, required=True, help="camera id from the camera registry (configs/cameras.yaml)")
     p.add_argument("--batch", type=NAME, default=None, help="batch key (default: <camera>-<UTC time>-<short hash>)")
-    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file (default configs/cameras.yaml)")
+    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file (default $SR_PIPELINE_CAMERAS, else configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_handler("sr_pipeline.intake.ingest:run_cli"))
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also look for stale temp files in this output folder, e.g. an upscale --out (repeatable)")
     p.add_argument("--min-age", type=number(float, 0, "seconds", 10 * 365 * 86400), default=3600.0,
                    help="temp files younger than this many seconds are left alone (default 3600)")
-    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file for --finish (default configs/cameras.yaml)")
+    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file for --finish (default $SR_PIPELINE_CAMERAS, else configs/cameras.yaml)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(func=_handler("sr_pipeline.intake.doctor:run_cli"), reads_data_root=True)
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", type=NAME, default=None,
                    help="field camera to co-learn (one student and camera model per field camera; default: the "
                    "only field camera with images in the catalog)")
-    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file (default configs/cameras.yaml)")
+    p.add_argument("--cameras", type=PATH, default=None, help="camera registry file (default $SR_PIPELINE_CAMERAS, else configs/cameras.yaml)")
     p.add_argument("--unpaired-twin-of", type=NAME, default=None, metavar="VERSION",
                    help="train the promotion gate's unpaired twin of student VERSION: the same co-learning without "
                    "the camera's fit pairs (for a camera with fit_pairs; the Dagster asset trains it beside each "
