@@ -269,6 +269,20 @@ def test_blur_lr_scale_zero_holds_gs_blur_while_its_noise_and_colour_learn(tmp_p
     assert not torch.equal(held.colour_matrix, fresh.colour_matrix)
 
 
+def test_a_grey_fit_pair_of_a_colour_camera_is_named(tmp_path, capsys):
+    from sr_pipeline.sr.images.tensors import grey_rgb
+    from sr_pipeline.sr.train.profile import PairedFitConfig
+
+    pairs = _pairs_for_tiny_runs()
+    pairs[1] = (pairs[1][0], grey_rgb(pairs[1][1]))
+    profile = tiny_profile(paired_fit=PairedFitConfig(prefit_steps=1, batch_size=2, patch_size=32))
+    tc.train_colearn(profile, make_teacher(tmp_path), photos(), field_lr(), tmp_path / "run", *outs(tmp_path),
+                     fit_pairs=pairs, fit_pair_names=["a", "b"])
+    out = capsys.readouterr().out
+    assert "warning: fit pair(s) b: the LR is grey but the camera's field images are colour" in out
+    assert "fit pair(s) a" not in out
+
+
 def test_without_fit_pairs_the_paired_settings_change_nothing(tmp_path):
     from sr_pipeline.sr.train.profile import PairedFitConfig
 

@@ -343,6 +343,12 @@ class ColearnStage(Stage):
         # The field camera's fit pairs pin G (sr/train/paired_fit.py); without G (the fixed-degradation challenger)
         # they have nothing to pin.
         fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
+        names = list(fit_pair_names or []) or [f"#{i + 1}" for i in range(len(fit_pairs))]
+        odd = [n for n, (_, lr) in zip(names, fit_pairs) if is_grey(lr) != self.grey]
+        if odd:  # a neutral target can look grey to a colour camera, so this is said, not refused
+            print(f"warning: fit pair(s) {', '.join(odd)}: the LR is {'colour' if self.grey else 'grey'} but the "
+                  f"camera's field images are {'grey' if self.grey else 'colour'}; check they are this camera's "
+                  "shots, since G's colour response is fitted on them", flush=True)
         if self.grey:
             fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
         # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
