@@ -223,7 +223,6 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
 
     from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
     from sr_pipeline.sr.judge.metrics import laplacian_energy
-    from sr_pipeline.sr.models.differentiable_jpeg import jpeg_roundtrip
     from sr_pipeline.sr.models.downsampler import load_downsampler
     from sr_pipeline.sr.data.pairs import load_rgb
     from sr_pipeline.sr.judge.scoring import metric
@@ -245,9 +244,7 @@ def downsampler_realism(pairs: list[Pair], downsampler_dir: Path, device: str = 
                 skipped.append(p.name)
                 continue
             x = to_tensor(hr).to(device)
-            out = g(x)
-            if getattr(g, "jpeg", None) is not None:  # a JPEG camera: G's LR as the camera stores it (at eps' = 0
-                out = jpeg_roundtrip(out, g.jpeg, (0, 0))  # the model adds no noise, but compresses as the camera)
+            out = g.as_stored(g(x))  # a JPEG camera's G compresses as the camera does (at eps' = 0: no noise)
             eps = torch.randn(g.lr_shape(x), generator=torch.Generator().manual_seed(len(per_image))).to(device)
             stored = to_uint8(g(x, eps))  # with its noise, and compressed (block grid at the corner in eval mode)
             learned, bicubic = to_uint8(out), to_uint8(downsample(x, s))

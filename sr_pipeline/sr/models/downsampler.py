@@ -210,6 +210,12 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             lr = jpeg_roundtrip(lr, self.jpeg, self._block_phase())
         return CameraOutput(lr, structure, n)
 
+    def as_stored(self, lr: torch.Tensor) -> torch.Tensor:
+        """A noise-free LR of G as the camera stores its images: through the JPEG stage (block grid at the
+        corner, as a whole image's or a grid-aligned crop's) when G has one, else unchanged. A registered
+        real LR was stored that way, so G's LR is compared with it after the same compression."""
+        return lr if self.jpeg is None else jpeg_roundtrip(lr, self.jpeg, (0, 0))
+
     def _block_phase(self) -> tuple[int, int]:
         """Where the JPEG block grid starts: a training crop's phase in the camera's frame is unknown, so a
         random one (else D_LR could tell fakes by their grid); a whole image's grid starts at its corner."""

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sr_pipeline.sr.models.differentiable_jpeg import jpeg_roundtrip
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler
 from sr_pipeline.sr.train.losses import flat_noise_sigma, l1, lowpass
 from sr_pipeline.sr.judge.metrics import laplacian_energy
@@ -127,7 +126,9 @@ def paired_terms(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor
     ``call``: the module to run G through (a distributed wrapper of ``g``; default ``g`` itself)."""
     call = call if call is not None else g
     y_real = y_real.float()
-    det = stored(g, call(x_hr, None).float())
+    # G's LR as the camera stores it: else G's blur would learn the compression's losses and block edges, and
+    # its JPEG stage would then apply them a second time
+    det = g.as_stored(call(x_hr, None).float())
     low_det, low_real = lowpass(det, sigma), lowpass(y_real, sigma)
     terms = {"low": l1(low_det, low_real), "high": l1(det - low_det, y_real - low_real)}
     if g.config.noise_model == "camera":
@@ -136,14 +137,6 @@ def paired_terms(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor
         view = (parts.lr - parts.noise).detach() + parts.noise  # only the noise level learns from it
         terms["noise"] = (flat_noise_sigma(view.float(), sigma) - flat_noise_sigma(y_real, sigma)).abs().mean()
     return terms
-
-
-def stored(g: LearnedDownsampler, lr: torch.Tensor) -> torch.Tensor:
-    """G's noise-free LR as the camera stores it: through G's JPEG stage (block grid at the corner, where
-    ``PairedCrops`` puts a JPEG camera's crops) when it has one, since the pair's real LR was stored
-    compressed; else unchanged. Matching the uncompressed LR to it would teach G's blur the compression's
-    losses and block edges, and G's JPEG stage would then apply them a second time."""
-    return lr if g.jpeg is None else jpeg_roundtrip(lr, g.jpeg, (0, 0))
 
 
 def paired_loss(g: LearnedDownsampler, x_hr: torch.Tensor, y_real: torch.Tensor, sigma: float = 1.0,
@@ -192,15 +185,15 @@ def prefit_downsampler(g: LearnedDownsampler, crops: PairedCrops, steps: int, lr
 
 @torch.no_grad()
 def paired_laplacian_ratio(g: LearnedDownsampler, pairs: Sequence[FitPair]) -> float:
-    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0 (as stored: ``stored``) over that of
-    the real LR."""
+    """Median over the pairs of the Laplacian energy of G(HR) at eps' = 0 (as stored: ``as_stored``) over that
+    of the real LR."""
     was_training = g.training
     g.eval()
     try:
         device = next(g.parameters()).device
         ratios = []
         for hr, lr in pairs:
-            y = stored(g, g(_tensor(hr)[None].to(device), None))[0]
+            y = g.as_stored(g(_tensor(hr)[None].to(device), None))[0]
             out = y.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             ratios.append(laplacian_energy(out) / max(laplacian_energy(lr), 1e-12))
         return float(np.median(ratios))

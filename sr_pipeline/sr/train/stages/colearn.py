@@ -343,6 +343,7 @@ class ColearnStage(Stage):
         # The field camera's fit pairs pin G (sr/train/paired_fit.py); without G (the fixed-degradation challenger)
         # they have nothing to pin.
         fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
+        # one name per fit pair, in messages and training.json (unnamed pairs by their position from 1)
         names = list(fit_pair_names or []) or [f"#{i + 1}" for i in range(len(fit_pairs))]
         odd = [n for n, (_, lr) in zip(names, fit_pairs) if is_grey(lr) != self.grey]
         if odd:  # a neutral target can look grey to a colour camera, so this is said, not refused
@@ -354,8 +355,8 @@ class ColearnStage(Stage):
         # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
         grid = 8 * max(field_jpeg.factors) if field_jpeg is not None and cfg.compresses_like_the_camera else 1
         self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid,
-                                   fit_pair_names) if fit_pairs else None)
-        self.fit_pair_names = list(fit_pair_names or []) if fit_pairs else []
+                                   names) if fit_pairs else None)
+        self.fit_pair_names = names if fit_pairs else []
         self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
@@ -482,8 +483,7 @@ class ColearnStage(Stage):
             # each fit of G's noise level since this process started (a resumed run lists only its own)
             "noise_fits": self.noise_fits,
             # the fit pairs that pinned G (never the gate's) and what the pre-fit changed
-            "fit_pairs": self.fit_pair_names or ([f"#{i}" for i in range(len(self.paired.pairs))]
-                                                 if self.paired is not None else []),
+            "fit_pairs": self.fit_pair_names,
             "paired_prefit": self.prefit,
             "fit_pairs_warning": self.fit_pairs_warning,
             "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
