@@ -118,8 +118,8 @@ def fitted_on(model_dir: Path, pairs_key: str) -> bool:
 def consistency_summary(model_dir: Path) -> dict[str, Any]:
     """The fit as the report shows it (``summary.json["consistency"]``): always the keys
     ``available``, ``reason``, ``path``, ``model_version``, ``camera_model``, ``pairs`` and ``cameras``
-    (per camera id and ``all``: ``pairs``, ``spearman``, ``worst_calibration``, ``thresholds``,
-    ``source``; empty when not available)."""
+    (per camera id and ``all``: ``pairs``, ``spearman``, ``worst_calibration``, ``worst_calibration_local``,
+    ``thresholds`` (``local_peak`` / ``border_peak`` 0: no local limit), ``source``; empty when not available)."""
     path = thresholds_path(model_dir)
     out: dict[str, Any] = {"available": False, "reason": None, "path": str(path),
                            "model_version": model_version(Path(model_dir)), "camera_model": None, "pairs": None,
@@ -130,9 +130,10 @@ def consistency_summary(model_dir: Path) -> dict[str, Any]:
         fitted = load_thresholds(path)
     except ValueError as exc:
         return out | {"reason": str(exc)}
-    names = ("pixel", "peak", "share", "psnr", "colour")
+    names = ("pixel", "peak", "share", "psnr", "colour", "local_peak", "border_peak")
     cameras = {cam: {"pairs": t.fit.get("pairs"), "spearman": t.fit.get(SPEARMAN),
                      "worst_calibration": t.fit.get("worst_calibration"),
+                     "worst_calibration_local": t.fit.get("worst_calibration_local"),
                      "thresholds": {n: getattr(t, n) for n in names}, "source": t.source}
                for cam, t in sorted(fitted.items())}
     reference = fitted.get(ALL) or next(iter(fitted.values()), None)

@@ -33,6 +33,9 @@ NAMED_MAX = 6  # flagged images named in the manager's line (the list in the rep
 ALL_CAMERAS = "all cameras"
 SEE_LIST = "see the list in the report"
 NOT_MEASURED_WHY = "restored before the consistency check existed"
+# A week's flagged share from which the section says what so many flags can mean: the limits sit beyond the
+# worst calibration output, so on images like the calibration pairs few should break them.
+MANY_FLAGGED = 0.10
 
 
 # --- one archived output --------------------------------------------------------------------------
@@ -227,6 +230,19 @@ class ArchiveConsistency:
         cameras = sorted({o.camera for o in dated if _monday(o.day) >= first})
         return WeeklyShares(mondays, cameras, counts)
 
+    def many_flagged_text(self) -> str:
+        """What a high flagged share this week can mean ("" below :data:`MANY_FLAGGED` or with nothing checked)."""
+        week = Counts()
+        for o in self.this_week():
+            week.add(o)
+        if week.share is None or week.share < MANY_FLAGGED:
+            return ""
+        return (f"{100 * week.share:.0f}% of this week's checked images are flagged. The limits were set beyond the "
+                "worst of the calibration pairs' outputs, so this many flags say these images disagree with the "
+                "camera model more than those outputs did: the student may be inventing detail on them, or they may "
+                "be unlike the calibration pairs (other scenes, lighting or compression). Where the maps show no "
+                "invented detail, calibration pairs more like these images give limits that fit them.")
+
     def manager_line(self) -> str:
         """The plain-language line for the headline (markdown: only ``**bold**``)."""
         return "**Consistency with the camera.** " + self.manager_text()
@@ -409,7 +425,21 @@ def flagged_list_html(archive: ArchiveConsistency, limit: int = LISTED_MAX) -> s
 # --- the engineering view of the fitted thresholds ---------------------------------------------------
 
 _THRESHOLD_COLUMNS = (("pixel", "pixel (levels)", 1), ("peak", "peak (levels)", 1), ("share", "share", 4),
-                      ("psnr", "PSNR-Y (dB)", 1), ("colour", "colour (levels)", 1))
+                      ("psnr", "PSNR-Y (dB)", 1), ("colour", "colour (levels)", 1),
+                      ("local_peak", "local (x)", 2), ("border_peak", "edge ring (x)", 2))
+
+
+def _limit_cell(key: str, limits: dict[str, Any], digits: int) -> str:
+    """A threshold in the engineers' table. A local limit of 0 (files fitted before them) is "off"; a ring limit of
+    0 means the inside's applies there too."""
+    value = _number(limits.get(key))
+    if key in ("local_peak", "border_peak"):
+        inside = _number(limits.get("local_peak"))
+        if inside == 0:
+            return "off"
+        if key == "border_peak" and not value:
+            value = inside
+    return _fmt(value, digits)
 
 
 def _spearman(entry: dict[str, Any]) -> float | None:
@@ -445,7 +475,7 @@ def fit_html(fit: Any) -> str:
     for camera, entry in cameras.items():
         entry = entry if isinstance(entry, dict) else {}
         limits = entry["thresholds"] if isinstance(entry.get("thresholds"), dict) else entry
-        cells = "".join(f"<td>{_fmt(_number(limits.get(key)), digits)}</td>" for key, _, digits in _THRESHOLD_COLUMNS)
+        cells = "".join(f"<td>{_limit_cell(key, limits, digits)}</td>" for key, _, digits in _THRESHOLD_COLUMNS)
         pairs = _pairs(entry)
         rows.append(f"<tr><td>{esc(str(camera))}</td><td>{'&ndash;' if pairs is None else int(pairs)}</td>"
                     f"<td>{_fmt(_spearman(entry), 2)}</td>{cells}<td class='detail'>{esc(str(entry.get('source', '')))}</td></tr>")
@@ -453,8 +483,12 @@ def fit_html(fit: Any) -> str:
             f"error)</th>{head}<th class='detail'>source</th></tr>{''.join(rows)}</table>"
             "<p class='note'>An output is flagged when it breaks any limit: a smoothed residual above <i>peak</i>, "
             "more than <i>share</i> of its input pixels above <i>pixel</i>, a consistency PSNR-Y below <i>PSNR-Y</i>, "
-            "or a mean colour shift above <i>colour</i>. Spearman near 1: images less consistent with the camera "
-            "were the ones further from the truth on the calibration pairs.</p>"
+            "a mean colour shift above <i>colour</i>, or a region that disagrees more than <i>local</i> times what "
+            "the input's local structure (its edges) explains, or <i>edge ring</i> times on the outermost pixel ring "
+            "(off where the fit had none). Each limit is set beyond the worst of the calibration outputs, whose true "
+            "error was measured: a flagged image disagrees with its input, on that measure, more than any of them "
+            "did. Spearman near 1: images less consistent with the "
+            "camera were the ones further from the truth on the calibration pairs.</p>"
             + (f"<p class='note'>{'; '.join(notes)}</p>" if notes else ""))
 
 
@@ -470,6 +504,8 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
         parts.append(f"<p>{link_list(esc(archive.manager_text()))} An image is flagged <code>check</code> when the camera model, applied to the "
                      "restored image, does not give back what the camera recorded: some of its detail may be "
                      "invented. The archive keeps every flagged image; each counts once, in the week it was last restored.</p>")
+        if many := archive.many_flagged_text():
+            parts.append(f"<p id='many-flagged'>{esc(many)}</p>")
         parts.append(f"<p class='note' id='archive-state'>{esc(archive.state_text())}</p>")
         parts += [f"<p class='note'>Batch {esc(b)} skipped: {esc(why)}</p>" for b, why in archive.unread.items()]
         if archive.later:

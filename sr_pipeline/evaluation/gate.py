@@ -115,8 +115,8 @@ class GateDecision:
 
     def _plain(self, who: str, version: str) -> str:
         if self.action == "would_promote":
-            return (f"{who} passes the promotion gate but is not promoted yet (the promoted_student asset or "
-                    "`sr-pipeline promote` records a promotion).")
+            return (f"{who} passes the promotion gate, so it may be promoted: the promoted_student asset (the next "
+                    "step of a camera training run) or `sr-pipeline promote` records the promotion.")
         if self.action == "already_promoted":
             if self.passed:
                 return (f"The {model_label(version)} has been the promoted model since {readable_time(self.promoted_since)} (the "

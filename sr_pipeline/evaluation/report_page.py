@@ -554,7 +554,8 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append("<section><h2>Quality and speed per method</h2>"
                  + summary_table_html(summary, scores.methods, labels)
                  + f"<p class='note'>{esc(summary.get('protocol', ''))}. Times include tiling and the copy back to "
-                 "the host, after one warm-up image.</p>")
+                 "the host, after one warm-up image. A median here is of each method's own scores; the summary's median "
+                 "gain is the median of the per-image gains, which need not equal the difference of two medians.</p>")
     parts.append(_unavailable_html(summary) + "</section>")
     parts.append("<section><h2>Promotion gate</h2>" + _gate_html(gate) + "</section>")
     parts.append("<section><h2>Realism of the learned camera model (LR)</h2>"

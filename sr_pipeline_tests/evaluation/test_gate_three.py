@@ -112,7 +112,8 @@ def test_the_gate_serves_the_unpaired_twin_when_it_wins_and_the_report_names_all
     duel = decision.challenge
     assert duel["winner"] == "unpaired" and decision.served == "unpaired-s-co" and decision.passed
     assert decision.action == "would_promote" and set(duel["scores"]) == {"candidate", "unpaired", "challenger"}
-    assert "The co-learned student s-co, without fit pairs passes the promotion gate" in decision.plain()
+    assert "The co-learned student s-co, without fit pairs passes the promotion gate, so it may be promoted: " \
+           "the promoted_student asset" in decision.plain()
     assert set(decision.realism) == {"candidate", "unpaired"}
     assert decision.realism["candidate"]["available"] and decision.realism["candidate"]["pairs"] == 3
     assert (twin / "consistency.json").is_file()  # it may be served: thresholds fitted on the same pairs
