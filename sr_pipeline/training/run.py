@@ -92,7 +92,27 @@ def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegi
     missing = missing_fit_pairs(registry, camera, [p.name for p in fit])
     if missing:
         print(f"warning: {camera}: {missing}", flush=True)
+    if transparent := transparent_fit_pairs(layout, [(p.name, p.hr_path, p.lr_path) for p in fit]):
+        print(f"warning: {camera}: fit pair(s) {', '.join(transparent)} had transparency, which ingestion "
+              "composited on white: G is fitted as if the camera had photographed white where the shot was "
+              "transparent. Upload those shots without transparency, or leave the pairs out of fit_pairs", flush=True)
     return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit], [p.name for p in fit]
+
+
+def transparent_fit_pairs(layout: DataLayout, pairs: list[tuple[str, Path, Path]]) -> list[str]:
+    """The fit pairs ``(name, hr_path, lr_path)`` one of whose images ingestion composited on white from
+    transparency (its catalog note ``alpha_on_white``), as "name (HR)", "name (LR)" or "name (HR and LR)"."""
+    from sr_pipeline.storage.store import read_catalog, resolve_path
+
+    df = read_catalog(layout)
+    composited = {resolve_path(layout, path) for path, notes in zip(df["stored_path"], df["notes"])
+                  if isinstance(path, str) and isinstance(notes, str) and "alpha_on_white" in notes.split(",")}
+    out = []
+    for name, hr, lr in pairs:
+        sides = [side for side, path in (("HR", hr), ("LR", lr)) if Path(path) in composited]
+        if sides:
+            out.append(f"{name} ({' and '.join(sides)})")
+    return out
 
 
 def missing_fit_pairs(registry: CameraRegistry, camera: str, found: list[str]) -> str | None:
