@@ -148,6 +148,7 @@ def test_colearning_materialises_student_downsampler_and_lr_sets(ingested, camer
     assert md["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
     assert md["discriminator_accuracy"].value.startswith("![discriminator accuracy](")
     lr_md = mats["learned_degradation_lr_sets"].metadata
+    assert lr_md["fit_pairs"].value == 0 and lr_md["made_by"].value.startswith("the camera model learned from unpaired")
     assert lr_md["images"].value == 6  # 3 HR references x 2 variants
     assert lr_md["camera"].value == "field_cam"
     assert (ingested.root / lr_md["catalog"].value).is_file() and not lr_md["catalog"].value.startswith("/")

@@ -266,23 +266,31 @@ def co_trained_student_and_downsampler(
 )
 def learned_degradation_lr_sets(context: dg.AssetExecutionContext, learned_downsampler: str,
                                 storage: PlantStorage, lr_sets: LRSetSettings) -> dg.MaterializeResult:
-    from sr_pipeline.training.learned_lr import make_lr_sets
     from sr_pipeline.sr.images.figures import png_markdown
+    from sr_pipeline.sr.models.checkpoints import read_info
+    from sr_pipeline.training.learned_lr import make_lr_sets
 
     layout = storage.layout()
     result = make_lr_sets(layout, layout.resolve(learned_downsampler), k=lr_sets.variants_per_image,
                           seed=lr_sets.seed)
     s = result.summary
+    fit_pairs = len(read_info(layout.resolve(learned_downsampler)).get("fit_pairs") or [])
+    # the candidate's G: with fit pairs the gate may serve the student of its unpaired twin, whose G is not this one
+    made_by = (f"the camera model fitted with {fit_pairs} fit pair(s) (the gate may serve the student of its unpaired "
+               "twin, whose camera model is not used here)" if fit_pairs else "the camera model learned from unpaired "
+               "field images")
     learned, bicubic = s["realism_distance_learned"], s["realism_distance_bicubic"]
     table = ["| statistic | learned LR distance | bicubic LR distance |", "|---|---|---|"]
     table += [f"| {k} | {learned[k]:.4f} | {bicubic[k]:.4f} |" for k in learned]
-    context.log.info(f"{result.rows} learned LR images; realism distance learned {learned['total']:.4f} "
-                     f"vs bicubic {bicubic['total']:.4f}")
+    context.log.info(f"{result.rows} learned LR images made by {made_by}; realism distance learned "
+                     f"{learned['total']:.4f} vs bicubic {bicubic['total']:.4f}")
     return dg.MaterializeResult(
         metadata={
             "catalog": dg.MetadataValue.path(layout.relative(result.catalog_path)),
             "images": result.rows,
             "downsampler": dg.MetadataValue.path(layout.relative(learned_downsampler)),
+            "made_by": made_by,
+            "fit_pairs": fit_pairs,
             "camera": str(s.get("camera") or context.partition_key),
             "diversity_l1": float(s["diversity_l1"]),
             "realism_distance_learned": float(learned["total"]),
