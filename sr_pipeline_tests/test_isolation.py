@@ -64,3 +64,33 @@ def test_the_suite_leaves_an_existing_instance_and_data_root_unchanged(own_dagst
     assert "2 passed" in done.stdout
     assert promoted_events(home) == [("field_cam", "s-user")]
     assert snapshot(home) == before_home and snapshot(data) == before_data
+
+
+def test_promote_does_not_report_into_another_data_roots_instance(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from sr_pipeline.defs.evaluation.promotion_events import promote_cli
+
+    # the operator's DAGSTER_HOME belongs to plant A, which recorded its own student a1
+    home = tmp_path / "plant_a_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        report_promotion(instance, "a1", "/plant-a/models/student/a1", "plant A's", "field_cam")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    plant_b = DataLayout(tmp_path / "plant_b")
+    for version in ("b1", "b2"):
+        tiny_sr_model(plant_b.model_dir("student", version), {"kind": "student", "version": version,
+                                                                "camera": "field_cam"})
+    args = argparse.Namespace(version="b1", reason=None, json=False, layout=plant_b)
+    assert promote_cli(args) == 0
+    said = capsys.readouterr()
+    assert "reported to Dagster" not in said.out and "promoted student b1" in said.out
+    assert "records 1 student version(s), none of them under" in said.err and "was not reported there" in said.err
+    assert promoted_events(home) == [("field_cam", "a1")]  # plant A's instance is as it was
+
+    # an instance that knows this root's students (or none yet) gets the event
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        report_promotion(instance, "b1", str(plant_b.model_dir("student", "b1")), "plant B's", "field_cam")
+    assert promote_cli(argparse.Namespace(version="b2", reason=None, json=False, layout=plant_b)) == 0
+    assert "reported to Dagster in" in capsys.readouterr().out
+    assert ("field_cam", "b2") in promoted_events(home)

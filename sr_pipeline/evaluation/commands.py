@@ -21,6 +21,7 @@ from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
 from sr_pipeline.sr.data.pairs import EvaluationError, Pair, find_pairs
 from sr_pipeline.sr.judge.scoring import Method
+from sr_pipeline.storage.layout import DataLayout
 
 
 def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
@@ -181,10 +182,10 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] | None = None) -> int:
+def promote_cli(args: argparse.Namespace, report: Callable[[dict, DataLayout], Path | None] | None = None) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
     one of its field camera (the rollback: promote the previous version). Recorded in the append-only
-    promotions log; ``report(entry)`` (the Dagster side passes one) tells the orchestrator and returns
+    promotions log; ``report(entry, layout)`` (the Dagster side passes one) tells the orchestrator and returns
     where it reported, or None."""
     from sr_pipeline.evaluation.promotion import find_student, promote_version
     from sr_pipeline.sr.models.checkpoints import CorruptModelInfo
@@ -221,7 +222,10 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict], Path | None] 
         print(f"{row['version']} is already the promoted student; nothing recorded")
         return 0
     try:
-        home = report(entry) if report else None
+        home = report(entry, layout) if report else None
+    except ValueError as exc:  # a refusal that explains itself (another data root's instance)
+        home = None
+        print(f"warning: {exc}", file=sys.stderr)
     except Exception as exc:  # the promotion is recorded; the UI only misses the event
         home = None
         print(f"warning: could not report the promotion to Dagster ({type(exc).__name__}: {exc})", file=sys.stderr)
