@@ -19,6 +19,7 @@ past the camera's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +48,80 @@ def check_fit_pairs(pairs: Sequence[FitPair], scale: int, names: Sequence[str] |
     if not out:
         raise ValueError("no fit pairs")
     return out
+
+
+class Registration(NamedTuple):
+    """How a fit pair's real LR lines up with its HR shrunk by plain bicubic (Y, both smoothed by 1 LR pixel): ``shift`` (dy, dx) is the
+    whole-LR-pixel move of the real LR that matches best (``(0, 0)`` for a registered pair), ``correlation`` the
+    Pearson correlation at no move and ``best_correlation`` at ``shift``."""
+
+    shift: tuple[int, int]
+    correlation: float
+    best_correlation: float
+
+
+REGISTRATION_SEARCH = 3  # LR pixels searched each way
+_REGISTRATION_SIDE = 512  # LR pixels of the central square compared (a larger pair is judged on its centre)
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    return img[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def registration(hr: np.ndarray, lr: np.ndarray, scale: int, search: int = REGISTRATION_SEARCH) -> Registration:
+    """:class:`Registration` of one pair (HR exactly ``scale`` times its LR, as :func:`check_fit_pairs` leaves it):
+    a pair of another scene, or one moved by a pixel or more, would teach G a blur the camera does not have."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    h, w = lr.shape[:2]
+    # smoothed by 1 LR pixel on both sides: a grainy camera's noise would otherwise read as a different scene
+    down = gaussian_filter(_luma(np.asarray(Image.fromarray(hr).resize((w, h), Image.Resampling.BICUBIC))), 1.0)
+    real = gaussian_filter(_luma(lr), 1.0)
+    side = min(_REGISTRATION_SIDE, h - 2 * search, w - 2 * search)
+    if side < 8:
+        return Registration((0, 0), float("nan"), float("nan"))
+    top, left = (h - side) // 2, (w - side) // 2
+    ref = down[top: top + side, left: left + side]
+    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    scores = {}
+    for dy in range(-search, search + 1):
+        for dx in range(-search, search + 1):
+            moved = real[top + dy: top + dy + side, left + dx: left + dx + side]
+            scores[dy, dx] = float(np.mean(ref * (moved - moved.mean()) / (moved.std() + 1e-9)))
+    best = max(scores, key=lambda k: (scores[k], k == (0, 0)))  # a tie keeps no move
+    return Registration(best, scores[0, 0], scores[best])
+
+
+# Registered pairs (RealSR's 100 and City100's 10 real ones, the demo's 24) correlate with their bicubic-shrunk HR at
+# 0.94 or more and line up best unmoved; moved by 1 or 2 LR pixels all 100 RealSR pairs lined up best at that move
+# (docs/benchmarks.md). Another scene correlates near 0; a mirrored one at 0.80-0.90 at most.
+MIN_REGISTRATION_CORRELATION = 0.7
+
+
+def unregistered_fit_pairs(pairs: Sequence[FitPair], scale: int, names: Sequence[str]) -> dict[str, str]:
+    """The fit pairs whose LR is not registered with their HR (another scene, a swapped or mirrored side, a move of
+    a pixel or more), by name, each with what was measured; a pair too small to judge is not listed."""
+    out = {}
+    for name, (hr, lr) in zip(names, check_fit_pairs(pairs, scale, names)):
+        r = registration(hr, lr, scale)
+        if r.best_correlation < MIN_REGISTRATION_CORRELATION:
+            out[name] = (f"its LR hardly resembles its HR at any move up to {REGISTRATION_SEARCH} LR pixels "
+                         f"(correlation {r.best_correlation:.2f}; registered pairs of real cameras measured 0.94 or more)")
+        elif r.shift != (0, 0):
+            out[name] = (f"its LR matches its HR best when moved by {r.shift[1]:+d} x, {r.shift[0]:+d} y LR pixels "
+                         f"(correlation {r.best_correlation:.2f} against {r.correlation:.2f} unmoved)")
+    return out
+
+
+def unregistered_warning(excluded: dict[str, str]) -> str | None:
+    """The sentence for fit pairs left out of G's fit (None with none)."""
+    if not excluded:
+        return None
+    said = "; ".join(f"{name}: {why}" for name, why in excluded.items())
+    return (f"{len(excluded)} fit pair(s) left out of G's fit, not registered with their HR ({said}); a pair that "
+            "does not line up would teach G a blur the camera does not have: register or re-shoot them, or take "
+            "them out of fit_pairs")
 
 
 def few_pairs_warning(count: int, advised: int) -> str | None:

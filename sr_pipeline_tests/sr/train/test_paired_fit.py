@@ -295,6 +295,38 @@ def test_blur_lr_scale_zero_holds_gs_blur_while_its_noise_and_colour_learn(tmp_p
     assert not torch.equal(held.colour_matrix, fresh.colour_matrix)
 
 
+def test_registration_tells_a_registered_pair_from_a_moved_or_foreign_one():
+    from sr_pipeline.sr.train.paired_fit import registration, unregistered_fit_pairs, unregistered_warning
+
+    (hr, lr), (other_hr, other_lr) = synthetic_camera(textures(2, 160), blur=1.5, noise_levels=3.0)
+    good = registration(hr, lr, 4)
+    assert good.shift == (0, 0) and good.correlation > 0.9 and good.best_correlation == good.correlation
+    assert registration(hr, np.roll(lr, 1, axis=0), 4).shift == (1, 0)
+    assert registration(hr, np.roll(lr, -2, axis=1), 4).shift == (0, -2)
+    assert registration(hr, other_lr, 4).correlation < 0.5  # another scene
+    assert np.isnan(registration(hr[:40, :40], lr[:10, :10], 4).correlation)  # too small to judge
+    found = unregistered_fit_pairs([(hr, lr), (hr, other_lr), (hr, np.roll(lr, 1, axis=1))], 4, ["ok", "swap", "moved"])
+    assert list(found) == ["swap", "moved"] and "hardly resembles its HR" in found["swap"]
+    assert found["moved"].startswith("its LR matches its HR best when moved by +1 x, +0 y LR pixels")
+    assert unregistered_warning({}) is None
+    assert unregistered_warning(found).startswith("2 fit pair(s) left out of G's fit, not registered with their HR (swap:")
+
+
+def test_colearning_leaves_out_a_fit_pair_that_is_not_registered_and_says_so(tmp_path, capsys):
+    from sr_pipeline.sr.train.profile import PairedFitConfig
+
+    pairs = synthetic_camera(textures(3, 96), blur=1.5, noise_levels=2.0)
+    pairs[2] = (pairs[2][0], pairs[0][1])  # c's LR is a's: another scene
+    profile = tiny_profile(paired_fit=PairedFitConfig(prefit_steps=1, batch_size=2, patch_size=32, min_pairs=2))
+    result = tc.train_colearn(profile, make_teacher(tmp_path), photos(), field_lr(), tmp_path / "run",
+                              *outs(tmp_path), fit_pairs=pairs, fit_pair_names=["a", "b", "c"])
+    info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
+    assert info["fit_pairs"] == ["a", "b"] and list(info["fit_pairs_excluded"]) == ["c"]
+    assert info["paired_prefit"]["fit_pairs"] == 2 and info["blur_lr_scale"] == 0.0  # 2 left, 2 advised: held
+    assert info["fit_pairs_warning"].startswith("1 fit pair(s) left out of G's fit, not registered with their HR (c:")
+    assert "warning: 1 fit pair(s) left out of G's fit" in capsys.readouterr().out
+
+
 def test_a_grey_fit_pair_of_a_colour_camera_is_named(tmp_path, capsys):
     from sr_pipeline.sr.images.tensors import grey_rgb
     from sr_pipeline.sr.train.profile import PairedFitConfig

@@ -48,7 +48,15 @@ from sr_pipeline.sr.train.losses import (
 )
 from sr_pipeline.sr.models.upsampler import SRUNet
 from sr_pipeline.sr.train.noise_fit import fit_noise_level
-from sr_pipeline.sr.train.paired_fit import FitPair, PairedCrops, few_pairs_warning, paired_loss, prefit_downsampler
+from sr_pipeline.sr.train.paired_fit import (
+    FitPair,
+    PairedCrops,
+    few_pairs_warning,
+    paired_loss,
+    prefit_downsampler,
+    unregistered_fit_pairs,
+    unregistered_warning,
+)
 from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.train.timing import StepTimer
 from sr_pipeline.sr.train.loop import TrainResult, run_stage
@@ -352,12 +360,18 @@ class ColearnStage(Stage):
                   "shots, since G's colour response is fitted on them", flush=True)
         if self.grey:
             fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
+        self.fit_pairs_excluded = unregistered_fit_pairs(fit_pairs, profile.scale, names) if fit_pairs else {}
+        if self.fit_pairs_excluded:  # left out, said, and recorded: never fitted on, never silently dropped
+            kept = [i for i, n in enumerate(names[: len(fit_pairs)]) if n not in self.fit_pairs_excluded]
+            fit_pairs, names = [fit_pairs[i] for i in kept], [names[i] for i in kept]
         # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
         grid = 8 * max(field_jpeg.factors) if field_jpeg is not None and cfg.compresses_like_the_camera else 1
         self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid,
                                    names) if fit_pairs else None)
         self.fit_pair_names = names if fit_pairs else []
-        self.fit_pairs_warning = few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)
+        self.fit_pairs_warning = " ".join(filter(None, (unregistered_warning(self.fit_pairs_excluded),
+                                                        few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs))))
+        self.fit_pairs_warning = self.fit_pairs_warning or None
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
@@ -486,6 +500,7 @@ class ColearnStage(Stage):
             "fit_pairs": self.fit_pair_names,
             "paired_prefit": self.prefit,
             "fit_pairs_warning": self.fit_pairs_warning,
+            "fit_pairs_excluded": self.fit_pairs_excluded,  # declared, not registered with their HR: not fitted on
             "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
