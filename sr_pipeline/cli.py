@@ -219,13 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=_handler("sr_pipeline.storage.registry:run_cli"), reads_data_root=True)
 
-    p = sub.add_parser("promote", help="make an existing student the promoted one (rollback: promote the previous version)")
+    p = sub.add_parser(
+        "promote", help="make an existing student the promoted one (rollback: promote the previous version)",
+        description="Make an existing student the one that upscales its field camera's images from now on (batches "
+        "already archived are redone only when their archive partitions are materialised again). The student it "
+        "replaces counts as rolled back: the promotion gate never promotes it again by itself. Recorded in "
+        "models/promotions.json and reported to the Dagster instance of $DAGSTER_HOME (else the data root's "
+        "dagster_home) as a promoted_student materialisation, unless that instance records only another data "
+        "root's students. Promoting the promoted student again records nothing and only brings an instance that "
+        "does not show it up to date.")
     p.add_argument("version", type=NAME, help="student version as `sr-pipeline models` lists it (or its folder name)")
     p.add_argument("--reason", type=NAME, default=None, help="why; recorded in models/promotions.json")
     p.add_argument("--camera", type=NAME, default=None,
                    help="field camera to promote it for (default: the camera it was trained for; needed for the "
                    "fixed-degradation challenger, which belongs to no camera)")
-    p.add_argument("--json", action="store_true", help="print the recorded promotion as JSON")
+    p.add_argument("--json", action="store_true", help="print the promotion in force as JSON (recorded_now, "
+                   "dagster_home it was reported to, dagster_not_reported: why not)")
     p.set_defaults(func=_handler("sr_pipeline.defs.evaluation.promotion_events:promote_cli"), reads_data_root=True)
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")

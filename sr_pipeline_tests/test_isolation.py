@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from conftest import tiny_sr_model
 from deploy_fixtures import REPO_ROOT, child_env
@@ -66,31 +67,95 @@ def test_the_suite_leaves_an_existing_instance_and_data_root_unchanged(own_dagst
     assert snapshot(home) == before_home and snapshot(data) == before_data
 
 
-def test_promote_does_not_report_into_another_data_roots_instance(tmp_path, monkeypatch, capsys):
+def _instance(home: Path, *promoted: str) -> Path:
+    """A Dagster instance in ``home`` that recorded these promotions of field_cam (as promote reports them)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for version in promoted:
+            report_promotion(instance, version, f"models/student/{version}", "earlier", "field_cam")
+    return home
+
+
+def _root(path: Path, *versions: str) -> DataLayout:
+    layout = DataLayout(path)
+    for version in versions:
+        tiny_sr_model(layout.model_dir("student", version), {"kind": "student", "version": version,
+                                                               "camera": "field_cam"})
+    return layout
+
+
+def _promote(layout: DataLayout, version: str, capsys, json: bool = False) -> tuple[str, str]:
     import argparse
 
     from sr_pipeline.defs.evaluation.promotion_events import promote_cli
 
-    # the operator's DAGSTER_HOME belongs to plant A, which recorded its own student a1
-    home = tmp_path / "plant_a_home"
-    home.mkdir()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        report_promotion(instance, "a1", "/plant-a/models/student/a1", "plant A's", "field_cam")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    plant_b = DataLayout(tmp_path / "plant_b")
-    for version in ("b1", "b2"):
-        tiny_sr_model(plant_b.model_dir("student", version), {"kind": "student", "version": version,
-                                                                "camera": "field_cam"})
-    args = argparse.Namespace(version="b1", reason=None, json=False, layout=plant_b)
-    assert promote_cli(args) == 0
+    assert promote_cli(argparse.Namespace(version=version, reason=None, json=json, layout=layout)) == 0
     said = capsys.readouterr()
-    assert "reported to Dagster" not in said.out and "promoted student b1" in said.out
-    assert "records 1 student version(s), none of them under" in said.err and "was not reported there" in said.err
+    return said.out, said.err
+
+
+def test_promote_does_not_report_into_another_data_roots_instance(tmp_path, monkeypatch, capsys):
+    home = _instance(tmp_path / "plant_a_home", "a1")  # the operator's DAGSTER_HOME: plant A's, with its own a1
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    plant_b = _root(tmp_path / "plant_b", "b1", "b2")
+    out, err = _promote(plant_b, "b1", capsys)
+    assert "reported to Dagster" not in out and "promoted student b1" in out
+    assert "warning: not reported to Dagster: DAGSTER_HOME=" in err and "knows none of them" in err
     assert promoted_events(home) == [("field_cam", "a1")]  # plant A's instance is as it was
 
-    # an instance that knows this root's students (or none yet) gets the event
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        report_promotion(instance, "b1", str(plant_b.model_dir("student", "b1")), "plant B's", "field_cam")
-    assert promote_cli(argparse.Namespace(version="b2", reason=None, json=False, layout=plant_b)) == 0
-    assert "reported to Dagster in" in capsys.readouterr().out
-    assert ("field_cam", "b2") in promoted_events(home)
+    # the advice works: promoting the same version again, with this root's own instance, reports it there
+    own = _instance(plant_b.dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(own))
+    out, err = _promote(plant_b, "b1", capsys)
+    assert out.startswith("b1 is already the promoted student of field camera field_cam; nothing recorded; "
+                          f"reported to Dagster in {own}, which did not show it yet") and not err
+    assert promoted_events(own) == [("field_cam", "b1")]
+    out, _ = _promote(plant_b, "b1", capsys)  # now it shows it: nothing more is written
+    assert out.strip() == "b1 is already the promoted student of field camera field_cam; nothing recorded"
+    assert promoted_events(own) == [("field_cam", "b1")]
+
+    # without DAGSTER_HOME the data root's own instance is used
+    monkeypatch.delenv("DAGSTER_HOME")
+    out, _ = _promote(plant_b, "b2", capsys)
+    assert f"reported to Dagster in {own}" in out and ("field_cam", "b2") in promoted_events(own)
+
+
+def test_promote_reports_to_this_roots_instance_when_its_recorded_students_are_gone(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    layout = _root(tmp_path / "plant", "s1", "s0")
+    home = _instance(tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    _promote(layout, "s1", capsys)
+    shutil.rmtree(layout.model_dir("student", "s1"))  # the promoted student's folder is lost: roll back to s0
+    out, err = _promote(layout, "s0", capsys)
+    assert f"reported to Dagster in {home}" in out and not err  # s1 is in this root's promotion log: its instance
+    assert promoted_events(home)[0] == ("field_cam", "s0")
+
+
+@pytest.mark.parametrize("case", ["unset", "missing", "empty", "corrupt"])
+def test_promote_says_why_it_did_not_report_to_dagster(tmp_path, monkeypatch, capsys, case):
+    layout = _root(tmp_path / "plant", "s1")
+    home = tmp_path / "home"
+    if case == "unset":
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    else:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+    if case in ("empty", "corrupt"):
+        home.mkdir()
+    if case == "corrupt":
+        (home / "dagster.yaml").write_bytes(b"\xff\xfe\x00garbage\x80")
+    out, err = _promote(layout, "s1", capsys)
+    assert out.startswith("promoted student s1") and "reported to Dagster" not in out
+    expected = {"unset": f"DAGSTER_HOME is unset and {layout.dagster_home} does not exist",
+                "missing": f"DAGSTER_HOME={home} is not a folder",
+                "empty": f"DAGSTER_HOME={home} holds no Dagster instance (no dagster.yaml, no run history)",
+                "corrupt": "could not report the promotion to Dagster (UnicodeDecodeError"}[case]
+    assert err.startswith("warning: not reported to Dagster: ") and expected in err
+    assert not home.exists() or sorted(p.name for p in home.iterdir()) == (["dagster.yaml"] if case == "corrupt" else [])
+    out, _ = _promote(layout, "s1", capsys, json=True)  # JSON: the recorded entry, its path under the root
+    import json as json_module
+
+    said = json_module.loads(out)
+    assert said["path"] == "models/student/s1" and said["recorded_now"] is False and said["dagster_home"] is None

@@ -21,7 +21,6 @@ from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
 from sr_pipeline.sr.data.pairs import EvaluationError, Pair, find_pairs
 from sr_pipeline.sr.judge.scoring import Method
-from sr_pipeline.storage.layout import DataLayout
 
 
 def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
@@ -182,12 +181,13 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def promote_cli(args: argparse.Namespace, report: Callable[[dict, DataLayout], Path | None] | None = None) -> int:
+def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = None) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
     one of its field camera (the rollback: promote the previous version). Recorded in the append-only
-    promotions log; ``report(entry, layout)`` (the Dagster side passes one) tells the orchestrator and returns
-    where it reported, or None."""
-    from sr_pipeline.evaluation.promotion import find_student, promote_version
+    promotions log; ``report(entry, layout, only_if_behind)`` (the Dagster side passes one) tells the orchestrator
+    and returns where it reported (``.home``) or why it did not (``.why_not``). Promoting the promoted student
+    again records nothing and reports it only to an instance that does not show it yet."""
+    from sr_pipeline.evaluation.promotion import ForeignInstance, find_student, promote_version
     from sr_pipeline.sr.models.checkpoints import CorruptModelInfo
     from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promotions
 
@@ -218,23 +218,30 @@ def promote_cli(args: argparse.Namespace, report: Callable[[dict, DataLayout], P
     reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
     gone = missing_promotions(layout, row.get("camera"))  # the promotion now in force names a missing folder
     entry = promote_version(layout, row, reason)
-    if entry is None:
-        print(f"{row['version']} is already the promoted student; nothing recorded")
-        return 0
+    current = entry or promotions(layout, row.get("camera"))[-1]
+    home, why_not, failed = None, None, False
     try:
-        home = report(entry, layout) if report else None
-    except ValueError as exc:  # a refusal that explains itself (another data root's instance)
-        home = None
-        print(f"warning: {exc}", file=sys.stderr)
+        if report:
+            home, why_not = report(current | {"path": str(layout.resolve(current["path"]))}, layout, entry is None)
+    except ForeignInstance as exc:  # another data root's instance: left alone, and said why
+        why_not, failed = str(exc), True
     except Exception as exc:  # the promotion is recorded; the UI only misses the event
-        home = None
-        print(f"warning: could not report the promotion to Dagster ({type(exc).__name__}: {exc})", file=sys.stderr)
+        why_not, failed = f"could not report the promotion to Dagster ({type(exc).__name__}: {exc})", True
+    camera = f" of field camera {row['camera']}" if row.get("camera") else ""
     if getattr(args, "json", False):
-        print(json.dumps(entry | {"dagster_home": str(home) if home else None}, indent=2))
+        print(json.dumps(current | {"path": layout.relative(current["path"]), "recorded_now": entry is not None,
+                                    "dagster_home": str(home) if home else None, "dagster_not_reported": why_not},
+                         indent=2))
+        return 0
+    if entry is None:
+        print(f"{row['version']} is already the promoted student{camera}; nothing recorded"
+              + (f"; reported to Dagster in {home}, which did not show it yet" if home else ""))
     else:
         whose = f"field camera {entry['camera']}'s images" if entry.get("camera") else "the field images"
         print(f"promoted student {entry['version']} ({reason}); the archive uses it for {whose} from now on"
               + (f"; reported to Dagster in {home}" if home else "")
               + "".join(f"; the promotion it replaces ({e['version']}) named {layout.relative(e['path'])}, which is "
                         "missing" for e in gone))
+    if why_not and (entry is not None or failed):  # re-promoting changes nothing: only a failure is worth a word
+        print(f"warning: not reported to Dagster: {why_not}", file=sys.stderr)
     return 0

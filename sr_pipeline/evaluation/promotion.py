@@ -32,6 +32,11 @@ class PromotionError(RuntimeError):
     """No promotion can be recorded; the message says why."""
 
 
+class ForeignInstance(ValueError):
+    """The orchestrator's instance records another data root's students: a promotion is not reported there; the
+    message says which and what to do."""
+
+
 @dataclass(frozen=True)
 class Promotion:
     action: str  # promoted | already_promoted | not_repromoted

@@ -304,7 +304,9 @@ def test_run_evaluation_writes_the_dated_report_reusing_the_gate_scores(plant):
     assert cons["available"] and cons["pairs"] == 3
     assert cons["path"] == (good / "consistency.json").resolve().relative_to(plant.root.resolve()).as_posix()
     assert set(cons["cameras"]) == {"all", "field_cam"} and cons["camera_model"] == "G s1"
-    assert set(cons["cameras"]["all"]) == {"pairs", "spearman", "worst_calibration", "thresholds", "source"}
+    assert set(cons["cameras"]["all"]) == {"pairs", "spearman", "worst_calibration", "worst_calibration_local",
+                                           "thresholds", "source"}
+    assert {"local_peak", "border_peak"} <= set(cons["cameras"]["all"]["thresholds"])
     assert "has been the promoted model since" in " ".join(summary["headline"])
     assert "1 earlier report, none with a comparable model" in " ".join(summary["headline"])
 

@@ -1,7 +1,8 @@
 """``sr-pipeline promote`` on the Dagster side: the promotion is recorded by the evaluation layer
 (:mod:`sr_pipeline.evaluation.promotion`), then reported here as a runless materialisation of
-``promoted_student`` to the instance of ``$DAGSTER_HOME``, so the UI's lineage and staleness follow
-a hand promotion (a rollback) as they follow the gate's.
+``promoted_student`` to the instance of ``$DAGSTER_HOME`` (else the data root's own ``dagster_home``), so the
+UI's lineage and staleness follow a hand promotion (a rollback) as they follow the gate's; never to an instance
+that records only another data root's students.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from sr_pipeline.evaluation.promotion import ForeignInstance
 from sr_pipeline.storage.layout import DataLayout
 
 PROMOTED_ASSET = "promoted_student"
@@ -19,8 +21,11 @@ STUDENT_ASSETS = ("co_trained_student", PROMOTED_ASSET)
 _RECENT = 200  # materialisations of each read to tell whose instance it is
 
 
-class ForeignInstance(ValueError):
-    """``$DAGSTER_HOME`` records the students of another data root; the message says which and what to do."""
+class Reported(NamedTuple):
+    """Where a promotion was reported (``home``), or why it was not (``why_not``)."""
+
+    home: Path | None
+    why_not: str | None = None
 
 
 def recorded_students(instance: Any) -> set[str]:
@@ -37,19 +42,65 @@ def recorded_students(instance: Any) -> set[str]:
     return seen
 
 
-def check_instance_is_this_roots(instance: Any, home: Path, layout: DataLayout) -> None:
-    """ForeignInstance when the instance has recorded students and none of them is a model of this data root:
-    it is another plant's (or another data root's) instance, whose UI must not show this root's promotion."""
-    seen = recorded_students(instance)
-    if not seen:
-        return
+def roots_students(layout: DataLayout) -> set[str]:
+    """Every student version this data root knows: its model folders (by name and by recorded version) and every
+    version its promotion log names, including ones whose folder is gone."""
+    from sr_pipeline.sr.models.checkpoints import is_model_dir, read_info
+    from sr_pipeline.storage.registry import promotions
+
+    ours = {e["version"] for e in promotions(layout)}
     folder = layout.models / "student"
-    ours = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
-    if not seen & ours:
+    for path in (p for p in folder.iterdir() if is_model_dir(p)) if folder.is_dir() else ():
+        ours.add(path.name)
+        try:
+            ours.add(str(read_info(path).get("version", path.name)))
+        except ValueError:  # a damaged training.json: its folder name still counts
+            pass
+    return ours
+
+
+def check_instance_is_this_roots(instance: Any, home: Path, layout: DataLayout) -> None:
+    """ForeignInstance when the instance has recorded students and this data root knows none of them
+    (:func:`roots_students`): another plant's instance, whose UI must not show this root's promotion. A copy of a
+    data root knows its original's students, so the original's instance is taken for its own."""
+    seen = recorded_students(instance)
+    if seen and not seen & roots_students(layout):
+        own = layout.dagster_home
         raise ForeignInstance(
-            f"DAGSTER_HOME={home} records {len(seen)} student version(s), none of them under {folder}: it is another "
-            "data root's Dagster instance, so the promotion was not reported there. It is recorded in this data "
-            "root's promotion log and the archive uses it; set DAGSTER_HOME to this data root's instance for the UI")
+            f"DAGSTER_HOME={home} records {len(seen)} student version(s) and this data root ({layout.root}) knows "
+            "none of them: it is another data root's Dagster instance, so the promotion was not reported there. "
+            "It is recorded in this root's promotion log and the archive uses it. Run `sr-pipeline promote` with "
+            "the same version again with DAGSTER_HOME set to this root's instance"
+            + (f" ({own})" if own.is_dir() else "") + " to show it in the UI")
+
+
+def _holds_an_instance(home: Path) -> bool:
+    """A folder Dagster has used: its configuration, or the run history and storage a first run leaves."""
+    return (home / "dagster.yaml").is_file() or (home / "history").is_dir() or (home / "storage").is_dir()
+
+
+def _instance_home(layout: DataLayout) -> Reported:
+    """``$DAGSTER_HOME``, else the data root's own ``dagster_home`` (where `sr-pipeline demo` records its runs),
+    when it holds a Dagster instance; else why there is none to report to."""
+    env = os.environ.get("DAGSTER_HOME")
+    home = Path(env) if env else layout.dagster_home
+    where = f"DAGSTER_HOME={env}" if env else f"DAGSTER_HOME is unset and {home}"
+    if not home.is_dir():
+        return Reported(None, f"{where} is not a folder" if env else f"{where} does not exist")
+    if not _holds_an_instance(home):
+        return Reported(None, f"{where} holds no Dagster instance (no dagster.yaml, no run history)" if env
+                        else f"{where} holds no Dagster instance")
+    return Reported(home)
+
+
+def _latest_promoted(instance: Any, camera: str | None) -> str | None:
+    import dagster as dg
+    from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+    for record in instance.fetch_materializations(dg.AssetKey(PROMOTED_ASSET), limit=_RECENT).records:
+        if record.asset_materialization.partition == camera:
+            return (record.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
+    return None
 
 
 def report_promotion(instance: Any, version: str, path: str, reason: str, camera: str | None = None) -> None:
@@ -65,18 +116,23 @@ def report_promotion(instance: Any, version: str, path: str, reason: str, camera
         tags={DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}))
 
 
-def report_to_dagster_home(entry: dict, layout: DataLayout) -> Path | None:
-    """:func:`report_promotion` of a promotion-log entry of ``layout`` to the instance in ``$DAGSTER_HOME`` when
-    there is one and it is this data root's (:func:`check_instance_is_this_roots`); its folder, or None."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home or not Path(home).is_dir():
-        return None
+def report_to_dagster_home(entry: dict, layout: DataLayout, only_if_behind: bool = False) -> Reported:
+    """:func:`report_promotion` of a promotion-log entry of ``layout`` to the Dagster instance of
+    :func:`_instance_home` when it is this data root's (:func:`check_instance_is_this_roots`). ``only_if_behind``:
+    only when the instance's newest promotion of the camera is another version (a promotion made while the UI's
+    instance was not reachable)."""
     import dagster as dg
 
-    with dg.DagsterInstance.get() as instance:
-        check_instance_is_this_roots(instance, Path(home), layout)
-        report_promotion(instance, entry["version"], entry["path"], entry["reason"], entry.get("camera"))
-    return Path(home)
+    found = _instance_home(layout)
+    if found.home is None:
+        return found
+    with dg.DagsterInstance.from_config(str(found.home)) as instance:
+        check_instance_is_this_roots(instance, found.home, layout)
+        if only_if_behind and _latest_promoted(instance, entry.get("camera")) == entry["version"]:
+            return Reported(None, f"the Dagster instance in {found.home} already shows it")
+        report_promotion(instance, entry["version"], layout.relative(entry["path"]), entry["reason"],
+                         entry.get("camera"))
+    return found
 
 
 def promote_cli(args: argparse.Namespace) -> int:
