@@ -81,35 +81,44 @@ def field_camera_jpeg(layout: DataLayout, camera: str) -> tuple[JpegSettings | N
     return (settings if share >= 0.5 else None), share
 
 
-def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegistry
+def field_camera_fit_pairs(layout: DataLayout, camera: str, registry: CameraRegistry, warn: bool = True
                            ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
     """A field camera's fit pairs (HR, registered LR) and their names: the calibration pairs its registry
-    entry's ``fit_pairs`` declares for fitting its camera model (never the ones that gate its student)."""
+    entry's ``fit_pairs`` declares for fitting its camera model (never the ones that gate its student). ``warn``:
+    name declared pairs that are missing and pairs whose images had transparency (off for a run that will not
+    fit on them)."""
     from sr_pipeline.evaluation.calibration import split_calibration_pairs
     from sr_pipeline.sr.data.pairs import load_rgb
 
     fit, _ = split_calibration_pairs(layout, camera, registry)
     missing = missing_fit_pairs(registry, camera, [p.name for p in fit])
-    if missing:
+    if missing and warn:
         print(f"warning: {camera}: {missing}", flush=True)
-    if transparent := transparent_fit_pairs(layout, [(p.name, p.hr_path, p.lr_path) for p in fit]):
+    transparent = transparent_fit_pairs(layout, camera, [(p.name, p.hr_path, p.lr_path) for p in fit])
+    if transparent and warn:
         print(f"warning: {camera}: fit pair(s) {', '.join(transparent)} had transparency, which ingestion "
               "composited on white: G is fitted as if the camera had photographed white where the shot was "
               "transparent. Upload those shots without transparency, or leave the pairs out of fit_pairs", flush=True)
     return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit], [p.name for p in fit]
 
 
-def transparent_fit_pairs(layout: DataLayout, pairs: list[tuple[str, Path, Path]]) -> list[str]:
-    """The fit pairs ``(name, hr_path, lr_path)`` one of whose images ingestion composited on white from
-    transparency (its catalog note ``alpha_on_white``), as "name (HR)", "name (LR)" or "name (HR and LR)"."""
-    from sr_pipeline.storage.store import read_catalog, resolve_path
+def transparent_fit_pairs(layout: DataLayout, camera: str, pairs: list[tuple[str, Path, Path]]) -> list[str]:
+    """The fit pairs ``(name, hr_path, lr_path)`` of ``camera`` one of whose images ingestion composited on white
+    from transparency, as "name (HR)", "name (LR)" or "name (HR and LR)": the catalog row that uploaded that side
+    of that pair, and stored that file, carries the note ``alpha_on_white``."""
+    from sr_pipeline.storage.store import CALIB_HR, CALIB_LR, read_catalog, resolve_path
 
     df = read_catalog(layout)
-    composited = {resolve_path(layout, path) for path, notes in zip(df["stored_path"], df["notes"])
-                  if isinstance(path, str) and isinstance(notes, str) and "alpha_on_white" in notes.split(",")}
+    if "notes" not in df.columns or "pair_name" not in df.columns:
+        return []
+    composited = set()
+    for row in df[(df["camera"] == camera) & df["role"].isin([CALIB_HR, CALIB_LR])].itertuples(index=False):
+        if isinstance(row.notes, str) and "alpha_on_white" in row.notes.split(",") and isinstance(row.stored_path, str):
+            composited.add((row.pair_name, row.role, resolve_path(layout, row.stored_path)))
     out = []
     for name, hr, lr in pairs:
-        sides = [side for side, path in (("HR", hr), ("LR", lr)) if Path(path) in composited]
+        sides = [side for side, role, path in (("HR", CALIB_HR, hr), ("LR", CALIB_LR, lr))
+                 if (name, role, Path(path)) in composited]
         if sides:
             out.append(f"{name} ({' and '.join(sides)})")
     return out
@@ -186,7 +195,7 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
         q = jpeg.describe()
         print(f"{camera}: {share:.0%} of its uploads are JPEG ({q['subsampling']}, quality about {q['quality_estimate']}):"
               " its camera model compresses the same way", flush=True)
-    fit_pairs, fit_names = field_camera_fit_pairs(layout, camera, registry)
+    fit_pairs, fit_names = field_camera_fit_pairs(layout, camera, registry, warn=unpaired_twin_of is None)
     if unpaired_twin_of is not None and not (layout.model_dir("student", unpaired_twin_of) / "training.json").is_file():
         raise ValueError(f"--unpaired-twin-of {unpaired_twin_of}: no student of that version under "
                          f"{layout.models / 'student'}")

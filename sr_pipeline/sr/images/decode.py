@@ -386,8 +386,10 @@ def to_rgb(im: Image.Image, notes: list[str] | None = None) -> Image.Image:
     notes = notes if notes is not None else []
     mode = im.mode
     if _has_alpha(im):
-        notes.append("alpha_on_white")
-        return _on_white(im.convert("RGBA"))
+        rgba = im.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] < 255:  # an alpha channel or colour key no pixel uses changes nothing
+            notes.append("alpha_on_white")
+        return _on_white(rgba)
     if mode == "RGB":
         converted = _icc_to_srgb(im, "RGB", notes)
         return converted if converted is not None else im

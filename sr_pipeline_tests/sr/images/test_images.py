@@ -88,6 +88,17 @@ def test_palette_with_transparency_is_composited_on_white():
     assert (arr[:, :10] == [200, 10, 10]).all()
 
 
+def test_an_alpha_that_hides_nothing_is_not_noted_as_transparency():
+    rgba = np.dstack([pixels(30, 16), np.full((16, 30), 255, np.uint8)])
+    out = decode_image(encode(Image.fromarray(rgba, "RGBA")), "a.png")
+    assert out.orig_mode == "RGBA" and "alpha_on_white" not in out.notes
+    np.testing.assert_array_equal(out.array(), rgba[..., :3])
+    pal = Image.fromarray(pixels(20, 20)).quantize(colors=8)  # a transparency index no pixel uses
+    unused = next(i for i in range(256) if i not in set(np.asarray(pal).ravel()))
+    out = decode_image(encode(pal, transparency=unused), "p.png")
+    assert "alpha_on_white" not in out.notes
+
+
 def test_rgba_is_composited_on_white():
     rgba = np.zeros((16, 30, 4), np.uint8)
     rgba[..., :3] = [0, 0, 200]

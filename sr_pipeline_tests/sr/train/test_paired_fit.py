@@ -86,9 +86,9 @@ def test_a_transparent_fit_pair_is_named_in_a_warning(layout, tmp_path, capsys):
     from sr_pipeline.training.run import field_camera_fit_pairs
 
     registry = CameraRegistry.model_validate({"cameras": {"ref_cam": {"role": "hr_reference"}, "field_cam": {
-        "role": "field_lr", "scale": 4, "fit_pairs": ["cut", "plain"]}}})
+        "role": "field_lr", "scale": 4, "fit_pairs": ["cut", "opaque", "plain"]}}})
     src = tmp_path / "upload"
-    for name, seed in (("cut", 1), ("plain", 2), ("gate", 3)):
+    for name, seed in (("cut", 1), ("plain", 2), ("gate", 3), ("opaque", 4)):
         hr, lr = pixels(64, 64, seed), pixels(16, 16, seed + 10)
         (src / "pairs" / name / "hr").mkdir(parents=True)
         (src / "pairs" / name / "lr").mkdir(parents=True)
@@ -96,14 +96,18 @@ def test_a_transparent_fit_pair_is_named_in_a_warning(layout, tmp_path, capsys):
             alpha = np.zeros((64, 64), np.uint8)
             alpha[16:48, 16:48] = 255
             hr = np.dstack([hr, alpha])
+        if name == "opaque":  # an alpha channel that hides nothing: not a transparent shot
+            hr = np.dstack([hr, np.full((64, 64), 255, np.uint8)])
         (src / "pairs" / name / "hr" / "x.png").write_bytes(encode(hr))
         (src / "pairs" / name / "lr" / "x.png").write_bytes(encode(lr))
     ingest_folder(layout, registry, src, "field_cam", batch_key="b1")
     pairs, names = field_camera_fit_pairs(layout, "field_cam", registry)
-    assert names == ["cut", "plain"] and all(hr.shape == (64, 64, 3) for hr, _ in pairs)
+    assert names == ["cut", "opaque", "plain"] and all(hr.shape == (64, 64, 3) for hr, _ in pairs)
     said = capsys.readouterr().out
     assert "warning: field_cam: fit pair(s) cut (HR) had transparency, which ingestion composited on white" in said
-    assert "plain" not in said
+    assert "plain" not in said and "opaque" not in said
+    field_camera_fit_pairs(layout, "field_cam", registry, warn=False)  # the unpaired twin fits on none of them
+    assert capsys.readouterr().out == ""
 
 
 def test_a_fit_pair_uploaded_again_under_another_name_never_gates(monkeypatch, tmp_path):
