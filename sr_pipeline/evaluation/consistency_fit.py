@@ -130,7 +130,7 @@ def consistency_summary(model_dir: Path) -> dict[str, Any]:
         fitted = load_thresholds(path)
     except ValueError as exc:
         return out | {"reason": str(exc)}
-    names = ("pixel", "peak", "share", "psnr", "colour", "local_peak", "border_peak")
+    names = ("pixel", "peak", "share", "psnr", "colour", "local_floor", "local_slope", "local_peak", "border_peak")
     cameras = {cam: {"pairs": t.fit.get("pairs"), "spearman": t.fit.get(SPEARMAN),
                      "worst_calibration": t.fit.get("worst_calibration"),
                      "worst_calibration_local": t.fit.get("worst_calibration_local"),

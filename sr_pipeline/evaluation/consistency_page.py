@@ -230,18 +230,25 @@ class ArchiveConsistency:
         cameras = sorted({o.camera for o in dated if _monday(o.day) >= first})
         return WeeklyShares(mondays, cameras, counts)
 
-    def many_flagged_text(self) -> str:
-        """What a high flagged share this week can mean ("" below :data:`MANY_FLAGGED` or with nothing checked)."""
+    def many_flagged_text(self, fitted: bool = True) -> str:
+        """What a high flagged share this week can mean ("" below :data:`MANY_FLAGGED` or with nothing checked).
+        ``fitted``: the limits were fitted on calibration pairs (else they are built-in defaults)."""
         week = Counts()
         for o in self.this_week():
             week.add(o)
         if week.share is None or week.share < MANY_FLAGGED:
             return ""
-        return (f"{100 * week.share:.0f}% of this week's checked images are flagged. The limits were set beyond the "
-                "worst of the calibration pairs' outputs, so this many flags say these images disagree with the "
-                "camera model more than those outputs did: the student may be inventing detail on them, or they may "
-                "be unlike the calibration pairs (other scenes, lighting or compression). Where the maps show no "
-                "invented detail, calibration pairs more like these images give limits that fit them.")
+        share = f"{min(100 * week.share, 99.9 if week.flagged < week.measured else 100.0):.1f}%"
+        if not fitted:
+            return (f"{share} of this week's checked images are flagged. No calibration pairs fitted the limits they "
+                    "were judged by (built-in defaults), so this share says little about invented detail until "
+                    "calibration pairs are uploaded and an evaluation fits limits to this camera.")
+        return (f"{share} of this week's checked images are flagged. The limits were set beyond the worst of the "
+                "calibration outputs, whose true error was measured, so these images disagree with what the camera "
+                "recorded (seen through the camera model) more than any of those did: the student may be inventing "
+                "detail on them, or they may be unlike the calibration pairs (other scenes, lighting or "
+                "compression). If their maps show no invented detail, upload calibration pairs that resemble these "
+                "images: the next evaluation fits limits to them, and later restorations are judged by those.")
 
     def manager_line(self) -> str:
         """The plain-language line for the headline (markdown: only ``**bold**``)."""
@@ -426,16 +433,17 @@ def flagged_list_html(archive: ArchiveConsistency, limit: int = LISTED_MAX) -> s
 
 _THRESHOLD_COLUMNS = (("pixel", "pixel (levels)", 1), ("peak", "peak (levels)", 1), ("share", "share", 4),
                       ("psnr", "PSNR-Y (dB)", 1), ("colour", "colour (levels)", 1),
+                      ("local_floor", "local floor (levels)", 2), ("local_slope", "local slope", 4),
                       ("local_peak", "local (x)", 2), ("border_peak", "edge ring (x)", 2))
 
 
 def _limit_cell(key: str, limits: dict[str, Any], digits: int) -> str:
-    """A threshold in the engineers' table. A local limit of 0 (files fitted before them) is "off"; a ring limit of
-    0 means the inside's applies there too."""
+    """A threshold in the engineers' table. The local limits read "off" where ``local_peak`` is 0 or less (files
+    fitted before them); a ring limit of 0 means the inside's applies there too."""
     value = _number(limits.get(key))
-    if key in ("local_peak", "border_peak"):
+    if key in ("local_floor", "local_slope", "local_peak", "border_peak"):
         inside = _number(limits.get("local_peak"))
-        if inside == 0:
+        if inside is not None and inside <= 0:  # the check applies it only above 0
             return "off"
         if key == "border_peak" and not value:
             value = inside
@@ -483,9 +491,11 @@ def fit_html(fit: Any) -> str:
             f"error)</th>{head}<th class='detail'>source</th></tr>{''.join(rows)}</table>"
             "<p class='note'>An output is flagged when it breaks any limit: a smoothed residual above <i>peak</i>, "
             "more than <i>share</i> of its input pixels above <i>pixel</i>, a consistency PSNR-Y below <i>PSNR-Y</i>, "
-            "a mean colour shift above <i>colour</i>, or a region that disagrees more than <i>local</i> times what "
-            "the input's local structure (its edges) explains, or <i>edge ring</i> times on the outermost pixel ring "
-            "(off where the fit had none). Each limit is set beyond the worst of the calibration outputs, whose true "
+            "a mean colour shift above <i>colour</i>, or a region that disagrees more than the <i>local</i> figure "
+            "times what the input's local structure explains (<i>local floor</i> + <i>local slope</i> x the input's "
+            "local gradient, in levels), or the <i>edge ring</i> figure times on the outermost pixel ring (equal to "
+            "<i>local</i> where the ring has no limit of its own). The local columns read off for limits fitted before "
+            "that check existed. Each limit is set beyond the worst of the calibration outputs, whose true "
             "error was measured: a flagged image disagrees with its input, on that measure, more than any of them "
             "did. Spearman near 1: images less consistent with the "
             "camera were the ones further from the truth on the calibration pairs.</p>"
@@ -504,7 +514,7 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
         parts.append(f"<p>{link_list(esc(archive.manager_text()))} An image is flagged <code>check</code> when the camera model, applied to the "
                      "restored image, does not give back what the camera recorded: some of its detail may be "
                      "invented. The archive keeps every flagged image; each counts once, in the week it was last restored.</p>")
-        if many := archive.many_flagged_text():
+        if many := archive.many_flagged_text(isinstance(fit, dict) and fit.get("available") is True):
             parts.append(f"<p id='many-flagged'>{esc(many)}</p>")
         parts.append(f"<p class='note' id='archive-state'>{esc(archive.state_text())}</p>")
         parts += [f"<p class='note'>Batch {esc(b)} skipped: {esc(why)}</p>" for b, why in archive.unread.items()]

@@ -95,8 +95,9 @@ def test_the_manager_line_counts_this_weeks_outputs_in_the_plants_time_zone(arch
     assert "look (a-worst.png, b-mid.png, b-spot.png); <a href='#consistency-flagged'>see the list</a>." in headline
     assert "id='archive-state'>The archive as read at " in page and "id='consistency-flagged'" in page
     # 3 of 11 is a share that needs saying what it can mean; a week with none flagged says nothing of it
-    assert "<p id='many-flagged'>27% of this week&#x27;s checked images are flagged. The limits were set beyond" in page
+    assert "<p id='many-flagged'>27.3% of this week&#x27;s checked images are flagged. No calibration pairs" in page
     assert archive_consistency(archive, date(2026, 2, 20), TZ).many_flagged_text() == ""
+    assert view.many_flagged_text().startswith("27.3% of this week's checked images are flagged. The limits were set")
     # In UTC the late outputs move a day back: "a-next-day" (flagged) joins the week, "b-spot" leaves it.
     utc = archive_consistency(archive, DAY, "UTC")
     assert utc.later == 0 and "3 of 11 images" in utc.manager_line()
@@ -212,7 +213,8 @@ def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(la
            "cameras": {"cam-a": {"pairs": 12, "spearman": 0.71, "source": "calibration (12 pairs)",
                                  "worst_calibration": {"peak": 25.0, "share": 0.003, "psnr_y": 34.0, "colour": 2.0},
                                  "thresholds": {"pixel": 9.5, "peak": 31.2, "share": 0.004, "psnr": 33.0, "colour": 2.5,
-                                                "local_peak": 2.75, "border_peak": 0.0}},
+                                                "local_floor": 3.79, "local_slope": 0.0154, "local_peak": 2.75,
+                                                "border_peak": 0.0}},
                        "cam-b": {"pairs": 3, "thresholds": {"pixel": 9.0, "peak": 30.0, "share": 0.004, "psnr": 33.0,
                                                             "colour": 2.0, "local_peak": 0.0, "border_peak": 0.0}},
                        "all": {"pixel": 10.0, "peak": 30.0, "share": 0.005, "psnr": 32.0, "colour": 3.0,
@@ -221,10 +223,11 @@ def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(la
     table = page[page.index("id='consistency-fit'"):page.index("</table>", page.index("id='consistency-fit'"))]
     assert "<tr><td>cam-a</td><td>12</td><td>0.71</td><td>9.5</td><td>31.2</td><td>0.0040</td><td>33.0</td>" in table
     # the local limit, and on the edge ring the inside's where the ring has none of its own
-    assert "<td>2.5</td><td>2.75</td><td>2.75</td>" in table and "<th>local (x)</th><th>edge ring (x)</th>" in table
+    assert "<td>2.5</td><td>3.79</td><td>0.0154</td><td>2.75</td><td>2.75</td>" in table
+    assert "<th>local floor (levels)</th><th>local slope</th><th>local (x)</th><th>edge ring (x)</th>" in table
     assert "<tr><td>all</td><td>20</td><td>0.64</td><td>10.0</td>" in table and "camera model: G s9" in page
-    assert "<td>2.0</td><td>off</td><td>off</td>" in table  # a file fitted before the local limit
-    assert "<td>3.0</td><td>&ndash;</td><td>&ndash;</td>" in table  # a summary written before the local limits
+    assert "<td>2.0</td><td>off</td><td>off</td><td>off</td><td>off</td>" in table  # a file fitted before the local limit
+    assert "<td>3.0</td><td>&ndash;</td><td>&ndash;</td><td>&ndash;</td><td>&ndash;</td>" in table  # a summary written before the local limits
     assert "more than any of them did" in page
     assert "No image has been restored into the archive yet" in page
     page = report.render_report(summary | {"consistency": {"available": False, "reason": "no pairs"}}, scores, [])
