@@ -191,11 +191,12 @@ def _versus_bicubic(rows, measured: list[Metric], unmeasured: list[tuple[Metric,
 def _versus_promoted(rows, measured: list[Metric], thresholds, reference: str, candidate: str,
                      promoted: str) -> Criterion:
     values: dict[str, Any] = {"promoted": reference}
-    problems, shown = [], []
+    problems, shown, better = [], [], []
     for m in measured:
         c, r = _mean(rows, candidate, m.name), _mean(rows, promoted, m.name)
         values |= {m.name: c, f"promoted_{m.name}": r}
         tol = thresholds.tolerance(m)
+        better.append(m.worse(r, c, tol))  # the promoted student is worse by more than the tolerance
         if m.worse(c, r, tol):
             side = "below" if m.higher_is_better else "above"
             problems.append(f"{m.label} {_v(m, c)} is more than {tol}{' ' + m.unit if m.unit else ''} {side} the "
@@ -203,8 +204,10 @@ def _versus_promoted(rows, measured: list[Metric], thresholds, reference: str, c
         shown.append(f"{m.label} {_v(m, c)} vs {_v(m, r)}")
     if problems:
         return Criterion("not_worse_than_promoted", False, "; ".join(problems), values)
+    how = ("better than" if better and all(better) else "not worse, beyond the tolerances, than" if any(better)
+           else "within tolerance of")
     return Criterion("not_worse_than_promoted", True,
-                     f"within tolerance of the promoted student {reference} (" + ", ".join(shown) + ")", values)
+                     f"{how} the promoted student {reference} (" + ", ".join(shown) + ")", values)
 
 
 def _sharpness(rows, thresholds: GateThresholds, candidate: str) -> Criterion:

@@ -302,8 +302,11 @@ def trend_png(history: list[dict[str, Any]], current: dict[str, Any]) -> bytes:
 
 
 def served_role(summary: dict[str, Any]) -> str:
-    """The model the report is about: the one the gate judged and serves (the winner of its comparison with
-    the unpaired twin and the fixed-degradation challenger), else the new student."""
+    """The model the report is about: the one in use when it was scored (the promoted student an operator kept in
+    use over the gate's choice), else the one the gate judged and serves (the winner of its comparison with the
+    unpaired twin and the fixed-degradation challenger), else the new student."""
+    if summary.get("served") in (summary.get("methods") or {}):
+        return summary["served"]
     duel = (summary.get("gate") or {}).get("challenge") or {}
     winner = duel.get("winner")
     return winner if winner in (summary.get("methods") or {}) else "candidate"

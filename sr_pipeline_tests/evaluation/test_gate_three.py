@@ -316,7 +316,7 @@ def test_the_cli_trains_the_twin_without_the_fit_pairs(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "field_camera_images", lambda layout, camera, registry: (camera, [], []))
     monkeypatch.setattr(run, "field_camera_jpeg", lambda layout, camera: (None, 0.0))
     pair = (np.zeros((16, 16, 3), np.uint8), np.zeros((4, 4, 3), np.uint8))
-    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry: ([pair], ["fit-1"]))
+    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry, warn=True: ([pair], ["fit-1"]))
     from sr_pipeline.common.cameras import load_registry
     from sr_pipeline.sr.train.profile import Profile
     from sr_pipeline.storage.layout import DataLayout
@@ -335,7 +335,7 @@ def test_the_cli_trains_the_twin_without_the_fit_pairs(monkeypatch, tmp_path):
                                    out=tmp_path / "s2", downsampler_out=tmp_path / "g2", run_dir=tmp_path / "r2",
                                    unpaired_twin_of="s")
     assert seen["fit_pairs"] == [] and seen["fit_pair_names"] == [] and seen["unpaired_twin_of"] == "s"
-    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry: ([], []))
+    monkeypatch.setattr(run, "field_camera_fit_pairs", lambda layout, camera, registry, warn=True: ([], []))
     with pytest.raises(ValueError, match="field_cam has no fit pairs, so its unpaired twin would be the same run"):
         run.train_colearn_from_catalog(layout, profile, camera="field_cam", registry=load_registry(),
                                        out=tmp_path / "s3", downsampler_out=tmp_path / "g3", unpaired_twin_of="s")

@@ -249,3 +249,30 @@ def test_the_page_names_models_readably_and_shows_no_machine_path(tmp_path):
     assert "/srv/plant" not in page and "secret" not in page
     assert "new student of field_cam trained 2026-03-09 (ab12cd)" in page
     assert "<td class='detail'>models/student/20260309T060000Z-ab12cd</td>" in page
+
+
+def test_the_gate_says_better_when_the_candidate_beats_the_promoted_student_beyond_the_tolerances():
+    from sr_pipeline.evaluation.gate import GateThresholds, _versus_promoted
+    from sr_pipeline.sr.judge.scoring import metric
+
+    measured = [metric("psnr_y"), metric("lpips")]
+
+    def criterion(c_psnr, c_lpips):
+        rows = [{"method": "cand", "psnr_y": c_psnr, "lpips": c_lpips}, {"method": "prom", "psnr_y": 28.124,
+                                                                          "lpips": 0.44061}]
+        return _versus_promoted(rows, measured, GateThresholds(), "s-old", "cand", "prom")
+
+    assert criterion(28.746, 0.40700).message.startswith("better than the promoted student s-old (PSNR-Y 28.746 dB")
+    assert criterion(28.150, 0.44000).message.startswith("within tolerance of the promoted student s-old")
+    assert criterion(28.746, 0.44300).message.startswith("not worse, beyond the tolerances, than the promoted")
+    assert not criterion(27.0, 0.40700).passed
+
+
+def test_the_speed_line_is_the_model_in_use(tmp_path):
+    scores = make_scores(tmp_path)
+    kept = make_summary(scores, "2026-03-01", served="promoted", promoted=False)  # the promoted student stays
+    line = next(t for t in report.headline(kept, []) if t.startswith("**Speed**"))
+    assert line.startswith("**Speed** on cpu (1 thread): promoted student: ") and "new student" not in line
+    assert report.served_role(kept) == "promoted"
+    line = next(t for t in report.headline(make_summary(scores, "2026-03-01"), []) if t.startswith("**Speed**"))
+    assert line.startswith("**Speed** on cpu (1 thread): new student: ")
