@@ -196,8 +196,10 @@ def headline(summary: dict[str, Any], history: list[dict[str, Any]],
         last = previous[-1]
         lg = gains(last)
         last_gain, last_stat = headline_gain(last)
-        said = compare({"psnr_y": gain, "lpips": g["lpips"]},
-                       {"psnr_y": last_gain, "lpips": lg["lpips"]}, _tolerances(summary))
+        # the gains as printed (2 decimals), so the difference said is the difference of the figures shown
+        said = compare({"psnr_y": round(gain, 2), "lpips": g["lpips"]},
+                       {"psnr_y": round(last_gain, 2), "lpips": lg["lpips"]}, _tolerances(summary),
+                       labels={"psnr_y": f"{_stat_word(stat)}PSNR-Y gain"})
         text = (f"**Trend.** Last report ({last['report_date']}, {count(last.get('pairs') or 0, 'pair')}): "
                 f"{_stat_word(last_stat)}{_signed(last_gain)} dB over plain enlargement; this report: "
                 f"{_stat_word(stat)}{_signed(gain)} dB. {said.sentence('This report', 'the last')}")

@@ -112,7 +112,7 @@ def test_headline_in_plain_language(tmp_path):
                                                         "psnr_y": now["methods"]["candidate"]["psnr_y"] - 0.5}}
     trend = report.headline(now, [last])[1]
     assert trend.startswith("**Trend.** Last report (2026-03-02, 3 pairs)")
-    assert "This report is better than the last (+0.50 dB PSNR-Y, LPIPS level" in trend
+    assert "This report is better than the last (+0.50 dB PSNR-Y gain, LPIPS level" in trend
     assert "calibration set changed" in trend
 
     rejected = make_summary(scores, "2026-03-09", served="promoted", promoted=False)

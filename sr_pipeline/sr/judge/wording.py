@@ -47,20 +47,22 @@ class Comparison:
         return f"{subject} and {other} are level within the gate's tolerances ({self.figures})"
 
 
-def _phrase(name: str, delta_good: float, value: float, ref: float, tol: float) -> str:
+def _phrase(name: str, delta_good: float, value: float, ref: float, tol: float, label: str | None = None) -> str:
     m = metric(name)
+    label = label or m.label
     digits = m.digits if name != "lpips" else 3
     if abs(delta_good) <= tol:
-        return f"{m.label} level ({m.text(value)} against {m.text(ref)})"
+        return f"{label} level ({m.text(value)} against {m.text(ref)})"
     if m.unit:  # a signed difference in the unit reads naturally: +1.24 dB PSNR-Y
-        return f"{value - ref:+.{digits}f} {m.unit} {m.label}"
-    return f"{abs(value - ref):.{digits}f} {'better' if delta_good > 0 else 'worse'} {m.label}"
+        return f"{value - ref:+.{digits}f} {m.unit} {label}"
+    return f"{abs(value - ref):.{digits}f} {'better' if delta_good > 0 else 'worse'} {label}"
 
 
 def compare(ours: dict[str, float | None], theirs: dict[str, float | None],
-            tolerances: dict[str, float] | None = None) -> Comparison:
+            tolerances: dict[str, float] | None = None, labels: dict[str, str] | None = None) -> Comparison:
     """Compare figures by metric name (registry names: ``psnr_y``, ``lpips``, ...). A figure missing
-    or not finite on either side is left out. ``tolerances`` (default: the gate's) per metric name."""
+    or not finite on either side is left out. ``tolerances`` (default: the gate's) per metric name; ``labels``
+    name a figure that is not the metric itself (a gain over plain enlargement: "PSNR-Y gain")."""
     tol = DEFAULT_TOLERANCES | (tolerances or {})
     parts, better, worse = [], [], []
     for name, value in ours.items():
@@ -69,7 +71,7 @@ def compare(ours: dict[str, float | None], theirs: dict[str, float | None],
             continue
         delta = value - ref if metric(name).higher_is_better else ref - value
         t = tol.get(name, 0.0)
-        parts.append(_phrase(name, delta, value, ref, t))
+        parts.append(_phrase(name, delta, value, ref, t, (labels or {}).get(name)))
         if delta > t:
             better.append(name)
         elif delta < -t:
