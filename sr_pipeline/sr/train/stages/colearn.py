@@ -369,7 +369,7 @@ class ColearnStage(Stage):
         self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid,
                                    names) if fit_pairs else None)
         self.fit_pair_names = names if fit_pairs else []
-        self.fit_pairs_warning = " ".join(filter(None, (unregistered_warning(self.fit_pairs_excluded),
+        self.fit_pairs_warning = "; ".join(filter(None, (unregistered_warning(self.fit_pairs_excluded),
                                                         few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs))))
         self.fit_pairs_warning = self.fit_pairs_warning or None
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
