@@ -67,13 +67,20 @@ def test_the_suite_leaves_an_existing_instance_and_data_root_unchanged(own_dagst
     assert snapshot(home) == before_home and snapshot(data) == before_data
 
 
-def _instance(home: Path, *promoted: str) -> Path:
-    """A Dagster instance in ``home`` that recorded these promotions of field_cam (as promote reports them)."""
+def _instance(home: Path, *trained: str) -> Path:
+    """A Dagster instance in ``home`` whose runs trained these students of field_cam (co_trained_student
+    materialisations with the version as data version, as the camera training job records them)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("")
+
+    @dg.asset(name="co_trained_student", partitions_def=dg.StaticPartitionsDefinition(["field_cam"]))
+    def trained_student(context) -> dg.Output:
+        return dg.Output(None, data_version=dg.DataVersion(context.run.tags["version"]))
+
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        for version in promoted:
-            report_promotion(instance, version, f"models/student/{version}", "earlier", "field_cam")
+        for version in trained:
+            assert dg.materialize([trained_student], instance=instance, partition_key="field_cam",
+                                  tags={"version": version}).success
     return home
 
 
@@ -101,8 +108,8 @@ def test_promote_does_not_report_into_another_data_roots_instance(tmp_path, monk
     plant_b = _root(tmp_path / "plant_b", "b1", "b2")
     out, err = _promote(plant_b, "b1", capsys)
     assert "reported to Dagster" not in out and "promoted student b1" in out
-    assert "warning: not reported to Dagster: DAGSTER_HOME=" in err and "knows none of them" in err
-    assert promoted_events(home) == [("field_cam", "a1")]  # plant A's instance is as it was
+    assert "warning: not reported to Dagster: the runs of DAGSTER_HOME=" in err and "knows none of them" in err
+    assert promoted_events(home) == []  # plant A's instance is as it was
 
     # the advice works: promoting the same version again, with this root's own instance, reports it there
     own = _instance(plant_b.dagster_home)
@@ -134,14 +141,16 @@ def test_promote_reports_to_this_roots_instance_when_its_recorded_students_are_g
     assert promoted_events(home)[0] == ("field_cam", "s0")
 
 
-@pytest.mark.parametrize("case", ["unset", "missing", "empty", "corrupt"])
+@pytest.mark.parametrize("case", ["unset", "missing", "file", "relative", "empty", "corrupt"])
 def test_promote_says_why_it_did_not_report_to_dagster(tmp_path, monkeypatch, capsys, case):
     layout = _root(tmp_path / "plant", "s1")
     home = tmp_path / "home"
     if case == "unset":
         monkeypatch.delenv("DAGSTER_HOME", raising=False)
     else:
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", "home" if case == "relative" else str(home))
+    if case == "file":
+        home.write_text("")
     if case in ("empty", "corrupt"):
         home.mkdir()
     if case == "corrupt":
@@ -149,13 +158,29 @@ def test_promote_says_why_it_did_not_report_to_dagster(tmp_path, monkeypatch, ca
     out, err = _promote(layout, "s1", capsys)
     assert out.startswith("promoted student s1") and "reported to Dagster" not in out
     expected = {"unset": f"DAGSTER_HOME is unset and {layout.dagster_home} does not exist",
-                "missing": f"DAGSTER_HOME={home} is not a folder",
+                "missing": f"DAGSTER_HOME={home} does not exist", "file": f"DAGSTER_HOME={home} is not a folder",
+                "relative": "DAGSTER_HOME=home is not an absolute path, which Dagster needs",
                 "empty": f"DAGSTER_HOME={home} holds no Dagster instance (no dagster.yaml, no run history)",
                 "corrupt": "could not report the promotion to Dagster (UnicodeDecodeError"}[case]
     assert err.startswith("warning: not reported to Dagster: ") and expected in err
-    assert not home.exists() or sorted(p.name for p in home.iterdir()) == (["dagster.yaml"] if case == "corrupt" else [])
+    assert not home.is_dir() or sorted(p.name for p in home.iterdir()) == (["dagster.yaml"] if case == "corrupt" else [])
     out, _ = _promote(layout, "s1", capsys, json=True)  # JSON: the recorded entry, its path under the root
     import json as json_module
 
     said = json_module.loads(out)
     assert said["path"] == "models/student/s1" and said["recorded_now"] is False and said["dagster_home"] is None
+
+
+def test_a_stray_promote_into_an_empty_instance_does_not_lock_its_own_root_out(tmp_path, monkeypatch, capsys):
+    home = _instance(tmp_path / "plant_a_home")  # plant A's instance, nothing trained yet
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    plant_a, plant_b = _root(tmp_path / "plant_a", "a1"), _root(tmp_path / "plant_b", "b1")
+    _promote(plant_b, "b1", capsys)  # by mistake: plant B's promotion lands in plant A's empty instance
+    out, err = _promote(plant_a, "a1", capsys)
+    assert f"reported to Dagster in {home}" in out and not err  # a hand promotion is no evidence of ownership
+    # the root's own dagster_home is its own, whatever it recorded
+    own = _instance(plant_b.dagster_home, "x1")
+    monkeypatch.delenv("DAGSTER_HOME")
+    capsys.readouterr()  # the instance's own run logs
+    out, err = _promote(plant_b, "b1", capsys)
+    assert f"reported to Dagster in {own}, which did not show it yet" in out and not err

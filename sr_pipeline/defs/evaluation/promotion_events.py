@@ -29,7 +29,9 @@ class Reported(NamedTuple):
 
 
 def recorded_students(instance: Any) -> set[str]:
-    """The student versions the instance's recent student materialisations name (their data versions)."""
+    """The student versions the instance's recent student materialisations by runs name (their data versions): what
+    this instance trained or promoted itself. Runless events (a hand promotion's report) are left out: one stray
+    promote must not make the instance look like another root's."""
     import dagster as dg
     from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
@@ -37,7 +39,7 @@ def recorded_students(instance: Any) -> set[str]:
     for key in STUDENT_ASSETS:
         for record in instance.fetch_materializations(dg.AssetKey(key), limit=_RECENT).records:
             version = (record.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
-            if version:
+            if version and record.run_id:
                 seen.add(version)
     return seen
 
@@ -60,15 +62,15 @@ def roots_students(layout: DataLayout) -> set[str]:
 
 
 def check_instance_is_this_roots(instance: Any, home: Path, layout: DataLayout) -> None:
-    """ForeignInstance when the instance has recorded students and this data root knows none of them
-    (:func:`roots_students`): another plant's instance, whose UI must not show this root's promotion. A copy of a
-    data root knows its original's students, so the original's instance is taken for its own."""
+    """ForeignInstance when the instance's runs recorded students (:func:`recorded_students`) and this data root knows
+    none of them (:func:`roots_students`): another plant's instance, whose UI must not show this root's promotion. A
+    copy of a data root knows its original's students, so the original's instance is taken for its own."""
     seen = recorded_students(instance)
     if seen and not seen & roots_students(layout):
         own = layout.dagster_home
         raise ForeignInstance(
-            f"DAGSTER_HOME={home} records {len(seen)} student version(s) and this data root ({layout.root}) knows "
-            "none of them: it is another data root's Dagster instance, so the promotion was not reported there. "
+            f"the runs of DAGSTER_HOME={home} trained or promoted {len(seen)} student version(s) and this data root "
+            f"({layout.root}) knows none of them: it is another data root's Dagster instance, so the promotion was not reported there. "
             "It is recorded in this root's promotion log and the archive uses it. Run `sr-pipeline promote` with "
             "the same version again with DAGSTER_HOME set to this root's instance"
             + (f" ({own})" if own.is_dir() else "") + " to show it in the UI")
@@ -79,25 +81,32 @@ def _holds_an_instance(home: Path) -> bool:
     return (home / "dagster.yaml").is_file() or (home / "history").is_dir() or (home / "storage").is_dir()
 
 
-def _instance_home(layout: DataLayout) -> Reported:
+def _instance_home(layout: DataLayout) -> tuple[Reported, bool]:
     """``$DAGSTER_HOME``, else the data root's own ``dagster_home`` (where `sr-pipeline demo` records its runs),
-    when it holds a Dagster instance; else why there is none to report to."""
+    when it holds a Dagster instance, and whether it is the root's own; else why there is none to report to."""
     env = os.environ.get("DAGSTER_HOME")
+    own = not env
     home = Path(env) if env else layout.dagster_home
     where = f"DAGSTER_HOME={env}" if env else f"DAGSTER_HOME is unset and {home}"
+    if env and not home.is_absolute():
+        return Reported(None, f"DAGSTER_HOME={env} is not an absolute path, which Dagster needs"), own
+    if not home.exists():
+        return Reported(None, f"{where} does not exist"), own
     if not home.is_dir():
-        return Reported(None, f"{where} is not a folder" if env else f"{where} does not exist")
+        return Reported(None, f"{where} is not a folder"), own
     if not _holds_an_instance(home):
-        return Reported(None, f"{where} holds no Dagster instance (no dagster.yaml, no run history)" if env
-                        else f"{where} holds no Dagster instance")
-    return Reported(home)
+        return Reported(None, f"{where} holds no Dagster instance (no dagster.yaml, no run history)"), own
+    return Reported(home), own
 
 
 def _latest_promoted(instance: Any, camera: str | None) -> str | None:
+    """The version of the camera's newest ``promoted_student`` event in the instance (None: none)."""
     import dagster as dg
     from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-    for record in instance.fetch_materializations(dg.AssetKey(PROMOTED_ASSET), limit=_RECENT).records:
+    where = dg.AssetRecordsFilter(asset_key=dg.AssetKey(PROMOTED_ASSET),
+                                  asset_partitions=[camera] if camera is not None else None)
+    for record in instance.fetch_materializations(where, limit=_RECENT).records:
         if record.asset_materialization.partition == camera:
             return (record.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
     return None
@@ -123,11 +132,12 @@ def report_to_dagster_home(entry: dict, layout: DataLayout, only_if_behind: bool
     instance was not reachable)."""
     import dagster as dg
 
-    found = _instance_home(layout)
+    found, own = _instance_home(layout)
     if found.home is None:
         return found
     with dg.DagsterInstance.from_config(str(found.home)) as instance:
-        check_instance_is_this_roots(instance, found.home, layout)
+        if not own:  # the data root's own dagster_home is this root's by where it lives
+            check_instance_is_this_roots(instance, found.home, layout)
         if only_if_behind and _latest_promoted(instance, entry.get("camera")) == entry["version"]:
             return Reported(None, f"the Dagster instance in {found.home} already shows it")
         report_promotion(instance, entry["version"], layout.relative(entry["path"]), entry["reason"],

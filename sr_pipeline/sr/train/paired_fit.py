@@ -51,17 +51,21 @@ def check_fit_pairs(pairs: Sequence[FitPair], scale: int, names: Sequence[str] |
 
 
 class Registration(NamedTuple):
-    """How a fit pair's real LR lines up with its HR shrunk by plain bicubic (Y, both smoothed by 1 LR pixel): ``shift`` (dy, dx) is the
-    whole-LR-pixel move of the real LR that matches best (``(0, 0)`` for a registered pair), ``correlation`` the
-    Pearson correlation at no move and ``best_correlation`` at ``shift``."""
+    """How a fit pair's real LR lines up with its HR shrunk by plain bicubic (luma, both smoothed by 1 LR pixel):
+    ``offset`` (dy, dx) is where the real LR's content sits relative to the HR's, in whole LR pixels, at the best
+    match (``(0, 0)`` for a registered pair), ``correlation`` the Pearson correlation aligned and
+    ``best_correlation`` at ``offset``; ``unjudged`` says why a pair was not judged (too small, too flat), else None."""
 
-    shift: tuple[int, int]
+    offset: tuple[int, int]
     correlation: float
     best_correlation: float
+    unjudged: str | None = None
 
 
 REGISTRATION_SEARCH = 3  # LR pixels searched each way
-_REGISTRATION_SIDE = 512  # LR pixels of the central square compared (a larger pair is judged on its centre)
+_REGISTRATION_SIDE = 512  # at most this many LR pixels each way are compared (a larger pair on its centre)
+_MIN_JUDGED_SIDE = 24  # LR pixels each way the compared window needs: a smaller one matches moved by chance
+_MIN_DETAIL_LEVELS = 2.0  # 8-bit levels of (smoothed) luma spread: a flatter pair shows nothing to line up
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -70,58 +74,91 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 def registration(hr: np.ndarray, lr: np.ndarray, scale: int, search: int = REGISTRATION_SEARCH) -> Registration:
     """:class:`Registration` of one pair (HR exactly ``scale`` times its LR, as :func:`check_fit_pairs` leaves it):
-    a pair of another scene, or one moved by a pixel or more, would teach G a blur the camera does not have."""
+    a pair of another scene, or one offset by a pixel or more, would teach G a blur the camera does not have."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
     h, w = lr.shape[:2]
+    nan = float("nan")
+    side_h, side_w = min(_REGISTRATION_SIDE, h - 2 * search), min(_REGISTRATION_SIDE, w - 2 * search)
+    if min(side_h, side_w) < _MIN_JUDGED_SIDE:
+        return Registration((0, 0), nan, nan, f"too small to check (LR {w}x{h} pixels)")
     # smoothed by 1 LR pixel on both sides: a grainy camera's noise would otherwise read as a different scene
     down = gaussian_filter(_luma(np.asarray(Image.fromarray(hr).resize((w, h), Image.Resampling.BICUBIC))), 1.0)
     real = gaussian_filter(_luma(lr), 1.0)
-    side = min(_REGISTRATION_SIDE, h - 2 * search, w - 2 * search)
-    if side < 8:
-        return Registration((0, 0), float("nan"), float("nan"))
-    top, left = (h - side) // 2, (w - side) // 2
-    ref = down[top: top + side, left: left + side]
-    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    top, left = (h - side_h) // 2, (w - side_w) // 2
+    ref = down[top: top + side_h, left: left + side_w]
+    if min(ref.std(), real[top: top + side_h, left: left + side_w].std()) < _MIN_DETAIL_LEVELS:
+        return Registration((0, 0), nan, nan, "too flat to check (no detail to line up)")
+    ref = (ref - ref.mean()) / ref.std()
     scores = {}
     for dy in range(-search, search + 1):
         for dx in range(-search, search + 1):
-            moved = real[top + dy: top + dy + side, left + dx: left + dx + side]
+            moved = real[top + dy: top + dy + side_h, left + dx: left + dx + side_w]
             scores[dy, dx] = float(np.mean(ref * (moved - moved.mean()) / (moved.std() + 1e-9)))
-    best = max(scores, key=lambda k: (scores[k], k == (0, 0)))  # a tie keeps no move
+    best = max(scores, key=lambda k: (scores[k], k == (0, 0)))  # a tie keeps no offset
     return Registration(best, scores[0, 0], scores[best])
 
 
 # Registered pairs (RealSR's 100 and City100's 10 real ones, the demo's 24) correlate with their bicubic-shrunk HR at
-# 0.94 or more and line up best unmoved; moved by 1 or 2 LR pixels all 100 RealSR pairs lined up best at that move
-# (docs/benchmarks.md). Another scene correlates near 0; a mirrored one at 0.80-0.90 at most.
-MIN_REGISTRATION_CORRELATION = 0.7
+# 0.94 or more, aligned; each of them offset by 1 or 2 LR pixels matched best at that offset, by 0.02 or more
+# (docs/benchmarks.md). A pair below FOREIGN_CORRELATION at its best match shows another scene; an offset counts
+# only when it matches better than the aligned pair by OFFSET_GAIN (a tie is chance, not an offset).
+FOREIGN_CORRELATION = 0.5
+OFFSET_GAIN = 0.01
 
 
-def unregistered_fit_pairs(pairs: Sequence[FitPair], scale: int, names: Sequence[str]) -> dict[str, str]:
-    """The fit pairs whose LR is not registered with their HR (another scene, a swapped or mirrored side, a move of
-    a pixel or more), by name, each with what was measured; a pair too small to judge is not listed."""
-    out = {}
+class FitPairCheck(NamedTuple):
+    """What the registration check found in a camera's fit pairs, by name and in words: ``foreign`` (another scene:
+    left out of G's fit), ``offset`` (kept, and named) and ``unchecked`` (too small or too flat to judge)."""
+
+    foreign: dict[str, str]
+    offset: dict[str, str]
+    unchecked: dict[str, str]
+
+
+def _where(offset: tuple[int, int]) -> str:
+    dy, dx = offset
+    parts = [f"{abs(dx)} LR pixel(s) {'right' if dx > 0 else 'left'}" if dx else "",
+             f"{abs(dy)} LR pixel(s) {'down' if dy > 0 else 'up'}" if dy else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def check_fit_pair_registration(pairs: Sequence[FitPair], scale: int, names: Sequence[str]) -> FitPairCheck:
+    """:func:`registration` of each fit pair (one name per pair), sorted into a :class:`FitPairCheck`."""
+    if len(names) != len(pairs):
+        raise ValueError(f"{len(pairs)} fit pairs but {len(names)} names")
+    foreign, offset, unchecked = {}, {}, {}
     for name, (hr, lr) in zip(names, check_fit_pairs(pairs, scale, names)):
         r = registration(hr, lr, scale)
-        if r.best_correlation < MIN_REGISTRATION_CORRELATION:
-            out[name] = (f"its LR hardly resembles its HR at any move up to {REGISTRATION_SEARCH} LR pixels "
-                         f"(correlation {r.best_correlation:.2f}; registered pairs of real cameras measured 0.94 or more)")
-        elif r.shift != (0, 0):
-            out[name] = (f"its LR matches its HR best when moved by {r.shift[1]:+d} x, {r.shift[0]:+d} y LR pixels "
-                         f"(correlation {r.best_correlation:.2f} against {r.correlation:.2f} unmoved)")
-    return out
+        if r.unjudged:
+            unchecked[name] = r.unjudged
+        elif r.best_correlation < FOREIGN_CORRELATION:
+            foreign[name] = (f"its LR correlates with its HR at {r.best_correlation:.2f} at best (registered pairs of "
+                             "real cameras: 0.94 or more)")
+        elif r.offset != (0, 0) and r.best_correlation - r.correlation >= OFFSET_GAIN:
+            offset[name] = (f"its LR's content sits {_where(r.offset)} from its HR's (correlation "
+                            f"{r.best_correlation:.3f} there against {r.correlation:.3f} aligned)")
+    return FitPairCheck(foreign, offset, unchecked)
 
 
-def unregistered_warning(excluded: dict[str, str]) -> str | None:
-    """The sentence for fit pairs left out of G's fit (None with none)."""
-    if not excluded:
+def registration_warning(found: FitPairCheck, kept: int) -> str | None:
+    """One sentence on the fit pairs the check left out or named, and how many G is fitted on (None with none)."""
+    said = []
+    if found.foreign:
+        said.append(f"{len(found.foreign)} fit pair(s) left out of G's fit, their LR another scene than their HR ("
+                    + "; ".join(f"{n}: {why}" for n, why in found.foreign.items())
+                    + "): check that HR and LR are the same shot")
+    if found.offset:
+        said.append(f"{len(found.offset)} fit pair(s) not registered with their HR, fitted on as declared ("
+                    + "; ".join(f"{n}: {why}" for n, why in found.offset.items())
+                    + "): register them again, since an offset pair teaches G a blur the camera does not have")
+    if not said:
         return None
-    said = "; ".join(f"{name}: {why}" for name, why in excluded.items())
-    return (f"{len(excluded)} fit pair(s) left out of G's fit, not registered with their HR ({said}); a pair that "
-            "does not line up would teach G a blur the camera does not have: register or re-shoot them, or take "
-            "them out of fit_pairs")
+    if found.foreign:
+        said.append(f"G is fitted on {kept} fit pair(s)" if kept else "no fit pair is left: G learns from unpaired "
+                    "images alone, and the gate's unpaired twin is the same run")
+    return "; ".join(said)
 
 
 def few_pairs_warning(count: int, advised: int) -> str | None:

@@ -299,35 +299,60 @@ def test_blur_lr_scale_zero_holds_gs_blur_while_its_noise_and_colour_learn(tmp_p
     assert not torch.equal(held.colour_matrix, fresh.colour_matrix)
 
 
-def test_registration_tells_a_registered_pair_from_a_moved_or_foreign_one():
-    from sr_pipeline.sr.train.paired_fit import registration, unregistered_fit_pairs, unregistered_warning
+def test_registration_tells_a_registered_pair_from_an_offset_or_foreign_one():
+    from sr_pipeline.sr.train.paired_fit import check_fit_pair_registration, registration, registration_warning
 
-    (hr, lr), (other_hr, other_lr) = synthetic_camera(textures(2, 160), blur=1.5, noise_levels=3.0)
+    (hr, lr), (_, other_lr) = synthetic_camera(textures(2, 160), blur=1.5, noise_levels=3.0)
     good = registration(hr, lr, 4)
-    assert good.shift == (0, 0) and good.correlation > 0.9 and good.best_correlation == good.correlation
-    assert registration(hr, np.roll(lr, 1, axis=0), 4).shift == (1, 0)
-    assert registration(hr, np.roll(lr, -2, axis=1), 4).shift == (0, -2)
-    assert registration(hr, other_lr, 4).correlation < 0.5  # another scene
-    assert np.isnan(registration(hr[:40, :40], lr[:10, :10], 4).correlation)  # too small to judge
-    found = unregistered_fit_pairs([(hr, lr), (hr, other_lr), (hr, np.roll(lr, 1, axis=1))], 4, ["ok", "swap", "moved"])
-    assert list(found) == ["swap", "moved"] and "hardly resembles its HR" in found["swap"]
-    assert found["moved"].startswith("its LR matches its HR best when moved by +1 x, +0 y LR pixels")
-    assert unregistered_warning({}) is None
-    assert unregistered_warning(found).startswith("2 fit pair(s) left out of G's fit, not registered with their HR (swap:")
+    assert good.offset == (0, 0) and good.correlation > 0.9 and good.unjudged is None
+    assert registration(hr, np.roll(lr, 1, axis=0), 4).offset == (1, 0)  # content moved down by one LR pixel
+    assert registration(hr, np.roll(lr, -2, axis=1), 4).offset == (0, -2)  # ... left by two
+    assert registration(hr, other_lr, 4).best_correlation < 0.5  # another scene
+    assert registration(hr[:80, :80], lr[:20, :20], 4).unjudged.startswith("too small to check (LR 20x20")
+    flat_hr = np.full((128, 128, 3), 120, np.uint8)
+    assert registration(flat_hr, np.full((32, 32, 3), 118, np.uint8), 4).unjudged.startswith("too flat")
+    pairs = [(hr, lr), (hr, other_lr), (hr, np.roll(lr, 1, axis=1)), (hr[:64, :64], lr[:16, :16])]
+    found = check_fit_pair_registration(pairs, 4, ["ok", "swap", "moved", "tiny"])
+    assert list(found.foreign) == ["swap"] and list(found.offset) == ["moved"] and list(found.unchecked) == ["tiny"]
+    assert found.offset["moved"].startswith("its LR's content sits 1 LR pixel(s) right from its HR's (correlation")
+    said = registration_warning(found, kept=3)
+    assert said.startswith("1 fit pair(s) left out of G's fit, their LR another scene than their HR (swap: its LR")
+    assert "1 fit pair(s) not registered with their HR, fitted on as declared (moved: its LR's content" in said
+    assert said.endswith("; G is fitted on 3 fit pair(s)")
+    assert registration_warning(check_fit_pair_registration([(hr, lr)], 4, ["ok"]), 1) is None
+    with pytest.raises(ValueError, match="2 fit pairs but 1 names"):
+        check_fit_pair_registration([(hr, lr), (hr, lr)], 4, ["ok"])
 
 
-def test_colearning_leaves_out_a_fit_pair_that_is_not_registered_and_says_so(tmp_path, capsys):
+def test_registered_pairs_of_few_or_one_directional_details_are_not_offsets():
+    from sr_pipeline.sr.train.paired_fit import registration
+
+    rng = np.random.default_rng(3)
+    stripes = np.repeat((np.sin(np.arange(256) / 5.0)[:, None] * 100 + 128), 256, 1)  # detail along y only
+    hr = np.repeat(stripes[..., None], 3, 2).astype(np.uint8)
+    for _ in range(5):
+        lr = np.asarray(Image.fromarray(hr).resize((64, 64), Image.Resampling.BICUBIC)).astype(float)
+        lr = np.clip(lr + rng.normal(0, 1, lr.shape), 0, 255).astype(np.uint8)
+        r = registration(hr, lr, 4)
+        assert r.offset == (0, 0) or r.best_correlation - r.correlation < 0.01
+
+
+def test_colearning_leaves_out_a_fit_pair_of_another_scene_and_names_an_offset_one(tmp_path, capsys):
     from sr_pipeline.sr.train.profile import PairedFitConfig
 
-    pairs = synthetic_camera(textures(3, 96), blur=1.5, noise_levels=2.0)
+    pairs = synthetic_camera(textures(4, 128), blur=1.5, noise_levels=2.0)
     pairs[2] = (pairs[2][0], pairs[0][1])  # c's LR is a's: another scene
-    profile = tiny_profile(paired_fit=PairedFitConfig(prefit_steps=1, batch_size=2, patch_size=32, min_pairs=2))
+    pairs[3] = (pairs[3][0], np.roll(pairs[3][1], 2, axis=1))  # d's LR sits 2 pixels right
+    profile = tiny_profile(paired_fit=PairedFitConfig(prefit_steps=1, batch_size=2, patch_size=32, min_pairs=3))
     result = tc.train_colearn(profile, make_teacher(tmp_path), photos(), field_lr(), tmp_path / "run",
-                              *outs(tmp_path), fit_pairs=pairs, fit_pair_names=["a", "b", "c"])
+                              *outs(tmp_path), fit_pairs=pairs, fit_pair_names=["a", "b", "c", "d"])
     info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
-    assert info["fit_pairs"] == ["a", "b"] and list(info["fit_pairs_excluded"]) == ["c"]
-    assert info["paired_prefit"]["fit_pairs"] == 2 and info["blur_lr_scale"] == 0.0  # 2 left, 2 advised: held
-    assert info["fit_pairs_warning"].startswith("1 fit pair(s) left out of G's fit, not registered with their HR (c:")
+    assert info["fit_pairs"] == ["a", "b", "d"] and info["paired_prefit"]["fit_pairs"] == 3
+    check = info["fit_pairs_registration"]
+    assert list(check["foreign"]) == ["c"] and list(check["offset"]) == ["d"] and check["unchecked"] == {}
+    assert info["blur_lr_scale"] == 0.0  # 3 kept, 3 advised: held
+    assert info["fit_pairs_warning"].startswith("1 fit pair(s) left out of G's fit, their LR another scene")
+    assert "G is fitted on 3 fit pair(s)" in info["fit_pairs_warning"]
     assert "warning: 1 fit pair(s) left out of G's fit" in capsys.readouterr().out
 
 

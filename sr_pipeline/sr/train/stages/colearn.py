@@ -54,8 +54,8 @@ from sr_pipeline.sr.train.paired_fit import (
     few_pairs_warning,
     paired_loss,
     prefit_downsampler,
-    unregistered_fit_pairs,
-    unregistered_warning,
+    check_fit_pair_registration,
+    registration_warning,
 )
 from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
 from sr_pipeline.sr.train.timing import StepTimer
@@ -352,7 +352,8 @@ class ColearnStage(Stage):
         # they have nothing to pin.
         fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
         # one name per fit pair, in messages and training.json (unnamed pairs by their position from 1)
-        names = list(fit_pair_names or []) or [f"#{i + 1}" for i in range(len(fit_pairs))]
+        names = [n for n in (fit_pair_names or [])][: len(fit_pairs)]
+        names += [f"#{i + 1}" for i in range(len(names), len(fit_pairs))]
         odd = [n for n, (_, lr) in zip(names, fit_pairs) if is_grey(lr) != self.grey]
         if odd:  # a neutral target can look grey to a colour camera, so this is said, not refused
             print(f"warning: fit pair(s) {', '.join(odd)}: the LR is {'colour' if self.grey else 'grey'} but the "
@@ -360,17 +361,24 @@ class ColearnStage(Stage):
                   "shots, since G's colour response is fitted on them", flush=True)
         if self.grey:
             fit_pairs = [(grey_rgb(hr), lr) for hr, lr in fit_pairs]
-        self.fit_pairs_excluded = unregistered_fit_pairs(fit_pairs, profile.scale, names) if fit_pairs else {}
-        if self.fit_pairs_excluded:  # left out, said, and recorded: never fitted on, never silently dropped
-            kept = [i for i, n in enumerate(names[: len(fit_pairs)]) if n not in self.fit_pairs_excluded]
+        # another scene is left out of the fit; an offset pair is named and kept (one of five RealSR pairs 2 pixels
+        # off moved the student by less than the seed spread, and leaving it out would drop the count below
+        # min_pairs: docs/benchmarks.md)
+        self.registration = check_fit_pair_registration(fit_pairs, profile.scale, names) if fit_pairs else None
+        if self.registration and self.registration.foreign:
+            kept = [i for i, n in enumerate(names) if n not in self.registration.foreign]
             fit_pairs, names = [fit_pairs[i] for i in kept], [names[i] for i in kept]
+        if self.registration and self.registration.unchecked:
+            print("note: fit pair(s) not checked for registration: " + "; ".join(
+                f"{n}: {why}" for n, why in self.registration.unchecked.items()), flush=True)
         # a G that compresses like the camera is compared with the real LR on the camera's JPEG block grid
         grid = 8 * max(field_jpeg.factors) if field_jpeg is not None and cfg.compresses_like_the_camera else 1
         self.paired = (PairedCrops(fit_pairs, cfg.paired_fit.patch_size, profile.scale, cfg.train.seed, grid,
                                    names) if fit_pairs else None)
         self.fit_pair_names = names if fit_pairs else []
-        self.fit_pairs_warning = "; ".join(filter(None, (unregistered_warning(self.fit_pairs_excluded),
-                                                        few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs))))
+        self.fit_pairs_warning = "; ".join(filter(None, (
+            registration_warning(self.registration, len(fit_pairs)) if self.registration else None,
+            few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs))))
         self.fit_pairs_warning = self.fit_pairs_warning or None
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
@@ -500,7 +508,8 @@ class ColearnStage(Stage):
             "fit_pairs": self.fit_pair_names,
             "paired_prefit": self.prefit,
             "fit_pairs_warning": self.fit_pairs_warning,
-            "fit_pairs_excluded": self.fit_pairs_excluded,  # declared, not registered with their HR: not fitted on
+            # the registration check: another scene (left out), offset (kept), unchecked (too small or flat)
+            "fit_pairs_registration": self.registration._asdict() if self.registration else None,
             "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
