@@ -261,7 +261,8 @@ def _data_anywhere(parser: argparse.ArgumentParser) -> None:
             for child in action.choices.values():
                 if not any(isinstance(a, argparse._SubParsersAction) for a in child._actions):
                     child.add_argument("--data", type=PATH, default=argparse.SUPPRESS,
-                                       help="data root (as before the command)")
+                                       help="data root, as --data before the command (default: $SR_PIPELINE_DATA, "
+                                       "else the checkout's data/ folder)")
                 _data_anywhere(child)
 
 

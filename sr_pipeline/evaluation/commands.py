@@ -215,7 +215,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = No
         print(f"error: student {row['version']} belongs to no field camera (the fixed-degradation challenger); say "
               "which camera it should serve with --camera", file=sys.stderr)
         return 2
-    reason = getattr(args, "reason", None) or "manual promotion (rollback) with sr-pipeline promote"
+    reason = getattr(args, "reason", None) or "manual promotion with sr-pipeline promote"
     gone = missing_promotions(layout, row.get("camera"))  # the promotion now in force names a missing folder
     entry = promote_version(layout, row, reason)
     current = entry or promotions(layout, row.get("camera"))[-1]
