@@ -70,8 +70,8 @@ def check_instance_is_this_roots(instance: Any, home: Path, layout: DataLayout) 
         own = layout.dagster_home
         raise ForeignInstance(
             f"the runs of DAGSTER_HOME={home} trained or promoted {len(seen)} student version(s) and this data root "
-            f"({layout.root}) knows none of them: it is another data root's Dagster instance, so the promotion was not reported there. "
-            "It is recorded in this root's promotion log and the archive uses it. Run `sr-pipeline promote` with "
+            f"({layout.root}) knows none of them: it is another data root's Dagster instance, so the promotion was "
+            "not reported there. It is recorded in this root's promotion log and the archive uses it. Run `sr-pipeline promote` with "
             "the same version again with DAGSTER_HOME set to this root's instance"
             + (f" ({own})" if own.is_dir() else "") + " to show it in the UI")
 
@@ -85,8 +85,8 @@ def _instance_home(layout: DataLayout) -> tuple[Reported, bool]:
     """``$DAGSTER_HOME``, else the data root's own ``dagster_home`` (where `sr-pipeline demo` records its runs),
     when it holds a Dagster instance, and whether it is the root's own; else why there is none to report to."""
     env = os.environ.get("DAGSTER_HOME")
-    own = not env
     home = Path(env) if env else layout.dagster_home
+    own = not env or (home.is_absolute() and home.resolve() == layout.dagster_home.resolve())
     where = f"DAGSTER_HOME={env}" if env else f"DAGSTER_HOME is unset and {home}"
     if env and not home.is_absolute():
         return Reported(None, f"DAGSTER_HOME={env} is not an absolute path, which Dagster needs"), own

@@ -51,10 +51,10 @@ from sr_pipeline.sr.train.noise_fit import fit_noise_level
 from sr_pipeline.sr.train.paired_fit import (
     FitPair,
     PairedCrops,
+    check_fit_pair_registration,
     few_pairs_warning,
     paired_loss,
     prefit_downsampler,
-    check_fit_pair_registration,
     registration_warning,
 )
 from sr_pipeline.sr.train.stages.base import ModelOutput, Stage
