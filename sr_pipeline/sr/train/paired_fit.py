@@ -68,15 +68,13 @@ _MIN_JUDGED_SIDE = 24  # LR pixels each way the compared window needs: a smaller
 _MIN_DETAIL_LEVELS = 2.0  # 8-bit levels of (smoothed) luma spread: a flatter pair shows nothing to line up
 
 
-def _luma(img: np.ndarray) -> np.ndarray:
-    return img[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-
-
 def registration(hr: np.ndarray, lr: np.ndarray, scale: int, search: int = REGISTRATION_SEARCH) -> Registration:
     """:class:`Registration` of one pair (HR exactly ``scale`` times its LR, as :func:`check_fit_pairs` leaves it):
     a pair of another scene, or one offset by a pixel or more, would teach G a blur the camera does not have."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter
+
+    from sr_pipeline.sr.judge.blur_estimate import luma
 
     h, w = lr.shape[:2]
     nan = float("nan")
@@ -84,8 +82,8 @@ def registration(hr: np.ndarray, lr: np.ndarray, scale: int, search: int = REGIS
     if min(side_h, side_w) < _MIN_JUDGED_SIDE:
         return Registration((0, 0), nan, nan, f"too small to check (LR {w}x{h} pixels)")
     # smoothed by 1 LR pixel on both sides: a grainy camera's noise would otherwise read as a different scene
-    down = gaussian_filter(_luma(np.asarray(Image.fromarray(hr).resize((w, h), Image.Resampling.BICUBIC))), 1.0)
-    real = gaussian_filter(_luma(lr), 1.0)
+    down = gaussian_filter(luma(np.asarray(Image.fromarray(hr).resize((w, h), Image.Resampling.BICUBIC))), 1.0)
+    real = gaussian_filter(luma(lr), 1.0)
     top, left = (h - side_h) // 2, (w - side_w) // 2
     ref = down[top: top + side_h, left: left + side_w]
     if min(ref.std(), real[top: top + side_h, left: left + side_w].std()) < _MIN_DETAIL_LEVELS:

@@ -352,7 +352,7 @@ class ColearnStage(Stage):
         # they have nothing to pin.
         fit_pairs = list(fit_pairs or []) if cfg.use_downsampler else []
         # one name per fit pair, in messages and training.json (unnamed pairs by their position from 1)
-        names = [n for n in (fit_pair_names or [])][: len(fit_pairs)]
+        names = list(fit_pair_names or [])[: len(fit_pairs)]
         names += [f"#{i + 1}" for i in range(len(names), len(fit_pairs))]
         odd = [n for n, (_, lr) in zip(names, fit_pairs) if is_grey(lr) != self.grey]
         if odd:  # a neutral target can look grey to a colour camera, so this is said, not refused
@@ -378,8 +378,7 @@ class ColearnStage(Stage):
         self.fit_pair_names = names if fit_pairs else []
         self.fit_pairs_warning = "; ".join(filter(None, (
             registration_warning(self.registration, len(fit_pairs)) if self.registration else None,
-            few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs))))
-        self.fit_pairs_warning = self.fit_pairs_warning or None
+            few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)))) or None
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
