@@ -262,6 +262,12 @@ class LearnedDownsampler(ModelMixin, ConfigMixin):
             return [p for n, p in self.named_parameters() if n in self.BLUR_PARAMETERS]
         return self.network_parameters()
 
+    COLOUR_PARAMETERS = ("colour_matrix", "colour_offset")
+
+    def colour_parameters(self) -> list[nn.Parameter]:
+        """The colour transform's matrix and offset (none without one)."""
+        return [p for n, p in self.named_parameters() if n in self.COLOUR_PARAMETERS]
+
     def network_parameters(self) -> list[nn.Parameter]:
         """The blur residual network's weights."""
         return [p for n, p in self.named_parameters() if n not in self.CAMERA_PARAMETERS]

@@ -163,6 +163,10 @@ class PairedFitConfig(_Strict):
         "at 0). 0 holds it at its pre-fit value while the colour and noise parts keep learning; chosen on "
         "RealSR's selection split (docs/benchmarks.md). Applies with at least min_pairs fit pairs; with fewer the "
         "blur learns at its full rate")
+    few_pairs_colour_lr_scale: float = Field(
+        1.0, ge=0, le=1, strict=True, description="with fewer than min_pairs fit pairs, G's colour matrix and "
+        "offset learn at this share of camera_params_lr during co-learning (0: held where the pre-fit left "
+        "them); with min_pairs or more they learn at the full rate")
     colour_transform: bool = Field(
         True, description="give a colour camera's G a colour matrix and offset when it has fit pairs: a pair "
         "shows the camera's colour response on the very scene, which unpaired statistics cannot")

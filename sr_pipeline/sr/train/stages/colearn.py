@@ -108,7 +108,8 @@ class CoLearner:
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
                  lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False,
-                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False, blur_lr_scale: float = 1.0):
+                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False, blur_lr_scale: float = 1.0,
+                 colour_lr_scale: float = 1.0):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
@@ -146,8 +147,11 @@ class CoLearner:
             blur = {id(p) for p in g.blur_parameters()}
             if network := g.network_parameters():  # none with blur_model kernel
                 groups.append({"params": network, "lr": cfg.downsampler_lr * blur_lr_scale})
-            if camera := [p for p in g.camera_parameters() if id(p) not in blur]:
+            colour = {id(p) for p in g.colour_parameters()}
+            if camera := [p for p in g.camera_parameters() if id(p) not in blur | colour]:
                 groups.append({"params": camera, "lr": cfg.camera_params_lr})
+            if colour_params := [p for p in g.camera_parameters() if id(p) in colour]:
+                groups.append({"params": colour_params, "lr": cfg.camera_params_lr * colour_lr_scale})
             if kernel := [p for p in g.camera_parameters() if id(p) in blur]:
                 groups.append({"params": kernel, "lr": cfg.camera_params_lr * blur_lr_scale})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
@@ -383,6 +387,7 @@ class ColearnStage(Stage):
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
         self.blur_lr_scale = cfg.paired_fit.blur_lr_scale if enough else 1.0
+        self.colour_lr_scale = 1.0 if enough or not fit_pairs else cfg.paired_fit.few_pairs_colour_lr_scale
         if self.fit_pairs_warning:
             print(f"warning: {self.fit_pairs_warning}", flush=True)
         self.prefit: dict | None = None
@@ -412,7 +417,8 @@ class ColearnStage(Stage):
         self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
                                  grey=self.grey and self.cfg.downsampler.noise_model == "camera",
                                  jpeg=self.field_jpeg if self.jpeg_stage else None,
-                                 has_fit_pairs=self.paired is not None, blur_lr_scale=self.blur_lr_scale)
+                                 has_fit_pairs=self.paired is not None, blur_lr_scale=self.blur_lr_scale,
+                                 colour_lr_scale=self.colour_lr_scale)
         self.accelerator = accelerator
         pf = self.cfg.paired_fit
         if self.paired is not None and pf.prefit_steps > 0:
@@ -510,6 +516,7 @@ class ColearnStage(Stage):
             # the registration check: another scene (left out), offset (kept), unchecked (too small or flat)
             "fit_pairs_registration": self.registration._asdict() if self.registration else None,
             "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
+            "colour_lr_scale": self.colour_lr_scale,  # and its colour matrix and offset
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
