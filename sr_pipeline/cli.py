@@ -232,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", type=NAME, default=None, help="why; recorded in models/promotions.json")
     p.add_argument("--camera", type=NAME, default=None,
                    help="field camera to promote it for (default: the camera it was trained for; needed for the "
-                   "fixed-degradation challenger, which belongs to no camera)")
+                   "fixed-degradation challenger, which belongs to no camera, once any student of the data root "
+                   "belongs to one)")
     p.add_argument("--json", action="store_true", help="print the promotion in force as JSON (recorded_now, "
-                   "dagster_home it was reported to, dagster_not_reported: why not)")
+                   "dagster_home it was reported to, dagster_not_reported: why not, replaced_missing: the promotions it "
+                   "replaced whose folder was gone)")
     p.set_defaults(func=_handler("sr_pipeline.defs.evaluation.promotion_events:promote_cli"), reads_data_root=True)
 
     p = sub.add_parser("lpips-weights", help="make the ImageNet AlexNet weights LPIPS needs available offline")

@@ -189,7 +189,7 @@ def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = No
     again records nothing and reports it only to an instance that does not show it yet."""
     from sr_pipeline.evaluation.promotion import ForeignInstance, find_student, promote_version
     from sr_pipeline.sr.models.checkpoints import CorruptModelInfo
-    from sr_pipeline.storage.registry import missing_folder_message, missing_promotions, promotions
+    from sr_pipeline.storage.registry import list_models, missing_folder_message, missing_promotions, promotions
 
     layout = args.layout
     try:
@@ -211,7 +211,9 @@ def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = No
         return 2
     if camera:  # a student of no camera (the fixed-degradation challenger) is promoted for the camera named
         row = row | {"camera": camera}
-    elif not row.get("camera") and any(e.get("camera") for e in promotions(layout)):
+    elif not row.get("camera") and (any(e.get("camera") for e in promotions(layout))
+                                    or any(r.get("camera") for r in list_models(layout, kind="student"))):
+        # a root whose students belong to cameras: a camera-less promotion would serve every camera with it
         print(f"error: student {row['version']} belongs to no field camera (the fixed-degradation challenger); say "
               "which camera it should serve with --camera", file=sys.stderr)
         return 2
@@ -230,7 +232,10 @@ def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = No
     camera = f" of field camera {row['camera']}" if row.get("camera") else ""
     if getattr(args, "json", False):
         print(json.dumps(current | {"path": layout.relative(current["path"]), "recorded_now": entry is not None,
-                                    "dagster_home": str(home) if home else None, "dagster_not_reported": why_not},
+                                    "dagster_home": str(home) if home else None, "dagster_not_reported": why_not,
+                                    # the promotion it replaced named a folder that is gone (said in words below)
+                                    "replaced_missing": [{"version": e["version"], "path": layout.relative(e["path"])}
+                                                         for e in gone] if entry is not None else []},
                          indent=2))
         return 0
     if entry is None:

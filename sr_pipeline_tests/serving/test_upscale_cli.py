@@ -230,6 +230,24 @@ def test_promote_by_hand_is_per_field_camera(tmp_path, capsys):
     assert promoted_student_dir(layout, "grey_cam") == fixed and promoted_student_dir(layout, "field_cam") == old
 
 
+def test_the_challenger_needs_a_camera_even_before_any_promotion(tmp_path, capsys):
+    """An empty promotion log: a camera-less promotion of the challenger would serve every camera, so --camera is
+    asked for as soon as this root has a student trained for a camera."""
+    from sr_pipeline.storage.registry import promoted_student_dir, promotions
+
+    data = tmp_path / "data"
+    layout = DataLayout(data)
+    tiny_sr_model(data / "models" / "student" / "s-cam", {"kind": "student", "version": "s-cam", "camera": "field_cam"})
+    fixed = tiny_sr_model(data / "models" / "student" / "fixed-t1", {"kind": "student", "version": "fixed-t1",
+                                                                    "challenger": True}, seed=2)
+    assert main(["--data", str(data), "promote", "fixed-t1"]) == 2
+    assert "--camera" in capsys.readouterr().err and promotions(layout) == []
+    assert main(["--data", str(data), "promote", "fixed-t1", "--camera", "field_cam", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["camera"] == "field_cam" and out["replaced_missing"] == []
+    assert promoted_student_dir(layout, "field_cam") == fixed
+
+
 def test_models_labels_a_promotion_from_before_cameras_as_standing_for_all(tmp_path, capsys):
     """A camera-less (older) promotion is listed as 'all', not mistaken for the newest camera's student."""
     from sr_pipeline.storage.registry import record_promotion

@@ -216,6 +216,18 @@ def test_a_promotion_whose_folder_is_missing_is_named_alike_by_promote_upscale_a
     assert "already the promoted student" in capsys.readouterr().out  # now it is
 
 
+def test_promote_json_names_the_missing_folder_it_replaced(layout, capsys):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
+    shutil.move(layout.model_dir("student", "s1"), layout.model_dir("student", "s1-moved"))
+    assert main(["--data", str(layout.root), "promote", "s1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recorded_now"] and out["path"] == "models/student/s1-moved"
+    assert out["replaced_missing"] == [{"version": "s1", "path": "models/student/s1"}]
+    assert main(["--data", str(layout.root), "promote", "s1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["replaced_missing"] == []  # nothing replaced the second time
+
+
 def test_promote_names_a_promoted_student_whose_folder_is_gone(layout, capsys):
     tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
     record_promotion(layout, "s1", str(layout.model_dir("student", "s1")), "gate", "field_cam")
