@@ -4,8 +4,9 @@ Input: one dict per archived output with the manifest's columns (``batch``, ``ca
 ``source_name``, ``output_path``, ``upscaled_at``, ``consistency_*``) plus ``consistency_map_file``,
 the heat map's absolute path (the caller resolves ``consistency_map`` against the data root).
 Outputs whose manifest predates the consistency check carry no verdict: they are counted as "not
-measured", never as ok. "This week" is the 7 days up to the report date in the plant's time zone;
-the trend is per ISO week of the plant's calendar; nothing restored after the report date counts.
+measured", never as ok. The sentences count the last 7 days up to the report date in the plant's time
+zone and say so (the ISO week of a Monday report's date would hold a few hours); the table and trend are
+per ISO week of the plant's calendar; nothing restored after the report date counts.
 
 Managers get one plain line (also in the report's headline) and the images to look at, worst first,
 with their maps; engineers get the flagged share per field camera and week (table and plot) and the
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sr_pipeline.sr.images.figures import figure_png, png_data_uri
+from sr_pipeline.sr.judge.wording import percent
 
 FLAGGED = "check"
 MEASURED = ("ok", FLAGGED)
@@ -33,7 +35,8 @@ NAMED_MAX = 6  # flagged images named in the manager's line (the list in the rep
 ALL_CAMERAS = "all cameras"
 SEE_LIST = "see the list in the report"
 NOT_MEASURED_WHY = "restored before the consistency check existed"
-# A week's flagged share from which the section says what so many flags can mean: the limits sit beyond the
+FIT_ALL = "all"  # consistency_fit.ALL: the entry fitted on every pair, for cameras without their own
+# The last 7 days' flagged share from which the section says what so many flags can mean: the limits sit beyond the
 # worst calibration output, so on images like the calibration pairs few should break them.
 MANY_FLAGGED = 0.10
 
@@ -201,7 +204,12 @@ class ArchiveConsistency:
         return self.report_date - timedelta(days=WEEK_DAYS - 1)
 
     def this_week(self) -> list[ArchivedOutput]:
+        """The outputs restored in the last 7 days (:meth:`span`), not the report date's ISO week."""
         return [o for o in self.outputs if o.day is not None and self.week_start <= o.day <= self.report_date]
+
+    def span(self) -> str:
+        """The days :meth:`this_week` covers, as the sentences name them."""
+        return f"in the last 7 days ({self.week_start.isoformat()} to {self.report_date.isoformat()})"
 
     def flagged(self, outputs: list[ArchivedOutput] | None = None) -> list[ArchivedOutput]:
         """The flagged outputs (default: the whole archive), worst first."""
@@ -209,7 +217,7 @@ class ArchiveConsistency:
         return sorted((o for o in chosen if o.flagged), key=lambda o: o.severity, reverse=True)
 
     def worst(self, n: int = WORST_SHOWN) -> list[ArchivedOutput]:
-        """This week's flagged outputs, worst first, at most ``n``."""
+        """The last 7 days' flagged outputs, worst first, at most ``n``."""
         return self.flagged(self.this_week())[:n]
 
     def weekly(self, weeks: int = WEEKS_SHOWN) -> WeeklyShares:
@@ -231,19 +239,19 @@ class ArchiveConsistency:
         return WeeklyShares(mondays, cameras, counts)
 
     def many_flagged_text(self, fitted: bool = True) -> str:
-        """What a high flagged share this week can mean ("" below :data:`MANY_FLAGGED` or with nothing checked).
+        """What a high flagged share in the last 7 days can mean ("" below :data:`MANY_FLAGGED` or with nothing checked).
         ``fitted``: the limits were fitted on calibration pairs (else they are built-in defaults)."""
         week = Counts()
         for o in self.this_week():
             week.add(o)
         if week.share is None or week.share < MANY_FLAGGED:
             return ""
-        share = f"{min(100 * week.share, 99.9 if week.flagged < week.measured else 100.0):.1f}%"
+        share = f"{_images_share(week)} of the checked images restored {self.span()} are flagged"
         if not fitted:
-            return (f"{share} of this week's checked images are flagged. No calibration pairs fitted the limits they "
+            return (f"{share}. No calibration pairs fitted the limits they "
                     "were judged by (built-in defaults), so this share says little about invented detail until "
                     "calibration pairs are uploaded and an evaluation fits limits to this camera.")
-        return (f"{share} of this week's checked images are flagged. The limits were set beyond the worst of the "
+        return (f"{share}. The limits were set beyond the worst of the "
                 "calibration outputs, whose true error was measured, so these images disagree with what the camera "
                 "recorded (seen through the camera model) more than any of those did: the student may be inventing "
                 "detail on them, or they may be unlike the calibration pairs (other scenes, lighting or "
@@ -255,7 +263,7 @@ class ArchiveConsistency:
         return "**Consistency with the camera.** " + self.manager_text()
 
     def manager_text(self) -> str:
-        """How many of this week's restored images need a person's look, in plain words."""
+        """How many of the images restored in the last 7 days need a person's look, in plain words."""
         if not self.outputs and self.unread:
             n = len(self.unread)
             return (f"{n:,} archive {'batch' if n == 1 else 'batches'} could not be read "
@@ -265,7 +273,7 @@ class ArchiveConsistency:
         week = Counts()
         for o in self.this_week():
             week.add(o)
-        span = f"this week (the 7 days to {self.report_date.isoformat()})"
+        span = self.span()
         if not week.total:
             older = self.flagged()
             return f"No image was restored {span}" + (
@@ -308,10 +316,15 @@ def link_list(text_html: str) -> str:
 
 # --- pictures and tables --------------------------------------------------------------------------
 
+def _images_share(c: Counts) -> str:
+    """The flagged share of ``c``'s checked images, one decimal; 100.0% only when all are."""
+    return f"{min(100 * (c.share or 0.0), 99.9 if c.flagged < c.measured else 100.0):.1f}%"
+
+
 def _share_text(c: Counts, markdown: bool = False) -> str:
     if not c.total:
         return "-" if markdown else "&ndash;"
-    text = "not measured" if c.share is None else f"{100 * c.share:.1f}% ({c.flagged} of {c.measured})"
+    text = "not measured" if c.share is None else f"{_images_share(c)} ({c.flagged} of {c.measured})"
     if c.share is not None and c.not_measured:
         text += f", {c.not_measured} not measured"
     return text
@@ -371,6 +384,11 @@ def _fmt(x: float | None, digits: int, scale: float = 1.0, unit: str = "") -> st
     return "&ndash;" if x is None else f"{x * scale:.{digits}f}{unit}"
 
 
+def _pixels_share(out: ArchivedOutput) -> str:
+    """The share of input pixels ``out`` contradicts, as its verdict's reason says it."""
+    return "&ndash;" if out.flagged_share is None else percent(out.flagged_share)
+
+
 def _map_html(out: ArchivedOutput) -> str:
     esc = html.escape
     if out.map_file is None:
@@ -388,23 +406,23 @@ def _day(out: ArchivedOutput) -> str:
 
 
 def worst_html(archive: ArchiveConsistency, n: int = WORST_SHOWN) -> str:
-    """This week's worst flagged images, each with its figures, reasons and heat map."""
+    """The last 7 days' worst flagged images, each with its figures, reasons and heat map."""
     esc = html.escape
     worst = archive.worst(n)
     flagged_week = len(archive.flagged(archive.this_week()))
     if not worst:
-        return "<p class='note'>No image restored this week was flagged.</p>"
+        return f"<p class='note'>No image restored {archive.span()} was flagged.</p>"
     shown = ("the one shown, with the share of input pixels it contradicts" if len(worst) == 1 else
              f"the {len(worst)} worst shown, by the share of input pixels they contradict, then by the largest "
              "disagreement")
-    intro = (f"<p class='note'>{flagged_week} flagged this week; {shown}. Bright regions on a map are where the "
+    intro = (f"<p class='note'>{flagged_week} flagged {archive.span()}; {shown}. Bright regions on a map are where the "
              "restored image disagrees with what the camera recorded: distrust detail there.</p>")
     items = []
     for o in worst:
         items.append(
             f"<div class='flagged'><h4>{esc(o.source_name)} <span class='note'>(batch {esc(o.batch)}, camera "
             f"{esc(o.camera)}, restored {_day(o)})</span></h4><p>{esc(o.reasons or 'no reason recorded')}. "
-            f"Flagged share {_fmt(o.flagged_share, 2, 100, '%')}, largest disagreement {_fmt(o.peak, 0)} levels, "
+            f"Flagged share {_pixels_share(o)}, largest disagreement {_fmt(o.peak, 0)} levels, "
             f"consistency PSNR-Y {_fmt(o.psnr_y, 1)} dB (judged with {esc(o.model_camera or 'unknown camera model')}). "
             f"Output: <code>{esc(o.output_path)}</code></p>{_map_html(o)}</div>")
     return intro + "<div id='consistency-worst'>" + "".join(items) + "</div>"
@@ -417,7 +435,7 @@ def flagged_list_html(archive: ArchiveConsistency, limit: int = LISTED_MAX) -> s
     if not flagged:
         return ""
     rows = "".join(f"<tr><td>{_day(o)}</td><td>{esc(o.batch)}</td><td>{esc(o.source_name)}</td><td>{esc(o.camera)}</td>"
-                   f"<td>{_fmt(o.flagged_share, 2, 100, '%')}</td><td>{_fmt(o.peak, 0)}</td>"
+                   f"<td>{_pixels_share(o)}</td><td>{_fmt(o.peak, 0)}</td>"
                    f"<td class='detail'>{esc(o.reasons)}</td><td class='detail'>{esc(o.output_path)}</td></tr>"
                    for o in flagged[:limit])
     more = (f"<p class='note'>{len(flagged) - limit} older flagged images are not listed here; the archive "
@@ -463,29 +481,46 @@ def _pairs(entry: dict[str, Any]) -> float | None:
     return _number(entry.get("pairs", fit.get("pairs")))
 
 
-def fit_html(fit: Any) -> str:
-    """``summary["consistency"]`` as a short table: per camera, its pairs, the Spearman correlation of
-    consistency against true error on them, and its thresholds (in ``thresholds`` or flat in the entry),
-    then the fit's other plain fields; a note when it is absent, not available or has no cameras."""
+def _fit_rows(fitted: dict[str, Any], cameras: Iterable[str], camera: str | None) -> list[tuple[str, Any]]:
+    """(label, entry) per field camera (``camera``, the report's, else the fit's and ``cameras``): its own
+    entry, else the ``all`` one, which says it was fitted on all cameras' pairs; then, in every camera's
+    report, the ``all`` entry for the other cameras where no row shows it."""
+    fallback = fitted.get(FIT_ALL)
+    rows = []
+    for name in sorted({str(k) for k in fitted if k != FIT_ALL} | ({camera} if camera else set(cameras))):
+        if name in fitted:
+            rows.append((name, fitted[name]))
+        elif fallback is not None:  # one camera's evaluation fits `all` on that camera's pairs alone
+            rows.append((name if name == camera else f"{name} (fitted on all cameras' pairs)", fallback))
+    if fallback is not None and camera is None and all(entry is not fallback for _, entry in rows):
+        rows.append(("other cameras (fitted on all cameras' pairs)", fallback))
+    return rows
+
+
+def fit_html(fit: Any, cameras: Iterable[str] = (), camera: str | None = None) -> str:
+    """``summary["consistency"]`` as a short table: per field camera (:func:`_fit_rows`), its pairs, the
+    Spearman correlation of consistency against true error on them, and its thresholds (in ``thresholds`` or
+    flat in the entry), then the fit's other plain fields; a note when it is absent, not available or has no
+    cameras."""
     esc = html.escape
     if not isinstance(fit, dict) or not fit:
         return ("<p class='note'>This evaluation fitted no consistency thresholds; the archive's verdicts use the "
                 "thresholds stored with the model that restored each image.</p>")
     if fit.get("available") is False:
         return f"<p class='note'>Consistency thresholds not fitted: {esc(str(fit.get('reason')))}</p>"
-    cameras = fit.get("cameras") if isinstance(fit.get("cameras"), dict) else {}
+    fitted = fit.get("cameras") if isinstance(fit.get("cameras"), dict) else {}
     notes = [f"{esc(str(k).replace('_', ' '))}: {esc(str(v))}" for k, v in fit.items()  # no file paths on the page
              if k not in ("cameras", "available", "path") and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    if not cameras:
+    if not fitted:
         return "<p class='note'>" + ("; ".join(notes) or "The consistency fit recorded no cameras.") + "</p>"
     head = "".join(f"<th>{label}</th>" for _, label, _ in _THRESHOLD_COLUMNS)
     rows = []
-    for camera, entry in cameras.items():
+    for label, entry in _fit_rows(fitted, cameras, camera):
         entry = entry if isinstance(entry, dict) else {}
         limits = entry["thresholds"] if isinstance(entry.get("thresholds"), dict) else entry
         cells = "".join(f"<td>{_limit_cell(key, limits, digits)}</td>" for key, _, digits in _THRESHOLD_COLUMNS)
         pairs = _pairs(entry)
-        rows.append(f"<tr><td>{esc(str(camera))}</td><td>{'&ndash;' if pairs is None else int(pairs)}</td>"
+        rows.append(f"<tr><td>{esc(label)}</td><td>{'&ndash;' if pairs is None else int(pairs)}</td>"
                     f"<td>{_fmt(_spearman(entry), 2)}</td>{cells}<td class='detail'>{esc(str(entry.get('source', '')))}</td></tr>")
     return ("<table id='consistency-fit'><tr><th>camera</th><th>pairs</th><th>Spearman (consistency vs true "
             f"error)</th>{head}<th class='detail'>source</th></tr>{''.join(rows)}</table>"
@@ -504,8 +539,10 @@ def fit_html(fit: Any) -> str:
 
 # --- the section -----------------------------------------------------------------------------------
 
-def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int = WORST_SHOWN) -> str:
-    """``<section id='consistency'>``: the managers' line and list first, the engineers' tables after."""
+def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int = WORST_SHOWN,
+                 camera: str | None = None) -> str:
+    """``<section id='consistency'>``: the managers' line and list first, the engineers' tables after;
+    ``camera``: the report's field camera (None: every camera's report)."""
     esc = html.escape
     parts = ["<section id='consistency'><h2>Consistency with the camera</h2>"]
     if archive is None:
@@ -513,7 +550,7 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
     else:
         parts.append(f"<p>{link_list(esc(archive.manager_text()))} An image is flagged <code>check</code> when the camera model, applied to the "
                      "restored image, does not give back what the camera recorded: some of its detail may be "
-                     "invented. The archive keeps every flagged image; each counts once, in the week it was last restored.</p>")
+                     "invented. The archive keeps every flagged image; each counts once, in the ISO week it was last restored.</p>")
         if many := archive.many_flagged_text(isinstance(fit, dict) and fit.get("available") is True):
             parts.append(f"<p id='many-flagged'>{esc(many)}</p>")
         parts.append(f"<p class='note' id='archive-state'>{esc(archive.state_text())}</p>")
@@ -524,12 +561,14 @@ def section_html(archive: ArchiveConsistency | None, fit: Any = None, worst: int
         weekly = archive.weekly()
         if weekly.weeks:
             plot = weekly_trend_png(weekly)
-            parts.append("<h3>Share flagged per field camera and week</h3>" + weekly_table_html(weekly)
+            parts.append("<h3>Share flagged per field camera and ISO week</h3>" + weekly_table_html(weekly)
                          + (f"<img class='plot' id='consistency-trend' alt='share flagged per week' "
                             f"src='{png_data_uri(plot)}'>" if plot else
                             f"<p class='note'>Nothing measured yet: every image was {NOT_MEASURED_WHY}.</p>"))
-        parts.append("<h3 id='consistency-flagged'>This week's images that need a person's look, worst first</h3>"
+        parts.append(f"<h3 id='consistency-flagged'>Images restored {esc(archive.span())} that need a person's look, "
+                     "worst first</h3>"
                      + worst_html(archive, worst) + flagged_list_html(archive))
     parts.append("<h3>For engineers: consistency thresholds fitted on the calibration pairs</h3>"
-                 + fit_html(fit) + "</section>")
+                 + fit_html(fit, sorted({o.camera for o in archive.outputs}) if archive else (), camera)
+                 + "</section>")
     return "".join(parts)

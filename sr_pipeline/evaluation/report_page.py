@@ -170,8 +170,8 @@ def _tolerances(summary: dict[str, Any]) -> dict[str, float]:
 def headline(summary: dict[str, Any], history: list[dict[str, Any]],
              archive: ArchiveConsistency | None = None) -> list[str]:
     """The plain-language summary, one short paragraph per topic (markdown: only ``**bold**``); with
-    the archive, how many of this week's restored images need a person's look. Every comparison is
-    worded by :func:`~sr_pipeline.sr.judge.wording.compare`."""
+    the archive, how many of the images restored in the last 7 days need a person's look. Every
+    comparison is worded by :func:`~sr_pipeline.sr.judge.wording.compare`."""
     lines = []
     served = summary.get("served")
     shown = served or "candidate"  # with no model in use, describe the rejected candidate
@@ -569,7 +569,7 @@ def render_report(summary: dict[str, Any], scores: Scores, history: list[dict[st
     parts.append("<section><h2>Trend across reports</h2>"
                  f"<img class='plot' id='trend' alt='trend across reports' "
                  f"src='{png_data_uri(trend_png(history, summary))}'></section>")
-    parts.append(section_html(archive, summary.get("consistency")))
+    parts.append(section_html(archive, summary.get("consistency"), camera=summary.get("camera")))
 
     focus = served_role(summary)
     parts.append("<section><h2>Side by side: best, median and worst image</h2>"

@@ -34,7 +34,7 @@ from sr_pipeline.sr.serve.consistency import (
 )
 from sr_pipeline.sr.images.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
 from sr_pipeline.common.atomic import atomic_write
-from sr_pipeline.sr.judge.wording import count
+from sr_pipeline.sr.judge.wording import count, percent
 
 FEED_ROWS = 256  # SR rows converted to float at a time when measuring a saved file
 _SCALE_SUFFIX = re.compile(r"^(?P<stem>.+)_x(?P<scale>\d+)$")
@@ -260,7 +260,7 @@ def _line(row: dict) -> str:
     if row["status"] == "failed":
         return f"{row['sr']}: failed ({row['reason']})"
     figures = (f"consistency PSNR-Y {row['consistency_psnr_y']:.1f} dB, peak {row['consistency_peak']:.0f} levels, "
-               f"{100 * row['consistency_flagged_share']:.2f}% flagged")
+               f"{percent(row['consistency_flagged_share'])} flagged")
     verdict = row["consistency_verdict"] + (f": {row['consistency_reasons']}" if row["consistency_reasons"] else "")
     return f"{row['sr']}: {verdict} ({figures})"
 

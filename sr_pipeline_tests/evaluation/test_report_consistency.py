@@ -2,7 +2,8 @@
 
 Two batches, two field cameras, four ISO weeks, some outputs flagged ``check``; the plant is in
 Berlin (UTC+1 in winter), so outputs near midnight UTC fall on the next local day. Report date:
-Wednesday 2026-03-04, so "this week" is 2026-02-26 .. 2026-03-04 local time.
+Wednesday 2026-03-04, so the last 7 days are 2026-02-26 .. 2026-03-04 local time (ISO week 2026-W10 starts
+on Monday 2026-03-02).
 """
 
 import base64
@@ -17,7 +18,8 @@ from conftest import encode, pixels
 from test_report import make_scores, make_summary
 from sr_pipeline.evaluation.archive_consistency import archive_consistency, archived_batches
 from sr_pipeline.evaluation import report_page as report
-from sr_pipeline.evaluation.consistency_page import ArchiveConsistency, section_html
+from sr_pipeline.evaluation.consistency_page import ArchiveConsistency, Counts, _share_text, fit_html, section_html
+from sr_pipeline.sr.judge.wording import percent
 
 DAY = date(2026, 3, 4)
 TZ = "Europe/Berlin"
@@ -31,12 +33,12 @@ CONSISTENCY_FIELDS = [("consistency_verdict", pa.string()), ("consistency_psnr_y
 
 # (batch, image, camera, UTC time, verdict, flagged share, peak, writes a map)
 OUTPUTS = [
-    ("b1", "a-late-local", "cam-a", "2026-03-04T22:30", "ok", 0.0, 3.0, False),        # 23:30 local: this week
+    ("b1", "a-late-local", "cam-a", "2026-03-04T22:30", "ok", 0.0, 3.0, False),        # 23:30 local: the last 7 days
     ("b1", "a-next-day", "cam-a", "2026-03-04T23:30", "check", 0.9, 99.0, True),      # 00:30 on 5 March: left out
     ("b1", "b-mid", "cam-b", "2026-03-01T10:00", "check", 0.05, 40.0, True),
     ("b2", "a-worst", "cam-a", "2026-03-02T10:00", "check", 0.20, 30.0, True),
     ("b2", "a-ok", "cam-a", "2026-03-03T10:00", "ok", 0.0, 5.0, False),
-    ("b2", "b-spot", "cam-b", "2026-02-25T23:30", "check", 0.01, 90.0, False),        # 26 Feb local: this week
+    ("b2", "b-spot", "cam-b", "2026-02-25T23:30", "check", 0.01, 90.0, False),        # 26 Feb local: the last 7 days
     ("b1", "b-older", "cam-b", "2026-02-25T22:30", "check", 0.50, 60.0, True),        # 25 Feb local: last week
     ("b1", "a-feb10", "cam-a", "2026-02-10T09:00", "ok", 0.0, 2.0, False),
     ("b1", "a-feb11", "cam-a", "2026-02-11T09:00", "check", 0.02, 25.0, True),
@@ -85,7 +87,7 @@ def test_the_manager_line_counts_this_weeks_outputs_in_the_plants_time_zone(arch
     state = view.state_text()  # which archive the report describes: when it was read, what it held
     assert state.startswith("The archive as read at ") and f"{len(view.outputs)} restored images in 2 batches" in state
     line = view.manager_line()
-    assert line == ("**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04) "
+    assert line == ("**Consistency with the camera.** 3 of 11 images restored in the last 7 days (2026-02-26 to 2026-03-04) "
                     "need a person's look (a-worst.png, b-mid.png, b-spot.png); see the list in the report.")
     scores = make_scores(archive.root / "pairs")
     lines = report.headline(make_summary(scores, DAY.isoformat()), [], view)
@@ -95,9 +97,11 @@ def test_the_manager_line_counts_this_weeks_outputs_in_the_plants_time_zone(arch
     assert "look (a-worst.png, b-mid.png, b-spot.png); <a href='#consistency-flagged'>see the list</a>." in headline
     assert "id='archive-state'>The archive as read at " in page and "id='consistency-flagged'" in page
     # 3 of 11 is a share that needs saying what it can mean; a week with none flagged says nothing of it
-    assert "<p id='many-flagged'>27.3% of this week&#x27;s checked images are flagged. No calibration pairs" in page
+    assert ("<p id='many-flagged'>27.3% of the checked images restored in the last 7 days (2026-02-26 to "
+            "2026-03-04) are flagged. No calibration pairs") in page
     assert archive_consistency(archive, date(2026, 2, 20), TZ).many_flagged_text() == ""
-    assert view.many_flagged_text().startswith("27.3% of this week's checked images are flagged. The limits were set")
+    assert view.many_flagged_text().startswith("27.3% of the checked images restored in the last 7 days (2026-02-26 "
+                                               "to 2026-03-04) are flagged. The limits were set")
     # In UTC the late outputs move a day back: "a-next-day" (flagged) joins the week, "b-spot" leaves it.
     utc = archive_consistency(archive, DAY, "UTC")
     assert utc.later == 0 and "3 of 11 images" in utc.manager_line()
@@ -148,11 +152,73 @@ def test_the_worst_flagged_images_of_the_week_come_with_their_maps(archive):
     assert "Heat map not found: archive/b1/consistency_maps/b-mid_consistency.png" in worst
     assert "No heat map was written for this image." in worst[worst.index("<h4>b-spot.png"):]
     top_one = section_html(archive_consistency(archive, DAY, TZ), worst=1)
-    assert re.findall(r"<h4>([^ <]+) <span", top_one) == ["a-worst.png"] and "3 flagged this week" in top_one
+    assert re.findall(r"<h4>([^ <]+) <span", top_one) == ["a-worst.png"] and "3 flagged in the last 7 days (2026-02-26 to 2026-03-04)" in top_one
     # Every flagged image up to the report date stays listed, last week's included.
     listing = page[page.index("id='consistency-flagged-all'"):]
     assert {"b-older.png", "a-feb11.png", "a-worst.png"} <= set(re.findall(r"<td>([\w-]+\.png)</td>", listing))
     assert "a-next-day.png" not in page
+
+
+def test_an_images_flagged_share_reads_the_same_in_its_reason_and_on_the_page():
+    """1.12502% of pixels measured: the reason said 1.13%, the page 1.12% from the manifest's 0.011250."""
+    from sr_pipeline.serving.audit import _line
+    from sr_pipeline.sr.serve.consistency import Consistency, Thresholds, verdict
+
+    share = 0.0112502
+    _, reasons = verdict(40.0, share, 5.0, (0.0,), Thresholds(share=0.005))
+    record = Consistency(40.0, share, 5.0, (0.0,), 0.0, "G s1", "check", reasons).record()
+    assert record["consistency_flagged_share"] == 0.01125
+    row = {"batch": "b1", "camera": "cam-a", "source_name": "spot.png", "upscaled_at": "2026-03-03T10:00:00"} | record
+    page = section_html(ArchiveConsistency.from_rows([row], DAY, timezone.utc))
+    assert "1.13% of input pixels disagree (limit 0.50%)" in page
+    assert "Flagged share 1.13%," in page and "<td>1.13%</td>" in page
+    assert "1.13% of input pixels disagree" in _line({"status": "scored", "sr": "spot_x4.png"} | record)
+    assert "1.13% flagged)" in _line({"status": "scored", "sr": "spot_x4.png"} | record)
+    # A hair above its limit: 4 decimals, all the manifest keeps, which round to the page's 1.12% (1.125% would not).
+    _, close = verdict(40.0, 0.011249, 5.0, (0.0,), Thresholds(share=0.01123))
+    assert close == ["1.1249% of input pixels disagree (limit 1.1230%)"] and percent(0.011249) == "1.12%"
+
+
+def test_the_sentences_say_which_days_they_count_and_the_table_its_iso_weeks(archive):
+    view = archive_consistency(archive, DAY, TZ)
+    page = section_html(view)
+    assert "this week" not in page.lower()
+    # the sentence's figure is the last 7 days' (3 of 11), which it names; the table's is its ISO week's (1 of 9)
+    days = Counts()
+    for o in view.outputs:
+        if date(2026, 2, 26) <= o.day <= DAY:
+            days.add(o)
+    assert (days.flagged, days.measured) == (3, 11)
+    assert ("<p id='many-flagged'>27.3% of the checked images restored in the last 7 days (2026-02-26 to 2026-03-04) "
+            "are flagged.") in page
+    assert "Share flagged per field camera and ISO week" in page and "in the ISO week it was last restored" in page
+    assert "<tr><td>2026-W10 (2026-03-02)</td><td>11.1% (1 of 9)</td>" in page
+    assert ("Images restored in the last 7 days (2026-02-26 to 2026-03-04) that need a person's look, worst "
+            "first") in page
+    # one rounding for a share of images: 9,999 of 10,000 is not all of them, in the table as in the sentence
+    assert _share_text(Counts(10_000, 10_000, 9_999)) == "99.9% (9999 of 10000)"
+    assert _share_text(Counts(3, 3, 3)) == "100.0% (3 of 3)"
+
+
+def test_each_thresholds_row_names_its_camera_and_says_where_the_all_camera_fit_stands_in(tmp_path):
+    own = {"pairs": 12, "thresholds": {"pixel": 9.5, "peak": 31.2, "share": 0.004, "psnr": 33.0, "colour": 2.5}}
+    every = {"pairs": 14, "thresholds": {"pixel": 10.0, "peak": 30.0, "share": 0.005, "psnr": 32.0, "colour": 3.0}}
+    labels = lambda page: re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td>", page)  # noqa: E731
+    # every camera's report: cam-b restored images but had too few pairs for limits of its own
+    fit = {"available": True, "cameras": {"cam-a": own, "all": every}}
+    assert labels(fit_html(fit, ["cam-a", "cam-b"])) == [
+        ("cam-a", "12"), ("cam-b (fitted on all cameras&#x27; pairs)", "14")]
+    assert labels(fit_html(fit)) == [("cam-a", "12"), ("other cameras (fitted on all cameras&#x27; pairs)", "14")]
+    # one camera's report: its evaluation fitted `all` on that camera's pairs alone, so the row is the camera's
+    assert labels(fit_html({"available": True, "cameras": {"all": every | {"pairs": 2}}}, camera="field_cam")) == [
+        ("field_cam", "2")]
+    assert labels(fit_html({"available": True, "cameras": {"field_cam": own, "all": every}}, camera="field_cam")) == [
+        ("field_cam", "12")]
+    scores = make_scores(tmp_path)
+    summary = make_summary(scores, DAY.isoformat()) | {"camera": "field_cam",
+                                                       "consistency": {"available": True, "cameras": {"all": every}}}
+    page = report.render_report(summary, scores, [])
+    assert labels(page[page.index("id='consistency-fit'"):]) == [("field_cam", "14")]
 
 
 def test_manifests_written_before_the_check_count_as_not_measured(archive):
@@ -160,7 +226,7 @@ def test_manifests_written_before_the_check_count_as_not_measured(archive):
     old.append(_row(archive, "b0", "old-feb", "cam-c", "2026-02-12T08:00"))
     write_manifest(archive, "b0", old, measured=False)
     view = archive_consistency(archive, DAY, TZ)
-    assert view.manager_text() == ("3 of 11 checked images restored this week (the 7 days to 2026-03-04) need a "
+    assert view.manager_text() == ("3 of 11 checked images restored in the last 7 days (2026-02-26 to 2026-03-04) need a "
                                    "person's look (a-worst.png, b-mid.png, b-spot.png); see the list in the report. "
                                    "2 more were not checked (restored "
                                    "before the consistency check existed).")
@@ -171,7 +237,7 @@ def test_manifests_written_before_the_check_count_as_not_measured(archive):
     assert "<td>not measured</td>" in page and "11.1% (1 of 9), 2 not measured" in page
 
     only_old = ArchiveConsistency.from_rows(old, DAY, timezone.utc)
-    assert only_old.manager_text() == ("2 images restored this week (the 7 days to 2026-03-04) were not checked "
+    assert only_old.manager_text() == ("2 images restored in the last 7 days (2026-02-26 to 2026-03-04) were not checked "
                                        "against the camera (restored before the consistency check existed).")
     assert "Nothing measured yet" in section_html(only_old)
 
@@ -187,7 +253,7 @@ def test_a_broken_manifest_is_skipped_and_nan_or_missing_values_do_not_crash(arc
                                         {"consistency_verdict": "check", "consistency_flagged_share": float("nan"),
                                          "upscaled_at": "2026-03-03T10:00:00"}], DAY, timezone.utc)
     assert [o.verdict for o in odd.outputs] == [None, "check"] and odd.outputs[1].severity == (0.0, 0.0)
-    assert "1 of 1 image restored this week (the 7 days to 2026-03-04) needs a person's look" in odd.manager_text()
+    assert "1 of 1 image restored in the last 7 days (2026-02-26 to 2026-03-04) needs a person's look" in odd.manager_text()
     assert "<h4>?" in section_html(odd)
 
 
@@ -225,7 +291,9 @@ def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(la
     # the local limit, and on the edge ring the inside's where the ring has none of its own
     assert "<td>2.5</td><td>3.79</td><td>0.0154</td><td>2.75</td><td>2.75</td>" in table
     assert "<th>local floor (levels)</th><th>local slope</th><th>local (x)</th><th>edge ring (x)</th>" in table
-    assert "<tr><td>all</td><td>20</td><td>0.64</td><td>10.0</td>" in table and "camera model: G s9" in page
+    # no archive camera lacks its own limits: the `all` entry is there for the others, and says so
+    assert ("<tr><td>other cameras (fitted on all cameras&#x27; pairs)</td><td>20</td><td>0.64</td><td>10.0</td>"
+            in table and "camera model: G s9" in page)
     assert "<td>2.0</td><td>off</td><td>off</td><td>off</td><td>off</td>" in table  # a file fitted before the local limit
     assert "<td>3.0</td><td>&ndash;</td><td>&ndash;</td><td>&ndash;</td><td>&ndash;</td>" in table  # a summary written before the local limits
     assert "more than any of them did" in page
@@ -244,7 +312,7 @@ def test_run_evaluation_puts_the_archive_section_in_the_report_folder(archive, r
     add_pairs(archive, registry, tmp_path, [1, 2], "calib-1")
     out = ev.run_evaluation(archive, save_sr(archive, "teacher", "t1"), save_sr(archive, "student", "s1"), None, None,
                             DAY, STRICT, lpips=FakeLPIPS(), device="cpu")
-    line = "**Consistency with the camera.** 3 of 11 images restored this week (the 7 days to 2026-03-04)"
+    line = "**Consistency with the camera.** 3 of 11 images restored in the last 7 days (2026-02-26 to 2026-03-04)"
     assert out.headline[-1].startswith(line) and out.summary["headline"] == out.headline
     assert "| 2026-W10 | 11.1% (1 of 9) | - | 11.1% (1 of 9) |" in out.table_md
     page = out.report_path.read_text()

@@ -5,7 +5,8 @@ gate's: 0.05 dB PSNR-Y, 0.005 LPIPS by default) and at least one is better beyon
 figure is better and another worse, the sentence names the trade ("+1.24 dB PSNR-Y, 0.023 worse
 LPIPS") and never says better, beat or won. The report, the gate's messages and the logs all word
 comparisons through :func:`compare`. Counts in sentences go through :func:`count` ("1 pair", "3
-pairs") and timestamps through :func:`readable_time` ("2026-12-07 04:31 UTC", never a raw ISO string).
+pairs"), an output's flagged share through :func:`percent` ("1.13%") and timestamps through
+:func:`readable_time` ("2026-12-07 04:31 UTC", never a raw ISO string).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from sr_pipeline.sr.judge.scoring import metric
 
 DEFAULT_TOLERANCES = {"psnr_y": 0.05, "lpips": 0.005}
+SHARE_DECIMALS = 6  # an output's flagged share as its record keeps it (the manifest's consistency_flagged_share)
 _VERSION = re.compile(r"^(?:(?P<tag>[a-z]+)-)?(?P<date>\d{8})T\d{6}Z-(?P<id>[0-9a-f]{6})")
 
 
@@ -103,6 +106,14 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     """``n`` and its noun as a sentence says it: ``1 pair``, ``0 pairs``, ``3 batches`` (``plural``
     for nouns that do not take an s)."""
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def percent(share: float, digits: int = 2) -> str:
+    """A share (0-1) as a percentage with ``digits`` decimals (``1.13%``), rounded half up from the share as
+    its record keeps it (:data:`SHARE_DECIMALS`): the verdict's reason, written from the measured share, and
+    a page printing the recorded one say the same figure."""
+    kept = Decimal(repr(round(share, SHARE_DECIMALS))) * 100
+    return f"{kept.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP):f}%"
 
 
 def readable_time(stamp: object) -> str:

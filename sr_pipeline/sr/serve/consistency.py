@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
 from sr_pipeline.sr.images.tensors import downsample, upsample
+from sr_pipeline.sr.judge.wording import SHARE_DECIMALS, percent
 
 Y_WEIGHTS = torch.tensor([65.481, 128.553, 24.966]) / 255.0  # Y of YCbCr per 0-255 RGB level, as metrics.rgb_to_y
 BICUBIC_HALO = 3  # LR rows beyond a band that antialiased bicubic-down reads (its support is 2 LR pixels)
@@ -257,7 +258,7 @@ class Consistency:
         return {
             "consistency_verdict": self.verdict,
             "consistency_psnr_y": round(self.psnr_y, 3) if math.isfinite(self.psnr_y) else 99.0,
-            "consistency_flagged_share": round(self.flagged_share, 6),
+            "consistency_flagged_share": round(self.flagged_share, SHARE_DECIMALS),
             "consistency_peak": round(self.peak, 2),
             "consistency_colour_shift": [round(c, 3) for c in self.colour_shift],
             "consistency_intensity_shift": round(self.intensity_shift, 3),
@@ -274,6 +275,16 @@ def _versus(value: float, limit: float, digits: int, unit: str = "") -> tuple[st
         if a != b:
             break
     return a + unit, b + unit
+
+
+def _versus_share(share: float, limit: float) -> tuple[str, str]:
+    """:func:`_versus` for shares, through :func:`percent` as pages print them from the manifest: 2 decimals,
+    else 4 (all the manifest keeps); never 3, whose "1.125%" could sit beside a page's "1.12%"."""
+    for d in (2, SHARE_DECIMALS - 2):
+        a, b = percent(share, d), percent(limit, d)
+        if a != b:
+            break
+    return a, b
 
 
 def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
@@ -299,7 +310,7 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
             reasons.append(f"a region{where} stands out from its surroundings: {v}x the disagreement "
                            f"its structure explains (limit {lim})")
     if share > t.share:
-        v, lim = _versus(100 * share, 100 * t.share, 2, "%")
+        v, lim = _versus_share(share, t.share)
         reasons.append(f"{v} of input pixels disagree (limit {lim})")
     if psnr_y < t.psnr and (share > 0 or psnr_y < t.psnr - PSNR_MARGIN_DB):
         v, lim = _versus(psnr_y, t.psnr, 1, " dB")
