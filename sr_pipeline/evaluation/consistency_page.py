@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sr_pipeline.sr.images.figures import figure_png, png_data_uri
-from sr_pipeline.sr.judge.wording import percent
+from sr_pipeline.sr.judge.wording import PEAK_DECIMALS, PSNR_DECIMALS, fixed, percent
 
 FLAGGED = "check"
 MEASURED = ("ok", FLAGGED)
@@ -380,8 +380,10 @@ def weekly_markdown(archive: ArchiveConsistency | None) -> str:
     return "\n".join(out)
 
 
-def _fmt(x: float | None, digits: int, scale: float = 1.0, unit: str = "") -> str:
-    return "&ndash;" if x is None else f"{x * scale:.{digits}f}{unit}"
+def _fmt(x: float | None, digits: int, kept: int | None = None) -> str:
+    """``x`` rounded half up as :func:`fixed` does (``kept``: the decimals its record keeps), so an image's
+    figures read as its verdict's reason gives them and a limit as the reason's "(limit ...)"."""
+    return "&ndash;" if x is None else fixed(x, digits, kept)
 
 
 def _pixels_share(out: ArchivedOutput) -> str:
@@ -422,8 +424,9 @@ def worst_html(archive: ArchiveConsistency, n: int = WORST_SHOWN) -> str:
         items.append(
             f"<div class='flagged'><h4>{esc(o.source_name)} <span class='note'>(batch {esc(o.batch)}, camera "
             f"{esc(o.camera)}, restored {_day(o)})</span></h4><p>{esc(o.reasons or 'no reason recorded')}. "
-            f"Flagged share {_pixels_share(o)}, largest disagreement {_fmt(o.peak, 0)} levels, "
-            f"consistency PSNR-Y {_fmt(o.psnr_y, 1)} dB (judged with {esc(o.model_camera or 'unknown camera model')}). "
+            f"Flagged share {_pixels_share(o)}, largest disagreement {_fmt(o.peak, 0, PEAK_DECIMALS)} levels, "
+            f"consistency PSNR-Y {_fmt(o.psnr_y, 1, PSNR_DECIMALS)} dB "
+            f"(judged with {esc(o.model_camera or 'unknown camera model')}). "
             f"Output: <code>{esc(o.output_path)}</code></p>{_map_html(o)}</div>")
     return intro + "<div id='consistency-worst'>" + "".join(items) + "</div>"
 
@@ -435,7 +438,7 @@ def flagged_list_html(archive: ArchiveConsistency, limit: int = LISTED_MAX) -> s
     if not flagged:
         return ""
     rows = "".join(f"<tr><td>{_day(o)}</td><td>{esc(o.batch)}</td><td>{esc(o.source_name)}</td><td>{esc(o.camera)}</td>"
-                   f"<td>{_pixels_share(o)}</td><td>{_fmt(o.peak, 0)}</td>"
+                   f"<td>{_pixels_share(o)}</td><td>{_fmt(o.peak, 0, PEAK_DECIMALS)}</td>"
                    f"<td class='detail'>{esc(o.reasons)}</td><td class='detail'>{esc(o.output_path)}</td></tr>"
                    for o in flagged[:limit])
     more = (f"<p class='note'>{len(flagged) - limit} older flagged images are not listed here; the archive "

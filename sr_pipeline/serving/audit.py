@@ -34,7 +34,7 @@ from sr_pipeline.sr.serve.consistency import (
 )
 from sr_pipeline.sr.images.decode import IMAGE_EXTENSIONS, ImageRejected, SourceImage, read_image
 from sr_pipeline.common.atomic import atomic_write
-from sr_pipeline.sr.judge.wording import count, percent
+from sr_pipeline.sr.judge.wording import PEAK_DECIMALS, PSNR_DECIMALS, count, fixed, percent
 
 FEED_ROWS = 256  # SR rows converted to float at a time when measuring a saved file
 _SCALE_SUFFIX = re.compile(r"^(?P<stem>.+)_x(?P<scale>\d+)$")
@@ -259,7 +259,8 @@ def _score(lr_path: Path, sr_path: Path, checks: Callable[[int], ConsistencyChec
 def _line(row: dict) -> str:
     if row["status"] == "failed":
         return f"{row['sr']}: failed ({row['reason']})"
-    figures = (f"consistency PSNR-Y {row['consistency_psnr_y']:.1f} dB, peak {row['consistency_peak']:.0f} levels, "
+    figures = (f"consistency PSNR-Y {fixed(row['consistency_psnr_y'], 1, PSNR_DECIMALS)} dB, "
+               f"peak {fixed(row['consistency_peak'], 0, PEAK_DECIMALS)} levels, "
                f"{percent(row['consistency_flagged_share'])} flagged")
     verdict = row["consistency_verdict"] + (f": {row['consistency_reasons']}" if row["consistency_reasons"] else "")
     return f"{row['sr']}: {verdict} ({figures})"

@@ -21,6 +21,7 @@ from sr_pipeline.sr.serve.consistency import (
     Thresholds, camera_model_kind, load_thresholds, thresholds_for,
 )
 from sr_pipeline.sr.images.png_stream import TEXT_PREFIX
+from sr_pipeline.sr.judge.wording import COLOUR_DECIMALS, PEAK_DECIMALS, PSNR_DECIMALS, SHARE_DECIMALS
 
 BICUBIC = "bicubic"
 
@@ -95,14 +96,17 @@ def load_check(model_dir: Path | None, scale: int, *, camera_model: str | None =
 
 
 def consistency_text(result: Consistency) -> dict[str, str]:
-    """The PNG text of a verdict (written after the image data, once every row is known)."""
+    """The PNG text of a verdict (written after the image data, once every row is known), with every figure's
+    decimals as the record keeps them: a manifest filled from this text prints the digits the reason gives (a
+    peak of 40.46 written as 40.5 would read 41 on the page beside the reason's 40)."""
     rec = result.record()
     text = {
         f"{TEXT_PREFIX}consistency": rec["consistency_verdict"],
-        f"{TEXT_PREFIX}consistency_psnr_y": f"{rec['consistency_psnr_y']:.2f}",
-        f"{TEXT_PREFIX}consistency_flagged_share": f"{rec['consistency_flagged_share']:.6f}",
-        f"{TEXT_PREFIX}consistency_peak": f"{rec['consistency_peak']:.1f}",
-        f"{TEXT_PREFIX}consistency_colour_shift": ",".join(f"{c:.2f}" for c in rec["consistency_colour_shift"]),
+        f"{TEXT_PREFIX}consistency_psnr_y": f"{rec['consistency_psnr_y']:.{PSNR_DECIMALS}f}",
+        f"{TEXT_PREFIX}consistency_flagged_share": f"{rec['consistency_flagged_share']:.{SHARE_DECIMALS}f}",
+        f"{TEXT_PREFIX}consistency_peak": f"{rec['consistency_peak']:.{PEAK_DECIMALS}f}",
+        f"{TEXT_PREFIX}consistency_colour_shift": ",".join(f"{c:.{COLOUR_DECIMALS}f}"
+                                                         for c in rec["consistency_colour_shift"]),
         f"{TEXT_PREFIX}consistency_camera": rec["consistency_camera"],
     }
     if rec["consistency_reasons"]:

@@ -179,6 +179,71 @@ def test_an_images_flagged_share_reads_the_same_in_its_reason_and_on_the_page():
     assert close == ["1.1249% of input pixels disagree (limit 1.1230%)"] and percent(0.011249) == "1.12%"
 
 
+# figure: (measured PSNR-Y, peak and colour shift; limits; the digits reason, page and audit all print; the
+# reason; where the page prints the figure; where the audit line does). Each measured value rounded differently
+# in a reason (Python's format of the measured figure) than on the page and in the audit (of the recorded one).
+FIGURES = {
+    # measured 40.504: the reason said 41, the page and audit 40 from the recorded 40.5 (half to even)
+    "peak": ((40.0, 40.504, (0.0,)), {"peak": 20.0}, "41", "a region disagrees with the input by {} levels (limit 20)",
+             ("largest disagreement {} levels,", "<td>{}</td><td class='detail'>"), "peak {} levels,"),
+    # measured 40.46: 40 everywhere, also through the PNG text, which kept 1 decimal (40.5: 41 on the page)
+    "peak kept to 2 decimals": ((40.0, 40.46, (0.0,)), {"peak": 20.0}, "40",
+                                "a region disagrees with the input by {} levels (limit 20)",
+                                ("largest disagreement {} levels,", "<td>{}</td><td class='detail'>"), "peak {} levels,"),
+    # measured 30.2504 dB: the reason said 30.3, the page and audit 30.2 from the recorded 30.25
+    "psnr_y": ((30.2504, 5.0, (0.0,)), {"psnr": 35.0}, "30.3", "consistency PSNR-Y {} dB is below 35.0 dB",
+               ("consistency PSNR-Y {} dB (",), "consistency PSNR-Y {} dB,"),
+    # measured 3.0496 levels: the reason said 3.0 of the 3.05 the record keeps; no page or audit line prints it
+    "colour": ((40.0, 5.0, (3.0496, -0.5, 0.2)), {"colour": 2.0}, "3.1",
+               "colour/intensity shifted by {} levels (limit 2.0)", (), None),
+}
+
+
+@pytest.mark.parametrize("via", ["manifest", "png text"])
+@pytest.mark.parametrize("figure", sorted(FIGURES))
+def test_an_images_figures_read_the_same_in_its_reason_on_the_page_and_in_the_audit(figure, via):
+    """Every figure of a verdict's reason is rounded half up from the value as the manifest keeps it (written
+    by ``record()``, or read back from the output's PNG text when the archive kept the file), as the page and
+    ``sr-pipeline consistency`` print it: never "41 levels" in the reason beside "largest disagreement 40 levels"."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from sr_pipeline.serving.audit import _line
+    from sr_pipeline.serving.consistency import consistency_text, stored_consistency
+    from sr_pipeline.sr.serve.consistency import Consistency, Thresholds, verdict
+
+    (psnr_y, peak, colour), limits, digits, reason, on_page, in_audit = FIGURES[figure]
+    kind, reasons = verdict(psnr_y, 0.0, peak, colour, Thresholds(**limits))
+    assert (kind, reasons) == ("check", [reason.format(digits)])
+    result = Consistency(psnr_y, 0.0, peak, colour, 0.0, "G s1", kind, reasons)
+    record = result.record() if via == "manifest" else stored_consistency(consistency_text(result))
+    row = {"batch": "b1", "camera": "cam-a", "source_name": "spot.png", "upscaled_at": "2026-03-03T10:00:00"} | record
+    page = section_html(ArchiveConsistency.from_rows([row], DAY, timezone.utc))
+    audit = _line({"status": "scored", "sr": "spot_x4.png"} | record)
+    assert reason.format(digits) in page and reason.format(digits) in audit
+    for where in on_page:
+        assert where.format(digits) in page
+    if in_audit:
+        assert in_audit.format(digits) in audit
+    if figure == "colour":  # the largest channel shift as recorded, rounded half up to the reason's decimal
+        kept = max(abs(c) for c in record["consistency_colour_shift"])
+        assert f"{Decimal(repr(kept)).quantize(Decimal('0.1'), ROUND_HALF_UP):f}" == digits
+
+
+def test_a_figure_given_with_more_digits_still_rounds_to_the_pages():
+    """12.46 levels against a limit of 12: 0 decimals say 12 for both, so the reason gives more; 12.5 would read
+    13 half up beside the page's 12, so it gives all the manifest keeps, 12.46."""
+    from sr_pipeline.serving.audit import _line
+    from sr_pipeline.sr.serve.consistency import Consistency, Thresholds, verdict
+
+    kind, reasons = verdict(40.0, 0.0, 12.46, (0.0,), Thresholds(peak=12.0))
+    assert reasons == ["a region disagrees with the input by 12.46 levels (limit 12.00)"]
+    record = Consistency(40.0, 0.0, 12.46, (0.0,), 0.0, "G s1", kind, reasons).record()
+    assert "peak 12 levels," in _line({"status": "scored", "sr": "spot_x4.png"} | record)
+    # 12.3 keeps its one extra decimal: it rounds to the page's 12
+    assert verdict(40.0, 0.0, 12.3, (0.0,), Thresholds(peak=12.0))[1] == [
+        "a region disagrees with the input by 12.3 levels (limit 12.0)"]
+
+
 def test_the_sentences_say_which_days_they_count_and_the_table_its_iso_weeks(archive):
     view = archive_consistency(archive, DAY, TZ)
     page = section_html(view)

@@ -5,7 +5,8 @@ gate's: 0.05 dB PSNR-Y, 0.005 LPIPS by default) and at least one is better beyon
 figure is better and another worse, the sentence names the trade ("+1.24 dB PSNR-Y, 0.023 worse
 LPIPS") and never says better, beat or won. The report, the gate's messages and the logs all word
 comparisons through :func:`compare`. Counts in sentences go through :func:`count` ("1 pair", "3
-pairs"), an output's flagged share through :func:`percent` ("1.13%") and timestamps through
+pairs"), an output's flagged share through :func:`percent` ("1.13%"), its other consistency figures
+(largest disagreement, PSNR-Y, colour shift) through :func:`fixed` ("40.5" -> "41") and timestamps through
 :func:`readable_time` ("2026-12-07 04:31 UTC", never a raw ISO string).
 """
 
@@ -21,6 +22,9 @@ from sr_pipeline.sr.judge.scoring import metric
 
 DEFAULT_TOLERANCES = {"psnr_y": 0.05, "lpips": 0.005}
 SHARE_DECIMALS = 6  # an output's flagged share as its record keeps it (the manifest's consistency_flagged_share)
+PEAK_DECIMALS = 2  # its largest disagreement in levels, as its record keeps it (consistency_peak)
+PSNR_DECIMALS = 3  # its consistency PSNR-Y in dB, as its record keeps it (consistency_psnr_y)
+COLOUR_DECIMALS = 3  # its colour shift per channel in levels, as its record keeps it (consistency_colour_shift)
 _VERSION = re.compile(r"^(?:(?P<tag>[a-z]+)-)?(?P<date>\d{8})T\d{6}Z-(?P<id>[0-9a-f]{6})")
 
 
@@ -108,12 +112,32 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
+def _kept(value: float, kept: int | None) -> Decimal:
+    """``value`` as its record keeps it: rounded to ``kept`` decimals (None: as it is), exactly as written."""
+    value = float(value)
+    return Decimal(repr(value if kept is None else round(value, kept)))
+
+
+def _half_up(value: Decimal, digits: int) -> str:
+    return f"{value.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP):f}"
+
+
 def percent(share: float, digits: int = 2) -> str:
     """A share (0-1) as a percentage with ``digits`` decimals (``1.13%``), rounded half up from the share as
     its record keeps it (:data:`SHARE_DECIMALS`): the verdict's reason, written from the measured share, and
     a page printing the recorded one say the same figure."""
-    kept = Decimal(repr(round(share, SHARE_DECIMALS))) * 100
-    return f"{kept.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP):f}%"
+    return _half_up(_kept(share, SHARE_DECIMALS) * 100, digits) + "%"
+
+
+def fixed(value: float, digits: int, kept: int | None = None) -> str:
+    """``value`` with ``digits`` decimals, rounded half up (``40.5`` reads ``41``, ``30.25`` reads ``30.3``;
+    Python's format says ``40`` and ``30.2``) from the value as its record keeps it: rounded to ``kept``
+    decimals first (:data:`PEAK_DECIMALS`, :data:`PSNR_DECIMALS`, :data:`COLOUR_DECIMALS`; None: as it is).
+    A verdict's reason, written from the measured figure, and a page printing the recorded one say the same
+    digits (the measured 40.504 levels, kept as 40.5, read 41 in both). Not finite: as Python writes it."""
+    if not math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return _half_up(_kept(value, kept), digits)
 
 
 def readable_time(stamp: object) -> str:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from sr_pipeline.sr.models.downsampler import LearnedDownsampler, load_downsampler
 from sr_pipeline.sr.images.tensors import downsample, upsample
-from sr_pipeline.sr.judge.wording import SHARE_DECIMALS, percent
+from sr_pipeline.sr.judge.wording import COLOUR_DECIMALS, PEAK_DECIMALS, PSNR_DECIMALS, SHARE_DECIMALS, fixed, percent
 
 Y_WEIGHTS = torch.tensor([65.481, 128.553, 24.966]) / 255.0  # Y of YCbCr per 0-255 RGB level, as metrics.rgb_to_y
 BICUBIC_HALO = 3  # LR rows beyond a band that antialiased bicubic-down reads (its support is 2 LR pixels)
@@ -257,22 +257,27 @@ class Consistency:
         """Flat JSON-ready figures (for ``--json``, the manifest and PNG text)."""
         return {
             "consistency_verdict": self.verdict,
-            "consistency_psnr_y": round(self.psnr_y, 3) if math.isfinite(self.psnr_y) else 99.0,
+            "consistency_psnr_y": round(self.psnr_y, PSNR_DECIMALS) if math.isfinite(self.psnr_y) else 99.0,
             "consistency_flagged_share": round(self.flagged_share, SHARE_DECIMALS),
-            "consistency_peak": round(self.peak, 2),
-            "consistency_colour_shift": [round(c, 3) for c in self.colour_shift],
+            "consistency_peak": round(self.peak, PEAK_DECIMALS),
+            "consistency_colour_shift": [round(c, COLOUR_DECIMALS) for c in self.colour_shift],
             "consistency_intensity_shift": round(self.intensity_shift, 3),
             "consistency_camera": self.camera,
             "consistency_reasons": "; ".join(self.reasons),
         }
 
 
-def _versus(value: float, limit: float, digits: int, unit: str = "") -> tuple[str, str]:
-    """``value`` and ``limit`` with enough digits (up to 3 more) that the printed figures differ the
-    way the numbers do: never "39.7 dB is below 39.7 dB"."""
-    for d in range(digits, digits + 4):
-        a, b = f"{value:.{d}f}", f"{limit:.{d}f}"
-        if a != b:
+def _versus(value: float, limit: float, digits: int, unit: str = "", kept: int | None = None) -> tuple[str, str]:
+    """``value`` and ``limit`` with enough digits (up to 3 more, at most the ``kept`` decimals :meth:`Consistency.record`
+    keeps of ``value``) that the printed figures differ the way the numbers do: never "39.7 dB is below 39.7 dB".
+    Rounded half up from ``value`` as its record keeps it (:func:`fixed`), as pages print it from the manifest with
+    ``digits`` decimals: never "41 levels" in a reason beside a page's "40" (the measured 40.504, kept as 40.5). More
+    digits than that only where they round to the page's figure: the kept 40.46 reads 40.46, never 40.5 beside 40."""
+    page = fixed(value, digits, kept)
+    last = digits + 3 if kept is None else min(digits + 3, kept)
+    for d in range(digits, last + 1):
+        a, b = fixed(value, d, kept), fixed(limit, d)
+        if a != b and (d == last or fixed(float(a), digits) == page):
             break
     return a + unit, b + unit
 
@@ -298,7 +303,7 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
     """
     reasons = []
     if peak > t.peak:
-        v, lim = _versus(peak, t.peak, 0)
+        v, lim = _versus(peak, t.peak, 0, kept=PEAK_DECIMALS)
         reasons.append(f"a region disagrees with the input by {v} levels (limit {lim})")
     if t.local:
         over = [(value / limit, value, limit, where) for value, limit, where in (
@@ -313,11 +318,11 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
         v, lim = _versus_share(share, t.share)
         reasons.append(f"{v} of input pixels disagree (limit {lim})")
     if psnr_y < t.psnr and (share > 0 or psnr_y < t.psnr - PSNR_MARGIN_DB):
-        v, lim = _versus(psnr_y, t.psnr, 1, " dB")
+        v, lim = _versus(psnr_y, t.psnr, 1, " dB", PSNR_DECIMALS)
         reasons.append(f"consistency PSNR-Y {v} is below {lim}")
     worst = max((abs(c) for c in colour), default=0.0)
     if worst > t.colour:
-        v, lim = _versus(worst, t.colour, 1)
+        v, lim = _versus(worst, t.colour, 1, kept=COLOUR_DECIMALS)
         reasons.append(f"colour/intensity shifted by {v} levels (limit {lim})")
     return ("check" if reasons else "ok"), reasons
 
