@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from sr_pipeline.sr.judge.scoring import metric
 
@@ -119,7 +119,9 @@ def _kept(value: float, kept: int | None) -> Decimal:
 
 
 def _half_up(value: Decimal, digits: int) -> str:
-    return f"{value.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP):f}"
+    with localcontext() as ctx:  # room for any finite float's digits (1e30 overflows the default 28)
+        ctx.prec = 400 + digits
+        return f"{value.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP):f}"
 
 
 def percent(share: float, digits: int = 2) -> str:

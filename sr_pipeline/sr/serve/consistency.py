@@ -276,10 +276,16 @@ def _versus(value: float, limit: float, digits: int, unit: str = "", kept: int |
     page = fixed(value, digits, kept)
     last = digits + 3 if kept is None else min(digits + 3, kept)
     for d in range(digits, last + 1):
-        a, b = fixed(value, d, kept), fixed(limit, d)
+        a, b = fixed(value, d, kept), fixed(limit, d, kept)
         if a != b and (d == last or fixed(float(a), digits) == page):
             break
     return a + unit, b + unit
+
+
+def _beyond(value: float, limit: float, kept: int) -> bool:
+    """``value`` above ``limit`` as the record keeps both (``kept`` decimals): a figure that the manifest and a
+    reason would print equal to its limit is not over it ("20.00 levels (limit 20.00)" would flag nothing visible)."""
+    return round(float(value), kept) > round(float(limit), kept)
 
 
 def _versus_share(share: float, limit: float) -> tuple[str, str]:
@@ -302,7 +308,7 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
     rounding away from its limit made verdicts nobody could find on the image.
     """
     reasons = []
-    if peak > t.peak:
+    if _beyond(peak, t.peak, PEAK_DECIMALS):
         v, lim = _versus(peak, t.peak, 0, kept=PEAK_DECIMALS)
         reasons.append(f"a region disagrees with the input by {v} levels (limit {lim})")
     if t.local:
@@ -314,14 +320,14 @@ def verdict(psnr_y: float, share: float, peak: float, colour: Sequence[float],
             v, lim = _versus(value, limit, 1)
             reasons.append(f"a region{where} stands out from its surroundings: {v}x the disagreement "
                            f"its structure explains (limit {lim})")
-    if share > t.share:
+    if _beyond(share, t.share, SHARE_DECIMALS):
         v, lim = _versus_share(share, t.share)
         reasons.append(f"{v} of input pixels disagree (limit {lim})")
-    if psnr_y < t.psnr and (share > 0 or psnr_y < t.psnr - PSNR_MARGIN_DB):
+    if _beyond(-psnr_y, -t.psnr, PSNR_DECIMALS) and (share > 0 or psnr_y < t.psnr - PSNR_MARGIN_DB):
         v, lim = _versus(psnr_y, t.psnr, 1, " dB", PSNR_DECIMALS)
         reasons.append(f"consistency PSNR-Y {v} is below {lim}")
     worst = max((abs(c) for c in colour), default=0.0)
-    if worst > t.colour:
+    if _beyond(worst, t.colour, COLOUR_DECIMALS):
         v, lim = _versus(worst, t.colour, 1, kept=COLOUR_DECIMALS)
         reasons.append(f"colour/intensity shifted by {v} levels (limit {lim})")
     return ("check" if reasons else "ok"), reasons

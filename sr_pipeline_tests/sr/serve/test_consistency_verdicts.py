@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sr_pipeline.sr.serve.consistency import PSNR_MARGIN_DB, BicubicCamera, Thresholds, map_png, measure, verdict
@@ -95,3 +96,30 @@ def test_each_camera_model_is_judged_by_thresholds_fitted_for_it(layout, tmp_pat
     fallback = load_check(model, 4, camera_model="bicubic")
     assert fallback.thresholds == {} and "no thresholds fitted for bicubic" in fallback.thresholds_source
     assert not fitted_on(model, "key-1")  # the report refits the missing set
+
+
+
+@pytest.mark.parametrize("figures", [dict(peak=20.004), dict(share=0.0100004), dict(colour=[4.0004, 0.0, 0.0]),
+                                     dict(psnr_y=27.9996, share=0.0)])
+def test_a_figure_its_record_keeps_equal_to_the_limit_is_not_over_it(figures):
+    """Flagged with "20.00 levels (limit 20.00)" would name nothing a person can find: the verdict compares what
+    the record keeps (peak 2 decimals, share 6, PSNR-Y and colour 3) with the limit."""
+    kw = dict(psnr_y=40.0, share=0.0, peak=1.0, colour=[0.0, 0.0, 0.0]) | figures
+    assert verdict(t=Thresholds(), **kw) == ("ok", [])
+    over = {k: (v + 0.01 if k != "colour" else [v[0] + 0.01, 0.0, 0.0]) for k, v in figures.items() if k != "psnr_y"}
+    if "psnr_y" in figures:
+        over = {"psnr_y": 27.99, "share": 0.005}  # a flagged pixel makes a PSNR below its limit count
+    state, reasons = verdict(t=Thresholds(), **(kw | over))
+    assert state == "check" and len(reasons) == 1
+    figure, limit = re.search(r"(\d[\d.]*)%? (?:of input pixels disagree |levels |dB is below )?\(?(?:limit )?(\d[\d.]*)",
+                              reasons[0].split("by ")[-1].split("PSNR-Y ")[-1]).groups()
+    assert figure != limit, reasons
+
+
+def test_huge_figures_and_limits_are_written_not_raised():
+    """A thresholds file may hold any finite number; its wording never raises (Decimal's default 28 digits did)."""
+    from sr_pipeline.sr.judge.wording import fixed, percent
+
+    assert fixed(1e30, 0, 2) == "1" + "0" * 30 and percent(1e25).startswith("1" + "0" * 27)
+    state, reasons = verdict(40.0, 0.5, 30.0, [5.0, 0.0, 0.0], Thresholds(psnr=1e30))
+    assert state == "check" and any(r.endswith("below 1" + "0" * 30 + ".0 dB") for r in reasons), reasons
