@@ -163,10 +163,17 @@ class PairedFitConfig(_Strict):
         "at 0). 0 holds it at its pre-fit value while the colour and noise parts keep learning; chosen on "
         "RealSR's selection split (docs/benchmarks.md). Applies with at least min_pairs fit pairs; with fewer the "
         "blur learns at its full rate")
+    # Below min_pairs what suits one camera hurts another (RealSR, 2 pairs, students on the selection split: holding
+    # blur and colour gained 0.84 dB on Canon and lost 0.69 dB on Nikon), so both default to free: docs/benchmarks.md
+    few_pairs_blur_lr_scale: float = Field(
+        1.0, ge=0, le=1, strict=True, description="with fewer than min_pairs fit pairs, G's blur learns at this "
+        "share of its learning rate during co-learning (0: held where the pre-fit left it); 1 by default, since "
+        "on RealSR's Nikon camera a blur pre-fitted on 1 or 2 scenes was wrong on the others")
     few_pairs_colour_lr_scale: float = Field(
         1.0, ge=0, le=1, strict=True, description="with fewer than min_pairs fit pairs, G's colour matrix and "
         "offset learn at this share of camera_params_lr during co-learning (0: held where the pre-fit left "
-        "them); with min_pairs or more they learn at the full rate")
+        "them; with min_pairs or more they always learn at the full rate); 1 by default: held, it helped RealSR's "
+        "Canon camera and hurt its Nikon camera (docs/benchmarks.md)")
     colour_transform: bool = Field(
         True, description="give a colour camera's G a colour matrix and offset when it has fit pairs: a pair "
         "shows the camera's colour response on the very scene, which unpaired statistics cannot")

@@ -434,3 +434,24 @@ def test_bench_refuses_fit_pairs_it_cannot_honour(load_benchmark, datasets, caps
     with pytest.raises(SystemExit):
         bq.main([str(datasets), *args])
     assert message in capsys.readouterr().err
+
+
+def test_below_min_pairs_the_few_pairs_scales_hold_gs_blur_and_colour_and_leave_its_noise_learning(tmp_path):
+    from sr_pipeline.sr.models.downsampler import load_downsampler
+    from sr_pipeline.sr.train.profile import DownsamplerConfig, PairedFitConfig
+
+    teacher = make_teacher(tmp_path)
+    profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
+                                                         noise_model="camera"),
+                           paired_fit=PairedFitConfig(prefit_steps=0, batch_size=2, patch_size=32, min_pairs=3,
+                                                      few_pairs_blur_lr_scale=0.0, few_pairs_colour_lr_scale=0.0))
+    result = tc.train_colearn(profile, teacher, photos(), field_lr(), tmp_path / "few", *outs(tmp_path, "few"),
+                              fit_pairs=_pairs_for_tiny_runs())  # 2 fit pairs, 3 advised
+    held = load_downsampler(result.model_dirs["downsampler"])
+    fresh = LearnedDownsampler.from_config(held.config)
+    for a, b in zip(_blur_start(held), _blur_start(fresh)):
+        assert torch.equal(a, b)
+    assert torch.equal(held.colour_matrix, fresh.colour_matrix) and torch.equal(held.colour_offset, fresh.colour_offset)
+    assert not torch.equal(held.log_read_sigma, fresh.log_read_sigma)
+    info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
+    assert info["blur_lr_scale"] == 0.0 and info["colour_lr_scale"] == 0.0

@@ -386,7 +386,8 @@ class ColearnStage(Stage):
         # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
         # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
-        self.blur_lr_scale = cfg.paired_fit.blur_lr_scale if enough else 1.0
+        self.blur_lr_scale = (cfg.paired_fit.blur_lr_scale if enough
+                              else cfg.paired_fit.few_pairs_blur_lr_scale if fit_pairs else 1.0)
         self.colour_lr_scale = 1.0 if enough or not fit_pairs else cfg.paired_fit.few_pairs_colour_lr_scale
         if self.fit_pairs_warning:
             print(f"warning: {self.fit_pairs_warning}", flush=True)
