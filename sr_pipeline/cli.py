@@ -7,6 +7,7 @@ Each handler lives beside the code it drives and is imported only when its comma
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -290,11 +291,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: permission denied writing or reading{where}; give this user access to it (or pass another "
               "--data / output folder)", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in _DISK_STATES:
+            raise
+        # a read-only or full disk under any command (promote's log, a report): one sentence, no traceback
+        where = f" in {Path(exc.filename).parent}" if exc.filename else ""  # the folder: the file is a temporary one
+        state, fix = _DISK_STATES[exc.errno]
+        print(f"error: cannot write{where}: {state}; {fix}, then run the command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return _stdout_closed()
+
+
+_DISK_STATES = {errno.EROFS: ("the file system is read-only", "mount it writable"),
+                errno.ENOSPC: ("the disk is full", "free some space"),
+                errno.EDQUOT: ("this user's disk quota is used up", "free some space")}
 
 
 def _data_root(path: Path, must_exist: bool = False) -> Path:

@@ -14,13 +14,16 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sr_pipeline.common.errors import EXIT_USAGE, UsageError, check_output_folder, one_sentence
 from sr_pipeline.sr.models.checkpoints import check_model_folder
 from sr_pipeline.evaluation.files import write_bytes, write_json, write_metrics_parquet
 from sr_pipeline.sr.data.pairs import EvaluationError, Pair, find_pairs
 from sr_pipeline.sr.judge.scoring import Method
+
+if TYPE_CHECKING:
+    from sr_pipeline.storage.layout import DataLayout
 
 
 def evaluate_pairs(pairs: list[Pair], methods: dict[str, Method], scale: int, out_dir: Path,
@@ -181,6 +184,24 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_promoted_camera(layout: DataLayout, camera: str) -> None:
+    """``--camera`` must name a field camera the camera registry lists or one this root's students or promotions
+    belong to: a typing mistake would otherwise be recorded as a camera nothing serves, while the camera meant
+    kept its student."""
+    from sr_pipeline.common.cameras import CAMERA_ID_RE, load_registry
+    from sr_pipeline.storage.registry import list_models, promotions
+
+    known = {r["camera"] for r in list_models(layout, kind="student")} | {e.get("camera") for e in promotions(layout)}
+    try:
+        known |= set(load_registry().ids("field_lr"))
+    except ValueError:  # a broken registry is named where it is used; the root's own cameras still count
+        pass
+    known = sorted(k for k in known if isinstance(k, str) and CAMERA_ID_RE.match(k))
+    if camera not in known:
+        raise UsageError(f"--camera {camera!r} is not a known field camera (known: {', '.join(known) or 'none'}); "
+                         "nothing was promoted")
+
+
 def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = None) -> int:
     """``sr-pipeline promote VERSION [--reason TEXT] [--json]``: make an existing student the promoted
     one of its field camera (the rollback: promote the previous version). Recorded in the append-only
@@ -210,12 +231,13 @@ def promote_cli(args: argparse.Namespace, report: Callable[..., Any] | None = No
               file=sys.stderr)
         return 2
     if camera:  # a student of no camera (the fixed-degradation challenger) is promoted for the camera named
+        _check_promoted_camera(layout, camera)
         row = row | {"camera": camera}
     elif not row.get("camera") and (any(e.get("camera") for e in promotions(layout))
                                     or any(r.get("camera") for r in list_models(layout, kind="student"))):
         # a root whose students belong to cameras: a camera-less promotion would serve every camera with it
-        print(f"error: student {row['version']} belongs to no field camera (the fixed-degradation challenger); say "
-              "which camera it should serve with --camera", file=sys.stderr)
+        print(f"error: student {row['version']} belongs to no field camera (the fixed-degradation challenger, or "
+              "a student trained before cameras were recorded); say which camera it should serve with --camera", file=sys.stderr)
         return 2
     reason = getattr(args, "reason", None) or "manual promotion with sr-pipeline promote"
     gone = missing_promotions(layout, row.get("camera"))  # the promotion now in force names a missing folder

@@ -57,14 +57,16 @@ def _text(value: Any) -> str | None:
     return None if _missing(value) or str(value) == "" else str(value)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any, least: float = -math.inf, most: float = math.inf) -> float | None:
+    """A finite number from ``least`` to ``most`` (an output's figures: what the check can have made); anything
+    else reads as none."""
     if _missing(value) or isinstance(value, bool):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and least <= number <= most else None
 
 
 def _moment(value: Any) -> datetime | None:
@@ -111,8 +113,8 @@ class ArchivedOutput:
             output_path=_text(row.get("output_path")) or "", upscaled_at=when,
             day=when.astimezone(tz).date() if when is not None else None,
             verdict=verdict if verdict in MEASURED else None,
-            flagged_share=_number(row.get("consistency_flagged_share")),
-            peak=_number(row.get("consistency_peak")), psnr_y=_number(row.get("consistency_psnr_y")),
+            flagged_share=_number(row.get("consistency_flagged_share"), 0.0, 1.0),
+            peak=_number(row.get("consistency_peak"), 0.0), psnr_y=_number(row.get("consistency_psnr_y"), 0.0),
             model_camera=_text(row.get("consistency_camera")), reasons=_text(row.get("consistency_reasons")) or "",
             map_ref=_text(row.get("consistency_map")), map_file=Path(map_file) if map_file else None)
 

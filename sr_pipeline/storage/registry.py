@@ -58,9 +58,11 @@ def _read_log(layout: DataLayout) -> list[dict]:
     if not isinstance(entries, list):
         raise _log_error(path, f"holds a JSON {type(entries).__name__}, not a list of promotions")
     for i, entry in enumerate(entries):
-        if not (isinstance(entry, dict) and isinstance(entry.get("version"), str)
-                and isinstance(entry.get("path"), str)):
-            raise _log_error(path, f"entry {i + 1} is not a promotion (it needs a version and a path)")
+        if not (isinstance(entry, dict) and isinstance(entry.get("version"), str) and entry["version"]
+                and isinstance(entry.get("path"), str) and entry["path"].strip()
+                and isinstance(entry.get("camera"), (str, type(None)))):
+            raise _log_error(path, f"entry {i + 1} is not a promotion (it needs a version and a path, and its camera "
+                             "must be a name or null)")
     return entries
 
 

@@ -320,6 +320,13 @@ def test_a_broken_manifest_is_skipped_and_nan_or_missing_values_do_not_crash(arc
     assert [o.verdict for o in odd.outputs] == [None, "check"] and odd.outputs[1].severity == (0.0, 0.0)
     assert "1 of 1 image restored in the last 7 days (2026-02-26 to 2026-03-04) needs a person's look" in odd.manager_text()
     assert "<h4>?" in section_html(odd)
+    garbage = ArchiveConsistency.from_rows([{"consistency_verdict": "check", "consistency_flagged_share": -0.05,
+                                             "consistency_peak": -3.0, "consistency_psnr_y": -1.0,
+                                             "upscaled_at": "2026-03-03T10:00:00"},
+                                            {"consistency_verdict": "check", "consistency_flagged_share": 7.0,
+                                             "upscaled_at": "2026-03-03T11:00:00"}], DAY, timezone.utc)
+    assert all(o.flagged_share is None and o.peak is None for o in garbage.outputs)  # no check makes these
+    assert garbage.outputs[0].psnr_y is None and "-5.00%" not in section_html(garbage)
 
 
 def test_the_report_renders_without_an_archive_and_with_the_fitted_thresholds(layout, tmp_path):

@@ -4,7 +4,9 @@ naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 
 import pytest
@@ -16,7 +18,7 @@ from sr_pipeline.intake.ingest import ingest_batch
 from sr_pipeline.serving.archive import archive_batch, read_manifest
 from sr_pipeline.sr.images.png_stream import png_text
 from sr_pipeline.storage.layout import DataLayout
-from sr_pipeline.storage.registry import PROMOTIONS_FILE, promoted_student_dir, record_promotion
+from sr_pipeline.storage.registry import PROMOTIONS_FILE, promoted_student_dir, promotions, record_promotion
 from sr_pipeline.sr.serve.tiles import TileSettings
 
 TILES = TileSettings(tile=16, overlap=4)  # small images: several tiles each
@@ -95,6 +97,9 @@ BROKEN = {
     "truncated": '[{"version": "s1", "path": "models/stud',
     "not a list": '{"version": "s1"}',
     "bad entry": '[{"version": "s1"}]',
+    "camera a number": '[{"version": "s1", "path": "models/student/s1", "camera": 5}]',
+    "camera a list": '[{"version": "s1", "path": "models/student/s1", "camera": ["a"]}]',
+    "empty path": '[{"version": "s1", "path": "", "camera": "field_cam"}]',
 }
 
 
@@ -286,3 +291,29 @@ def test_without_camera_a_missing_folder_does_not_make_another_cameras_student_t
     with pytest.raises(ValueError, match="say whose with --camera"):
         promoted_student_for(layout, None)
     assert promoted_student_for(layout, "field_cam") == student
+
+
+def test_promote_for_a_camera_nobody_knows_is_refused(layout, capsys):
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+    tiny_sr_model(layout.model_dir("student", "fixed-t1"), {"kind": "student", "version": "fixed-t1", "challenger": True})
+    for typo in ("feild_cam", "field cam", "<b>x</b>"):
+        assert main(["--data", str(layout.root), "promote", "fixed-t1", "--camera", typo]) == 2
+        err = capsys.readouterr().err
+        assert "is not a known field camera" in err and "field_cam" in err and "nothing was promoted" in err
+    assert promotions(layout) == []
+
+
+@pytest.mark.parametrize("state", [errno.EROFS, errno.ENOSPC])
+def test_promote_on_a_read_only_or_full_disk_is_one_sentence(layout, capsys, monkeypatch, state):
+    import sr_pipeline.evaluation.promotion as promotion
+
+    tiny_sr_model(layout.model_dir("student", "s1"), {"kind": "student", "version": "s1", "camera": "field_cam"})
+
+    def refused(*_, **__):
+        raise OSError(state, os.strerror(state), str(layout.models / ".promotions.json.x1.tmp"))
+
+    monkeypatch.setattr(promotion, "record_promotion", refused)
+    assert main(["--data", str(layout.root), "promote", "s1"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"cannot write in {layout.models}" in err and ("read-only" in err or "disk is full" in err)
