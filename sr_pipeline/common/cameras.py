@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 DEFAULT_CAMERAS_FILE = Path(__file__).resolve().parents[2] / "configs" / "cameras.yaml"
 
 # Camera ids become folder names and part of Dagster partition keys: keep them plain.
+RESERVED_CAMERA_ID = "all"  # the thresholds fitted on all cameras' pairs, and camera-less promotions
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # at most 63: a Dagster tag value's limit
 
 
@@ -131,6 +132,10 @@ class CameraRegistry(BaseModel):
         if not cameras:
             raise ValueError("the registry lists no cameras")
         for camera_id in cameras:
+            if camera_id.lower() == RESERVED_CAMERA_ID:
+                raise ValueError(f"camera id {camera_id!r} is reserved: consistency thresholds fitted on every "
+                                 "camera's pairs, and promotions made before cameras were recorded, are listed as "
+                                 f"{RESERVED_CAMERA_ID!r}; name the camera otherwise")
             if not CAMERA_ID_RE.match(camera_id):
                 raise ValueError(
                     f"camera id {camera_id!r} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit"

@@ -319,8 +319,13 @@ def link_list(text_html: str) -> str:
 # --- pictures and tables --------------------------------------------------------------------------
 
 def _images_share(c: Counts) -> str:
-    """The flagged share of ``c``'s checked images, one decimal; 100.0% only when all are."""
-    return f"{min(100 * (c.share or 0.0), 99.9 if c.flagged < c.measured else 100.0):.1f}%"
+    """The flagged share of ``c``'s checked images, one decimal rounded half up as every figure here (1 of 16 is
+    6.3%); 100.0% only when all are, 0.0% only when none is (1 of 3000 is <0.1%)."""
+    percent_ = 100 * (c.share or 0.0)
+    if c.flagged and percent_ < 0.05:
+        return "<0.1%"
+    text = fixed(percent_, 1)
+    return ("99.9" if c.flagged < c.measured and text == "100.0" else text) + "%"
 
 
 def _share_text(c: Counts, markdown: bool = False) -> str:

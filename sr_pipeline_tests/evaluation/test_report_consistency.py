@@ -263,6 +263,9 @@ def test_the_sentences_say_which_days_they_count_and_the_table_its_iso_weeks(arc
     # one rounding for a share of images: 9,999 of 10,000 is not all of them, in the table as in the sentence
     assert _share_text(Counts(10_000, 10_000, 9_999)) == "99.9% (9999 of 10000)"
     assert _share_text(Counts(3, 3, 3)) == "100.0% (3 of 3)"
+    assert _share_text(Counts(16, 16, 1)) == "6.3% (1 of 16)"  # half up, as every figure of the section
+    assert _share_text(Counts(3000, 3000, 1)) == "<0.1% (1 of 3000)"  # one flagged image is never 0.0%
+    assert _share_text(Counts(5, 5, 0)) == "0.0% (0 of 5)"
 
 
 def test_each_thresholds_row_names_its_camera_and_says_where_the_all_camera_fit_stands_in(tmp_path):

@@ -151,6 +151,16 @@ def test_registry_rejects_a_bad_fallback_camera():
                                                                "itself" != words else "a": {"role": "field_lr", **bad}}})
 
 
+@pytest.mark.parametrize("name", ["all", "ALL"])
+def test_registry_reserves_the_name_all(name):
+    """'all' labels the thresholds fitted on every camera's pairs and camera-less promotions: a camera of that name
+    would read as them."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="is reserved"):
+        CameraRegistry.model_validate({"cameras": {"ref_cam": {"role": "hr_reference"}, name: {"role": "field_lr"}}})
+
+
 def test_registry_keeps_camera_model_choices_to_field_cameras():
     from sr_pipeline.common.cameras import CameraRegistry
 
