@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     field = [store.load_image(p) for p in field_rows["path"]]
     fit, selection, pairs, pairs_name = fit_and_scored_pairs(args.datasets, args.field, args.fit_pairs, work)
     fit_images = [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in fit]
+    # where a pre-fit on fewer than min_pairs fit pairs is judged (paired_fit.few_pairs_hold): the product uses the
+    # camera's gate pairs; here the selection split, or, for City100, which has none, the scored pairs
+    check = (selection or pairs) if fit else []
+    check_images = [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in check]
+    check_name = "none" if not check else "the selection split" if selection else "the scored pairs (no selection split)"
     if fit:
         print(f"fit pairs: {', '.join(p.name for p in fit)}", flush=True)
 
@@ -323,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         r = train_colearn(p, teacher_dir, hr, field, layout.run_dir("colearn", name), *colearn_outputs(layout, p),
                           image_ids=list(hr_rows["image_id"]), field_image_ids=list(field_rows["image_id"]),
-                          fit_pairs=fit_images or None, fit_pair_names=[p.name for p in fit] or None)
+                          fit_pairs=fit_images or None, fit_pair_names=[p.name for p in fit] or None,
+                          check_pairs=check_images or None)
         times[name] = time.perf_counter() - t0
         students[name] = r.model_dirs["student"]
         if "downsampler" in r.model_dirs:
@@ -379,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         f"data: {len(hr)} HR references (bsd100_hr + urban100_hr), {len(field)} field LR images, "
         f"evaluated on {pairs_name}",
         f"fit pairs (pin G): {', '.join(p.name for p in fit) if fit else 'none'}",
+        f"a pre-fit on fewer than min_pairs fit pairs is judged on: {check_name}"
+        + (f" ({hold['why']})" if (hold := json.loads((students["co-learned"] / "training.json").read_text())
+                                   .get("few_pairs_hold")) else ""),
         f"teacher: {'reused from ' + str(teacher_dir) if args.teacher else 'trained in this run'}",
         f"command: `{command('bench_quality.py', argv)}`",
         f"total time: {time.perf_counter() - started:.0f} s",

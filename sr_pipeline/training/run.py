@@ -215,7 +215,22 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
     run_dir = Path(run_dir) if run_dir else layout.run_dir("colearn", f"{profile.name}-{camera}")
     return train_colearn(profile, teacher, hr, field_lr, run_dir, student_dir, g_dir, resume=resume, report=report,
                          image_ids=hr_ids, field_image_ids=field_ids, camera=camera, field_jpeg=jpeg,
-                         fit_pairs=fit_pairs, fit_pair_names=fit_names, unpaired_twin_of=unpaired_twin_of)
+                         fit_pairs=fit_pairs, fit_pair_names=fit_names, unpaired_twin_of=unpaired_twin_of,
+                         check_pairs=_few_pairs_check_pairs(layout, camera, registry, profile, len(fit_pairs)))
+
+
+def _few_pairs_check_pairs(layout: DataLayout, camera: str, registry: CameraRegistry, profile: Profile,
+                           fit_count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The camera's gate pairs, loaded only when a pre-fit on fewer than ``min_pairs`` fit pairs is judged on them
+    (``paired_fit.few_pairs_hold``)."""
+    from sr_pipeline.evaluation.calibration import split_calibration_pairs
+    from sr_pipeline.sr.data.pairs import load_rgb
+
+    pf = profile.colearn.paired_fit
+    if not (0 < fit_count < pf.min_pairs and pf.few_pairs_hold == "judged" and profile.colearn.use_downsampler):
+        return []
+    _, gate = split_calibration_pairs(layout, camera, registry)
+    return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in gate]
 
 
 def train_challenger_from_catalog(layout: DataLayout, profile: Profile, *, teacher: Path | None = None,

@@ -163,12 +163,53 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
     """The warning for a camera that declares fewer fit pairs than ``advised`` (None with none or enough)."""
     if not 0 < count < advised:
         return None
-    return (f"only {count} fit pair(s), fewer than the {advised} advised: G's blur is not held after the pre-fit "
-            "(held after a pre-fit on 1 or 2 RealSR pairs, the student scored 0.3-1.4 dB below one with a free blur), "
-            "and "
-            "on RealSR's Canon camera a student co-learned with 1 or 2 pairs scored below the one co-learned "
-            "without pairs (docs/benchmarks.md); the Dagster asset also trains that unpaired twin, and the "
+    return (f"only {count} fit pair(s), fewer than the {advised} advised: G's blur and colour are held after the "
+            "pre-fit only where the pre-fitted G is clearly closer than bicubic-down to the real LR of the camera's "
+            "gate pairs (paired_fit.few_pairs_hold), since a pre-fit on 1 or 2 scenes was right for some cameras "
+            "and wrong for others (docs/benchmarks.md); the Dagster asset also trains the unpaired twin, and the "
             "promotion gate serves the twin when it scores better than the student with pairs")
+
+
+REALISM_WINDOW = 1024  # LR pixels: the centre of a larger check pair is enough to compare two camera models
+
+
+class PrefitRealism(NamedTuple):
+    """How close the pre-fitted G and bicubic-down come to the real LR of pairs G was not fitted on (mean PSNR-Y,
+    whole LR window, no border cropped, as the benchmarks measure a camera model)."""
+
+    g_psnr: float
+    bicubic_psnr: float
+    pairs: int
+
+    @property
+    def margin(self) -> float:
+        return self.g_psnr - self.bicubic_psnr
+
+
+@torch.no_grad()
+def prefit_realism(g: LearnedDownsampler, pairs: Sequence[FitPair], scale: int) -> PrefitRealism | None:
+    """:class:`PrefitRealism` of ``g`` (noise-free, through its JPEG stage as the camera stores its LR) on the
+    exact x``scale`` pairs among ``pairs``; None when none is."""
+    from sr_pipeline.sr.images.tensors import downsample, to_tensor, to_uint8
+    from sr_pipeline.sr.judge.metrics import psnr_y
+
+    was_training = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    learned, bicubic = [], []
+    try:
+        for hr, lr in pairs:
+            if hr.shape[0] % scale or hr.shape[1] % scale or lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
+                continue
+            h, w = (min(n, REALISM_WINDOW) for n in lr.shape[:2])
+            top, left = (lr.shape[0] - h) // 2, (lr.shape[1] - w) // 2
+            lr = lr[top: top + h, left: left + w]
+            x = to_tensor(hr[top * scale: (top + h) * scale, left * scale: (left + w) * scale]).to(device)
+            learned.append(psnr_y(to_uint8(g.as_stored(g(x))), lr, 0))
+            bicubic.append(psnr_y(to_uint8(downsample(x, scale)), lr, 0))
+    finally:
+        g.train(was_training)
+    return PrefitRealism(float(np.mean(learned)), float(np.mean(bicubic)), len(learned)) if learned else None
 
 
 class PairedCrops:

@@ -152,10 +152,9 @@ class PairedFitConfig(_Strict):
     noise: float = Field(1.0, ge=0, description="weight of the flat-region noise statistic inside the paired "
                          "term (the low and high bands weigh 1)")
     min_pairs: int = Field(5, ge=1, strict=True, description="fewer fit pairs than this are used, with a warning in the log, "
-                           "training.json and the asset, and without holding G's blur (blur_lr_scale): on RealSR's "
-                           "Canon camera 1 and 2 pairs gave a student below the one co-learned without pairs, 5 and "
-                           "10 one above it, and a blur held after a pre-fit on 1 or 2 pairs scored 0.3-1.4 dB "
-                           "below a free one (docs/benchmarks.md)")
+                           "training.json and the asset, and G's blur is not held by blur_lr_scale but as few_pairs_hold "
+                           "decides: on RealSR's Canon camera 1 and 2 pairs with a free blur gave a student below the "
+                           "one co-learned without pairs, 5 and 10 one above it (docs/benchmarks.md)")
     blur_lr_scale: float = Field(  # strict: YAML's true/yes is not a rate of 1
         0.0, ge=0, le=1, strict=True, description="during co-learning, G's blur (its residual network, or its kernel) learns at "
         "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "
@@ -163,17 +162,17 @@ class PairedFitConfig(_Strict):
         "at 0). 0 holds it at its pre-fit value while the colour and noise parts keep learning; chosen on "
         "RealSR's selection split (docs/benchmarks.md). Applies with at least min_pairs fit pairs; with fewer the "
         "blur learns at its full rate")
-    # Below min_pairs what suits one camera hurts another (RealSR, 2 pairs, students on the selection split: holding
-    # blur and colour gained 0.84 dB on Canon and lost 0.69 dB on Nikon), so both default to free: docs/benchmarks.md
-    few_pairs_blur_lr_scale: float = Field(
-        1.0, ge=0, le=1, strict=True, description="with fewer than min_pairs fit pairs, G's blur learns at this "
-        "share of its learning rate during co-learning (0: held where the pre-fit left it); 1 by default, since "
-        "on RealSR's Nikon camera a blur pre-fitted on 1 or 2 scenes was wrong on the others")
-    few_pairs_colour_lr_scale: float = Field(
-        1.0, ge=0, le=1, strict=True, description="with fewer than min_pairs fit pairs, G's colour matrix and "
-        "offset learn at this share of camera_params_lr during co-learning (0: held where the pre-fit left "
-        "them; with min_pairs or more they always learn at the full rate); 1 by default: held, it helped RealSR's "
-        "Canon camera and hurt its Nikon camera (docs/benchmarks.md)")
+    few_pairs_hold: Literal["judged", "never", "always"] = Field(
+        "judged", description="with fewer than min_pairs fit pairs, whether G's blur and colour stay where the "
+        "pre-fit left them during co-learning (its noise part always learns): 'judged' holds them when the "
+        "pre-fitted G is at least few_pairs_hold_margin dB closer (PSNR-Y) than bicubic-down to the real LR of "
+        "the camera's gate pairs, which it was not fitted on, and leaves them free otherwise or without gate pairs. "
+        "On RealSR with 2 fit pairs, holding lifted Canon's student 0.84 dB and dropped Nikon's 0.69 dB on the "
+        "selection split; their pre-fits were +2.3 and -0.3 dB from bicubic-down there (docs/benchmarks.md)")
+    few_pairs_hold_margin: float = Field(
+        1.0, allow_inf_nan=False, description="dB PSNR-Y by which the pre-fitted G must beat bicubic-down on the gate pairs for "
+        "few_pairs_hold 'judged' to hold it; chosen inside the gap between RealSR's pre-fits on 1 and 2 pairs "
+        "(+2.3 to +2.6 dB on Canon, -0.3 to +0.2 dB on Nikon, selection split)")
     colour_transform: bool = Field(
         True, description="give a colour camera's G a colour matrix and offset when it has fit pairs: a pair "
         "shows the camera's colour response on the very scene, which unpaired statistics cannot")

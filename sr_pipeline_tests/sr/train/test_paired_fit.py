@@ -436,7 +436,11 @@ def test_bench_refuses_fit_pairs_it_cannot_honour(load_benchmark, datasets, caps
     assert message in capsys.readouterr().err
 
 
-def test_below_min_pairs_the_few_pairs_scales_hold_gs_blur_and_colour_and_leave_its_noise_learning(tmp_path):
+@pytest.mark.parametrize("hold, margin, gate, held", [("judged", -100.0, True, True), ("judged", 100.0, True, False),
+                                                    ("judged", -100.0, False, False), ("always", 100.0, False, True)])
+def test_below_min_pairs_gs_blur_and_colour_are_held_as_few_pairs_hold_decides(tmp_path, hold, margin, gate, held):
+    """'judged' holds G's pre-fit blur and colour when the pre-fitted G beats bicubic-down on the camera's gate
+    pairs by the margin (free without gate pairs); its noise part learns either way; training.json says why."""
     from sr_pipeline.sr.models.downsampler import load_downsampler
     from sr_pipeline.sr.train.profile import DownsamplerConfig, PairedFitConfig
 
@@ -444,14 +448,18 @@ def test_below_min_pairs_the_few_pairs_scales_hold_gs_blur_and_colour_and_leave_
     profile = tiny_profile(downsampler=DownsamplerConfig(channels=8, num_blocks=1, norm_num_groups=4,
                                                          noise_model="camera"),
                            paired_fit=PairedFitConfig(prefit_steps=0, batch_size=2, patch_size=32, min_pairs=3,
-                                                      few_pairs_blur_lr_scale=0.0, few_pairs_colour_lr_scale=0.0))
+                                                      few_pairs_hold=hold, few_pairs_hold_margin=margin))
+    pairs = _pairs_for_tiny_runs()  # 2 fit pairs, 3 advised
     result = tc.train_colearn(profile, teacher, photos(), field_lr(), tmp_path / "few", *outs(tmp_path, "few"),
-                              fit_pairs=_pairs_for_tiny_runs())  # 2 fit pairs, 3 advised
-    held = load_downsampler(result.model_dirs["downsampler"])
-    fresh = LearnedDownsampler.from_config(held.config)
-    for a, b in zip(_blur_start(held), _blur_start(fresh)):
-        assert torch.equal(a, b)
-    assert torch.equal(held.colour_matrix, fresh.colour_matrix) and torch.equal(held.colour_offset, fresh.colour_offset)
-    assert not torch.equal(held.log_read_sigma, fresh.log_read_sigma)
-    info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
-    assert info["blur_lr_scale"] == 0.0 and info["colour_lr_scale"] == 0.0
+                              fit_pairs=pairs, check_pairs=pairs[::-1] if gate else None)
+    g = load_downsampler(result.model_dirs["downsampler"])
+    fresh = LearnedDownsampler.from_config(g.config)
+    same = [torch.equal(a, b) for a, b in zip(_blur_start(g), _blur_start(fresh))]
+    assert all(same) == held and torch.equal(g.colour_matrix, fresh.colour_matrix) == held
+    assert not torch.equal(g.log_read_sigma, fresh.log_read_sigma)
+    record = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())["few_pairs_hold"]
+    assert record["held"] == held and record["mode"] == hold
+    if hold == "judged" and gate:
+        assert record["pairs"] == 2 and record["g_psnr"] is not None and "gate pair" in record["why"]
+    elif hold == "judged":
+        assert "no gate pair" in record["why"] and record["g_psnr"] is None

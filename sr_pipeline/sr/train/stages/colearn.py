@@ -53,6 +53,7 @@ from sr_pipeline.sr.train.paired_fit import (
     PairedCrops,
     check_fit_pair_registration,
     few_pairs_warning,
+    prefit_realism,
     paired_loss,
     prefit_downsampler,
     registration_warning,
@@ -108,8 +109,7 @@ class CoLearner:
 
     def __init__(self, profile: Profile, teacher: SRUNet, schedule: ResShiftSchedule, accelerator,
                  lpips: LPIPSLoss | None = None, timer: StepTimer | None = None, grey: bool = False,
-                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False, blur_lr_scale: float = 1.0,
-                 colour_lr_scale: float = 1.0):
+                 jpeg: JpegSettings | None = None, has_fit_pairs: bool = False, blur_lr_scale: float = 1.0):
         cfg = profile.colearn
         self.cfg, self.scale, self.schedule, self.accelerator = cfg, profile.scale, schedule, accelerator
         self.device = accelerator.device
@@ -141,19 +141,20 @@ class CoLearner:
         self.ema = EMA(student, cfg.train.ema_decay, cfg.train.ema_warmup)
 
         groups = [{"params": list(student.parameters()), "lr": cfg.train.lr}]
+        self._g_groups: dict[str, list[int]] = {"blur": [], "colour": []}  # their indices, for hold_g
         if g is not None:
             # with enough fit pairs the pre-fit pinned G's blur; blur_lr_scale slows (0: holds) it against the
             # unpaired pull (ColearnStage decides)
             blur = {id(p) for p in g.blur_parameters()}
-            if network := g.network_parameters():  # none with blur_model kernel
-                groups.append({"params": network, "lr": cfg.downsampler_lr * blur_lr_scale})
             colour = {id(p) for p in g.colour_parameters()}
-            if camera := [p for p in g.camera_parameters() if id(p) not in blur | colour]:
-                groups.append({"params": camera, "lr": cfg.camera_params_lr})
-            if colour_params := [p for p in g.camera_parameters() if id(p) in colour]:
-                groups.append({"params": colour_params, "lr": cfg.camera_params_lr * colour_lr_scale})
-            if kernel := [p for p in g.camera_parameters() if id(p) in blur]:
-                groups.append({"params": kernel, "lr": cfg.camera_params_lr * blur_lr_scale})
+            for part, params, lr in (
+                    ("blur", g.network_parameters(), cfg.downsampler_lr * blur_lr_scale),  # none with a kernel blur
+                    ("noise", [p for p in g.camera_parameters() if id(p) not in blur | colour], cfg.camera_params_lr),
+                    ("colour", [p for p in g.camera_parameters() if id(p) in colour], cfg.camera_params_lr),
+                    ("blur", [p for p in g.camera_parameters() if id(p) in blur], cfg.camera_params_lr * blur_lr_scale)):
+                if params:
+                    self._g_groups.setdefault(part, []).append(len(groups))
+                    groups.append({"params": params, "lr": lr})
         opt_gen = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(opt_gen, warmup_lambda(cfg.train.warmup_steps))
         discs = [d for d in (d_hr, d_lr) if d is not None]
@@ -169,6 +170,13 @@ class CoLearner:
         self.opt_gen = next(it)
         self.opt_disc = next(it) if opt_disc is not None else None
         self.ema.model.to(self.device)
+
+    def hold_g(self) -> None:
+        """Hold G's blur and colour where they are (the pre-fit) from now on: their learning rates become 0, in the
+        optimiser and in the warm-up schedule that rescales them each step; G's noise part still learns."""
+        for i in self._g_groups["blur"] + self._g_groups["colour"]:
+            self.opt_gen.param_groups[i]["lr"] = 0.0
+            self.lr_sched.base_lrs[i] = 0.0
 
     # -- helpers
     def unwrap(self, model: torch.nn.Module | None) -> torch.nn.Module | None:
@@ -342,7 +350,7 @@ class ColearnStage(Stage):
                  image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
                  camera: str | None = None, challenger: bool = False, field_jpeg: JpegSettings | None = None,
                  fit_pairs: list[FitPair] | None = None, fit_pair_names: list[str] | None = None,
-                 unpaired_twin_of: str | None = None):
+                 unpaired_twin_of: str | None = None, check_pairs: list[FitPair] | None = None):
         cfg = profile.colearn
         if not hr_images:
             raise ValueError("no HR reference images to co-learn on")
@@ -383,12 +391,14 @@ class ColearnStage(Stage):
         self.fit_pairs_warning = "; ".join(filter(None, (
             registration_warning(self.registration, len(fit_pairs)) if self.registration else None,
             few_pairs_warning(len(fit_pairs), cfg.paired_fit.min_pairs)))) or None
-        # G's blur is held after the pre-fit only on enough pairs: held after a pre-fit on 1-2 RealSR pairs, its
-        # students scored 0.3-1.4 dB below those of a free blur (docs/benchmarks.md)
+        # G's blur is held after the pre-fit on enough pairs; below min_pairs, blur and colour are held only where
+        # the pre-fit is clearly right on pairs it did not see (few_pairs_hold, decided in build)
         enough = bool(fit_pairs) and len(fit_pairs) >= cfg.paired_fit.min_pairs
-        self.blur_lr_scale = (cfg.paired_fit.blur_lr_scale if enough
-                              else cfg.paired_fit.few_pairs_blur_lr_scale if fit_pairs else 1.0)
-        self.colour_lr_scale = 1.0 if enough or not fit_pairs else cfg.paired_fit.few_pairs_colour_lr_scale
+        self.blur_lr_scale = cfg.paired_fit.blur_lr_scale if enough else 1.0
+        self.few_pairs = bool(fit_pairs) and not enough
+        # the camera's gate pairs (never fitted on): where a pre-fit on few pairs is judged
+        self.check_pairs = [(grey_rgb(hr), lr) if self.grey else (hr, lr) for hr, lr in check_pairs or []]
+        self.few_pairs_hold: dict | None = None
         if self.fit_pairs_warning:
             print(f"warning: {self.fit_pairs_warning}", flush=True)
         self.prefit: dict | None = None
@@ -418,8 +428,7 @@ class ColearnStage(Stage):
         self.learner = CoLearner(self.profile, self.teacher.net, self.teacher.schedule, accelerator, lpips,
                                  grey=self.grey and self.cfg.downsampler.noise_model == "camera",
                                  jpeg=self.field_jpeg if self.jpeg_stage else None,
-                                 has_fit_pairs=self.paired is not None, blur_lr_scale=self.blur_lr_scale,
-                                 colour_lr_scale=self.colour_lr_scale)
+                                 has_fit_pairs=self.paired is not None, blur_lr_scale=self.blur_lr_scale)
         self.accelerator = accelerator
         pf = self.cfg.paired_fit
         if self.paired is not None and pf.prefit_steps > 0:
@@ -429,8 +438,43 @@ class ColearnStage(Stage):
                                                  pf.prefit_steps, pf.prefit_lr, self.cfg.camera_params_lr,
                                                  pf.batch_size, self.cfg.struct_sigma, pf.noise, accelerator.device)
             print(f"paired pre-fit of G on {len(self.paired.pairs)} fit pairs: {self.prefit}", flush=True)
+        if self.few_pairs:
+            self.few_pairs_hold = self._judge_few_pairs_hold()
+            if self.few_pairs_hold["held"]:
+                self.learner.hold_g()
+            print(f"fewer fit pairs than min_pairs: {self.few_pairs_hold['why']}", flush=True)
         self.noise_calibration = self._noise_calibration_set() if self.cfg.fits_noise_level else None
         self.noise_fits: list[dict] = []
+
+    def _judge_few_pairs_hold(self) -> dict:
+        """Whether G's blur and colour stay where the pre-fit on fewer than ``min_pairs`` pairs left them
+        (``paired_fit.few_pairs_hold``): ``judged`` holds them when the pre-fitted G is at least
+        ``few_pairs_hold_margin`` dB closer than bicubic-down to the real LR of the camera's gate pairs. On RealSR
+        (2 fit pairs, the selection split) holding lifted Canon's student by 0.84 dB, whose pre-fit was 2.3 dB closer,
+        and dropped Nikon's by 0.69 dB, whose pre-fit was 0.3 dB further (docs/benchmarks.md)."""
+        pf = self.cfg.paired_fit
+        found = None
+        if pf.few_pairs_hold == "judged" and self.check_pairs:
+            found = prefit_realism(self.learner.unwrap(self.learner.downsampler), self.check_pairs, self.profile.scale)
+        record = {"mode": pf.few_pairs_hold, "margin_needed_db": pf.few_pairs_hold_margin,
+                  "g_psnr": None, "bicubic_psnr": None, "pairs": 0}
+        if pf.few_pairs_hold != "judged":
+            held = pf.few_pairs_hold == "always"
+            why = f"G's blur and colour are {'held at the pre-fit' if held else 'free'} (few_pairs_hold: {pf.few_pairs_hold})"
+        elif found is None:
+            held = False
+            why = "G's blur and colour are left free to co-learn: " + (
+                "the camera has no gate pair to judge its pre-fit on" if not self.check_pairs
+                else f"none of its gate pairs is an exact x{self.profile.scale} pair to judge its pre-fit on")
+        else:
+            held = found.margin >= pf.few_pairs_hold_margin
+            record |= {"g_psnr": round(found.g_psnr, 3), "bicubic_psnr": round(found.bicubic_psnr, 3),
+                       "pairs": found.pairs}
+            why = (f"on the camera's {found.pairs} gate pair(s) the pre-fitted G is {found.g_psnr:.2f} dB PSNR-Y from the "
+                   f"real LR against {found.bicubic_psnr:.2f} for bicubic-down ({found.margin:+.2f} dB; "
+                   f"{pf.few_pairs_hold_margin:g} needed), so its blur and colour are "
+                   + ("held at the pre-fit" if held else "left free to co-learn"))
+        return record | {"held": held, "why": why}
 
     def _noise_calibration_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Fixed HR and field crops (training size, their own seed: the same on every process) for the noise fit."""
@@ -517,7 +561,8 @@ class ColearnStage(Stage):
             # the registration check: another scene (left out), offset (kept), unchecked (too small or flat)
             "fit_pairs_registration": self.registration._asdict() if self.registration else None,
             "blur_lr_scale": self.blur_lr_scale,  # the share of its rate G's blur kept during co-learning
-            "colour_lr_scale": self.colour_lr_scale,  # and its colour matrix and offset
+            # below min_pairs: whether G's blur and colour were held at the pre-fit, and the figures that decided it
+            "few_pairs_hold": self.few_pairs_hold,
             "image_ids": self.image_ids,
             "field_image_ids": self.field_image_ids,
         }
@@ -543,14 +588,16 @@ def train_colearn(profile: Profile, teacher_dir: Path, hr_images: list[np.ndarra
                   image_ids: list[str] | None = None, field_image_ids: list[str] | None = None,
                   camera: str | None = None, challenger: bool = False,
                   field_jpeg: JpegSettings | None = None, fit_pairs: list[FitPair] | None = None,
-                  fit_pair_names: list[str] | None = None, unpaired_twin_of: str | None = None) -> TrainResult | None:
+                  fit_pair_names: list[str] | None = None, unpaired_twin_of: str | None = None,
+                  check_pairs: list[FitPair] | None = None) -> TrainResult | None:
     """Co-learn (or resume) U and G into the given folders (the student's name is the version) on one
     field camera's images (``camera`` names it in training.json; ``field_jpeg``: its uploads' JPEG
     settings, see ColearnStage; ``fit_pairs``: its registered (HR, LR) fit pairs, which pin G, named by
     ``fit_pair_names``; ``unpaired_twin_of``: the version of the student with fit pairs that this run, without
-    them, is the promotion gate's twin of); None when ``stop_after`` interrupts it on purpose."""
+    them, is the promotion gate's twin of; ``check_pairs``: the camera's gate pairs, never fitted on, on which a
+    pre-fit on fewer than ``min_pairs`` fit pairs is judged); None when ``stop_after`` interrupts it on purpose."""
     stage = ColearnStage(profile, teacher_dir, hr_images, field_lr_images, student_out, downsampler_out,
                          image_ids=image_ids, field_image_ids=field_image_ids, camera=camera, challenger=challenger,
                          field_jpeg=field_jpeg, fit_pairs=fit_pairs, fit_pair_names=fit_pair_names,
-                         unpaired_twin_of=unpaired_twin_of)
+                         unpaired_twin_of=unpaired_twin_of, check_pairs=check_pairs)
     return run_stage(stage, run_dir, resume=resume, report=report, stop_after=stop_after)
