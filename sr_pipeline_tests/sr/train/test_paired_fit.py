@@ -108,6 +108,17 @@ def test_a_transparent_fit_pair_is_named_in_a_warning(layout, tmp_path, capsys):
     assert "plain" not in said and "opaque" not in said
     field_camera_fit_pairs(layout, "field_cam", registry, warn=False)  # the unpaired twin fits on none of them
     assert capsys.readouterr().out == ""
+    # with fewer fit pairs than min_pairs, the gate's pairs (never the fit ones) judge the pre-fit
+    from pathlib import Path
+
+    from sr_pipeline.sr.train.profile import Profile
+    from sr_pipeline.training.run import _few_pairs_check_pairs
+
+    profile = Profile.from_yaml(Path(__file__).resolve().parents[3] / "configs" / "cpu-demo.yaml")
+    check = _few_pairs_check_pairs(layout, "field_cam", registry, profile, 3)
+    assert len(check) == 1 and check[0][0].shape == (64, 64, 3)  # "gate", the one pair fit_pairs does not list
+    assert _few_pairs_check_pairs(layout, "field_cam", registry, profile, profile.colearn.paired_fit.min_pairs) == []
+    assert _few_pairs_check_pairs(layout, "field_cam", registry, profile, 0) == []  # the unpaired twin
 
 
 def test_a_fit_pair_uploaded_again_under_another_name_never_gates(monkeypatch, tmp_path):
