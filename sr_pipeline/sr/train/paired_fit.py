@@ -163,11 +163,11 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
     """The warning for a camera that declares fewer fit pairs than ``advised`` (None with none or enough)."""
     if not 0 < count < advised:
         return None
-    return (f"only {count} fit pair(s), fewer than the {advised} advised: G's blur and colour are held after the "
-            "pre-fit only where the pre-fitted G is clearly closer than bicubic-down to the real LR of the camera's "
-            "gate pairs (paired_fit.few_pairs_hold), since a pre-fit on 1 or 2 scenes was right for some cameras "
-            "and wrong for others (docs/benchmarks.md); the Dagster asset also trains the unpaired twin, and the "
-            "promotion gate serves the twin when it scores better than the student with pairs")
+    return (f"only {count} fit pair(s), fewer than the {advised} advised: a pre-fit on so few scenes was right for "
+            "some cameras and wrong for others (docs/benchmarks.md), so G's blur and colour are held after it or left "
+            "free as paired_fit.few_pairs_hold decides (by default: held where the pre-fitted G is clearly closer "
+            "than bicubic-down to the real LR of the camera's gate pairs); the Dagster asset also trains the unpaired "
+            "twin, and the promotion gate serves the twin when it scores better than the student with pairs")
 
 
 REALISM_WINDOW = 1024  # LR pixels: the centre of a larger check pair is enough to compare two camera models

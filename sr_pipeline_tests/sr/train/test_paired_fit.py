@@ -273,7 +273,8 @@ def test_colearning_with_fit_pairs_prefits_g_and_keeps_the_paired_term(tmp_path)
     assert info["fit_pairs"] == ["a", "b"] and info["paired_prefit"]["steps"] == 3
     assert info["loss_weights"]["paired"] == 1.0 and "loss_paired" in info["history"][-1]
     assert "colour_matrix" in info["paired_prefit"]["camera"]  # pairs show the colour response: G learns it
-    assert info["fit_pairs_warning"].startswith("only 2 fit pair(s), fewer than the 5 advised: G's blur is not held")
+    assert info["fit_pairs_warning"].startswith("only 2 fit pair(s), fewer than the 5 advised: a pre-fit on so few")
+    assert info["fit_pairs_warning"].endswith("the camera has no gate pair to judge its pre-fit on")  # what was decided
     assert info["blur_lr_scale"] == 1.0
 
 

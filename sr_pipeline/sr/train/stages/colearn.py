@@ -443,6 +443,8 @@ class ColearnStage(Stage):
             if self.few_pairs_hold["held"]:
                 self.learner.hold_g()
             print(f"fewer fit pairs than min_pairs: {self.few_pairs_hold['why']}", flush=True)
+            # what was decided goes with the warning the asset and the report show
+            self.fit_pairs_warning = "; ".join(filter(None, (self.fit_pairs_warning, self.few_pairs_hold["why"])))
         self.noise_calibration = self._noise_calibration_set() if self.cfg.fits_noise_level else None
         self.noise_fits: list[dict] = []
 
