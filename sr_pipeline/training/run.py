@@ -221,13 +221,14 @@ def train_colearn_from_catalog(layout: DataLayout, profile: Profile, *, teacher:
 
 def _few_pairs_check_pairs(layout: DataLayout, camera: str, registry: CameraRegistry, profile: Profile,
                            fit_count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The camera's gate pairs, loaded only when a pre-fit on fewer than ``min_pairs`` fit pairs is judged on them
-    (``paired_fit.few_pairs_hold``)."""
+    """The camera's gate pairs when a pre-fit on fewer than ``min_pairs`` fit pairs may be judged on them
+    (``paired_fit.few_pairs_hold``): also with enough declared pairs, since the registration check may leave out a
+    pair of another scene and bring the count below ``min_pairs``."""
     from sr_pipeline.evaluation.calibration import split_calibration_pairs
     from sr_pipeline.sr.data.pairs import load_rgb
 
     pf = profile.colearn.paired_fit
-    if not (0 < fit_count < pf.min_pairs and pf.few_pairs_hold == "judged" and profile.colearn.use_downsampler):
+    if not (fit_count and pf.few_pairs_hold == "judged" and profile.colearn.use_downsampler):
         return []
     _, gate = split_calibration_pairs(layout, camera, registry)
     return [(load_rgb(p.hr_path), load_rgb(p.lr_path)) for p in gate]

@@ -160,13 +160,14 @@ class PairedFitConfig(_Strict):
         "this share of its learning rate: the pre-fit pinned the blur on the pairs, and the unpaired terms (D_LR, "
         "the cycle) pulled it sharper than the camera (RealSR Nikon: 1.47x the real LR's fine detail at 1, 0.88x "
         "at 0). 0 holds it at its pre-fit value while the colour and noise parts keep learning; chosen on "
-        "RealSR's selection split (docs/benchmarks.md). Applies with at least min_pairs fit pairs; with fewer the "
-        "blur learns at its full rate")
+        "RealSR's selection split (docs/benchmarks.md). Applies with at least min_pairs fit pairs; with fewer, "
+        "few_pairs_hold decides whether the blur is held or learns at its full rate")
     few_pairs_hold: Literal["judged", "never", "always"] = Field(
         "judged", description="with fewer than min_pairs fit pairs, whether G's blur and colour stay where the "
         "pre-fit left them during co-learning (its noise part always learns): 'judged' holds them when the "
         "pre-fitted G is at least few_pairs_hold_margin dB closer (PSNR-Y) than bicubic-down to the real LR of "
-        "the camera's gate pairs, which it was not fitted on, and leaves them free otherwise or without gate pairs. "
+        "the camera's gate pairs, which it was not fitted on, and leaves them free otherwise, or without a gate pair "
+        "that is an exact pair of the profile's scale. "
         "On RealSR with 2 fit pairs, holding lifted Canon's student 0.84 dB and dropped Nikon's 0.69 dB on the "
         "selection split; their pre-fits were +2.3 and -0.3 dB from bicubic-down there (docs/benchmarks.md)")
     few_pairs_hold_margin: float = Field(

@@ -117,7 +117,8 @@ def test_a_transparent_fit_pair_is_named_in_a_warning(layout, tmp_path, capsys):
     profile = Profile.from_yaml(Path(__file__).resolve().parents[3] / "configs" / "cpu-demo.yaml")
     check = _few_pairs_check_pairs(layout, "field_cam", registry, profile, 3)
     assert len(check) == 1 and check[0][0].shape == (64, 64, 3)  # "gate", the one pair fit_pairs does not list
-    assert _few_pairs_check_pairs(layout, "field_cam", registry, profile, profile.colearn.paired_fit.min_pairs) == []
+    # with enough declared pairs too: the registration check may leave one out and bring the count below min_pairs
+    assert len(_few_pairs_check_pairs(layout, "field_cam", registry, profile, profile.colearn.paired_fit.min_pairs)) == 1
     assert _few_pairs_check_pairs(layout, "field_cam", registry, profile, 0) == []  # the unpaired twin
 
 
