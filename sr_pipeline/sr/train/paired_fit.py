@@ -170,6 +170,7 @@ def few_pairs_warning(count: int, advised: int) -> str | None:
             "twin, and the promotion gate serves the twin when it scores better than the student with pairs")
 
 
+PSNR_CAP = 60.0  # dB: an LR matched to the level (a flat or clipped pair) counts as this, never as infinity
 REALISM_WINDOW = 1024  # LR pixels: the centre of a larger check pair is enough to compare two camera models
 
 
@@ -203,10 +204,12 @@ def prefit_realism(g: LearnedDownsampler, pairs: Sequence[FitPair], scale: int) 
                 continue
             h, w = (min(n, REALISM_WINDOW) for n in lr.shape[:2])
             top, left = (lr.shape[0] - h) // 2, (lr.shape[1] - w) // 2
+            top, left = top - top % 16, left - left % 16  # on a JPEG camera's block grid (8 or 16 LR pixels)
             lr = lr[top: top + h, left: left + w]
             x = to_tensor(hr[top * scale: (top + h) * scale, left * scale: (left + w) * scale]).to(device)
-            learned.append(psnr_y(to_uint8(g.as_stored(g(x))), lr, 0))
-            bicubic.append(psnr_y(to_uint8(downsample(x, scale)), lr, 0))
+            # both through G's JPEG stage, as the camera stored the real LR; capped, so a flat pair cannot decide alone
+            learned.append(min(psnr_y(to_uint8(g.as_stored(g(x))), lr, 0), PSNR_CAP))
+            bicubic.append(min(psnr_y(to_uint8(g.as_stored(downsample(x, scale))), lr, 0), PSNR_CAP))
     finally:
         g.train(was_training)
     return PrefitRealism(float(np.mean(learned)), float(np.mean(bicubic)), len(learned)) if learned else None

@@ -171,7 +171,7 @@ class PairedFitConfig(_Strict):
         "On RealSR with 2 fit pairs, holding lifted Canon's student 0.84 dB and dropped Nikon's 0.69 dB on the "
         "selection split; their pre-fits were +2.3 and -0.3 dB from bicubic-down there (docs/benchmarks.md)")
     few_pairs_hold_margin: float = Field(
-        1.0, allow_inf_nan=False, description="dB PSNR-Y by which the pre-fitted G must beat bicubic-down on the gate pairs for "
+        1.0, ge=0, allow_inf_nan=False, strict=True, description="dB PSNR-Y by which the pre-fitted G must beat bicubic-down on the gate pairs for "
         "few_pairs_hold 'judged' to hold it; chosen inside the gap between RealSR's pre-fits on 1 and 2 pairs "
         "(+2.3 to +2.6 dB on Canon, -0.3 to +0.2 dB on Nikon, selection split)")
     colour_transform: bool = Field(

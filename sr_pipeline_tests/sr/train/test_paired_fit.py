@@ -449,8 +449,8 @@ def test_bench_refuses_fit_pairs_it_cannot_honour(load_benchmark, datasets, caps
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("hold, margin, gate, held", [("judged", -100.0, True, True), ("judged", 100.0, True, False),
-                                                    ("judged", -100.0, False, False), ("always", 100.0, False, True)])
+@pytest.mark.parametrize("hold, margin, gate, held", [("judged", 0.0, True, True), ("judged", 100.0, True, False),
+                                                    ("judged", 0.0, False, False), ("always", 100.0, False, True)])
 def test_below_min_pairs_gs_blur_and_colour_are_held_as_few_pairs_hold_decides(tmp_path, hold, margin, gate, held):
     """'judged' holds G's pre-fit blur and colour when the pre-fitted G beats bicubic-down on the camera's gate
     pairs by the margin (free without gate pairs); its noise part learns either way; training.json says why."""
@@ -472,6 +472,8 @@ def test_below_min_pairs_gs_blur_and_colour_are_held_as_few_pairs_hold_decides(t
     assert not torch.equal(g.log_read_sigma, fresh.log_read_sigma)
     record = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())["few_pairs_hold"]
     assert record["held"] == held and record["mode"] == hold
+    info = json.loads((result.model_dirs["downsampler"] / "training.json").read_text())
+    assert info["blur_lr_scale"] == (0.0 if held else 1.0)
     if hold == "judged" and gate:
         assert record["pairs"] == 2 and record["g_psnr"] is not None and "gate pair" in record["why"]
     elif hold == "judged":

@@ -442,6 +442,7 @@ class ColearnStage(Stage):
             self.few_pairs_hold = self._judge_few_pairs_hold()
             if self.few_pairs_hold["held"]:
                 self.learner.hold_g()
+                self.blur_lr_scale = 0.0  # as training.json records it
             print(f"fewer fit pairs than min_pairs: {self.few_pairs_hold['why']}", flush=True)
             # what was decided goes with the warning the asset and the report show
             self.fit_pairs_warning = "; ".join(filter(None, (self.fit_pairs_warning, self.few_pairs_hold["why"])))
