@@ -291,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: permission denied writing or reading{where}; give this user access to it (or pass another "
               "--data / output folder)", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as exc:  # after BrokenPipeError, itself an OSError
         if exc.errno not in _DISK_STATES:
             raise
         # a read-only or full disk under any command (promote's log, a report): one sentence, no traceback
@@ -299,11 +304,6 @@ def main(argv: list[str] | None = None) -> int:
         state, fix = _DISK_STATES[exc.errno]
         print(f"error: cannot write{where}: {state}; {fix}, then run the command again", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return _stdout_closed()
 
 
 _DISK_STATES = {errno.EROFS: ("the file system is read-only", "mount it writable"),
